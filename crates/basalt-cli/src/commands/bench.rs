@@ -1,0 +1,545 @@
+//! `basalt bench models`: measure the local engines on real data and, with `--peers`, the
+//! reference engines (llama-cpp-python, sentence-transformers) on the same inputs in the same
+//! run, reporting ratios so a noisy shared machine still gives comparable numbers.
+
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, bail};
+use basalt_model::{
+    Embedder, GenerationEvent, GenerationRequest, GenerationSummary, Generator, InferenceGate,
+    LocalEmbedder, LocalEmbedderOptions, LocalGenerator, LocalGeneratorOptions, Prompt,
+    SamplingOptions,
+};
+use serde::{Deserialize, Serialize};
+
+use super::print_line;
+use crate::settings::Settings;
+
+#[derive(Debug, clap::Subcommand)]
+pub(crate) enum BenchCommand {
+    /// Decode and prompt tokens/s, embedding passages/s and query latency
+    #[command(after_help = "Examples:\n  basalt bench models\n  \
+        basalt bench models --peers --json --out target/bench-models.json")]
+    Models(ModelsBenchArgs),
+}
+
+#[derive(Debug, clap::Args)]
+pub(crate) struct ModelsBenchArgs {
+    /// Print JSON instead of a table
+    #[arg(long)]
+    json: bool,
+    /// Also write the JSON report to this file
+    #[arg(long, value_name = "FILE")]
+    out: Option<PathBuf>,
+    /// Also run llama-cpp-python and sentence-transformers (in a throw-away virtualenv)
+    #[arg(long)]
+    peers: bool,
+    /// Script that runs the peers
+    #[arg(long, value_name = "FILE", default_value = "scripts/bench-peers.sh")]
+    peers_script: PathBuf,
+    /// Shared evaluation data (needs scifact-train/)
+    #[arg(
+        long,
+        env = "BASALT_SHARED_DATA",
+        default_value = "../shared/data",
+        value_name = "DIR"
+    )]
+    data: PathBuf,
+    /// Runs of each measurement; the best run counts
+    #[arg(long, default_value_t = 3, value_name = "N",
+          value_parser = clap::value_parser!(u32).range(1..))]
+    repeats: u32,
+    /// Passages to embed, in batches of 32
+    #[arg(long, default_value_t = 256, value_name = "N")]
+    passages: usize,
+    /// Single queries to time
+    #[arg(long, default_value_t = 50, value_name = "N")]
+    queries: usize,
+    /// Most tokens the bulk embedder packs into one llama.cpp batch
+    #[arg(long, value_name = "N")]
+    embed_batch_tokens: Option<usize>,
+    /// Flash attention for generation
+    #[arg(long, value_name = "BOOL", default_value_t = false, action = clap::ArgAction::Set)]
+    flash_attention: bool,
+}
+
+const PROMPT_TOKENS: usize = 500;
+const MAX_NEW_TOKENS: usize = 128;
+const EMBED_BATCH: usize = 32;
+
+#[derive(Debug, Serialize, Deserialize, Default, Clone)]
+struct GenerationNumbers {
+    prompt_tokens: usize,
+    prompt_tokens_per_second: f64,
+    completion_tokens: usize,
+    decode_tokens_per_second: f64,
+    #[serde(default)]
+    generated_ids: Vec<u32>,
+}
+
+#[derive(Debug, Serialize, Deserialize, Default, Clone)]
+struct EmbeddingNumbers {
+    passages: usize,
+    passages_per_second: f64,
+    query_latency_ms_median: f64,
+    query_latency_ms_p90: f64,
+}
+
+#[derive(Debug, Serialize, Deserialize)]
+struct PeerReport {
+    llama_cpp_python: PeerGeneration,
+    sentence_transformers: PeerEmbedding,
+}
+
+#[derive(Debug, Serialize, Deserialize)]
+struct PeerGeneration {
+    version: String,
+    #[serde(flatten)]
+    numbers: GenerationNumbers,
+}
+
+#[derive(Debug, Serialize, Deserialize)]
+struct PeerEmbedding {
+    version: String,
+    #[serde(default)]
+    torch_version: String,
+    #[serde(flatten)]
+    numbers: EmbeddingNumbers,
+}
+
+#[derive(Debug, Serialize)]
+struct Ratios {
+    decode_tokens_per_second: f64,
+    prompt_tokens_per_second: f64,
+    passages_per_second: f64,
+    query_latency_median: f64,
+    /// Greedy ids of both engines agree up to here (of the shorter completion).
+    matching_generated_tokens: usize,
+    floors: Vec<Floor>,
+}
+
+#[derive(Debug, Serialize)]
+struct Floor {
+    metric: &'static str,
+    ratio: f64,
+    floor: String,
+    met: bool,
+}
+
+#[derive(Debug, Serialize)]
+struct Report {
+    machine: Machine,
+    basalt: Measurements,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    peers: Option<PeerReport>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    ratios: Option<Ratios>,
+}
+
+#[derive(Debug, Serialize)]
+struct Machine {
+    threads: usize,
+    cpus: usize,
+}
+
+#[derive(Debug, Serialize)]
+struct Measurements {
+    generation: GenerationNumbers,
+    embedding: EmbeddingNumbers,
+}
+
+#[derive(Serialize)]
+struct PeerRequest<'a> {
+    gguf: String,
+    threads: usize,
+    prompt_token_ids: &'a [u32],
+    max_tokens: usize,
+    passages: &'a [String],
+    batch_size: usize,
+    queries: &'a [String],
+    repeats: u32,
+    flash_attention: bool,
+}
+
+pub(crate) fn run(command: BenchCommand, settings: &Settings) -> anyhow::Result<ExitCode> {
+    match command {
+        BenchCommand::Models(args) => bench_models(&args, settings),
+    }
+}
+
+fn bench_models(args: &ModelsBenchArgs, settings: &Settings) -> anyhow::Result<ExitCode> {
+    let (passages, queries) = load_scifact(&args.data, args.passages, args.queries)?;
+    let gate = InferenceGate::new();
+    let generator_path = settings.models_dir.default_generation_model();
+    let generator = LocalGenerator::load(
+        &generator_path,
+        &LocalGeneratorOptions {
+            threads: settings.threads,
+            context_size: Some(2048),
+            flash_attention: Some(args.flash_attention),
+            gate: gate.clone(),
+            ..LocalGeneratorOptions::default()
+        },
+    )
+    .with_context(|| format!("while loading {}", generator_path.display()))?;
+    let prompt_ids = bench_prompt(&generator, &passages)?;
+    eprintln!(
+        "basalt: generation: {PROMPT_TOKENS}-token prompt, {MAX_NEW_TOKENS} new tokens, best of {}",
+        args.repeats
+    );
+    let generation = bench_generation(&generator, &prompt_ids, args.repeats)?;
+    drop(generator);
+
+    let embedder_path = settings.models_dir.default_embedding_model();
+    let mut embedder_options = LocalEmbedderOptions {
+        threads: settings.threads,
+        gate,
+        ..LocalEmbedderOptions::default()
+    };
+    if let Some(tokens) = args.embed_batch_tokens {
+        embedder_options.batch_tokens = tokens;
+    }
+    let embedder = LocalEmbedder::load(&embedder_path, &embedder_options)
+        .with_context(|| format!("while loading {}", embedder_path.display()))?;
+    eprintln!(
+        "basalt: embedding: {} passages in batches of {EMBED_BATCH}, {} single queries",
+        passages.len(),
+        queries.len()
+    );
+    let embedding = bench_embedding(&embedder, &passages, &queries, args.repeats)?;
+    drop(embedder);
+
+    let mut report = Report {
+        machine: Machine {
+            threads: settings.threads,
+            cpus: std::thread::available_parallelism()
+                .map(usize::from)
+                .unwrap_or(1),
+        },
+        basalt: Measurements {
+            generation,
+            embedding,
+        },
+        peers: None,
+        ratios: None,
+    };
+    if args.peers {
+        let request = PeerRequest {
+            gguf: generator_path.display().to_string(),
+            threads: settings.threads,
+            prompt_token_ids: &prompt_ids,
+            max_tokens: MAX_NEW_TOKENS,
+            passages: &passages,
+            batch_size: EMBED_BATCH,
+            queries: &queries,
+            repeats: args.repeats,
+            flash_attention: args.flash_attention,
+        };
+        let peers = run_peers(&args.peers_script, &request)?;
+        report.ratios = Some(ratios(&report.basalt, &peers));
+        report.peers = Some(peers);
+    }
+
+    let json = serde_json::to_string_pretty(&report)?;
+    if let Some(out) = &args.out {
+        std::fs::write(out, &json).with_context(|| format!("while writing {}", out.display()))?;
+    }
+    if args.json {
+        print_line(&json)?;
+    } else {
+        print_table(&report)?;
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+/// Passages as `title + " " + text` and query texts from the SciFact training set.
+fn load_scifact(
+    data: &Path,
+    passages: usize,
+    queries: usize,
+) -> anyhow::Result<(Vec<String>, Vec<String>)> {
+    #[derive(Deserialize)]
+    struct Line {
+        #[serde(default)]
+        title: String,
+        text: String,
+    }
+    let read = |name: &str, limit: usize, with_title: bool| -> anyhow::Result<Vec<String>> {
+        let path = data.join("scifact-train").join(name);
+        let text = std::fs::read_to_string(&path).with_context(|| {
+            format!(
+                "while reading {} (set --data to the shared data directory)",
+                path.display()
+            )
+        })?;
+        text.lines()
+            .take(limit)
+            .map(|line| {
+                let record: Line = serde_json::from_str(line)
+                    .with_context(|| format!("while parsing {}", path.display()))?;
+                Ok(if with_title {
+                    format!("{} {}", record.title, record.text)
+                } else {
+                    record.text
+                })
+            })
+            .collect()
+    };
+    Ok((
+        read("corpus.jsonl", passages, true)?,
+        read("queries.jsonl", queries, false)?,
+    ))
+}
+
+/// Exactly `PROMPT_TOKENS` token ids of real text.
+fn bench_prompt(generator: &LocalGenerator, passages: &[String]) -> anyhow::Result<Vec<u32>> {
+    let mut text = String::new();
+    for passage in passages {
+        text.push_str(passage);
+        text.push('\n');
+        let ids = generator.tokenize_prompt(&Prompt::Raw(text.clone()))?;
+        if ids.len() >= PROMPT_TOKENS {
+            return Ok(ids[..PROMPT_TOKENS].to_vec());
+        }
+    }
+    bail!("the passages hold fewer than {PROMPT_TOKENS} tokens; use more --passages")
+}
+
+fn bench_generation(
+    generator: &LocalGenerator,
+    prompt_ids: &[u32],
+    repeats: u32,
+) -> anyhow::Result<GenerationNumbers> {
+    let mut best = GenerationNumbers::default();
+    // One warm-up run, then the measured ones.
+    for run in 0..=repeats {
+        let request = GenerationRequest {
+            prompt: Prompt::Tokens(prompt_ids.to_vec()),
+            sampling: SamplingOptions {
+                max_tokens: MAX_NEW_TOKENS,
+                ..SamplingOptions::default()
+            },
+        };
+        let mut ids = Vec::new();
+        let mut summary: Option<GenerationSummary> = None;
+        for event in generator.generate(request)? {
+            match event? {
+                GenerationEvent::Token { id, .. } => ids.push(id),
+                GenerationEvent::Done(done) => summary = Some(done),
+            }
+        }
+        let summary = summary.context("generation ended without a summary")?;
+        if run == 0 {
+            continue;
+        }
+        let prompt_rate = summary.prompt_tokens as f64 / seconds(summary.prompt_duration);
+        let decode_rate =
+            summary.completion_tokens.saturating_sub(1) as f64 / seconds(summary.decode_duration);
+        best.prompt_tokens = summary.prompt_tokens;
+        best.completion_tokens = summary.completion_tokens;
+        best.prompt_tokens_per_second = best.prompt_tokens_per_second.max(prompt_rate);
+        best.decode_tokens_per_second = best.decode_tokens_per_second.max(decode_rate);
+        best.generated_ids = ids;
+    }
+    Ok(best)
+}
+
+fn bench_embedding(
+    embedder: &LocalEmbedder,
+    passages: &[String],
+    queries: &[String],
+    repeats: u32,
+) -> anyhow::Result<EmbeddingNumbers> {
+    embedder.embed_batch(&passages[..passages.len().min(EMBED_BATCH)])?;
+    let mut best_rate: f64 = 0.0;
+    for _ in 0..repeats {
+        let started = Instant::now();
+        for batch in passages.chunks(EMBED_BATCH) {
+            embedder.embed_batch(batch)?;
+        }
+        best_rate = best_rate.max(passages.len() as f64 / seconds(started.elapsed()));
+    }
+    for query in queries.iter().take(3) {
+        embedder.embed_query(query)?;
+    }
+    let mut latencies = Vec::new();
+    for query in queries {
+        let started = Instant::now();
+        embedder.embed_query(query)?;
+        latencies.push(started.elapsed().as_secs_f64() * 1e3);
+    }
+    latencies.sort_by(f64::total_cmp);
+    let percentile = |p: f64| -> f64 {
+        if latencies.is_empty() {
+            return 0.0;
+        }
+        let index = ((latencies.len() - 1) as f64 * p).round() as usize;
+        latencies[index]
+    };
+    Ok(EmbeddingNumbers {
+        passages: passages.len(),
+        passages_per_second: best_rate,
+        query_latency_ms_median: percentile(0.5),
+        query_latency_ms_p90: percentile(0.9),
+    })
+}
+
+fn seconds(duration: Duration) -> f64 {
+    duration.as_secs_f64().max(1e-9)
+}
+
+fn run_peers(script: &Path, request: &PeerRequest<'_>) -> anyhow::Result<PeerReport> {
+    if !script.exists() {
+        bail!(
+            "the peer script {} does not exist; run from the repository root or pass --peers-script",
+            script.display()
+        );
+    }
+    let dir = std::env::temp_dir().join(format!("basalt-bench-{}", std::process::id()));
+    std::fs::create_dir_all(&dir)?;
+    let request_path = dir.join("request.json");
+    let result_path = dir.join("result.json");
+    std::fs::write(&request_path, serde_json::to_vec(request)?)?;
+    eprintln!(
+        "basalt: running the peers with {} (the first run installs them)",
+        script.display()
+    );
+    let status = std::process::Command::new("bash")
+        .arg(script)
+        .arg(&request_path)
+        .arg(&result_path)
+        .stdout(std::process::Stdio::null())
+        .status()
+        .with_context(|| format!("while running {}", script.display()))?;
+    if !status.success() {
+        bail!(
+            "{} failed ({status}); see its output above",
+            script.display()
+        );
+    }
+    let text = std::fs::read_to_string(&result_path)
+        .with_context(|| format!("while reading {}", result_path.display()))?;
+    let _ = std::fs::remove_dir_all(&dir);
+    serde_json::from_str(&text).context("while parsing the peers' report")
+}
+
+fn ratios(basalt: &Measurements, peers: &PeerReport) -> Ratios {
+    let ratio = |a: f64, b: f64| if b > 0.0 { a / b } else { 0.0 };
+    let peer_generation = &peers.llama_cpp_python.numbers;
+    let peer_embedding = &peers.sentence_transformers.numbers;
+    let decode = ratio(
+        basalt.generation.decode_tokens_per_second,
+        peer_generation.decode_tokens_per_second,
+    );
+    let prompt = ratio(
+        basalt.generation.prompt_tokens_per_second,
+        peer_generation.prompt_tokens_per_second,
+    );
+    let passages = ratio(
+        basalt.embedding.passages_per_second,
+        peer_embedding.passages_per_second,
+    );
+    let latency = ratio(
+        basalt.embedding.query_latency_ms_median,
+        peer_embedding.query_latency_ms_median,
+    );
+    let matching = basalt
+        .generation
+        .generated_ids
+        .iter()
+        .zip(&peer_generation.generated_ids)
+        .take_while(|(a, b)| a == b)
+        .count();
+    let at_least = |metric, ratio: f64, floor: f64| Floor {
+        metric,
+        ratio,
+        floor: format!(">= {floor}"),
+        met: ratio >= floor,
+    };
+    let floors = vec![
+        at_least("decode tokens/s vs llama-cpp-python", decode, 0.9),
+        at_least("prompt tokens/s vs llama-cpp-python", prompt, 0.9),
+        at_least("passages/s vs sentence-transformers", passages, 0.7),
+        Floor {
+            metric: "query latency vs sentence-transformers",
+            ratio: latency,
+            floor: "<= 0.5".to_string(),
+            met: latency <= 0.5,
+        },
+    ];
+    Ratios {
+        decode_tokens_per_second: decode,
+        prompt_tokens_per_second: prompt,
+        passages_per_second: passages,
+        query_latency_median: latency,
+        matching_generated_tokens: matching,
+        floors,
+    }
+}
+
+fn print_table(report: &Report) -> anyhow::Result<()> {
+    let generation = &report.basalt.generation;
+    let embedding = &report.basalt.embedding;
+    print_line(&format!(
+        "threads: {} of {} CPUs",
+        report.machine.threads, report.machine.cpus
+    ))?;
+    print_line(&format!(
+        "{:<34} {:>12} {:>14} {:>8}",
+        "metric", "basalt", "peer", "ratio"
+    ))?;
+    let peer_generation = report.peers.as_ref().map(|p| &p.llama_cpp_python.numbers);
+    let peer_embedding = report
+        .peers
+        .as_ref()
+        .map(|p| &p.sentence_transformers.numbers);
+    let row = |name: &str, ours: f64, theirs: Option<f64>| -> anyhow::Result<()> {
+        let (peer, ratio) = match theirs {
+            Some(value) if value > 0.0 => (format!("{value:.2}"), format!("{:.2}", ours / value)),
+            _ => ("-".to_string(), "-".to_string()),
+        };
+        print_line(&format!("{name:<34} {ours:>12.2} {peer:>14} {ratio:>8}"))
+    };
+    row(
+        "decode tokens/s",
+        generation.decode_tokens_per_second,
+        peer_generation.map(|p| p.decode_tokens_per_second),
+    )?;
+    row(
+        "prompt tokens/s (500-token prompt)",
+        generation.prompt_tokens_per_second,
+        peer_generation.map(|p| p.prompt_tokens_per_second),
+    )?;
+    row(
+        "embedding passages/s (batch 32)",
+        embedding.passages_per_second,
+        peer_embedding.map(|p| p.passages_per_second),
+    )?;
+    row(
+        "query latency ms (median)",
+        embedding.query_latency_ms_median,
+        peer_embedding.map(|p| p.query_latency_ms_median),
+    )?;
+    row(
+        "query latency ms (p90)",
+        embedding.query_latency_ms_p90,
+        peer_embedding.map(|p| p.query_latency_ms_p90),
+    )?;
+    if let Some(ratios) = &report.ratios {
+        print_line(&format!(
+            "greedy tokens identical to llama-cpp-python: {} of {}",
+            ratios.matching_generated_tokens,
+            generation.generated_ids.len()
+        ))?;
+        for floor in &ratios.floors {
+            let verdict = if floor.met { "met" } else { "MISSED" };
+            print_line(&format!(
+                "floor {:<42} {:>6.2} {:<8} {verdict}",
+                floor.metric, floor.ratio, floor.floor
+            ))?;
+        }
+    }
+    Ok(())
+}

@@ -1,0 +1,64 @@
+//! Settings shared by every command, resolved once from flags and the environment.
+
+use std::path::PathBuf;
+
+use basalt_model::ModelsDir;
+
+/// Options that apply to every subcommand.
+#[derive(Debug, clap::Args)]
+pub(crate) struct GlobalArgs {
+    /// Directory holding the models [default: ~/.local/share/basalt/models]
+    #[arg(long, global = true, env = "BASALT_MODELS_DIR", value_name = "DIR")]
+    pub(crate) models_dir: Option<PathBuf>,
+
+    /// CPU threads for inference [default: all cores]
+    #[arg(long, global = true, env = "BASALT_THREADS", value_name = "N",
+          value_parser = clap::value_parser!(u16).range(1..))]
+    pub(crate) threads: Option<u16>,
+
+    /// Log more (-v: debug, -vv: trace, including llama.cpp's own logs)
+    #[arg(short, long, global = true, action = clap::ArgAction::Count)]
+    pub(crate) verbose: u8,
+}
+
+/// Everything a command needs to know about its environment.
+#[derive(Debug, Clone)]
+pub(crate) struct Settings {
+    pub(crate) models_dir: ModelsDir,
+    pub(crate) threads: usize,
+}
+
+impl Settings {
+    pub(crate) fn resolve(args: &GlobalArgs) -> Self {
+        let models_dir = args
+            .models_dir
+            .clone()
+            .map(ModelsDir::new)
+            .unwrap_or_else(ModelsDir::from_env);
+        let threads = args.threads.map(usize::from).unwrap_or_else(|| {
+            std::thread::available_parallelism()
+                .map(std::num::NonZeroUsize::get)
+                .unwrap_or(1)
+        });
+        Settings {
+            models_dir,
+            threads,
+        }
+    }
+}
+
+/// Logs go to stderr so stdout stays clean for answers and JSON. `RUST_LOG` overrides.
+pub(crate) fn init_tracing(verbose: u8) {
+    let default = match verbose {
+        0 => "warn,llama-cpp-2=error",
+        1 => "info,llama-cpp-2=warn",
+        2 => "debug",
+        _ => "trace",
+    };
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default));
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .init();
+}

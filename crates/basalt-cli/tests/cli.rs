@@ -1,0 +1,245 @@
+//! The `basalt` binary as a user runs it: real models, real processes, exit codes and messages.
+//!
+//! Each test starts processes that load models; a lock makes them take turns so two processes
+//! never fight over the 2 CPU cores.
+
+use std::path::PathBuf;
+use std::process::{Command, Output};
+use std::sync::Mutex;
+
+use serde::Deserialize;
+
+static CPU: Mutex<()> = Mutex::new(());
+
+fn basalt(args: &[&str]) -> Output {
+    basalt_with(args, |_| {})
+}
+
+fn basalt_with(args: &[&str], configure: impl FnOnce(&mut Command)) -> Output {
+    let _turn = CPU
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner);
+    let mut command = Command::new(env!("CARGO_BIN_EXE_basalt"));
+    command.args(args);
+    configure(&mut command);
+    command.output().expect("basalt runs")
+}
+
+fn stdout(output: &Output) -> String {
+    String::from_utf8_lossy(&output.stdout).into_owned()
+}
+
+fn stderr(output: &Output) -> String {
+    String::from_utf8_lossy(&output.stderr).into_owned()
+}
+
+fn assert_clean_failure(output: &Output, expected: &str) {
+    let err = stderr(output);
+    assert!(!output.status.success(), "must fail: {err}");
+    assert!(!err.contains("panicked"), "no panic: {err}");
+    assert!(
+        err.contains(expected),
+        "stderr should mention {expected:?}: {err}"
+    );
+}
+
+fn shared_data() -> PathBuf {
+    std::env::var_os("BASALT_SHARED_DATA")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../../shared/data"))
+}
+
+#[derive(Deserialize)]
+struct Reference {
+    completions: Vec<Completion>,
+}
+
+#[derive(Deserialize)]
+struct Completion {
+    prompt: String,
+    greedy_ids: Vec<u32>,
+}
+
+#[derive(Deserialize)]
+struct GenerateJson {
+    text: String,
+    token_ids: Vec<u32>,
+    prompt_tokens: usize,
+    completion_tokens: usize,
+    finish_reason: String,
+}
+
+#[test]
+fn generate_raw_greedy_json_matches_llama_cpp() {
+    let path = shared_data().join("reference/smollm2-llamacpp.json");
+    let reference: Reference =
+        serde_json::from_str(&std::fs::read_to_string(path).expect("reference")).expect("json");
+    let completion = &reference.completions[1];
+    let output = basalt(&[
+        "generate",
+        "--raw",
+        "--temperature",
+        "0",
+        "--max-tokens",
+        "20",
+        "--json",
+        &completion.prompt,
+    ]);
+    assert!(output.status.success(), "{}", stderr(&output));
+    let json: GenerateJson = serde_json::from_str(stdout(&output).trim()).expect("one JSON object");
+    assert_eq!(json.token_ids[..16], completion.greedy_ids[..16]);
+    assert_eq!(json.completion_tokens, 20);
+    assert_eq!(json.finish_reason, "length");
+    assert!(json.prompt_tokens > 20);
+    assert!(
+        json.text.starts_with("In the depths of the earth"),
+        "{}",
+        json.text
+    );
+}
+
+#[test]
+fn generate_streams_plain_text() {
+    let output = basalt(&[
+        "generate",
+        "--max-tokens",
+        "16",
+        "What is the capital of France?",
+    ]);
+    assert!(output.status.success(), "{}", stderr(&output));
+    assert!(stdout(&output).contains("Paris"), "{}", stdout(&output));
+}
+
+#[test]
+fn embed_json_prints_one_object_per_text() {
+    let output = basalt(&["embed", "--json", "first text", "second text", "third"]);
+    assert!(output.status.success(), "{}", stderr(&output));
+    let lines: Vec<serde_json::Value> = stdout(&output)
+        .lines()
+        .map(|line| serde_json::from_str(line).expect("JSON line"))
+        .collect();
+    assert_eq!(lines.len(), 3);
+    assert_eq!(lines[0]["text"], "first text");
+    assert_eq!(lines[2]["embedding"].as_array().map(Vec::len), Some(384));
+}
+
+#[test]
+fn embed_single_text_matches_the_reference() {
+    #[derive(Deserialize)]
+    struct Line {
+        text: String,
+        embedding: Vec<f32>,
+    }
+    let text = std::fs::read_to_string(shared_data().join("reference/minilm-embeddings.jsonl"))
+        .expect("reference");
+    let reference: Line = serde_json::from_str(text.lines().nth(100).expect("line")).expect("json");
+    let output = basalt(&["embed", "--json", &reference.text]);
+    assert!(output.status.success(), "{}", stderr(&output));
+    let line: Line = serde_json::from_str(stdout(&output).trim()).expect("JSON");
+    let dot: f32 = line
+        .embedding
+        .iter()
+        .zip(&reference.embedding)
+        .map(|(a, b)| a * b)
+        .sum();
+    assert!(dot >= 0.999, "cosine {dot}");
+}
+
+#[test]
+fn max_tokens_zero_is_a_clear_error() {
+    let output = basalt(&["generate", "--max-tokens", "0", "hello"]);
+    assert_clean_failure(&output, "max_tokens must be at least 1");
+}
+
+#[test]
+fn prompt_over_the_context_window_is_a_clear_error() {
+    let prompt = "rock ".repeat(400);
+    let output = basalt(&["generate", "--context-size", "128", &prompt]);
+    assert_clean_failure(&output, "context window is 128");
+}
+
+#[test]
+fn missing_models_directory_says_how_to_fix_it() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let models = dir.path().join("nothing-here");
+    let models = models.to_str().expect("utf-8 path");
+    let output = basalt(&["--models-dir", models, "generate", "hi"]);
+    assert_clean_failure(&output, "basalt models fetch");
+    let output = basalt(&["--models-dir", models, "embed", "hi"]);
+    assert_clean_failure(&output, "basalt models fetch");
+    let output = basalt(&["--models-dir", models, "models", "list"]);
+    assert_clean_failure(&output, "basalt models fetch");
+    assert!(stdout(&output).contains("missing"));
+}
+
+#[test]
+fn truncated_model_file_is_named_in_the_error() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let source = basalt_model::ModelsDir::from_env().default_generation_model();
+    let bytes = std::fs::read(&source).expect("installed model");
+    let target = dir.path().join("SmolLM2-135M-Instruct.Q4_1.gguf");
+    std::fs::write(&target, &bytes[..bytes.len() - 1000]).expect("write");
+    let target = target.to_str().expect("utf-8 path");
+    let output = basalt(&["generate", "--model", target, "hi"]);
+    assert_clean_failure(&output, "SmolLM2-135M-Instruct.Q4_1.gguf is corrupt");
+}
+
+#[test]
+fn models_list_reports_installed_models() {
+    let output = basalt(&["models", "list", "--json"]);
+    assert!(output.status.success(), "{}", stderr(&output));
+    let models: serde_json::Value = serde_json::from_str(&stdout(&output)).expect("JSON");
+    let names: Vec<&str> = models
+        .as_array()
+        .expect("array")
+        .iter()
+        .filter_map(|model| model["name"].as_str())
+        .collect();
+    assert_eq!(names, ["smollm2-135m-instruct", "all-minilm-l6-v2"]);
+    assert!(
+        models
+            .as_array()
+            .expect("array")
+            .iter()
+            .all(|m| m["ready"] == true)
+    );
+}
+
+#[test]
+fn models_fetch_is_a_no_op_when_installed() {
+    let output = basalt(&["models", "fetch"]);
+    assert!(output.status.success(), "{}", stderr(&output));
+    assert_eq!(
+        stdout(&output).matches("already installed").count(),
+        2,
+        "{}",
+        stdout(&output)
+    );
+}
+
+#[cfg(unix)]
+#[test]
+fn invalid_utf8_argument_is_rejected_without_panic() {
+    use std::os::unix::ffi::OsStrExt;
+    let _turn = CPU
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner);
+    let output = Command::new(env!("CARGO_BIN_EXE_basalt"))
+        .arg("embed")
+        .arg(std::ffi::OsStr::from_bytes(b"caf\xe9"))
+        .output()
+        .expect("runs");
+    assert_clean_failure(&output, "UTF-8");
+}
+
+#[test]
+fn help_has_examples() {
+    let output = basalt(&["--help"]);
+    assert!(output.status.success());
+    let help = stdout(&output);
+    for needle in ["Examples:", "models", "embed", "generate", "bench"] {
+        assert!(help.contains(needle), "{needle}: {help}");
+    }
+    let output = basalt(&["generate", "--help"]);
+    assert!(stdout(&output).contains("--max-tokens"));
+}

@@ -1,0 +1,388 @@
+//! Text embeddings: the [`Embedder`] trait and the local llama.cpp implementation for
+//! BERT-family sentence-transformers models (mean pooling, L2 normalisation).
+//!
+//! The local embedder has two paths over one loaded model. Bulk batches (ingestion) are sorted by
+//! length and packed into sub-batches on a bulk worker; single queries run on their own small
+//! context on a query worker and go through the [`InferenceGate`] ahead of bulk work, so a search
+//! stays fast while an ingestion runs.
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::sync::mpsc::{Receiver, Sender};
+
+use llama_cpp_2::context::params::{LlamaContextParams, LlamaPoolingType};
+use llama_cpp_2::llama_batch::LlamaBatch;
+use llama_cpp_2::model::LlamaModel;
+use llama_cpp_2::token::LlamaToken;
+
+use crate::error::{ModelError, Result};
+use crate::gate::{InferenceGate, Priority};
+use crate::wordpiece::WordPieceTokenizer;
+
+/// Turns text into unit-length vectors whose dot product is cosine similarity.
+pub trait Embedder: Send + Sync + std::fmt::Debug {
+    fn info(&self) -> &EmbedderInfo;
+
+    /// Embeds many passages at once, for ingestion. Throughput matters more than latency.
+    fn embed_batch(&self, texts: &[String]) -> Result<Vec<Vec<f32>>>;
+
+    /// Embeds one search query with interactive priority. Latency matters.
+    fn embed_query(&self, text: &str) -> Result<Vec<f32>>;
+
+    /// Model tokens in `text` before truncation, special tokens included: what a chunker needs
+    /// to keep chunks inside [`EmbedderInfo::max_tokens`].
+    fn count_tokens(&self, text: &str) -> Result<usize>;
+}
+
+/// What callers need to know about an embedding model.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct EmbedderInfo {
+    pub model_name: String,
+    pub dimension: usize,
+    /// Longest input in model tokens; longer texts are truncated to it.
+    pub max_tokens: usize,
+}
+
+/// Settings of the local embedder.
+#[derive(Debug, Clone)]
+pub struct LocalEmbedderOptions {
+    /// Threads llama.cpp uses for each batch.
+    pub threads: usize,
+    /// Truncation limit in word pieces (256 for all-MiniLM-L6-v2, like sentence-transformers).
+    pub max_tokens: usize,
+    /// Most tokens in one bulk sub-batch. Larger sub-batches multiply bigger matrices; attention
+    /// across a sub-batch grows with its square, so there is a sweet spot (see `basalt bench`).
+    pub batch_tokens: usize,
+    /// Most sequences in one bulk sub-batch.
+    pub batch_sequences: usize,
+    /// Flash attention: `None` lets llama.cpp decide.
+    pub flash_attention: Option<bool>,
+    /// Shared with the other engines of the process.
+    pub gate: InferenceGate,
+}
+
+impl Default for LocalEmbedderOptions {
+    fn default() -> Self {
+        LocalEmbedderOptions {
+            threads: crate::llama::default_threads(),
+            max_tokens: 256,
+            batch_tokens: 2048,
+            batch_sequences: 64,
+            flash_attention: None,
+            gate: InferenceGate::new(),
+        }
+    }
+}
+
+struct EmbedJob {
+    sequences: Vec<Vec<u32>>,
+    reply: Sender<Result<Vec<Vec<f32>>>>,
+}
+
+/// all-MiniLM-L6-v2 (or any BERT GGUF written by Basalt's converter) on llama.cpp.
+#[derive(Debug)]
+pub struct LocalEmbedder {
+    info: EmbedderInfo,
+    tokenizer: WordPieceTokenizer,
+    bulk_jobs: Sender<EmbedJob>,
+    query_jobs: Sender<EmbedJob>,
+}
+
+impl std::fmt::Debug for EmbedJob {
+    fn fmt(&self, formatter: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(formatter, "EmbedJob({} sequences)", self.sequences.len())
+    }
+}
+
+impl LocalEmbedder {
+    /// Loads an embedding model directory holding the converted GGUF and `tokenizer.json`
+    /// (the layout `basalt models fetch` writes), or a GGUF path whose directory holds
+    /// `tokenizer.json`.
+    pub fn load(path: &Path, options: &LocalEmbedderOptions) -> Result<Self> {
+        let (gguf_path, directory) = resolve_paths(path)?;
+        if options.batch_tokens < options.max_tokens || options.batch_sequences == 0 {
+            return Err(ModelError::InvalidRequest(format!(
+                "batch_tokens ({}) must be at least max_tokens ({}) and batch_sequences positive",
+                options.batch_tokens, options.max_tokens
+            )));
+        }
+        let tokenizer =
+            WordPieceTokenizer::load(&directory.join("tokenizer.json"), options.max_tokens)?;
+        let model = Arc::new(crate::llama::load_model(
+            &gguf_path,
+            "BERT embedding (GGUF from `basalt models fetch`)",
+            |architecture| architecture == "bert",
+        )?);
+        let dimension = usize::try_from(model.n_embd()).unwrap_or_default();
+        let model_name = model
+            .meta_val_str("general.name")
+            .unwrap_or_else(|_| gguf_path.display().to_string());
+
+        let bulk_jobs = spawn_embedding_worker(
+            "basalt-embed-bulk",
+            model.clone(),
+            options,
+            options.batch_tokens,
+            options.batch_sequences,
+            Priority::Bulk,
+        )?;
+        let query_jobs = spawn_embedding_worker(
+            "basalt-embed-query",
+            model,
+            options,
+            options.max_tokens,
+            1,
+            Priority::Interactive,
+        )?;
+        Ok(LocalEmbedder {
+            info: EmbedderInfo {
+                model_name,
+                dimension,
+                max_tokens: options.max_tokens,
+            },
+            tokenizer,
+            bulk_jobs,
+            query_jobs,
+        })
+    }
+
+    fn run(&self, jobs: &Sender<EmbedJob>, sequences: Vec<Vec<u32>>) -> Result<Vec<Vec<f32>>> {
+        let (reply, answer) = std::sync::mpsc::channel();
+        jobs.send(EmbedJob { sequences, reply })
+            .map_err(|_| ModelError::WorkerGone)?;
+        answer.recv().map_err(|_| ModelError::WorkerGone)?
+    }
+}
+
+impl Embedder for LocalEmbedder {
+    fn info(&self) -> &EmbedderInfo {
+        &self.info
+    }
+
+    fn embed_batch(&self, texts: &[String]) -> Result<Vec<Vec<f32>>> {
+        if texts.is_empty() {
+            return Ok(Vec::new());
+        }
+        let sequences = texts
+            .iter()
+            .map(|text| self.tokenizer.encode(text))
+            .collect::<Result<Vec<_>>>()?;
+        self.run(&self.bulk_jobs, sequences)
+    }
+
+    fn embed_query(&self, text: &str) -> Result<Vec<f32>> {
+        let sequence = self.tokenizer.encode(text)?;
+        self.run(&self.query_jobs, vec![sequence])?
+            .pop()
+            .ok_or(ModelError::WorkerGone)
+    }
+
+    fn count_tokens(&self, text: &str) -> Result<usize> {
+        self.tokenizer.count(text)
+    }
+}
+
+/// Accepts a model directory or the GGUF inside it.
+fn resolve_paths(path: &Path) -> Result<(PathBuf, PathBuf)> {
+    if path.is_dir() {
+        let gguf = path.join(crate::catalog::MINILM_GGUF);
+        if gguf.exists() {
+            return Ok((gguf, path.to_path_buf()));
+        }
+        let mut ggufs: Vec<PathBuf> = std::fs::read_dir(path)
+            .map_err(|error| ModelError::io(path, error))?
+            .filter_map(|entry| entry.ok().map(|entry| entry.path()))
+            .filter(|candidate| candidate.extension().is_some_and(|ext| ext == "gguf"))
+            .collect();
+        ggufs.sort();
+        return match ggufs.into_iter().next() {
+            Some(gguf) => Ok((gguf, path.to_path_buf())),
+            None => Err(ModelError::MissingFile { path: gguf }),
+        };
+    }
+    if !path.exists() {
+        return Err(ModelError::MissingFile {
+            path: path.to_path_buf(),
+        });
+    }
+    let directory = path.parent().unwrap_or(Path::new(".")).to_path_buf();
+    Ok((path.to_path_buf(), directory))
+}
+
+fn spawn_embedding_worker(
+    name: &str,
+    model: Arc<LlamaModel>,
+    options: &LocalEmbedderOptions,
+    context_tokens: usize,
+    max_sequences: usize,
+    priority: Priority,
+) -> Result<Sender<EmbedJob>> {
+    let threads = i32::try_from(options.threads.max(1)).unwrap_or(1);
+    let gate = options.gate.clone();
+    let context_tokens_u32 = u32::try_from(context_tokens).unwrap_or(u32::MAX);
+    let max_sequences_u32 = u32::try_from(max_sequences).unwrap_or(1);
+    // llama.cpp's LLAMA_FLASH_ATTN_TYPE_{AUTO,DISABLED,ENABLED}.
+    let flash_attention = match options.flash_attention {
+        None => -1,
+        Some(false) => 0,
+        Some(true) => 1,
+    };
+    crate::llama::spawn_worker(name, move |ready, jobs: Receiver<EmbedJob>| {
+        let params = LlamaContextParams::default()
+            .with_n_ctx(std::num::NonZeroU32::new(context_tokens_u32))
+            .with_n_batch(context_tokens_u32)
+            .with_n_ubatch(context_tokens_u32)
+            .with_n_seq_max(max_sequences_u32)
+            // Encoder models keep no KV cache; a unified context stops llama.cpp from splitting
+            // n_ctx into per-sequence slices.
+            .with_kv_unified(true)
+            .with_flash_attention_policy(flash_attention)
+            .with_embeddings(true)
+            .with_pooling_type(LlamaPoolingType::Mean)
+            .with_n_threads(threads)
+            .with_n_threads_batch(threads);
+        let backend = match crate::llama::backend() {
+            Ok(backend) => backend,
+            Err(error) => return ready(Err(error)),
+        };
+        let mut context = match model.new_context(backend, params) {
+            Ok(context) => context,
+            Err(error) => {
+                return ready(Err(ModelError::Inference(format!(
+                    "could not create an embedding context: {error}"
+                ))));
+            }
+        };
+        ready(Ok(()));
+        let mut batch = LlamaBatch::new(context_tokens, i32::try_from(max_sequences).unwrap_or(1));
+        for job in jobs {
+            let result = embed_sequences(
+                &mut context,
+                &mut batch,
+                &job.sequences,
+                context_tokens,
+                max_sequences,
+                &gate,
+                priority,
+            );
+            // The caller may have given up; the result is then simply dropped.
+            let _ = job.reply.send(result);
+        }
+    })
+}
+
+/// Embeds token sequences, longest first, packed into sub-batches that fit the context.
+fn embed_sequences(
+    context: &mut llama_cpp_2::context::LlamaContext<'_>,
+    batch: &mut LlamaBatch<'_>,
+    sequences: &[Vec<u32>],
+    context_tokens: usize,
+    max_sequences: usize,
+    gate: &InferenceGate,
+    priority: Priority,
+) -> Result<Vec<Vec<f32>>> {
+    let mut order: Vec<usize> = (0..sequences.len()).collect();
+    order.sort_by_key(|&index| std::cmp::Reverse(sequences[index].len()));
+    let mut results: Vec<Option<Vec<f32>>> = vec![None; sequences.len()];
+
+    for group in pack(&order, sequences, context_tokens, max_sequences) {
+        batch.clear();
+        for (seq_id, &index) in group.iter().enumerate() {
+            let seq_id = i32::try_from(seq_id).unwrap_or_default();
+            let tokens = &sequences[index];
+            for (position, &token) in tokens.iter().enumerate() {
+                let token = LlamaToken::new(i32::try_from(token).unwrap_or_default());
+                batch
+                    .add(
+                        token,
+                        i32::try_from(position).unwrap_or_default(),
+                        &[seq_id],
+                        true,
+                    )
+                    .map_err(|error| ModelError::Inference(format!("batch: {error}")))?;
+            }
+        }
+        let _pass = gate.enter(priority);
+        context
+            .encode(batch)
+            .map_err(|error| ModelError::Inference(format!("embedding failed: {error}")))?;
+        for (seq_id, &index) in group.iter().enumerate() {
+            let pooled = context
+                .embeddings_seq_ith(i32::try_from(seq_id).unwrap_or_default())
+                .map_err(|_| ModelError::Inference("no pooled embedding returned".to_string()))?;
+            results[index] = Some(normalized(pooled));
+        }
+    }
+    results
+        .into_iter()
+        .map(|vector| vector.ok_or_else(|| ModelError::Inference("a text was skipped".into())))
+        .collect()
+}
+
+/// Greedy packing of length-sorted sequences into groups of at most `max_tokens` tokens and
+/// `max_sequences` sequences.
+fn pack(
+    order: &[usize],
+    sequences: &[Vec<u32>],
+    max_tokens: usize,
+    max_sequences: usize,
+) -> Vec<Vec<usize>> {
+    let mut groups: Vec<Vec<usize>> = Vec::new();
+    let mut current: Vec<usize> = Vec::new();
+    let mut current_tokens = 0;
+    for &index in order {
+        let length = sequences[index].len();
+        if !current.is_empty()
+            && (current_tokens + length > max_tokens || current.len() == max_sequences)
+        {
+            groups.push(std::mem::take(&mut current));
+            current_tokens = 0;
+        }
+        current.push(index);
+        current_tokens += length;
+    }
+    if !current.is_empty() {
+        groups.push(current);
+    }
+    groups
+}
+
+fn normalized(vector: &[f32]) -> Vec<f32> {
+    let norm = vector.iter().map(|v| v * v).sum::<f32>().sqrt();
+    if norm == 0.0 {
+        return vector.to_vec();
+    }
+    vector.iter().map(|v| v / norm).collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    proptest! {
+        #[test]
+        fn packing_keeps_every_sequence_once_within_limits(
+            lengths in proptest::collection::vec(1usize..=256, 0..80),
+            max_sequences in 1usize..70,
+        ) {
+            let sequences: Vec<Vec<u32>> = lengths.iter().map(|&n| vec![0; n]).collect();
+            let order: Vec<usize> = (0..sequences.len()).collect();
+            let groups = pack(&order, &sequences, 512, max_sequences);
+            let mut seen: Vec<usize> = groups.iter().flatten().copied().collect();
+            seen.sort_unstable();
+            prop_assert_eq!(seen, order);
+            for group in &groups {
+                prop_assert!(!group.is_empty() && group.len() <= max_sequences);
+                prop_assert!(group.iter().map(|&i| lengths[i]).sum::<usize>() <= 512);
+            }
+        }
+    }
+
+    #[test]
+    fn normalized_has_unit_length() {
+        let vector = normalized(&[3.0, 4.0]);
+        assert!((vector[0] - 0.6).abs() < 1e-6 && (vector[1] - 0.8).abs() < 1e-6);
+        assert_eq!(normalized(&[0.0, 0.0]), vec![0.0, 0.0]);
+    }
+}

@@ -1,0 +1,35 @@
+//! Local inference for Basalt: the [`Embedder`] and [`Generator`] traits, the llama.cpp engines
+//! that implement them on the CPU, and the provisioning that puts model files on disk.
+//!
+//! Callers depend on the traits only, so a remote provider (an OpenAI-compatible server, Bedrock)
+//! can be added as another implementation without touching them.
+
+mod catalog;
+mod chat;
+mod convert;
+mod embedder;
+mod error;
+mod gate;
+mod generator;
+mod gguf;
+mod llama;
+mod provision;
+mod safetensors;
+mod stop;
+mod utf8;
+mod wordpiece;
+
+pub use catalog::{
+    DEFAULT_EMBEDDING_MODEL, DEFAULT_GENERATION_MODEL, ModelFile, ModelKind, ModelSpec, ModelsDir,
+    catalog,
+};
+pub use chat::{ChatMessage, ChatRole, Prompt};
+pub use convert::convert_bert_safetensors_to_gguf;
+pub use embedder::{Embedder, EmbedderInfo, LocalEmbedder, LocalEmbedderOptions};
+pub use error::ModelError;
+pub use gate::InferenceGate;
+pub use generator::{
+    FinishReason, GenerationEvent, GenerationRequest, GenerationStream, GenerationSummary,
+    Generator, GeneratorInfo, LocalGenerator, LocalGeneratorOptions, SamplingOptions,
+};
+pub use provision::{FetchReport, FileStatus, InstalledModel, fetch_models, inspect_models};

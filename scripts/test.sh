@@ -1,0 +1,17 @@
+#!/usr/bin/env bash
+# Runs every check CI runs: formatting, clippy with warnings as errors, and all tests (the
+# engine tests load the real default models, which this script installs first).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+# The tests and the models' installer share the dev profile, so llama.cpp is built once.
+BASALT_PROFILE=dev scripts/setup.sh
+
+echo "== cargo fmt --check" >&2
+cargo fmt --all -- --check
+
+echo "== cargo clippy" >&2
+cargo clippy --locked --workspace --all-targets -- -D warnings
+
+echo "== cargo test" >&2
+cargo test --locked --workspace -- --test-threads 2
