@@ -25,17 +25,17 @@ const TOKEN_UNKNOWN: i32 = 2;
 const TOKEN_CONTROL: i32 = 3;
 
 #[derive(Debug, Deserialize)]
-struct BertConfig {
+pub(crate) struct BertConfig {
     model_type: String,
-    hidden_size: u32,
-    intermediate_size: u32,
-    num_hidden_layers: u32,
-    num_attention_heads: u32,
-    max_position_embeddings: u32,
-    layer_norm_eps: f32,
+    pub(crate) hidden_size: u32,
+    pub(crate) intermediate_size: u32,
+    pub(crate) num_hidden_layers: u32,
+    pub(crate) num_attention_heads: u32,
+    pub(crate) max_position_embeddings: u32,
+    pub(crate) layer_norm_eps: f32,
     #[serde(default = "default_type_vocab_size")]
-    type_vocab_size: u32,
-    vocab_size: u32,
+    pub(crate) type_vocab_size: u32,
+    pub(crate) vocab_size: u32,
     #[serde(default)]
     hidden_act: Option<String>,
 }
@@ -44,29 +44,74 @@ fn default_type_vocab_size() -> u32 {
     2
 }
 
-/// Converts the BERT checkpoint in `model_dir` into a GGUF file at `output`.
-pub fn convert_bert_safetensors_to_gguf(model_dir: &Path, output: &Path, name: &str) -> Result<()> {
+/// Reads and checks `config.json` of a BERT checkpoint: a BERT model with GELU activation.
+pub(crate) fn read_bert_config(model_dir: &Path) -> Result<BertConfig> {
     let config_path = model_dir.join("config.json");
     let config: BertConfig = read_json(&config_path)?;
+    let wrong_model = |reason: String| ModelError::WrongModel {
+        path: config_path.clone(),
+        expected: "BERT (sentence-transformers) embedding".to_string(),
+        reason,
+    };
+    if config.model_type != "bert" {
+        return Err(wrong_model(format!(
+            "config.json says model_type {:?}",
+            config.model_type
+        )));
+    }
+    if let Some(activation) = &config.hidden_act
+        && activation != "gelu"
+    {
+        return Err(wrong_model(format!(
+            "activation {activation:?} is not supported (only gelu)"
+        )));
+    }
+    if config.num_attention_heads == 0
+        || !config
+            .hidden_size
+            .is_multiple_of(config.num_attention_heads)
+    {
+        return Err(wrong_model(format!(
+            "hidden size {} is not a multiple of {} attention heads",
+            config.hidden_size, config.num_attention_heads
+        )));
+    }
+    Ok(config)
+}
+
+/// Tensor `name` of a BERT checkpoint (with or without the `bert.` prefix) as f32, after
+/// checking its shape against the one `config.json` implies.
+pub(crate) fn bert_tensor(
+    weights: &SafeTensors,
+    name: &str,
+    shape: &[usize],
+) -> std::result::Result<Vec<f32>, String> {
+    let prefixed = format!("bert.{name}");
+    let full_name = if weights.info(name).is_none() && weights.info(&prefixed).is_some() {
+        prefixed.as_str()
+    } else {
+        name
+    };
+    let info = weights
+        .info(full_name)
+        .ok_or_else(|| format!("tensor {full_name} is missing (not a BERT checkpoint?)"))?;
+    if info.shape != shape {
+        return Err(format!(
+            "tensor {full_name} has shape {:?}, config.json implies {shape:?}",
+            info.shape
+        ));
+    }
+    weights.f32_values(full_name)
+}
+
+/// Converts the BERT checkpoint in `model_dir` into a GGUF file at `output`.
+pub fn convert_bert_safetensors_to_gguf(model_dir: &Path, output: &Path, name: &str) -> Result<()> {
+    let config = read_bert_config(model_dir)?;
     let wrong_model = |path: &Path, reason: String| ModelError::WrongModel {
         path: path.to_path_buf(),
         expected: "BERT (sentence-transformers) embedding".to_string(),
         reason,
     };
-    if config.model_type != "bert" {
-        return Err(wrong_model(
-            &config_path,
-            format!("config.json says model_type {:?}", config.model_type),
-        ));
-    }
-    if let Some(activation) = &config.hidden_act
-        && activation != "gelu"
-    {
-        return Err(wrong_model(
-            &config_path,
-            format!("activation {activation:?} is not supported (only gelu)"),
-        ));
-    }
 
     let vocab = read_vocab(&model_dir.join("tokenizer.json"))?;
     if vocab.len() != config.vocab_size as usize {
@@ -220,26 +265,9 @@ fn add_tensors(
     weights: &SafeTensors,
     config: &BertConfig,
 ) -> std::result::Result<(), String> {
-    let prefix = if weights.names().any(|name| name.starts_with("bert.")) {
-        "bert."
-    } else {
-        ""
-    };
     let hidden = config.hidden_size as usize;
     let intermediate = config.intermediate_size as usize;
-    let load = |name: &str, shape: &[usize]| -> std::result::Result<Vec<f32>, String> {
-        let full_name = format!("{prefix}{name}");
-        let info = weights
-            .info(&full_name)
-            .ok_or_else(|| format!("tensor {full_name} is missing (not a BERT checkpoint?)"))?;
-        if info.shape != shape {
-            return Err(format!(
-                "tensor {full_name} has shape {:?}, config.json implies {shape:?}",
-                info.shape
-            ));
-        }
-        weights.f32_values(&full_name)
-    };
+    let load = |name: &str, shape: &[usize]| bert_tensor(weights, name, shape);
     // PyTorch shapes are [rows, columns]; ggml lists the fastest dimension first.
     let ggml_dims = |shape: &[usize]| shape.iter().rev().map(|&d| d as u64).collect::<Vec<_>>();
     let mut put = |gguf_name: String, shape: &[usize], values: Vec<f32>| {

@@ -1,5 +1,6 @@
-//! Text embeddings: the [`Embedder`] trait and the local llama.cpp implementation for
-//! BERT-family sentence-transformers models (mean pooling, L2 normalisation).
+//! Text embeddings: the [`Embedder`] trait and the local implementation for BERT-family
+//! sentence-transformers models (mean pooling, L2 normalisation), on one of two engines: the
+//! native encoder (`bert.rs`, from `model.safetensors`, the default) or llama.cpp (a BERT GGUF).
 //!
 //! The local embedder has two paths over one loaded model. Bulk batches (ingestion) are sorted by
 //! length and packed into sub-batches on a bulk worker; single queries run on their own small
@@ -15,6 +16,7 @@ use llama_cpp_2::llama_batch::LlamaBatch;
 use llama_cpp_2::model::LlamaModel;
 use llama_cpp_2::token::LlamaToken;
 
+use crate::bert::BertEncoder;
 use crate::error::{ModelError, Result};
 use crate::gate::{InferenceGate, Priority};
 use crate::wordpiece::WordPieceTokenizer;
@@ -43,10 +45,31 @@ pub struct EmbedderInfo {
     pub max_tokens: usize,
 }
 
+/// Which engine runs a local embedding model.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum EmbeddingEngine {
+    /// Basalt's own BERT encoder on `model.safetensors` (fastest here; see ARCHITECTURE.md).
+    Native,
+    /// llama.cpp on a BERT GGUF (Basalt's converter writes one for MiniLM at install time).
+    Llama,
+}
+
+impl EmbeddingEngine {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            EmbeddingEngine::Native => "native",
+            EmbeddingEngine::Llama => "llama.cpp",
+        }
+    }
+}
+
 /// Settings of the local embedder.
 #[derive(Debug, Clone)]
 pub struct LocalEmbedderOptions {
-    /// Threads llama.cpp uses for each batch.
+    /// `None` picks the native engine when the model directory holds `model.safetensors` and
+    /// llama.cpp for a GGUF.
+    pub engine: Option<EmbeddingEngine>,
+    /// Threads each batch may use.
     pub threads: usize,
     /// Truncation limit in word pieces (256 for all-MiniLM-L6-v2, like sentence-transformers).
     pub max_tokens: usize,
@@ -55,7 +78,7 @@ pub struct LocalEmbedderOptions {
     pub batch_tokens: usize,
     /// Most sequences in one bulk sub-batch.
     pub batch_sequences: usize,
-    /// Flash attention: `None` lets llama.cpp decide.
+    /// Flash attention for the llama.cpp engine: `None` lets llama.cpp decide.
     pub flash_attention: Option<bool>,
     /// Shared with the other engines of the process.
     pub gate: InferenceGate,
@@ -64,6 +87,7 @@ pub struct LocalEmbedderOptions {
 impl Default for LocalEmbedderOptions {
     fn default() -> Self {
         LocalEmbedderOptions {
+            engine: None,
             threads: crate::llama::default_threads(),
             max_tokens: 256,
             batch_tokens: 2048,
@@ -79,10 +103,11 @@ struct EmbedJob {
     reply: Sender<Result<Vec<Vec<f32>>>>,
 }
 
-/// all-MiniLM-L6-v2 (or any BERT GGUF written by Basalt's converter) on llama.cpp.
+/// all-MiniLM-L6-v2, or another BERT sentence-transformers model, on the CPU.
 #[derive(Debug)]
 pub struct LocalEmbedder {
     info: EmbedderInfo,
+    engine: EmbeddingEngine,
     tokenizer: WordPieceTokenizer,
     bulk_jobs: Sender<EmbedJob>,
     query_jobs: Sender<EmbedJob>,
@@ -95,32 +120,54 @@ impl std::fmt::Debug for EmbedJob {
 }
 
 impl LocalEmbedder {
-    /// Loads an embedding model directory holding the converted GGUF and `tokenizer.json`
-    /// (the layout `basalt models fetch` writes), or a GGUF path whose directory holds
-    /// `tokenizer.json`.
+    /// Loads an embedding model: a directory holding `tokenizer.json` and `model.safetensors`
+    /// (+ `config.json`) or a BERT GGUF (the layout `basalt models fetch` writes has both), or
+    /// the path of a GGUF whose directory holds `tokenizer.json`.
     pub fn load(path: &Path, options: &LocalEmbedderOptions) -> Result<Self> {
-        let (gguf_path, directory) = resolve_paths(path)?;
         if options.batch_tokens < options.max_tokens || options.batch_sequences == 0 {
             return Err(ModelError::InvalidRequest(format!(
                 "batch_tokens ({}) must be at least max_tokens ({}) and batch_sequences positive",
                 options.batch_tokens, options.max_tokens
             )));
         }
+        let (engine, directory) = choose_engine(path, options.engine)?;
         let tokenizer =
             WordPieceTokenizer::load(&directory.join("tokenizer.json"), options.max_tokens)?;
-        let model = Arc::new(crate::llama::load_model(
-            &gguf_path,
-            "BERT embedding (GGUF from `basalt models fetch`)",
-            |architecture| architecture == "bert",
-        )?);
-        let dimension = usize::try_from(model.n_embd()).unwrap_or_default();
-        let model_name = model
-            .meta_val_str("general.name")
-            .unwrap_or_else(|_| gguf_path.display().to_string());
+        let (backend, dimension, model_name) = match engine {
+            EmbeddingEngine::Native => {
+                let encoder = Arc::new(BertEncoder::load(&directory)?);
+                let name = directory.file_name().map_or_else(
+                    || directory.display().to_string(),
+                    |name| name.to_string_lossy().into_owned(),
+                );
+                let dimension = encoder.dimension();
+                let pool = rayon::ThreadPoolBuilder::new()
+                    .num_threads(options.threads.max(1))
+                    .thread_name(|index| format!("basalt-embed-{index}"))
+                    .build()
+                    .map_err(|error| {
+                        ModelError::Inference(format!("could not start embedding threads: {error}"))
+                    })?;
+                (Backend::Native(encoder, Arc::new(pool)), dimension, name)
+            }
+            EmbeddingEngine::Llama => {
+                let gguf_path = find_gguf(path)?;
+                let model = Arc::new(crate::llama::load_model(
+                    &gguf_path,
+                    "BERT embedding (GGUF from `basalt models fetch`)",
+                    |architecture| architecture == "bert",
+                )?);
+                let dimension = usize::try_from(model.n_embd()).unwrap_or_default();
+                let name = model
+                    .meta_val_str("general.name")
+                    .unwrap_or_else(|_| gguf_path.display().to_string());
+                (Backend::Llama(model), dimension, name)
+            }
+        };
 
         let bulk_jobs = spawn_embedding_worker(
             "basalt-embed-bulk",
-            model.clone(),
+            backend.clone(),
             options,
             options.batch_tokens,
             options.batch_sequences,
@@ -128,7 +175,7 @@ impl LocalEmbedder {
         )?;
         let query_jobs = spawn_embedding_worker(
             "basalt-embed-query",
-            model,
+            backend,
             options,
             options.max_tokens,
             1,
@@ -140,10 +187,16 @@ impl LocalEmbedder {
                 dimension,
                 max_tokens: options.max_tokens,
             },
+            engine,
             tokenizer,
             bulk_jobs,
             query_jobs,
         })
+    }
+
+    /// The engine this embedder runs on.
+    pub fn engine(&self) -> EmbeddingEngine {
+        self.engine
     }
 
     fn run(&self, jobs: &Sender<EmbedJob>, sequences: Vec<Vec<u32>>) -> Result<Vec<Vec<f32>>> {
@@ -182,34 +235,109 @@ impl Embedder for LocalEmbedder {
     }
 }
 
-/// Accepts a model directory or the GGUF inside it.
-fn resolve_paths(path: &Path) -> Result<(PathBuf, PathBuf)> {
-    if path.is_dir() {
-        let gguf = path.join(crate::catalog::MINILM_GGUF);
-        if gguf.exists() {
-            return Ok((gguf, path.to_path_buf()));
-        }
-        let mut ggufs: Vec<PathBuf> = std::fs::read_dir(path)
-            .map_err(|error| ModelError::io(path, error))?
-            .filter_map(|entry| entry.ok().map(|entry| entry.path()))
-            .filter(|candidate| candidate.extension().is_some_and(|ext| ext == "gguf"))
-            .collect();
-        ggufs.sort();
-        return match ggufs.into_iter().next() {
-            Some(gguf) => Ok((gguf, path.to_path_buf())),
-            None => Err(ModelError::MissingFile { path: gguf }),
-        };
-    }
+/// A loaded model, shared by the bulk and query workers.
+#[derive(Debug, Clone)]
+enum Backend {
+    Native(Arc<BertEncoder>, Arc<rayon::ThreadPool>),
+    Llama(Arc<LlamaModel>),
+}
+
+/// Picks the engine for `path` and the directory that holds `tokenizer.json`.
+fn choose_engine(
+    path: &Path,
+    requested: Option<EmbeddingEngine>,
+) -> Result<(EmbeddingEngine, PathBuf)> {
     if !path.exists() {
         return Err(ModelError::MissingFile {
             path: path.to_path_buf(),
         });
     }
-    let directory = path.parent().unwrap_or(Path::new(".")).to_path_buf();
-    Ok((path.to_path_buf(), directory))
+    if !path.is_dir() {
+        // A file: only llama.cpp loads single files.
+        if requested == Some(EmbeddingEngine::Native) {
+            return Err(ModelError::InvalidRequest(format!(
+                "the native engine loads a model directory (model.safetensors, config.json, \
+                 tokenizer.json), not the file {}",
+                path.display()
+            )));
+        }
+        let directory = path.parent().unwrap_or(Path::new(".")).to_path_buf();
+        return Ok((EmbeddingEngine::Llama, directory));
+    }
+    let engine = requested.unwrap_or(if path.join("model.safetensors").exists() {
+        EmbeddingEngine::Native
+    } else {
+        EmbeddingEngine::Llama
+    });
+    if engine == EmbeddingEngine::Native && !path.join("model.safetensors").exists() {
+        return Err(ModelError::MissingFile {
+            path: path.join("model.safetensors"),
+        });
+    }
+    Ok((engine, path.to_path_buf()))
+}
+
+/// The GGUF to load: `path` itself, or the converter's file (else the first GGUF) inside it.
+fn find_gguf(path: &Path) -> Result<PathBuf> {
+    if !path.is_dir() {
+        return Ok(path.to_path_buf());
+    }
+    let gguf = path.join(crate::catalog::MINILM_GGUF);
+    if gguf.exists() {
+        return Ok(gguf);
+    }
+    let mut ggufs: Vec<PathBuf> = std::fs::read_dir(path)
+        .map_err(|error| ModelError::io(path, error))?
+        .filter_map(|entry| entry.ok().map(|entry| entry.path()))
+        .filter(|candidate| candidate.extension().is_some_and(|ext| ext == "gguf"))
+        .collect();
+    ggufs.sort();
+    ggufs
+        .into_iter()
+        .next()
+        .ok_or(ModelError::MissingFile { path: gguf })
 }
 
 fn spawn_embedding_worker(
+    name: &str,
+    backend: Backend,
+    options: &LocalEmbedderOptions,
+    context_tokens: usize,
+    max_sequences: usize,
+    priority: Priority,
+) -> Result<Sender<EmbedJob>> {
+    match backend {
+        Backend::Native(encoder, pool) => {
+            let gate = options.gate.clone();
+            let threads = options.threads.max(1);
+            crate::llama::spawn_worker(name, move |ready, jobs: Receiver<EmbedJob>| {
+                ready(Ok(()));
+                for job in jobs {
+                    let result = embed_in_groups(
+                        &job.sequences,
+                        context_tokens,
+                        max_sequences,
+                        &gate,
+                        priority,
+                        |group| pool.install(|| encoder.encode(group, threads)),
+                    );
+                    // The caller may have given up; the result is then simply dropped.
+                    let _ = job.reply.send(result);
+                }
+            })
+        }
+        Backend::Llama(model) => spawn_llama_worker(
+            name,
+            model,
+            options,
+            context_tokens,
+            max_sequences,
+            priority,
+        ),
+    }
+}
+
+fn spawn_llama_worker(
     name: &str,
     model: Arc<LlamaModel>,
     options: &LocalEmbedderOptions,
@@ -256,14 +384,13 @@ fn spawn_embedding_worker(
         ready(Ok(()));
         let mut batch = LlamaBatch::new(context_tokens, i32::try_from(max_sequences).unwrap_or(1));
         for job in jobs {
-            let result = embed_sequences(
-                &mut context,
-                &mut batch,
+            let result = embed_in_groups(
                 &job.sequences,
                 context_tokens,
                 max_sequences,
                 &gate,
                 priority,
+                |group| llama_encode_group(&mut context, &mut batch, group),
             );
             // The caller may have given up; the result is then simply dropped.
             let _ = job.reply.send(result);
@@ -271,51 +398,73 @@ fn spawn_embedding_worker(
     })
 }
 
-/// Embeds token sequences, longest first, packed into sub-batches that fit the context.
-fn embed_sequences(
-    context: &mut llama_cpp_2::context::LlamaContext<'_>,
-    batch: &mut LlamaBatch<'_>,
+/// Embeds token sequences, longest first, packed into groups that fit `context_tokens` and
+/// `max_sequences`; `encode_group` returns the pooled vectors of one group, in order.
+fn embed_in_groups(
     sequences: &[Vec<u32>],
     context_tokens: usize,
     max_sequences: usize,
     gate: &InferenceGate,
     priority: Priority,
+    mut encode_group: impl FnMut(&[Vec<u32>]) -> Result<Vec<Vec<f32>>>,
 ) -> Result<Vec<Vec<f32>>> {
     let mut order: Vec<usize> = (0..sequences.len()).collect();
     order.sort_by_key(|&index| std::cmp::Reverse(sequences[index].len()));
     let mut results: Vec<Option<Vec<f32>>> = vec![None; sequences.len()];
 
     for group in pack(&order, sequences, context_tokens, max_sequences) {
-        batch.clear();
-        for (seq_id, &index) in group.iter().enumerate() {
-            let seq_id = i32::try_from(seq_id).unwrap_or_default();
-            let tokens = &sequences[index];
-            for (position, &token) in tokens.iter().enumerate() {
-                let token = LlamaToken::new(i32::try_from(token).unwrap_or_default());
-                batch
-                    .add(
-                        token,
-                        i32::try_from(position).unwrap_or_default(),
-                        &[seq_id],
-                        true,
-                    )
-                    .map_err(|error| ModelError::Inference(format!("batch: {error}")))?;
-            }
+        let members: Vec<Vec<u32>> = group
+            .iter()
+            .map(|&index| sequences[index].clone())
+            .collect();
+        let pooled = {
+            let _pass = gate.enter(priority);
+            encode_group(&members)?
+        };
+        if pooled.len() != group.len() {
+            return Err(ModelError::Inference("the engine skipped a text".into()));
         }
-        let _pass = gate.enter(priority);
-        context
-            .encode(batch)
-            .map_err(|error| ModelError::Inference(format!("embedding failed: {error}")))?;
-        for (seq_id, &index) in group.iter().enumerate() {
-            let pooled = context
-                .embeddings_seq_ith(i32::try_from(seq_id).unwrap_or_default())
-                .map_err(|_| ModelError::Inference("no pooled embedding returned".to_string()))?;
-            results[index] = Some(normalized(pooled));
+        for (&index, vector) in group.iter().zip(pooled) {
+            results[index] = Some(normalized(&vector));
         }
     }
     results
         .into_iter()
         .map(|vector| vector.ok_or_else(|| ModelError::Inference("a text was skipped".into())))
+        .collect()
+}
+
+/// One llama.cpp encode of a group of sequences, each in its own sequence slot.
+fn llama_encode_group(
+    context: &mut llama_cpp_2::context::LlamaContext<'_>,
+    batch: &mut LlamaBatch<'_>,
+    group: &[Vec<u32>],
+) -> Result<Vec<Vec<f32>>> {
+    batch.clear();
+    for (seq_id, tokens) in group.iter().enumerate() {
+        let seq_id = i32::try_from(seq_id).unwrap_or_default();
+        for (position, &token) in tokens.iter().enumerate() {
+            let token = LlamaToken::new(i32::try_from(token).unwrap_or_default());
+            batch
+                .add(
+                    token,
+                    i32::try_from(position).unwrap_or_default(),
+                    &[seq_id],
+                    true,
+                )
+                .map_err(|error| ModelError::Inference(format!("batch: {error}")))?;
+        }
+    }
+    context
+        .encode(batch)
+        .map_err(|error| ModelError::Inference(format!("embedding failed: {error}")))?;
+    (0..group.len())
+        .map(|seq_id| {
+            context
+                .embeddings_seq_ith(i32::try_from(seq_id).unwrap_or_default())
+                .map(<[f32]>::to_vec)
+                .map_err(|_| ModelError::Inference("no pooled embedding returned".to_string()))
+        })
         .collect()
 }
 

@@ -1,9 +1,11 @@
-//! Local inference for Basalt: the [`Embedder`] and [`Generator`] traits, the llama.cpp engines
-//! that implement them on the CPU, and the provisioning that puts model files on disk.
+//! Local inference for Basalt: the [`Embedder`] and [`Generator`] traits, the CPU engines that
+//! implement them (llama.cpp for generation; a native BERT encoder, or llama.cpp, for
+//! embeddings), and the provisioning that puts model files on disk.
 //!
 //! Callers depend on the traits only, so a remote provider (an OpenAI-compatible server, Bedrock)
 //! can be added as another implementation without touching them.
 
+mod bert;
 mod catalog;
 mod chat;
 mod convert;
@@ -13,6 +15,7 @@ mod gate;
 mod generator;
 mod gguf;
 mod llama;
+mod matmul;
 mod provision;
 mod safetensors;
 mod stop;
@@ -25,7 +28,7 @@ pub use catalog::{
 };
 pub use chat::{ChatMessage, ChatRole, Prompt};
 pub use convert::convert_bert_safetensors_to_gguf;
-pub use embedder::{Embedder, EmbedderInfo, LocalEmbedder, LocalEmbedderOptions};
+pub use embedder::{Embedder, EmbedderInfo, EmbeddingEngine, LocalEmbedder, LocalEmbedderOptions};
 pub use error::ModelError;
 pub use gate::InferenceGate;
 pub use generator::{

@@ -90,6 +90,7 @@ impl SafeTensors {
         })
     }
 
+    #[cfg(test)]
     pub(crate) fn names(&self) -> impl Iterator<Item = &str> {
         self.tensors.keys().map(String::as_str)
     }

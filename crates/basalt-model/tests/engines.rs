@@ -8,9 +8,10 @@ use std::path::PathBuf;
 use std::sync::{Arc, OnceLock};
 
 use basalt_model::{
-    ChatMessage, ChatRole, Embedder, FinishReason, GenerationEvent, GenerationRequest,
-    GenerationSummary, Generator, InferenceGate, LocalEmbedder, LocalEmbedderOptions,
-    LocalGenerator, LocalGeneratorOptions, ModelError, ModelsDir, Prompt, SamplingOptions,
+    ChatMessage, ChatRole, Embedder, EmbeddingEngine, FinishReason, GenerationEvent,
+    GenerationRequest, GenerationSummary, Generator, InferenceGate, LocalEmbedder,
+    LocalEmbedderOptions, LocalGenerator, LocalGeneratorOptions, ModelError, ModelsDir, Prompt,
+    SamplingOptions,
 };
 use serde::Deserialize;
 
@@ -29,16 +30,26 @@ fn gate() -> &'static InferenceGate {
     GATE.get_or_init(InferenceGate::new)
 }
 
+/// The default embedder (the native engine, since the model directory holds safetensors).
 fn embedder() -> &'static LocalEmbedder {
     static EMBEDDER: OnceLock<LocalEmbedder> = OnceLock::new();
-    EMBEDDER.get_or_init(|| {
-        let options = LocalEmbedderOptions {
-            gate: gate().clone(),
-            ..LocalEmbedderOptions::default()
-        };
-        LocalEmbedder::load(&models_dir().default_embedding_model(), &options).unwrap_or_else(
-            |error| panic!("the embedding model must be installed (scripts/setup.sh): {error}"),
-        )
+    EMBEDDER.get_or_init(|| load_embedder(None))
+}
+
+/// The same model on llama.cpp, from the GGUF Basalt's converter wrote.
+fn llama_embedder() -> &'static LocalEmbedder {
+    static EMBEDDER: OnceLock<LocalEmbedder> = OnceLock::new();
+    EMBEDDER.get_or_init(|| load_embedder(Some(EmbeddingEngine::Llama)))
+}
+
+fn load_embedder(engine: Option<EmbeddingEngine>) -> LocalEmbedder {
+    let options = LocalEmbedderOptions {
+        engine,
+        gate: gate().clone(),
+        ..LocalEmbedderOptions::default()
+    };
+    LocalEmbedder::load(&models_dir().default_embedding_model(), &options).unwrap_or_else(|error| {
+        panic!("the embedding model must be installed (scripts/setup.sh): {error}")
     })
 }
 
@@ -151,10 +162,21 @@ fn chatml_messages(prompt: &str) -> Vec<ChatMessage> {
 
 #[test]
 fn embeddings_match_sentence_transformers() {
+    assert_eq!(embedder().engine(), EmbeddingEngine::Native);
+    check_reference_embeddings(embedder());
+}
+
+#[test]
+fn llama_cpp_embeddings_match_sentence_transformers() {
+    assert_eq!(llama_embedder().engine(), EmbeddingEngine::Llama);
+    check_reference_embeddings(llama_embedder());
+}
+
+fn check_reference_embeddings(embedder: &LocalEmbedder) {
     let references = reference_embeddings();
     assert_eq!(references.len(), 129);
     let texts: Vec<String> = references.iter().map(|r| r.text.clone()).collect();
-    let vectors = embedder().embed_batch(&texts).expect("batch embedding");
+    let vectors = embedder.embed_batch(&texts).expect("batch embedding");
     let mut worst = (1.0f32, String::new());
     for (reference, vector) in references.iter().zip(&vectors) {
         assert_eq!(vector.len(), 384);
@@ -174,7 +196,7 @@ fn embeddings_match_sentence_transformers() {
 
     // The query path gives the same vectors as the bulk path.
     for reference in references.iter().filter(|r| r.kind == "query").take(8) {
-        let vector = embedder()
+        let vector = embedder
             .embed_query(&reference.text)
             .expect("query embedding");
         let similarity = cosine(&vector, &reference.embedding);
@@ -477,4 +499,10 @@ fn converter_rejects_safetensors_of_another_model() {
     .expect_err("wrong model");
     assert!(matches!(error, ModelError::WrongModel { .. }), "{error}");
     assert!(!dir.path().join("out.gguf").exists());
+
+    // The native engine reads the same checkpoint and refuses it the same way.
+    let error =
+        LocalEmbedder::load(dir.path(), &LocalEmbedderOptions::default()).expect_err("wrong model");
+    assert!(matches!(error, ModelError::WrongModel { .. }), "{error}");
+    assert!(error.to_string().contains("model.safetensors"), "{error}");
 }

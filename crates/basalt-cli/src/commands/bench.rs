@@ -8,9 +8,9 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context, bail};
 use basalt_model::{
-    Embedder, GenerationEvent, GenerationRequest, GenerationSummary, Generator, InferenceGate,
-    LocalEmbedder, LocalEmbedderOptions, LocalGenerator, LocalGeneratorOptions, Prompt,
-    SamplingOptions,
+    Embedder, EmbeddingEngine, GenerationEvent, GenerationRequest, GenerationSummary, Generator,
+    InferenceGate, LocalEmbedder, LocalEmbedderOptions, LocalGenerator, LocalGeneratorOptions,
+    Prompt, SamplingOptions,
 };
 use serde::{Deserialize, Serialize};
 
@@ -48,7 +48,7 @@ pub(crate) struct ModelsBenchArgs {
     )]
     data: PathBuf,
     /// Runs of each measurement; the best run counts
-    #[arg(long, default_value_t = 3, value_name = "N",
+    #[arg(long, default_value_t = 5, value_name = "N",
           value_parser = clap::value_parser!(u32).range(1..))]
     repeats: u32,
     /// Passages to embed, in batches of 32
@@ -60,6 +60,9 @@ pub(crate) struct ModelsBenchArgs {
     /// Most tokens the bulk embedder packs into one llama.cpp batch
     #[arg(long, value_name = "N")]
     embed_batch_tokens: Option<usize>,
+    /// Embedding engine [default: native]
+    #[arg(long, value_name = "ENGINE", value_parser = ["native", "llama"])]
+    embed_engine: Option<String>,
     /// Flash attention for generation
     #[arg(long, value_name = "BOOL", default_value_t = false, action = clap::ArgAction::Set)]
     flash_attention: bool,
@@ -142,6 +145,7 @@ struct Report {
 struct Machine {
     threads: usize,
     cpus: usize,
+    embedding_engine: &'static str,
 }
 
 #[derive(Debug, Serialize)]
@@ -201,6 +205,11 @@ fn bench_models(args: &ModelsBenchArgs, settings: &Settings) -> anyhow::Result<E
     if let Some(tokens) = args.embed_batch_tokens {
         embedder_options.batch_tokens = tokens;
     }
+    embedder_options.engine = match args.embed_engine.as_deref() {
+        Some("llama") => Some(EmbeddingEngine::Llama),
+        Some(_) => Some(EmbeddingEngine::Native),
+        None => None,
+    };
     let embedder = LocalEmbedder::load(&embedder_path, &embedder_options)
         .with_context(|| format!("while loading {}", embedder_path.display()))?;
     eprintln!(
@@ -209,6 +218,7 @@ fn bench_models(args: &ModelsBenchArgs, settings: &Settings) -> anyhow::Result<E
         queries.len()
     );
     let embedding = bench_embedding(&embedder, &passages, &queries, args.repeats)?;
+    let embedding_engine = embedder.engine().as_str();
     drop(embedder);
 
     let mut report = Report {
@@ -217,6 +227,7 @@ fn bench_models(args: &ModelsBenchArgs, settings: &Settings) -> anyhow::Result<E
             cpus: std::thread::available_parallelism()
                 .map(usize::from)
                 .unwrap_or(1),
+            embedding_engine,
         },
         basalt: Measurements {
             generation,
@@ -483,8 +494,8 @@ fn print_table(report: &Report) -> anyhow::Result<()> {
     let generation = &report.basalt.generation;
     let embedding = &report.basalt.embedding;
     print_line(&format!(
-        "threads: {} of {} CPUs",
-        report.machine.threads, report.machine.cpus
+        "threads: {} of {} CPUs; embedding engine: {}",
+        report.machine.threads, report.machine.cpus, report.machine.embedding_engine
     ))?;
     print_line(&format!(
         "{:<34} {:>12} {:>14} {:>8}",
