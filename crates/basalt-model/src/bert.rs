@@ -13,7 +13,7 @@ use rayon::prelude::*;
 
 use crate::convert::{BertConfig, bert_tensor, read_bert_config};
 use crate::error::{ModelError, Result};
-use crate::matmul::{MatMut, MatRef, Threads, matmul};
+use crate::matmul::{MatMut, MatRef, PackedWeights, Threads, matmul, matmul_few_rows};
 use crate::safetensors::SafeTensors;
 
 /// A loaded BERT encoder. Read-only after loading, so workers share it behind an `Arc`.
@@ -38,10 +38,12 @@ struct Norm {
     bias: Vec<f32>,
 }
 
-/// `y = x W + b` with `W` stored input-major (`inputs × outputs`, the transpose of PyTorch's).
+/// `y = x W + b` with `W` stored input-major (`inputs × outputs`, the transpose of PyTorch's),
+/// and once more packed for products with a few rows (single queries).
 #[derive(Debug)]
 struct Linear {
     weight: Vec<f32>,
+    packed: PackedWeights,
     bias: Vec<f32>,
     inputs: usize,
     outputs: usize,
@@ -245,6 +247,7 @@ impl BertEncoder {
         scratch
             .intermediate
             .par_chunks_mut(ELEMENTWISE_CHUNK)
+            .with_min_len(MIN_CHUNKS_PER_TASK)
             .for_each(gelu_in_place);
         layer
             .output
@@ -263,35 +266,41 @@ impl BertEncoder {
             .iter()
             .flat_map(|&(start, length)| (0..self.heads).map(move |head| (start, length, head)))
             .collect();
-        let outputs: Vec<Vec<f32>> = tasks
-            .par_iter()
-            .map(|&(start, length, head)| {
-                let base = start * stride + head * head_size;
-                let queries = MatRef::rows(&qkv[base..], length, head_size, stride);
-                let keys = MatRef::rows(&qkv[base + hidden..], length, head_size, stride);
-                let values = MatRef::rows(&qkv[base + 2 * hidden..], length, head_size, stride);
-                let mut scores = vec![0.0f32; length * length];
-                matmul(
-                    &mut MatMut::rows(&mut scores, length, length, length),
-                    queries,
-                    keys.transposed(),
-                    scale,
-                    false,
-                    Threads::One,
-                );
-                scores.chunks_exact_mut(length).for_each(softmax_in_place);
-                let mut output = vec![0.0f32; length * head_size];
-                matmul(
-                    &mut MatMut::rows(&mut output, length, head_size, head_size),
-                    MatRef::rows(&scores, length, length, length),
-                    values,
-                    1.0,
-                    false,
-                    Threads::One,
-                );
-                output
-            })
-            .collect();
+        let head_attention = |&(start, length, head): &(usize, usize, usize)| {
+            let base = start * stride + head * head_size;
+            if length <= FEW_ROWS {
+                return short_attention(&qkv[base..], length, head_size, hidden, scale);
+            }
+            let queries = MatRef::rows(&qkv[base..], length, head_size, stride);
+            let keys = MatRef::rows(&qkv[base + hidden..], length, head_size, stride);
+            let values = MatRef::rows(&qkv[base + 2 * hidden..], length, head_size, stride);
+            let mut scores = vec![0.0f32; length * length];
+            matmul(
+                &mut MatMut::rows(&mut scores, length, length, length),
+                queries,
+                keys.transposed(),
+                scale,
+                false,
+                Threads::One,
+            );
+            scores.chunks_exact_mut(length).for_each(softmax_in_place);
+            let mut output = vec![0.0f32; length * head_size];
+            matmul(
+                &mut MatMut::rows(&mut output, length, head_size, head_size),
+                MatRef::rows(&scores, length, length, length),
+                values,
+                1.0,
+                false,
+                Threads::One,
+            );
+            output
+        };
+        // A query's attention is microseconds of work: waking the pool would cost more.
+        let outputs: Vec<Vec<f32>> = if qkv.len() / stride <= FEW_ROWS {
+            tasks.iter().map(head_attention).collect()
+        } else {
+            tasks.par_iter().map(head_attention).collect()
+        };
 
         context.clear();
         context.resize(qkv.len() / 3, 0.0);
@@ -314,6 +323,7 @@ impl Linear {
             }
         }
         Linear {
+            packed: PackedWeights::pack(&transposed, inputs, outputs),
             weight: transposed,
             bias,
             inputs,
@@ -322,6 +332,13 @@ impl Linear {
     }
 
     fn forward(&self, input: &[f32], rows: usize, output: &mut Vec<f32>, threads: Threads) {
+        if rows <= FEW_ROWS {
+            output.clear();
+            output.resize(rows * self.outputs, 0.0);
+            let input = &input[..rows * self.inputs];
+            matmul_few_rows(output, input, &self.packed, &self.bias, rows, threads);
+            return;
+        }
         output.clear();
         output.reserve(rows * self.outputs);
         for _ in 0..rows {
@@ -338,8 +355,45 @@ impl Linear {
     }
 }
 
-/// Elements per parallel task of the element-wise steps.
+/// Up to this many rows (a query, a short passage) a product runs on the packed weights.
+const FEW_ROWS: usize = 48;
+
+/// One head's attention for a short sequence with plain loops: for a query of a dozen tokens,
+/// two `gemm` calls per head cost more in setup than the arithmetic. `qkv` starts at the
+/// head's first query; keys and values are `hidden` and `2 * hidden` further, rows `3 * hidden`
+/// apart. Returns `length × head_size` outputs.
+fn short_attention(
+    qkv: &[f32],
+    length: usize,
+    head_size: usize,
+    hidden: usize,
+    scale: f32,
+) -> Vec<f32> {
+    let stride = 3 * hidden;
+    let row = |offset: usize, index: usize| &qkv[offset + index * stride..][..head_size];
+    let mut scores = vec![0.0f32; length];
+    let mut output = vec![0.0f32; length * head_size];
+    for (query_index, out) in output.chunks_exact_mut(head_size).enumerate() {
+        let query = row(0, query_index);
+        for (key_index, score) in scores.iter_mut().enumerate() {
+            let key = row(hidden, key_index);
+            *score = dot(query, key) * scale;
+        }
+        softmax_in_place(&mut scores);
+        for (value_index, &weight) in scores.iter().enumerate() {
+            for (out, value) in out.iter_mut().zip(row(2 * hidden, value_index)) {
+                *out += weight * value;
+            }
+        }
+    }
+    output
+}
+
+/// Elements per chunk of the element-wise steps.
 const ELEMENTWISE_CHUNK: usize = 16 * 1024;
+/// Chunks a parallel task takes at least: below that a step runs on the calling thread, since
+/// waking a sleeping pool thread costs more than a query's element-wise work.
+const MIN_CHUNKS_PER_TASK: usize = 4;
 
 fn add_in_place(target: &mut [f32], addend: &[f32]) {
     for (value, add) in target.iter_mut().zip(addend) {
@@ -352,20 +406,52 @@ fn layer_norm(states: &mut [f32], norm: &Norm, eps: f32) {
     let rows_per_task = (ELEMENTWISE_CHUNK / width).max(1);
     states
         .par_chunks_mut(rows_per_task * width)
+        .with_min_len(MIN_CHUNKS_PER_TASK)
         .for_each(|rows| {
             for row in rows.chunks_exact_mut(width) {
-                let mean = row.iter().sum::<f32>() / width as f32;
-                let variance = row
-                    .iter()
-                    .map(|value| (value - mean) * (value - mean))
-                    .sum::<f32>()
-                    / width as f32;
+                let mean = lane_sum(row, |value| value) / width as f32;
+                let variance =
+                    lane_sum(row, |value| (value - mean) * (value - mean)) / width as f32;
                 let inverse = 1.0 / (variance + eps).sqrt();
                 for ((value, weight), bias) in row.iter_mut().zip(&norm.weight).zip(&norm.bias) {
                     *value = (*value - mean) * inverse * weight + bias;
                 }
             }
         });
+}
+
+/// Lanes of the vectorized reductions: the compiler does not reorder a plain float sum, so
+/// the sums below keep eight partial sums by hand (one AVX vector).
+const LANES: usize = 8;
+
+/// `Σ f(value)` over eight lanes.
+fn lane_sum(values: &[f32], f: impl Fn(f32) -> f32) -> f32 {
+    let (chunks, tail) = values.as_chunks::<LANES>();
+    let mut lanes = [0.0f32; LANES];
+    for chunk in chunks {
+        for (lane, &value) in lanes.iter_mut().zip(chunk) {
+            *lane += f(value);
+        }
+    }
+    lanes.iter().sum::<f32>() + tail.iter().map(|&value| f(value)).sum::<f32>()
+}
+
+/// Dot product over eight lanes.
+fn dot(left: &[f32], right: &[f32]) -> f32 {
+    let (left_chunks, left_tail) = left.as_chunks::<LANES>();
+    let (right_chunks, right_tail) = right.as_chunks::<LANES>();
+    let mut lanes = [0.0f32; LANES];
+    for (a, b) in left_chunks.iter().zip(right_chunks) {
+        for ((lane, x), y) in lanes.iter_mut().zip(a).zip(b) {
+            *lane += x * y;
+        }
+    }
+    lanes.iter().sum::<f32>()
+        + left_tail
+            .iter()
+            .zip(right_tail)
+            .map(|(x, y)| x * y)
+            .sum::<f32>()
 }
 
 fn softmax_in_place(row: &mut [f32]) {
@@ -445,6 +531,18 @@ mod tests {
         ] {
             let got = f64::from(erf(x));
             assert!((got - want).abs() < 5e-7, "erf({x}) = {got}, want {want}");
+        }
+    }
+
+    #[test]
+    fn lane_reductions_match_plain_sums() {
+        for length in [0, 1, 7, 8, 9, 32, 45] {
+            let a: Vec<f32> = (0..length).map(|i| (i as f32 * 0.3).sin()).collect();
+            let b: Vec<f32> = (0..length).map(|i| (i as f32 * 0.7).cos()).collect();
+            let plain_dot: f32 = a.iter().zip(&b).map(|(x, y)| x * y).sum();
+            assert!((dot(&a, &b) - plain_dot).abs() < 1e-5);
+            let plain_squares: f32 = a.iter().map(|x| x * x).sum();
+            assert!((lane_sum(&a, |x| x * x) - plain_squares).abs() < 1e-5);
         }
     }
 

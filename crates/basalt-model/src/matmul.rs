@@ -165,9 +165,177 @@ pub(crate) fn matmul(
     }
 }
 
+/// Rows per register tile of [`matmul_few_rows`].
+const TILE_ROWS: usize = 6;
+/// Output columns per register tile and per packed strip: two AVX vectors of f32.
+const TILE_COLS: usize = 16;
+
+/// A weight matrix (`inputs × outputs`) packed for [`matmul_few_rows`]: strips of
+/// [`TILE_COLS`] output columns, each strip `inputs × TILE_COLS` contiguous (the last one
+/// zero-padded), so a product with a few rows streams the weights once, in order.
+#[derive(Debug)]
+pub(crate) struct PackedWeights {
+    data: Vec<f32>,
+    inputs: usize,
+    outputs: usize,
+}
+
+impl PackedWeights {
+    /// Packs a row-major `inputs × outputs` matrix.
+    pub(crate) fn pack(weight: &[f32], inputs: usize, outputs: usize) -> Self {
+        assert_eq!(weight.len(), inputs * outputs, "weight shape");
+        let strips = outputs.div_ceil(TILE_COLS);
+        let mut data = vec![0.0f32; strips * inputs * TILE_COLS];
+        for input in 0..inputs {
+            for output in 0..outputs {
+                let (strip, lane) = (output / TILE_COLS, output % TILE_COLS);
+                data[(strip * inputs + input) * TILE_COLS + lane] =
+                    weight[input * outputs + output];
+            }
+        }
+        PackedWeights {
+            data,
+            inputs,
+            outputs,
+        }
+    }
+}
+
+/// `dst = bias + lhs · weights` for a few rows (one query): `lhs` is `rows × inputs`, `dst`
+/// `rows × outputs`, both row-major. `gemm` packs the weights again on every call and pads the
+/// rows to its 16-row kernel, which costs more than the product when there are only a few
+/// rows; here the weights were packed once, at load.
+pub(crate) fn matmul_few_rows(
+    dst: &mut [f32],
+    lhs: &[f32],
+    weights: &PackedWeights,
+    bias: &[f32],
+    rows: usize,
+    threads: Threads,
+) {
+    let (inputs, outputs) = (weights.inputs, weights.outputs);
+    assert_eq!(lhs.len(), rows * inputs, "lhs shape");
+    assert_eq!(bias.len(), outputs, "bias shape");
+    assert_eq!(dst.len(), rows * outputs, "dst shape");
+
+    // lhs as k-major panels of TILE_ROWS rows (zero-padded), so each step reads one chunk.
+    let tiles = rows.div_ceil(TILE_ROWS);
+    let mut panels = vec![0.0f32; tiles * inputs * TILE_ROWS];
+    for row in 0..rows {
+        let (tile, lane) = (row / TILE_ROWS, row % TILE_ROWS);
+        for (input, &value) in lhs[row * inputs..][..inputs].iter().enumerate() {
+            panels[(tile * inputs + input) * TILE_ROWS + lane] = value;
+        }
+    }
+
+    let strips = outputs.div_ceil(TILE_COLS);
+    let tasks = match threads {
+        Threads::One => 1,
+        Threads::Pool(count) => count.clamp(1, strips),
+    };
+    let strips_per_task = strips.div_ceil(tasks);
+    // One task: `rows × (its strips · TILE_COLS)` outputs, bias not yet added.
+    let run_task = |task: usize| -> Vec<f32> {
+        let first = task * strips_per_task;
+        let last = (first + strips_per_task).min(strips);
+        let width = (last - first) * TILE_COLS;
+        let mut block = vec![0.0f32; tiles * TILE_ROWS * width];
+        for strip in first..last {
+            let packed = &weights.data[strip * inputs * TILE_COLS..][..inputs * TILE_COLS];
+            let (packed, _) = packed.as_chunks::<TILE_COLS>();
+            for tile in 0..tiles {
+                let panel = &panels[tile * inputs * TILE_ROWS..][..inputs * TILE_ROWS];
+                let (panel, _) = panel.as_chunks::<TILE_ROWS>();
+                let mut sums = [[0.0f32; TILE_COLS]; TILE_ROWS];
+                for (column_values, row_values) in packed.iter().zip(panel) {
+                    for (row_sums, &value) in sums.iter_mut().zip(row_values) {
+                        for (sum, &weight) in row_sums.iter_mut().zip(column_values) {
+                            *sum = multiply_add(value, weight, *sum);
+                        }
+                    }
+                }
+                for (lane, row_sums) in sums.iter().enumerate() {
+                    let at = (tile * TILE_ROWS + lane) * width + (strip - first) * TILE_COLS;
+                    block[at..at + TILE_COLS].copy_from_slice(row_sums);
+                }
+            }
+        }
+        block
+    };
+    let blocks: Vec<Vec<f32>> = if tasks == 1 {
+        vec![run_task(0)]
+    } else {
+        use rayon::prelude::*;
+        (0..tasks).into_par_iter().map(run_task).collect()
+    };
+    for (task, block) in blocks.iter().enumerate() {
+        let column_start = task * strips_per_task * TILE_COLS;
+        if column_start >= outputs {
+            continue;
+        }
+        let width = block.len() / (tiles * TILE_ROWS);
+        let used = width.min(outputs - column_start);
+        for row in 0..rows {
+            let out = &mut dst[row * outputs + column_start..][..used];
+            let sums = &block[row * width..][..used];
+            for ((out, sum), bias) in out.iter_mut().zip(sums).zip(&bias[column_start..]) {
+                *out = sum + bias;
+            }
+        }
+    }
+}
+
+/// `a * b + c`, fused where the target has FMA (where it has not, `mul_add` would be a slow
+/// libm call, so the product and sum stay separate).
+#[inline(always)]
+fn multiply_add(a: f32, b: f32, c: f32) -> f32 {
+    #[cfg(target_feature = "fma")]
+    {
+        a.mul_add(b, c)
+    }
+    #[cfg(not(target_feature = "fma"))]
+    {
+        a * b + c
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn few_rows_product_matches_naive_product_for_ragged_shapes() {
+        for (rows, inputs, outputs) in [
+            (1, 5, 3),
+            (7, 13, 37),
+            (19, 40, 64),
+            (6, 16, 16),
+            (2, 8, 100),
+        ] {
+            let a: Vec<f32> = (0..rows * inputs)
+                .map(|i| (i as f32 * 0.37).sin())
+                .collect();
+            let w: Vec<f32> = (0..inputs * outputs)
+                .map(|i| (i as f32 * 0.11).cos())
+                .collect();
+            let bias: Vec<f32> = (0..outputs).map(|i| i as f32 * 0.5).collect();
+            let mut expected = naive(&a, &w, rows, inputs, outputs);
+            for (index, value) in expected.iter_mut().enumerate() {
+                *value += bias[index % outputs];
+            }
+            let packed = PackedWeights::pack(&w, inputs, outputs);
+            for threads in [Threads::One, Threads::Pool(2), Threads::Pool(3)] {
+                let mut got = vec![f32::NAN; rows * outputs];
+                matmul_few_rows(&mut got, &a, &packed, &bias, rows, threads);
+                for (g, e) in got.iter().zip(&expected) {
+                    assert!(
+                        (g - e).abs() < 1e-4,
+                        "{rows}x{inputs}x{outputs}: {g} vs {e}"
+                    );
+                }
+            }
+        }
+    }
 
     fn naive(a: &[f32], b: &[f32], m: usize, k: usize, n: usize) -> Vec<f32> {
         let mut c = vec![0.0; m * n];

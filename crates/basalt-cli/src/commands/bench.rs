@@ -60,6 +60,10 @@ pub(crate) struct ModelsBenchArgs {
     /// Most tokens the bulk embedder packs into one llama.cpp batch
     #[arg(long, value_name = "N")]
     embed_batch_tokens: Option<usize>,
+    /// With --peers: alternate Basalt and the peers this many times; each keeps its best
+    #[arg(long, default_value_t = 2, value_name = "N",
+          value_parser = clap::value_parser!(u32).range(1..))]
+    rounds: u32,
     /// Embedding engine [default: native]
     #[arg(long, value_name = "ENGINE", value_parser = ["native", "llama"])]
     embed_engine: Option<String>,
@@ -146,6 +150,8 @@ struct Machine {
     threads: usize,
     cpus: usize,
     embedding_engine: &'static str,
+    /// Rounds of Basalt-then-peers measurements; each side reports its best.
+    rounds: u32,
 }
 
 #[derive(Debug, Serialize)]
@@ -175,52 +181,51 @@ pub(crate) fn run(command: BenchCommand, settings: &Settings) -> anyhow::Result<
 
 fn bench_models(args: &ModelsBenchArgs, settings: &Settings) -> anyhow::Result<ExitCode> {
     let (passages, queries) = load_scifact(&args.data, args.passages, args.queries)?;
-    let gate = InferenceGate::new();
     let generator_path = settings.models_dir.default_generation_model();
-    let generator = LocalGenerator::load(
-        &generator_path,
-        &LocalGeneratorOptions {
-            threads: settings.threads,
-            context_size: Some(2048),
-            flash_attention: Some(args.flash_attention),
-            gate: gate.clone(),
-            ..LocalGeneratorOptions::default()
-        },
-    )
-    .with_context(|| format!("while loading {}", generator_path.display()))?;
-    let prompt_ids = bench_prompt(&generator, &passages)?;
-    eprintln!(
-        "basalt: generation: {PROMPT_TOKENS}-token prompt, {MAX_NEW_TOKENS} new tokens, best of {}",
-        args.repeats
-    );
-    let generation = bench_generation(&generator, &prompt_ids, args.repeats)?;
-    drop(generator);
-
-    let embedder_path = settings.models_dir.default_embedding_model();
-    let mut embedder_options = LocalEmbedderOptions {
-        threads: settings.threads,
-        gate,
-        ..LocalEmbedderOptions::default()
-    };
-    if let Some(tokens) = args.embed_batch_tokens {
-        embedder_options.batch_tokens = tokens;
+    // A shared machine drifts over minutes; alternating the engines and keeping each side's
+    // best run keeps the drift from favouring whichever side runs first.
+    let rounds = if args.peers { args.rounds } else { 1 };
+    let mut basalt: Option<Measurements> = None;
+    let mut peers: Option<PeerReport> = None;
+    let mut prompt_ids = Vec::new();
+    let mut embedding_engine = EmbeddingEngine::Native.as_str();
+    for round in 1..=rounds {
+        if rounds > 1 {
+            eprintln!("basalt: round {round} of {rounds}");
+        }
+        let measured = measure_basalt(
+            args,
+            settings,
+            &generator_path,
+            &passages,
+            &queries,
+            &mut prompt_ids,
+        )?;
+        embedding_engine = measured.1;
+        basalt = Some(match basalt {
+            None => measured.0,
+            Some(best) => best.best_with(&measured.0),
+        });
+        if args.peers {
+            let request = PeerRequest {
+                gguf: generator_path.display().to_string(),
+                threads: settings.threads,
+                prompt_token_ids: &prompt_ids,
+                max_tokens: MAX_NEW_TOKENS,
+                passages: &passages,
+                batch_size: EMBED_BATCH,
+                queries: &queries,
+                repeats: args.repeats,
+                flash_attention: args.flash_attention,
+            };
+            let measured = run_peers(&args.peers_script, &request)?;
+            peers = Some(match peers {
+                None => measured,
+                Some(best) => best.best_with(&measured),
+            });
+        }
     }
-    embedder_options.engine = match args.embed_engine.as_deref() {
-        Some("llama") => Some(EmbeddingEngine::Llama),
-        Some(_) => Some(EmbeddingEngine::Native),
-        None => None,
-    };
-    let embedder = LocalEmbedder::load(&embedder_path, &embedder_options)
-        .with_context(|| format!("while loading {}", embedder_path.display()))?;
-    eprintln!(
-        "basalt: embedding: {} passages in batches of {EMBED_BATCH}, {} single queries",
-        passages.len(),
-        queries.len()
-    );
-    let embedding = bench_embedding(&embedder, &passages, &queries, args.repeats)?;
-    let embedding_engine = embedder.engine().as_str();
-    drop(embedder);
-
+    let basalt = basalt.context("no measurement was taken")?;
     let mut report = Report {
         machine: Machine {
             threads: settings.threads,
@@ -228,30 +233,13 @@ fn bench_models(args: &ModelsBenchArgs, settings: &Settings) -> anyhow::Result<E
                 .map(usize::from)
                 .unwrap_or(1),
             embedding_engine,
+            rounds,
         },
-        basalt: Measurements {
-            generation,
-            embedding,
-        },
+        ratios: peers.as_ref().map(|peers| ratios(&basalt, peers)),
+        basalt,
         peers: None,
-        ratios: None,
     };
-    if args.peers {
-        let request = PeerRequest {
-            gguf: generator_path.display().to_string(),
-            threads: settings.threads,
-            prompt_token_ids: &prompt_ids,
-            max_tokens: MAX_NEW_TOKENS,
-            passages: &passages,
-            batch_size: EMBED_BATCH,
-            queries: &queries,
-            repeats: args.repeats,
-            flash_attention: args.flash_attention,
-        };
-        let peers = run_peers(&args.peers_script, &request)?;
-        report.ratios = Some(ratios(&report.basalt, &peers));
-        report.peers = Some(peers);
-    }
+    report.peers = peers;
 
     let json = serde_json::to_string_pretty(&report)?;
     if let Some(out) = &args.out {
@@ -305,6 +293,116 @@ fn load_scifact(
 }
 
 /// Exactly `PROMPT_TOKENS` token ids of real text.
+/// One round of Basalt's measurements: generation, then embeddings. Fills `prompt_ids` on
+/// the first round (the same prompt is then given to the peers).
+fn measure_basalt(
+    args: &ModelsBenchArgs,
+    settings: &Settings,
+    generator_path: &Path,
+    passages: &[String],
+    queries: &[String],
+    prompt_ids: &mut Vec<u32>,
+) -> anyhow::Result<(Measurements, &'static str)> {
+    let gate = InferenceGate::new();
+    let generator = LocalGenerator::load(
+        generator_path,
+        &LocalGeneratorOptions {
+            threads: settings.threads,
+            context_size: Some(2048),
+            flash_attention: Some(args.flash_attention),
+            gate: gate.clone(),
+            ..LocalGeneratorOptions::default()
+        },
+    )
+    .with_context(|| format!("while loading {}", generator_path.display()))?;
+    if prompt_ids.is_empty() {
+        *prompt_ids = bench_prompt(&generator, passages)?;
+    }
+    eprintln!(
+        "basalt: generation: {PROMPT_TOKENS}-token prompt, {MAX_NEW_TOKENS} new tokens, best of {}",
+        args.repeats
+    );
+    let generation = bench_generation(&generator, prompt_ids, args.repeats)?;
+    drop(generator);
+
+    let embedder_path = settings.models_dir.default_embedding_model();
+    let mut embedder_options = LocalEmbedderOptions {
+        threads: settings.threads,
+        gate,
+        ..LocalEmbedderOptions::default()
+    };
+    if let Some(tokens) = args.embed_batch_tokens {
+        embedder_options.batch_tokens = tokens;
+    }
+    embedder_options.engine = match args.embed_engine.as_deref() {
+        Some("llama") => Some(EmbeddingEngine::Llama),
+        Some(_) => Some(EmbeddingEngine::Native),
+        None => None,
+    };
+    let embedder = LocalEmbedder::load(&embedder_path, &embedder_options)
+        .with_context(|| format!("while loading {}", embedder_path.display()))?;
+    eprintln!(
+        "basalt: embedding: {} passages in batches of {EMBED_BATCH}, {} single queries",
+        passages.len(),
+        queries.len()
+    );
+    let embedding = bench_embedding(&embedder, passages, queries, args.repeats)?;
+    Ok((
+        Measurements {
+            generation,
+            embedding,
+        },
+        embedder.engine().as_str(),
+    ))
+}
+
+impl GenerationNumbers {
+    /// Each rate from the faster run; the generated ids of the first.
+    fn best_with(mut self, other: &GenerationNumbers) -> Self {
+        self.prompt_tokens_per_second = self
+            .prompt_tokens_per_second
+            .max(other.prompt_tokens_per_second);
+        self.decode_tokens_per_second = self
+            .decode_tokens_per_second
+            .max(other.decode_tokens_per_second);
+        self
+    }
+}
+
+impl EmbeddingNumbers {
+    fn best_with(mut self, other: &EmbeddingNumbers) -> Self {
+        self.passages_per_second = self.passages_per_second.max(other.passages_per_second);
+        self.query_latency_ms_median = self
+            .query_latency_ms_median
+            .min(other.query_latency_ms_median);
+        self.query_latency_ms_p90 = self.query_latency_ms_p90.min(other.query_latency_ms_p90);
+        self
+    }
+}
+
+impl Measurements {
+    fn best_with(self, other: &Measurements) -> Self {
+        Measurements {
+            generation: self.generation.best_with(&other.generation),
+            embedding: self.embedding.best_with(&other.embedding),
+        }
+    }
+}
+
+impl PeerReport {
+    fn best_with(mut self, other: &PeerReport) -> Self {
+        self.llama_cpp_python.numbers = self
+            .llama_cpp_python
+            .numbers
+            .best_with(&other.llama_cpp_python.numbers);
+        self.sentence_transformers.numbers = self
+            .sentence_transformers
+            .numbers
+            .best_with(&other.sentence_transformers.numbers);
+        self
+    }
+}
+
 fn bench_prompt(generator: &LocalGenerator, passages: &[String]) -> anyhow::Result<Vec<u32>> {
     let mut text = String::new();
     for passage in passages {
