@@ -217,6 +217,9 @@ pub(crate) fn matmul_few_rows(
     assert_eq!(lhs.len(), rows * inputs, "lhs shape");
     assert_eq!(bias.len(), outputs, "bias shape");
     assert_eq!(dst.len(), rows * outputs, "dst shape");
+    if rows == 0 || outputs == 0 {
+        return;
+    }
 
     // lhs as k-major panels of TILE_ROWS rows (zero-padded), so each step reads one chunk.
     let tiles = rows.div_ceil(TILE_ROWS);
@@ -311,6 +314,8 @@ mod tests {
             (19, 40, 64),
             (6, 16, 16),
             (2, 8, 100),
+            (0, 4, 4),
+            (3, 4, 0),
         ] {
             let a: Vec<f32> = (0..rows * inputs)
                 .map(|i| (i as f32 * 0.37).sin())
