@@ -6,6 +6,8 @@
 
 use std::ops::Range;
 
+use crate::document::Section;
+
 /// Counts model tokens the way the embedding model will see the text, special tokens
 /// included (for MiniLM: `[CLS] … [SEP]`, so an empty text counts 2).
 pub trait TokenCounter {
@@ -29,13 +31,6 @@ impl Default for ChunkerOptions {
             overlap_tokens: 32,
         }
     }
-}
-
-/// A part of a document's extracted text that sits under one heading path.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Section {
-    /// Byte range in the document's extracted text.
-    pub range: Range<usize>,
 }
 
 /// A chunk: a byte range of the document's extracted text inside one section.
@@ -281,9 +276,7 @@ mod tests {
     }
 
     fn check(text: &str, options: &ChunkerOptions, expected: &[&str]) {
-        let sections = [Section {
-            range: 0..text.len(),
-        }];
+        let sections = [Section::new(0..text.len())];
         let chunks = chunk_sections(text, &sections, &Words, options);
         let got: Vec<&str> = chunks
             .iter()
@@ -328,9 +321,7 @@ mod tests {
             }
         }
         let text = "abcdéfghij";
-        let sections = [Section {
-            range: 0..text.len(),
-        }];
+        let sections = [Section::new(0..text.len())];
         let options = ChunkerOptions {
             max_tokens: 5,
             overlap_tokens: 0,
@@ -347,9 +338,9 @@ mod tests {
     fn blank_sections_give_no_chunks_and_sections_are_never_crossed() {
         let text = "alpha beta\n\n   \ngamma";
         let sections = [
-            Section { range: 0..10 },
-            Section { range: 10..16 },
-            Section { range: 16..21 },
+            Section::new(0..10),
+            Section::new(10..16),
+            Section::new(16..21),
         ];
         let chunks = chunk_sections(text, &sections, &Words, &ChunkerOptions::default());
         assert_eq!(
@@ -391,7 +382,7 @@ mod tests {
             while !text.is_char_boundary(split) {
                 split -= 1;
             }
-            let sections = [Section { range: 0..split }, Section { range: split..text.len() }];
+            let sections = [Section::new(0..split), Section::new(split..text.len())];
             let options = ChunkerOptions { max_tokens, overlap_tokens };
             let chunks = chunk_sections(&text, &sections, &Words, &options);
 
