@@ -73,8 +73,9 @@ pub struct LocalEmbedderOptions {
     pub threads: usize,
     /// Truncation limit in word pieces (256 for all-MiniLM-L6-v2, like sentence-transformers).
     pub max_tokens: usize,
-    /// Most tokens in one bulk sub-batch. Larger sub-batches multiply bigger matrices; attention
-    /// across a sub-batch grows with its square, so there is a sweet spot (see `basalt bench`).
+    /// Most tokens in one bulk sub-batch. Larger sub-batches multiply bigger matrices, and a
+    /// waiting query waits for at most one sub-batch; on llama.cpp, attention across a
+    /// sub-batch also grows with its square (`basalt bench models --embed-batch-tokens N`).
     pub batch_tokens: usize,
     /// Most sequences in one bulk sub-batch.
     pub batch_sequences: usize,
@@ -88,7 +89,7 @@ impl Default for LocalEmbedderOptions {
     fn default() -> Self {
         LocalEmbedderOptions {
             engine: None,
-            threads: crate::llama::default_threads(),
+            threads: crate::worker::default_threads(),
             max_tokens: 256,
             batch_tokens: 2048,
             batch_sequences: 64,
@@ -310,7 +311,7 @@ fn spawn_embedding_worker(
         Backend::Native(encoder, pool) => {
             let gate = options.gate.clone();
             let threads = options.threads.max(1);
-            crate::llama::spawn_worker(name, move |ready, jobs: Receiver<EmbedJob>| {
+            crate::worker::spawn_worker(name, move |ready, jobs: Receiver<EmbedJob>| {
                 ready(Ok(()));
                 for job in jobs {
                     let result = embed_in_groups(
@@ -355,7 +356,7 @@ fn spawn_llama_worker(
         Some(false) => 0,
         Some(true) => 1,
     };
-    crate::llama::spawn_worker(name, move |ready, jobs: Receiver<EmbedJob>| {
+    crate::worker::spawn_worker(name, move |ready, jobs: Receiver<EmbedJob>| {
         let params = LlamaContextParams::default()
             .with_n_ctx(std::num::NonZeroU32::new(context_tokens_u32))
             .with_n_batch(context_tokens_u32)

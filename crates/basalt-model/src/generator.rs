@@ -185,7 +185,7 @@ pub struct LocalGeneratorOptions {
 impl Default for LocalGeneratorOptions {
     fn default() -> Self {
         LocalGeneratorOptions {
-            threads: crate::llama::default_threads(),
+            threads: crate::worker::default_threads(),
             context_size: None,
             batch_size: 512,
             flash_attention: Some(false),
@@ -364,7 +364,7 @@ fn spawn_generation_worker(
         Some(false) => 0,
         Some(true) => 1,
     };
-    crate::llama::spawn_worker(
+    crate::worker::spawn_worker(
         "basalt-generate",
         move |ready, jobs: Receiver<GenerateJob>| {
             let params = LlamaContextParams::default()

@@ -21,6 +21,7 @@ mod safetensors;
 mod stop;
 mod utf8;
 mod wordpiece;
+mod worker;
 
 pub use catalog::{
     DEFAULT_EMBEDDING_MODEL, DEFAULT_GENERATION_MODEL, ModelFile, ModelKind, ModelSpec, ModelsDir,
