@@ -65,7 +65,16 @@ pub fn chunk_sections(
             "section {index} ({:?}) is not a character range of the text",
             section.range
         );
-        let pieces = pieces(text, section.range.clone(), counter, options.max_tokens);
+        let mut pieces = Vec::new();
+        split_into(
+            text,
+            section.range.clone(),
+            Level::Paragraph,
+            counter,
+            options.max_tokens,
+            special_tokens,
+            &mut pieces,
+        );
         for range in pack(text, &pieces, counter, options, special_tokens) {
             chunks.push(ChunkSpan {
                 range,
@@ -92,26 +101,6 @@ enum Level {
     Character,
 }
 
-fn pieces(
-    text: &str,
-    range: Range<usize>,
-    counter: &dyn TokenCounter,
-    max_tokens: usize,
-) -> Vec<Piece> {
-    let special_tokens = counter.count_tokens("");
-    let mut out = Vec::new();
-    split_into(
-        text,
-        range,
-        Level::Paragraph,
-        counter,
-        max_tokens,
-        special_tokens,
-        &mut out,
-    );
-    out
-}
-
 fn split_into(
     text: &str,
     range: Range<usize>,
@@ -123,17 +112,9 @@ fn split_into(
 ) {
     for part in split(text, range, level) {
         let tokens = counter.count_tokens(&text[part.clone()]);
-        if tokens <= max_tokens {
-            out.push(Piece {
-                range: part,
-                tokens: tokens.saturating_sub(special_tokens),
-            });
-            continue;
-        }
-        let single_character = text[part.clone()].chars().nth(1).is_none();
-        if single_character {
-            // One character over the limit cannot happen with a sane counter; keep it rather
-            // than lose text.
+        // A single character over the limit cannot happen with a sane counter; it is kept
+        // rather than lose text.
+        if tokens <= max_tokens || text[part.clone()].chars().nth(1).is_none() {
             out.push(Piece {
                 range: part,
                 tokens: tokens.saturating_sub(special_tokens),

@@ -313,18 +313,14 @@ fn spawn_embedding_worker(
             let threads = options.threads.max(1);
             crate::worker::spawn_worker(name, move |ready, jobs: Receiver<EmbedJob>| {
                 ready(Ok(()));
-                for job in jobs {
-                    let result = embed_in_groups(
-                        &job.sequences,
-                        context_tokens,
-                        max_sequences,
-                        &gate,
-                        priority,
-                        |group| pool.install(|| encoder.encode(group, threads)),
-                    );
-                    // The caller may have given up; the result is then simply dropped.
-                    let _ = job.reply.send(result);
-                }
+                serve_jobs(
+                    &jobs,
+                    context_tokens,
+                    max_sequences,
+                    &gate,
+                    priority,
+                    |group| pool.install(|| encoder.encode(group, threads)),
+                );
             })
         }
         Backend::Llama(model) => spawn_llama_worker(
@@ -384,19 +380,38 @@ fn spawn_llama_worker(
         };
         ready(Ok(()));
         let mut batch = LlamaBatch::new(context_tokens, i32::try_from(max_sequences).unwrap_or(1));
-        for job in jobs {
-            let result = embed_in_groups(
-                &job.sequences,
-                context_tokens,
-                max_sequences,
-                &gate,
-                priority,
-                |group| llama_encode_group(&mut context, &mut batch, group),
-            );
-            // The caller may have given up; the result is then simply dropped.
-            let _ = job.reply.send(result);
-        }
+        serve_jobs(
+            &jobs,
+            context_tokens,
+            max_sequences,
+            &gate,
+            priority,
+            |group| llama_encode_group(&mut context, &mut batch, group),
+        );
     })
+}
+
+/// Answers embedding jobs until every sender is gone, encoding each in packed groups.
+fn serve_jobs(
+    jobs: &Receiver<EmbedJob>,
+    context_tokens: usize,
+    max_sequences: usize,
+    gate: &InferenceGate,
+    priority: Priority,
+    mut encode_group: impl FnMut(&[Vec<u32>]) -> Result<Vec<Vec<f32>>>,
+) {
+    for job in jobs {
+        let result = embed_in_groups(
+            &job.sequences,
+            context_tokens,
+            max_sequences,
+            gate,
+            priority,
+            &mut encode_group,
+        );
+        // The caller may have given up; the result is then simply dropped.
+        let _ = job.reply.send(result);
+    }
 }
 
 /// Embeds token sequences, longest first, packed into groups that fit `context_tokens` and
