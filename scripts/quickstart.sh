@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
-# The main job on the embedded default: set up (packages, build, models), then embed and
-# generate with the local models. Later capabilities (ingest a sample corpus, serve the API and
-# UI) are added here as they land.
+# The main job on the embedded default: set up (packages, build, models), embed and generate
+# with the local models, then build a knowledge base from Basalt's own documentation and search
+# it. Later capabilities (grounded answers, the API and UI) are added here as they land.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -19,3 +19,12 @@ echo "== embed two sentences (all-MiniLM-L6-v2, 384 dimensions)"
 echo
 echo "== generate an answer (SmolLM2-135M-Instruct, greedy)"
 "$basalt" generate --max-tokens 64 "What is the capital of France? Answer in one sentence."
+
+echo
+echo "== a knowledge base of Basalt's own documentation (data in ${BASALT_DATA_DIR:-~/.local/share/basalt})"
+"$basalt" kb list | grep -q '^quickstart ' || "$basalt" kb create quickstart
+"$basalt" ingest --kb quickstart README.md ARCHITECTURE.md docs
+
+echo
+echo "== hybrid search (BM25 + vectors)"
+"$basalt" search --kb quickstart --k 3 "How are chunks kept inside the embedding model's limit?"

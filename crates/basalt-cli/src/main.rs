@@ -33,6 +33,7 @@ Examples:
 fn main() -> ExitCode {
     let cli = Cli::parse();
     settings::init_tracing(cli.global.verbose);
+    basalt_ingest::quiet_parser_panics();
     let settings = Settings::resolve(&cli.global);
     match commands::run(cli.command, &settings) {
         Ok(code) => code,

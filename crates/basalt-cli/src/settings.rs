@@ -2,6 +2,7 @@
 
 use std::path::PathBuf;
 
+use basalt_kb::DataDir;
 use basalt_model::ModelsDir;
 
 /// Options that apply to every subcommand.
@@ -10,6 +11,10 @@ pub(crate) struct GlobalArgs {
     /// Directory holding the models [default: ~/.local/share/basalt/models]
     #[arg(long, global = true, env = "BASALT_MODELS_DIR", value_name = "DIR")]
     pub(crate) models_dir: Option<PathBuf>,
+
+    /// Directory holding the knowledge bases [default: ~/.local/share/basalt]
+    #[arg(long, global = true, env = "BASALT_DATA_DIR", value_name = "DIR")]
+    pub(crate) data_dir: Option<PathBuf>,
 
     /// CPU threads for inference [default: all cores]
     #[arg(long, global = true, env = "BASALT_THREADS", value_name = "N",
@@ -25,6 +30,7 @@ pub(crate) struct GlobalArgs {
 #[derive(Debug, Clone)]
 pub(crate) struct Settings {
     pub(crate) models_dir: ModelsDir,
+    pub(crate) data_dir: DataDir,
     pub(crate) threads: usize,
 }
 
@@ -40,8 +46,14 @@ impl Settings {
                 .map(std::num::NonZeroUsize::get)
                 .unwrap_or(1)
         });
+        let data_dir = args
+            .data_dir
+            .clone()
+            .map(DataDir::new)
+            .unwrap_or_else(DataDir::from_env);
         Settings {
             models_dir,
+            data_dir,
             threads,
         }
     }

@@ -3,51 +3,10 @@
 //! Each test starts processes that load models; a lock makes them take turns so two processes
 //! never fight over the 2 CPU cores.
 
-use std::path::PathBuf;
-use std::process::{Command, Output};
-use std::sync::Mutex;
+mod common;
 
+use common::{assert_clean_failure, basalt, basalt_with, shared_data, stderr, stdout};
 use serde::Deserialize;
-
-static CPU: Mutex<()> = Mutex::new(());
-
-fn basalt(args: &[&str]) -> Output {
-    basalt_with(args, |_| {})
-}
-
-fn basalt_with(args: &[&str], configure: impl FnOnce(&mut Command)) -> Output {
-    let _turn = CPU
-        .lock()
-        .unwrap_or_else(std::sync::PoisonError::into_inner);
-    let mut command = Command::new(env!("CARGO_BIN_EXE_basalt"));
-    command.args(args);
-    configure(&mut command);
-    command.output().expect("basalt runs")
-}
-
-fn stdout(output: &Output) -> String {
-    String::from_utf8_lossy(&output.stdout).into_owned()
-}
-
-fn stderr(output: &Output) -> String {
-    String::from_utf8_lossy(&output.stderr).into_owned()
-}
-
-fn assert_clean_failure(output: &Output, expected: &str) {
-    let err = stderr(output);
-    assert!(!output.status.success(), "must fail: {err}");
-    assert!(!err.contains("panicked"), "no panic: {err}");
-    assert!(
-        err.contains(expected),
-        "stderr should mention {expected:?}: {err}"
-    );
-}
-
-fn shared_data() -> PathBuf {
-    std::env::var_os("BASALT_SHARED_DATA")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../../shared/data"))
-}
 
 #[derive(Deserialize)]
 struct Reference {
@@ -221,14 +180,9 @@ fn models_fetch_is_a_no_op_when_installed() {
 #[test]
 fn invalid_utf8_argument_is_rejected_without_panic() {
     use std::os::unix::ffi::OsStrExt;
-    let _turn = CPU
-        .lock()
-        .unwrap_or_else(std::sync::PoisonError::into_inner);
-    let output = Command::new(env!("CARGO_BIN_EXE_basalt"))
-        .arg("embed")
-        .arg(std::ffi::OsStr::from_bytes(b"caf\xe9"))
-        .output()
-        .expect("runs");
+    let output = basalt_with(&["embed"], |command| {
+        command.arg(std::ffi::OsStr::from_bytes(b"caf\xe9"));
+    });
     assert_clean_failure(&output, "UTF-8");
 }
 

@@ -110,6 +110,17 @@ pub fn catalog() -> &'static [ModelSpec] {
     &[SMOLLM2, MINILM]
 }
 
+/// Basalt's per-user data directory: `$XDG_DATA_HOME/basalt`, else `~/.local/share/basalt`
+/// (models and knowledge bases live under it unless their own variables say otherwise).
+pub fn basalt_data_home() -> PathBuf {
+    let var = |name: &str| std::env::var_os(name).filter(|value| !value.is_empty());
+    var("XDG_DATA_HOME")
+        .map(PathBuf::from)
+        .or_else(|| var("HOME").map(|home| Path::new(&home).join(".local/share")))
+        .unwrap_or_else(|| PathBuf::from("."))
+        .join("basalt")
+}
+
 /// The models directory: `BASALT_MODELS_DIR`, else `$XDG_DATA_HOME/basalt/models`, else
 /// `~/.local/share/basalt/models`.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -124,15 +135,10 @@ impl ModelsDir {
 
     /// Resolves the default location from the environment.
     pub fn from_env() -> Self {
-        let var = |name: &str| std::env::var_os(name).filter(|value| !value.is_empty());
-        if let Some(dir) = var("BASALT_MODELS_DIR") {
-            return ModelsDir::new(dir);
+        match std::env::var_os("BASALT_MODELS_DIR").filter(|value| !value.is_empty()) {
+            Some(dir) => ModelsDir::new(dir),
+            None => ModelsDir::new(basalt_data_home().join("models")),
         }
-        let data_home = var("XDG_DATA_HOME")
-            .map(PathBuf::from)
-            .or_else(|| var("HOME").map(|home| Path::new(&home).join(".local/share")))
-            .unwrap_or_else(|| PathBuf::from("."));
-        ModelsDir::new(data_home.join("basalt").join("models"))
     }
 
     pub fn root(&self) -> &Path {

@@ -25,7 +25,7 @@ mod worker;
 
 pub use catalog::{
     DEFAULT_EMBEDDING_MODEL, DEFAULT_GENERATION_MODEL, ModelFile, ModelKind, ModelSpec, ModelsDir,
-    catalog,
+    basalt_data_home, catalog,
 };
 pub use chat::{ChatMessage, ChatRole, Prompt};
 pub use convert::convert_bert_safetensors_to_gguf;

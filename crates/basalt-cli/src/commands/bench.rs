@@ -23,30 +23,67 @@ pub(crate) enum BenchCommand {
     #[command(after_help = "Examples:\n  basalt bench models\n  \
         basalt bench models --peers --json --out target/bench-models.json")]
     Models(ModelsBenchArgs),
+    /// Ingestion throughput (documents/s, MB/s) split into parse, chunk, embed and index time
+    #[command(
+        after_help = "Examples:\n  basalt bench ingest --json\n  basalt bench ingest ./handbook"
+    )]
+    Ingest(super::bench_kb::IngestBenchArgs),
+    /// Search latency p50/p95/p99 per mode, 1 and 16 concurrent clients, query embedding included
+    #[command(after_help = "Example:\n  basalt bench search --kb papers --json")]
+    Search(super::bench_kb::SearchBenchArgs),
 }
 
+/// Where a benchmark's report goes.
 #[derive(Debug, clap::Args)]
-pub(crate) struct ModelsBenchArgs {
+pub(crate) struct ReportArgs {
     /// Print JSON instead of a table
     #[arg(long)]
     json: bool,
     /// Also write the JSON report to this file
     #[arg(long, value_name = "FILE")]
     out: Option<PathBuf>,
+}
+
+impl ReportArgs {
+    /// Writes the JSON to `--out` if given, then prints it (`--json`) or the table.
+    pub(crate) fn emit(
+        &self,
+        json: &str,
+        table: impl FnOnce() -> anyhow::Result<()>,
+    ) -> anyhow::Result<()> {
+        if let Some(out) = &self.out {
+            std::fs::write(out, json)
+                .with_context(|| format!("while writing {}", out.display()))?;
+        }
+        if self.json { print_line(json) } else { table() }
+    }
+}
+
+/// The shared evaluation data the benchmarks read by default.
+#[derive(Debug, clap::Args)]
+pub(crate) struct SharedDataArgs {
+    /// Shared evaluation data (needs scifact-train/)
+    #[arg(
+        long = "data",
+        env = "BASALT_SHARED_DATA",
+        default_value = "../shared/data",
+        value_name = "DIR"
+    )]
+    pub(crate) path: PathBuf,
+}
+
+#[derive(Debug, clap::Args)]
+pub(crate) struct ModelsBenchArgs {
+    #[command(flatten)]
+    report: ReportArgs,
     /// Also run llama-cpp-python and sentence-transformers (in a throw-away virtualenv)
     #[arg(long)]
     peers: bool,
     /// Script that runs the peers
     #[arg(long, value_name = "FILE", default_value = "scripts/bench-peers.sh")]
     peers_script: PathBuf,
-    /// Shared evaluation data (needs scifact-train/)
-    #[arg(
-        long,
-        env = "BASALT_SHARED_DATA",
-        default_value = "../shared/data",
-        value_name = "DIR"
-    )]
-    data: PathBuf,
+    #[command(flatten)]
+    data: SharedDataArgs,
     /// Runs of each measurement; the best run counts
     #[arg(long, default_value_t = 5, value_name = "N",
           value_parser = clap::value_parser!(u32).range(1..))]
@@ -176,11 +213,13 @@ struct PeerRequest<'a> {
 pub(crate) fn run(command: BenchCommand, settings: &Settings) -> anyhow::Result<ExitCode> {
     match command {
         BenchCommand::Models(args) => bench_models(&args, settings),
+        BenchCommand::Ingest(args) => super::bench_kb::ingest(&args, settings),
+        BenchCommand::Search(args) => super::bench_kb::search(&args, settings),
     }
 }
 
 fn bench_models(args: &ModelsBenchArgs, settings: &Settings) -> anyhow::Result<ExitCode> {
-    let (passages, queries) = load_scifact(&args.data, args.passages, args.queries)?;
+    let (passages, queries) = load_scifact(&args.data.path, args.passages, args.queries)?;
     let generator_path = settings.models_dir.default_generation_model();
     // A shared machine drifts over minutes; alternating the engines and keeping each side's
     // best run keeps the drift from favouring whichever side runs first.
@@ -242,14 +281,7 @@ fn bench_models(args: &ModelsBenchArgs, settings: &Settings) -> anyhow::Result<E
     report.peers = peers;
 
     let json = serde_json::to_string_pretty(&report)?;
-    if let Some(out) = &args.out {
-        std::fs::write(out, &json).with_context(|| format!("while writing {}", out.display()))?;
-    }
-    if args.json {
-        print_line(&json)?;
-    } else {
-        print_table(&report)?;
-    }
+    args.report.emit(&json, || print_table(&report))?;
     Ok(ExitCode::SUCCESS)
 }
 

@@ -1,9 +1,14 @@
 //! One module per subcommand; each exposes its clap arguments and a `run` function.
 
 mod bench;
+mod bench_kb;
 mod embed;
+mod eval;
 mod generate;
+mod ingest;
+mod kb;
 mod models;
+mod search;
 
 use std::process::ExitCode;
 
@@ -21,6 +26,19 @@ pub(crate) enum Command {
     /// Measure Basalt's engines (and, with --peers, the reference engines)
     #[command(subcommand)]
     Bench(bench::BenchCommand),
+    /// Create, list and delete knowledge bases
+    #[command(subcommand)]
+    Kb(kb::KbCommand),
+    /// Add files and directories to a knowledge base
+    Ingest(ingest::IngestArgs),
+    /// List and delete the documents of a knowledge base
+    #[command(subcommand)]
+    Docs(kb::DocsCommand),
+    /// Search a knowledge base
+    Search(search::SearchArgs),
+    /// Measure retrieval quality on a BEIR-format dataset
+    #[command(subcommand)]
+    Eval(eval::EvalCommand),
 }
 
 pub(crate) fn run(command: Command, settings: &Settings) -> anyhow::Result<ExitCode> {
@@ -29,7 +47,27 @@ pub(crate) fn run(command: Command, settings: &Settings) -> anyhow::Result<ExitC
         Command::Embed(args) => embed::run(&args, settings),
         Command::Generate(args) => generate::run(&args, settings),
         Command::Bench(command) => bench::run(command, settings),
+        Command::Kb(command) => kb::run(command, settings),
+        Command::Ingest(args) => ingest::run(&args, settings),
+        Command::Docs(command) => kb::run_docs(command, settings),
+        Command::Search(args) => search::run(&args, settings),
+        Command::Eval(command) => eval::run(command, settings),
     }
+}
+
+/// Loads the embedding model a knowledge base was built with.
+pub(crate) fn load_kb_embedder(
+    kb: &basalt_kb::KnowledgeBase,
+    settings: &Settings,
+) -> anyhow::Result<basalt_model::LocalEmbedder> {
+    use anyhow::Context;
+    let path = kb.settings.model_path(&settings.models_dir);
+    let options = basalt_model::LocalEmbedderOptions {
+        threads: settings.threads,
+        ..basalt_model::LocalEmbedderOptions::default()
+    };
+    basalt_model::LocalEmbedder::load(&path, &options)
+        .with_context(|| format!("while loading the embedding model {}", path.display()))
 }
 
 /// Prints a line to stdout, where answers and JSON go. A closed pipe (`basalt … | head`) ends the

@@ -1,0 +1,206 @@
+//! `basalt eval retrieval`: retrieval quality on a BEIR-format dataset.
+
+use std::collections::HashMap;
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::time::Instant;
+
+use anyhow::Context;
+use basalt_index::{Bm25Params, Fusion, SearchMode, SearchRequest};
+use basalt_kb::eval::{Metrics, evaluate, load_qrels, load_queries, rank_documents};
+use basalt_kb::{IngestOptions, KbError, KbSettings};
+use basalt_model::Embedder;
+use serde::Serialize;
+
+use super::{load_kb_embedder, print_line};
+use crate::settings::Settings;
+
+#[derive(Debug, clap::Subcommand)]
+pub(crate) enum EvalCommand {
+    /// nDCG@10, Recall@10/100 and MRR@10 on a BEIR-format dataset, per search mode
+    #[command(
+        after_help = "Example:\n  basalt eval retrieval --corpus scifact/corpus.jsonl \
+                            --queries scifact/queries.jsonl --qrels scifact/qrels/test.tsv\n\n\
+                            The corpus is ingested into a knowledge base named after its hash (or --kb),\n\
+                            which later runs reuse."
+    )]
+    Retrieval(RetrievalArgs),
+}
+
+#[derive(Debug, clap::Args)]
+pub(crate) struct RetrievalArgs {
+    /// BEIR corpus.jsonl ({"_id", "title", "text"} per line)
+    #[arg(long)]
+    corpus: PathBuf,
+    /// BEIR queries.jsonl ({"_id", "text"} per line)
+    #[arg(long)]
+    queries: PathBuf,
+    /// Relevance judgements: query-id, corpus-id, score (TSV)
+    #[arg(long)]
+    qrels: PathBuf,
+    /// Modes to evaluate (repeatable) [default: bm25, vector and hybrid]
+    #[arg(long)]
+    mode: Vec<SearchMode>,
+    /// Knowledge base to build or reuse [default: eval-<corpus hash>]
+    #[arg(long)]
+    kb: Option<String>,
+    /// Hybrid fusion [default: the knowledge base's]
+    #[arg(long)]
+    fusion: Option<Fusion>,
+    /// BM25 k1 [default: the knowledge base's]
+    #[arg(long)]
+    bm25_k1: Option<f32>,
+    /// BM25 b [default: the knowledge base's]
+    #[arg(long)]
+    bm25_b: Option<f32>,
+    /// Print JSON
+    #[arg(long)]
+    json: bool,
+}
+
+#[derive(Serialize)]
+struct ModeResult {
+    mode: SearchMode,
+    #[serde(flatten)]
+    metrics: Metrics,
+    /// Search latency per query (the query embedding is computed once, before).
+    search_p50_ms: f64,
+    search_p99_ms: f64,
+}
+
+#[derive(Serialize)]
+struct Report {
+    knowledge_base: String,
+    documents: u64,
+    chunks: u64,
+    queries: usize,
+    fusion: Fusion,
+    bm25: Bm25Params,
+    ingest_seconds: f64,
+    results: Vec<ModeResult>,
+}
+
+/// Chunks fetched per query: enough for 100 distinct documents when documents have a few chunks.
+const CHUNK_DEPTH: usize = 400;
+
+pub(crate) fn run(command: EvalCommand, settings: &Settings) -> anyhow::Result<ExitCode> {
+    let EvalCommand::Retrieval(args) = command;
+    let corpus_bytes = std::fs::read(&args.corpus)
+        .with_context(|| format!("while reading the corpus {}", args.corpus.display()))?;
+    let name = args
+        .kb
+        .clone()
+        .unwrap_or_else(|| format!("eval-{}", &basalt_kb::sha256_hex(&corpus_bytes)[..12]));
+    drop(corpus_bytes);
+    let queries = load_queries(&args.queries)?;
+    let qrels = load_qrels(&args.qrels)?;
+    let data = &settings.data_dir;
+    match data.create(&KbSettings::new(&name)) {
+        Ok(()) | Err(KbError::Exists { .. }) => {}
+        Err(error) => return Err(error.into()),
+    }
+    let kb = data.open(&name)?;
+    let embedder = load_kb_embedder(&kb, settings)?;
+    // Ingest (a no-op for every document already in the knowledge base).
+    let report = super::ingest::run_with_progress(
+        &kb,
+        &embedder,
+        std::slice::from_ref(&args.corpus),
+        &IngestOptions::default(),
+    )?;
+    if !report.failed.is_empty() {
+        anyhow::bail!(
+            "the corpus did not ingest: {}: {}",
+            report.failed[0].path,
+            report.failed[0].reason
+        );
+    }
+    let stats = kb.store.stats()?;
+    let judged: Vec<_> = queries
+        .iter()
+        .filter(|query| qrels.contains_key(&query.id))
+        .collect();
+    let texts: Vec<String> = judged.iter().map(|query| query.text.clone()).collect();
+    let modes = if args.mode.is_empty() {
+        SearchMode::ALL.to_vec()
+    } else {
+        args.mode.clone()
+    };
+    let vectors = if modes.iter().any(|mode| mode.uses_vector()) && !texts.is_empty() {
+        embedder.embed_batch(&texts)?
+    } else {
+        vec![Vec::new(); texts.len()]
+    };
+    let fusion = args.fusion.unwrap_or(kb.settings.fusion);
+    let bm25 = Bm25Params {
+        k1: args.bm25_k1.unwrap_or(kb.settings.bm25.k1),
+        b: args.bm25_b.unwrap_or(kb.settings.bm25.b),
+    };
+    let mut results = Vec::new();
+    for mode in modes {
+        let mut rankings = HashMap::new();
+        let mut latencies = Vec::with_capacity(judged.len());
+        for (query, vector) in judged.iter().zip(&vectors) {
+            let started = Instant::now();
+            let hits = kb.store.search(&SearchRequest {
+                text: &query.text,
+                query_vector: Some(vector),
+                mode,
+                k: CHUNK_DEPTH,
+                filter: None,
+                fusion,
+                bm25,
+            })?;
+            latencies.push(started.elapsed().as_secs_f64() * 1e3);
+            rankings.insert(query.id.clone(), rank_documents(&hits, 100));
+        }
+        latencies.sort_by(f64::total_cmp);
+        let percentile = |p: f64| {
+            latencies
+                .get(((latencies.len() as f64 - 1.0) * p).round() as usize)
+                .copied()
+                .unwrap_or(0.0)
+        };
+        results.push(ModeResult {
+            mode,
+            metrics: evaluate(&rankings, &qrels),
+            search_p50_ms: percentile(0.5),
+            search_p99_ms: percentile(0.99),
+        });
+    }
+    let output = Report {
+        knowledge_base: name,
+        documents: stats.documents,
+        chunks: stats.chunks,
+        queries: judged.len(),
+        fusion,
+        bm25,
+        ingest_seconds: report.elapsed_seconds,
+        results,
+    };
+    if args.json {
+        print_line(&serde_json::to_string_pretty(&output)?)?;
+        return Ok(ExitCode::SUCCESS);
+    }
+    print_line(&format!(
+        "knowledge base {}: {} documents, {} chunks; {} judged queries",
+        output.knowledge_base, output.documents, output.chunks, output.queries
+    ))?;
+    print_line(&format!(
+        "{:<8} {:>8} {:>10} {:>11} {:>8} {:>9}",
+        "mode", "nDCG@10", "Recall@10", "Recall@100", "MRR@10", "p50 ms"
+    ))?;
+    for result in &output.results {
+        let metrics = result.metrics;
+        print_line(&format!(
+            "{:<8} {:>8.4} {:>10.4} {:>11.4} {:>8.4} {:>9.2}",
+            result.mode.as_str(),
+            metrics.ndcg_at_10,
+            metrics.recall_at_10,
+            metrics.recall_at_100,
+            metrics.mrr_at_10,
+            result.search_p50_ms
+        ))?;
+    }
+    Ok(ExitCode::SUCCESS)
+}

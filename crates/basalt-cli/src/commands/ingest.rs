@@ -1,0 +1,138 @@
+//! `basalt ingest`: add files and directories to a knowledge base, with a progress bar and a
+//! summary.
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::time::Instant;
+
+use basalt_kb::{IngestOptions, IngestProgress, IngestReport, KnowledgeBase};
+use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
+use serde_json::Value;
+
+use super::{load_kb_embedder, print_line};
+use crate::settings::Settings;
+
+#[derive(Debug, clap::Args)]
+#[command(after_help = "Examples:\n  basalt ingest --kb handbook ./handbook\n  \
+                        basalt ingest --kb papers --tag 2024 --meta team=research corpus.jsonl\n\n\
+                        A file `NAME.meta.json` next to a file sets its title, tags and metadata:\n  \
+                        {\"title\": \"Travel policy\", \"tags\": [\"hr\"], \"metadata\": {\"year\": 2024}}")]
+pub(crate) struct IngestArgs {
+    /// Knowledge base to add to
+    #[arg(long)]
+    kb: String,
+    /// Files and directories (searched recursively)
+    #[arg(required = true)]
+    paths: Vec<PathBuf>,
+    /// Tag every document (repeatable)
+    #[arg(long = "tag", value_name = "TAG")]
+    tags: Vec<String>,
+    /// Metadata KEY=VALUE for every document (repeatable; numbers stay numbers)
+    #[arg(long = "meta", value_name = "KEY=VALUE", value_parser = parse_meta)]
+    metadata: Vec<(String, Value)>,
+    /// Largest file to read, in MB
+    #[arg(long, value_name = "MB", default_value_t = 100)]
+    max_file_size: u64,
+    /// Chunks embedded and committed together; a smaller batch is acknowledged (crash-safe)
+    /// sooner, a larger one commits less often
+    #[arg(long, value_name = "N", default_value_t = 128, value_parser = clap::value_parser!(u32).range(1..))]
+    batch_chunks: u32,
+    /// Print the summary as JSON
+    #[arg(long)]
+    json: bool,
+}
+
+fn parse_meta(text: &str) -> Result<(String, Value), String> {
+    let (key, value) = text.split_once('=').ok_or("expected KEY=VALUE")?;
+    if key.is_empty() {
+        return Err("the key is empty".into());
+    }
+    let value = value
+        .parse::<i64>()
+        .map(Value::from)
+        .or_else(|_| value.parse::<f64>().map(Value::from))
+        .unwrap_or_else(|_| Value::from(value));
+    Ok((key.to_string(), value))
+}
+
+pub(crate) fn run(args: &IngestArgs, settings: &Settings) -> anyhow::Result<ExitCode> {
+    let kb = settings.data_dir.open(&args.kb)?;
+    let embedder = load_kb_embedder(&kb, settings)?;
+    let options = IngestOptions {
+        tags: args.tags.clone(),
+        metadata: args.metadata.iter().cloned().collect::<BTreeMap<_, _>>(),
+        max_file_bytes: args.max_file_size.saturating_mul(1 << 20),
+        batch_chunks: args.batch_chunks as usize,
+    };
+    let report = run_with_progress(&kb, &embedder, &args.paths, &options)?;
+    if args.json {
+        print_line(&serde_json::to_string_pretty(&report)?)?;
+    } else {
+        print_summary(&report)?;
+    }
+    Ok(if report.failed.is_empty() {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::FAILURE
+    })
+}
+
+/// Ingests with a progress bar on stderr (hidden when stderr is not a terminal).
+pub(crate) fn run_with_progress(
+    kb: &KnowledgeBase,
+    embedder: &dyn basalt_model::Embedder,
+    paths: &[PathBuf],
+    options: &IngestOptions,
+) -> anyhow::Result<IngestReport> {
+    let bar = ProgressBar::with_draw_target(Some(0), ProgressDrawTarget::stderr_with_hz(4));
+    bar.set_style(
+        ProgressStyle::with_template(
+            "{spinner} {elapsed_precise} [{wide_bar}] {percent:>3}% {msg} ETA {eta}",
+        )
+        .unwrap_or_else(|_| ProgressStyle::default_bar())
+        .progress_chars("=> "),
+    );
+    let started = Instant::now();
+    let mut observe = |progress: &IngestProgress| {
+        bar.set_length(progress.bytes_total.max(1));
+        bar.set_position(progress.bytes_done);
+        let seconds = started.elapsed().as_secs_f64().max(1e-3);
+        bar.set_message(format!(
+            "{}/{} files, {} docs ({:.1}/s), {} chunks ({:.1}/s)",
+            progress.files_done,
+            progress.files_total,
+            progress.documents_done,
+            progress.documents_done as f64 / seconds,
+            progress.chunks_done,
+            progress.chunks_done as f64 / seconds,
+        ));
+    };
+    let report = basalt_kb::ingest(kb, embedder, paths, options, &mut observe);
+    bar.finish_and_clear();
+    Ok(report?)
+}
+
+fn print_summary(report: &IngestReport) -> anyhow::Result<()> {
+    for failure in &report.failed {
+        eprintln!("failed: {}: {}", failure.path, failure.reason);
+    }
+    if !report.skipped.is_empty() {
+        eprintln!(
+            "skipped {} file(s) of unsupported types (first: {})",
+            report.skipped.len(),
+            report.skipped[0].path
+        );
+    }
+    let seconds = report.elapsed_seconds.max(1e-3);
+    print_line(&format!(
+        "documents: {} added, {} replaced, {} unchanged, {} failed; {} chunks in {:.1} s ({:.1} docs/s)",
+        report.added,
+        report.replaced,
+        report.unchanged,
+        report.failed.len(),
+        report.chunks,
+        report.elapsed_seconds,
+        (report.added + report.replaced) as f64 / seconds,
+    ))
+}

@@ -1,0 +1,236 @@
+//! `basalt kb create|list|delete` and `basalt docs list|delete`: knowledge bases and the
+//! documents in them.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use anyhow::Context;
+use basalt_index::{Fusion, SearchMode};
+use basalt_kb::{DataDir, KbSettings};
+use basalt_model::{Embedder, LocalEmbedder, LocalEmbedderOptions};
+use serde::Serialize;
+
+use super::print_line;
+use crate::settings::Settings;
+
+#[derive(Debug, clap::Subcommand)]
+pub(crate) enum KbCommand {
+    /// Create a knowledge base
+    #[command(after_help = "Examples:\n  basalt kb create handbook\n  \
+                            basalt kb create papers --chunk-tokens 200 --overlap 40 --fusion rrf")]
+    Create(CreateArgs),
+    /// List knowledge bases with their sizes
+    List {
+        /// Print JSON instead of a table
+        #[arg(long)]
+        json: bool,
+    },
+    /// Delete a knowledge base and everything in it
+    Delete { name: String },
+}
+
+#[derive(Debug, clap::Args)]
+pub(crate) struct CreateArgs {
+    /// Name: letters, digits, '-', '_' or '.'
+    name: String,
+    /// Most model tokens per chunk [default: the model's limit, 256 for MiniLM]
+    #[arg(long, value_name = "N")]
+    chunk_tokens: Option<usize>,
+    /// Tokens a chunk repeats from the previous one
+    #[arg(long, value_name = "N", default_value_t = 32)]
+    overlap: usize,
+    /// BM25 analyzer: english, english_keep_stopwords, standard, french, german, spanish, …
+    #[arg(long, default_value = basalt_index::DEFAULT_ANALYZER)]
+    analyzer: String,
+    /// Default search mode: hybrid, bm25 or vector
+    #[arg(long, default_value = "hybrid")]
+    mode: SearchMode,
+    /// Default hybrid fusion: weighted[:BM25_WEIGHT] or rrf[:K]
+    #[arg(long, default_value = "weighted:0.3")]
+    fusion: Fusion,
+    /// BM25 term saturation
+    #[arg(long, default_value_t = 0.9)]
+    bm25_k1: f32,
+    /// BM25 length normalisation
+    #[arg(long, default_value_t = 0.4)]
+    bm25_b: f32,
+    /// Embedding model: a model directory or GGUF [default: the installed all-MiniLM-L6-v2]
+    #[arg(long, value_name = "PATH")]
+    embedding_model: Option<PathBuf>,
+}
+
+pub(crate) fn run(command: KbCommand, settings: &Settings) -> anyhow::Result<ExitCode> {
+    let data = &settings.data_dir;
+    match command {
+        KbCommand::Create(args) => create(&args, settings),
+        KbCommand::List { json } => list(data, json),
+        KbCommand::Delete { name } => {
+            data.delete(&name)?;
+            print_line(&format!("deleted knowledge base {name}"))?;
+            Ok(ExitCode::SUCCESS)
+        }
+    }
+}
+
+fn create(args: &CreateArgs, settings: &Settings) -> anyhow::Result<ExitCode> {
+    let mut kb = KbSettings::new(&args.name);
+    if let Some(path) = &args.embedding_model {
+        // Another model: load it once to learn its dimension and input limit.
+        let embedder = LocalEmbedder::load(path, &LocalEmbedderOptions::default())
+            .with_context(|| format!("while loading the embedding model {}", path.display()))?;
+        let info = embedder.info();
+        kb.embedding.model = std::fs::canonicalize(path)
+            .unwrap_or_else(|_| path.clone())
+            .display()
+            .to_string();
+        kb.embedding.dimension = info.dimension;
+        kb.embedding.max_tokens = info.max_tokens;
+    }
+    kb.chunking.max_tokens = args.chunk_tokens.unwrap_or(kb.embedding.max_tokens);
+    kb.chunking.overlap_tokens = args.overlap;
+    kb.analyzer = args.analyzer.clone();
+    kb.mode = args.mode;
+    kb.fusion = args.fusion;
+    kb.bm25 = basalt_index::Bm25Params {
+        k1: args.bm25_k1,
+        b: args.bm25_b,
+    };
+    settings.data_dir.create(&kb)?;
+    print_line(&format!(
+        "created knowledge base {} in {}",
+        kb.name,
+        settings.data_dir.root().join("kb").join(&kb.name).display()
+    ))?;
+    Ok(ExitCode::SUCCESS)
+}
+
+#[derive(Serialize)]
+struct KbJson {
+    #[serde(flatten)]
+    settings: KbSettings,
+    documents: u64,
+    chunks: u64,
+}
+
+fn list(data: &DataDir, json: bool) -> anyhow::Result<ExitCode> {
+    let mut rows = Vec::new();
+    for settings in data.list()? {
+        let stats = data.open(&settings.name)?.store.stats()?;
+        rows.push(KbJson {
+            settings,
+            documents: stats.documents,
+            chunks: stats.chunks,
+        });
+    }
+    if json {
+        print_line(&serde_json::to_string_pretty(&rows)?)?;
+        return Ok(ExitCode::SUCCESS);
+    }
+    if rows.is_empty() {
+        print_line(&format!(
+            "no knowledge bases in {} (create one with `basalt kb create NAME`)",
+            data.root().display()
+        ))?;
+        return Ok(ExitCode::SUCCESS);
+    }
+    print_line(&format!(
+        "{:<24} {:>9} {:>9}  {:<8} {:<20} created",
+        "name", "documents", "chunks", "mode", "model"
+    ))?;
+    for row in rows {
+        let model = std::path::Path::new(&row.settings.embedding.model)
+            .file_name()
+            .map_or(row.settings.embedding.model.clone(), |name| {
+                name.to_string_lossy().into_owned()
+            });
+        print_line(&format!(
+            "{:<24} {:>9} {:>9}  {:<8} {:<20} {}",
+            row.settings.name,
+            row.documents,
+            row.chunks,
+            row.settings.mode.as_str(),
+            model,
+            row.settings.created_at
+        ))?;
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+#[derive(Debug, clap::Subcommand)]
+pub(crate) enum DocsCommand {
+    /// List the documents of a knowledge base
+    List {
+        #[arg(long)]
+        kb: String,
+        /// Print JSON (one array of document records)
+        #[arg(long)]
+        json: bool,
+    },
+    /// Delete documents (by id, or every document from a source path) from every index at once
+    #[command(
+        after_help = "Examples:\n  basalt docs delete --kb handbook f-3a1c9e0b2d4f6a81\n  \
+                            basalt docs delete --kb handbook --source ./handbook/old-policy.pdf"
+    )]
+    Delete {
+        #[arg(long)]
+        kb: String,
+        /// Document ids (see `basalt docs list`)
+        ids: Vec<String>,
+        /// Delete every document ingested from this file (or from files under this directory)
+        #[arg(long, value_name = "PATH")]
+        source: Option<PathBuf>,
+    },
+}
+
+pub(crate) fn run_docs(command: DocsCommand, settings: &Settings) -> anyhow::Result<ExitCode> {
+    match command {
+        DocsCommand::List { kb, json } => {
+            let kb = settings.data_dir.open(&kb)?;
+            let documents = kb.store.documents()?;
+            if json {
+                print_line(&serde_json::to_string_pretty(&documents)?)?;
+            } else {
+                print_line(&format!(
+                    "{:<20} {:<8} {:>6} {:<20}  source",
+                    "id", "format", "chunks", "ingested"
+                ))?;
+                for doc in &documents {
+                    print_line(&format!(
+                        "{:<20} {:<8} {:>6} {:<20}  {}",
+                        doc.doc_id, doc.format, doc.chunk_count, doc.ingested_at, doc.source
+                    ))?;
+                }
+            }
+            Ok(ExitCode::SUCCESS)
+        }
+        DocsCommand::Delete { kb, ids, source } => {
+            if ids.is_empty() && source.is_none() {
+                anyhow::bail!("name document ids or --source PATH to delete");
+            }
+            let kb = settings.data_dir.open(&kb)?;
+            let mut doomed = ids.clone();
+            if let Some(source) = &source {
+                let wanted = std::fs::canonicalize(source).unwrap_or_else(|_| source.clone());
+                let wanted = wanted.display().to_string();
+                let under = format!("{}/", wanted.trim_end_matches('/'));
+                doomed.extend(
+                    kb.store
+                        .documents()?
+                        .into_iter()
+                        .filter(|doc| doc.source == wanted || doc.source.starts_with(&under))
+                        .map(|doc| doc.doc_id),
+                );
+            }
+            let deleted = kb.store.delete(&doomed)?;
+            if deleted == 0 {
+                eprintln!(
+                    "error: no document matched; see `basalt docs list --kb {}`",
+                    kb.settings.name
+                );
+                return Ok(ExitCode::FAILURE);
+            }
+            print_line(&format!("deleted {deleted} document(s)"))?;
+            Ok(ExitCode::SUCCESS)
+        }
+    }
+}

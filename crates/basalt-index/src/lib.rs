@@ -1,0 +1,50 @@
+//! Storage and search for a knowledge base: what is indexed, and which chunks match a query.
+//!
+//! [`KnowledgeStore`] is the seam: the embedded implementation ([`TantivyStore`]) keeps
+//! everything in one tantivy index on disk (BM25 postings, stored chunks, vectors, document
+//! records), so a document and all its chunks become visible, or are replaced or deleted, in one
+//! atomic commit. A PostgreSQL + pgvector backend is meant to implement the same trait and pass
+//! the same tests.
+//!
+//! Search is exact: BM25 with configurable `k1`/`b` scored term-at-a-time over the postings, and
+//! cosine over every vector, both restricted by the filter before the top k are chosen. Hybrid
+//! search fuses the two rankings (reciprocal rank or weighted scores).
+
+mod analyzer;
+pub mod conformance;
+mod error;
+mod filter;
+mod fusion;
+mod store;
+mod types;
+
+pub use analyzer::{ANALYZERS, DEFAULT_ANALYZER, analyzer};
+pub use error::{IndexError, Result};
+pub use filter::{Filter, FilterError};
+pub use store::{StoreOptions, TantivyStore};
+pub use types::{
+    Bm25Params, ChunkRecord, DocumentRecord, DocumentWrite, Fusion, Hit, IndexStats, SearchMode,
+    SearchRequest,
+};
+
+/// A knowledge base's index. Writes are atomic per call: after `write` returns, every document
+/// in it is searchable with all its chunks (replacing any older version with the same id) and
+/// survives a crash; before, none of it is visible.
+pub trait KnowledgeStore: Send + Sync + std::fmt::Debug {
+    /// Adds or replaces documents, all in one atomic, durable commit.
+    fn write(&self, documents: Vec<DocumentWrite>) -> Result<()>;
+
+    /// Removes documents and all their chunks in one commit; returns how many existed.
+    fn delete(&self, doc_ids: &[String]) -> Result<usize>;
+
+    /// The current record of a document.
+    fn document(&self, doc_id: &str) -> Result<Option<DocumentRecord>>;
+
+    /// Every document, ordered by id.
+    fn documents(&self) -> Result<Vec<DocumentRecord>>;
+
+    /// The best `k` chunks for a request, best first.
+    fn search(&self, request: &SearchRequest<'_>) -> Result<Vec<Hit>>;
+
+    fn stats(&self) -> Result<IndexStats>;
+}

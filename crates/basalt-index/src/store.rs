@@ -1,0 +1,816 @@
+//! The embedded index: one tantivy index per knowledge base holding document records, chunks,
+//! BM25 postings and vectors, so that one commit changes all of them at once.
+//!
+//! Layout of a tantivy document (one per chunk, plus one record per source document):
+//! `kind` (`chunk` | `doc`), `doc_id`, `source` (records only), `search` (analyzed title,
+//! headings and text of a chunk; not stored), `payload` (the JSON of a [`ChunkRecord`] or
+//! [`DocumentRecord`]) and `vector` (little-endian f32, chunks only).
+//!
+//! Readers keep a per-segment cache of what every search needs (which docs are chunks, their
+//! document and page, their vectors), filled from the document store the first time a segment is
+//! seen. Segments never change once written, so the cache only grows with new segments and is
+//! pruned when merges retire old ones.
+
+use std::collections::{BTreeMap, HashMap};
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex, MutexGuard, OnceLock};
+
+use tantivy::directory::error::LockError;
+use tantivy::index::SegmentId;
+use tantivy::postings::Postings;
+use tantivy::schema::{
+    Field, IndexRecordOption, STORED, STRING, Schema, TextFieldIndexing, TextOptions, Value,
+};
+use tantivy::tokenizer::TextAnalyzer;
+use tantivy::{
+    DocId, DocSet, Index, IndexReader, IndexWriter, ReloadPolicy, SegmentReader, TERMINATED,
+    TantivyDocument, TantivyError, Term,
+};
+
+use crate::KnowledgeStore;
+use crate::analyzer::{self, ANALYZERS};
+use crate::error::{IndexError, Result};
+use crate::fusion::{fuse, top_k};
+use crate::types::{
+    Bm25Params, ChunkRecord, DocumentRecord, DocumentWrite, Hit, IndexStats, SearchMode,
+    SearchRequest,
+};
+
+const KIND_CHUNK: &str = "chunk";
+const KIND_DOC: &str = "doc";
+/// Memory the single indexing thread may buffer before it flushes a segment.
+const WRITER_MEMORY: usize = 64 << 20;
+
+/// How to open or create a store.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StoreOptions {
+    /// Dimension of every chunk vector.
+    pub dimension: usize,
+    /// BM25 analyzer, fixed when the index is created (see [`ANALYZERS`]).
+    pub analyzer: String,
+}
+
+#[derive(Debug, Clone, Copy)]
+struct Fields {
+    kind: Field,
+    doc_id: Field,
+    source: Field,
+    search: Field,
+    payload: Field,
+    vector: Field,
+}
+
+impl Fields {
+    fn schema(analyzer: &str) -> Schema {
+        let mut builder = Schema::builder();
+        builder.add_text_field("kind", STRING | STORED);
+        builder.add_text_field("doc_id", STRING | STORED);
+        builder.add_text_field("source", STRING);
+        let search = TextOptions::default().set_indexing_options(
+            TextFieldIndexing::default()
+                .set_tokenizer(analyzer)
+                .set_index_option(IndexRecordOption::WithFreqs),
+        );
+        builder.add_text_field("search", search);
+        builder.add_text_field("payload", STORED);
+        builder.add_bytes_field("vector", STORED);
+        builder.build()
+    }
+
+    fn from_schema(schema: &Schema) -> std::result::Result<Self, String> {
+        let field = |name: &str| {
+            schema
+                .get_field(name)
+                .map_err(|_| format!("no field {name:?}"))
+        };
+        Ok(Fields {
+            kind: field("kind")?,
+            doc_id: field("doc_id")?,
+            source: field("source")?,
+            search: field("search")?,
+            payload: field("payload")?,
+            vector: field("vector")?,
+        })
+    }
+}
+
+/// A knowledge base's index in a directory of its own. Many readers, one writer: the writer
+/// (and tantivy's lock file) is taken at the first write, so searching processes never block
+/// an ingesting one.
+pub struct TantivyStore {
+    path: PathBuf,
+    index: Index,
+    reader: IndexReader,
+    fields: Fields,
+    dimension: usize,
+    analyzer: TextAnalyzer,
+    writer: Mutex<Option<IndexWriter>>,
+    cache: Mutex<Cache>,
+}
+
+impl std::fmt::Debug for TantivyStore {
+    fn fmt(&self, formatter: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        formatter
+            .debug_struct("TantivyStore")
+            .field("path", &self.path)
+            .field("dimension", &self.dimension)
+            .finish_non_exhaustive()
+    }
+}
+
+#[derive(Default)]
+struct Cache {
+    segments: HashMap<SegmentId, Arc<SegmentData>>,
+    snapshot: Option<(u64, Arc<Snapshot>)>,
+}
+
+/// What a segment holds, decoded once.
+struct SegmentData {
+    /// Document records in this segment (deleted ones included; liveness is checked per search).
+    records: Vec<(DocId, Arc<DocumentRecord>)>,
+    /// Filled on the first search that touches the segment.
+    chunks: OnceLock<std::result::Result<Arc<ChunkColumns>, String>>,
+}
+
+/// Per tantivy doc of a segment: whether it is a chunk, of which document, on which page, and
+/// its vector (zeros for records).
+struct ChunkColumns {
+    is_chunk: Vec<bool>,
+    doc_ids: Vec<Arc<str>>,
+    pages: Vec<Option<u32>>,
+    vectors: Vec<f32>,
+}
+
+/// The live documents of one searcher generation.
+struct Snapshot {
+    documents: BTreeMap<String, Arc<DocumentRecord>>,
+    segments: Vec<Arc<SegmentData>>,
+    /// Every live chunk, resolved on the first search of the generation.
+    live: OnceLock<std::result::Result<Arc<LiveChunks>, String>>,
+}
+
+/// The chunks a search may return (not deleted, document live), with what filters need.
+struct LiveChunks {
+    chunks: Vec<LiveChunk>,
+    columns: Vec<Arc<ChunkColumns>>,
+}
+
+struct LiveChunk {
+    segment: u32,
+    doc: DocId,
+    record: Arc<DocumentRecord>,
+    page: Option<u32>,
+}
+
+impl TantivyStore {
+    /// Opens the index in `path`, creating it (and the directory) when there is none.
+    pub fn open(path: &Path, options: &StoreOptions) -> Result<Self> {
+        let engine = |error: &dyn std::fmt::Display| IndexError::Engine {
+            path: path.to_owned(),
+            message: error.to_string(),
+        };
+        let mut analyzer =
+            analyzer::analyzer(&options.analyzer).ok_or_else(|| IndexError::UnknownAnalyzer {
+                name: options.analyzer.clone(),
+                choices: ANALYZERS.join(", "),
+            })?;
+        std::fs::create_dir_all(path).map_err(|error| engine(&error))?;
+        let exists = path.join("meta.json").exists();
+        let index = if exists {
+            Index::open_in_dir(path).map_err(|error| IndexError::Corrupt {
+                path: path.to_owned(),
+                message: error.to_string(),
+            })?
+        } else {
+            Index::create_in_dir(path, Fields::schema(&options.analyzer))
+                .map_err(|error| engine(&error))?
+        };
+        analyzer::register_all(index.tokenizers());
+        let fields =
+            Fields::from_schema(&index.schema()).map_err(|message| IndexError::Corrupt {
+                path: path.to_owned(),
+                message,
+            })?;
+        let reader = index
+            .reader_builder()
+            .reload_policy(ReloadPolicy::OnCommitWithDelay)
+            .try_into()
+            .map_err(|error| engine(&error))?;
+        // Warm the analyzer once so a broken stemmer setup fails here, not mid-search.
+        let _ = analyzer::terms(&mut analyzer, "warm up");
+        Ok(TantivyStore {
+            path: path.to_owned(),
+            index,
+            reader,
+            fields,
+            dimension: options.dimension,
+            analyzer,
+            writer: Mutex::new(None),
+            cache: Mutex::new(Cache::default()),
+        })
+    }
+
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    fn engine_error(&self, error: &dyn std::fmt::Display) -> IndexError {
+        IndexError::Engine {
+            path: self.path.clone(),
+            message: error.to_string(),
+        }
+    }
+
+    fn writer(&self) -> Result<MutexGuard<'_, Option<IndexWriter>>> {
+        let mut guard = lock(&self.writer);
+        if guard.is_none() {
+            let writer = self
+                .index
+                .writer_with_num_threads(1, WRITER_MEMORY)
+                .map_err(|error| match error {
+                    TantivyError::LockFailure(LockError::LockBusy, _) => IndexError::Locked {
+                        path: self.path.clone(),
+                    },
+                    other => self.engine_error(&other),
+                })?;
+            *guard = Some(writer);
+        }
+        Ok(guard)
+    }
+
+    fn commit(&self, writer: &mut IndexWriter) -> Result<()> {
+        if let Err(error) = writer.commit() {
+            // A failed commit leaves nothing half-visible; roll the writer back so the next
+            // write starts clean.
+            let _ = writer.rollback();
+            return Err(self.engine_error(&error));
+        }
+        self.reader
+            .reload()
+            .map_err(|error| self.engine_error(&error))
+    }
+
+    fn doc_term(&self, doc_id: &str) -> Term {
+        Term::from_field_text(self.fields.doc_id, doc_id)
+    }
+
+    fn chunk_document(
+        &self,
+        doc_id: &str,
+        record: &DocumentRecord,
+        chunk: &ChunkRecord,
+    ) -> Result<TantivyDocument> {
+        if chunk.vector.len() != self.dimension {
+            return Err(IndexError::Dimension {
+                expected: self.dimension,
+                found: chunk.vector.len(),
+            });
+        }
+        let mut search = String::new();
+        if let Some(title) = &record.title {
+            search.push_str(title);
+            search.push('\n');
+        }
+        for heading in &chunk.heading_path {
+            search.push_str(heading);
+            search.push('\n');
+        }
+        search.push_str(&chunk.text);
+        let mut vector = Vec::with_capacity(chunk.vector.len() * 4);
+        for value in &chunk.vector {
+            vector.extend_from_slice(&value.to_le_bytes());
+        }
+        let payload = serde_json::to_string(chunk).map_err(|error| self.engine_error(&error))?;
+        let mut document = TantivyDocument::new();
+        document.add_text(self.fields.kind, KIND_CHUNK);
+        document.add_text(self.fields.doc_id, doc_id);
+        document.add_text(self.fields.search, &search);
+        document.add_text(self.fields.payload, &payload);
+        document.add_bytes(self.fields.vector, &vector);
+        Ok(document)
+    }
+
+    /// The live documents and per-segment data of the current searcher, cached per generation.
+    fn snapshot(&self, searcher: &tantivy::Searcher) -> Result<Arc<Snapshot>> {
+        let generation = searcher.generation().generation_id();
+        {
+            let cache = lock(&self.cache);
+            if let Some((cached, snapshot)) = &cache.snapshot
+                && *cached == generation
+            {
+                return Ok(snapshot.clone());
+            }
+        }
+        let mut segments = Vec::with_capacity(searcher.segment_readers().len());
+        for reader in searcher.segment_readers() {
+            let id = reader.segment_id();
+            let known = lock(&self.cache).segments.get(&id).cloned();
+            let data = match known {
+                Some(data) => data,
+                None => Arc::new(self.load_records(reader)?),
+            };
+            segments.push(data);
+        }
+        let mut documents = BTreeMap::new();
+        for (reader, data) in searcher.segment_readers().iter().zip(&segments) {
+            for (doc, record) in &data.records {
+                if !reader.is_deleted(*doc) {
+                    documents.insert(record.doc_id.clone(), record.clone());
+                }
+            }
+        }
+        let snapshot = Arc::new(Snapshot {
+            documents,
+            segments,
+            live: OnceLock::new(),
+        });
+        let mut cache = lock(&self.cache);
+        cache.segments = searcher
+            .segment_readers()
+            .iter()
+            .zip(&snapshot.segments)
+            .map(|(reader, data)| (reader.segment_id(), data.clone()))
+            .collect();
+        cache.snapshot = Some((generation, snapshot.clone()));
+        Ok(snapshot)
+    }
+
+    fn load_records(&self, reader: &SegmentReader) -> Result<SegmentData> {
+        let corrupt = |message: String| IndexError::Corrupt {
+            path: self.path.clone(),
+            message,
+        };
+        let store = reader
+            .get_store_reader(4)
+            .map_err(|error| self.engine_error(&error))?;
+        let kind_term = Term::from_field_text(self.fields.kind, KIND_DOC);
+        let mut records = Vec::new();
+        if let Some(mut postings) = reader
+            .inverted_index(self.fields.kind)
+            .map_err(|error| self.engine_error(&error))?
+            .read_postings(&kind_term, IndexRecordOption::Basic)
+            .map_err(|error| self.engine_error(&error))?
+        {
+            while postings.doc() != TERMINATED {
+                let doc = postings.doc();
+                let stored: TantivyDocument =
+                    store.get(doc).map_err(|error| self.engine_error(&error))?;
+                let payload = stored
+                    .get_first(self.fields.payload)
+                    .and_then(|value| value.as_str())
+                    .ok_or_else(|| corrupt(format!("document record {doc} has no payload")))?;
+                let record: DocumentRecord = serde_json::from_str(payload)
+                    .map_err(|error| corrupt(format!("document record {doc}: {error}")))?;
+                records.push((doc, Arc::new(record)));
+                postings.advance();
+            }
+        }
+        Ok(SegmentData {
+            records,
+            chunks: OnceLock::new(),
+        })
+    }
+
+    fn chunk_columns(
+        &self,
+        reader: &SegmentReader,
+        data: &SegmentData,
+    ) -> Result<Arc<ChunkColumns>> {
+        data.chunks
+            .get_or_init(|| self.load_chunk_columns(reader).map(Arc::new))
+            .clone()
+            .map_err(|message| IndexError::Corrupt {
+                path: self.path.clone(),
+                message,
+            })
+    }
+
+    fn load_chunk_columns(
+        &self,
+        reader: &SegmentReader,
+    ) -> std::result::Result<ChunkColumns, String> {
+        let max_doc = reader.max_doc() as usize;
+        let store = reader
+            .get_store_reader(16)
+            .map_err(|error| error.to_string())?;
+        let mut columns = ChunkColumns {
+            is_chunk: vec![false; max_doc],
+            doc_ids: Vec::with_capacity(max_doc),
+            pages: vec![None; max_doc],
+            vectors: vec![0.0; max_doc * self.dimension],
+        };
+        let empty: Arc<str> = Arc::from("");
+        let mut last: Arc<str> = empty.clone();
+        for doc in 0..max_doc {
+            let stored: TantivyDocument =
+                store.get(doc as DocId).map_err(|error| error.to_string())?;
+            let text = |field: Field| stored.get_first(field).and_then(|value| value.as_str());
+            if text(self.fields.kind) != Some(KIND_CHUNK) {
+                columns.doc_ids.push(empty.clone());
+                continue;
+            }
+            let doc_id = text(self.fields.doc_id).unwrap_or_default();
+            if &*last != doc_id {
+                last = Arc::from(doc_id);
+            }
+            columns.doc_ids.push(last.clone());
+            columns.is_chunk[doc] = true;
+            #[derive(serde::Deserialize)]
+            struct Page {
+                page: Option<u32>,
+            }
+            let page: Page = serde_json::from_str(text(self.fields.payload).unwrap_or("{}"))
+                .map_err(|error| format!("chunk {doc}: {error}"))?;
+            columns.pages[doc] = page.page;
+            let bytes = stored
+                .get_first(self.fields.vector)
+                .and_then(|value| value.as_bytes())
+                .unwrap_or_default();
+            if bytes.len() != self.dimension * 4 {
+                return Err(format!(
+                    "chunk {doc} has a {}-byte vector; expected {} dimensions",
+                    bytes.len(),
+                    self.dimension
+                ));
+            }
+            let target = &mut columns.vectors[doc * self.dimension..(doc + 1) * self.dimension];
+            for (value, bytes) in target.iter_mut().zip(bytes.chunks_exact(4)) {
+                *value = f32::from_le_bytes([bytes[0], bytes[1], bytes[2], bytes[3]]);
+            }
+        }
+        Ok(columns)
+    }
+
+    /// BM25 over the `search` field: one dense score array per segment (0: no term matched).
+    fn bm25_scores(
+        &self,
+        searcher: &tantivy::Searcher,
+        text: &str,
+        params: Bm25Params,
+    ) -> Result<Vec<Vec<f32>>> {
+        let mut analyzer = self.analyzer.clone();
+        let mut query_terms: BTreeMap<String, f32> = BTreeMap::new();
+        for term in analyzer::terms(&mut analyzer, text) {
+            *query_terms.entry(term).or_default() += 1.0;
+        }
+        let error = |error: &dyn std::fmt::Display| self.engine_error(error);
+        let mut chunks = 0_f64;
+        let mut tokens = 0_f64;
+        let kind = Term::from_field_text(self.fields.kind, KIND_CHUNK);
+        for reader in searcher.segment_readers() {
+            let inverted = reader
+                .inverted_index(self.fields.search)
+                .map_err(|e| error(&e))?;
+            tokens += inverted.total_num_tokens() as f64;
+            let kinds = reader
+                .inverted_index(self.fields.kind)
+                .map_err(|e| error(&e))?;
+            chunks += kinds.doc_freq(&kind).map_err(|e| error(&e))? as f64;
+        }
+        let mut out: Vec<Vec<f32>> = Vec::with_capacity(searcher.segment_readers().len());
+        if chunks == 0.0 || query_terms.is_empty() {
+            for reader in searcher.segment_readers() {
+                out.push(vec![0.0; reader.max_doc() as usize]);
+            }
+            return Ok(out);
+        }
+        let average_length = (tokens / chunks).max(1.0) as f32;
+        let mut weighted_terms = Vec::with_capacity(query_terms.len());
+        for (text, count) in query_terms {
+            let term = Term::from_field_text(self.fields.search, &text);
+            let doc_freq = searcher.doc_freq(&term).map_err(|e| error(&e))? as f64;
+            if doc_freq == 0.0 {
+                continue;
+            }
+            let idf = (1.0 + (chunks - doc_freq + 0.5) / (doc_freq + 0.5)).ln() as f32;
+            weighted_terms.push((term, count * idf));
+        }
+        let Bm25Params { k1, b } = params;
+        for reader in searcher.segment_readers() {
+            let inverted = reader
+                .inverted_index(self.fields.search)
+                .map_err(|e| error(&e))?;
+            let norms = reader
+                .get_fieldnorms_reader(self.fields.search)
+                .map_err(|e| error(&e))?;
+            let mut scores = vec![0.0_f32; reader.max_doc() as usize];
+            for (term, weight) in &weighted_terms {
+                let Some(mut postings) = inverted
+                    .read_postings(term, IndexRecordOption::WithFreqs)
+                    .map_err(|e| error(&e))?
+                else {
+                    continue;
+                };
+                let mut doc = postings.doc();
+                while doc != TERMINATED {
+                    let frequency = postings.term_freq() as f32;
+                    let length = norms.fieldnorm(doc) as f32;
+                    let saturation = k1 * (1.0 - b + b * length / average_length);
+                    scores[doc as usize] +=
+                        weight * frequency * (k1 + 1.0) / (frequency + saturation);
+                    doc = postings.advance();
+                }
+            }
+            out.push(scores);
+        }
+        Ok(out)
+    }
+
+    /// The live chunks of a generation, resolved once.
+    fn live_chunks(
+        &self,
+        searcher: &tantivy::Searcher,
+        snapshot: &Snapshot,
+    ) -> Result<Arc<LiveChunks>> {
+        snapshot
+            .live
+            .get_or_init(|| {
+                let mut chunks = Vec::new();
+                let mut columns = Vec::with_capacity(snapshot.segments.len());
+                for (ordinal, (reader, data)) in searcher
+                    .segment_readers()
+                    .iter()
+                    .zip(&snapshot.segments)
+                    .enumerate()
+                {
+                    let segment = self
+                        .chunk_columns(reader, data)
+                        .map_err(|error| error.to_string())?;
+                    let mut last: Option<(&str, Option<Arc<DocumentRecord>>)> = None;
+                    for doc in 0..reader.max_doc() {
+                        if !segment.is_chunk[doc as usize] || reader.is_deleted(doc) {
+                            continue;
+                        }
+                        let doc_id = &*segment.doc_ids[doc as usize];
+                        // Chunks of a document are stored together: look each document up once.
+                        let record = match &last {
+                            Some((id, record)) if *id == doc_id => record.clone(),
+                            _ => {
+                                let record = snapshot.documents.get(doc_id).cloned();
+                                last = Some((doc_id, record.clone()));
+                                record
+                            }
+                        };
+                        if let Some(record) = record {
+                            chunks.push(LiveChunk {
+                                segment: ordinal as u32,
+                                doc,
+                                record,
+                                page: segment.pages[doc as usize],
+                            });
+                        }
+                    }
+                    columns.push(segment);
+                }
+                Ok(Arc::new(LiveChunks { chunks, columns }))
+            })
+            .clone()
+            .map_err(|message| IndexError::Corrupt {
+                path: self.path.clone(),
+                message,
+            })
+    }
+
+    fn hit(
+        &self,
+        searcher: &tantivy::Searcher,
+        snapshot: &Snapshot,
+        key: (u32, DocId),
+        score: f32,
+    ) -> Result<Option<Hit>> {
+        let corrupt = |message: String| IndexError::Corrupt {
+            path: self.path.clone(),
+            message,
+        };
+        let stored: TantivyDocument = searcher
+            .doc(tantivy::DocAddress::new(key.0, key.1))
+            .map_err(|error| self.engine_error(&error))?;
+        let text = |field: Field| stored.get_first(field).and_then(|value| value.as_str());
+        let doc_id = text(self.fields.doc_id).unwrap_or_default();
+        let Some(record) = snapshot.documents.get(doc_id) else {
+            return Ok(None);
+        };
+        let chunk: ChunkRecord =
+            serde_json::from_str(text(self.fields.payload).unwrap_or_default())
+                .map_err(|error| corrupt(format!("chunk of {doc_id}: {error}")))?;
+        Ok(Some(Hit {
+            chunk_id: ChunkRecord::chunk_id(doc_id, chunk.ordinal),
+            doc_id: doc_id.to_owned(),
+            score,
+            text: chunk.text,
+            source: record.source.clone(),
+            title: record.title.clone(),
+            heading_path: chunk.heading_path,
+            page: chunk.page,
+            char_start: chunk.char_start,
+            char_end: chunk.char_end,
+            content_hash: record.content_hash.clone(),
+            ingested_at: record.ingested_at.clone(),
+            tags: record.tags.clone(),
+            metadata: record.metadata.clone(),
+        }))
+    }
+}
+
+fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
+    // The guarded state stays consistent between statements, so a panic elsewhere is no reason
+    // to stop serving.
+    mutex
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner)
+}
+
+/// Dot product in 32 independent lanes (four 8-wide vector accumulators once vectorized), so
+/// the scan is bound by memory, not by the latency of one accumulator.
+fn dot(left: &[f32], right: &[f32]) -> f32 {
+    const LANES: usize = 32;
+    let (left_blocks, left_tail) = left.as_chunks::<LANES>();
+    let (right_blocks, right_tail) = right.as_chunks::<LANES>();
+    let mut sums = [0.0_f32; LANES];
+    for (l, r) in left_blocks.iter().zip(right_blocks) {
+        for lane in 0..LANES {
+            sums[lane] += l[lane] * r[lane];
+        }
+    }
+    let tail: f32 = left_tail.iter().zip(right_tail).map(|(l, r)| l * r).sum();
+    sums.iter().sum::<f32>() + tail
+}
+
+impl KnowledgeStore for TantivyStore {
+    fn write(&self, documents: Vec<DocumentWrite>) -> Result<()> {
+        if documents.is_empty() {
+            return Ok(());
+        }
+        let mut prepared = Vec::with_capacity(documents.len());
+        for DocumentWrite { document, chunks } in &documents {
+            let mut record = TantivyDocument::new();
+            record.add_text(self.fields.kind, KIND_DOC);
+            record.add_text(self.fields.doc_id, &document.doc_id);
+            record.add_text(self.fields.source, &document.source);
+            let payload =
+                serde_json::to_string(document).map_err(|error| self.engine_error(&error))?;
+            record.add_text(self.fields.payload, &payload);
+            let mut docs = vec![record];
+            for chunk in chunks {
+                docs.push(self.chunk_document(&document.doc_id, document, chunk)?);
+            }
+            prepared.push((document.doc_id.as_str(), docs));
+        }
+        let mut guard = self.writer()?;
+        let writer = guard
+            .as_mut()
+            .ok_or_else(|| self.engine_error(&"writer missing"))?;
+        for (doc_id, docs) in prepared {
+            writer.delete_term(self.doc_term(doc_id));
+            for doc in docs {
+                if let Err(error) = writer.add_document(doc) {
+                    let _ = writer.rollback();
+                    return Err(self.engine_error(&error));
+                }
+            }
+        }
+        self.commit(writer)
+    }
+
+    fn delete(&self, doc_ids: &[String]) -> Result<usize> {
+        let existing = doc_ids
+            .iter()
+            .map(|id| self.document(id).map(|found| found.is_some()))
+            .collect::<Result<Vec<_>>>()?
+            .into_iter()
+            .filter(|found| *found)
+            .count();
+        if existing == 0 {
+            return Ok(0);
+        }
+        let mut guard = self.writer()?;
+        let writer = guard
+            .as_mut()
+            .ok_or_else(|| self.engine_error(&"writer missing"))?;
+        for id in doc_ids {
+            writer.delete_term(self.doc_term(id));
+        }
+        self.commit(writer)?;
+        Ok(existing)
+    }
+
+    fn document(&self, doc_id: &str) -> Result<Option<DocumentRecord>> {
+        let searcher = self.reader.searcher();
+        let snapshot = self.snapshot(&searcher)?;
+        Ok(snapshot
+            .documents
+            .get(doc_id)
+            .map(|record| (**record).clone()))
+    }
+
+    fn documents(&self) -> Result<Vec<DocumentRecord>> {
+        let searcher = self.reader.searcher();
+        let snapshot = self.snapshot(&searcher)?;
+        Ok(snapshot
+            .documents
+            .values()
+            .map(|record| (**record).clone())
+            .collect())
+    }
+
+    fn search(&self, request: &SearchRequest<'_>) -> Result<Vec<Hit>> {
+        let query_vector = match (request.mode.uses_vector(), request.query_vector) {
+            (false, _) => None,
+            (true, Some(vector)) if vector.len() == self.dimension => Some(vector),
+            (true, Some(vector)) => {
+                return Err(IndexError::Dimension {
+                    expected: self.dimension,
+                    found: vector.len(),
+                });
+            }
+            (true, None) => {
+                return Err(IndexError::MissingQueryVector {
+                    mode: request.mode.as_str(),
+                });
+            }
+        };
+        if request.k == 0 {
+            return Ok(Vec::new());
+        }
+        let searcher = self.reader.searcher();
+        let snapshot = self.snapshot(&searcher)?;
+        let live = self.live_chunks(&searcher, &snapshot)?;
+        // Candidates: live chunks that pass the filter (one verdict per document and page).
+        let selected: Vec<&LiveChunk> = match request.filter {
+            None => live.chunks.iter().collect(),
+            Some(filter) => {
+                let mut verdicts: HashMap<(*const DocumentRecord, Option<u32>), bool> =
+                    HashMap::new();
+                live.chunks
+                    .iter()
+                    .filter(|chunk| {
+                        *verdicts
+                            .entry((Arc::as_ptr(&chunk.record), chunk.page))
+                            .or_insert_with(|| filter.matches(&chunk.record, chunk.page))
+                    })
+                    .collect()
+            }
+        };
+        let bm25 = match request.mode {
+            SearchMode::Vector => None,
+            _ => {
+                let per_segment = self.bm25_scores(&searcher, request.text, request.bm25)?;
+                Some(
+                    selected
+                        .iter()
+                        .map(|chunk| per_segment[chunk.segment as usize][chunk.doc as usize])
+                        .collect::<Vec<f32>>(),
+                )
+            }
+        };
+        let vector = query_vector.map(|query| {
+            let dimension = self.dimension;
+            selected
+                .iter()
+                .map(|chunk| {
+                    let start = chunk.doc as usize * dimension;
+                    dot(
+                        &live.columns[chunk.segment as usize].vectors[start..start + dimension],
+                        query,
+                    )
+                })
+                .collect::<Vec<f32>>()
+        });
+        let ranked = match (bm25, vector) {
+            (Some(bm25), Some(vector)) => fuse(&bm25, &vector, request.fusion, request.k),
+            (Some(bm25), None) => top_k(
+                bm25.into_iter()
+                    .enumerate()
+                    .filter(|(_, score)| *score > 0.0)
+                    .collect(),
+                request.k,
+            ),
+            (None, Some(vector)) => top_k(vector.into_iter().enumerate().collect(), request.k),
+            (None, None) => Vec::new(),
+        };
+        let ranked: Vec<((u32, DocId), f32)> = ranked
+            .into_iter()
+            .map(|(index, score)| ((selected[index].segment, selected[index].doc), score))
+            .collect();
+        let mut hits = Vec::with_capacity(ranked.len());
+        for (key, score) in ranked {
+            if let Some(hit) = self.hit(&searcher, &snapshot, key, score)? {
+                hits.push(hit);
+            }
+        }
+        Ok(hits)
+    }
+
+    fn stats(&self) -> Result<IndexStats> {
+        let searcher = self.reader.searcher();
+        let snapshot = self.snapshot(&searcher)?;
+        Ok(IndexStats {
+            documents: snapshot.documents.len() as u64,
+            chunks: snapshot
+                .documents
+                .values()
+                .map(|record| u64::from(record.chunk_count))
+                .sum(),
+        })
+    }
+}

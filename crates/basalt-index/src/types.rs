@@ -1,0 +1,218 @@
+//! What goes into a knowledge-base index and what comes out of a search.
+
+use std::collections::BTreeMap;
+
+use serde::{Deserialize, Serialize};
+
+use crate::filter::Filter;
+
+/// One source document as the index knows it: identity, provenance and user metadata. Its
+/// chunks carry their own text, position and vector.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct DocumentRecord {
+    /// Stable id: a BEIR `_id`, a record's `id` column, or derived from the source path.
+    pub doc_id: String,
+    /// Where the text came from: a path, or `path#record` for one record of a CSV/JSON file.
+    pub source: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub title: Option<String>,
+    /// The parser that produced the text: `text`, `markdown`, `html`, `pdf`, `docx`, `csv`, `json`.
+    pub format: String,
+    /// `sha256:<hex>` of the source bytes (or of the record): unchanged content is not re-ingested.
+    pub content_hash: String,
+    /// RFC 3339 UTC time at which this version was ingested.
+    pub ingested_at: String,
+    /// Characters of extracted text.
+    pub text_chars: u64,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pages: Option<u32>,
+    pub chunk_count: u32,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub tags: Vec<String>,
+    /// User metadata: strings, numbers and booleans.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub metadata: BTreeMap<String, serde_json::Value>,
+}
+
+/// One chunk of a document: the unit that is embedded, indexed and returned by search.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ChunkRecord {
+    /// Position of the chunk within its document, from 0.
+    pub ordinal: u32,
+    pub text: String,
+    /// Headings enclosing the chunk, outermost first.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub heading_path: Vec<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub page: Option<u32>,
+    /// Character (not byte) offsets of the chunk in the document's extracted text.
+    pub char_start: u64,
+    pub char_end: u64,
+    /// Unit-length embedding of the chunk; the index checks its dimension.
+    #[serde(skip)]
+    pub vector: Vec<f32>,
+}
+
+impl ChunkRecord {
+    pub fn chunk_id(doc_id: &str, ordinal: u32) -> String {
+        format!("{doc_id}#{ordinal}")
+    }
+}
+
+/// A document with all its chunks: the unit of an atomic write.
+#[derive(Debug, Clone, PartialEq)]
+pub struct DocumentWrite {
+    pub document: DocumentRecord,
+    pub chunks: Vec<ChunkRecord>,
+}
+
+/// Which retrievers a search runs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum SearchMode {
+    Bm25,
+    Vector,
+    #[default]
+    Hybrid,
+}
+
+impl SearchMode {
+    pub const ALL: [SearchMode; 3] = [SearchMode::Bm25, SearchMode::Vector, SearchMode::Hybrid];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            SearchMode::Bm25 => "bm25",
+            SearchMode::Vector => "vector",
+            SearchMode::Hybrid => "hybrid",
+        }
+    }
+
+    pub fn uses_vector(self) -> bool {
+        self != SearchMode::Bm25
+    }
+}
+
+impl std::str::FromStr for SearchMode {
+    type Err = String;
+
+    fn from_str(text: &str) -> Result<Self, String> {
+        match text {
+            "bm25" => Ok(SearchMode::Bm25),
+            "vector" => Ok(SearchMode::Vector),
+            "hybrid" => Ok(SearchMode::Hybrid),
+            other => Err(format!(
+                "unknown search mode {other:?}: use bm25, vector or hybrid"
+            )),
+        }
+    }
+}
+
+/// How hybrid search merges the BM25 and vector rankings.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "method", rename_all = "lowercase")]
+pub enum Fusion {
+    /// Reciprocal-rank fusion: `Σ 1 / (k + rank)`, rank from 1.
+    Rrf { k: f32 },
+    /// `bm25_weight · bm25 / max(bm25) + (1 − bm25_weight) · cosine`.
+    Weighted { bm25_weight: f32 },
+}
+
+impl Default for Fusion {
+    fn default() -> Self {
+        Fusion::Weighted { bm25_weight: 0.3 }
+    }
+}
+
+impl std::str::FromStr for Fusion {
+    type Err = String;
+
+    /// `rrf`, `rrf:K`, `weighted`, `weighted:W`.
+    fn from_str(text: &str) -> Result<Self, String> {
+        let (name, value) = match text.split_once(':') {
+            Some((name, value)) => (name, Some(value)),
+            None => (text, None),
+        };
+        let number = |default: f32| -> Result<f32, String> {
+            value.map_or(Ok(default), |value| {
+                value
+                    .parse::<f32>()
+                    .map_err(|_| format!("fusion parameter {value:?} is not a number"))
+            })
+        };
+        match name {
+            "rrf" => {
+                let k = number(60.0)?;
+                if k < 0.0 {
+                    return Err("rrf:K needs K ≥ 0".into());
+                }
+                Ok(Fusion::Rrf { k })
+            }
+            "weighted" => {
+                let bm25_weight = number(0.3)?;
+                if !(0.0..=1.0).contains(&bm25_weight) {
+                    return Err("weighted:W needs 0 ≤ W ≤ 1 (the BM25 weight)".into());
+                }
+                Ok(Fusion::Weighted { bm25_weight })
+            }
+            other => Err(format!(
+                "unknown fusion {other:?}: use rrf, rrf:K, weighted or weighted:W"
+            )),
+        }
+    }
+}
+
+/// BM25 parameters. Defaults follow what scores best on BEIR-style data (Anserini's).
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+pub struct Bm25Params {
+    pub k1: f32,
+    pub b: f32,
+}
+
+impl Default for Bm25Params {
+    fn default() -> Self {
+        Bm25Params { k1: 0.9, b: 0.4 }
+    }
+}
+
+/// One search. `query_vector` is needed by the vector and hybrid modes.
+#[derive(Debug, Clone)]
+pub struct SearchRequest<'a> {
+    pub text: &'a str,
+    pub query_vector: Option<&'a [f32]>,
+    pub mode: SearchMode,
+    pub k: usize,
+    pub filter: Option<&'a Filter>,
+    pub fusion: Fusion,
+    pub bm25: Bm25Params,
+}
+
+/// One search result: a chunk with its score and provenance.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Hit {
+    pub chunk_id: String,
+    pub doc_id: String,
+    pub score: f32,
+    pub text: String,
+    pub source: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub title: Option<String>,
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub heading_path: Vec<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub page: Option<u32>,
+    pub char_start: u64,
+    pub char_end: u64,
+    pub content_hash: String,
+    pub ingested_at: String,
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub tags: Vec<String>,
+    #[serde(skip_serializing_if = "BTreeMap::is_empty")]
+    pub metadata: BTreeMap<String, serde_json::Value>,
+}
+
+/// Totals of an index.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+pub struct IndexStats {
+    pub documents: u64,
+    pub chunks: u64,
+}

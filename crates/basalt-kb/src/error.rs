@@ -1,0 +1,53 @@
+use std::path::{Path, PathBuf};
+
+pub type Result<T, E = KbError> = std::result::Result<T, E>;
+
+#[derive(Debug, thiserror::Error)]
+pub enum KbError {
+    #[error(
+        "no knowledge base named {name:?}; create it with `basalt kb create {name}` (see `basalt kb list`)"
+    )]
+    NotFound { name: String },
+
+    #[error("a knowledge base named {name:?} exists already")]
+    Exists { name: String },
+
+    #[error("invalid knowledge base name {name:?}: use 1–64 letters, digits, '-', '_' or '.'")]
+    BadName { name: String },
+
+    #[error("{message}")]
+    BadSettingsValue { message: String },
+
+    #[error("cannot read the knowledge base settings {path}: {message}")]
+    BadSettings { path: PathBuf, message: String },
+
+    #[error(
+        "the knowledge base was built with a {expected}-dimensional embedding model, but the \
+         loaded model gives {found} dimensions"
+    )]
+    ModelMismatch { expected: usize, found: usize },
+
+    #[error("{path}: {source}")]
+    Io {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+
+    #[error(transparent)]
+    Index(#[from] basalt_index::IndexError),
+
+    #[error(transparent)]
+    Model(#[from] basalt_model::ModelError),
+
+    #[error("{0}")]
+    Dataset(String),
+}
+
+impl KbError {
+    pub(crate) fn io(path: &Path, source: std::io::Error) -> Self {
+        KbError::Io {
+            path: path.to_owned(),
+            source,
+        }
+    }
+}

@@ -1,0 +1,310 @@
+//! The data directory and the knowledge bases in it.
+//!
+//! ```text
+//! <data dir>/kb/<name>/kb.json     settings, written once at creation (atomically)
+//! <data dir>/kb/<name>/index/      the tantivy index (documents, chunks, vectors)
+//! ```
+
+use std::path::{Path, PathBuf};
+
+use basalt_index::{
+    ANALYZERS, Bm25Params, DEFAULT_ANALYZER, Fusion, KnowledgeStore, SearchMode, StoreOptions,
+    TantivyStore,
+};
+use basalt_model::{DEFAULT_EMBEDDING_MODEL, ModelsDir};
+use serde::{Deserialize, Serialize};
+
+use crate::error::{KbError, Result};
+
+/// Where Basalt keeps its knowledge bases: `--data-dir`, else `BASALT_DATA_DIR`, else
+/// `$XDG_DATA_HOME/basalt`, else `~/.local/share/basalt`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DataDir {
+    root: PathBuf,
+}
+
+impl DataDir {
+    pub fn new(root: impl Into<PathBuf>) -> Self {
+        DataDir { root: root.into() }
+    }
+
+    pub fn from_env() -> Self {
+        match std::env::var_os("BASALT_DATA_DIR").filter(|value| !value.is_empty()) {
+            Some(dir) => DataDir::new(dir),
+            None => DataDir::new(basalt_model::basalt_data_home()),
+        }
+    }
+
+    pub fn root(&self) -> &Path {
+        &self.root
+    }
+
+    fn kb_root(&self) -> PathBuf {
+        self.root.join("kb")
+    }
+
+    fn kb_dir(&self, name: &str) -> PathBuf {
+        self.kb_root().join(name)
+    }
+
+    /// Creates a knowledge base; fails if one with that name exists.
+    pub fn create(&self, settings: &KbSettings) -> Result<()> {
+        validate_name(&settings.name)?;
+        settings.validate()?;
+        let dir = self.kb_dir(&settings.name);
+        if dir.join(SETTINGS_FILE).exists() {
+            return Err(KbError::Exists {
+                name: settings.name.clone(),
+            });
+        }
+        let io = |error: std::io::Error| KbError::io(&dir, error);
+        std::fs::create_dir_all(&dir).map_err(io)?;
+        let json =
+            serde_json::to_vec_pretty(settings).map_err(|error| KbError::io(&dir, error.into()))?;
+        write_atomically(&dir.join(SETTINGS_FILE), &json).map_err(io)?;
+        Ok(())
+    }
+
+    /// The settings of every knowledge base, by name.
+    pub fn list(&self) -> Result<Vec<KbSettings>> {
+        let root = self.kb_root();
+        let entries = match std::fs::read_dir(&root) {
+            Ok(entries) => entries,
+            Err(error) if error.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),
+            Err(error) => return Err(KbError::io(&root, error)),
+        };
+        let mut out = Vec::new();
+        for entry in entries {
+            let entry = entry.map_err(|error| KbError::io(&root, error))?;
+            let Some(name) = entry.file_name().to_str().map(str::to_owned) else {
+                continue;
+            };
+            if entry.path().join(SETTINGS_FILE).is_file() {
+                out.push(self.settings(&name)?);
+            }
+        }
+        out.sort_by(|left, right| left.name.cmp(&right.name));
+        Ok(out)
+    }
+
+    pub fn settings(&self, name: &str) -> Result<KbSettings> {
+        validate_name(name)?;
+        let path = self.kb_dir(name).join(SETTINGS_FILE);
+        let bytes = match std::fs::read(&path) {
+            Ok(bytes) => bytes,
+            Err(error) if error.kind() == std::io::ErrorKind::NotFound => {
+                return Err(KbError::NotFound { name: name.into() });
+            }
+            Err(error) => return Err(KbError::io(&path, error)),
+        };
+        serde_json::from_slice(&bytes).map_err(|error| KbError::BadSettings {
+            path: path.clone(),
+            message: error.to_string(),
+        })
+    }
+
+    /// Opens a knowledge base's index.
+    pub fn open(&self, name: &str) -> Result<KnowledgeBase> {
+        let settings = self.settings(name)?;
+        let index_dir = self.kb_dir(name).join("index");
+        let store = TantivyStore::open(
+            &index_dir,
+            &StoreOptions {
+                dimension: settings.embedding.dimension,
+                analyzer: settings.analyzer.clone(),
+            },
+        )?;
+        Ok(KnowledgeBase {
+            settings,
+            store: Box::new(store),
+        })
+    }
+
+    /// Deletes a knowledge base and everything in it.
+    pub fn delete(&self, name: &str) -> Result<()> {
+        self.settings(name)?;
+        let dir = self.kb_dir(name);
+        // Rename first so a crash mid-delete never leaves a half-deleted KB that still lists.
+        let doomed = self
+            .kb_root()
+            .join(format!(".deleting-{name}-{}", std::process::id()));
+        std::fs::rename(&dir, &doomed).map_err(|error| KbError::io(&dir, error))?;
+        std::fs::remove_dir_all(&doomed).map_err(|error| KbError::io(&doomed, error))
+    }
+}
+
+const SETTINGS_FILE: &str = "kb.json";
+
+fn write_atomically(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
+    use std::io::Write;
+    let temporary = path.with_extension("tmp");
+    let mut file = std::fs::File::create(&temporary)?;
+    file.write_all(bytes)?;
+    file.sync_all()?;
+    std::fs::rename(&temporary, path)?;
+    if let Some(parent) = path.parent() {
+        std::fs::File::open(parent)?.sync_all()?;
+    }
+    Ok(())
+}
+
+/// Names are 1–64 ASCII letters, digits, `-`, `_` or `.`, not starting with `.`.
+pub fn validate_name(name: &str) -> Result<()> {
+    let valid = !name.is_empty()
+        && name.len() <= 64
+        && !name.starts_with('.')
+        && name
+            .bytes()
+            .all(|byte| byte.is_ascii_alphanumeric() || b"-_.".contains(&byte));
+    if valid {
+        Ok(())
+    } else {
+        Err(KbError::BadName { name: name.into() })
+    }
+}
+
+/// A knowledge base's settings, fixed at creation (search-time ones can be overridden per query).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct KbSettings {
+    pub name: String,
+    pub created_at: String,
+    pub embedding: EmbeddingSettings,
+    pub chunking: ChunkingSettings,
+    /// BM25 analyzer (one of [`ANALYZERS`]).
+    pub analyzer: String,
+    pub bm25: Bm25Params,
+    /// Default search mode and hybrid fusion.
+    pub mode: SearchMode,
+    pub fusion: Fusion,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct EmbeddingSettings {
+    /// A catalogued model name (resolved in the models directory) or a path.
+    pub model: String,
+    pub dimension: usize,
+    /// The model's input limit in tokens; no chunk is longer.
+    pub max_tokens: usize,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ChunkingSettings {
+    /// Most model tokens per chunk (special tokens included); at most the model's limit.
+    pub max_tokens: usize,
+    pub overlap_tokens: usize,
+}
+
+impl KbSettings {
+    /// Defaults for the default embedding model (all-MiniLM-L6-v2: 384 dimensions, 256 tokens).
+    pub fn new(name: &str) -> Self {
+        KbSettings {
+            name: name.into(),
+            created_at: crate::now_rfc3339(),
+            embedding: EmbeddingSettings {
+                model: DEFAULT_EMBEDDING_MODEL.into(),
+                dimension: 384,
+                max_tokens: 256,
+            },
+            chunking: ChunkingSettings {
+                max_tokens: 256,
+                overlap_tokens: 32,
+            },
+            analyzer: DEFAULT_ANALYZER.into(),
+            bm25: Bm25Params::default(),
+            mode: SearchMode::Hybrid,
+            fusion: Fusion::default(),
+        }
+    }
+
+    pub fn validate(&self) -> Result<()> {
+        let bad = |message: String| Err(KbError::BadSettingsValue { message });
+        if !ANALYZERS.contains(&self.analyzer.as_str()) {
+            return bad(format!(
+                "unknown analyzer {:?}; choose one of {}",
+                self.analyzer,
+                ANALYZERS.join(", ")
+            ));
+        }
+        let chunking = self.chunking;
+        if chunking.max_tokens < 16 || chunking.max_tokens > self.embedding.max_tokens {
+            return bad(format!(
+                "chunk size {} must be between 16 and the model's limit of {} tokens",
+                chunking.max_tokens, self.embedding.max_tokens
+            ));
+        }
+        if chunking.overlap_tokens * 2 > chunking.max_tokens {
+            return bad(format!(
+                "overlap {} must be at most half the chunk size {}",
+                chunking.overlap_tokens, chunking.max_tokens
+            ));
+        }
+        if !(self.bm25.k1 >= 0.0 && (0.0..=1.0).contains(&self.bm25.b)) {
+            return bad("BM25 needs k1 ≥ 0 and 0 ≤ b ≤ 1".into());
+        }
+        Ok(())
+    }
+
+    /// Where the embedding model's files are.
+    pub fn model_path(&self, models: &ModelsDir) -> PathBuf {
+        if basalt_model::catalog()
+            .iter()
+            .any(|spec| spec.name == self.embedding.model)
+        {
+            models.model_dir(&self.embedding.model)
+        } else {
+            PathBuf::from(&self.embedding.model)
+        }
+    }
+}
+
+/// An open knowledge base: its settings and its index.
+#[derive(Debug)]
+pub struct KnowledgeBase {
+    pub settings: KbSettings,
+    pub store: Box<dyn KnowledgeStore>,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn create_list_open_delete() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let data = DataDir::new(dir.path());
+        assert!(data.list().expect("empty list").is_empty());
+        data.create(&KbSettings::new("alpha")).expect("creates");
+        data.create(&KbSettings::new("beta")).expect("creates");
+        assert!(matches!(
+            data.create(&KbSettings::new("alpha")),
+            Err(KbError::Exists { .. })
+        ));
+        let names: Vec<String> = data
+            .list()
+            .expect("lists")
+            .into_iter()
+            .map(|kb| kb.name)
+            .collect();
+        assert_eq!(names, ["alpha", "beta"]);
+        let kb = data.open("alpha").expect("opens");
+        assert_eq!(kb.store.stats().expect("stats").documents, 0);
+        drop(kb);
+        data.delete("alpha").expect("deletes");
+        assert!(matches!(data.open("alpha"), Err(KbError::NotFound { .. })));
+        assert_eq!(data.list().expect("lists").len(), 1);
+    }
+
+    #[test]
+    fn names_and_settings_are_checked() {
+        for bad in ["", ".hidden", "a/b", "with space", &"x".repeat(65)] {
+            assert!(validate_name(bad).is_err(), "{bad:?}");
+        }
+        validate_name("team-docs_v2.1").expect("valid");
+        let mut settings = KbSettings::new("x");
+        settings.chunking.max_tokens = 1000;
+        assert!(settings.validate().is_err());
+        let mut settings = KbSettings::new("x");
+        settings.analyzer = "klingon".into();
+        assert!(settings.validate().is_err());
+    }
+}

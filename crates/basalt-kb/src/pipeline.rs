@@ -1,0 +1,512 @@
+//! Ingestion: files and directories → documents → chunks → vectors → one atomic index commit
+//! per batch.
+//!
+//! A document is *acknowledged* once the commit holding it returns; only acknowledged documents
+//! are counted as added or replaced, and a crash before that leaves the previous version (or
+//! nothing) visible. Re-ingesting unchanged content (same hash, same tags and metadata) is a
+//! no-op; changed content replaces the old chunks in the same commit that adds the new ones.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::time::Instant;
+
+use basalt_index::{ChunkRecord, DocumentRecord, DocumentWrite};
+use basalt_ingest::{
+    ChunkerOptions, ExtractedRecord, Format, TokenCounter, chunk_sections, extract,
+};
+use basalt_model::Embedder;
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+
+use crate::error::{KbError, Result};
+use crate::knowledge_base::KnowledgeBase;
+use crate::{now_rfc3339, sha256_hex};
+
+/// Files larger than this are refused unless the caller raises the limit.
+pub const DEFAULT_MAX_FILE_BYTES: u64 = 100 << 20;
+
+/// Suffix of the optional sidecar next to a file: `report.pdf.meta.json`.
+pub const SIDECAR_SUFFIX: &str = ".meta.json";
+
+#[derive(Debug, Clone)]
+pub struct IngestOptions {
+    /// Tags given to every document of this run (added to the sidecar's).
+    pub tags: Vec<String>,
+    /// Metadata given to every document of this run (the sidecar's wins on conflicts).
+    pub metadata: BTreeMap<String, Value>,
+    pub max_file_bytes: u64,
+    /// Chunks embedded and committed together; smaller batches acknowledge sooner.
+    pub batch_chunks: usize,
+}
+
+impl Default for IngestOptions {
+    fn default() -> Self {
+        IngestOptions {
+            tags: Vec::new(),
+            metadata: BTreeMap::new(),
+            max_file_bytes: DEFAULT_MAX_FILE_BYTES,
+            batch_chunks: 128,
+        }
+    }
+}
+
+/// What a sidecar file may set.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct Sidecar {
+    #[serde(default)]
+    title: Option<String>,
+    #[serde(default)]
+    tags: Vec<String>,
+    #[serde(default)]
+    metadata: BTreeMap<String, Value>,
+}
+
+/// Where ingestion stands, reported after every document and commit.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct IngestProgress {
+    pub files_total: u64,
+    pub bytes_total: u64,
+    pub files_done: u64,
+    pub bytes_done: u64,
+    pub documents_done: u64,
+    pub chunks_done: u64,
+}
+
+/// Time spent per stage.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Serialize)]
+pub struct StageTimings {
+    pub parse_seconds: f64,
+    pub chunk_seconds: f64,
+    pub embed_seconds: f64,
+    pub index_seconds: f64,
+}
+
+/// A file or record that could not be ingested, and why.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Failure {
+    pub path: String,
+    pub reason: String,
+}
+
+/// The outcome of one ingestion run.
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct IngestReport {
+    pub added: u64,
+    pub replaced: u64,
+    pub unchanged: u64,
+    pub failed: Vec<Failure>,
+    /// Files of a type Basalt does not read (not an error).
+    pub skipped: Vec<Failure>,
+    pub chunks: u64,
+    pub files: u64,
+    pub source_bytes: u64,
+    pub text_bytes: u64,
+    pub timings: StageTimings,
+    pub elapsed_seconds: f64,
+}
+
+/// Counts tokens with the embedding model's tokenizer.
+struct ModelTokens<'a>(&'a dyn Embedder);
+
+impl TokenCounter for ModelTokens<'_> {
+    fn count_tokens(&self, text: &str) -> usize {
+        // The tokenizer does not fail on valid UTF-8; if it ever does, over-estimate so the
+        // chunk stays inside the model's limit.
+        self.0.count_tokens(text).unwrap_or(text.len() + 2)
+    }
+}
+
+struct Pending {
+    write: DocumentWrite,
+    embed_texts: Vec<String>,
+    replaces: bool,
+}
+
+/// Runs one ingestion into `kb`, reporting progress through `observe`.
+pub fn ingest(
+    kb: &KnowledgeBase,
+    embedder: &dyn Embedder,
+    paths: &[PathBuf],
+    options: &IngestOptions,
+    observe: &mut dyn FnMut(&IngestProgress),
+) -> Result<IngestReport> {
+    let info = embedder.info();
+    if info.dimension != kb.settings.embedding.dimension {
+        return Err(KbError::ModelMismatch {
+            expected: kb.settings.embedding.dimension,
+            found: info.dimension,
+        });
+    }
+    let started = Instant::now();
+    let mut failed = Vec::new();
+    let files = collect_files(paths, &mut failed);
+    let mut run = Run {
+        kb,
+        embedder,
+        options,
+        observe,
+        report: IngestReport {
+            failed,
+            ..IngestReport::default()
+        },
+        progress: IngestProgress {
+            files_total: files.len() as u64,
+            bytes_total: files.iter().map(|(_, size)| size).sum(),
+            ..IngestProgress::default()
+        },
+        pending: Vec::new(),
+        pending_chunks: 0,
+        fatal: None,
+    };
+    (run.observe)(&run.progress);
+    for (path, size) in files {
+        if let Err(reason) = run.file(&path, size) {
+            if let Some(error) = run.fatal.take() {
+                return Err(error);
+            }
+            run.report.failed.push(Failure {
+                path: path.display().to_string(),
+                reason,
+            });
+        }
+        run.progress.files_done += 1;
+        run.progress.bytes_done += size;
+        run.notify();
+    }
+    run.flush()?;
+    run.notify();
+    let mut report = run.report;
+    report.elapsed_seconds = started.elapsed().as_secs_f64();
+    Ok(report)
+}
+
+/// The state of one ingestion run.
+struct Run<'a> {
+    kb: &'a KnowledgeBase,
+    embedder: &'a dyn Embedder,
+    options: &'a IngestOptions,
+    observe: &'a mut dyn FnMut(&IngestProgress),
+    report: IngestReport,
+    progress: IngestProgress,
+    /// Documents chunked but not yet embedded and committed.
+    pending: Vec<Pending>,
+    pending_chunks: usize,
+    /// A commit failed: the run stops (the index itself stays consistent).
+    fatal: Option<KbError>,
+}
+
+impl Run<'_> {
+    fn notify(&mut self) {
+        self.progress.documents_done =
+            self.report.added + self.report.replaced + self.report.unchanged;
+        (self.observe)(&self.progress);
+    }
+
+    /// Embeds and commits what is pending; the documents are acknowledged when this returns.
+    fn flush(&mut self) -> Result<()> {
+        if self.pending.is_empty() {
+            return Ok(());
+        }
+        let mut pending = std::mem::take(&mut self.pending);
+        self.pending_chunks = 0;
+        let texts: Vec<String> = pending
+            .iter()
+            .flat_map(|doc| doc.embed_texts.iter().cloned())
+            .collect();
+        let started = Instant::now();
+        let vectors = if texts.is_empty() {
+            Vec::new()
+        } else {
+            self.embedder.embed_batch(&texts)?
+        };
+        self.report.timings.embed_seconds += started.elapsed().as_secs_f64();
+        let mut vectors = vectors.into_iter();
+        for doc in &mut pending {
+            for chunk in &mut doc.write.chunks {
+                chunk.vector = vectors.next().unwrap_or_default();
+            }
+        }
+        let started = Instant::now();
+        let (replaced, chunks) = pending.iter().fold((0, 0), |(replaced, chunks), doc| {
+            (
+                replaced + u64::from(doc.replaces),
+                chunks + doc.write.chunks.len() as u64,
+            )
+        });
+        let count = pending.len() as u64;
+        self.kb
+            .store
+            .write(pending.into_iter().map(|doc| doc.write).collect())?;
+        self.report.timings.index_seconds += started.elapsed().as_secs_f64();
+        self.report.replaced += replaced;
+        self.report.added += count - replaced;
+        self.report.chunks += chunks;
+        self.progress.chunks_done += chunks;
+        self.notify();
+        Ok(())
+    }
+
+    /// Reads, extracts and chunks one file, committing whenever a batch fills up. A returned
+    /// error is this file's failure, unless `fatal` is set (a commit failed).
+    fn file(&mut self, path: &Path, size: u64) -> std::result::Result<(), String> {
+        let Some(format) = Format::from_path(path) else {
+            self.report.skipped.push(Failure {
+                path: path.display().to_string(),
+                reason: "not a supported file type".into(),
+            });
+            return Ok(());
+        };
+        if size > self.options.max_file_bytes {
+            return Err(format!(
+                "{} MB is over the {} MB file limit; raise it with --max-file-size",
+                size.div_ceil(1 << 20),
+                self.options.max_file_bytes >> 20
+            ));
+        }
+        self.report.files += 1;
+        let started = Instant::now();
+        let bytes = std::fs::read(path).map_err(|error| format!("cannot read: {error}"))?;
+        self.report.source_bytes += bytes.len() as u64;
+        let sidecar = read_sidecar(path)?;
+        let file_hash = sha256_hex(&bytes);
+        let records = extract(format, &bytes).map_err(|error| error.to_string())?;
+        drop(bytes);
+        self.report.timings.parse_seconds += started.elapsed().as_secs_f64();
+        let source = std::fs::canonicalize(path)
+            .unwrap_or_else(|_| path.to_owned())
+            .display()
+            .to_string();
+        let mut tags = self.options.tags.clone();
+        tags.extend(sidecar.tags.iter().cloned());
+        tags.sort();
+        tags.dedup();
+        let single = records.len() == 1 && records[0].locator.is_none();
+        for record in records {
+            let mut metadata = self.options.metadata.clone();
+            metadata.extend(record.metadata.clone());
+            metadata.extend(sidecar.metadata.clone());
+            let content_hash = if single {
+                format!("sha256:{file_hash}")
+            } else {
+                let canonical = serde_json::json!({
+                    "id": record.id, "title": record.document.title, "text": record.document.text,
+                });
+                format!("sha256:{}", sha256_hex(canonical.to_string().as_bytes()))
+            };
+            let doc_id = match (&record.id, &record.locator) {
+                (Some(id), _) => id.clone(),
+                (None, Some(locator)) => format!(
+                    "r-{}",
+                    &sha256_hex(format!("{source}#{locator}").as_bytes())[..16]
+                ),
+                (None, None) => format!("f-{}", &sha256_hex(source.as_bytes())[..16]),
+            };
+            let existing = self
+                .kb
+                .store
+                .document(&doc_id)
+                .map_err(|error| error.to_string())?;
+            if let Some(existing) = &existing
+                && existing.content_hash == content_hash
+                && existing.tags == tags
+                && existing.metadata == metadata
+            {
+                self.report.unchanged += 1;
+                continue;
+            }
+            let title = sidecar
+                .title
+                .clone()
+                .or_else(|| record.document.title.clone())
+                .or_else(|| {
+                    single
+                        .then(|| {
+                            path.file_stem()
+                                .map(|stem| stem.to_string_lossy().into_owned())
+                        })
+                        .flatten()
+                });
+            let started = Instant::now();
+            let (chunks, embed_texts) =
+                chunk_record(self.kb, self.embedder, &record, title.as_deref());
+            self.report.timings.chunk_seconds += started.elapsed().as_secs_f64();
+            self.report.text_bytes += record.document.text.len() as u64;
+            if chunks.is_empty() {
+                continue;
+            }
+            let document = DocumentRecord {
+                doc_id: doc_id.clone(),
+                source: source.clone(),
+                title,
+                format: format.as_str().into(),
+                content_hash,
+                ingested_at: now_rfc3339(),
+                text_chars: record.document.text.chars().count() as u64,
+                pages: record
+                    .document
+                    .sections
+                    .iter()
+                    .filter_map(|section| section.page)
+                    .max(),
+                chunk_count: chunks.len() as u32,
+                tags: tags.clone(),
+                metadata,
+            };
+            // A later record with the same id wins, as it would in a later run.
+            if let Some(position) = self
+                .pending
+                .iter()
+                .position(|doc| doc.write.document.doc_id == doc_id)
+            {
+                let old = self.pending.remove(position);
+                self.pending_chunks -= old.write.chunks.len();
+            }
+            self.pending_chunks += chunks.len();
+            self.pending.push(Pending {
+                write: DocumentWrite { document, chunks },
+                embed_texts,
+                replaces: existing.is_some(),
+            });
+            if self.pending_chunks >= self.options.batch_chunks
+                && let Err(error) = self.flush()
+            {
+                let reason = error.to_string();
+                self.fatal = Some(error);
+                return Err(reason);
+            }
+        }
+        Ok(())
+    }
+}
+
+/// Chunks a record; returns the chunks (vectors still empty) and the texts to embed. The
+/// embedded text is the title, a line break, and the chunk, so the title's tokens come out of
+/// the chunk budget (unless the title would take more than a quarter of it).
+fn chunk_record(
+    kb: &KnowledgeBase,
+    embedder: &dyn Embedder,
+    record: &ExtractedRecord,
+    title: Option<&str>,
+) -> (Vec<ChunkRecord>, Vec<String>) {
+    let counter = ModelTokens(embedder);
+    let settings = kb.settings.chunking;
+    let specials = counter.count_tokens("");
+    let title_tokens = title.map_or(0, |title| {
+        counter.count_tokens(title).saturating_sub(specials)
+    });
+    let prefix = title.filter(|_| title_tokens > 0 && title_tokens * 4 <= settings.max_tokens);
+    let budget = settings.max_tokens - if prefix.is_some() { title_tokens } else { 0 };
+    let options = ChunkerOptions {
+        max_tokens: budget,
+        overlap_tokens: settings.overlap_tokens.min(budget / 2),
+    };
+    let document = &record.document;
+    let spans = chunk_sections(&document.text, &document.sections, &counter, &options);
+    let mut chunks = Vec::with_capacity(spans.len());
+    let mut texts = Vec::with_capacity(spans.len());
+    // Character offsets, computed in one pass over the spans (they are in document order).
+    let (mut byte_at, mut char_at) = (0_usize, 0_u64);
+    let mut char_offset = |byte: usize| -> u64 {
+        if byte < byte_at {
+            return document.text[..byte].chars().count() as u64;
+        }
+        char_at += document.text[byte_at..byte].chars().count() as u64;
+        byte_at = byte;
+        char_at
+    };
+    for span in spans {
+        let text = document.text[span.range.clone()].to_string();
+        if text.trim().is_empty() {
+            continue;
+        }
+        let section = &document.sections[span.section];
+        let char_start = char_offset(span.range.start);
+        let char_end = char_offset(span.range.end);
+        texts.push(match prefix {
+            Some(title) => format!("{title}\n{text}"),
+            None => text.clone(),
+        });
+        chunks.push(ChunkRecord {
+            ordinal: chunks.len() as u32,
+            text,
+            heading_path: section.heading_path.clone(),
+            page: section.page,
+            char_start,
+            char_end,
+            vector: Vec::new(),
+        });
+    }
+    (chunks, texts)
+}
+
+fn read_sidecar(path: &Path) -> std::result::Result<Sidecar, String> {
+    let mut name = path.as_os_str().to_owned();
+    name.push(SIDECAR_SUFFIX);
+    let sidecar = PathBuf::from(name);
+    match std::fs::read(&sidecar) {
+        Ok(bytes) => serde_json::from_slice(&bytes).map_err(|error| {
+            format!(
+                "bad sidecar {}: {error} (expected {{\"title\", \"tags\", \"metadata\"}})",
+                sidecar.display()
+            )
+        }),
+        Err(error) if error.kind() == std::io::ErrorKind::NotFound => Ok(Sidecar::default()),
+        Err(error) => Err(format!(
+            "cannot read sidecar {}: {error}",
+            sidecar.display()
+        )),
+    }
+}
+
+/// Expands directories (recursively, in name order, skipping hidden entries and sidecars);
+/// unreadable paths become failures.
+fn collect_files(paths: &[PathBuf], failed: &mut Vec<Failure>) -> Vec<(PathBuf, u64)> {
+    let mut out = Vec::new();
+    let mut stack: Vec<PathBuf> = paths.iter().rev().cloned().collect();
+    let fail = |failed: &mut Vec<Failure>, path: &Path, reason: String| {
+        failed.push(Failure {
+            path: path.display().to_string(),
+            reason,
+        });
+    };
+    while let Some(path) = stack.pop() {
+        let metadata = match std::fs::metadata(&path) {
+            Ok(metadata) => metadata,
+            Err(error) => {
+                fail(failed, &path, format!("cannot read: {error}"));
+                continue;
+            }
+        };
+        if metadata.is_file() {
+            out.push((path, metadata.len()));
+            continue;
+        }
+        if !metadata.is_dir() {
+            fail(failed, &path, "not a regular file or directory".into());
+            continue;
+        }
+        let entries = match std::fs::read_dir(&path) {
+            Ok(entries) => entries,
+            Err(error) => {
+                fail(failed, &path, format!("cannot list: {error}"));
+                continue;
+            }
+        };
+        let mut children: Vec<PathBuf> = entries
+            .filter_map(|entry| entry.ok())
+            .filter(|entry| {
+                let name = entry.file_name();
+                let name = name.to_string_lossy();
+                // Symlinked directories are not followed (no cycles); symlinked files are.
+                let is_dir_link =
+                    entry.file_type().is_ok_and(|kind| kind.is_symlink()) && entry.path().is_dir();
+                !name.starts_with('.') && !name.ends_with(SIDECAR_SUFFIX) && !is_dir_link
+            })
+            .map(|entry| entry.path())
+            .collect();
+        children.sort();
+        stack.extend(children.into_iter().rev());
+    }
+    out
+}
