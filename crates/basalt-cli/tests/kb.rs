@@ -134,6 +134,9 @@ fn every_format_ingests_searches_updates_and_deletes() {
         &[0xD0, 0xCF, 0x11, 0xE0, 0xA1, 0xB1, 0x1A, 0xE1, 0, 0, 0],
     );
     write(&docs.join("image.xyz"), b"not a supported type");
+    // Broken links: to a type Basalt skips anyway (not a failure), and to a document (a failure).
+    std::os::unix::fs::symlink(docs.join("gone.js"), docs.join("lib.js")).expect("symlink");
+    std::os::unix::fs::symlink(docs.join("gone.md"), docs.join("bad/link.md")).expect("symlink");
 
     ws.ok(&["kb", "create", "rocks"]);
     let output = ws.run(&[
@@ -154,7 +157,7 @@ fn every_format_ingests_searches_updates_and_deletes() {
         .iter()
         .map(|failure| format!("{} {}", failure["path"], failure["reason"]))
         .collect();
-    assert_eq!(failed.len(), 6, "{reasons:#?}");
+    assert_eq!(failed.len(), 7, "{reasons:#?}");
     for (file, reason) in [
         ("binary.txt", "binary"),
         ("empty.txt", "empty"),
@@ -162,6 +165,7 @@ fn every_format_ingests_searches_updates_and_deletes() {
         ("latin1.md", "UTF-8"),
         ("scanned.pdf", "no extractable text"),
         ("locked.docx", "password"),
+        ("link.md", "broken symbolic link"),
     ] {
         assert!(
             reasons
@@ -170,7 +174,11 @@ fn every_format_ingests_searches_updates_and_deletes() {
             "{file}: {reasons:#?}"
         );
     }
-    assert!(report["skipped"].to_string().contains("image.xyz"));
+    let skipped = report["skipped"].to_string();
+    assert!(
+        skipped.contains("image.xyz") && skipped.contains("lib.js"),
+        "{skipped}"
+    );
 
     // Each format is searchable, with provenance.
     for (query, file) in [

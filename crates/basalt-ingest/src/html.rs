@@ -166,8 +166,8 @@ fn boilerplate_role(role: Option<&str>) -> bool {
 }
 
 /// Generated documentation marks its navigation with classes rather than `<nav>`: DocBook's
-/// `navheader`/`navfooter`, Sphinx's `related`, `sphinxsidebar` and `footer`, breadcrumbs,
-/// skip links.
+/// `navheader`/`navfooter`, Sphinx's `related`, `sphinxsidebar`, `footer` and `headerlink`
+/// (the ¶ after each heading), breadcrumbs, skip links.
 fn boilerplate_class(class: Option<&str>, id: Option<&str>) -> bool {
     let words = class.into_iter().chain(id).flat_map(str::split_whitespace);
     words.map(str::to_ascii_lowercase).any(|word| {
@@ -175,6 +175,7 @@ fn boilerplate_class(class: Option<&str>, id: Option<&str>) -> bool {
             || word.contains("breadcrumb")
             || word.contains("sidebar")
             || word.contains("skip-link")
+            || word == "headerlink"
             || matches!(
                 word.as_str(),
                 "related" | "footer" | "site-footer" | "site-header"
@@ -363,7 +364,7 @@ mod tests {
             <div role="navigation">Skip me</div>
             <div class="navheader"><a href="a.html">Prev</a> Up Next</div>
             <div class="sphinxsidebar">Quick search</div>
-            <h1>Installing</h1><p>Run the   <b>installer</b>, then
+            <h1>Installing<a class="headerlink" href='#i'>¶</a></h1><p>Run the   <b>installer</b>, then
             reboot.</p>
             <h2>Requirements</h2>
             <ul><li>2 GB RAM</li><li>Disk:<ul><li>10 GB</li></ul></li></ul>

@@ -139,8 +139,8 @@ pub fn ingest(
         });
     }
     let started = Instant::now();
-    let mut failed = Vec::new();
-    let files = collect_files(paths, &mut failed);
+    let (mut failed, mut skipped) = (Vec::new(), Vec::new());
+    let files = collect_files(paths, &mut failed, &mut skipped);
     let mut run = Run {
         kb,
         embedder,
@@ -148,6 +148,7 @@ pub fn ingest(
         observe,
         report: IngestReport {
             failed,
+            skipped,
             ..IngestReport::default()
         },
         progress: IngestProgress {
@@ -161,6 +162,7 @@ pub fn ingest(
     };
     (run.observe)(&run.progress);
     for (path, size) in files {
+        let before = run.progress.bytes_done;
         if let Err(reason) = run.file(&path, size) {
             if let Some(error) = run.fatal.take() {
                 return Err(error);
@@ -171,7 +173,7 @@ pub fn ingest(
             });
         }
         run.progress.files_done += 1;
-        run.progress.bytes_done += size;
+        run.progress.bytes_done = before + size;
         run.notify();
     }
     run.flush()?;
@@ -282,7 +284,10 @@ impl Run<'_> {
         tags.sort();
         tags.dedup();
         let single = records.len() == 1 && records[0].locator.is_none();
-        for record in records {
+        // A record file (one corpus.jsonl of thousands of documents) moves the bar per record.
+        let (before, count) = (self.progress.bytes_done, records.len() as u64);
+        for (index, record) in records.into_iter().enumerate() {
+            self.progress.bytes_done = before + size * index as u64 / count.max(1);
             let mut metadata = self.options.metadata.clone();
             metadata.extend(record.metadata.clone());
             metadata.extend(sidecar.metadata.clone());
@@ -461,7 +466,11 @@ fn read_sidecar(path: &Path) -> std::result::Result<Sidecar, String> {
 
 /// Expands directories (recursively, in name order, skipping hidden entries and sidecars);
 /// unreadable paths become failures.
-fn collect_files(paths: &[PathBuf], failed: &mut Vec<Failure>) -> Vec<(PathBuf, u64)> {
+fn collect_files(
+    paths: &[PathBuf],
+    failed: &mut Vec<Failure>,
+    skipped: &mut Vec<Failure>,
+) -> Vec<(PathBuf, u64)> {
     let mut out = Vec::new();
     let mut stack: Vec<PathBuf> = paths.iter().rev().cloned().collect();
     let fail = |failed: &mut Vec<Failure>, path: &Path, reason: String| {
@@ -474,7 +483,20 @@ fn collect_files(paths: &[PathBuf], failed: &mut Vec<Failure>) -> Vec<(PathBuf, 
         let metadata = match std::fs::metadata(&path) {
             Ok(metadata) => metadata,
             Err(error) => {
-                fail(failed, &path, format!("cannot read: {error}"));
+                let dangling = std::fs::symlink_metadata(&path).is_ok_and(|link| link.is_symlink());
+                match (dangling, Format::from_path(&path)) {
+                    // A broken link to a file Basalt would not read anyway is no failure.
+                    (true, None) => skipped.push(Failure {
+                        path: path.display().to_string(),
+                        reason: "broken symbolic link".into(),
+                    }),
+                    (true, Some(_)) => fail(
+                        failed,
+                        &path,
+                        "broken symbolic link (its target is missing)".into(),
+                    ),
+                    (false, _) => fail(failed, &path, format!("cannot read: {error}")),
+                }
                 continue;
             }
         };
