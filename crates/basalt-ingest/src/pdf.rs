@@ -15,7 +15,7 @@ pub fn extract_pdf(bytes: &[u8]) -> Result<ExtractedDocument, ExtractError> {
             message: "no %PDF- header".into(),
         });
     }
-    let pages = match guarded("PDF", || pdf_extract::extract_text_from_mem_by_pages(bytes)) {
+    let pages = match guarded("PDF", || pdf_extract_pages(bytes)) {
         Ok(pages) => pages,
         // pdf-extract gives up on some real-world files (bad hex strings, odd fonts) by
         // panicking; lopdf's simpler text extraction often still reads them.
@@ -50,8 +50,58 @@ pub fn extract_pdf(bytes: &[u8]) -> Result<ExtractedDocument, ExtractError> {
     Ok(document)
 }
 
+/// Text per page with pdf-extract, over exactly the pages the page tree lists.
+/// (`pdf_extract::extract_text_from_mem_by_pages` asks for page 1, 2, … until one fails, which
+/// never happens for some damaged files: the fuzzer found a 927-byte one that looped forever.)
+fn pdf_extract_pages(bytes: &[u8]) -> Result<Vec<String>, String> {
+    let mut document = lopdf::Document::load_mem(bytes).map_err(|error| error.to_string())?;
+    if document.is_encrypted() {
+        document.decrypt("").map_err(|error| error.to_string())?;
+    }
+    let pages = document.get_pages();
+    // pdf-extract follows `/Parent` links for inherited attributes without a visited set; a
+    // page that is its own ancestor (found by the fuzzer) would make it loop forever.
+    for id in pages.values() {
+        check_parent_chain(&document, *id)?;
+    }
+    let numbers: Vec<u32> = pages.keys().copied().collect();
+    let mut pages = Vec::with_capacity(numbers.len());
+    for number in numbers {
+        let mut text = String::new();
+        let mut output = pdf_extract::PlainTextOutput::new(&mut text);
+        // A page that fails keeps its number, empty, so later pages keep theirs.
+        if pdf_extract::output_doc_page(&document, &mut output, number).is_err() {
+            text.clear();
+        }
+        pages.push(text);
+    }
+    Ok(pages)
+}
+
+/// Fails when following `/Parent` from a page revisits an object or goes implausibly deep.
+fn check_parent_chain(document: &lopdf::Document, page: lopdf::ObjectId) -> Result<(), String> {
+    let mut seen = vec![page];
+    let mut current = page;
+    while let Ok(parent) = document
+        .get_object(current)
+        .and_then(lopdf::Object::as_dict)
+        .and_then(|dictionary| dictionary.get(b"Parent"))
+        .and_then(lopdf::Object::as_reference)
+    {
+        if seen.contains(&parent) || seen.len() > 256 {
+            return Err(format!(
+                "the page tree loops back on itself at object {} {}",
+                parent.0, parent.1
+            ));
+        }
+        seen.push(parent);
+        current = parent;
+    }
+    Ok(())
+}
+
 /// Text per page with lopdf alone, or `None` when that fails too.
-fn lopdf_pages(bytes: &[u8]) -> Option<Result<Vec<String>, pdf_extract::OutputError>> {
+fn lopdf_pages(bytes: &[u8]) -> Option<Result<Vec<String>, String>> {
     let pages = guarded("PDF", || {
         let document = lopdf::Document::load_mem(bytes).ok()?;
         let numbers: Vec<u32> = document.get_pages().keys().copied().collect();

@@ -37,6 +37,22 @@ fn pdf_pages_keep_their_numbers() {
 }
 
 #[test]
+fn a_page_tree_that_loops_is_refused_not_followed_forever() {
+    // Found by the fuzzer: a page that is its own parent, with no MediaBox of its own, sent
+    // pdf-extract up the `/Parent` chain forever. Same-length edits keep the xref offsets valid.
+    let bytes = pdf(&[&["Some text."], &["More text."]]);
+    let text = String::from_utf8(bytes).expect("ASCII");
+    let looped =
+        text.replacen("/Parent 2 0 R", "/Parent 4 0 R", 1)
+            .replacen("/MediaBox", "/MediaBoz", 1);
+    let error = extract(Format::Pdf, looped.as_bytes()).expect_err("refused");
+    assert!(
+        error.to_string().contains("loops back on itself"),
+        "{error}"
+    );
+}
+
+#[test]
 fn a_pdf_without_text_is_reported_as_such() {
     assert_eq!(
         extract(Format::Pdf, &pdf(&[&[], &[]])),
