@@ -410,24 +410,19 @@ fn chunk_record(
     let spans = chunk_sections(&document.text, &document.sections, &counter, &options);
     let mut chunks = Vec::with_capacity(spans.len());
     let mut texts = Vec::with_capacity(spans.len());
-    // Character offsets, computed in one pass over the spans (they are in document order).
-    let (mut byte_at, mut char_at) = (0_usize, 0_u64);
-    let mut char_offset = |byte: usize| -> u64 {
-        if byte < byte_at {
-            return document.text[..byte].chars().count() as u64;
-        }
-        char_at += document.text[byte_at..byte].chars().count() as u64;
-        byte_at = byte;
-        char_at
-    };
+    // Character offsets. Starts and ends each only move forward (overlap puts a start before
+    // the previous end), so each gets its own cursor and the text is walked twice, not once per
+    // chunk.
+    let mut starts = CharCursor::default();
+    let mut ends = CharCursor::default();
     for span in spans {
         let text = document.text[span.range.clone()].to_string();
         if text.trim().is_empty() {
             continue;
         }
         let section = &document.sections[span.section];
-        let char_start = char_offset(span.range.start);
-        let char_end = char_offset(span.range.end);
+        let char_start = starts.advance(&document.text, span.range.start);
+        let char_end = ends.advance(&document.text, span.range.end);
         texts.push(match prefix {
             Some(title) => format!("{title}\n{text}"),
             None => text.clone(),
@@ -443,6 +438,25 @@ fn chunk_record(
         });
     }
     (chunks, texts)
+}
+
+/// Converts increasing byte offsets of one text into character offsets incrementally.
+#[derive(Default)]
+struct CharCursor {
+    byte: usize,
+    chars: u64,
+}
+
+impl CharCursor {
+    fn advance(&mut self, text: &str, byte: usize) -> u64 {
+        if byte < self.byte {
+            // Not expected (callers pass increasing offsets); stay correct anyway.
+            *self = CharCursor::default();
+        }
+        self.chars += text[self.byte..byte].chars().count() as u64;
+        self.byte = byte;
+        self.chars
+    }
 }
 
 fn read_sidecar(path: &Path) -> std::result::Result<Sidecar, String> {
@@ -531,4 +545,24 @@ fn collect_files(
         stack.extend(children.into_iter().rev());
     }
     out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::CharCursor;
+
+    #[test]
+    fn char_cursor_counts_characters_not_bytes() {
+        let text = "héllo wörld ✓ end";
+        let mut cursor = CharCursor::default();
+        let byte_of = |needle: &str| text.find(needle).expect("present");
+        assert_eq!(cursor.advance(text, byte_of("wörld")), 6);
+        assert_eq!(cursor.advance(text, byte_of("end")), 14);
+        // A step back (never done by the pipeline) still gives the right answer.
+        assert_eq!(cursor.advance(text, byte_of("llo")), 2);
+        assert_eq!(
+            cursor.advance(text, text.len()),
+            text.chars().count() as u64
+        );
+    }
 }
