@@ -339,6 +339,10 @@ fn bad_arguments_get_clear_errors() {
         &ws.run(&["search", "--kb", "k", "--fusion", "magic", "x"]),
         "unknown fusion",
     );
+    assert_clean_failure(
+        &ws.run(&["kb", "create", "v", "--vector-index", "fast"]),
+        "unknown vector index",
+    );
     let missing = ws.dir.path().join("missing.txt");
     let output = ws.run(&["ingest", "--kb", "k", &missing.display().to_string()]);
     assert_clean_failure(&output, "missing.txt: cannot read");
@@ -548,4 +552,53 @@ fn eval_retrieval_scores_a_scifact_sample() {
         again["ingest_seconds"].as_f64().expect("seconds")
             < report["ingest_seconds"].as_f64().expect("seconds")
     );
+    // HNSW graphs on the same KB: built before the queries, and agreeing with the exact scan.
+    let mut graph_args = args.to_vec();
+    graph_args.extend(["--vector-index", "hnsw", "--compare-exact"]);
+    let graphs = ws.json(&graph_args);
+    assert_eq!(graphs["vector_index"], "hnsw");
+    let rows = graphs["results"].as_array().expect("results");
+    let names: Vec<String> = rows
+        .iter()
+        .map(|row| {
+            format!(
+                "{}{}",
+                row["mode"].as_str().unwrap_or_default(),
+                if row["exact"] == true { " exact" } else { "" }
+            )
+        })
+        .collect();
+    assert_eq!(
+        names,
+        ["bm25", "vector", "vector exact", "hybrid", "hybrid exact"]
+    );
+    for pair in [(1, 2), (3, 4)] {
+        let (approximate, exact) = (&rows[pair.0], &rows[pair.1]);
+        let overlap = approximate["top10_overlap_with_exact"]
+            .as_f64()
+            .expect("overlap");
+        assert!(
+            overlap >= 0.95,
+            "{}: top-10 overlap {overlap}",
+            approximate["mode"]
+        );
+        let difference = approximate["ndcg_at_10"].as_f64().expect("ndcg")
+            - exact["ndcg_at_10"].as_f64().expect("ndcg");
+        assert!(
+            difference.abs() < 0.02,
+            "{}: nDCG differs by {difference}",
+            approximate["mode"]
+        );
+    }
+    let kb_dir = ws.dir.path().join("data/kb");
+    let kb = std::fs::read_dir(&kb_dir)
+        .expect("kb dir")
+        .flatten()
+        .find(|entry| entry.file_name().to_string_lossy().starts_with("eval-"))
+        .expect("the eval KB");
+    let files: Vec<_> = std::fs::read_dir(kb.path().join("index/ann"))
+        .expect("graph directory")
+        .flatten()
+        .collect();
+    assert!(!files.is_empty(), "graph files were written");
 }

@@ -75,6 +75,7 @@ pub fn request<'a>(
         filter: None,
         fusion: Fusion::default(),
         bm25: Bm25Params::default(),
+        exact: false,
     }
 }
 

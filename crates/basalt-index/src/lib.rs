@@ -6,15 +6,17 @@
 //! atomic commit. A PostgreSQL + pgvector backend is meant to implement the same trait and pass
 //! the same tests.
 //!
-//! Search is exact: BM25 with configurable `k1`/`b` scored term-at-a-time over the postings, and
-//! cosine over every vector, both restricted by the filter before the top k are chosen. Hybrid
-//! search fuses the two rankings (reciprocal rank or weighted scores).
+//! BM25 with configurable `k1`/`b` is scored term-at-a-time over the postings; vector search is
+//! an exact cosine scan of small segments and an HNSW graph walk ([`VectorIndex`]) of large ones;
+//! both are restricted by the filter before the top k are chosen. Hybrid search fuses the two
+//! rankings (reciprocal rank or weighted scores).
 
 mod analyzer;
 pub mod conformance;
 mod error;
 mod filter;
 mod fusion;
+mod hnsw;
 mod store;
 mod types;
 
@@ -24,7 +26,7 @@ pub use filter::{Filter, FilterError};
 pub use store::{StoreOptions, TantivyStore};
 pub use types::{
     Bm25Params, ChunkRecord, DocumentRecord, DocumentWrite, Fusion, Hit, IndexStats, SearchMode,
-    SearchRequest,
+    SearchRequest, VectorIndex,
 };
 
 /// A knowledge base's index. Writes are atomic per call: after `write` returns, every document
@@ -47,4 +49,11 @@ pub trait KnowledgeStore: Send + Sync + std::fmt::Debug {
     fn search(&self, request: &SearchRequest<'_>) -> Result<Vec<Hit>>;
 
     fn stats(&self) -> Result<IndexStats>;
+
+    /// Finishes the background work of earlier writes (segment merges) and builds the derived
+    /// search structures they need (approximate vector graphs), so the next search is fast.
+    /// Searches are correct without it; ingestion calls it once at the end.
+    fn finish_writes(&self) -> Result<()> {
+        Ok(())
+    }
 }

@@ -10,10 +10,17 @@
 //! document and page, their vectors), filled from the document store the first time a segment is
 //! seen. Segments never change once written, so the cache only grows with new segments and is
 //! pruned when merges retire old ones.
+//!
+//! Vector search scans small segments exactly and walks an HNSW graph ([`crate::hnsw`]) of large
+//! ones. A segment's graph is built once — by [`KnowledgeStore::finish_writes`] at the end of an
+//! ingestion, or in the background by the first search that needs it — and kept in
+//! `ann/<segment id>.hnsw` next to the index; until it exists, searches scan that segment
+//! exactly, so results never wait for a build.
 
 use std::collections::{BTreeMap, HashMap};
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, MutexGuard, OnceLock};
+use std::time::Instant;
 
 use tantivy::directory::error::LockError;
 use tantivy::index::SegmentId;
@@ -31,15 +38,27 @@ use crate::KnowledgeStore;
 use crate::analyzer::{self, ANALYZERS};
 use crate::error::{IndexError, Result};
 use crate::fusion::{fuse, top_k};
+use crate::hnsw::{Hnsw, HnswParams, dot};
 use crate::types::{
     Bm25Params, ChunkRecord, DocumentRecord, DocumentWrite, Hit, IndexStats, SearchMode,
-    SearchRequest,
+    SearchRequest, VectorIndex,
 };
 
 const KIND_CHUNK: &str = "chunk";
 const KIND_DOC: &str = "doc";
 /// Memory the single indexing thread may buffer before it flushes a segment.
 const WRITER_MEMORY: usize = 64 << 20;
+/// Where segment graphs live, inside the index directory (tantivy ignores subdirectories).
+const ANN_DIR: &str = "ann";
+/// How deep the vector ranking goes when graphs answer: the candidates that hybrid fusion
+/// rescores exactly, together with as many from BM25.
+const VECTOR_DEPTH: usize = 100;
+/// The least breadth of a graph walk on the bottom layer (hnswlib's `ef`): vector-only
+/// searches walk `max(k, SEARCH_EF)` candidates per segment, hybrid ones [`VECTOR_DEPTH`].
+const SEARCH_EF: usize = 64;
+/// A filter that keeps fewer than one chunk in this many of a segment makes the graph walk
+/// wander; those few chunks are scanned exactly instead.
+const SELECTIVE_FILTER: usize = 20;
 
 /// How to open or create a store.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -48,6 +67,8 @@ pub struct StoreOptions {
     pub dimension: usize,
     /// BM25 analyzer, fixed when the index is created (see [`ANALYZERS`]).
     pub analyzer: String,
+    /// Exact scans or HNSW graphs for vector search.
+    pub vector_index: VectorIndex,
 }
 
 #[derive(Debug, Clone, Copy)]
@@ -103,6 +124,7 @@ pub struct TantivyStore {
     reader: IndexReader,
     fields: Fields,
     dimension: usize,
+    vector_index: VectorIndex,
     analyzer: TextAnalyzer,
     writer: Mutex<Option<IndexWriter>>,
     cache: Mutex<Cache>,
@@ -130,6 +152,20 @@ struct SegmentData {
     records: Vec<(DocId, Arc<DocumentRecord>)>,
     /// Filled on the first search that touches the segment.
     chunks: OnceLock<std::result::Result<Arc<ChunkColumns>, String>>,
+    /// The segment's HNSW graph, when its size calls for one.
+    graph: Mutex<GraphSlot>,
+}
+
+/// Where a segment's graph stands in this process.
+#[derive(Default)]
+enum GraphSlot {
+    /// The graph file has not been looked for yet.
+    #[default]
+    Unchecked,
+    /// No usable file; nobody is building one.
+    Missing,
+    Building,
+    Ready(Arc<Hnsw>),
 }
 
 /// Per tantivy doc of a segment: whether it is a chunk, of which document, on which page, and
@@ -139,6 +175,8 @@ struct ChunkColumns {
     doc_ids: Vec<Arc<str>>,
     pages: Vec<Option<u32>>,
     vectors: Vec<f32>,
+    /// The docs that are chunks, in order: the nodes of the segment's graph.
+    chunk_docs: Vec<u32>,
 }
 
 /// The live documents of one searcher generation.
@@ -153,6 +191,22 @@ struct Snapshot {
 struct LiveChunks {
     chunks: Vec<LiveChunk>,
     columns: Vec<Arc<ChunkColumns>>,
+    /// Live chunks per segment.
+    per_segment: Vec<usize>,
+    /// Per segment, a bitset of its live chunk docs: what an unfiltered graph walk accepts.
+    live_bits: Vec<Vec<u64>>,
+}
+
+fn bitset(max_doc: usize, docs: impl Iterator<Item = DocId>) -> Vec<u64> {
+    let mut bits = vec![0_u64; max_doc.div_ceil(64)];
+    for doc in docs {
+        bits[(doc >> 6) as usize] |= 1 << (doc & 63);
+    }
+    bits
+}
+
+fn contains(bits: &[u64], doc: DocId) -> bool {
+    bits[(doc >> 6) as usize] & (1 << (doc & 63)) != 0
 }
 
 struct LiveChunk {
@@ -204,6 +258,7 @@ impl TantivyStore {
             reader,
             fields,
             dimension: options.dimension,
+            vector_index: options.vector_index,
             analyzer,
             writer: Mutex::new(None),
             cache: Mutex::new(Cache::default()),
@@ -368,6 +423,7 @@ impl TantivyStore {
         Ok(SegmentData {
             records,
             chunks: OnceLock::new(),
+            graph: Mutex::new(GraphSlot::Unchecked),
         })
     }
 
@@ -398,6 +454,7 @@ impl TantivyStore {
             doc_ids: Vec::with_capacity(max_doc),
             pages: vec![None; max_doc],
             vectors: vec![0.0; max_doc * self.dimension],
+            chunk_docs: Vec::new(),
         };
         let empty: Arc<str> = Arc::from("");
         let mut last: Arc<str> = empty.clone();
@@ -415,6 +472,7 @@ impl TantivyStore {
             }
             columns.doc_ids.push(last.clone());
             columns.is_chunk[doc] = true;
+            columns.chunk_docs.push(doc as u32);
             #[derive(serde::Deserialize)]
             struct Page {
                 page: Option<u32>,
@@ -527,6 +585,8 @@ impl TantivyStore {
             .get_or_init(|| {
                 let mut chunks = Vec::new();
                 let mut columns = Vec::with_capacity(snapshot.segments.len());
+                let mut per_segment = Vec::with_capacity(snapshot.segments.len());
+                let mut live_bits = Vec::with_capacity(snapshot.segments.len());
                 for (ordinal, (reader, data)) in searcher
                     .segment_readers()
                     .iter()
@@ -537,6 +597,7 @@ impl TantivyStore {
                         .chunk_columns(reader, data)
                         .map_err(|error| error.to_string())?;
                     let mut last: Option<(&str, Option<Arc<DocumentRecord>>)> = None;
+                    let before = chunks.len();
                     for doc in 0..reader.max_doc() {
                         if !segment.is_chunk[doc as usize] || reader.is_deleted(doc) {
                             continue;
@@ -560,15 +621,286 @@ impl TantivyStore {
                             });
                         }
                     }
+                    live_bits.push(bitset(
+                        reader.max_doc() as usize,
+                        chunks[before..].iter().map(|chunk| chunk.doc),
+                    ));
                     columns.push(segment);
+                    per_segment.push(chunks.len() - before);
                 }
-                Ok(Arc::new(LiveChunks { chunks, columns }))
+                Ok(Arc::new(LiveChunks {
+                    chunks,
+                    columns,
+                    per_segment,
+                    live_bits,
+                }))
             })
             .clone()
             .map_err(|message| IndexError::Corrupt {
                 path: self.path.clone(),
                 message,
             })
+    }
+
+    /// Ranks every selected chunk: BM25 over all of them, cosine over all of their vectors.
+    fn exhaustive(
+        &self,
+        searcher: &tantivy::Searcher,
+        request: &SearchRequest<'_>,
+        query_vector: Option<&[f32]>,
+        live: &LiveChunks,
+        selected: &[&LiveChunk],
+    ) -> Result<Vec<((u32, DocId), f32)>> {
+        let bm25 = match request.mode {
+            SearchMode::Vector => None,
+            _ => {
+                let per_segment = self.bm25_scores(searcher, request.text, request.bm25)?;
+                Some(
+                    selected
+                        .iter()
+                        .map(|chunk| per_segment[chunk.segment as usize][chunk.doc as usize])
+                        .collect::<Vec<f32>>(),
+                )
+            }
+        };
+        let vector = query_vector.map(|query| {
+            let dimension = self.dimension;
+            selected
+                .iter()
+                .map(|chunk| {
+                    let start = chunk.doc as usize * dimension;
+                    dot(
+                        &live.columns[chunk.segment as usize].vectors[start..start + dimension],
+                        query,
+                    )
+                })
+                .collect::<Vec<f32>>()
+        });
+        let ranked = match (bm25, vector) {
+            (Some(bm25), Some(vector)) => fuse(&bm25, &vector, request.fusion, request.k),
+            (Some(bm25), None) => top_k(
+                bm25.into_iter()
+                    .enumerate()
+                    .filter(|(_, score)| *score > 0.0)
+                    .collect(),
+                request.k,
+            ),
+            (None, Some(vector)) => top_k(vector.into_iter().enumerate().collect(), request.k),
+            (None, None) => Vec::new(),
+        };
+        Ok(ranked
+            .into_iter()
+            .map(|(index, score)| ((selected[index].segment, selected[index].doc), score))
+            .collect())
+    }
+
+    /// Ranks with the segment graphs: the best `k` chunks by vector (graph walks for segments
+    /// that have one, exact scans for the rest) or, in hybrid mode, the best [`VECTOR_DEPTH`] by
+    /// vector and as many by BM25, rescored exactly on both sides and fused. Weighted fusion of the union is
+    /// what the exhaustive path would compute for those candidates.
+    fn approximate(
+        &self,
+        searcher: &tantivy::Searcher,
+        request: &SearchRequest<'_>,
+        query: &[f32],
+        live: &LiveChunks,
+        selected: &[&LiveChunk],
+        graphs: &[Option<Arc<Hnsw>>],
+    ) -> Result<Vec<((u32, DocId), f32)>> {
+        let depth = match request.mode {
+            SearchMode::Vector => request.k,
+            _ => request.k.max(VECTOR_DEPTH),
+        };
+        let ef = depth.max(SEARCH_EF);
+        // Without a filter, graph walks accept the live chunks (a bitset kept per generation),
+        // so only segments scanned exactly need their chunks listed.
+        let filtered = request.filter.is_some();
+        let listed: Vec<bool> = graphs
+            .iter()
+            .map(|graph| filtered || graph.is_none())
+            .collect();
+        let mut chosen: Vec<Vec<DocId>> = vec![Vec::new(); live.columns.len()];
+        for chunk in selected {
+            if listed[chunk.segment as usize] {
+                chosen[chunk.segment as usize].push(chunk.doc);
+            }
+        }
+        let vector_of = |segment: u32, doc: DocId| {
+            let start = doc as usize * self.dimension;
+            &live.columns[segment as usize].vectors[start..start + self.dimension]
+        };
+        let mut vector_hits: Vec<((u32, DocId), f32)> = Vec::new();
+        for (segment, docs) in chosen.iter().enumerate() {
+            let columns = &live.columns[segment];
+            let graph = graphs[segment].as_ref().filter(|_| {
+                !filtered || docs.len() * SELECTIVE_FILTER >= live.per_segment[segment]
+            });
+            let found = match graph {
+                Some(graph) if !filtered => {
+                    let bits = &live.live_bits[segment];
+                    graph.search(query, &columns.vectors, depth, ef, &|doc| {
+                        contains(bits, doc)
+                    })
+                }
+                Some(graph) => {
+                    let bits = bitset(columns.is_chunk.len(), docs.iter().copied());
+                    graph.search(query, &columns.vectors, depth, ef, &|doc| {
+                        contains(&bits, doc)
+                    })
+                }
+                None => {
+                    let scored = docs
+                        .iter()
+                        .map(|&doc| (doc, dot(vector_of(segment as u32, doc), query)))
+                        .collect();
+                    top_k(scored, depth)
+                }
+            };
+            vector_hits.extend(
+                found
+                    .into_iter()
+                    .map(|(doc, score)| ((segment as u32, doc), score)),
+            );
+        }
+        let vector_top = top_k(vector_hits, depth);
+        if request.mode == SearchMode::Vector {
+            return Ok(top_k(vector_top, request.k));
+        }
+        let per_segment = self.bm25_scores(searcher, request.text, request.bm25)?;
+        let lexical = selected
+            .iter()
+            .map(|chunk| {
+                let key = (chunk.segment, chunk.doc);
+                (key, per_segment[key.0 as usize][key.1 as usize])
+            })
+            .filter(|(_, score)| *score > 0.0)
+            .collect();
+        let mut candidates: Vec<(u32, DocId)> = top_k(lexical, depth)
+            .into_iter()
+            .chain(vector_top)
+            .map(|(key, _)| key)
+            .collect();
+        candidates.sort_unstable();
+        candidates.dedup();
+        let bm25: Vec<f32> = candidates
+            .iter()
+            .map(|&(segment, doc)| per_segment[segment as usize][doc as usize])
+            .collect();
+        let vector: Vec<f32> = candidates
+            .iter()
+            .map(|&(segment, doc)| dot(vector_of(segment, doc), query))
+            .collect();
+        Ok(fuse(&bm25, &vector, request.fusion, request.k)
+            .into_iter()
+            .map(|(index, score)| (candidates[index], score))
+            .collect())
+    }
+
+    /// The graph of each segment that should have one and has it (see [`Self::segment_graph`]).
+    fn segment_graphs(
+        &self,
+        searcher: &tantivy::Searcher,
+        snapshot: &Snapshot,
+        live: &LiveChunks,
+    ) -> Vec<Option<Arc<Hnsw>>> {
+        searcher
+            .segment_readers()
+            .iter()
+            .zip(&snapshot.segments)
+            .zip(&live.columns)
+            .map(|((reader, data), columns)| {
+                if self.vector_index.wants_graph(columns.chunk_docs.len()) {
+                    self.segment_graph(reader, data, columns)
+                } else {
+                    None
+                }
+            })
+            .collect()
+    }
+
+    fn graph_file(&self, segment: SegmentId) -> PathBuf {
+        self.path
+            .join(ANN_DIR)
+            .join(format!("{}.hnsw", segment.uuid_string()))
+    }
+
+    /// A segment's graph from its file, if there is a usable one.
+    fn load_graph(&self, reader: &SegmentReader) -> Option<Arc<Hnsw>> {
+        let file = self.graph_file(reader.segment_id());
+        let bytes = match std::fs::read(&file) {
+            Ok(bytes) => bytes,
+            Err(error) if error.kind() == std::io::ErrorKind::NotFound => return None,
+            Err(error) => {
+                tracing::warn!(file = %file.display(), %error, "cannot read a vector graph; scanning exactly until it is rebuilt");
+                return None;
+            }
+        };
+        match Hnsw::from_bytes(&bytes, self.dimension, reader.max_doc()) {
+            Ok(graph) => Some(Arc::new(graph)),
+            Err(message) => {
+                tracing::warn!(file = %file.display(), %message, "ignoring a damaged vector graph; it will be rebuilt");
+                None
+            }
+        }
+    }
+
+    /// The graph of a segment that should have one: from memory, else from its file. While
+    /// there is none, returns `None` (the segment is scanned exactly) and builds it in the
+    /// background, once per process.
+    fn segment_graph(
+        &self,
+        reader: &SegmentReader,
+        data: &Arc<SegmentData>,
+        columns: &Arc<ChunkColumns>,
+    ) -> Option<Arc<Hnsw>> {
+        let mut slot = lock(&data.graph);
+        match &*slot {
+            GraphSlot::Ready(graph) => return Some(graph.clone()),
+            GraphSlot::Building => return None,
+            GraphSlot::Missing => {}
+            GraphSlot::Unchecked => {
+                if let Some(graph) = self.load_graph(reader) {
+                    *slot = GraphSlot::Ready(graph.clone());
+                    return Some(graph);
+                }
+            }
+        }
+        *slot = GraphSlot::Building;
+        drop(slot);
+        let (data, columns) = (data.clone(), columns.clone());
+        let file = self.graph_file(reader.segment_id());
+        let dimension = self.dimension;
+        let background = data.clone();
+        let spawned = std::thread::Builder::new()
+            .name("basalt-hnsw".into())
+            .spawn(move || {
+                let graph = build_graph(&columns, dimension, &file);
+                *lock(&background.graph) = GraphSlot::Ready(graph);
+            });
+        if let Err(error) = spawned {
+            tracing::warn!(%error, "cannot start a vector graph build; scanning exactly");
+            *lock(&data.graph) = GraphSlot::Missing;
+        }
+        None
+    }
+
+    /// Removes graph files of segments that merges retired, and temporary files of builds that
+    /// were interrupted.
+    fn prune_graphs(&self, searcher: &tantivy::Searcher) {
+        let live: std::collections::HashSet<String> = searcher
+            .segment_readers()
+            .iter()
+            .map(|reader| format!("{}.hnsw", reader.segment_id().uuid_string()))
+            .collect();
+        let Ok(entries) = std::fs::read_dir(self.path.join(ANN_DIR)) else {
+            return;
+        };
+        for entry in entries.flatten() {
+            let name = entry.file_name().to_string_lossy().into_owned();
+            if !live.contains(&name) {
+                let _ = std::fs::remove_file(entry.path());
+            }
+        }
     }
 
     fn hit(
@@ -612,28 +944,49 @@ impl TantivyStore {
     }
 }
 
+/// Builds a segment's graph and persists it (atomically: a temporary file renamed into place).
+/// A graph that cannot be saved still serves this process.
+fn build_graph(columns: &ChunkColumns, dimension: usize, file: &Path) -> Arc<Hnsw> {
+    let started = Instant::now();
+    let graph = Hnsw::build(
+        columns.chunk_docs.clone(),
+        &columns.vectors,
+        dimension,
+        HnswParams::default(),
+    );
+    let saved = (|| -> std::io::Result<()> {
+        use std::io::Write;
+        let directory = file.parent().unwrap_or(Path::new("."));
+        std::fs::create_dir_all(directory)?;
+        let temporary = file.with_extension(format!("tmp-{}", std::process::id()));
+        let mut out = std::fs::File::create(&temporary)?;
+        out.write_all(&graph.to_bytes())?;
+        out.sync_all()?;
+        std::fs::rename(&temporary, file)?;
+        std::fs::File::open(directory)?.sync_all()
+    })();
+    match saved {
+        Ok(()) => tracing::info!(
+            file = %file.display(),
+            nodes = graph.len(),
+            seconds = started.elapsed().as_secs_f64(),
+            "built vector graph"
+        ),
+        Err(error) => tracing::warn!(
+            file = %file.display(),
+            %error,
+            "built a vector graph but cannot save it; it will be rebuilt next time"
+        ),
+    }
+    Arc::new(graph)
+}
+
 fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
     // The guarded state stays consistent between statements, so a panic elsewhere is no reason
     // to stop serving.
     mutex
         .lock()
         .unwrap_or_else(std::sync::PoisonError::into_inner)
-}
-
-/// Dot product in 32 independent lanes (four 8-wide vector accumulators once vectorized), so
-/// the scan is bound by memory, not by the latency of one accumulator.
-fn dot(left: &[f32], right: &[f32]) -> f32 {
-    const LANES: usize = 32;
-    let (left_blocks, left_tail) = left.as_chunks::<LANES>();
-    let (right_blocks, right_tail) = right.as_chunks::<LANES>();
-    let mut sums = [0.0_f32; LANES];
-    for (l, r) in left_blocks.iter().zip(right_blocks) {
-        for lane in 0..LANES {
-            sums[lane] += l[lane] * r[lane];
-        }
-    }
-    let tail: f32 = left_tail.iter().zip(right_tail).map(|(l, r)| l * r).sum();
-    sums.iter().sum::<f32>() + tail
 }
 
 impl KnowledgeStore for TantivyStore {
@@ -751,47 +1104,16 @@ impl KnowledgeStore for TantivyStore {
                     .collect()
             }
         };
-        let bm25 = match request.mode {
-            SearchMode::Vector => None,
-            _ => {
-                let per_segment = self.bm25_scores(&searcher, request.text, request.bm25)?;
-                Some(
-                    selected
-                        .iter()
-                        .map(|chunk| per_segment[chunk.segment as usize][chunk.doc as usize])
-                        .collect::<Vec<f32>>(),
-                )
+        let graphs = match query_vector {
+            Some(_) if !request.exact => self.segment_graphs(&searcher, &snapshot, &live),
+            _ => Vec::new(),
+        };
+        let ranked = match query_vector {
+            Some(query) if graphs.iter().any(Option::is_some) => {
+                self.approximate(&searcher, request, query, &live, &selected, &graphs)?
             }
+            _ => self.exhaustive(&searcher, request, query_vector, &live, &selected)?,
         };
-        let vector = query_vector.map(|query| {
-            let dimension = self.dimension;
-            selected
-                .iter()
-                .map(|chunk| {
-                    let start = chunk.doc as usize * dimension;
-                    dot(
-                        &live.columns[chunk.segment as usize].vectors[start..start + dimension],
-                        query,
-                    )
-                })
-                .collect::<Vec<f32>>()
-        });
-        let ranked = match (bm25, vector) {
-            (Some(bm25), Some(vector)) => fuse(&bm25, &vector, request.fusion, request.k),
-            (Some(bm25), None) => top_k(
-                bm25.into_iter()
-                    .enumerate()
-                    .filter(|(_, score)| *score > 0.0)
-                    .collect(),
-                request.k,
-            ),
-            (None, Some(vector)) => top_k(vector.into_iter().enumerate().collect(), request.k),
-            (None, None) => Vec::new(),
-        };
-        let ranked: Vec<((u32, DocId), f32)> = ranked
-            .into_iter()
-            .map(|(index, score)| ((selected[index].segment, selected[index].doc), score))
-            .collect();
         let mut hits = Vec::with_capacity(ranked.len());
         for (key, score) in ranked {
             if let Some(hit) = self.hit(&searcher, &snapshot, key, score)? {
@@ -799,6 +1121,48 @@ impl KnowledgeStore for TantivyStore {
             }
         }
         Ok(hits)
+    }
+
+    fn finish_writes(&self) -> Result<()> {
+        let writer = lock(&self.writer).take();
+        if let Some(writer) = writer {
+            writer
+                .wait_merging_threads()
+                .map_err(|error| self.engine_error(&error))?;
+            self.reader
+                .reload()
+                .map_err(|error| self.engine_error(&error))?;
+        }
+        let searcher = self.reader.searcher();
+        let snapshot = self.snapshot(&searcher)?;
+        for (reader, data) in searcher.segment_readers().iter().zip(&snapshot.segments) {
+            let columns = self.chunk_columns(reader, data)?;
+            if !self.vector_index.wants_graph(columns.chunk_docs.len()) {
+                continue;
+            }
+            {
+                let mut slot = lock(&data.graph);
+                match &*slot {
+                    GraphSlot::Ready(_) => continue,
+                    GraphSlot::Unchecked => {
+                        if let Some(graph) = self.load_graph(reader) {
+                            *slot = GraphSlot::Ready(graph);
+                            continue;
+                        }
+                    }
+                    GraphSlot::Missing | GraphSlot::Building => {}
+                }
+                *slot = GraphSlot::Building;
+            }
+            let graph = build_graph(
+                &columns,
+                self.dimension,
+                &self.graph_file(reader.segment_id()),
+            );
+            *lock(&data.graph) = GraphSlot::Ready(graph);
+        }
+        self.prune_graphs(&searcher);
+        Ok(())
     }
 
     fn stats(&self) -> Result<IndexStats> {

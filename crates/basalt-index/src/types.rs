@@ -184,6 +184,61 @@ pub struct SearchRequest<'a> {
     pub filter: Option<&'a Filter>,
     pub fusion: Fusion,
     pub bm25: Bm25Params,
+    /// Scan every vector even where an approximate (HNSW) graph exists: the reference that
+    /// approximate recall is measured against.
+    pub exact: bool,
+}
+
+/// How vector search finds neighbours in a knowledge base.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum VectorIndex {
+    /// HNSW graphs for index segments of at least [`VectorIndex::AUTO_MIN_CHUNKS`] chunks,
+    /// an exact scan of smaller ones.
+    #[default]
+    Auto,
+    /// Always scan every vector.
+    Exact,
+    /// A graph for every segment, however small.
+    Hnsw,
+}
+
+impl VectorIndex {
+    /// Below this many chunks a segment is scanned exactly: a scan of 4,096 384-dimensional
+    /// vectors takes well under a millisecond, and exact is exact.
+    pub const AUTO_MIN_CHUNKS: usize = 4096;
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            VectorIndex::Auto => "auto",
+            VectorIndex::Exact => "exact",
+            VectorIndex::Hnsw => "hnsw",
+        }
+    }
+
+    /// Whether a segment holding `chunks` chunks gets a graph.
+    pub fn wants_graph(self, chunks: usize) -> bool {
+        match self {
+            VectorIndex::Auto => chunks >= Self::AUTO_MIN_CHUNKS,
+            VectorIndex::Exact => false,
+            VectorIndex::Hnsw => chunks > 0,
+        }
+    }
+}
+
+impl std::str::FromStr for VectorIndex {
+    type Err = String;
+
+    fn from_str(text: &str) -> Result<Self, String> {
+        match text {
+            "auto" => Ok(VectorIndex::Auto),
+            "exact" => Ok(VectorIndex::Exact),
+            "hnsw" => Ok(VectorIndex::Hnsw),
+            other => Err(format!(
+                "unknown vector index {other:?}: use auto, exact or hnsw"
+            )),
+        }
+    }
 }
 
 /// One search result: a chunk with its score and provenance.

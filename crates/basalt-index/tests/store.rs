@@ -1,12 +1,15 @@
 //! The embedded store against the shared conformance checks, plus what only it promises.
 
 use basalt_index::conformance::{self, DIMENSION};
-use basalt_index::{IndexError, KnowledgeStore, StoreOptions, TantivyStore};
+use basalt_index::{
+    Filter, IndexError, KnowledgeStore, SearchMode, StoreOptions, TantivyStore, VectorIndex,
+};
 
 fn options() -> StoreOptions {
     StoreOptions {
         dimension: DIMENSION,
         analyzer: "english".into(),
+        vector_index: VectorIndex::Exact,
     }
 }
 
@@ -63,6 +66,7 @@ fn unknown_analyzers_and_wrong_dimensions_are_refused() {
     let bad = StoreOptions {
         dimension: DIMENSION,
         analyzer: "klingon".into(),
+        vector_index: VectorIndex::Auto,
     };
     let error = TantivyStore::open(dir.path(), &bad).expect_err("unknown analyzer");
     assert!(
@@ -88,4 +92,180 @@ fn unknown_analyzers_and_wrong_dimensions_are_refused() {
         0,
         "nothing half-written"
     );
+}
+
+/// Documents `first..first + count`, four chunks each, with seeded unit vectors in clusters and
+/// a `group` metadata value (document number mod 4).
+fn clustered_documents(first: usize, count: usize) -> Vec<basalt_index::DocumentWrite> {
+    let mut state = first as u64 * 7919 + 17;
+    let mut uniform = move || {
+        state = state
+            .wrapping_mul(6364136223846793005)
+            .wrapping_add(1442695040888963407);
+        (state >> 40) as f32 / (1u64 << 24) as f32 - 0.5
+    };
+    (first..first + count)
+        .map(|number| {
+            let mut vectors = Vec::new();
+            for chunk in 0..4 {
+                let centre = (number * 4 + chunk) % 7;
+                let mut vector = [0.0_f32; conformance::DIMENSION];
+                for (axis, value) in vector.iter_mut().enumerate() {
+                    let pull = if axis == centre % conformance::DIMENSION {
+                        1.0
+                    } else {
+                        0.0
+                    };
+                    *value = pull + uniform();
+                }
+                vectors.push((
+                    format!("chunk {chunk} of document {number} word{}", number % 50),
+                    vector,
+                ));
+            }
+            let chunks: Vec<(&str, [f32; conformance::DIMENSION])> = vectors
+                .iter()
+                .map(|(text, vector)| (text.as_str(), *vector))
+                .collect();
+            let mut write = conformance::document(&format!("d{number:04}"), "bulk.jsonl", &chunks);
+            write
+                .document
+                .metadata
+                .insert("group".into(), ((number % 4) as i64).into());
+            write
+        })
+        .collect()
+}
+
+fn chunk_ids(store: &TantivyStore, request: &basalt_index::SearchRequest<'_>) -> Vec<String> {
+    store
+        .search(request)
+        .expect("searches")
+        .into_iter()
+        .map(|hit| hit.chunk_id)
+        .collect()
+}
+
+/// Mean share of the exact top 10 that the approximate search also returns.
+fn agreement(store: &TantivyStore, mode: SearchMode, filter: Option<&Filter>) -> f64 {
+    let mut total = 0.0;
+    let queries = clustered_documents(5000, 40);
+    for write in &queries {
+        let vector = &write.chunks[0].vector;
+        let mut request = conformance::request("word7 document", Some(vector), mode, 10);
+        request.filter = filter;
+        let approximate = chunk_ids(store, &request);
+        request.exact = true;
+        let exact = chunk_ids(store, &request);
+        assert_eq!(exact.len(), 10);
+        total += exact.iter().filter(|id| approximate.contains(id)).count() as f64 / 10.0;
+    }
+    total / queries.len() as f64
+}
+
+#[test]
+fn hnsw_graphs_agree_with_exact_search_through_deletes_filters_and_damage() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let path = dir.path().join("index");
+    let options = StoreOptions {
+        vector_index: VectorIndex::Hnsw,
+        ..options()
+    };
+    let store = TantivyStore::open(&path, &options).expect("opens");
+    for batch in 0..5 {
+        store
+            .write(clustered_documents(batch * 150, 150))
+            .expect("writes");
+    }
+    store.finish_writes().expect("builds graphs");
+    let graphs = || -> Vec<std::path::PathBuf> {
+        std::fs::read_dir(path.join("ann"))
+            .map(|entries| entries.flatten().map(|entry| entry.path()).collect())
+            .unwrap_or_default()
+    };
+    assert!(!graphs().is_empty(), "finish_writes persisted graphs");
+    assert!(
+        graphs()
+            .iter()
+            .all(|file| file.extension().is_some_and(|ext| ext == "hnsw"))
+    );
+    for mode in [SearchMode::Vector, SearchMode::Hybrid] {
+        let overlap = agreement(&store, mode, None);
+        assert!(overlap >= 0.9, "{mode:?}: {overlap}");
+    }
+    let filter = Filter::parse("group in (1, 2)").expect("parses");
+    let overlap = agreement(&store, SearchMode::Vector, Some(&filter));
+    assert!(overlap >= 0.9, "filtered: {overlap}");
+    let vector = clustered_documents(5000, 1).remove(0).chunks[0]
+        .vector
+        .clone();
+    let mut request = conformance::request("document", Some(&vector), SearchMode::Vector, 50);
+    request.filter = Some(&filter);
+    for hit in store.search(&request).expect("searches") {
+        let group = hit.metadata.get("group").and_then(|value| value.as_i64());
+        assert!(matches!(group, Some(1 | 2)), "{hit:?}");
+    }
+
+    // Deleted documents stay in the graphs as waypoints but never come back.
+    let doomed: Vec<String> = (0..750)
+        .step_by(3)
+        .map(|number| format!("d{number:04}"))
+        .collect();
+    store.delete(&doomed).expect("deletes");
+    let request = conformance::request("document", Some(&vector), SearchMode::Vector, 100);
+    let hits = chunk_ids(&store, &request);
+    assert_eq!(hits.len(), 100);
+    assert!(hits.iter().all(|id| {
+        !doomed.contains(
+            &id.split('#')
+                .next()
+                .expect("chunk ids are doc#n")
+                .to_owned(),
+        )
+    }));
+    store.finish_writes().expect("finishes");
+    assert!(agreement(&store, SearchMode::Vector, None) >= 0.9);
+
+    // A damaged graph file is ignored (exact scan) and rebuilt; retired segments lose theirs.
+    drop(store);
+    let files = graphs();
+    for file in &files {
+        std::fs::write(file, b"not a graph").expect("damages");
+    }
+    let store = TantivyStore::open(&path, &options).expect("reopens");
+    let mut exact_request = conformance::request("document", Some(&vector), SearchMode::Vector, 10);
+    let approximate = chunk_ids(&store, &exact_request);
+    exact_request.exact = true;
+    assert_eq!(approximate, chunk_ids(&store, &exact_request));
+    store.finish_writes().expect("rebuilds");
+    for file in graphs() {
+        assert!(
+            std::fs::metadata(&file).expect("exists").len() > 100,
+            "{}",
+            file.display()
+        );
+    }
+    assert!(agreement(&store, SearchMode::Vector, None) >= 0.9);
+}
+
+#[test]
+fn conformance_holds_with_graphs_for_every_segment() {
+    for check in [
+        conformance::search_modes_rank_and_carry_provenance as fn(conformance::Opener<'_>),
+        conformance::filters_apply_inside_the_search,
+        conformance::replace_and_delete_are_complete_and_durable,
+    ] {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let path = dir.path().join("index");
+        let mut open = || -> Box<dyn KnowledgeStore> {
+            let options = StoreOptions {
+                vector_index: VectorIndex::Hnsw,
+                ..options()
+            };
+            let store = TantivyStore::open(&path, &options).expect("opens");
+            store.finish_writes().expect("finishes");
+            Box::new(store)
+        };
+        check(&mut open);
+    }
 }

@@ -9,7 +9,7 @@ use std::path::{Path, PathBuf};
 
 use basalt_index::{
     ANALYZERS, Bm25Params, DEFAULT_ANALYZER, Fusion, KnowledgeStore, SearchMode, StoreOptions,
-    TantivyStore,
+    TantivyStore, VectorIndex,
 };
 use basalt_model::{DEFAULT_EMBEDDING_MODEL, ModelsDir};
 use serde::{Deserialize, Serialize};
@@ -105,13 +105,20 @@ impl DataDir {
 
     /// Opens a knowledge base's index.
     pub fn open(&self, name: &str) -> Result<KnowledgeBase> {
-        let settings = self.settings(name)?;
-        let index_dir = self.kb_dir(name).join("index");
+        self.open_settings(self.settings(name)?)
+    }
+
+    /// Opens a knowledge base with its settings changed for this process only (the search-time
+    /// ones: mode, fusion, BM25 parameters, vector index).
+    pub fn open_settings(&self, settings: KbSettings) -> Result<KnowledgeBase> {
+        validate_name(&settings.name)?;
+        let index_dir = self.kb_dir(&settings.name).join("index");
         let store = TantivyStore::open(
             &index_dir,
             &StoreOptions {
                 dimension: settings.embedding.dimension,
                 analyzer: settings.analyzer.clone(),
+                vector_index: settings.vector_index,
             },
         )?;
         Ok(KnowledgeBase {
@@ -176,6 +183,9 @@ pub struct KbSettings {
     /// Default search mode and hybrid fusion.
     pub mode: SearchMode,
     pub fusion: Fusion,
+    /// Exact scans or HNSW graphs for vector search (absent in KBs made before it existed).
+    #[serde(default)]
+    pub vector_index: VectorIndex,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -213,6 +223,7 @@ impl KbSettings {
             bm25: Bm25Params::default(),
             mode: SearchMode::Hybrid,
             fusion: Fusion::default(),
+            vector_index: VectorIndex::Auto,
         }
     }
 

@@ -71,6 +71,8 @@ pub struct IngestProgress {
     pub bytes_done: u64,
     pub documents_done: u64,
     pub chunks_done: u64,
+    /// Every document is committed; merging segments and building vector graphs.
+    pub finishing: bool,
 }
 
 /// Time spent per stage.
@@ -80,6 +82,8 @@ pub struct StageTimings {
     pub chunk_seconds: f64,
     pub embed_seconds: f64,
     pub index_seconds: f64,
+    /// Waiting for segment merges and building HNSW graphs, once at the end.
+    pub finish_seconds: f64,
 }
 
 /// A file or record that could not be ingested, and why.
@@ -177,7 +181,11 @@ pub fn ingest(
         run.notify();
     }
     run.flush()?;
+    run.progress.finishing = true;
     run.notify();
+    let finishing = Instant::now();
+    kb.store.finish_writes()?;
+    run.report.timings.finish_seconds = finishing.elapsed().as_secs_f64();
     let mut report = run.report;
     report.elapsed_seconds = started.elapsed().as_secs_f64();
     Ok(report)

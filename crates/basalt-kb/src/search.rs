@@ -16,6 +16,8 @@ pub struct SearchOptions {
     pub k: usize,
     pub filter: Option<Filter>,
     pub fusion: Option<Fusion>,
+    /// Scan every vector even where the KB has HNSW graphs.
+    pub exact: bool,
 }
 
 #[derive(Debug, Clone, Copy, Default, Serialize)]
@@ -65,6 +67,7 @@ pub fn search(
         filter: options.filter.as_ref(),
         fusion: options.fusion.unwrap_or(kb.settings.fusion),
         bm25: kb.settings.bm25,
+        exact: options.exact,
     })?;
     timings.search_ms = started.elapsed().as_secs_f64() * 1e3;
     Ok(SearchResults {

@@ -31,6 +31,10 @@ pub(crate) enum BenchCommand {
     /// Search latency p50/p95/p99 per mode, 1 and 16 concurrent clients, query embedding included
     #[command(after_help = "Example:\n  basalt bench search --kb papers --json")]
     Search(super::bench_kb::SearchBenchArgs),
+    /// Exact vector scan against HNSW graphs on synthetic vectors: build time, latency, recall
+    #[command(after_help = "Examples:\n  basalt bench vectors\n  \
+        basalt bench vectors --chunks 300000 --json --out target/bench-vectors.json")]
+    Vectors(super::bench_vectors::VectorBenchArgs),
 }
 
 /// Where a benchmark's report goes.
@@ -215,6 +219,7 @@ pub(crate) fn run(command: BenchCommand, settings: &Settings) -> anyhow::Result<
         BenchCommand::Models(args) => bench_models(&args, settings),
         BenchCommand::Ingest(args) => super::bench_kb::ingest(&args, settings),
         BenchCommand::Search(args) => super::bench_kb::search(&args, settings),
+        BenchCommand::Vectors(args) => super::bench_vectors::run(&args, settings),
     }
 }
 

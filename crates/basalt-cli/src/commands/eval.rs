@@ -6,7 +6,7 @@ use std::process::ExitCode;
 use std::time::Instant;
 
 use anyhow::Context;
-use basalt_index::{Bm25Params, Fusion, SearchMode, SearchRequest};
+use basalt_index::{Bm25Params, Fusion, SearchMode, SearchRequest, VectorIndex};
 use basalt_kb::eval::{Metrics, evaluate, load_qrels, load_queries, rank_documents};
 use basalt_kb::{IngestOptions, KbError, KbSettings};
 use basalt_model::Embedder;
@@ -47,6 +47,14 @@ pub(crate) struct RetrievalArgs {
     /// Hybrid fusion [default: the knowledge base's]
     #[arg(long)]
     fusion: Option<Fusion>,
+    /// Vector index for this run: auto, exact or hnsw [default: the knowledge base's]; graphs
+    /// that are missing are built before the queries run
+    #[arg(long)]
+    vector_index: Option<VectorIndex>,
+    /// Also run each vector-using mode with an exact scan and report how many of its top-10
+    /// documents the approximate search found
+    #[arg(long)]
+    compare_exact: bool,
     /// BM25 k1 [default: the knowledge base's]
     #[arg(long)]
     bm25_k1: Option<f32>,
@@ -61,11 +69,17 @@ pub(crate) struct RetrievalArgs {
 #[derive(Serialize)]
 struct ModeResult {
     mode: SearchMode,
+    /// Every vector scanned (`--compare-exact`), not the HNSW graphs.
+    exact: bool,
     #[serde(flatten)]
     metrics: Metrics,
     /// Search latency per query (the query embedding is computed once, before).
     search_p50_ms: f64,
     search_p99_ms: f64,
+    /// With `--compare-exact`, on the approximate runs: the share of the exact run's top-10
+    /// documents that this run also ranked in its top 10.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    top10_overlap_with_exact: Option<f64>,
 }
 
 #[derive(Serialize)]
@@ -76,6 +90,7 @@ struct Report {
     queries: usize,
     fusion: Fusion,
     bm25: Bm25Params,
+    vector_index: VectorIndex,
     ingest_seconds: f64,
     results: Vec<ModeResult>,
 }
@@ -99,7 +114,11 @@ pub(crate) fn run(command: EvalCommand, settings: &Settings) -> anyhow::Result<E
         Ok(()) | Err(KbError::Exists { .. }) => {}
         Err(error) => return Err(error.into()),
     }
-    let kb = data.open(&name)?;
+    let mut kb_settings = data.settings(&name)?;
+    if let Some(vector_index) = args.vector_index {
+        kb_settings.vector_index = vector_index;
+    }
+    let kb = data.open_settings(kb_settings)?;
     let embedder = load_kb_embedder(&kb, settings)?;
     // Ingest (a no-op for every document already in the knowledge base).
     let report = super::ingest::run_with_progress(
@@ -138,35 +157,53 @@ pub(crate) fn run(command: EvalCommand, settings: &Settings) -> anyhow::Result<E
     };
     let mut results = Vec::new();
     for mode in modes {
-        let mut rankings = HashMap::new();
-        let mut latencies = Vec::with_capacity(judged.len());
-        for (query, vector) in judged.iter().zip(&vectors) {
-            let started = Instant::now();
-            let hits = kb.store.search(&SearchRequest {
-                text: &query.text,
-                query_vector: Some(vector),
-                mode,
-                k: CHUNK_DEPTH,
-                filter: None,
-                fusion,
-                bm25,
-            })?;
-            latencies.push(started.elapsed().as_secs_f64() * 1e3);
-            rankings.insert(query.id.clone(), rank_documents(&hits, 100));
+        let mut runs = vec![false];
+        if args.compare_exact && mode.uses_vector() {
+            runs.push(true);
         }
-        latencies.sort_by(f64::total_cmp);
-        let percentile = |p: f64| {
-            latencies
-                .get(((latencies.len() as f64 - 1.0) * p).round() as usize)
-                .copied()
-                .unwrap_or(0.0)
-        };
-        results.push(ModeResult {
-            mode,
-            metrics: evaluate(&rankings, &qrels),
-            search_p50_ms: percentile(0.5),
-            search_p99_ms: percentile(0.99),
-        });
+        let mut approximate_rankings = None;
+        for exact in runs {
+            let mut rankings = HashMap::new();
+            let mut latencies = Vec::with_capacity(judged.len());
+            for (query, vector) in judged.iter().zip(&vectors) {
+                let started = Instant::now();
+                let hits = kb.store.search(&SearchRequest {
+                    text: &query.text,
+                    query_vector: Some(vector),
+                    mode,
+                    k: CHUNK_DEPTH,
+                    filter: None,
+                    fusion,
+                    bm25,
+                    exact,
+                })?;
+                latencies.push(started.elapsed().as_secs_f64() * 1e3);
+                rankings.insert(query.id.clone(), rank_documents(&hits, 100));
+            }
+            latencies.sort_by(f64::total_cmp);
+            let percentile = |p: f64| {
+                latencies
+                    .get(((latencies.len() as f64 - 1.0) * p).round() as usize)
+                    .copied()
+                    .unwrap_or(0.0)
+            };
+            results.push(ModeResult {
+                mode,
+                exact,
+                metrics: evaluate(&rankings, &qrels),
+                search_p50_ms: percentile(0.5),
+                search_p99_ms: percentile(0.99),
+                top10_overlap_with_exact: None,
+            });
+            match approximate_rankings.take() {
+                None => approximate_rankings = Some(rankings),
+                Some(approximate) => {
+                    let overlap = top10_overlap(&approximate, &rankings);
+                    let index = results.len() - 2;
+                    results[index].top10_overlap_with_exact = Some(overlap);
+                }
+            }
+        }
     }
     let output = Report {
         knowledge_base: name,
@@ -175,6 +212,7 @@ pub(crate) fn run(command: EvalCommand, settings: &Settings) -> anyhow::Result<E
         queries: judged.len(),
         fusion,
         bm25,
+        vector_index: kb.settings.vector_index,
         ingest_seconds: report.elapsed_seconds,
         results,
     };
@@ -187,20 +225,56 @@ pub(crate) fn run(command: EvalCommand, settings: &Settings) -> anyhow::Result<E
         output.knowledge_base, output.documents, output.chunks, output.queries
     ))?;
     print_line(&format!(
-        "{:<8} {:>8} {:>10} {:>11} {:>8} {:>9}",
-        "mode", "nDCG@10", "Recall@10", "Recall@100", "MRR@10", "p50 ms"
+        "{:<14} {:>8} {:>10} {:>11} {:>8} {:>9} {:>12}",
+        "mode", "nDCG@10", "Recall@10", "Recall@100", "MRR@10", "p50 ms", "top10 exact"
     ))?;
     for result in &output.results {
         let metrics = result.metrics;
+        let name = if result.exact {
+            format!("{} exact", result.mode.as_str())
+        } else {
+            result.mode.as_str().to_owned()
+        };
+        let overlap = result
+            .top10_overlap_with_exact
+            .map(|overlap| format!("{overlap:.4}"))
+            .unwrap_or_default();
         print_line(&format!(
-            "{:<8} {:>8.4} {:>10.4} {:>11.4} {:>8.4} {:>9.2}",
-            result.mode.as_str(),
+            "{:<14} {:>8.4} {:>10.4} {:>11.4} {:>8.4} {:>9.2} {:>12}",
+            name,
             metrics.ndcg_at_10,
             metrics.recall_at_10,
             metrics.recall_at_100,
             metrics.mrr_at_10,
-            result.search_p50_ms
+            result.search_p50_ms,
+            overlap
         ))?;
     }
     Ok(ExitCode::SUCCESS)
+}
+
+/// Mean share of each query's exact top-10 documents that the approximate top 10 also holds.
+fn top10_overlap(
+    approximate: &HashMap<String, Vec<String>>,
+    exact: &HashMap<String, Vec<String>>,
+) -> f64 {
+    let mut total = 0.0;
+    let mut queries = 0;
+    for (query, truth) in exact {
+        let truth = &truth[..truth.len().min(10)];
+        if truth.is_empty() {
+            continue;
+        }
+        let found = approximate
+            .get(query)
+            .map_or(&[][..], |ranking| &ranking[..ranking.len().min(10)]);
+        let shared = truth.iter().filter(|doc| found.contains(doc)).count();
+        total += shared as f64 / truth.len() as f64;
+        queries += 1;
+    }
+    if queries == 0 {
+        1.0
+    } else {
+        total / queries as f64
+    }
 }

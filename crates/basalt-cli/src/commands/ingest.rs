@@ -98,6 +98,10 @@ pub(crate) fn run_with_progress(
         bar.set_length(progress.bytes_total.max(1));
         bar.set_position(progress.bytes_done);
         let seconds = started.elapsed().as_secs_f64().max(1e-3);
+        if progress.finishing {
+            bar.set_message("merging segments and building the vector index");
+            return;
+        }
         bar.set_message(format!(
             "{}/{} files, {} docs ({:.1}/s), {} chunks ({:.1}/s)",
             progress.files_done,

@@ -5,7 +5,7 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 use anyhow::Context;
-use basalt_index::{Fusion, SearchMode};
+use basalt_index::{Fusion, SearchMode, VectorIndex};
 use basalt_kb::{DataDir, KbSettings};
 use basalt_model::{Embedder, LocalEmbedder, LocalEmbedderOptions};
 use serde::Serialize;
@@ -48,6 +48,10 @@ pub(crate) struct CreateArgs {
     /// Default hybrid fusion: weighted[:BM25_WEIGHT] or rrf[:K]
     #[arg(long, default_value = "weighted:0.3")]
     fusion: Fusion,
+    /// Vector search: auto (HNSW graphs for large index segments, exact scans of small ones),
+    /// exact or hnsw (graphs for every segment)
+    #[arg(long, default_value = "auto")]
+    vector_index: VectorIndex,
     /// BM25 term saturation
     #[arg(long, default_value_t = 0.9)]
     bm25_k1: f32,
@@ -91,6 +95,7 @@ fn create(args: &CreateArgs, settings: &Settings) -> anyhow::Result<ExitCode> {
     kb.analyzer = args.analyzer.clone();
     kb.mode = args.mode;
     kb.fusion = args.fusion;
+    kb.vector_index = args.vector_index;
     kb.bm25 = basalt_index::Bm25Params {
         k1: args.bm25_k1,
         b: args.bm25_b,

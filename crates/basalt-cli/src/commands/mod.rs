@@ -2,6 +2,7 @@
 
 mod bench;
 mod bench_kb;
+mod bench_vectors;
 mod embed;
 mod eval;
 mod generate;

@@ -35,6 +35,9 @@ pub(crate) struct SearchArgs {
     /// Hybrid fusion: weighted[:BM25_WEIGHT] or rrf[:K] [default: the knowledge base's]
     #[arg(long)]
     fusion: Option<Fusion>,
+    /// Scan every vector, even where the knowledge base has HNSW graphs
+    #[arg(long)]
+    exact: bool,
     /// Print JSON: {"mode", "hits": [{chunk_id, doc_id, score, text, source, …}], "timings"}
     #[arg(long)]
     json: bool,
@@ -66,6 +69,7 @@ pub(crate) fn run(args: &SearchArgs, settings: &Settings) -> anyhow::Result<Exit
         k: args.k,
         filter,
         fusion: args.fusion,
+        exact: args.exact,
     };
     let results = basalt_kb::search(
         &kb,
