@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # The main job on the embedded default: set up (packages, build, models), embed and generate
 # with the local models, then build a knowledge base from Basalt's own documentation and search
-# it. Later capabilities (grounded answers, the API and UI) are added here as they land.
+# it, then ask it a question and get a cited answer. Later capabilities (the API and UI) are added
+# here as they land.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -28,3 +29,7 @@ echo "== a knowledge base of Basalt's own documentation (data in ${BASALT_DATA_D
 echo
 echo "== hybrid search (BM25 + vectors)"
 "$basalt" search --kb quickstart --k 3 "How are chunks kept inside the embedding model's limit?"
+
+echo
+echo "== a grounded answer with cited sources (ask Basalt how Basalt works)"
+"$basalt" ask --kb quickstart "How does Basalt keep chunks inside the embedding model's limit?"

@@ -3,69 +3,11 @@
 
 mod common;
 
-use std::path::{Path, PathBuf};
-use std::process::Output;
+use std::path::Path;
 
 use basalt_ingest::samples::{Block, docx, pdf};
-use common::{assert_clean_failure, basalt, basalt_now, shared_data, stderr, stdout};
+use common::{Workspace, assert_clean_failure, basalt_now, shared_data};
 use serde_json::Value;
-
-/// A data directory of its own for each test, passed with `--data-dir`.
-struct Workspace {
-    dir: tempfile::TempDir,
-}
-
-impl Workspace {
-    fn new() -> Self {
-        Workspace {
-            dir: tempfile::tempdir().expect("temp dir"),
-        }
-    }
-
-    fn data(&self) -> String {
-        self.dir.path().join("data").display().to_string()
-    }
-
-    fn docs(&self) -> PathBuf {
-        self.dir.path().join("docs")
-    }
-
-    fn run(&self, args: &[&str]) -> Output {
-        let data = self.data();
-        let mut all = vec!["--data-dir", &data];
-        all.extend_from_slice(args);
-        basalt(&all)
-    }
-
-    fn ok(&self, args: &[&str]) -> String {
-        let output = self.run(args);
-        assert!(
-            output.status.success(),
-            "{args:?} failed: {}",
-            stderr(&output)
-        );
-        stdout(&output)
-    }
-
-    fn json(&self, args: &[&str]) -> Value {
-        let output = self.run(args);
-        serde_json::from_slice(&output.stdout).unwrap_or_else(|error| {
-            panic!(
-                "{args:?}: {error}: {} / {}",
-                stdout(&output),
-                stderr(&output)
-            )
-        })
-    }
-
-    fn search(&self, kb: &str, extra: &[&str], query: &str) -> Vec<Value> {
-        let mut args = vec!["search", "--kb", kb, "--json"];
-        args.extend_from_slice(extra);
-        args.push(query);
-        let results = self.json(&args);
-        results["hits"].as_array().cloned().unwrap_or_default()
-    }
-}
 
 fn write(path: &Path, bytes: &[u8]) {
     std::fs::create_dir_all(path.parent().expect("parent")).expect("mkdir");

@@ -27,10 +27,12 @@ pub enum KbError {
     )]
     ModelMismatch { expected: usize, found: usize },
 
-    #[error("{path}: {source}")]
+    /// The I/O error is part of the message, not a separate cause: printing the cause chain
+    /// would say it twice.
+    #[error("{path}: {error}")]
     Io {
         path: PathBuf,
-        source: std::io::Error,
+        error: std::io::Error,
     },
 
     #[error(transparent)]
@@ -44,10 +46,10 @@ pub enum KbError {
 }
 
 impl KbError {
-    pub(crate) fn io(path: &Path, source: std::io::Error) -> Self {
+    pub(crate) fn io(path: &Path, error: std::io::Error) -> Self {
         KbError::Io {
             path: path.to_owned(),
-            source,
+            error,
         }
     }
 }

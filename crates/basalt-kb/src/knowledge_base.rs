@@ -186,6 +186,36 @@ pub struct KbSettings {
     /// Exact scans or HNSW graphs for vector search (absent in KBs made before it existed).
     #[serde(default)]
     pub vector_index: VectorIndex,
+    /// How questions over this KB are answered; unset fields take Basalt's defaults.
+    #[serde(default)]
+    pub answer: AnswerSettings,
+}
+
+/// Per-KB answering settings (see `basalt-answer`); `None` means Basalt's default.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct AnswerSettings {
+    /// The prompt template.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub template: Option<PromptTemplate>,
+    /// Passages given to the model.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub passages: Option<usize>,
+    /// Below this cosine similarity between the question and the best passage, the answer is
+    /// "not found in the documents" without asking the model.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub min_relevance: Option<f32>,
+}
+
+/// A versioned prompt template. Placeholders: in `passage`, `{n}`, `{title}`, `{location}`
+/// (source path, page, section) and `{text}`; in `user`, `{passages}` and `{question}`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PromptTemplate {
+    /// Reported with every answer, so a change of wording is visible in logs and evaluations.
+    pub version: String,
+    pub system: String,
+    pub passage: String,
+    pub user: String,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -224,6 +254,7 @@ impl KbSettings {
             mode: SearchMode::Hybrid,
             fusion: Fusion::default(),
             vector_index: VectorIndex::Auto,
+            answer: AnswerSettings::default(),
         }
     }
 

@@ -10,7 +10,8 @@ mod search;
 
 pub use error::{KbError, Result};
 pub use knowledge_base::{
-    ChunkingSettings, DataDir, EmbeddingSettings, KbSettings, KnowledgeBase, validate_name,
+    AnswerSettings, ChunkingSettings, DataDir, EmbeddingSettings, KbSettings, KnowledgeBase,
+    PromptTemplate, validate_name,
 };
 pub use pipeline::{
     DEFAULT_MAX_FILE_BYTES, Failure, IngestOptions, IngestProgress, IngestReport, SIDECAR_SUFFIX,

@@ -31,6 +31,11 @@ pub trait Embedder: Send + Sync + std::fmt::Debug {
     /// Embeds one search query with interactive priority. Latency matters.
     fn embed_query(&self, text: &str) -> Result<Vec<f32>>;
 
+    /// Embeds a few texts with interactive priority (the sentences an answer ranks).
+    fn embed_queries(&self, texts: &[String]) -> Result<Vec<Vec<f32>>> {
+        texts.iter().map(|text| self.embed_query(text)).collect()
+    }
+
     /// Model tokens in `text` before truncation, special tokens included: what a chunker needs
     /// to keep chunks inside [`EmbedderInfo::max_tokens`].
     fn count_tokens(&self, text: &str) -> Result<usize>;
@@ -174,12 +179,14 @@ impl LocalEmbedder {
             options.batch_sequences,
             Priority::Bulk,
         )?;
+        // Queries come alone or as a few sentences to rank (answers): batches like bulk work,
+        // but ahead of it at the gate.
         let query_jobs = spawn_embedding_worker(
             "basalt-embed-query",
             backend,
             options,
-            options.max_tokens,
-            1,
+            options.batch_tokens,
+            options.batch_sequences,
             Priority::Interactive,
         )?;
         Ok(LocalEmbedder {
@@ -200,6 +207,18 @@ impl LocalEmbedder {
         self.engine
     }
 
+    /// Tokenizes `texts` and embeds them on the worker behind `jobs`.
+    fn run_texts(&self, jobs: &Sender<EmbedJob>, texts: &[String]) -> Result<Vec<Vec<f32>>> {
+        if texts.is_empty() {
+            return Ok(Vec::new());
+        }
+        let sequences = texts
+            .iter()
+            .map(|text| self.tokenizer.encode(text))
+            .collect::<Result<Vec<_>>>()?;
+        self.run(jobs, sequences)
+    }
+
     fn run(&self, jobs: &Sender<EmbedJob>, sequences: Vec<Vec<u32>>) -> Result<Vec<Vec<f32>>> {
         let (reply, answer) = std::sync::mpsc::channel();
         jobs.send(EmbedJob { sequences, reply })
@@ -214,14 +233,7 @@ impl Embedder for LocalEmbedder {
     }
 
     fn embed_batch(&self, texts: &[String]) -> Result<Vec<Vec<f32>>> {
-        if texts.is_empty() {
-            return Ok(Vec::new());
-        }
-        let sequences = texts
-            .iter()
-            .map(|text| self.tokenizer.encode(text))
-            .collect::<Result<Vec<_>>>()?;
-        self.run(&self.bulk_jobs, sequences)
+        self.run_texts(&self.bulk_jobs, texts)
     }
 
     fn embed_query(&self, text: &str) -> Result<Vec<f32>> {
@@ -229,6 +241,10 @@ impl Embedder for LocalEmbedder {
         self.run(&self.query_jobs, vec![sequence])?
             .pop()
             .ok_or(ModelError::WorkerGone)
+    }
+
+    fn embed_queries(&self, texts: &[String]) -> Result<Vec<Vec<f32>>> {
+        self.run_texts(&self.query_jobs, texts)
     }
 
     fn count_tokens(&self, text: &str) -> Result<usize> {

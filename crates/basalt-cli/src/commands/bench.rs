@@ -35,6 +35,9 @@ pub(crate) enum BenchCommand {
     #[command(after_help = "Examples:\n  basalt bench vectors\n  \
         basalt bench vectors --chunks 300000 --json --out target/bench-vectors.json")]
     Vectors(super::bench_vectors::VectorBenchArgs),
+    /// Time to first token and total time of grounded answers over a knowledge base
+    #[command(after_help = "Example:\n  basalt bench answer --kb scifact --json")]
+    Answer(super::bench_answer::AnswerBenchArgs),
 }
 
 /// Where a benchmark's report goes.
@@ -74,6 +77,28 @@ pub(crate) struct SharedDataArgs {
         value_name = "DIR"
     )]
     pub(crate) path: PathBuf,
+}
+
+impl SharedDataArgs {
+    /// The first `count` query texts of `queries` ({"_id", "text"} per line), else of the
+    /// SciFact training queries.
+    pub(crate) fn query_texts(
+        &self,
+        queries: Option<&std::path::Path>,
+        count: usize,
+    ) -> anyhow::Result<Vec<String>> {
+        let path = queries.map_or_else(
+            || self.path.join("scifact-train/queries.jsonl"),
+            std::path::Path::to_path_buf,
+        );
+        let texts: Vec<String> = basalt_kb::eval::load_queries(&path)?
+            .into_iter()
+            .map(|query| query.text)
+            .take(count)
+            .collect();
+        anyhow::ensure!(!texts.is_empty(), "no queries in {}", path.display());
+        Ok(texts)
+    }
 }
 
 #[derive(Debug, clap::Args)]
@@ -220,6 +245,7 @@ pub(crate) fn run(command: BenchCommand, settings: &Settings) -> anyhow::Result<
         BenchCommand::Ingest(args) => super::bench_kb::ingest(&args, settings),
         BenchCommand::Search(args) => super::bench_kb::search(&args, settings),
         BenchCommand::Vectors(args) => super::bench_vectors::run(&args, settings),
+        BenchCommand::Answer(args) => super::bench_answer::run(&args, settings),
     }
 }
 

@@ -8,7 +8,6 @@ use std::time::Instant;
 
 use anyhow::Context;
 use basalt_index::SearchMode;
-use basalt_kb::eval::load_queries;
 use basalt_kb::{DataDir, IngestOptions, KbSettings, SearchOptions, StageTimings};
 use serde::Serialize;
 
@@ -154,16 +153,7 @@ struct Latency {
 pub(crate) fn search(args: &SearchBenchArgs, settings: &Settings) -> anyhow::Result<ExitCode> {
     let kb = settings.data_dir.open(&args.kb)?;
     let embedder = load_kb_embedder(&kb, settings)?;
-    let path = args
-        .queries
-        .clone()
-        .unwrap_or_else(|| args.data.path.join("scifact-train/queries.jsonl"));
-    let queries: Vec<String> = load_queries(&path)?
-        .into_iter()
-        .map(|query| query.text)
-        .take(args.count)
-        .collect();
-    anyhow::ensure!(!queries.is_empty(), "no queries in {}", path.display());
+    let queries = args.data.query_texts(args.queries.as_deref(), args.count)?;
     // Warm up: the first search of a process loads the index caches.
     basalt_kb::search(
         &kb,

@@ -25,6 +25,10 @@ pub(crate) enum EvalCommand {
                             which later runs reuse."
     )]
     Retrieval(RetrievalArgs),
+    /// Answer ClapNQ-format questions: answered vs "not found" rates and citation validity
+    #[command(after_help = "Example:\n  basalt eval answers --kb clapnq \\\n    \
+        --answerable clapnq-dev/answerable.jsonl --unanswerable clapnq-dev/unanswerable.jsonl")]
+    Answers(super::eval_answers::AnswersArgs),
 }
 
 #[derive(Debug, clap::Args)]
@@ -99,7 +103,10 @@ struct Report {
 const CHUNK_DEPTH: usize = 400;
 
 pub(crate) fn run(command: EvalCommand, settings: &Settings) -> anyhow::Result<ExitCode> {
-    let EvalCommand::Retrieval(args) = command;
+    let args = match command {
+        EvalCommand::Retrieval(args) => args,
+        EvalCommand::Answers(args) => return super::eval_answers::run(&args, settings),
+    };
     let corpus_bytes = std::fs::read(&args.corpus)
         .with_context(|| format!("while reading the corpus {}", args.corpus.display()))?;
     let name = args

@@ -227,6 +227,9 @@ pub(crate) fn run_docs(command: DocsCommand, settings: &Settings) -> anyhow::Res
                 );
             }
             let deleted = kb.store.delete(&doomed)?;
+            // Settle merges and rebuild the vector graphs of merged segments now, not during a
+            // later search.
+            kb.store.finish_writes()?;
             if deleted == 0 {
                 eprintln!(
                     "error: no document matched; see `basalt docs list --kb {}`",

@@ -1,10 +1,13 @@
 //! One module per subcommand; each exposes its clap arguments and a `run` function.
 
+mod ask;
 mod bench;
+mod bench_answer;
 mod bench_kb;
 mod bench_vectors;
 mod embed;
 mod eval;
+mod eval_answers;
 mod generate;
 mod ingest;
 mod kb;
@@ -40,6 +43,10 @@ pub(crate) enum Command {
     /// Measure retrieval quality on a BEIR-format dataset
     #[command(subcommand)]
     Eval(eval::EvalCommand),
+    /// Answer a question from a knowledge base, with cited sources
+    Ask(ask::AskArgs),
+    /// Ask questions in a conversation (follow-ups may refer to earlier turns)
+    Chat(ask::ChatArgs),
 }
 
 pub(crate) fn run(command: Command, settings: &Settings) -> anyhow::Result<ExitCode> {
@@ -53,6 +60,8 @@ pub(crate) fn run(command: Command, settings: &Settings) -> anyhow::Result<ExitC
         Command::Docs(command) => kb::run_docs(command, settings),
         Command::Search(args) => search::run(&args, settings),
         Command::Eval(command) => eval::run(command, settings),
+        Command::Ask(args) => ask::ask(&args, settings),
+        Command::Chat(args) => ask::chat(&args, settings),
     }
 }
 
@@ -69,6 +78,51 @@ pub(crate) fn load_kb_embedder(
     };
     basalt_model::LocalEmbedder::load(&path, &options)
         .with_context(|| format!("while loading the embedding model {}", path.display()))
+}
+
+/// Parses `--filter`, naming the flag in the error.
+pub(crate) fn parse_filter(filter: Option<&str>) -> anyhow::Result<Option<basalt_index::Filter>> {
+    filter
+        .map(basalt_index::Filter::parse)
+        .transpose()
+        .map_err(|error| anyhow::anyhow!("--filter: {error}"))
+}
+
+/// The engines an answer needs: the KB's embedding model and a chat model (`model`, else the
+/// installed default), taking turns at one inference gate.
+pub(crate) fn load_answer_engines(
+    kb: &basalt_kb::KnowledgeBase,
+    settings: &Settings,
+    model: Option<&std::path::Path>,
+    context_size: Option<usize>,
+) -> anyhow::Result<(basalt_model::LocalEmbedder, basalt_model::LocalGenerator)> {
+    use anyhow::Context;
+    let gate = basalt_model::InferenceGate::new();
+    let path = kb.settings.model_path(&settings.models_dir);
+    let embedder = basalt_model::LocalEmbedder::load(
+        &path,
+        &basalt_model::LocalEmbedderOptions {
+            threads: settings.threads,
+            gate: gate.clone(),
+            ..basalt_model::LocalEmbedderOptions::default()
+        },
+    )
+    .with_context(|| format!("while loading the embedding model {}", path.display()))?;
+    let path = model.map_or_else(
+        || settings.models_dir.default_generation_model(),
+        std::path::Path::to_path_buf,
+    );
+    let generator = basalt_model::LocalGenerator::load(
+        &path,
+        &basalt_model::LocalGeneratorOptions {
+            threads: settings.threads,
+            context_size,
+            gate,
+            ..basalt_model::LocalGeneratorOptions::default()
+        },
+    )
+    .with_context(|| format!("while loading the chat model {}", path.display()))?;
+    Ok((embedder, generator))
 }
 
 /// Prints a line to stdout, where answers and JSON go. A closed pipe (`basalt … | head`) ends the

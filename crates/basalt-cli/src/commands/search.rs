@@ -2,7 +2,7 @@
 
 use std::process::ExitCode;
 
-use basalt_index::{Filter, Fusion, SearchMode};
+use basalt_index::{Fusion, SearchMode};
 use basalt_kb::SearchOptions;
 use serde::Serialize;
 
@@ -51,12 +51,7 @@ struct Output<'a> {
 }
 
 pub(crate) fn run(args: &SearchArgs, settings: &Settings) -> anyhow::Result<ExitCode> {
-    let filter = args
-        .filter
-        .as_deref()
-        .map(Filter::parse)
-        .transpose()
-        .map_err(|error| anyhow::anyhow!("--filter: {error}"))?;
+    let filter = super::parse_filter(args.filter.as_deref())?;
     let kb = settings.data_dir.open(&args.kb)?;
     let mode = args.mode.unwrap_or(kb.settings.mode);
     let embedder = if mode.uses_vector() {

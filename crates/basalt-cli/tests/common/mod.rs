@@ -6,6 +6,8 @@
 
 use std::path::PathBuf;
 use std::process::{Command, Output};
+
+use serde_json::Value;
 use std::sync::Mutex;
 
 static CPU: Mutex<()> = Mutex::new(());
@@ -55,4 +57,61 @@ pub fn shared_data() -> PathBuf {
     std::env::var_os("BASALT_SHARED_DATA")
         .map(PathBuf::from)
         .unwrap_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../../shared/data"))
+}
+
+/// A data directory of its own for each test, passed with `--data-dir`.
+pub struct Workspace {
+    pub dir: tempfile::TempDir,
+}
+
+impl Workspace {
+    pub fn new() -> Self {
+        Workspace {
+            dir: tempfile::tempdir().expect("temp dir"),
+        }
+    }
+
+    pub fn data(&self) -> String {
+        self.dir.path().join("data").display().to_string()
+    }
+
+    pub fn docs(&self) -> PathBuf {
+        self.dir.path().join("docs")
+    }
+
+    pub fn run(&self, args: &[&str]) -> Output {
+        let data = self.data();
+        let mut all = vec!["--data-dir", &data];
+        all.extend_from_slice(args);
+        basalt(&all)
+    }
+
+    pub fn ok(&self, args: &[&str]) -> String {
+        let output = self.run(args);
+        assert!(
+            output.status.success(),
+            "{args:?} failed: {}",
+            stderr(&output)
+        );
+        stdout(&output)
+    }
+
+    pub fn json(&self, args: &[&str]) -> Value {
+        let output = self.run(args);
+        serde_json::from_slice(&output.stdout).unwrap_or_else(|error| {
+            panic!(
+                "{args:?}: {error}: {} / {}",
+                stdout(&output),
+                stderr(&output)
+            )
+        })
+    }
+
+    pub fn search(&self, kb: &str, extra: &[&str], query: &str) -> Vec<Value> {
+        let mut args = vec!["search", "--kb", kb, "--json"];
+        args.extend_from_slice(extra);
+        args.push(query);
+        let results = self.json(&args);
+        results["hits"].as_array().cloned().unwrap_or_default()
+    }
 }

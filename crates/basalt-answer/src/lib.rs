@@ -1,0 +1,25 @@
+//! Grounded answers over a knowledge base: retrieval (hybrid, filters) → distinct passages that
+//! fit the model's context window → a versioned prompt template → streamed generation →
+//! citation markers resolved to passages (a marker naming no passage is removed and counted) →
+//! span-level citations. When retrieval finds nothing similar enough, or the model says the
+//! passages do not hold the answer, the answer is the fixed [`NOT_FOUND_ANSWER`], flagged as
+//! abstained. Sessions keep conversations in memory and rewrite follow-ups before retrieval.
+//!
+//! No HTTP here: the CLI and the server are thin layers over [`answer`].
+
+mod citations;
+mod error;
+mod pipeline;
+mod prompt;
+mod session;
+mod text;
+
+pub use citations::{Citation, CitationKind, Reference, Span};
+pub use error::{AnswerError, Result};
+pub use pipeline::{
+    AbstainReason, Answer, AnswerEvent, AnswerOptions, AnswerTimings, DEFAULT_CONTEXT_TOKENS,
+    DEFAULT_MIN_RELEVANCE, DEFAULT_PASSAGES, Engines, MIN_GROUNDING, NOT_FOUND_ANSWER, Usage,
+    answer,
+};
+pub use prompt::{DEFAULT_TEMPLATE_VERSION, HistoryTurn, default_template, location};
+pub use session::{HISTORY_TURNS, Session, SessionPolicy, SessionStore, Turn, standalone_query};

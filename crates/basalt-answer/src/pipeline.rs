@@ -1,0 +1,644 @@
+//! Question → retrieval → context selection → prompt → generation → citations, streaming.
+
+use std::collections::{HashMap, HashSet};
+use std::time::Instant;
+
+use basalt_index::{Filter, Fusion, Hit, SearchMode, SearchRequest};
+use basalt_kb::KnowledgeBase;
+use basalt_model::{
+    Embedder, GenerationEvent, GenerationRequest, Generator, Prompt, SamplingOptions,
+};
+use serde::Serialize;
+
+use crate::citations::{Citation, Marker, MarkerFilter, Reference, cite};
+use crate::error::{AnswerError, Result};
+use crate::prompt::{HistoryTurn, default_template, messages};
+use crate::text::content_words;
+
+/// The answer given when the documents do not hold one; always exactly this text.
+pub const NOT_FOUND_ANSWER: &str = "I could not find the answer to this question in the documents.";
+
+/// Passages given to the model by default.
+pub const DEFAULT_PASSAGES: usize = 5;
+
+/// Default least cosine similarity between the question and the best sentence of the
+/// retrieved passages. Calibrated with MiniLM on ClapNQ (see docs/answers.md); a KB can set its
+/// own (`answer.min_relevance`).
+pub const DEFAULT_MIN_RELEVANCE: f32 = 0.56;
+
+/// Default budget for passage text in the prompt, in embedding-model tokens: the sentences most
+/// similar to the question, so that a small model reads what matters and the prompt stays
+/// short (prompt evaluation dominates the time to first token on a CPU).
+pub const DEFAULT_CONTEXT_TOKENS: usize = 128;
+
+/// Below this share of its content words found in the passages, a generated answer is replaced
+/// by the passage sentence that best matches the question.
+pub const MIN_GROUNDING: f64 = 0.5;
+
+/// Characters of the model's reply held back before any is shown, so that a reply that is the
+/// "not found" phrase is never streamed as if it were an answer.
+const HOLD_BACK_CHARS: usize = 24;
+
+/// Per-question choices; `None` takes the knowledge base's setting or Basalt's default.
+#[derive(Debug, Clone, Default)]
+pub struct AnswerOptions {
+    pub passages: Option<usize>,
+    pub mode: Option<SearchMode>,
+    pub fusion: Option<Fusion>,
+    pub filter: Option<Filter>,
+    pub min_relevance: Option<f32>,
+    /// Passage text budget in embedding-model tokens (default [`DEFAULT_CONTEXT_TOKENS`]).
+    pub context_tokens: Option<usize>,
+    /// Most tokens to generate (default 256).
+    pub max_tokens: Option<usize>,
+    pub temperature: f32,
+    pub seed: Option<u32>,
+}
+
+/// Why an answer is "not found in the documents".
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum AbstainReason {
+    /// Retrieval found no passage, or none similar enough to the question.
+    NoRelevantPassages,
+    /// The model said the passages do not hold the answer.
+    ModelFoundNoAnswer,
+}
+
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
+pub struct Usage {
+    pub prompt_tokens: usize,
+    pub completion_tokens: usize,
+}
+
+#[derive(Debug, Clone, Copy, Default, PartialEq, Serialize)]
+pub struct AnswerTimings {
+    /// Query embedding and both searches.
+    pub retrieval_ms: f64,
+    /// From the start until the first token of the answer was generated.
+    pub first_token_ms: f64,
+    pub generation_ms: f64,
+    pub total_ms: f64,
+}
+
+/// A finished answer.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Answer {
+    pub answer: String,
+    pub abstained: bool,
+    /// The generated text was not supported by the passages and was replaced by the passage
+    /// sentence that best matches the question.
+    pub extractive: bool,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub abstain_reason: Option<AbstainReason>,
+    pub citations: Vec<Citation>,
+    /// The passages the model was given, numbered as in the prompt.
+    pub sources: Vec<Reference>,
+    /// Markers the model wrote that named no source; removed from the answer.
+    pub removed_markers: usize,
+    /// Cosine similarity of the question with the best sentence of the retrieved passages.
+    pub relevance: Option<f32>,
+    /// Share of the answer's content words found in the passages (1.0 when abstained).
+    pub grounding: f64,
+    /// The query retrieval ran (a follow-up is rewritten to stand alone).
+    pub query: String,
+    pub template_version: String,
+    pub usage: Usage,
+    pub timings: AnswerTimings,
+}
+
+/// What an answer stream reports, in order: the sources once, text deltas, then the result.
+#[derive(Debug)]
+pub enum AnswerEvent<'a> {
+    Sources(&'a [Reference]),
+    Delta(&'a str),
+    /// Everything streamed so far is withdrawn; this is the answer instead (an unsupported
+    /// generation replaced by a passage sentence, or "not found" after some text was shown).
+    Replace(&'a str),
+}
+
+/// The engines an answer needs.
+#[derive(Debug, Clone, Copy)]
+pub struct Engines<'a> {
+    pub embedder: &'a dyn Embedder,
+    pub generator: &'a dyn Generator,
+}
+
+/// Answers `question` from `kb`, streaming through `observe`.
+pub fn answer(
+    kb: &KnowledgeBase,
+    engines: Engines<'_>,
+    question: &str,
+    history: &[HistoryTurn],
+    options: &AnswerOptions,
+    observe: &mut dyn FnMut(AnswerEvent<'_>),
+) -> Result<Answer> {
+    let started = Instant::now();
+    if question.trim().is_empty() {
+        return Err(AnswerError::EmptyQuestion);
+    }
+    let settings = &kb.settings.answer;
+    let template = settings.template.clone().unwrap_or_else(default_template);
+    let passages_wanted = options
+        .passages
+        .or(settings.passages)
+        .unwrap_or(DEFAULT_PASSAGES)
+        .max(1);
+    let min_relevance = options
+        .min_relevance
+        .or(settings.min_relevance)
+        .unwrap_or(DEFAULT_MIN_RELEVANCE);
+    let budget = options
+        .context_tokens
+        .unwrap_or(DEFAULT_CONTEXT_TOKENS)
+        .max(16);
+    let query = crate::session::standalone_query(question, history);
+
+    // Retrieval: the KB's search for passages, then their sentences ranked against the query.
+    let vector = engines.embedder.embed_query(&query)?;
+    if vector.len() != kb.settings.embedding.dimension {
+        return Err(AnswerError::Kb(basalt_kb::KbError::ModelMismatch {
+            expected: kb.settings.embedding.dimension,
+            found: vector.len(),
+        }));
+    }
+    let request = SearchRequest {
+        text: &query,
+        query_vector: Some(&vector),
+        mode: options.mode.unwrap_or(kb.settings.mode),
+        k: passages_wanted * 3,
+        filter: options.filter.as_ref(),
+        fusion: options.fusion.unwrap_or(kb.settings.fusion),
+        bm25: kb.settings.bm25,
+        exact: false,
+    };
+    let hits = kb
+        .store
+        .search(&request)
+        .map_err(basalt_kb::KbError::from)?;
+    let chunks = select_passages(&hits, passages_wanted);
+    let ranked = rank_sentences(engines.embedder, &vector, &chunks)?;
+    let relevance = ranked.first().map(|sentence| sentence.score);
+    let retrieval_ms = elapsed_ms(started);
+
+    let mut result = Answer {
+        answer: String::new(),
+        abstained: false,
+        extractive: false,
+        abstain_reason: None,
+        citations: Vec::new(),
+        sources: Vec::new(),
+        removed_markers: 0,
+        relevance,
+        grounding: 1.0,
+        query: query.clone(),
+        template_version: template.version.clone(),
+        usage: Usage::default(),
+        timings: AnswerTimings {
+            retrieval_ms,
+            ..AnswerTimings::default()
+        },
+    };
+    if relevance.is_none_or(|score| score < min_relevance) {
+        let reason = AbstainReason::NoRelevantPassages;
+        return Ok(abstain(result, reason, started, false, observe));
+    }
+
+    // Context: the best sentences within the budget, grouped by passage, best passage first,
+    // as many passages as fit the model's window.
+    let max_tokens = options.max_tokens.unwrap_or(256).max(1);
+    let floor = relevance.map_or(f32::MIN, |best| best - SENTENCE_SPREAD);
+    let mut sources = compose_passages(engines.embedder, &chunks, &ranked, budget, floor)?;
+    let best_sentence = ranked
+        .first()
+        .map(|sentence| sentence.text.clone())
+        .unwrap_or_default();
+    let window = engines.generator.info().context_window;
+    let (prompt, prompt_tokens) = loop {
+        let prompt = Prompt::Chat(messages(&template, &sources, question, history));
+        let tokens = engines.generator.tokenize_prompt(&prompt)?.len();
+        if tokens + max_tokens <= window {
+            break (prompt, tokens);
+        }
+        if sources.len() > 1 {
+            sources.pop();
+            continue;
+        }
+        // One passage too long for the window: keep its beginning.
+        let Some(only) = sources.first_mut() else {
+            return Err(AnswerError::ContextTooSmall { window, max_tokens });
+        };
+        let keep = only.text.chars().count() * window.saturating_sub(max_tokens) / (tokens + 1);
+        if keep < 16 {
+            return Err(AnswerError::ContextTooSmall { window, max_tokens });
+        }
+        only.text = only.text.chars().take(keep * 9 / 10).collect();
+    };
+    observe(AnswerEvent::Sources(&sources));
+
+    // Generation, with markers filtered as the text streams.
+    let stream = engines.generator.generate(GenerationRequest {
+        prompt,
+        sampling: SamplingOptions {
+            max_tokens,
+            temperature: options.temperature,
+            seed: options.seed,
+            ..SamplingOptions::default()
+        },
+    })?;
+    let generation_started = Instant::now();
+    let mut filter = MarkerFilter::new(sources.len());
+    let mut text = String::new();
+    let mut shown = 0;
+    let mut first_token_ms = None;
+    let mut summary = None;
+    let mut generated = 0;
+    for event in stream {
+        match event? {
+            GenerationEvent::Token { text: piece, .. } => {
+                generated += 1;
+                first_token_ms.get_or_insert_with(|| elapsed_ms(started));
+                text.push_str(&filter.push(&piece));
+                if says_not_found(&text) || is_degenerate(&text) {
+                    // Dropping the stream stops the generation.
+                    break;
+                }
+                if text.chars().count() >= HOLD_BACK_CHARS && shown < text.len() {
+                    observe(AnswerEvent::Delta(&text[shown..]));
+                    shown = text.len();
+                }
+            }
+            GenerationEvent::Done(done) => summary = Some(done),
+        }
+    }
+    text.push_str(&filter.finish());
+    result.timings.first_token_ms = first_token_ms.unwrap_or_else(|| elapsed_ms(started));
+    result.timings.generation_ms = elapsed_ms(generation_started);
+    if let Some(summary) = summary {
+        result.usage = Usage {
+            prompt_tokens: summary.prompt_tokens,
+            completion_tokens: summary.completion_tokens,
+        };
+    } else {
+        // Stopped early: count what was fed and produced.
+        result.usage = Usage {
+            prompt_tokens,
+            completion_tokens: generated,
+        };
+    }
+    result.removed_markers = filter.removed;
+    result.sources = sources;
+    if says_not_found(&text) || text.trim().is_empty() {
+        let reason = AbstainReason::ModelFoundNoAnswer;
+        return Ok(abstain(result, reason, started, shown > 0, observe));
+    }
+    let mut markers = filter.markers;
+    result.grounding = grounding(&text, &result.sources);
+    if result.grounding < MIN_GROUNDING || is_degenerate(&text) {
+        // The model wandered off the passages: answer with the sentence that matches the
+        // question best, cited.
+        let number = result
+            .sources
+            .iter()
+            .find(|source| source.text.contains(best_sentence.as_str()))
+            .map_or(1, |source| source.number);
+        let body = best_sentence.trim().to_owned();
+        let start = body.chars().count() + 1;
+        text = format!("{body} [{number}]");
+        markers = vec![Marker {
+            start,
+            end: text.chars().count(),
+            sources: vec![number],
+        }];
+        result.extractive = true;
+        result.grounding = grounding(&text, &result.sources);
+        observe(AnswerEvent::Replace(&text));
+    } else if shown < text.len() {
+        observe(AnswerEvent::Delta(&text[shown..]));
+    }
+    result.citations = cite(&text, &markers, &result.sources);
+    result.answer = text;
+    result.timings.total_ms = elapsed_ms(started);
+    Ok(result)
+}
+
+fn abstain(
+    mut result: Answer,
+    reason: AbstainReason,
+    started: Instant,
+    retract: bool,
+    observe: &mut dyn FnMut(AnswerEvent<'_>),
+) -> Answer {
+    result.answer = NOT_FOUND_ANSWER.into();
+    result.abstained = true;
+    result.abstain_reason = Some(reason);
+    result.citations.clear();
+    if retract {
+        observe(AnswerEvent::Replace(NOT_FOUND_ANSWER));
+    } else {
+        observe(AnswerEvent::Delta(NOT_FOUND_ANSWER));
+    }
+    result.timings.total_ms = elapsed_ms(started);
+    result
+}
+
+/// A sentence of a retrieved chunk and its similarity to the question.
+#[derive(Debug, Clone)]
+struct Sentence {
+    chunk: usize,
+    position: usize,
+    text: String,
+    score: f32,
+}
+
+/// Longest sentence considered, in characters (a table row run together can be enormous).
+const MAX_SENTENCE_CHARS: usize = 600;
+
+/// Sentences scoring more than this below the best one are left out of the prompt: a small
+/// model mixes unrelated passages into its answer.
+const SENTENCE_SPREAD: f32 = 0.25;
+
+/// Most sentences embedded per answer, taken from the best chunks first: embedding them is most
+/// of the retrieval time.
+const MAX_RANKED_SENTENCES: usize = 12;
+
+/// Every sentence of `chunks`, scored by cosine with the question (one batched embedding at
+/// interactive priority), best first.
+fn rank_sentences(
+    embedder: &dyn Embedder,
+    query: &[f32],
+    chunks: &[Reference],
+) -> Result<Vec<Sentence>> {
+    let mut sentences = Vec::new();
+    for (chunk, reference) in chunks.iter().enumerate() {
+        for (position, span) in crate::text::sentences(&reference.text)
+            .into_iter()
+            .enumerate()
+        {
+            let text: String = reference
+                .text
+                .chars()
+                .skip(span.start)
+                .take((span.end - span.start).min(MAX_SENTENCE_CHARS))
+                .collect();
+            if content_words(&text).is_empty() || sentences.len() == MAX_RANKED_SENTENCES {
+                continue;
+            }
+            sentences.push(Sentence {
+                chunk,
+                position,
+                text,
+                score: 0.0,
+            });
+        }
+    }
+    let texts: Vec<String> = sentences.iter().map(|s| s.text.clone()).collect();
+    let vectors = embedder.embed_queries(&texts)?;
+    for (sentence, vector) in sentences.iter_mut().zip(vectors) {
+        sentence.score = vector.iter().zip(query).map(|(a, b)| a * b).sum();
+    }
+    sentences.sort_by(|left, right| right.score.total_cmp(&left.score));
+    Ok(sentences)
+}
+
+/// The passages the model reads: the best sentences scoring at least `floor`, within `budget`
+/// tokens (the best one always), each chunk's kept sentences in their original order (`…` where some were left
+/// out), chunks ordered by their best sentence and numbered from 1.
+fn compose_passages(
+    embedder: &dyn Embedder,
+    chunks: &[Reference],
+    ranked: &[Sentence],
+    budget: usize,
+    floor: f32,
+) -> Result<Vec<Reference>> {
+    let mut kept: Vec<&Sentence> = Vec::new();
+    let mut used = 0;
+    for sentence in ranked {
+        if !kept.is_empty() && sentence.score < floor {
+            break;
+        }
+        let tokens = embedder.count_tokens(&sentence.text)?.saturating_sub(2);
+        if !kept.is_empty() && used + tokens > budget {
+            continue;
+        }
+        used += tokens;
+        kept.push(sentence);
+    }
+    let mut order: Vec<usize> = Vec::new();
+    for sentence in &kept {
+        if !order.contains(&sentence.chunk) {
+            order.push(sentence.chunk);
+        }
+    }
+    Ok(order
+        .into_iter()
+        .enumerate()
+        .map(|(index, chunk)| {
+            let mut parts: Vec<&Sentence> =
+                kept.iter().copied().filter(|s| s.chunk == chunk).collect();
+            parts.sort_by_key(|sentence| sentence.position);
+            let mut text = String::new();
+            let mut last: Option<usize> = None;
+            for part in parts {
+                match last {
+                    Some(previous) if part.position == previous + 1 => text.push(' '),
+                    Some(_) => text.push_str(" … "),
+                    None if part.position > 0 => text.push_str("… "),
+                    None => {}
+                }
+                text.push_str(&part.text);
+                last = Some(part.position);
+            }
+            Reference {
+                number: index + 1,
+                text,
+                ..chunks[chunk].clone()
+            }
+        })
+        .collect())
+}
+
+/// Text that loops: the same sentence three times or more.
+fn is_degenerate(text: &str) -> bool {
+    let mut counts: HashMap<String, usize> = HashMap::new();
+    for span in crate::text::sentences(text) {
+        let sentence: String = text
+            .chars()
+            .skip(span.start)
+            .take(span.end - span.start)
+            .collect::<String>()
+            .to_lowercase();
+        let count = counts.entry(sentence).or_default();
+        *count += 1;
+        if *count >= 3 {
+            return true;
+        }
+    }
+    false
+}
+
+fn elapsed_ms(since: Instant) -> f64 {
+    since.elapsed().as_secs_f64() * 1e3
+}
+
+/// Whether the model's reply (so far) is the "not found" phrase or a plain refusal.
+fn says_not_found(text: &str) -> bool {
+    let normalized: String = text
+        .trim()
+        .trim_start_matches(|c: char| !c.is_alphanumeric())
+        .to_lowercase();
+    if text.contains("NOT FOUND") || normalized.starts_with("not found") {
+        return true;
+    }
+    [
+        "the sources do not contain",
+        "the sources don't contain",
+        "the sources do not provide",
+        "the sources do not mention",
+        "the provided sources do not",
+        "there is no information",
+        "i could not find",
+        "i cannot find",
+        "i don't know",
+    ]
+    .iter()
+    .any(|phrase| normalized.starts_with(phrase))
+}
+
+/// Distinct passages in rank order, numbered from 1: a chunk that mostly overlaps one already
+/// chosen (chunk overlap, the same text in two documents) is skipped.
+fn select_passages(hits: &[Hit], wanted: usize) -> Vec<Reference> {
+    let mut chosen: Vec<&Hit> = Vec::new();
+    let mut texts: HashSet<String> = HashSet::new();
+    for hit in hits {
+        if chosen.len() == wanted {
+            break;
+        }
+        let normalized: String = hit
+            .text
+            .split_whitespace()
+            .collect::<Vec<_>>()
+            .join(" ")
+            .to_lowercase();
+        if !texts.insert(normalized) {
+            continue;
+        }
+        let overlaps = chosen.iter().any(|kept| {
+            kept.doc_id == hit.doc_id && {
+                let shared = kept.char_end.min(hit.char_end) as i64
+                    - kept.char_start.max(hit.char_start) as i64;
+                let shorter = (hit.char_end - hit.char_start)
+                    .min(kept.char_end - kept.char_start)
+                    .max(1) as i64;
+                shared * 2 > shorter
+            }
+        });
+        if !overlaps {
+            chosen.push(hit);
+        }
+    }
+    chosen
+        .into_iter()
+        .enumerate()
+        .map(|(index, hit)| Reference {
+            number: index + 1,
+            chunk_id: hit.chunk_id.clone(),
+            doc_id: hit.doc_id.clone(),
+            title: hit.title.clone(),
+            source: hit.source.clone(),
+            page: hit.page,
+            heading_path: hit.heading_path.clone(),
+            text: hit.text.clone(),
+            score: hit.score,
+        })
+        .collect()
+}
+
+/// Share of the answer's content words (markers aside) that occur in the passages.
+fn grounding(answer: &str, sources: &[Reference]) -> f64 {
+    let words = content_words(answer);
+    let words: Vec<&String> = words
+        .iter()
+        .filter(|word| !word.chars().all(|c| c.is_ascii_digit()) || word.len() > 2)
+        .collect();
+    if words.is_empty() {
+        return 1.0;
+    }
+    let known: HashSet<String> = sources
+        .iter()
+        .flat_map(|source| content_words(&source.text))
+        .collect();
+    words.iter().filter(|word| known.contains(**word)).count() as f64 / words.len() as f64
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn hit(doc: &str, ordinal: u32, start: u64, end: u64, text: &str) -> Hit {
+        Hit {
+            chunk_id: format!("{doc}#{ordinal}"),
+            doc_id: doc.into(),
+            score: 1.0,
+            text: text.into(),
+            source: format!("{doc}.txt"),
+            title: None,
+            heading_path: Vec::new(),
+            page: None,
+            char_start: start,
+            char_end: end,
+            content_hash: String::new(),
+            ingested_at: String::new(),
+            tags: Vec::new(),
+            metadata: Default::default(),
+        }
+    }
+
+    #[test]
+    fn overlapping_and_duplicate_passages_are_skipped() {
+        let hits = [
+            hit("a", 0, 0, 100, "alpha text"),
+            hit("a", 1, 80, 180, "alpha more"),
+            hit("a", 2, 40, 140, "alpha overlap"),
+            hit("b", 0, 0, 100, "Alpha  TEXT"),
+            hit("c", 0, 0, 100, "gamma"),
+        ];
+        let chosen = select_passages(&hits, 5);
+        let ids: Vec<&str> = chosen.iter().map(|r| r.chunk_id.as_str()).collect();
+        assert_eq!(ids, ["a#0", "a#1", "c#0"]);
+        assert_eq!(chosen[2].number, 3);
+        assert_eq!(select_passages(&hits, 1).len(), 1);
+    }
+
+    #[test]
+    fn not_found_phrases_are_recognised() {
+        for text in [
+            "NOT FOUND",
+            "  Not found.",
+            "The sources do not contain it",
+            "x NOT FOUND",
+        ] {
+            assert!(says_not_found(text), "{text}");
+        }
+        for text in ["Granite is igneous [1].", "Not all rocks are found here"] {
+            assert!(!says_not_found(text), "{text}");
+        }
+    }
+
+    #[test]
+    fn grounding_counts_passage_words() {
+        let sources = [Reference {
+            number: 1,
+            chunk_id: "a#0".into(),
+            doc_id: "a".into(),
+            title: None,
+            source: "a".into(),
+            page: None,
+            heading_path: Vec::new(),
+            text: "Granite is an igneous rock.".into(),
+            score: 1.0,
+        }];
+        assert_eq!(grounding("Granite is igneous [1].", &sources), 1.0);
+        assert_eq!(grounding("Granite tastes sweet.", &sources), 1.0 / 3.0);
+    }
+}

@@ -1,0 +1,256 @@
+//! `basalt ask` and `basalt chat`: grounded answers with numbered sources, streamed.
+
+use std::io::{BufRead, Write};
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use basalt_answer::{Answer, AnswerEvent, AnswerOptions, Engines, SessionPolicy, SessionStore};
+use basalt_index::SearchMode;
+use basalt_kb::KnowledgeBase;
+use basalt_model::{LocalEmbedder, LocalGenerator};
+
+use super::print_line;
+use crate::settings::Settings;
+
+/// Options shared by `ask` and `chat`.
+#[derive(Debug, clap::Args)]
+pub(crate) struct AnswerArgs {
+    /// Knowledge base to answer from
+    #[arg(long)]
+    kb: String,
+    /// Passages given to the model [default: the KB's, else 5]
+    #[arg(long, value_name = "N")]
+    passages: Option<usize>,
+    /// Retrieval mode: hybrid, bm25 or vector [default: the KB's]
+    #[arg(long)]
+    mode: Option<SearchMode>,
+    /// Only passages whose document matches this filter (see `basalt search --help`)
+    #[arg(long, value_name = "EXPR")]
+    filter: Option<String>,
+    /// Least cosine similarity of the best passage; below it the answer is "not found"
+    /// [default: the KB's, else 0.56]
+    #[arg(long, value_name = "COSINE")]
+    min_relevance: Option<f32>,
+    /// Budget for passage text in the prompt, in embedding-model tokens: the sentences most
+    /// similar to the question [default: 128]
+    #[arg(long, value_name = "N")]
+    context_tokens: Option<usize>,
+    /// Most tokens in the answer
+    #[arg(long, default_value_t = 256, value_name = "N")]
+    max_tokens: usize,
+    /// Sampling temperature; 0 is greedy and deterministic
+    #[arg(long, default_value_t = 0.0, value_name = "T")]
+    temperature: f32,
+    /// Chat GGUF to load [default: the installed SmolLM2-135M-Instruct]
+    #[arg(long, value_name = "PATH")]
+    model: Option<PathBuf>,
+    /// Context window in tokens [default: the model's, at most 8192]
+    #[arg(long, value_name = "N")]
+    context_size: Option<usize>,
+}
+
+#[derive(Debug, clap::Args)]
+#[command(
+    after_help = "Examples:\n  basalt ask --kb handbook \"How many vacation days do I get?\"\n  \
+    basalt ask --kb papers --filter 'year >= 2020' --json \"What lowers blood pressure?\""
+)]
+pub(crate) struct AskArgs {
+    /// The question
+    question: String,
+    #[command(flatten)]
+    answer: AnswerArgs,
+    /// Print one JSON object: {"answer", "abstained", "citations", "sources", "usage", "timings", …}
+    #[arg(long)]
+    json: bool,
+}
+
+#[derive(Debug, clap::Args)]
+#[command(
+    after_help = "Example:\n  basalt chat --kb handbook\n\nType a question per line; \
+    follow-ups may refer to earlier turns. An empty line, /exit or Ctrl-D ends the session."
+)]
+pub(crate) struct ChatArgs {
+    #[command(flatten)]
+    answer: AnswerArgs,
+}
+
+/// A knowledge base and the engines that answer from it, sharing one inference gate.
+struct Loaded {
+    kb: KnowledgeBase,
+    embedder: LocalEmbedder,
+    generator: LocalGenerator,
+    options: AnswerOptions,
+}
+
+impl Loaded {
+    fn new(args: &AnswerArgs, settings: &Settings) -> anyhow::Result<Self> {
+        let filter = super::parse_filter(args.filter.as_deref())?;
+        let kb = settings.data_dir.open(&args.kb)?;
+        let (embedder, generator) =
+            super::load_answer_engines(&kb, settings, args.model.as_deref(), args.context_size)?;
+        Ok(Loaded {
+            kb,
+            embedder,
+            generator,
+            options: AnswerOptions {
+                passages: args.passages,
+                mode: args.mode,
+                fusion: None,
+                filter,
+                min_relevance: args.min_relevance,
+                context_tokens: args.context_tokens,
+                max_tokens: Some(args.max_tokens),
+                temperature: args.temperature,
+                seed: None,
+            },
+        })
+    }
+
+    fn engines(&self) -> Engines<'_> {
+        Engines {
+            embedder: &self.embedder,
+            generator: &self.generator,
+        }
+    }
+
+    /// Answers, streaming the text to stdout unless `quiet`.
+    fn answer(
+        &self,
+        question: &str,
+        history: &[basalt_answer::HistoryTurn],
+        quiet: bool,
+    ) -> anyhow::Result<Answer> {
+        let stdout = std::io::stdout();
+        let mut failed = None;
+        let mut printed = false;
+        let mut observe = |event: AnswerEvent<'_>| {
+            if quiet || failed.is_some() {
+                return;
+            }
+            let text = match event {
+                AnswerEvent::Delta(text) => text.to_owned(),
+                AnswerEvent::Replace(text) if printed => format!(
+                    "\n\n(The text above is withdrawn: it was not supported by the sources.)\n{text}"
+                ),
+                AnswerEvent::Replace(text) => text.to_owned(),
+                AnswerEvent::Sources(_) => return,
+            };
+            printed = true;
+            let mut lock = stdout.lock();
+            if let Err(error) = lock.write_all(text.as_bytes()).and_then(|()| lock.flush()) {
+                failed = Some(error);
+            }
+        };
+        let answer = basalt_answer::answer(
+            &self.kb,
+            self.engines(),
+            question,
+            history,
+            &self.options,
+            &mut observe,
+        )?;
+        match failed {
+            Some(error) if error.kind() == std::io::ErrorKind::BrokenPipe => std::process::exit(0),
+            Some(error) => Err(error.into()),
+            None => Ok(answer),
+        }
+    }
+}
+
+pub(crate) fn ask(args: &AskArgs, settings: &Settings) -> anyhow::Result<ExitCode> {
+    let loaded = Loaded::new(&args.answer, settings)?;
+    let answer = loaded.answer(&args.question, &[], args.json)?;
+    if args.json {
+        print_line(&serde_json::to_string_pretty(&answer)?)?;
+    } else {
+        print_line("")?;
+        print_sources(&answer)?;
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+pub(crate) fn chat(args: &ChatArgs, settings: &Settings) -> anyhow::Result<ExitCode> {
+    let loaded = Loaded::new(&args.answer, settings)?;
+    let sessions = SessionStore::new(SessionPolicy::default());
+    let session = sessions.create(&args.answer.kb);
+    eprintln!(
+        "Chatting with knowledge base {}. An empty line, /exit or Ctrl-D ends the session.",
+        args.answer.kb
+    );
+    let stdin = std::io::stdin();
+    loop {
+        eprint!("> ");
+        let mut line = String::new();
+        if stdin.lock().read_line(&mut line)? == 0 {
+            break;
+        }
+        let question = line.trim();
+        if question.is_empty() || question == "/exit" {
+            break;
+        }
+        let history = sessions
+            .get(&session.id)
+            .map(|session| session.history())
+            .unwrap_or_default();
+        let answer = match loaded.answer(question, &history, false) {
+            Ok(answer) => answer,
+            Err(error) => {
+                eprintln!("error: {error:#}");
+                continue;
+            }
+        };
+        print_line("")?;
+        print_sources(&answer)?;
+        sessions.record(
+            &session.id,
+            basalt_answer::Turn {
+                question: question.to_owned(),
+                answer: answer.answer.clone(),
+                query: answer.query.clone(),
+                abstained: answer.abstained,
+                prompt: None,
+            },
+        );
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+/// The numbered sources the answer cites (all passages given to the model when it cites none).
+fn print_sources(answer: &Answer) -> anyhow::Result<()> {
+    if answer.abstained || answer.sources.is_empty() {
+        return Ok(());
+    }
+    let mut cited: Vec<usize> = answer
+        .citations
+        .iter()
+        .flat_map(|citation| citation.references.iter().map(|reference| reference.number))
+        .collect();
+    cited.sort_unstable();
+    cited.dedup();
+    print_line("\nSources:")?;
+    for source in &answer.sources {
+        if !cited.is_empty() && !cited.contains(&source.number) {
+            continue;
+        }
+        let snippet: String = source.text.split_whitespace().collect::<Vec<_>>().join(" ");
+        let snippet: String = if snippet.chars().count() > 160 {
+            format!("{}…", snippet.chars().take(160).collect::<String>())
+        } else {
+            snippet
+        };
+        print_line(&format!(
+            "[{}] {} — {}\n    {}",
+            source.number,
+            source.title.as_deref().unwrap_or("Untitled"),
+            basalt_answer::location(source),
+            snippet
+        ))?;
+    }
+    if answer.removed_markers > 0 {
+        print_line(&format!(
+            "({} citation marker(s) that named no source were removed)",
+            answer.removed_markers
+        ))?;
+    }
+    Ok(())
+}
