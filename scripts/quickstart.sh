@@ -1,8 +1,7 @@
 #!/usr/bin/env bash
 # The main job on the embedded default: set up (packages, build, models), embed and generate
 # with the local models, then build a knowledge base from Basalt's own documentation and search
-# it, then ask it a question and get a cited answer. Later capabilities (the API and UI) are added
-# here as they land.
+# it, ask it a question and get a cited answer, then serve the OpenAI-compatible API until Ctrl-C.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -33,3 +32,7 @@ echo "== hybrid search (BM25 + vectors)"
 echo
 echo "== a grounded answer with cited sources (ask Basalt how Basalt works)"
 "$basalt" ask --kb quickstart "How does Basalt keep chunks inside the embedding model's limit?"
+
+echo
+echo "== the HTTP API (OpenAI-compatible; try: curl -s localhost:8080/v1/models)"
+exec "$basalt" serve

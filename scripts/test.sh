@@ -7,6 +7,13 @@ cd "$(dirname "$0")/.."
 # The tests and the models' installer share the dev profile, so llama.cpp is built once.
 BASALT_PROFILE=dev scripts/setup.sh
 
+# The server test drives `basalt serve` with the official OpenAI Python SDK.
+if ! python3 -c "import openai" 2>/dev/null; then
+  echo "== installing the openai Python package (for the server test)" >&2
+  python3 -m pip install --quiet --disable-pip-version-check "openai==3.57.0" 2>/dev/null ||
+    python3 -m pip install --quiet --disable-pip-version-check --break-system-packages "openai==3.57.0"
+fi
+
 echo "== cargo fmt --check" >&2
 cargo fmt --all -- --check
 

@@ -12,6 +12,9 @@ pub enum AnswerError {
     )]
     ContextTooSmall { window: usize, max_tokens: usize },
 
+    #[error("the answer was cancelled")]
+    Cancelled,
+
     #[error(transparent)]
     Kb(#[from] basalt_kb::KbError),
 

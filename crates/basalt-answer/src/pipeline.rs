@@ -53,6 +53,8 @@ pub struct AnswerOptions {
     pub max_tokens: Option<usize>,
     pub temperature: f32,
     pub seed: Option<u32>,
+    /// Set by the caller to stop generating (a client that went away).
+    pub cancel: Option<std::sync::Arc<std::sync::atomic::AtomicBool>>,
 }
 
 /// Why an answer is "not found in the documents".
@@ -256,6 +258,13 @@ pub fn answer(
     for event in stream {
         match event? {
             GenerationEvent::Token { text: piece, .. } => {
+                if options
+                    .cancel
+                    .as_ref()
+                    .is_some_and(|cancel| cancel.load(std::sync::atomic::Ordering::Relaxed))
+                {
+                    return Err(AnswerError::Cancelled);
+                }
                 generated += 1;
                 first_token_ms.get_or_insert_with(|| elapsed_ms(started));
                 text.push_str(&filter.push(&piece));

@@ -102,6 +102,7 @@ impl Loaded {
                 max_tokens: Some(args.max_tokens),
                 temperature: args.temperature,
                 seed: None,
+                cancel: None,
             },
         })
     }

@@ -13,6 +13,7 @@ mod ingest;
 mod kb;
 mod models;
 mod search;
+mod serve;
 
 use std::process::ExitCode;
 
@@ -47,6 +48,8 @@ pub(crate) enum Command {
     Ask(ask::AskArgs),
     /// Ask questions in a conversation (follow-ups may refer to earlier turns)
     Chat(ask::ChatArgs),
+    /// Serve the HTTP API (OpenAI-compatible) on the local models
+    Serve(serve::ServeArgs),
 }
 
 pub(crate) fn run(command: Command, settings: &Settings) -> anyhow::Result<ExitCode> {
@@ -62,6 +65,7 @@ pub(crate) fn run(command: Command, settings: &Settings) -> anyhow::Result<ExitC
         Command::Eval(command) => eval::run(command, settings),
         Command::Ask(args) => ask::ask(&args, settings),
         Command::Chat(args) => ask::chat(&args, settings),
+        Command::Serve(args) => serve::run(&args, settings),
     }
 }
 
@@ -96,18 +100,28 @@ pub(crate) fn load_answer_engines(
     model: Option<&std::path::Path>,
     context_size: Option<usize>,
 ) -> anyhow::Result<(basalt_model::LocalEmbedder, basalt_model::LocalGenerator)> {
+    let embedding = kb.settings.model_path(&settings.models_dir);
+    load_engines(settings, &embedding, model, context_size)
+}
+
+/// An embedding model (at `embedding`) and a chat model sharing one inference gate.
+pub(crate) fn load_engines(
+    settings: &Settings,
+    embedding: &std::path::Path,
+    model: Option<&std::path::Path>,
+    context_size: Option<usize>,
+) -> anyhow::Result<(basalt_model::LocalEmbedder, basalt_model::LocalGenerator)> {
     use anyhow::Context;
     let gate = basalt_model::InferenceGate::new();
-    let path = kb.settings.model_path(&settings.models_dir);
     let embedder = basalt_model::LocalEmbedder::load(
-        &path,
+        embedding,
         &basalt_model::LocalEmbedderOptions {
             threads: settings.threads,
             gate: gate.clone(),
             ..basalt_model::LocalEmbedderOptions::default()
         },
     )
-    .with_context(|| format!("while loading the embedding model {}", path.display()))?;
+    .with_context(|| format!("while loading the embedding model {}", embedding.display()))?;
     let path = model.map_or_else(
         || settings.models_dir.default_generation_model(),
         std::path::Path::to_path_buf,

@@ -16,10 +16,15 @@ pub fn basalt(args: &[&str]) -> Output {
     basalt_with(args, |_| {})
 }
 
+/// Waits for this test's turn on the CPU (held until the guard drops): for tests that run a
+/// long-lived `basalt` process such as the server.
+pub fn cpu_turn() -> std::sync::MutexGuard<'static, ()> {
+    CPU.lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner)
+}
+
 pub fn basalt_with(args: &[&str], configure: impl FnOnce(&mut Command)) -> Output {
-    let _turn = CPU
-        .lock()
-        .unwrap_or_else(std::sync::PoisonError::into_inner);
+    let _turn = cpu_turn();
     let mut command = Command::new(env!("CARGO_BIN_EXE_basalt"));
     command.args(args);
     configure(&mut command);

@@ -1,0 +1,60 @@
+//! `basalt serve`: the HTTP API on the local models.
+
+use std::net::SocketAddr;
+use std::process::ExitCode;
+use std::time::Duration;
+
+use anyhow::Context;
+use basalt_server::{AppState, ServerOptions};
+
+use crate::settings::Settings;
+
+#[derive(Debug, clap::Args)]
+#[command(
+    after_help = "Examples:\n  basalt serve\n  basalt serve --addr 127.0.0.1:9000 --max-queue 32\n\n\
+    Then: curl http://127.0.0.1:8080/v1/models"
+)]
+pub(crate) struct ServeArgs {
+    /// Address to listen on (use a reverse proxy for TLS)
+    #[arg(long, default_value = "127.0.0.1:8080", env = "BASALT_ADDR")]
+    addr: SocketAddr,
+    /// Requests that may wait for the model; more get 429 with Retry-After
+    #[arg(long, default_value_t = 16, value_name = "N")]
+    max_queue: usize,
+    /// Longest non-streamed request, in seconds
+    #[arg(long, default_value_t = 300, value_name = "SECONDS")]
+    request_timeout: u64,
+    /// Largest request body, in MB
+    #[arg(long, default_value_t = 4, value_name = "MB")]
+    body_limit: usize,
+}
+
+pub(crate) fn run(args: &ServeArgs, settings: &Settings) -> anyhow::Result<ExitCode> {
+    let embedding = settings.models_dir.default_embedding_model();
+    let (embedder, generator) = super::load_engines(settings, &embedding, None, None)?;
+    let options = ServerOptions {
+        max_queue: args.max_queue,
+        request_timeout: Duration::from_secs(args.request_timeout.max(1)),
+        body_limit: args.body_limit.max(1) << 20,
+        ..ServerOptions::default()
+    };
+    let state = AppState::new(embedder, generator, settings.data_dir.clone(), &options);
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .context("while starting the async runtime")?;
+    runtime.block_on(async {
+        let listener = tokio::net::TcpListener::bind(args.addr)
+            .await
+            .with_context(|| format!("cannot listen on {} (in use? try --addr)", args.addr))?;
+        eprintln!(
+            "basalt listening on http://{} (OpenAI-compatible API under /v1; Ctrl-C stops)",
+            listener.local_addr().unwrap_or(args.addr)
+        );
+        basalt_server::serve(listener, state, &options)
+            .await
+            .context("the server stopped")
+    })?;
+    Ok(ExitCode::SUCCESS)
+}

@@ -1,0 +1,620 @@
+//! The OpenAI-compatible routes: `POST /v1/chat/completions` (plain and SSE streaming),
+//! `POST /v1/embeddings`, `GET /v1/models`. A knowledge base is a model named `kb:NAME`: its
+//! answers carry citations and sources as extra fields of the message.
+
+use std::convert::Infallible;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use axum::Json;
+use axum::extract::State;
+use axum::response::sse::{Event, KeepAlive, Sse};
+use axum::response::{IntoResponse, Response};
+use basalt_answer::{AnswerEvent, AnswerOptions, Engines, HistoryTurn};
+use basalt_model::{
+    ChatMessage, ChatRole, Embedder, GenerationEvent, GenerationRequest, Generator, Prompt,
+    SamplingOptions,
+};
+use serde::{Deserialize, Serialize};
+use serde_json::{Value, json};
+use tokio::sync::mpsc;
+use tokio_stream::wrappers::ReceiverStream;
+
+use crate::error::ApiError;
+use crate::{ApiJson, AppState, KB_MODEL_PREFIX};
+
+/// Sets the flag when the request goes away (client disconnect, timeout), so the blocking
+/// generation stops at its next token.
+struct CancelOnDrop(Arc<AtomicBool>);
+
+impl Drop for CancelOnDrop {
+    fn drop(&mut self) {
+        self.0.store(true, Ordering::Relaxed);
+    }
+}
+
+fn now() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|elapsed| elapsed.as_secs())
+        .unwrap_or_default()
+}
+
+fn completion_id() -> String {
+    format!("chatcmpl-{}", crate::random_hex(12))
+}
+
+// ---------------------------------------------------------------------------------------------
+// /v1/models
+
+pub(crate) async fn models(State(state): State<AppState>) -> Result<Json<Value>, ApiError> {
+    let mut data = vec![
+        json!({"id": state.chat_model, "object": "model", "created": 0, "owned_by": "basalt"}),
+        json!({"id": state.embedding_model, "object": "model", "created": 0, "owned_by": "basalt"}),
+    ];
+    let data_dir = state.data_dir.clone();
+    let kbs = tokio::task::spawn_blocking(move || data_dir.list())
+        .await
+        .map_err(|error| ApiError::internal(error.to_string()))??;
+    for kb in kbs {
+        data.push(json!({
+            "id": format!("{KB_MODEL_PREFIX}{}", kb.name),
+            "object": "model",
+            "created": 0,
+            "owned_by": "basalt",
+        }));
+    }
+    Ok(Json(json!({"object": "list", "data": data})))
+}
+
+// ---------------------------------------------------------------------------------------------
+// /v1/embeddings
+
+#[derive(Debug, Deserialize)]
+#[serde(untagged)]
+pub(crate) enum EmbeddingInput {
+    One(String),
+    Many(Vec<String>),
+}
+
+#[derive(Debug, Deserialize)]
+pub(crate) struct EmbeddingsRequest {
+    input: Value,
+    model: String,
+    #[serde(default)]
+    encoding_format: Option<String>,
+}
+
+/// Most inputs in one embeddings request (OpenAI's limit).
+const MAX_EMBEDDING_INPUTS: usize = 2048;
+
+pub(crate) async fn embeddings(
+    State(state): State<AppState>,
+    ApiJson(request): ApiJson<EmbeddingsRequest>,
+) -> Result<Json<Value>, ApiError> {
+    if request.model != state.embedding_model {
+        return Err(ApiError::not_found(
+            "model_not_found",
+            format!(
+                "no embedding model {:?}; this server embeds with {:?}",
+                request.model, state.embedding_model
+            ),
+        ));
+    }
+    let texts = match serde_json::from_value::<EmbeddingInput>(request.input) {
+        Ok(EmbeddingInput::One(text)) => vec![text],
+        Ok(EmbeddingInput::Many(texts)) => texts,
+        Err(_) => {
+            return Err(ApiError::invalid(
+                "input must be a string or an array of strings (token arrays are not supported)",
+            ));
+        }
+    };
+    if texts.is_empty() || texts.len() > MAX_EMBEDDING_INPUTS {
+        return Err(ApiError::invalid(format!(
+            "input must hold 1 to {MAX_EMBEDDING_INPUTS} strings"
+        )));
+    }
+    if let Some(index) = texts.iter().position(|text| text.is_empty()) {
+        return Err(ApiError::invalid(format!("input[{index}] is empty")));
+    }
+    let base64 = match request.encoding_format.as_deref() {
+        None | Some("float") => false,
+        Some("base64") => true,
+        Some(other) => {
+            return Err(ApiError::invalid(format!(
+                "encoding_format {other:?} is not supported: use \"float\" or \"base64\""
+            )));
+        }
+    };
+    let embedder = state.embedder.clone();
+    let (vectors, tokens) = tokio::task::spawn_blocking(move || {
+        let tokens: usize = texts
+            .iter()
+            .map(|text| embedder.count_tokens(text))
+            .sum::<Result<usize, _>>()?;
+        let vectors = if texts.len() <= 16 {
+            embedder.embed_queries(&texts)?
+        } else {
+            embedder.embed_batch(&texts)?
+        };
+        Ok::<_, basalt_model::ModelError>((vectors, tokens))
+    })
+    .await
+    .map_err(|error| ApiError::internal(error.to_string()))??;
+    let data: Vec<Value> = vectors
+        .iter()
+        .enumerate()
+        .map(|(index, vector)| {
+            let embedding = if base64 {
+                let bytes: Vec<u8> = vector
+                    .iter()
+                    .flat_map(|value| value.to_le_bytes())
+                    .collect();
+                Value::String(crate::base64_encode(&bytes))
+            } else {
+                json!(vector)
+            };
+            json!({"object": "embedding", "index": index, "embedding": embedding})
+        })
+        .collect();
+    Ok(Json(json!({
+        "object": "list",
+        "data": data,
+        "model": state.embedding_model,
+        "usage": {"prompt_tokens": tokens, "total_tokens": tokens},
+    })))
+}
+
+// ---------------------------------------------------------------------------------------------
+// /v1/chat/completions
+
+#[derive(Debug, Deserialize)]
+#[serde(untagged)]
+pub(crate) enum Content {
+    Text(String),
+    Parts(Vec<ContentPart>),
+}
+
+#[derive(Debug, Deserialize)]
+pub(crate) struct ContentPart {
+    #[serde(rename = "type")]
+    kind: String,
+    #[serde(default)]
+    text: Option<String>,
+}
+
+#[derive(Debug, Deserialize)]
+pub(crate) struct MessageIn {
+    role: String,
+    #[serde(default)]
+    content: Option<Content>,
+}
+
+#[derive(Debug, Deserialize)]
+pub(crate) struct StreamOptions {
+    #[serde(default)]
+    include_usage: bool,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(untagged)]
+pub(crate) enum Stop {
+    One(String),
+    Many(Vec<String>),
+}
+
+#[derive(Debug, Deserialize)]
+pub(crate) struct ChatRequest {
+    model: String,
+    messages: Vec<MessageIn>,
+    #[serde(default)]
+    stream: bool,
+    #[serde(default)]
+    stream_options: Option<StreamOptions>,
+    #[serde(default)]
+    max_tokens: Option<usize>,
+    #[serde(default)]
+    max_completion_tokens: Option<usize>,
+    #[serde(default)]
+    temperature: Option<f32>,
+    #[serde(default)]
+    top_p: Option<f32>,
+    #[serde(default)]
+    seed: Option<i64>,
+    #[serde(default)]
+    stop: Option<Stop>,
+    #[serde(default)]
+    n: Option<u32>,
+}
+
+/// A validated chat request.
+struct Chat {
+    model: String,
+    messages: Vec<ChatMessage>,
+    stream: bool,
+    include_usage: bool,
+    sampling: SamplingOptions,
+}
+
+fn text_of(content: Option<Content>, index: usize) -> Result<String, ApiError> {
+    match content {
+        None => Ok(String::new()),
+        Some(Content::Text(text)) => Ok(text),
+        Some(Content::Parts(parts)) => {
+            let mut text = String::new();
+            for part in parts {
+                if part.kind != "text" {
+                    return Err(ApiError::invalid(format!(
+                        "messages[{index}]: content parts of type {:?} are not supported (text only)",
+                        part.kind
+                    )));
+                }
+                text.push_str(part.text.as_deref().unwrap_or_default());
+            }
+            Ok(text)
+        }
+    }
+}
+
+fn validate(request: ChatRequest) -> Result<Chat, ApiError> {
+    if request.n.is_some_and(|n| n != 1) {
+        return Err(ApiError::invalid("n must be 1: one completion per request"));
+    }
+    if request.messages.is_empty() {
+        return Err(ApiError::invalid("messages must not be empty"));
+    }
+    let mut messages = Vec::with_capacity(request.messages.len());
+    for (index, message) in request.messages.into_iter().enumerate() {
+        let role = match message.role.as_str() {
+            "system" | "developer" => ChatRole::System,
+            "user" => ChatRole::User,
+            "assistant" => ChatRole::Assistant,
+            other => {
+                return Err(ApiError::invalid(format!(
+                    "messages[{index}].role {other:?} is not supported: use system, user or assistant"
+                )));
+            }
+        };
+        messages.push(ChatMessage::new(role, text_of(message.content, index)?));
+    }
+    let max_tokens = request
+        .max_completion_tokens
+        .or(request.max_tokens)
+        .unwrap_or(256);
+    let stop = match request.stop {
+        None => Vec::new(),
+        Some(Stop::One(stop)) => vec![stop],
+        Some(Stop::Many(stops)) => stops,
+    };
+    let seed = request
+        .seed
+        .map(|seed| u32::try_from(seed.rem_euclid(1 << 32)).unwrap_or_default());
+    Ok(Chat {
+        model: request.model,
+        messages,
+        stream: request.stream,
+        include_usage: request
+            .stream_options
+            .is_some_and(|options| options.include_usage),
+        sampling: SamplingOptions {
+            max_tokens,
+            temperature: request.temperature.unwrap_or(0.0),
+            top_p: request.top_p.unwrap_or(1.0),
+            seed,
+            stop,
+        },
+    })
+}
+
+#[derive(Debug, Clone, Copy, Default, Serialize)]
+struct UsageOut {
+    prompt_tokens: usize,
+    completion_tokens: usize,
+    total_tokens: usize,
+}
+
+impl UsageOut {
+    fn new(prompt_tokens: usize, completion_tokens: usize) -> Self {
+        UsageOut {
+            prompt_tokens,
+            completion_tokens,
+            total_tokens: prompt_tokens + completion_tokens,
+        }
+    }
+}
+
+/// What a finished completion produced.
+struct Completion {
+    content: String,
+    finish_reason: &'static str,
+    usage: UsageOut,
+    /// Extra message fields of a knowledge-base answer.
+    extra: Option<Value>,
+}
+
+/// Events of a streamed completion, sent from the blocking worker to the SSE response.
+enum Piece {
+    Delta(String),
+    Done(Completion),
+    Failed(ApiError),
+}
+
+pub(crate) async fn chat_completions(
+    State(state): State<AppState>,
+    ApiJson(request): ApiJson<ChatRequest>,
+) -> Result<Response, ApiError> {
+    let chat = validate(request)?;
+    let target = if let Some(name) = chat.model.strip_prefix(KB_MODEL_PREFIX) {
+        Target::Kb(state.knowledge_base(name).await?)
+    } else if chat.model == state.chat_model {
+        Target::Plain
+    } else {
+        return Err(ApiError::not_found(
+            "model_not_found",
+            format!(
+                "no model {:?}: use {:?}, or {KB_MODEL_PREFIX}NAME for a knowledge base (GET /v1/models lists them)",
+                chat.model, state.chat_model
+            ),
+        ));
+    };
+    if let Target::Kb(_) = &target
+        && chat
+            .messages
+            .last()
+            .is_none_or(|message| message.role != ChatRole::User)
+    {
+        return Err(ApiError::invalid(
+            "a knowledge-base answer needs the last message to be the user's question",
+        ));
+    }
+    let slot = state.scheduler.admit().await?;
+    let cancel = Arc::new(AtomicBool::new(false));
+    let (sender, mut receiver) = mpsc::channel::<Piece>(64);
+    let worker = {
+        let state = state.clone();
+        let cancel = cancel.clone();
+        let sampling = chat.sampling.clone();
+        let messages = chat.messages;
+        tokio::task::spawn_blocking(move || {
+            let _slot = slot;
+            let result = match target {
+                Target::Plain => run_plain(&state, messages, sampling, &cancel, &sender),
+                Target::Kb(kb) => run_kb(&state, &kb, messages, &sampling, &cancel, &sender),
+            };
+            let piece = match result {
+                Ok(completion) => Piece::Done(completion),
+                Err(error) => Piece::Failed(error),
+            };
+            let _ = sender.blocking_send(piece);
+        })
+    };
+    drop(worker);
+    let id = completion_id();
+    let created = now();
+    if !chat.stream {
+        let guard = CancelOnDrop(cancel);
+        let timeout = state.request_timeout;
+        let collect = async {
+            loop {
+                match receiver.recv().await {
+                    Some(Piece::Delta(_)) => {}
+                    Some(Piece::Done(completion)) => return Ok(completion),
+                    Some(Piece::Failed(error)) => return Err(error),
+                    None => return Err(ApiError::internal("the generation stopped unexpectedly")),
+                }
+            }
+        };
+        let completion = match tokio::time::timeout(timeout, collect).await {
+            Ok(result) => result?,
+            Err(_) => {
+                return Err(ApiError::new(
+                    axum::http::StatusCode::GATEWAY_TIMEOUT,
+                    "timeout",
+                    format!("no answer within {} s", timeout.as_secs()),
+                ));
+            }
+        };
+        drop(guard);
+        let mut message = json!({"role": "assistant", "content": completion.content});
+        if let (Some(extra), Some(object)) = (completion.extra, message.as_object_mut())
+            && let Value::Object(extra) = extra
+        {
+            object.extend(extra);
+        }
+        return Ok(Json(json!({
+            "id": id,
+            "object": "chat.completion",
+            "created": created,
+            "model": chat.model,
+            "choices": [{"index": 0, "message": message, "finish_reason": completion.finish_reason}],
+            "usage": completion.usage,
+        }))
+        .into_response());
+    }
+
+    // Streaming: OpenAI's chat.completion.chunk events, then [DONE].
+    let (events, stream) = mpsc::channel::<Result<Event, Infallible>>(64);
+    let model = chat.model.clone();
+    let include_usage = chat.include_usage;
+    tokio::spawn(async move {
+        let _guard = CancelOnDrop(cancel);
+        let chunk = |delta: Value, finish: Option<&str>| {
+            json!({
+                "id": id, "object": "chat.completion.chunk", "created": created, "model": model,
+                "choices": [{"index": 0, "delta": delta, "finish_reason": finish}],
+            })
+        };
+        let send = |value: Value| Ok(Event::default().data(value.to_string()));
+        if events
+            .send(send(chunk(
+                json!({"role": "assistant", "content": ""}),
+                None,
+            )))
+            .await
+            .is_err()
+        {
+            return;
+        }
+        while let Some(piece) = receiver.recv().await {
+            let event = match piece {
+                Piece::Delta(text) => send(chunk(json!({"content": text}), None)),
+                Piece::Done(completion) => {
+                    let delta = completion.extra.unwrap_or_else(|| json!({}));
+                    if events
+                        .send(send(chunk(delta, Some(completion.finish_reason))))
+                        .await
+                        .is_err()
+                    {
+                        return;
+                    }
+                    if include_usage {
+                        let usage = json!({
+                            "id": id, "object": "chat.completion.chunk", "created": created,
+                            "model": model, "choices": [], "usage": completion.usage,
+                        });
+                        let _ = events.send(send(usage)).await;
+                    }
+                    break;
+                }
+                Piece::Failed(error) => {
+                    let body = json!({"error": {"code": error.code, "message": error.message}});
+                    let _ = events.send(send(body)).await;
+                    break;
+                }
+            };
+            if events.send(event).await.is_err() {
+                // The client went away: dropping the guard cancels the generation.
+                return;
+            }
+        }
+        let _ = events.send(Ok(Event::default().data("[DONE]"))).await;
+    });
+    Ok(Sse::new(ReceiverStream::new(stream))
+        .keep_alive(KeepAlive::default())
+        .into_response())
+}
+
+enum Target {
+    Plain,
+    Kb(Arc<basalt_kb::KnowledgeBase>),
+}
+
+fn run_plain(
+    state: &AppState,
+    messages: Vec<ChatMessage>,
+    sampling: SamplingOptions,
+    cancel: &AtomicBool,
+    sender: &mpsc::Sender<Piece>,
+) -> Result<Completion, ApiError> {
+    let stream = state.generator.generate(GenerationRequest {
+        prompt: Prompt::Chat(messages),
+        sampling,
+    })?;
+    let mut content = String::new();
+    let mut completion_tokens = 0;
+    for event in stream {
+        if cancel.load(Ordering::Relaxed) {
+            return Err(ApiError::internal("cancelled"));
+        }
+        match event? {
+            GenerationEvent::Token { text, .. } => {
+                completion_tokens += 1;
+                if !text.is_empty() {
+                    content.push_str(&text);
+                    if sender.blocking_send(Piece::Delta(text)).is_err() {
+                        return Err(ApiError::internal("cancelled"));
+                    }
+                }
+            }
+            GenerationEvent::Done(summary) => {
+                return Ok(Completion {
+                    content,
+                    finish_reason: summary.finish_reason.as_str(),
+                    usage: UsageOut::new(summary.prompt_tokens, summary.completion_tokens),
+                    extra: None,
+                });
+            }
+        }
+    }
+    Ok(Completion {
+        content,
+        finish_reason: "stop",
+        usage: UsageOut::new(0, completion_tokens),
+        extra: None,
+    })
+}
+
+fn run_kb(
+    state: &AppState,
+    kb: &basalt_kb::KnowledgeBase,
+    messages: Vec<ChatMessage>,
+    sampling: &SamplingOptions,
+    cancel: &Arc<AtomicBool>,
+    sender: &mpsc::Sender<Piece>,
+) -> Result<Completion, ApiError> {
+    let mut history = Vec::new();
+    let mut pending: Option<String> = None;
+    let mut question = String::new();
+    let last = messages.len() - 1;
+    for (index, message) in messages.into_iter().enumerate() {
+        match message.role {
+            ChatRole::User if index == last => question = message.content,
+            ChatRole::User => pending = Some(message.content),
+            ChatRole::Assistant => {
+                if let Some(asked) = pending.take() {
+                    history.push(HistoryTurn {
+                        question: asked,
+                        answer: message.content,
+                    });
+                }
+            }
+            // The KB's own template holds the instructions; a client's system message is
+            // ignored rather than allowed to replace them.
+            ChatRole::System => {}
+        }
+    }
+    let options = AnswerOptions {
+        max_tokens: Some(sampling.max_tokens),
+        temperature: sampling.temperature,
+        seed: sampling.seed,
+        cancel: Some(cancel.clone()),
+        ..AnswerOptions::default()
+    };
+    let engines = Engines {
+        embedder: state.embedder.as_ref(),
+        generator: state.generator.as_ref(),
+    };
+    let mut gone = false;
+    let mut observe = |event: AnswerEvent<'_>| {
+        let text = match event {
+            AnswerEvent::Delta(text) => text.to_owned(),
+            AnswerEvent::Replace(text) => format!("\n\n{text}"),
+            AnswerEvent::Sources(_) => return,
+        };
+        if sender.blocking_send(Piece::Delta(text)).is_err() {
+            gone = true;
+            cancel.store(true, Ordering::Relaxed);
+        }
+    };
+    let answer = basalt_answer::answer(kb, engines, &question, &history, &options, &mut observe)?;
+    if gone {
+        return Err(ApiError::internal("cancelled"));
+    }
+    Ok(Completion {
+        content: answer.answer.clone(),
+        finish_reason: "stop",
+        usage: UsageOut::new(answer.usage.prompt_tokens, answer.usage.completion_tokens),
+        extra: Some(json!({
+            "answer": answer.answer,
+            "abstained": answer.abstained,
+            "abstain_reason": answer.abstain_reason,
+            "extractive": answer.extractive,
+            "citations": answer.citations,
+            "sources": answer.sources,
+            "removed_markers": answer.removed_markers,
+            "template_version": answer.template_version,
+        })),
+    })
+}
