@@ -230,6 +230,67 @@ fn serve_speaks_openai_to_raw_http_and_the_python_sdk() {
         "invalid_request",
     );
 
+    // The native routes: strict bodies, KB search and answers.
+    let (status, body) = request(port, "GET", "/v1/kbs", &[], b"");
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(json_of(&body)["knowledge_bases"][0]["name"], "handbook");
+    let (status, body) = post_json(
+        port,
+        "/v1/kbs/handbook/search",
+        r#"{"query": "paid vacation days per year", "k": 2, "mode": "hybrid"}"#,
+    );
+    assert_eq!(status, 200, "{body}");
+    let hits = json_of(&body)["results"]["hits"].clone();
+    assert!(
+        hits.as_array()
+            .is_some_and(|hits| !hits.is_empty() && hits.len() <= 2),
+        "{body}"
+    );
+    assert!(
+        hits[0]["text"]
+            .as_str()
+            .is_some_and(|text| text.contains("27 days")),
+        "{body}"
+    );
+    assert_error(
+        post_json(
+            port,
+            "/v1/kbs/handbook/search",
+            r#"{"query": "x", "limit": 3}"#,
+        ),
+        400,
+        "invalid_json",
+    );
+    assert_error(
+        post_json(
+            port,
+            "/v1/kbs/handbook/search",
+            r#"{"query": "x", "filter": "tag ="}"#,
+        ),
+        400,
+        "invalid_request",
+    );
+    assert_error(
+        post_json(port, "/v1/kbs/nope/search", r#"{"query": "x"}"#),
+        404,
+        "knowledge_base_not_found",
+    );
+    let (status, body) = post_json(
+        port,
+        "/v1/kbs/handbook/answer",
+        r#"{"question": "How many days of paid vacation does every employee receive per year?",
+            "max_tokens": 32}"#,
+    );
+    assert_eq!(status, 200, "{body}");
+    let answer = json_of(&body);
+    assert_eq!(answer["abstained"], false, "{answer}");
+    assert!(
+        answer["sources"][0]["text"]
+            .as_str()
+            .is_some_and(|t| t.contains("27 days")),
+        "{answer}"
+    );
+
     // Streaming by hand: chunks, a final finish_reason, then [DONE].
     let (status, body) = post_json(
         port,

@@ -8,6 +8,7 @@
 //! included.
 
 mod error;
+mod native;
 mod openai;
 mod scheduler;
 
@@ -172,6 +173,9 @@ pub fn router(state: AppState, options: &ServerOptions) -> Router {
         .route("/v1/models", get(openai::models))
         .route("/v1/embeddings", post(openai::embeddings))
         .route("/v1/chat/completions", post(openai::chat_completions))
+        .route("/v1/kbs", get(native::list_kbs))
+        .route("/v1/kbs/{kb}/search", post(native::search))
+        .route("/v1/kbs/{kb}/answer", post(native::answer))
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
         .layer(DefaultBodyLimit::max(options.body_limit))

@@ -26,7 +26,7 @@ use crate::{ApiJson, AppState, KB_MODEL_PREFIX};
 
 /// Sets the flag when the request goes away (client disconnect, timeout), so the blocking
 /// generation stops at its next token.
-struct CancelOnDrop(Arc<AtomicBool>);
+pub(crate) struct CancelOnDrop(pub(crate) Arc<AtomicBool>);
 
 impl Drop for CancelOnDrop {
     fn drop(&mut self) {
@@ -128,8 +128,11 @@ pub(crate) async fn embeddings(
             )));
         }
     };
+    // An embedding batch takes its turn like a generation: the CPU runs one job at a time.
+    let slot = state.scheduler.admit().await?;
     let embedder = state.embedder.clone();
     let (vectors, tokens) = tokio::task::spawn_blocking(move || {
+        let _slot = slot;
         let tokens: usize = texts
             .iter()
             .map(|text| embedder.count_tokens(text))
@@ -617,4 +620,55 @@ fn run_kb(
             "template_version": answer.template_version,
         })),
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn request(body: Value) -> Result<Chat, ApiError> {
+        validate(serde_json::from_value(body).expect("deserializes"))
+    }
+
+    #[test]
+    fn chat_requests_are_validated_like_openai_does() {
+        let chat = request(json!({
+            "model": "m",
+            "messages": [
+                {"role": "developer", "content": "Be brief."},
+                {"role": "user", "content": [{"type": "text", "text": "Hi "}, {"type": "text", "text": "there"}]},
+            ],
+            "max_completion_tokens": 7, "max_tokens": 99, "stop": "END", "seed": -1,
+            "stream": true, "stream_options": {"include_usage": true},
+        }))
+        .expect("valid");
+        assert_eq!(chat.messages[0].role, ChatRole::System);
+        assert_eq!(chat.messages[1].content, "Hi there");
+        assert_eq!(chat.sampling.max_tokens, 7, "max_completion_tokens wins");
+        assert_eq!(chat.sampling.stop, ["END"]);
+        assert_eq!(chat.sampling.seed, Some(u32::MAX));
+        assert!(chat.stream && chat.include_usage);
+
+        for (body, expected) in [
+            (json!({"model": "m", "messages": []}), "must not be empty"),
+            (
+                json!({"model": "m", "n": 3, "messages": [{"role": "user", "content": "x"}]}),
+                "n must be 1",
+            ),
+            (
+                json!({"model": "m", "messages": [{"role": "tool", "content": "x"}]}),
+                "\"tool\"",
+            ),
+            (
+                json!({"model": "m", "messages": [{"role": "user", "content": [{"type": "image_url"}]}]}),
+                "image_url",
+            ),
+        ] {
+            let Err(error) = request(body) else {
+                panic!("must be refused: {expected}");
+            };
+            assert_eq!(error.status, axum::http::StatusCode::BAD_REQUEST);
+            assert!(error.message.contains(expected), "{}", error.message);
+        }
+    }
 }
