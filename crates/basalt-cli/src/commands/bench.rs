@@ -79,6 +79,14 @@ pub(crate) struct SharedDataArgs {
     pub(crate) path: PathBuf,
 }
 
+/// The value at fraction `p` of `sorted` (nearest rank); 0 when there is none.
+pub(crate) fn percentile(sorted: &[f64], p: f64) -> f64 {
+    if sorted.is_empty() {
+        return 0.0;
+    }
+    sorted[((sorted.len() - 1) as f64 * p).round() as usize]
+}
+
 impl SharedDataArgs {
     /// The first `count` query texts of `queries` ({"_id", "text"} per line), else of the
     /// SciFact training queries.
@@ -543,13 +551,7 @@ fn bench_embedding(
         latencies.push(started.elapsed().as_secs_f64() * 1e3);
     }
     latencies.sort_by(f64::total_cmp);
-    let percentile = |p: f64| -> f64 {
-        if latencies.is_empty() {
-            return 0.0;
-        }
-        let index = ((latencies.len() - 1) as f64 * p).round() as usize;
-        latencies[index]
-    };
+    let percentile = |p: f64| percentile(&latencies, p);
     Ok(EmbeddingNumbers {
         passages: passages.len(),
         passages_per_second: best_rate,

@@ -85,7 +85,7 @@ pub(crate) fn run(args: &AnswerBenchArgs, settings: &Settings) -> anyhow::Result
     }
     let percentile = |values: &mut Vec<f64>, p: f64| {
         values.sort_by(f64::total_cmp);
-        values[((values.len() as f64 - 1.0) * p).round() as usize]
+        super::bench::percentile(values, p)
     };
     let bench = AnswerBench {
         questions: questions.len(),

@@ -224,7 +224,7 @@ pub(crate) fn search(args: &SearchBenchArgs, settings: &Settings) -> anyhow::Res
             let index_p50_ms = median(&mut latencies.iter().map(|parts| parts.2).collect());
             let mut sorted: Vec<f64> = latencies.into_iter().map(|parts| parts.0).collect();
             sorted.sort_by(f64::total_cmp);
-            let percentile = |p: f64| sorted[((sorted.len() as f64 - 1.0) * p).round() as usize];
+            let percentile = |p: f64| super::bench::percentile(&sorted, p);
             results.push(Latency {
                 mode,
                 exact,

@@ -251,7 +251,7 @@ fn measure(args: &VectorBenchArgs, dir: &std::path::Path) -> anyhow::Result<Vect
     }
     let percentile = |values: &mut Vec<f64>, p: f64| {
         values.sort_by(f64::total_cmp);
-        values[((values.len() as f64 - 1.0) * p).round() as usize]
+        super::bench::percentile(values, p)
     };
     let exact_p50_ms = percentile(&mut exact_ms, 0.5);
     let hnsw_p50_ms = percentile(&mut hnsw_ms, 0.5);

@@ -188,12 +188,7 @@ pub(crate) fn run(command: EvalCommand, settings: &Settings) -> anyhow::Result<E
                 rankings.insert(query.id.clone(), rank_documents(&hits, 100));
             }
             latencies.sort_by(f64::total_cmp);
-            let percentile = |p: f64| {
-                latencies
-                    .get(((latencies.len() as f64 - 1.0) * p).round() as usize)
-                    .copied()
-                    .unwrap_or(0.0)
-            };
+            let percentile = |p: f64| super::bench::percentile(&latencies, p);
             results.push(ModeResult {
                 mode,
                 exact,
