@@ -193,7 +193,7 @@ fn is_source_word_prefix(word: &str, complete: bool) -> bool {
 }
 
 /// A passage given to the model, as a citation refers to it.
-#[derive(Debug, Clone, PartialEq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, schemars::JsonSchema)]
 pub struct Reference {
     /// The number the passage had in the prompt (`[n]`).
     pub number: usize,
@@ -213,14 +213,14 @@ pub struct Reference {
 }
 
 /// Character offsets into the answer text, end exclusive.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, schemars::JsonSchema)]
 pub struct Span {
     pub start: usize,
     pub end: usize,
 }
 
 /// How a span came to cite its references.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, schemars::JsonSchema)]
 #[serde(rename_all = "lowercase")]
 pub enum CitationKind {
     /// The model wrote the marker.
@@ -230,7 +230,7 @@ pub enum CitationKind {
 }
 
 /// A part of the answer and the passages that support it (Bedrock's RetrieveAndGenerate shape).
-#[derive(Debug, Clone, PartialEq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, schemars::JsonSchema)]
 pub struct Citation {
     pub span: Span,
     pub kind: CitationKind,

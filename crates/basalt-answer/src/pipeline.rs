@@ -58,7 +58,7 @@ pub struct AnswerOptions {
 }
 
 /// Why an answer is "not found in the documents".
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, schemars::JsonSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum AbstainReason {
     /// Retrieval found no passage, or none similar enough to the question.
@@ -67,13 +67,13 @@ pub enum AbstainReason {
     ModelFoundNoAnswer,
 }
 
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, schemars::JsonSchema)]
 pub struct Usage {
     pub prompt_tokens: usize,
     pub completion_tokens: usize,
 }
 
-#[derive(Debug, Clone, Copy, Default, PartialEq, Serialize)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Serialize, schemars::JsonSchema)]
 pub struct AnswerTimings {
     /// Query embedding and both searches.
     pub retrieval_ms: f64,
@@ -84,7 +84,7 @@ pub struct AnswerTimings {
 }
 
 /// A finished answer.
-#[derive(Debug, Clone, PartialEq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, schemars::JsonSchema)]
 pub struct Answer {
     pub answer: String,
     pub abstained: bool,
@@ -107,6 +107,10 @@ pub struct Answer {
     pub template_version: String,
     pub usage: Usage,
     pub timings: AnswerTimings,
+    /// The messages the model was given, as text (empty when it was not asked). Never
+    /// serialized: sessions keep it only when configured to retain prompts.
+    #[serde(skip)]
+    pub prompt_text: String,
 }
 
 /// What an answer stream reports, in order: the sources once, text deltas, then the result.
@@ -200,6 +204,7 @@ pub fn answer(
             retrieval_ms,
             ..AnswerTimings::default()
         },
+        prompt_text: String::new(),
     };
     if relevance.is_none_or(|score| score < min_relevance) {
         let reason = AbstainReason::NoRelevantPassages;
@@ -236,6 +241,13 @@ pub fn answer(
         }
         only.text = only.text.chars().take(keep * 9 / 10).collect();
     };
+    if let Prompt::Chat(messages) = &prompt {
+        result.prompt_text = messages
+            .iter()
+            .map(|message| format!("{}: {}", message.role.as_str(), message.content))
+            .collect::<Vec<_>>()
+            .join("\n\n");
+    }
     observe(AnswerEvent::Sources(&sources));
 
     // Generation, with markers filtered as the text streams.
@@ -303,7 +315,7 @@ pub fn answer(
     }
     let mut markers = filter.markers;
     result.grounding = grounding(&text, &result.sources);
-    if result.grounding < MIN_GROUNDING || is_degenerate(&text) {
+    if result.grounding < MIN_GROUNDING || is_degenerate(&text) || is_vacuous(&text) {
         // The model wandered off the passages: answer with the sentence that matches the
         // question best, cited.
         let number = result
@@ -465,6 +477,44 @@ fn compose_passages(
             }
         })
         .collect())
+}
+
+/// Words that say nothing about the documents: an answer made only of them ("The answer to
+/// this question is:") is no answer.
+const FILLER: &str = "answer answers question questions context passage passages document documents \
+                      information provided based given following source sources text here below";
+
+/// An answer with no content beyond [`FILLER`] words.
+fn is_vacuous(text: &str) -> bool {
+    let filler: HashSet<String> = content_words(FILLER).into_iter().collect();
+    content_words(&strip_markers(text))
+        .iter()
+        .all(|word| filler.contains(word))
+}
+
+/// Text without its `[n]` markers (their digits are not content).
+fn strip_markers(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    let mut rest = text;
+    while let Some(open) = rest.find('[') {
+        out.push_str(&rest[..open]);
+        let after = &rest[open + 1..];
+        match after.find(']') {
+            Some(close)
+                if after[..close]
+                    .chars()
+                    .all(|c| c.is_ascii_digit() || c == ',' || c == ' ') =>
+            {
+                rest = &after[close + 1..];
+            }
+            _ => {
+                out.push('[');
+                rest = after;
+            }
+        }
+    }
+    out.push_str(rest);
+    out
 }
 
 /// Text that loops: the same sentence three times or more.
@@ -632,6 +682,17 @@ mod tests {
         for text in ["Granite is igneous [1].", "Not all rocks are found here"] {
             assert!(!says_not_found(text), "{text}");
         }
+    }
+
+    #[test]
+    fn vacuous_answers_are_recognised() {
+        assert!(is_vacuous("The answer to this question is:"));
+        assert!(is_vacuous(
+            "Based on the provided passages, the answer is [1]."
+        ));
+        assert!(!is_vacuous("Granite is an igneous rock [1]."));
+        assert!(!is_vacuous("It opened in 1998 [2]."));
+        assert_eq!(strip_markers("a [1] b [2, 3] c [x]"), "a  b  c [x]");
     }
 
     #[test]

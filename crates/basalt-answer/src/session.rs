@@ -55,7 +55,7 @@ pub fn standalone_query(question: &str, history: &[HistoryTurn]) -> String {
 }
 
 /// One question and answer of a session.
-#[derive(Debug, Clone, PartialEq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, schemars::JsonSchema)]
 pub struct Turn {
     pub question: String,
     pub answer: String,
@@ -66,7 +66,7 @@ pub struct Turn {
     pub prompt: Option<String>,
 }
 
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, schemars::JsonSchema)]
 pub struct Session {
     pub id: String,
     pub kb: String,

@@ -8,7 +8,7 @@ use crate::filter::Filter;
 
 /// One source document as the index knows it: identity, provenance and user metadata. Its
 /// chunks carry their own text, position and vector.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
 pub struct DocumentRecord {
     /// Stable id: a BEIR `_id`, a record's `id` column, or derived from the source path.
     pub doc_id: String,
@@ -67,7 +67,9 @@ pub struct DocumentWrite {
 }
 
 /// Which retrievers a search runs.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default, schemars::JsonSchema,
+)]
 #[serde(rename_all = "lowercase")]
 pub enum SearchMode {
     Bm25,
@@ -108,7 +110,7 @@ impl std::str::FromStr for SearchMode {
 }
 
 /// How hybrid search merges the BM25 and vector rankings.
-#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(tag = "method", rename_all = "lowercase")]
 pub enum Fusion {
     /// Reciprocal-rank fusion: `Σ 1 / (k + rank)`, rank from 1.
@@ -162,7 +164,7 @@ impl std::str::FromStr for Fusion {
 }
 
 /// BM25 parameters. Defaults follow what scores best on BEIR-style data (Anserini's).
-#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
 pub struct Bm25Params {
     pub k1: f32,
     pub b: f32,
@@ -190,7 +192,9 @@ pub struct SearchRequest<'a> {
 }
 
 /// How vector search finds neighbours in a knowledge base.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default, schemars::JsonSchema,
+)]
 #[serde(rename_all = "lowercase")]
 pub enum VectorIndex {
     /// HNSW graphs for index segments of at least [`VectorIndex::AUTO_MIN_CHUNKS`] chunks,
@@ -242,7 +246,7 @@ impl std::str::FromStr for VectorIndex {
 }
 
 /// One search result: a chunk with its score and provenance.
-#[derive(Debug, Clone, PartialEq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, schemars::JsonSchema)]
 pub struct Hit {
     pub chunk_id: String,
     pub doc_id: String,
@@ -266,7 +270,7 @@ pub struct Hit {
 }
 
 /// Totals of an index.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, schemars::JsonSchema)]
 pub struct IndexStats {
     pub documents: u64,
     pub chunks: u64,

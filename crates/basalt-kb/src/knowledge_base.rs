@@ -1,7 +1,7 @@
 //! The data directory and the knowledge bases in it.
 //!
 //! ```text
-//! <data dir>/kb/<name>/kb.json     settings, written once at creation (atomically)
+//! <data dir>/kb/<name>/kb.json     settings (written atomically; search-time ones may change)
 //! <data dir>/kb/<name>/index/      the tantivy index (documents, chunks, vectors)
 //! ```
 
@@ -63,6 +63,37 @@ impl DataDir {
             serde_json::to_vec_pretty(settings).map_err(|error| KbError::io(&dir, error.into()))?;
         write_atomically(&dir.join(SETTINGS_FILE), &json).map_err(io)?;
         Ok(())
+    }
+
+    /// Replaces the settings of an existing knowledge base (atomically). Only search- and
+    /// answer-time settings may differ: chunking, analyzer and embedding model shape the index
+    /// and are fixed at creation. Open handles keep the old settings until reopened.
+    pub fn update(&self, settings: &KbSettings) -> Result<()> {
+        let current = self.settings(&settings.name)?;
+        settings.validate()?;
+        let fixed = |what: &str| {
+            Err(KbError::BadSettingsValue {
+                message: format!(
+                    "{what} is fixed when the knowledge base is created; create a new one to change it"
+                ),
+            })
+        };
+        if settings.embedding != current.embedding {
+            return fixed("the embedding model");
+        }
+        if settings.chunking != current.chunking {
+            return fixed("chunking");
+        }
+        if settings.analyzer != current.analyzer {
+            return fixed("the analyzer");
+        }
+        if settings.created_at != current.created_at {
+            return fixed("created_at");
+        }
+        let dir = self.kb_dir(&settings.name);
+        let json =
+            serde_json::to_vec_pretty(settings).map_err(|error| KbError::io(&dir, error.into()))?;
+        write_atomically(&dir.join(SETTINGS_FILE), &json).map_err(|error| KbError::io(&dir, error))
     }
 
     /// The settings of every knowledge base, by name.
@@ -142,7 +173,9 @@ impl DataDir {
 
 const SETTINGS_FILE: &str = "kb.json";
 
-fn write_atomically(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
+/// Writes a file so that after a crash it is either complete or absent: a synced temporary
+/// file renamed over it, then the directory synced.
+pub fn write_atomically(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
     use std::io::Write;
     let temporary = path.with_extension("tmp");
     let mut file = std::fs::File::create(&temporary)?;
@@ -171,7 +204,7 @@ pub fn validate_name(name: &str) -> Result<()> {
 }
 
 /// A knowledge base's settings, fixed at creation (search-time ones can be overridden per query).
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
 pub struct KbSettings {
     pub name: String,
     pub created_at: String,
@@ -192,7 +225,7 @@ pub struct KbSettings {
 }
 
 /// Per-KB answering settings (see `basalt-answer`); `None` means Basalt's default.
-#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
 pub struct AnswerSettings {
     /// The prompt template.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -208,7 +241,7 @@ pub struct AnswerSettings {
 
 /// A versioned prompt template. Placeholders: in `passage`, `{n}`, `{title}`, `{location}`
 /// (source path, page, section) and `{text}`; in `user`, `{passages}` and `{question}`.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct PromptTemplate {
     /// Reported with every answer, so a change of wording is visible in logs and evaluations.
@@ -218,7 +251,7 @@ pub struct PromptTemplate {
     pub user: String,
 }
 
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
 pub struct EmbeddingSettings {
     /// A catalogued model name (resolved in the models directory) or a path.
     pub model: String,
@@ -227,7 +260,7 @@ pub struct EmbeddingSettings {
     pub max_tokens: usize,
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
 pub struct ChunkingSettings {
     /// Most model tokens per chunk (special tokens included); at most the model's limit.
     pub max_tokens: usize,
@@ -334,6 +367,33 @@ mod tests {
         data.delete("alpha").expect("deletes");
         assert!(matches!(data.open("alpha"), Err(KbError::NotFound { .. })));
         assert_eq!(data.list().expect("lists").len(), 1);
+    }
+
+    #[test]
+    fn search_settings_change_and_index_settings_do_not() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let data = DataDir::new(dir.path());
+        data.create(&KbSettings::new("alpha")).expect("creates");
+        let mut settings = data.settings("alpha").expect("reads");
+        settings.mode = SearchMode::Bm25;
+        settings.answer.passages = Some(3);
+        data.update(&settings).expect("search settings change");
+        assert_eq!(data.settings("alpha").expect("reads"), settings);
+        for change in [
+            |s: &mut KbSettings| s.chunking.max_tokens = 100,
+            |s: &mut KbSettings| s.analyzer = "standard".into(),
+            |s: &mut KbSettings| s.embedding.dimension = 768,
+        ] {
+            let mut changed = settings.clone();
+            change(&mut changed);
+            let error = data.update(&changed).expect_err("fixed at creation");
+            assert!(error.to_string().contains("fixed"), "{error}");
+        }
+        assert_eq!(data.settings("alpha").expect("reads"), settings);
+        assert!(matches!(
+            data.update(&KbSettings::new("ghost")),
+            Err(KbError::NotFound { .. })
+        ));
     }
 
     #[test]

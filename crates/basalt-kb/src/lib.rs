@@ -11,7 +11,7 @@ mod search;
 pub use error::{KbError, Result};
 pub use knowledge_base::{
     AnswerSettings, ChunkingSettings, DataDir, EmbeddingSettings, KbSettings, KnowledgeBase,
-    PromptTemplate, validate_name,
+    PromptTemplate, validate_name, write_atomically,
 };
 pub use pipeline::{
     DEFAULT_MAX_FILE_BYTES, Failure, IngestOptions, IngestProgress, IngestReport, SIDECAR_SUFFIX,

@@ -37,6 +37,22 @@ pub struct IngestOptions {
     pub max_file_bytes: u64,
     /// Chunks embedded and committed together; smaller batches acknowledge sooner.
     pub batch_chunks: usize,
+    /// Source names for given files, used instead of their paths (an upload keeps the name the
+    /// client gave it, not the path of its spooled copy). Document ids derive from the source.
+    pub sources: BTreeMap<PathBuf, String>,
+}
+
+impl IngestOptions {
+    /// The name a file is known by: its given source name, else its canonical path.
+    fn source_of(&self, path: &Path) -> String {
+        match self.sources.get(path) {
+            Some(name) => name.clone(),
+            None => std::fs::canonicalize(path)
+                .unwrap_or_else(|_| path.to_owned())
+                .display()
+                .to_string(),
+        }
+    }
 }
 
 impl Default for IngestOptions {
@@ -46,6 +62,7 @@ impl Default for IngestOptions {
             metadata: BTreeMap::new(),
             max_file_bytes: DEFAULT_MAX_FILE_BYTES,
             batch_chunks: 128,
+            sources: BTreeMap::new(),
         }
     }
 }
@@ -76,7 +93,7 @@ pub struct IngestProgress {
 }
 
 /// Time spent per stage.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Serialize)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
 pub struct StageTimings {
     pub parse_seconds: f64,
     pub chunk_seconds: f64,
@@ -87,14 +104,14 @@ pub struct StageTimings {
 }
 
 /// A file or record that could not be ingested, and why.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
 pub struct Failure {
     pub path: String,
     pub reason: String,
 }
 
 /// The outcome of one ingestion run.
-#[derive(Debug, Clone, Default, Serialize)]
+#[derive(Debug, Clone, Default, Serialize, Deserialize, schemars::JsonSchema)]
 pub struct IngestReport {
     pub added: u64,
     pub replaced: u64,
@@ -171,10 +188,11 @@ pub fn ingest(
             if let Some(error) = run.fatal.take() {
                 return Err(error);
             }
-            run.report.failed.push(Failure {
-                path: path.display().to_string(),
-                reason,
-            });
+            let path = match options.sources.get(&path) {
+                Some(name) => name.clone(),
+                None => path.display().to_string(),
+            };
+            run.report.failed.push(Failure { path, reason });
         }
         run.progress.files_done += 1;
         run.progress.bytes_done = before + size;
@@ -283,10 +301,7 @@ impl Run<'_> {
         let records = extract(format, &bytes).map_err(|error| error.to_string())?;
         drop(bytes);
         self.report.timings.parse_seconds += started.elapsed().as_secs_f64();
-        let source = std::fs::canonicalize(path)
-            .unwrap_or_else(|_| path.to_owned())
-            .display()
-            .to_string();
+        let source = self.options.source_of(path);
         let mut tags = self.options.tags.clone();
         tags.extend(sidecar.tags.iter().cloned());
         tags.sort();
@@ -335,7 +350,8 @@ impl Run<'_> {
                 .or_else(|| {
                     single
                         .then(|| {
-                            path.file_stem()
+                            Path::new(&source)
+                                .file_stem()
                                 .map(|stem| stem.to_string_lossy().into_owned())
                         })
                         .flatten()

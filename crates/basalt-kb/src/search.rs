@@ -20,13 +20,13 @@ pub struct SearchOptions {
     pub exact: bool,
 }
 
-#[derive(Debug, Clone, Copy, Default, Serialize)]
+#[derive(Debug, Clone, Copy, Default, Serialize, schemars::JsonSchema)]
 pub struct SearchTimings {
     pub embed_ms: f64,
     pub search_ms: f64,
 }
 
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, schemars::JsonSchema)]
 pub struct SearchResults {
     pub mode: SearchMode,
     pub hits: Vec<Hit>,

@@ -4,6 +4,8 @@
 use axum::Json;
 use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
+use schemars::JsonSchema;
+use serde::Serialize;
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ApiError {
@@ -33,14 +35,37 @@ impl ApiError {
         Self::new(StatusCode::NOT_FOUND, code, message)
     }
 
+    /// `504 timeout`: no answer within the request timeout.
+    pub fn timed_out(timeout: std::time::Duration) -> Self {
+        Self::new(
+            StatusCode::GATEWAY_TIMEOUT,
+            "timeout",
+            format!(
+                "no answer within {} s (the server's --request-timeout)",
+                timeout.as_secs()
+            ),
+        )
+    }
+
     pub fn internal(message: impl Into<String>) -> Self {
         Self::new(StatusCode::INTERNAL_SERVER_ERROR, "internal_error", message)
+    }
+
+    /// The JSON body: `{"error": {"code", "message", "type"}}`.
+    pub fn body(&self) -> ErrorBody {
+        ErrorBody {
+            error: ErrorDetail {
+                code: self.code.to_owned(),
+                message: self.message.clone(),
+                kind: self.kind().to_owned(),
+            },
+        }
     }
 
     /// OpenAI's `type` field, derived from the status.
     fn kind(&self) -> &'static str {
         match self.status.as_u16() {
-            400 | 404 | 405 | 413 | 415 | 422 => "invalid_request_error",
+            400 | 404 | 405 | 409 | 413 | 415 | 422 => "invalid_request_error",
             401 | 403 => "authentication_error",
             429 => "rate_limit_error",
             _ => "server_error",
@@ -48,12 +73,26 @@ impl ApiError {
     }
 }
 
+/// Every error response's body.
+#[derive(Debug, Clone, Serialize, JsonSchema)]
+pub struct ErrorBody {
+    pub error: ErrorDetail,
+}
+
+#[derive(Debug, Clone, Serialize, JsonSchema)]
+pub struct ErrorDetail {
+    /// Stable and machine-readable: `invalid_request`, `knowledge_base_not_found`, …
+    pub code: String,
+    /// What went wrong and what to do about it.
+    pub message: String,
+    /// OpenAI's error type: `invalid_request_error`, `rate_limit_error`, …
+    #[serde(rename = "type")]
+    pub kind: String,
+}
+
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
-        let body = serde_json::json!({
-            "error": {"code": self.code, "message": self.message, "type": self.kind()}
-        });
-        let mut response = (self.status, Json(body)).into_response();
+        let mut response = (self.status, Json(self.body())).into_response();
         if let Some(seconds) = self.retry_after
             && let Ok(value) = HeaderValue::from_str(&seconds.to_string())
         {
@@ -73,6 +112,11 @@ impl From<basalt_kb::KbError> for ApiError {
             KbError::BadName { .. } | KbError::BadSettingsValue { .. } => {
                 Self::invalid(error.to_string())
             }
+            KbError::Exists { .. } => Self::new(
+                StatusCode::CONFLICT,
+                "knowledge_base_exists",
+                error.to_string(),
+            ),
             KbError::Index(basalt_index::IndexError::Locked { .. }) => {
                 let mut locked =
                     Self::new(StatusCode::SERVICE_UNAVAILABLE, "busy", error.to_string());

@@ -1,15 +1,19 @@
-//! The HTTP server (`basalt serve`): OpenAI-compatible routes over the local engines and the
-//! answer pipeline. Handlers are thin: they validate, admit the job through the [`Scheduler`],
-//! run the library call on a blocking thread, and shape the response; a second API shape
-//! (Bedrock's) is another small layer over the same calls.
+//! The HTTP server (`basalt serve`): OpenAI-compatible routes and the native API over the local
+//! engines, the knowledge bases and the answer pipeline. Handlers are thin: they validate, admit
+//! the job through the [`Scheduler`], run the library call on a blocking thread, and shape the
+//! response; a second API shape (Bedrock's) is another small layer over the same calls.
 //!
-//! Every error is JSON `{"error": {"code", "message", "type"}}` with the right status —
-//! malformed JSON, a wrong content type, a body over the limit, an unknown route or method
-//! included.
+//! Every route is declared once in [`router`]'s table, which also produces the OpenAPI document
+//! at `/openapi.json`. Every error is JSON `{"error": {"code", "message", "type"}}` with the
+//! right status — malformed JSON, a wrong content type, a body over the limit, an unknown route
+//! or method included.
 
 mod error;
+mod jobs;
+mod kbs;
 mod native;
 mod openai;
+mod openapi;
 mod scheduler;
 
 use std::collections::HashMap;
@@ -19,16 +23,19 @@ use std::time::Duration;
 
 use axum::extract::rejection::JsonRejection;
 use axum::extract::{DefaultBodyLimit, FromRequest, Request, State};
-use axum::http::StatusCode;
-use axum::routing::{get, post};
+use axum::http::{Method, StatusCode};
 use axum::{Json, Router};
+use basalt_answer::{SessionPolicy, SessionStore};
 use basalt_kb::{DataDir, KnowledgeBase};
 use basalt_model::{LocalEmbedder, LocalGenerator};
 use serde::de::DeserializeOwned;
-use serde_json::{Value, json};
+use serde_json::Value;
 
-pub use error::ApiError;
+pub use error::{ApiError, ErrorBody};
+pub use jobs::{Job, JobStatus, Jobs};
 pub use scheduler::{Scheduler, Slot};
+
+use openapi::{Api, Body, Operation, Reply, inline, schema};
 
 /// Models named `kb:NAME` answer from knowledge base NAME.
 pub const KB_MODEL_PREFIX: &str = "kb:";
@@ -44,8 +51,12 @@ pub struct ServerOptions {
     pub max_queue_wait: Duration,
     /// Longest non-streamed request.
     pub request_timeout: Duration,
-    /// Largest request body in bytes.
+    /// Largest JSON request body in bytes.
     pub body_limit: usize,
+    /// Largest upload (all files of one multipart request) in bytes.
+    pub upload_limit: usize,
+    /// How conversation sessions are kept.
+    pub sessions: SessionPolicy,
 }
 
 impl Default for ServerOptions {
@@ -56,6 +67,8 @@ impl Default for ServerOptions {
             max_queue_wait: Duration::from_secs(60),
             request_timeout: Duration::from_secs(300),
             body_limit: 4 << 20,
+            upload_limit: 256 << 20,
+            sessions: SessionPolicy::default(),
         }
     }
 }
@@ -71,6 +84,10 @@ pub struct AppState {
     knowledge_bases: Arc<Mutex<HashMap<String, Arc<KnowledgeBase>>>>,
     scheduler: Scheduler,
     request_timeout: Duration,
+    jobs: Arc<Jobs>,
+    sessions: Arc<SessionStore>,
+    /// The OpenAPI document, built once.
+    openapi: Arc<Value>,
 }
 
 impl std::fmt::Debug for AppState {
@@ -84,13 +101,16 @@ impl std::fmt::Debug for AppState {
 }
 
 impl AppState {
+    /// The shared state; starts the ingestion worker, which first resumes the jobs an earlier
+    /// run left unfinished. Fails when the data directory cannot hold the job records.
     pub fn new(
         embedder: LocalEmbedder,
         generator: LocalGenerator,
         data_dir: DataDir,
         options: &ServerOptions,
-    ) -> Self {
-        AppState {
+    ) -> std::io::Result<Self> {
+        let jobs = Arc::new(Jobs::open(data_dir.root())?);
+        let state = AppState {
             embedder: Arc::new(embedder),
             generator: Arc::new(generator),
             chat_model: basalt_model::DEFAULT_GENERATION_MODEL.to_owned(),
@@ -103,23 +123,59 @@ impl AppState {
                 options.max_queue_wait,
             ),
             request_timeout: options.request_timeout,
-        }
+            jobs,
+            sessions: Arc::new(SessionStore::new(options.sessions)),
+            openapi: Arc::new(api_document(options)),
+        };
+        Jobs::start(&state);
+        Ok(state)
     }
 
-    /// An open knowledge base, kept open between requests (its search caches stay warm).
-    async fn knowledge_base(&self, name: &str) -> Result<Arc<KnowledgeBase>, ApiError> {
-        if let Some(kb) = lock(&self.knowledge_bases).get(name) {
+    /// An open knowledge base, kept open between requests (its search caches stay warm, and
+    /// ingestion jobs and requests share its one index writer).
+    /// The settings are read again each time (a small file), so a knowledge base deleted or
+    /// changed by another process (`basalt kb delete`) is not served from a stale handle.
+    fn open_knowledge_base(&self, name: &str) -> basalt_kb::Result<Arc<KnowledgeBase>> {
+        let settings = match self.data_dir.settings(name) {
+            Ok(settings) => settings,
+            Err(error) => {
+                lock(&self.knowledge_bases).remove(name);
+                return Err(error);
+            }
+        };
+        let mut open = lock(&self.knowledge_bases);
+        if let Some(kb) = open.get(name)
+            && kb.settings == settings
+        {
             return Ok(kb.clone());
         }
-        let data_dir = self.data_dir.clone();
-        let owned = name.to_owned();
-        let kb = tokio::task::spawn_blocking(move || data_dir.open(&owned))
-            .await
-            .map_err(|error| ApiError::internal(error.to_string()))??;
-        let kb = Arc::new(kb);
-        lock(&self.knowledge_bases).insert(name.to_owned(), kb.clone());
+        let kb = Arc::new(self.data_dir.open_settings(settings)?);
+        open.insert(name.to_owned(), kb.clone());
         Ok(kb)
     }
+
+    async fn knowledge_base(&self, name: &str) -> Result<Arc<KnowledgeBase>, ApiError> {
+        let state = self.clone();
+        let name = name.to_owned();
+        blocking(move || state.open_knowledge_base(&name)).await
+    }
+
+    /// Closes a knowledge base (after its settings changed, or before it is deleted).
+    fn forget_knowledge_base(&self, name: &str) {
+        lock(&self.knowledge_bases).remove(name);
+    }
+}
+
+/// Runs blocking library work off the async threads.
+async fn blocking<T, E>(work: impl FnOnce() -> Result<T, E> + Send + 'static) -> Result<T, ApiError>
+where
+    T: Send + 'static,
+    E: Into<ApiError> + Send + 'static,
+{
+    tokio::task::spawn_blocking(work)
+        .await
+        .map_err(|error| ApiError::internal(error.to_string()))?
+        .map_err(Into::into)
 }
 
 fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
@@ -165,30 +221,160 @@ fn json_rejection(rejection: &JsonRejection) -> ApiError {
     }
 }
 
+/// Every route of the server, each declared once: the router and the OpenAPI document are built
+/// from this table.
+fn routes(options: &ServerOptions) -> Api {
+    use Method as M;
+    let json = |f| Reply::Json(f);
+    Api::new()
+        .add(
+            Operation::new(M::GET, "/healthz", "healthz", "service", "Liveness: the process answers", json(schema::<Health>)),
+            healthz,
+        )
+        .add(
+            Operation::new(M::GET, "/readyz", "readyz", "service", "Readiness: models loaded, data directory readable", json(schema::<Readiness>)),
+            readyz,
+        )
+        .add(
+            Operation::new(M::GET, "/openapi.json", "openapi", "service", "This document", json(schema::<Value>)),
+            openapi_document,
+        )
+        .add(
+            Operation::new(M::GET, "/v1/models", "listModels", "openai", "OpenAI-compatible: the chat and embedding models, and one kb:NAME model per knowledge base", json(schema::<openai::ModelList>)),
+            openai::models,
+        )
+        .add(
+            Operation::new(M::POST, "/v1/embeddings", "createEmbeddings", "openai", "OpenAI-compatible embeddings: a string or a list of strings, float or base64", json(schema::<openai::EmbeddingList>))
+                .body(Body::Json(schema::<openai::EmbeddingsRequest>)),
+            openai::embeddings,
+        )
+        .add(
+            Operation::new(M::POST, "/v1/chat/completions", "createChatCompletion", "openai", "OpenAI-compatible chat completions; model kb:NAME answers from a knowledge base with citations", Reply::JsonOrEvents(schema::<openai::ChatCompletion>, "with stream: true, chat.completion.chunk events (the last delta of a kb: answer carries its citations and sources), then [DONE]"))
+                .body(Body::Json(schema::<openai::ChatRequest>)),
+            openai::chat_completions,
+        )
+        .add(
+            Operation::new(M::GET, "/v1/kbs", "listKnowledgeBases", "knowledge bases", "Knowledge bases with their settings and sizes", json(schema::<kbs::KbList>)),
+            kbs::list_kbs,
+        )
+        .add(
+            Operation::new(M::POST, "/v1/kbs", "createKnowledgeBase", "knowledge bases", "Create a knowledge base (409 if the name is taken)", json(schema::<kbs::KbView>))
+                .body(Body::Json(schema::<kbs::CreateKb>))
+                .status(201),
+            kbs::create_kb,
+        )
+        .add(
+            Operation::new(M::GET, "/v1/kbs/{kb}", "getKnowledgeBase", "knowledge bases", "A knowledge base's settings and size", json(schema::<kbs::KbView>)),
+            kbs::get_kb,
+        )
+        .add(
+            Operation::new(M::PATCH, "/v1/kbs/{kb}", "updateKnowledgeBase", "knowledge bases", "Change search and answer settings (chunking, analyzer and model are fixed at creation)", json(schema::<kbs::KbView>))
+                .body(Body::Json(schema::<kbs::SearchSettings>)),
+            kbs::update_kb,
+        )
+        .add(
+            Operation::new(M::DELETE, "/v1/kbs/{kb}", "deleteKnowledgeBase", "knowledge bases", "Delete a knowledge base and everything in it (409 while an ingestion job for it runs)", json(schema::<kbs::Deleted>)),
+            kbs::delete_kb,
+        )
+        .add(
+            Operation::new(M::GET, "/v1/kbs/{kb}/documents", "listDocuments", "documents", "The documents of a knowledge base, by id", json(schema::<kbs::DocumentList>))
+                .query(inline::<kbs::DocumentsQuery>),
+            kbs::list_documents,
+        )
+        .add(
+            Operation::new(M::POST, "/v1/kbs/{kb}/documents", "uploadDocuments", "documents", "Upload files (multipart); answers 202 with an ingestion job to follow at /v1/jobs/{id}", json(schema::<jobs::Job>))
+                .body(Body::Multipart(schema::<kbs::UploadForm>))
+                .status(202)
+                .body_limit(options.upload_limit),
+            kbs::upload_documents,
+        )
+        .add(
+            Operation::new(M::GET, "/v1/kbs/{kb}/documents/{id}", "getDocument", "documents", "A document's record", json(schema::<basalt_index::DocumentRecord>)),
+            kbs::get_document,
+        )
+        .add(
+            Operation::new(M::DELETE, "/v1/kbs/{kb}/documents/{id}", "deleteDocument", "documents", "Delete a document and its chunks from every index at once", json(schema::<kbs::Deleted>)),
+            kbs::delete_document,
+        )
+        .add(
+            Operation::new(M::GET, "/v1/jobs", "listJobs", "documents", "Ingestion jobs, newest first", json(schema::<kbs::JobList>))
+                .query(inline::<kbs::JobsQuery>),
+            kbs::list_jobs,
+        )
+        .add(
+            Operation::new(M::GET, "/v1/jobs/{id}", "getJob", "documents", "An ingestion job: status, progress, per-file failures", json(schema::<jobs::Job>)),
+            kbs::get_job,
+        )
+        .add(
+            Operation::new(M::POST, "/v1/kbs/{kb}/search", "search", "answers", "Hybrid, BM25 or vector search with filters", json(schema::<native::SearchResponse>))
+                .body(Body::Json(schema::<native::SearchRequest>)),
+            native::search,
+        )
+        .add(
+            Operation::new(M::POST, "/v1/kbs/{kb}/answer", "answer", "answers", "A grounded answer with span citations, or the fixed not-found answer", Reply::JsonOrEvents(schema::<native::AnswerResponse>, "with stream: true, events `sources`, `delta` and `replace` ({\"text\"}), then `answer` (the JSON body) or `error`"))
+                .body(Body::Json(schema::<native::AnswerRequest>)),
+            native::answer,
+        )
+        .add(
+            Operation::new(M::POST, "/v1/sessions", "createSession", "answers", "Start a conversation over a knowledge base", json(schema::<native::SessionView>))
+                .body(Body::Json(schema::<native::CreateSession>))
+                .status(201),
+            native::create_session,
+        )
+        .add(
+            Operation::new(M::GET, "/v1/sessions/{id}", "getSession", "answers", "A conversation's turns (prompts only when retained)", json(schema::<native::SessionView>)),
+            native::get_session,
+        )
+        .add(
+            Operation::new(M::DELETE, "/v1/sessions/{id}", "deleteSession", "answers", "Forget a conversation", json(schema::<kbs::Deleted>)),
+            native::delete_session,
+        )
+}
+
+/// The OpenAPI document of every route.
+fn api_document(options: &ServerOptions) -> Value {
+    let (_, operations) = routes(options).finish();
+    openapi::document(&operations)
+}
+
+async fn openapi_document(State(state): State<AppState>) -> Json<Value> {
+    Json(state.openapi.as_ref().clone())
+}
+
 /// The routes, with their body limit and JSON fallbacks.
 pub fn router(state: AppState, options: &ServerOptions) -> Router {
-    Router::new()
-        .route("/healthz", get(healthz))
-        .route("/readyz", get(readyz))
-        .route("/v1/models", get(openai::models))
-        .route("/v1/embeddings", post(openai::embeddings))
-        .route("/v1/chat/completions", post(openai::chat_completions))
-        .route("/v1/kbs", get(native::list_kbs))
-        .route("/v1/kbs/{kb}/search", post(native::search))
-        .route("/v1/kbs/{kb}/answer", post(native::answer))
+    let (router, _) = routes(options).finish();
+    router
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
         .layer(DefaultBodyLimit::max(options.body_limit))
         .with_state(state)
 }
 
-async fn healthz() -> Json<Value> {
-    Json(json!({"status": "ok"}))
+#[derive(Debug, serde::Serialize, schemars::JsonSchema)]
+struct Health {
+    /// Always `ok`.
+    status: &'static str,
+}
+
+async fn healthz() -> Json<Health> {
+    Json(Health { status: "ok" })
+}
+
+#[derive(Debug, serde::Serialize, schemars::JsonSchema)]
+struct Readiness {
+    /// Always `ready` (otherwise the status is 503).
+    status: &'static str,
+    /// The chat and embedding models, loaded.
+    models: [String; 2],
+    knowledge_bases: usize,
+    /// Requests waiting for the model now.
+    waiting: usize,
 }
 
 /// Ready when the models are loaded (they are before the server listens) and the data
 /// directory can be read; the number of requests waiting is reported.
-async fn readyz(State(state): State<AppState>) -> Result<Json<Value>, ApiError> {
+async fn readyz(State(state): State<AppState>) -> Result<Json<Readiness>, ApiError> {
     let data_dir = state.data_dir.clone();
     let kbs = tokio::task::spawn_blocking(move || data_dir.list())
         .await
@@ -200,12 +386,12 @@ async fn readyz(State(state): State<AppState>) -> Result<Json<Value>, ApiError> 
                 error.to_string(),
             )
         })?;
-    Ok(Json(json!({
-        "status": "ready",
-        "models": [state.chat_model, state.embedding_model],
-        "knowledge_bases": kbs.len(),
-        "waiting": state.scheduler.waiting(),
-    })))
+    Ok(Json(Readiness {
+        status: "ready",
+        models: [state.chat_model.clone(), state.embedding_model.clone()],
+        knowledge_bases: kbs.len(),
+        waiting: state.scheduler.waiting(),
+    }))
 }
 
 async fn not_found() -> ApiError {

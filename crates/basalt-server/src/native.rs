@@ -1,34 +1,41 @@
-//! The native API (first routes): list knowledge bases, search one, answer from one. Request
-//! bodies are strict: an unknown field is a 400, so a typo never silently changes a query.
+//! The native API for questions: search a knowledge base, answer from it (plain or streamed
+//! as server-sent events), and conversation sessions. Request bodies are strict: an unknown
+//! field is a 400, so a typo never silently changes a query.
+
+use std::convert::Infallible;
+use std::sync::Arc;
+use std::sync::atomic::AtomicBool;
 
 use axum::Json;
 use axum::extract::{Path, State};
-use basalt_answer::{AnswerOptions, Engines};
+use axum::http::StatusCode;
+use axum::response::sse::{Event, KeepAlive, Sse};
+use axum::response::{IntoResponse, Response};
+use basalt_answer::{Answer, AnswerEvent, AnswerOptions, Engines, Session, Turn};
 use basalt_index::{Filter, Fusion, SearchMode};
-use basalt_kb::SearchOptions;
-use serde::Deserialize;
-use serde_json::{Value, json};
+use basalt_kb::{SearchOptions, SearchResults};
+use schemars::JsonSchema;
+use serde::{Deserialize, Serialize};
+use serde_json::json;
+use tokio::sync::mpsc;
+use tokio_stream::wrappers::ReceiverStream;
 
 use crate::error::ApiError;
-use crate::{ApiJson, AppState};
+use crate::kbs::Deleted;
+use crate::openai::{CancelOnDrop, final_message};
+use crate::{ApiJson, AppState, blocking};
 
-pub(crate) async fn list_kbs(State(state): State<AppState>) -> Result<Json<Value>, ApiError> {
-    let data_dir = state.data_dir.clone();
-    let kbs = tokio::task::spawn_blocking(move || data_dir.list())
-        .await
-        .map_err(|error| ApiError::internal(error.to_string()))??;
-    Ok(Json(json!({"knowledge_bases": kbs})))
-}
-
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub(crate) struct SearchRequest {
     query: String,
+    /// hybrid, bm25 or vector (default: the knowledge base's).
     #[serde(default)]
     mode: Option<SearchMode>,
+    /// Hits to return (default 10, at most 1000).
     #[serde(default)]
     k: Option<usize>,
-    /// The filter expression of `basalt search --filter`.
+    /// A filter expression, as `basalt search --filter`: `tag = hr AND year >= 2020`.
     #[serde(default)]
     filter: Option<String>,
     #[serde(default)]
@@ -45,11 +52,17 @@ fn parse_filter(filter: Option<&str>) -> Result<Option<Filter>, ApiError> {
 /// Most hits one search returns.
 const MAX_K: usize = 1000;
 
+#[derive(Debug, Serialize, JsonSchema)]
+pub(crate) struct SearchResponse {
+    knowledge_base: String,
+    results: SearchResults,
+}
+
 pub(crate) async fn search(
     State(state): State<AppState>,
     Path(name): Path<String>,
     ApiJson(request): ApiJson<SearchRequest>,
-) -> Result<Json<Value>, ApiError> {
+) -> Result<Json<SearchResponse>, ApiError> {
     let k = request.k.unwrap_or(10);
     if k == 0 || k > MAX_K {
         return Err(ApiError::invalid(format!(
@@ -68,40 +81,90 @@ pub(crate) async fn search(
     };
     let kb = state.knowledge_base(&name).await?;
     let embedder = state.embedder.clone();
-    let results = tokio::task::spawn_blocking(move || {
-        basalt_kb::search(&kb, Some(embedder.as_ref()), &request.query, &options)
-    })
-    .await
-    .map_err(|error| ApiError::internal(error.to_string()))??;
-    Ok(Json(json!({"knowledge_base": name, "results": results})))
+    let results =
+        blocking(move || basalt_kb::search(&kb, Some(embedder.as_ref()), &request.query, &options))
+            .await?;
+    Ok(Json(SearchResponse {
+        knowledge_base: name,
+        results,
+    }))
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub(crate) struct AnswerRequest {
     question: String,
+    /// A filter expression limiting the passages, as in search.
     #[serde(default)]
     filter: Option<String>,
+    /// Passages given to the model (1–50; default: the knowledge base's, else 5).
     #[serde(default)]
     passages: Option<usize>,
+    /// Most tokens to generate (default 256).
     #[serde(default)]
     max_tokens: Option<usize>,
+    /// Abstain below this question–passage similarity (default: the knowledge base's).
     #[serde(default)]
     min_relevance: Option<f32>,
+    /// Stream server-sent events: `sources`, `delta`, `replace`, then `answer` (or `error`).
+    #[serde(default)]
+    stream: bool,
+    /// Continue a conversation (`POST /v1/sessions`): earlier turns give follow-ups context,
+    /// and this turn is recorded.
+    #[serde(default)]
+    session_id: Option<String>,
+}
+
+/// An answer, with the session it was recorded in.
+#[derive(Debug, Serialize, JsonSchema)]
+pub(crate) struct AnswerResponse {
+    #[serde(flatten)]
+    answer: Answer,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    session_id: Option<String>,
+}
+
+/// What the answer worker reports to the response.
+enum Progress {
+    Event(Event),
+    Done(Box<Answer>),
+    Failed(ApiError),
+}
+
+fn sse(name: &str, data: &impl Serialize) -> Event {
+    Event::default()
+        .event(name)
+        .data(serde_json::to_string(data).unwrap_or_else(|_| "{}".into()))
 }
 
 pub(crate) async fn answer(
     State(state): State<AppState>,
     Path(name): Path<String>,
     ApiJson(request): ApiJson<AnswerRequest>,
-) -> Result<Json<Value>, ApiError> {
+) -> Result<Response, ApiError> {
     if request
         .passages
         .is_some_and(|passages| passages == 0 || passages > 50)
     {
         return Err(ApiError::invalid("passages must be between 1 and 50"));
     }
-    let cancel = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let history = match &request.session_id {
+        Some(id) => {
+            let session = state
+                .sessions
+                .get(id)
+                .ok_or_else(|| session_not_found(id))?;
+            if session.kb != name {
+                return Err(ApiError::invalid(format!(
+                    "session {id:?} belongs to knowledge base {:?}, not {name:?}",
+                    session.kb
+                )));
+            }
+            session.history()
+        }
+        None => Vec::new(),
+    };
+    let cancel = Arc::new(AtomicBool::new(false));
     let options = AnswerOptions {
         passages: request.passages,
         filter: parse_filter(request.filter.as_deref())?,
@@ -112,28 +175,164 @@ pub(crate) async fn answer(
     };
     let kb = state.knowledge_base(&name).await?;
     let slot = state.scheduler.admit().await?;
+    let (sender, mut receiver) = mpsc::channel::<Progress>(64);
     let worker_state = state.clone();
-    let job = tokio::task::spawn_blocking(move || {
+    let question = request.question.clone();
+    let streaming = request.stream;
+    drop(tokio::task::spawn_blocking(move || {
         let _slot = slot;
         let engines = Engines {
             embedder: worker_state.embedder.as_ref(),
             generator: worker_state.generator.as_ref(),
         };
-        basalt_answer::answer(&kb, engines, &request.question, &[], &options, &mut |_| {})
-    });
-    let guard = crate::openai::CancelOnDrop(cancel);
-    let answer = match tokio::time::timeout(state.request_timeout, job).await {
-        Ok(joined) => joined.map_err(|error| ApiError::internal(error.to_string()))??,
-        Err(_) => {
-            return Err(ApiError::new(
-                axum::http::StatusCode::GATEWAY_TIMEOUT,
-                "timeout",
-                format!("no answer within {} s", state.request_timeout.as_secs()),
-            ));
+        let mut observe = |event: AnswerEvent<'_>| {
+            if !streaming {
+                return;
+            }
+            let event = match event {
+                AnswerEvent::Sources(sources) => sse("sources", &json!({"sources": sources})),
+                AnswerEvent::Delta(text) => sse("delta", &json!({"text": text})),
+                AnswerEvent::Replace(text) => sse("replace", &json!({"text": text})),
+            };
+            let _ = sender.blocking_send(Progress::Event(event));
+        };
+        let result =
+            basalt_answer::answer(&kb, engines, &question, &history, &options, &mut observe);
+        let progress = match result {
+            Ok(answer) => Progress::Done(Box::new(answer)),
+            Err(error) => Progress::Failed(error.into()),
+        };
+        let _ = sender.blocking_send(progress);
+    }));
+    let session_id = request.session_id.clone();
+    let record = move |state: &AppState, answer: &Answer| {
+        if let Some(id) = &session_id {
+            state.sessions.record(
+                id,
+                Turn {
+                    question: request.question.clone(),
+                    answer: answer.answer.clone(),
+                    query: answer.query.clone(),
+                    abstained: answer.abstained,
+                    prompt: Some(answer.prompt_text.clone()),
+                },
+            );
+        }
+        AnswerResponse {
+            answer: answer.clone(),
+            session_id: session_id.clone(),
         }
     };
-    drop(guard);
-    Ok(Json(
-        serde_json::to_value(&answer).map_err(|error| ApiError::internal(error.to_string()))?,
-    ))
+
+    if !streaming {
+        let answer =
+            final_message(
+                cancel,
+                &mut receiver,
+                state.request_timeout,
+                |progress| match progress {
+                    Progress::Event(_) => None,
+                    Progress::Done(answer) => Some(Ok(answer)),
+                    Progress::Failed(error) => Some(Err(error)),
+                },
+            )
+            .await?;
+        return Ok(Json(record(&state, &answer)).into_response());
+    }
+
+    let (events, stream) = mpsc::channel::<Result<Event, Infallible>>(64);
+    let timeout = state.request_timeout;
+    tokio::spawn(async move {
+        let _guard = CancelOnDrop(cancel);
+        let relay = async {
+            while let Some(progress) = receiver.recv().await {
+                let (event, last) = match progress {
+                    Progress::Event(event) => (event, false),
+                    Progress::Done(answer) => (sse("answer", &record(&state, &answer)), true),
+                    Progress::Failed(error) => (sse("error", &error.body()), true),
+                };
+                if events.send(Ok(event)).await.is_err() || last {
+                    // Gone: dropping the guard stops the generation.
+                    return;
+                }
+            }
+        };
+        if tokio::time::timeout(timeout, relay).await.is_err() {
+            let _ = events
+                .send(Ok(sse("error", &ApiError::timed_out(timeout).body())))
+                .await;
+        }
+    });
+    Ok(Sse::new(ReceiverStream::new(stream))
+        .keep_alive(KeepAlive::default())
+        .into_response())
+}
+
+// ---------------------------------------------------------------------------------------------
+// Sessions
+
+#[derive(Debug, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct CreateSession {
+    /// The knowledge base the conversation is about.
+    kb: String,
+}
+
+#[derive(Debug, Serialize, JsonSchema)]
+pub(crate) struct SessionView {
+    #[serde(flatten)]
+    session: Session,
+    /// Seconds of inactivity after which the session is forgotten.
+    ttl_seconds: u64,
+    /// Whether turns keep the full prompt (`basalt serve --retain-prompts`).
+    retains_prompts: bool,
+}
+
+fn session_view(state: &AppState, session: Session) -> SessionView {
+    let policy = state.sessions.policy();
+    SessionView {
+        session,
+        ttl_seconds: policy.ttl.as_secs(),
+        retains_prompts: policy.retain_prompts,
+    }
+}
+
+fn session_not_found(id: &str) -> ApiError {
+    ApiError::not_found(
+        "session_not_found",
+        format!("no session {id:?}: it never existed or expired; start one with POST /v1/sessions"),
+    )
+}
+
+pub(crate) async fn create_session(
+    State(state): State<AppState>,
+    ApiJson(request): ApiJson<CreateSession>,
+) -> Result<(StatusCode, Json<SessionView>), ApiError> {
+    let data_dir = state.data_dir.clone();
+    let kb = request.kb.clone();
+    blocking(move || data_dir.settings(&kb)).await?;
+    let session = state.sessions.create(&request.kb);
+    Ok((StatusCode::CREATED, Json(session_view(&state, session))))
+}
+
+pub(crate) async fn get_session(
+    State(state): State<AppState>,
+    Path(id): Path<String>,
+) -> Result<Json<SessionView>, ApiError> {
+    let session = state
+        .sessions
+        .get(&id)
+        .ok_or_else(|| session_not_found(&id))?;
+    Ok(Json(session_view(&state, session)))
+}
+
+pub(crate) async fn delete_session(
+    State(state): State<AppState>,
+    Path(id): Path<String>,
+) -> Result<Json<Deleted>, ApiError> {
+    if state.sessions.delete(&id) {
+        Ok(Json(Deleted { deleted: id }))
+    } else {
+        Err(session_not_found(&id))
+    }
 }

@@ -34,6 +34,29 @@ impl Drop for CancelOnDrop {
     }
 }
 
+/// Waits for the worker's last message (`finish` picks it out, skipping progress) within the
+/// request timeout. If the request goes away first — the client disconnected, or the timeout
+/// passed — the work is cancelled.
+pub(crate) async fn final_message<M, T>(
+    cancel: Arc<AtomicBool>,
+    receiver: &mut mpsc::Receiver<M>,
+    timeout: std::time::Duration,
+    finish: impl Fn(M) -> Option<Result<T, ApiError>>,
+) -> Result<T, ApiError> {
+    let _guard = CancelOnDrop(cancel);
+    let collect = async {
+        while let Some(message) = receiver.recv().await {
+            if let Some(result) = finish(message) {
+                return result;
+            }
+        }
+        Err(ApiError::internal("the work stopped unexpectedly"))
+    };
+    tokio::time::timeout(timeout, collect)
+        .await
+        .unwrap_or_else(|_| Err(ApiError::timed_out(timeout)))
+}
+
 fn now() -> u64 {
     SystemTime::now()
         .duration_since(UNIX_EPOCH)
@@ -48,37 +71,60 @@ fn completion_id() -> String {
 // ---------------------------------------------------------------------------------------------
 // /v1/models
 
-pub(crate) async fn models(State(state): State<AppState>) -> Result<Json<Value>, ApiError> {
+#[derive(Debug, Serialize, schemars::JsonSchema)]
+pub(crate) struct ModelCard {
+    id: String,
+    /// Always `model`.
+    object: &'static str,
+    created: u64,
+    owned_by: &'static str,
+}
+
+impl ModelCard {
+    fn new(id: String) -> Self {
+        ModelCard {
+            id,
+            object: "model",
+            created: 0,
+            owned_by: "basalt",
+        }
+    }
+}
+
+#[derive(Debug, Serialize, schemars::JsonSchema)]
+pub(crate) struct ModelList {
+    /// Always `list`.
+    object: &'static str,
+    data: Vec<ModelCard>,
+}
+
+pub(crate) async fn models(State(state): State<AppState>) -> Result<Json<ModelList>, ApiError> {
     let mut data = vec![
-        json!({"id": state.chat_model, "object": "model", "created": 0, "owned_by": "basalt"}),
-        json!({"id": state.embedding_model, "object": "model", "created": 0, "owned_by": "basalt"}),
+        ModelCard::new(state.chat_model.clone()),
+        ModelCard::new(state.embedding_model.clone()),
     ];
     let data_dir = state.data_dir.clone();
-    let kbs = tokio::task::spawn_blocking(move || data_dir.list())
-        .await
-        .map_err(|error| ApiError::internal(error.to_string()))??;
+    let kbs = crate::blocking(move || data_dir.list()).await?;
     for kb in kbs {
-        data.push(json!({
-            "id": format!("{KB_MODEL_PREFIX}{}", kb.name),
-            "object": "model",
-            "created": 0,
-            "owned_by": "basalt",
-        }));
+        data.push(ModelCard::new(format!("{KB_MODEL_PREFIX}{}", kb.name)));
     }
-    Ok(Json(json!({"object": "list", "data": data})))
+    Ok(Json(ModelList {
+        object: "list",
+        data,
+    }))
 }
 
 // ---------------------------------------------------------------------------------------------
 // /v1/embeddings
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, schemars::JsonSchema)]
 #[serde(untagged)]
 pub(crate) enum EmbeddingInput {
     One(String),
     Many(Vec<String>),
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, schemars::JsonSchema)]
 pub(crate) struct EmbeddingsRequest {
     input: Value,
     model: String,
@@ -92,7 +138,7 @@ const MAX_EMBEDDING_INPUTS: usize = 2048;
 pub(crate) async fn embeddings(
     State(state): State<AppState>,
     ApiJson(request): ApiJson<EmbeddingsRequest>,
-) -> Result<Json<Value>, ApiError> {
+) -> Result<Json<EmbeddingList>, ApiError> {
     if request.model != state.embedding_model {
         return Err(ApiError::not_found(
             "model_not_found",
@@ -146,41 +192,76 @@ pub(crate) async fn embeddings(
     })
     .await
     .map_err(|error| ApiError::internal(error.to_string()))??;
-    let data: Vec<Value> = vectors
+    let data = vectors
         .iter()
         .enumerate()
-        .map(|(index, vector)| {
-            let embedding = if base64 {
+        .map(|(index, vector)| EmbeddingOut {
+            object: "embedding",
+            index,
+            embedding: if base64 {
                 let bytes: Vec<u8> = vector
                     .iter()
                     .flat_map(|value| value.to_le_bytes())
                     .collect();
-                Value::String(crate::base64_encode(&bytes))
+                Vector::Base64(crate::base64_encode(&bytes))
             } else {
-                json!(vector)
-            };
-            json!({"object": "embedding", "index": index, "embedding": embedding})
+                Vector::Float(vector.clone())
+            },
         })
         .collect();
-    Ok(Json(json!({
-        "object": "list",
-        "data": data,
-        "model": state.embedding_model,
-        "usage": {"prompt_tokens": tokens, "total_tokens": tokens},
-    })))
+    Ok(Json(EmbeddingList {
+        object: "list",
+        data,
+        model: state.embedding_model.clone(),
+        usage: EmbeddingUsage {
+            prompt_tokens: tokens,
+            total_tokens: tokens,
+        },
+    }))
+}
+
+/// An embedding: floats, or with `encoding_format: "base64"` the little-endian f32 bytes.
+#[derive(Debug, Serialize, schemars::JsonSchema)]
+#[serde(untagged)]
+pub(crate) enum Vector {
+    Float(Vec<f32>),
+    Base64(String),
+}
+
+#[derive(Debug, Serialize, schemars::JsonSchema)]
+pub(crate) struct EmbeddingOut {
+    /// Always `embedding`.
+    object: &'static str,
+    index: usize,
+    embedding: Vector,
+}
+
+#[derive(Debug, Serialize, schemars::JsonSchema)]
+pub(crate) struct EmbeddingUsage {
+    prompt_tokens: usize,
+    total_tokens: usize,
+}
+
+#[derive(Debug, Serialize, schemars::JsonSchema)]
+pub(crate) struct EmbeddingList {
+    /// Always `list`.
+    object: &'static str,
+    data: Vec<EmbeddingOut>,
+    model: String,
+    usage: EmbeddingUsage,
 }
 
 // ---------------------------------------------------------------------------------------------
 // /v1/chat/completions
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, schemars::JsonSchema)]
 #[serde(untagged)]
 pub(crate) enum Content {
     Text(String),
     Parts(Vec<ContentPart>),
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, schemars::JsonSchema)]
 pub(crate) struct ContentPart {
     #[serde(rename = "type")]
     kind: String,
@@ -188,27 +269,27 @@ pub(crate) struct ContentPart {
     text: Option<String>,
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, schemars::JsonSchema)]
 pub(crate) struct MessageIn {
     role: String,
     #[serde(default)]
     content: Option<Content>,
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, schemars::JsonSchema)]
 pub(crate) struct StreamOptions {
     #[serde(default)]
     include_usage: bool,
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, schemars::JsonSchema)]
 #[serde(untagged)]
 pub(crate) enum Stop {
     One(String),
     Many(Vec<String>),
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, schemars::JsonSchema)]
 pub(crate) struct ChatRequest {
     model: String,
     messages: Vec<MessageIn>,
@@ -311,8 +392,8 @@ fn validate(request: ChatRequest) -> Result<Chat, ApiError> {
     })
 }
 
-#[derive(Debug, Clone, Copy, Default, Serialize)]
-struct UsageOut {
+#[derive(Debug, Clone, Copy, Default, Serialize, schemars::JsonSchema)]
+pub(crate) struct UsageOut {
     prompt_tokens: usize,
     completion_tokens: usize,
     total_tokens: usize,
@@ -334,7 +415,51 @@ struct Completion {
     finish_reason: &'static str,
     usage: UsageOut,
     /// Extra message fields of a knowledge-base answer.
-    extra: Option<Value>,
+    extra: Option<KbFields>,
+}
+
+/// What a `kb:NAME` answer adds to the assistant message (and to the last streamed delta).
+#[derive(Debug, Clone, Serialize, schemars::JsonSchema)]
+pub(crate) struct KbFields {
+    /// The answer text (the same as `content`).
+    answer: String,
+    abstained: bool,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    abstain_reason: Option<basalt_answer::AbstainReason>,
+    extractive: bool,
+    citations: Vec<basalt_answer::Citation>,
+    sources: Vec<basalt_answer::Reference>,
+    removed_markers: usize,
+    template_version: String,
+}
+
+#[derive(Debug, Serialize, schemars::JsonSchema)]
+pub(crate) struct MessageOut {
+    /// Always `assistant`.
+    role: &'static str,
+    content: String,
+    #[serde(flatten)]
+    kb: Option<KbFields>,
+}
+
+#[derive(Debug, Serialize, schemars::JsonSchema)]
+pub(crate) struct Choice {
+    index: usize,
+    message: MessageOut,
+    /// `stop` or `length`.
+    finish_reason: &'static str,
+}
+
+/// A chat completion (not streamed).
+#[derive(Debug, Serialize, schemars::JsonSchema)]
+pub(crate) struct ChatCompletion {
+    id: String,
+    /// Always `chat.completion`.
+    object: &'static str,
+    created: u64,
+    model: String,
+    choices: Vec<Choice>,
+    usage: UsageOut,
 }
 
 /// Events of a streamed completion, sent from the blocking worker to the SSE response.
@@ -397,43 +522,34 @@ pub(crate) async fn chat_completions(
     let id = completion_id();
     let created = now();
     if !chat.stream {
-        let guard = CancelOnDrop(cancel);
-        let timeout = state.request_timeout;
-        let collect = async {
-            loop {
-                match receiver.recv().await {
-                    Some(Piece::Delta(_)) => {}
-                    Some(Piece::Done(completion)) => return Ok(completion),
-                    Some(Piece::Failed(error)) => return Err(error),
-                    None => return Err(ApiError::internal("the generation stopped unexpectedly")),
-                }
-            }
-        };
-        let completion = match tokio::time::timeout(timeout, collect).await {
-            Ok(result) => result?,
-            Err(_) => {
-                return Err(ApiError::new(
-                    axum::http::StatusCode::GATEWAY_TIMEOUT,
-                    "timeout",
-                    format!("no answer within {} s", timeout.as_secs()),
-                ));
-            }
-        };
-        drop(guard);
-        let mut message = json!({"role": "assistant", "content": completion.content});
-        if let (Some(extra), Some(object)) = (completion.extra, message.as_object_mut())
-            && let Value::Object(extra) = extra
-        {
-            object.extend(extra);
-        }
-        return Ok(Json(json!({
-            "id": id,
-            "object": "chat.completion",
-            "created": created,
-            "model": chat.model,
-            "choices": [{"index": 0, "message": message, "finish_reason": completion.finish_reason}],
-            "usage": completion.usage,
-        }))
+        let completion =
+            final_message(
+                cancel,
+                &mut receiver,
+                state.request_timeout,
+                |piece| match piece {
+                    Piece::Delta(_) => None,
+                    Piece::Done(completion) => Some(Ok(completion)),
+                    Piece::Failed(error) => Some(Err(error)),
+                },
+            )
+            .await?;
+        return Ok(Json(ChatCompletion {
+            id,
+            object: "chat.completion",
+            created,
+            model: chat.model,
+            choices: vec![Choice {
+                index: 0,
+                message: MessageOut {
+                    role: "assistant",
+                    content: completion.content,
+                    kb: completion.extra,
+                },
+                finish_reason: completion.finish_reason,
+            }],
+            usage: completion.usage,
+        })
         .into_response());
     }
 
@@ -441,6 +557,7 @@ pub(crate) async fn chat_completions(
     let (events, stream) = mpsc::channel::<Result<Event, Infallible>>(64);
     let model = chat.model.clone();
     let include_usage = chat.include_usage;
+    let timeout = state.request_timeout;
     tokio::spawn(async move {
         let _guard = CancelOnDrop(cancel);
         let chunk = |delta: Value, finish: Option<&str>| {
@@ -460,36 +577,52 @@ pub(crate) async fn chat_completions(
         {
             return;
         }
-        while let Some(piece) = receiver.recv().await {
-            let event = match piece {
-                Piece::Delta(text) => send(chunk(json!({"content": text}), None)),
-                Piece::Done(completion) => {
-                    let delta = completion.extra.unwrap_or_else(|| json!({}));
-                    if events
-                        .send(send(chunk(delta, Some(completion.finish_reason))))
-                        .await
-                        .is_err()
-                    {
-                        return;
+        // True when the stream ended normally, false when the client went away.
+        let relay = async {
+            while let Some(piece) = receiver.recv().await {
+                let event = match piece {
+                    Piece::Delta(text) => send(chunk(json!({"content": text}), None)),
+                    Piece::Done(completion) => {
+                        let delta = completion
+                            .extra
+                            .and_then(|extra| serde_json::to_value(extra).ok())
+                            .unwrap_or_else(|| json!({}));
+                        if events
+                            .send(send(chunk(delta, Some(completion.finish_reason))))
+                            .await
+                            .is_err()
+                        {
+                            return false;
+                        }
+                        if include_usage {
+                            let usage = json!({
+                                "id": id, "object": "chat.completion.chunk", "created": created,
+                                "model": model, "choices": [], "usage": completion.usage,
+                            });
+                            let _ = events.send(send(usage)).await;
+                        }
+                        break;
                     }
-                    if include_usage {
-                        let usage = json!({
-                            "id": id, "object": "chat.completion.chunk", "created": created,
-                            "model": model, "choices": [], "usage": completion.usage,
-                        });
-                        let _ = events.send(send(usage)).await;
+                    Piece::Failed(error) => {
+                        let _ = events.send(send(json!(error.body()))).await;
+                        break;
                     }
-                    break;
+                };
+                if events.send(event).await.is_err() {
+                    // The client went away: dropping the guard cancels the generation.
+                    return false;
                 }
-                Piece::Failed(error) => {
-                    let body = json!({"error": {"code": error.code, "message": error.message}});
-                    let _ = events.send(send(body)).await;
-                    break;
-                }
-            };
-            if events.send(event).await.is_err() {
-                // The client went away: dropping the guard cancels the generation.
-                return;
+            }
+            true
+        };
+        match tokio::time::timeout(timeout, relay).await {
+            Ok(true) => {}
+            // The client went away: dropping the guard cancels the generation.
+            Ok(false) => return,
+            Err(_) => {
+                let _ = events
+                    .send(send(json!(ApiError::timed_out(timeout).body())))
+                    .await;
             }
         }
         let _ = events.send(Ok(Event::default().data("[DONE]"))).await;
@@ -609,16 +742,16 @@ fn run_kb(
         content: answer.answer.clone(),
         finish_reason: "stop",
         usage: UsageOut::new(answer.usage.prompt_tokens, answer.usage.completion_tokens),
-        extra: Some(json!({
-            "answer": answer.answer,
-            "abstained": answer.abstained,
-            "abstain_reason": answer.abstain_reason,
-            "extractive": answer.extractive,
-            "citations": answer.citations,
-            "sources": answer.sources,
-            "removed_markers": answer.removed_markers,
-            "template_version": answer.template_version,
-        })),
+        extra: Some(KbFields {
+            answer: answer.answer,
+            abstained: answer.abstained,
+            abstain_reason: answer.abstain_reason,
+            extractive: answer.extractive,
+            citations: answer.citations,
+            sources: answer.sources,
+            removed_markers: answer.removed_markers,
+            template_version: answer.template_version,
+        }),
     })
 }
 

@@ -40,6 +40,15 @@ impl Scheduler {
         self.waiting.load(Ordering::Relaxed)
     }
 
+    /// Waits for a slot as long as it takes, outside the request queue: for background work
+    /// (ingestion jobs take a turn per embedding batch, so answers interleave with them).
+    pub async fn background_turn(&self) -> Result<Slot, ApiError> {
+        match self.running.clone().acquire_owned().await {
+            Ok(permit) => Ok(Slot { _permit: permit }),
+            Err(_) => Err(ApiError::internal("the scheduler was shut down")),
+        }
+    }
+
     /// Waits for a slot: 429 at once when the queue is full, 503 when the wait would exceed
     /// the limit.
     pub async fn admit(&self) -> Result<Slot, ApiError> {

@@ -64,6 +64,7 @@ pub(crate) fn run(args: &IngestArgs, settings: &Settings) -> anyhow::Result<Exit
         metadata: args.metadata.iter().cloned().collect::<BTreeMap<_, _>>(),
         max_file_bytes: args.max_file_size.saturating_mul(1 << 20),
         batch_chunks: args.batch_chunks as usize,
+        ..IngestOptions::default()
     };
     let report = run_with_progress(&kb, &embedder, &args.paths, &options)?;
     if args.json {

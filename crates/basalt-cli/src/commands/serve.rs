@@ -24,9 +24,18 @@ pub(crate) struct ServeArgs {
     /// Longest non-streamed request, in seconds
     #[arg(long, default_value_t = 300, value_name = "SECONDS")]
     request_timeout: u64,
-    /// Largest request body, in MB
+    /// Largest JSON request body, in MB
     #[arg(long, default_value_t = 4, value_name = "MB")]
     body_limit: usize,
+    /// Largest upload (all files of one multipart request), in MB; each file may be 100 MB
+    #[arg(long, default_value_t = 256, value_name = "MB")]
+    upload_limit: usize,
+    /// Minutes of inactivity after which a conversation session is forgotten
+    #[arg(long, default_value_t = 30, value_name = "MINUTES")]
+    session_ttl: u64,
+    /// Keep each session turn's full prompt (off: prompts hold document text)
+    #[arg(long)]
+    retain_prompts: bool,
 }
 
 pub(crate) fn run(args: &ServeArgs, settings: &Settings) -> anyhow::Result<ExitCode> {
@@ -36,9 +45,21 @@ pub(crate) fn run(args: &ServeArgs, settings: &Settings) -> anyhow::Result<ExitC
         max_queue: args.max_queue,
         request_timeout: Duration::from_secs(args.request_timeout.max(1)),
         body_limit: args.body_limit.max(1) << 20,
+        upload_limit: args.upload_limit.max(1) << 20,
+        sessions: basalt_answer::SessionPolicy {
+            ttl: Duration::from_secs(args.session_ttl.max(1) * 60),
+            retain_prompts: args.retain_prompts,
+            ..basalt_answer::SessionPolicy::default()
+        },
         ..ServerOptions::default()
     };
-    let state = AppState::new(embedder, generator, settings.data_dir.clone(), &options);
+    let state = AppState::new(embedder, generator, settings.data_dir.clone(), &options)
+        .with_context(|| {
+            format!(
+                "cannot keep ingestion jobs in {}",
+                settings.data_dir.root().display()
+            )
+        })?;
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .enable_all()

@@ -1,0 +1,405 @@
+//! Asynchronous ingestion jobs: an upload is spooled to disk and acknowledged with `202` and a
+//! job id; one worker thread ingests the jobs in order, taking turns with answers at the
+//! scheduler (one embedding batch per turn).
+//!
+//! ```text
+//! <data dir>/jobs/<id>.json   the job's record (written atomically at each state change)
+//! <data dir>/uploads/<id>/    its spooled files, removed when the job ends
+//! ```
+//!
+//! An acknowledged upload survives a crash: on start, jobs still `queued` or `running` whose
+//! files are on disk run again (ingestion is idempotent: unchanged documents are skipped).
+
+use std::collections::{BTreeMap, HashMap};
+use std::path::{Path, PathBuf};
+use std::sync::{Mutex, mpsc};
+
+use basalt_kb::{IngestOptions, IngestProgress, IngestReport};
+use basalt_model::{Embedder, EmbedderInfo};
+use schemars::JsonSchema;
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+
+use crate::{AppState, Scheduler, lock};
+
+/// Finished jobs kept for `GET /v1/jobs` (the oldest are forgotten first).
+const KEEP_FINISHED: usize = 1000;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum JobStatus {
+    Queued,
+    Running,
+    /// Ran to the end; files that could not be ingested are listed in `report.failed`.
+    Completed,
+    /// Stopped without finishing; `error` says why.
+    Failed,
+}
+
+impl JobStatus {
+    fn is_active(self) -> bool {
+        matches!(self, JobStatus::Queued | JobStatus::Running)
+    }
+}
+
+/// A file of an upload.
+#[derive(Debug, Clone, Serialize, Deserialize, JsonSchema)]
+pub struct UploadedFile {
+    /// The client's file name (with any folders it gave): the document's source is
+    /// `upload:<name>`, so uploading the same name again replaces that document.
+    pub name: String,
+    pub bytes: u64,
+}
+
+impl UploadedFile {
+    /// The spooled copy's file name in the job's upload folder: its position and the
+    /// extension that tells its format.
+    pub(crate) fn spool_name(position: usize, name: &str) -> String {
+        let extension = Path::new(name)
+            .extension()
+            .map(|extension| extension.to_string_lossy().to_lowercase())
+            .unwrap_or_default();
+        format!("{position:04}.{extension}")
+    }
+}
+
+/// Where a running job stands.
+#[derive(Debug, Clone, Copy, Default, Serialize, Deserialize, JsonSchema)]
+pub struct JobProgress {
+    pub files_total: u64,
+    pub files_done: u64,
+    pub bytes_total: u64,
+    pub bytes_done: u64,
+    pub documents_done: u64,
+    pub chunks_done: u64,
+}
+
+impl From<&IngestProgress> for JobProgress {
+    fn from(progress: &IngestProgress) -> Self {
+        JobProgress {
+            files_total: progress.files_total,
+            files_done: progress.files_done,
+            bytes_total: progress.bytes_total,
+            bytes_done: progress.bytes_done,
+            documents_done: progress.documents_done,
+            chunks_done: progress.chunks_done,
+        }
+    }
+}
+
+/// An ingestion job, as `GET /v1/jobs/{id}` shows it.
+#[derive(Debug, Clone, Serialize, Deserialize, JsonSchema)]
+pub struct Job {
+    pub id: String,
+    pub kb: String,
+    pub status: JobStatus,
+    pub created_at: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub started_at: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub finished_at: Option<String>,
+    pub files: Vec<UploadedFile>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub tags: Vec<String>,
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub metadata: BTreeMap<String, Value>,
+    pub progress: JobProgress,
+    /// Counts and per-file failures, when the job has run.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub report: Option<IngestReport>,
+    /// Why a failed job stopped.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
+}
+
+/// The job table, its files on disk, and the queue to the worker.
+#[derive(Debug)]
+pub struct Jobs {
+    dir: PathBuf,
+    uploads: PathBuf,
+    table: Mutex<HashMap<String, Job>>,
+    queue: Mutex<Option<mpsc::Sender<String>>>,
+}
+
+impl Jobs {
+    /// Loads the job records of `data_dir`; jobs a stop interrupted are queued again (or
+    /// failed, when their files are gone). Call [`Jobs::start`] to run them.
+    pub fn open(data_dir: &Path) -> std::io::Result<Self> {
+        let dir = data_dir.join("jobs");
+        let uploads = data_dir.join("uploads");
+        std::fs::create_dir_all(&dir)?;
+        std::fs::create_dir_all(&uploads)?;
+        let mut table = HashMap::new();
+        for entry in std::fs::read_dir(&dir)? {
+            let path = entry?.path();
+            if path.extension().is_none_or(|extension| extension != "json") {
+                continue;
+            }
+            match std::fs::read(&path)
+                .ok()
+                .and_then(|bytes| serde_json::from_slice::<Job>(&bytes).ok())
+            {
+                Some(job) => {
+                    table.insert(job.id.clone(), job);
+                }
+                None => tracing::warn!(path = %path.display(), "skipping an unreadable job record"),
+            }
+        }
+        let jobs = Jobs {
+            dir,
+            uploads,
+            table: Mutex::new(table),
+            queue: Mutex::new(None),
+        };
+        let interrupted: Vec<String> = lock(&jobs.table)
+            .values()
+            .filter(|job| job.status.is_active())
+            .map(|job| job.id.clone())
+            .collect();
+        for id in interrupted {
+            let files_kept = jobs.upload_dir(&id).is_dir();
+            jobs.update(&id, |job| {
+                if files_kept {
+                    job.status = JobStatus::Queued;
+                    job.started_at = None;
+                    job.progress = JobProgress::default();
+                } else {
+                    job.status = JobStatus::Failed;
+                    job.error = Some(
+                        "the server stopped and the uploaded files are gone; upload them again"
+                            .into(),
+                    );
+                }
+            });
+        }
+        Ok(jobs)
+    }
+
+    /// The folder an upload's files are spooled to.
+    pub fn upload_dir(&self, id: &str) -> PathBuf {
+        self.uploads.join(id)
+    }
+
+    /// Starts the worker thread and queues the jobs waiting from an earlier run.
+    pub(crate) fn start(state: &AppState) {
+        let (sender, receiver) = mpsc::channel::<String>();
+        let jobs = state.jobs.clone();
+        let mut waiting: Vec<Job> = lock(&jobs.table)
+            .values()
+            .filter(|job| job.status == JobStatus::Queued)
+            .cloned()
+            .collect();
+        waiting.sort_by(|left, right| left.created_at.cmp(&right.created_at));
+        for job in waiting {
+            let _ = sender.send(job.id);
+        }
+        *lock(&jobs.queue) = Some(sender);
+        let state = state.clone();
+        let spawned = std::thread::Builder::new()
+            .name("basalt-ingest".into())
+            .spawn(move || {
+                while let Ok(id) = receiver.recv() {
+                    run(&state, &id);
+                }
+            });
+        if let Err(error) = spawned {
+            tracing::error!(%error, "cannot start the ingestion worker");
+        }
+    }
+
+    /// Records a new job (durably) and queues it.
+    pub fn submit(&self, job: Job) -> std::io::Result<()> {
+        self.persist(&job)?;
+        let id = job.id.clone();
+        lock(&self.table).insert(id.clone(), job);
+        self.prune();
+        if let Some(queue) = &*lock(&self.queue) {
+            let _ = queue.send(id);
+        }
+        Ok(())
+    }
+
+    pub fn get(&self, id: &str) -> Option<Job> {
+        lock(&self.table).get(id).cloned()
+    }
+
+    /// Every job, newest first; `kb` keeps one knowledge base's.
+    pub fn list(&self, kb: Option<&str>) -> Vec<Job> {
+        let mut jobs: Vec<Job> = lock(&self.table)
+            .values()
+            .filter(|job| kb.is_none_or(|kb| job.kb == kb))
+            .cloned()
+            .collect();
+        jobs.sort_by(|left, right| {
+            (&right.created_at, &right.id).cmp(&(&left.created_at, &left.id))
+        });
+        jobs
+    }
+
+    /// Whether a job for `kb` is queued or running.
+    pub fn busy(&self, kb: &str) -> bool {
+        lock(&self.table)
+            .values()
+            .any(|job| job.kb == kb && job.status.is_active())
+    }
+
+    /// Changes a job in the table and on disk.
+    fn update(&self, id: &str, change: impl FnOnce(&mut Job)) {
+        let job = {
+            let mut table = lock(&self.table);
+            let Some(job) = table.get_mut(id) else {
+                return;
+            };
+            change(job);
+            job.clone()
+        };
+        if let Err(error) = self.persist(&job) {
+            tracing::error!(job = id, %error, "cannot record the job's state");
+        }
+    }
+
+    /// Progress lives in memory only: it changes too often to write each time.
+    fn set_progress(&self, id: &str, progress: JobProgress) {
+        if let Some(job) = lock(&self.table).get_mut(id) {
+            job.progress = progress;
+        }
+    }
+
+    fn persist(&self, job: &Job) -> std::io::Result<()> {
+        let bytes = serde_json::to_vec_pretty(job).map_err(std::io::Error::other)?;
+        basalt_kb::write_atomically(&self.dir.join(format!("{}.json", job.id)), &bytes)
+    }
+
+    /// Forgets the oldest finished jobs beyond [`KEEP_FINISHED`].
+    fn prune(&self) {
+        let doomed: Vec<String> = {
+            let table = lock(&self.table);
+            let mut finished: Vec<&Job> = table
+                .values()
+                .filter(|job| !job.status.is_active())
+                .collect();
+            if finished.len() <= KEEP_FINISHED {
+                return;
+            }
+            finished.sort_by(|left, right| left.created_at.cmp(&right.created_at));
+            finished[..finished.len() - KEEP_FINISHED]
+                .iter()
+                .map(|job| job.id.clone())
+                .collect()
+        };
+        let mut table = lock(&self.table);
+        for id in doomed {
+            table.remove(&id);
+            let _ = std::fs::remove_file(self.dir.join(format!("{id}.json")));
+        }
+    }
+}
+
+/// Runs one job on the worker thread.
+fn run(state: &AppState, id: &str) {
+    let jobs = &state.jobs;
+    let Some(job) = jobs.get(id).filter(|job| job.status == JobStatus::Queued) else {
+        return;
+    };
+    jobs.update(id, |job| {
+        job.status = JobStatus::Running;
+        job.started_at = Some(basalt_kb::now_rfc3339());
+    });
+    let outcome = ingest(state, &job);
+    jobs.update(id, |job| {
+        job.finished_at = Some(basalt_kb::now_rfc3339());
+        match outcome {
+            Ok(report) => {
+                job.status = JobStatus::Completed;
+                job.report = Some(report);
+            }
+            Err(error) => {
+                job.status = JobStatus::Failed;
+                job.error = Some(error);
+            }
+        }
+    });
+    if let Err(error) = std::fs::remove_dir_all(jobs.upload_dir(id)) {
+        tracing::warn!(job = id, %error, "cannot remove the job's spooled files");
+    }
+}
+
+fn ingest(state: &AppState, job: &Job) -> Result<IngestReport, String> {
+    let kb = state
+        .open_knowledge_base(&job.kb)
+        .map_err(|error| error.to_string())?;
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .build()
+        .map_err(|error| format!("cannot start the job's runtime: {error}"))?;
+    let embedder = TurnTaking {
+        inner: state.embedder.as_ref(),
+        scheduler: &state.scheduler,
+        runtime: &runtime,
+    };
+    let dir = state.jobs.upload_dir(&job.id);
+    let paths: Vec<PathBuf> = job
+        .files
+        .iter()
+        .enumerate()
+        .map(|(position, file)| dir.join(UploadedFile::spool_name(position, &file.name)))
+        .collect();
+    let options = IngestOptions {
+        tags: job.tags.clone(),
+        metadata: job.metadata.clone(),
+        sources: paths
+            .iter()
+            .zip(&job.files)
+            .map(|(path, file)| (path.clone(), format!("upload:{}", file.name)))
+            .collect(),
+        ..IngestOptions::default()
+    };
+    let jobs = state.jobs.clone();
+    let id = job.id.clone();
+    let report = basalt_kb::ingest(&kb, &embedder, &paths, &options, &mut |progress| {
+        jobs.set_progress(&id, progress.into());
+    })
+    .map_err(|error| error.to_string())?;
+    Ok(report)
+}
+
+/// The server's embedder, taking a scheduler turn for every batch so a long ingestion never
+/// holds the CPU away from answers for more than one batch.
+#[derive(Debug)]
+struct TurnTaking<'a> {
+    inner: &'a dyn Embedder,
+    scheduler: &'a Scheduler,
+    runtime: &'a tokio::runtime::Runtime,
+}
+
+impl TurnTaking<'_> {
+    fn turn(&self) -> Result<crate::Slot, basalt_model::ModelError> {
+        self.runtime
+            .block_on(self.scheduler.background_turn())
+            .map_err(|error| basalt_model::ModelError::Inference(error.message))
+    }
+}
+
+impl Embedder for TurnTaking<'_> {
+    fn info(&self) -> &EmbedderInfo {
+        self.inner.info()
+    }
+
+    fn embed_batch(&self, texts: &[String]) -> Result<Vec<Vec<f32>>, basalt_model::ModelError> {
+        let _turn = self.turn()?;
+        self.inner.embed_batch(texts)
+    }
+
+    fn embed_query(&self, text: &str) -> Result<Vec<f32>, basalt_model::ModelError> {
+        let _turn = self.turn()?;
+        self.inner.embed_query(text)
+    }
+
+    fn count_tokens(&self, text: &str) -> Result<usize, basalt_model::ModelError> {
+        self.inner.count_tokens(text)
+    }
+}
+
+/// A job id: `job-` and 96 random bits.
+pub(crate) fn new_id() -> String {
+    format!("job-{}", crate::random_hex(12))
+}

@@ -1,0 +1,633 @@
+//! The native API for knowledge bases, their documents and ingestion jobs: create, read,
+//! change and delete KBs; upload files (multipart, ingested asynchronously by a job); list,
+//! read and delete documents; follow jobs.
+
+use std::collections::BTreeMap;
+use std::path::Path as FsPath;
+
+use axum::Json;
+use axum::extract::multipart::{Field, MultipartError};
+use axum::extract::{FromRequest, Multipart, Path, Query, Request, State};
+use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
+use basalt_index::{Bm25Params, DocumentRecord, Fusion, SearchMode, VectorIndex};
+use basalt_ingest::Format;
+use basalt_kb::{AnswerSettings, KbSettings};
+use schemars::JsonSchema;
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+use tokio::io::AsyncWriteExt;
+
+use crate::error::ApiError;
+use crate::jobs::{Job, JobProgress, JobStatus, UploadedFile};
+use crate::{ApiJson, AppState, blocking};
+
+/// A knowledge base with its size.
+#[derive(Debug, Serialize, JsonSchema)]
+pub(crate) struct KbView {
+    #[serde(flatten)]
+    settings: KbSettings,
+    documents: u64,
+    chunks: u64,
+}
+
+#[derive(Debug, Serialize, JsonSchema)]
+pub(crate) struct KbList {
+    knowledge_bases: Vec<KbView>,
+}
+
+async fn view(state: &AppState, settings: KbSettings) -> Result<KbView, ApiError> {
+    let kb = state.knowledge_base(&settings.name).await?;
+    let stats = blocking(move || kb.store.stats().map_err(basalt_kb::KbError::from)).await?;
+    Ok(KbView {
+        settings,
+        documents: stats.documents,
+        chunks: stats.chunks,
+    })
+}
+
+pub(crate) async fn list_kbs(State(state): State<AppState>) -> Result<Json<KbList>, ApiError> {
+    let data_dir = state.data_dir.clone();
+    let all = blocking(move || data_dir.list()).await?;
+    let mut knowledge_bases = Vec::with_capacity(all.len());
+    for settings in all {
+        knowledge_bases.push(view(&state, settings).await?);
+    }
+    Ok(Json(KbList { knowledge_bases }))
+}
+
+/// A new knowledge base; unset fields take the defaults of `basalt kb create`. The embedding
+/// model is the server's.
+#[derive(Debug, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct CreateKb {
+    name: String,
+    /// Most model tokens per chunk (at most the embedding model's limit, 256 for MiniLM).
+    #[serde(default)]
+    chunk_tokens: Option<usize>,
+    /// Tokens a chunk repeats from the previous one (default 32).
+    #[serde(default)]
+    overlap_tokens: Option<usize>,
+    /// BM25 analyzer: english (default), english_keep_stopwords, standard, french, …
+    #[serde(default)]
+    analyzer: Option<String>,
+    #[serde(default)]
+    mode: Option<SearchMode>,
+    #[serde(default)]
+    fusion: Option<Fusion>,
+    #[serde(default)]
+    vector_index: Option<VectorIndex>,
+    #[serde(default)]
+    bm25: Option<Bm25Params>,
+    #[serde(default)]
+    answer: Option<AnswerSettings>,
+}
+
+pub(crate) async fn create_kb(
+    State(state): State<AppState>,
+    ApiJson(request): ApiJson<CreateKb>,
+) -> Result<(StatusCode, HeaderMap, Json<KbView>), ApiError> {
+    let mut settings = KbSettings::new(&request.name);
+    let info = basalt_model::Embedder::info(state.embedder.as_ref());
+    settings.embedding.model.clone_from(&state.embedding_model);
+    settings.embedding.dimension = info.dimension;
+    settings.embedding.max_tokens = info.max_tokens;
+    settings.chunking.max_tokens = request.chunk_tokens.unwrap_or(info.max_tokens);
+    if let Some(overlap) = request.overlap_tokens {
+        settings.chunking.overlap_tokens = overlap;
+    }
+    if let Some(analyzer) = request.analyzer {
+        settings.analyzer = analyzer;
+    }
+    apply_search_settings(
+        &mut settings,
+        SearchSettings {
+            mode: request.mode,
+            fusion: request.fusion,
+            vector_index: request.vector_index,
+            bm25: request.bm25,
+            answer: request.answer,
+        },
+    );
+    let data_dir = state.data_dir.clone();
+    let created = settings.clone();
+    blocking(move || data_dir.create(&created)).await?;
+    let mut headers = HeaderMap::new();
+    if let Ok(location) = HeaderValue::from_str(&format!("/v1/kbs/{}", settings.name)) {
+        headers.insert(header::LOCATION, location);
+    }
+    Ok((
+        StatusCode::CREATED,
+        headers,
+        Json(view(&state, settings).await?),
+    ))
+}
+
+pub(crate) async fn get_kb(
+    State(state): State<AppState>,
+    Path(name): Path<String>,
+) -> Result<Json<KbView>, ApiError> {
+    let data_dir = state.data_dir.clone();
+    let settings = blocking(move || data_dir.settings(&name)).await?;
+    Ok(Json(view(&state, settings).await?))
+}
+
+/// Settings that may change after creation; a field left out keeps its value. `answer`
+/// replaces the KB's answer settings as a whole.
+#[derive(Debug, Default, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct SearchSettings {
+    #[serde(default)]
+    mode: Option<SearchMode>,
+    #[serde(default)]
+    fusion: Option<Fusion>,
+    #[serde(default)]
+    vector_index: Option<VectorIndex>,
+    #[serde(default)]
+    bm25: Option<Bm25Params>,
+    #[serde(default)]
+    answer: Option<AnswerSettings>,
+}
+
+fn apply_search_settings(settings: &mut KbSettings, change: SearchSettings) {
+    if let Some(mode) = change.mode {
+        settings.mode = mode;
+    }
+    if let Some(fusion) = change.fusion {
+        settings.fusion = fusion;
+    }
+    if let Some(vector_index) = change.vector_index {
+        settings.vector_index = vector_index;
+    }
+    if let Some(bm25) = change.bm25 {
+        settings.bm25 = bm25;
+    }
+    if let Some(answer) = change.answer {
+        settings.answer = answer;
+    }
+}
+
+fn refuse_if_busy(state: &AppState, name: &str) -> Result<(), ApiError> {
+    if state.jobs.busy(name) {
+        let mut error = ApiError::new(
+            StatusCode::CONFLICT,
+            "knowledge_base_busy",
+            format!(
+                "an ingestion job for {name:?} is queued or running; retry when it ends (GET /v1/jobs?kb={name})"
+            ),
+        );
+        error.retry_after = Some(5);
+        return Err(error);
+    }
+    Ok(())
+}
+
+pub(crate) async fn update_kb(
+    State(state): State<AppState>,
+    Path(name): Path<String>,
+    ApiJson(change): ApiJson<SearchSettings>,
+) -> Result<Json<KbView>, ApiError> {
+    refuse_if_busy(&state, &name)?;
+    let data_dir = state.data_dir.clone();
+    let lookup = name.clone();
+    let mut settings = blocking(move || data_dir.settings(&lookup)).await?;
+    apply_search_settings(&mut settings, change);
+    let data_dir = state.data_dir.clone();
+    let updated = settings.clone();
+    blocking(move || data_dir.update(&updated)).await?;
+    state.forget_knowledge_base(&name);
+    Ok(Json(view(&state, settings).await?))
+}
+
+#[derive(Debug, Serialize, JsonSchema)]
+pub(crate) struct Deleted {
+    /// The name or id of what was deleted.
+    pub(crate) deleted: String,
+}
+
+pub(crate) async fn delete_kb(
+    State(state): State<AppState>,
+    Path(name): Path<String>,
+) -> Result<Json<Deleted>, ApiError> {
+    refuse_if_busy(&state, &name)?;
+    state.forget_knowledge_base(&name);
+    let data_dir = state.data_dir.clone();
+    let doomed = name.clone();
+    blocking(move || data_dir.delete(&doomed)).await?;
+    Ok(Json(Deleted { deleted: name }))
+}
+
+// ---------------------------------------------------------------------------------------------
+// Documents
+
+#[derive(Debug, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct DocumentsQuery {
+    /// Most documents to return (default 100, at most 1000).
+    #[serde(default)]
+    limit: Option<usize>,
+    /// Documents to skip, in id order.
+    #[serde(default)]
+    offset: Option<usize>,
+    /// Only documents whose source starts with this.
+    #[serde(default)]
+    source_prefix: Option<String>,
+}
+
+#[derive(Debug, Serialize, JsonSchema)]
+pub(crate) struct DocumentList {
+    /// Documents matching the query, before `limit` and `offset`.
+    total: usize,
+    documents: Vec<DocumentRecord>,
+}
+
+pub(crate) async fn list_documents(
+    State(state): State<AppState>,
+    Path(name): Path<String>,
+    Query(query): Query<DocumentsQuery>,
+) -> Result<Json<DocumentList>, ApiError> {
+    let limit = query.limit.unwrap_or(100);
+    if limit == 0 || limit > 1000 {
+        return Err(ApiError::invalid("limit must be between 1 and 1000"));
+    }
+    let kb = state.knowledge_base(&name).await?;
+    let all = blocking(move || kb.store.documents().map_err(basalt_kb::KbError::from)).await?;
+    let matching: Vec<DocumentRecord> = all
+        .into_iter()
+        .filter(|doc| {
+            query
+                .source_prefix
+                .as_deref()
+                .is_none_or(|prefix| doc.source.starts_with(prefix))
+        })
+        .collect();
+    let total = matching.len();
+    let documents = matching
+        .into_iter()
+        .skip(query.offset.unwrap_or(0))
+        .take(limit)
+        .collect();
+    Ok(Json(DocumentList { total, documents }))
+}
+
+fn document_not_found(kb: &str, id: &str) -> ApiError {
+    ApiError::not_found(
+        "document_not_found",
+        format!("no document {id:?} in {kb:?}; GET /v1/kbs/{kb}/documents lists them"),
+    )
+}
+
+pub(crate) async fn get_document(
+    State(state): State<AppState>,
+    Path((name, id)): Path<(String, String)>,
+) -> Result<Json<DocumentRecord>, ApiError> {
+    let kb = state.knowledge_base(&name).await?;
+    let lookup = id.clone();
+    let found =
+        blocking(move || kb.store.document(&lookup).map_err(basalt_kb::KbError::from)).await?;
+    found
+        .map(Json)
+        .ok_or_else(|| document_not_found(&name, &id))
+}
+
+/// Deletes a document and all its chunks from every index at once; it is gone from search
+/// when the response arrives.
+pub(crate) async fn delete_document(
+    State(state): State<AppState>,
+    Path((name, id)): Path<(String, String)>,
+) -> Result<Json<Deleted>, ApiError> {
+    let kb = state.knowledge_base(&name).await?;
+    // Settling merges and rebuilding vector graphs takes the CPU: take a turn.
+    let slot = state.scheduler.admit().await?;
+    let doomed = id.clone();
+    let deleted = blocking(move || {
+        let _slot = slot;
+        let deleted = kb.store.delete(std::slice::from_ref(&doomed))?;
+        kb.store.finish_writes()?;
+        Ok::<_, basalt_kb::KbError>(deleted)
+    })
+    .await?;
+    if deleted == 0 {
+        return Err(document_not_found(&name, &id));
+    }
+    Ok(Json(Deleted { deleted: id }))
+}
+
+// ---------------------------------------------------------------------------------------------
+// Uploads and jobs
+
+/// The multipart form of `POST /v1/kbs/{kb}/documents` (for the OpenAPI document).
+#[derive(Debug, JsonSchema)]
+#[allow(dead_code)]
+pub(crate) struct UploadForm {
+    /// One or more files (repeat the field). Each file's name (folders allowed, like
+    /// `hr/policy.pdf`) becomes its source `upload:hr/policy.pdf`.
+    #[schemars(with = "Vec<String>", extend("items" = {"type": "string", "format": "binary"}))]
+    file: Vec<Vec<u8>>,
+    /// Tags for every file, comma-separated (the field may repeat).
+    tags: Option<String>,
+    /// A JSON object of metadata for every file, like `{"team": "hr", "year": 2024}`.
+    metadata: Option<String>,
+}
+
+/// Turns a client's file name into a safe relative path: no absolute paths, no `..`, no
+/// empty parts, forward slashes.
+fn clean_name(raw: &str) -> Option<String> {
+    let parts: Vec<&str> = raw
+        .split(['/', '\\'])
+        .filter(|part| !part.is_empty() && *part != "." && *part != "..")
+        .collect();
+    let name = parts.join("/");
+    (!name.is_empty() && name.len() <= 1024 && !name.chars().any(char::is_control)).then_some(name)
+}
+
+fn multipart_error(error: &MultipartError) -> ApiError {
+    if error.status() == StatusCode::PAYLOAD_TOO_LARGE {
+        ApiError::new(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            "body_too_large",
+            format!(
+                "the upload is over the server's limit ({}); send fewer or smaller files per request, or raise `basalt serve --upload-limit`",
+                error.body_text()
+            ),
+        )
+    } else {
+        ApiError::invalid(format!("malformed multipart upload: {}", error.body_text()))
+    }
+}
+
+/// Streams one file field to `path`, refusing it past `max_bytes`.
+async fn spool(field: &mut Field<'_>, path: &FsPath, max_bytes: u64) -> Result<u64, ApiError> {
+    let io =
+        |error: std::io::Error| ApiError::internal(format!("cannot spool the upload: {error}"));
+    let mut file = tokio::fs::File::create(path).await.map_err(io)?;
+    let mut written = 0_u64;
+    while let Some(chunk) = field
+        .chunk()
+        .await
+        .map_err(|error| multipart_error(&error))?
+    {
+        written += chunk.len() as u64;
+        if written > max_bytes {
+            return Err(ApiError::new(
+                StatusCode::PAYLOAD_TOO_LARGE,
+                "file_too_large",
+                format!(
+                    "{:?} is over the {} MB file limit",
+                    field.file_name().unwrap_or_default(),
+                    max_bytes >> 20
+                ),
+            ));
+        }
+        file.write_all(&chunk).await.map_err(io)?;
+    }
+    file.sync_all().await.map_err(io)?;
+    Ok(written)
+}
+
+/// What an upload's fields said.
+#[derive(Default)]
+struct Upload {
+    files: Vec<UploadedFile>,
+    tags: Vec<String>,
+    metadata: BTreeMap<String, Value>,
+}
+
+async fn read_upload(multipart: &mut Multipart, dir: &FsPath) -> Result<Upload, ApiError> {
+    let mut upload = Upload::default();
+    while let Some(mut field) = multipart
+        .next_field()
+        .await
+        .map_err(|error| multipart_error(&error))?
+    {
+        let field_name = field.name().unwrap_or_default().to_owned();
+        match field_name.as_str() {
+            "file" | "files" | "file[]" | "files[]" => {
+                let raw = field.file_name().unwrap_or_default().to_owned();
+                let name = clean_name(&raw).ok_or_else(|| {
+                    ApiError::invalid(format!(
+                        "every file needs a file name (got {raw:?}) so its type and source are known"
+                    ))
+                })?;
+                if Format::from_path(FsPath::new(&name)).is_none() {
+                    return Err(ApiError::new(
+                        StatusCode::UNSUPPORTED_MEDIA_TYPE,
+                        "unsupported_file_type",
+                        format!(
+                            "{name:?} is not a type Basalt reads: send .pdf, .docx, .html, .md, .txt, .csv, .json or .jsonl"
+                        ),
+                    ));
+                }
+                let spool_path = dir.join(UploadedFile::spool_name(upload.files.len(), &name));
+                let bytes =
+                    spool(&mut field, &spool_path, basalt_kb::DEFAULT_MAX_FILE_BYTES).await?;
+                upload.files.push(UploadedFile { name, bytes });
+            }
+            "tags" => {
+                let text = field
+                    .text()
+                    .await
+                    .map_err(|error| multipart_error(&error))?;
+                upload.tags.extend(
+                    text.split(',')
+                        .map(str::trim)
+                        .filter(|tag| !tag.is_empty())
+                        .map(str::to_owned),
+                );
+            }
+            "metadata" => {
+                let text = field
+                    .text()
+                    .await
+                    .map_err(|error| multipart_error(&error))?;
+                let parsed: BTreeMap<String, Value> =
+                    serde_json::from_str(&text).map_err(|error| {
+                        ApiError::invalid(format!("metadata must be a JSON object: {error}"))
+                    })?;
+                upload.metadata.extend(parsed);
+            }
+            other => {
+                return Err(ApiError::invalid(format!(
+                    "unknown form field {other:?}: send `file` (repeatable), `tags` and `metadata`"
+                )));
+            }
+        }
+    }
+    if upload.files.is_empty() {
+        return Err(ApiError::invalid(
+            "the upload has no files: send them as multipart form fields named `file`",
+        ));
+    }
+    upload.tags.sort();
+    upload.tags.dedup();
+    Ok(upload)
+}
+
+/// A multipart body whose rejection is a JSON 415 (not a plain-text one).
+pub(crate) struct ApiMultipart(Multipart);
+
+impl<S: Send + Sync> FromRequest<S> for ApiMultipart {
+    type Rejection = ApiError;
+
+    async fn from_request(request: Request, state: &S) -> Result<Self, Self::Rejection> {
+        Multipart::from_request(request, state)
+            .await
+            .map(ApiMultipart)
+            .map_err(|rejection| {
+                ApiError::new(
+                    StatusCode::UNSUPPORTED_MEDIA_TYPE,
+                    "unsupported_media_type",
+                    format!(
+                        "upload files as multipart/form-data (curl -F file=@report.pdf): {}",
+                        rejection.body_text()
+                    ),
+                )
+            })
+    }
+}
+
+/// Takes a multipart upload, spools it durably, and queues an ingestion job: `202` with the
+/// job, `Location: /v1/jobs/{id}`.
+pub(crate) async fn upload_documents(
+    State(state): State<AppState>,
+    Path(name): Path<String>,
+    ApiMultipart(mut multipart): ApiMultipart,
+) -> Result<(StatusCode, HeaderMap, Json<Job>), ApiError> {
+    let data_dir = state.data_dir.clone();
+    let lookup = name.clone();
+    blocking(move || data_dir.settings(&lookup)).await?;
+    let id = crate::jobs::new_id();
+    let dir = state.jobs.upload_dir(&id);
+    tokio::fs::create_dir_all(&dir)
+        .await
+        .map_err(|error| ApiError::internal(format!("cannot spool the upload: {error}")))?;
+    let upload = match read_upload(&mut multipart, &dir).await {
+        Ok(upload) => upload,
+        Err(error) => {
+            let _ = tokio::fs::remove_dir_all(&dir).await;
+            return Err(error);
+        }
+    };
+    let job = Job {
+        id: id.clone(),
+        kb: name,
+        status: JobStatus::Queued,
+        created_at: basalt_kb::now_rfc3339(),
+        started_at: None,
+        finished_at: None,
+        progress: JobProgress {
+            files_total: upload.files.len() as u64,
+            bytes_total: upload.files.iter().map(|file| file.bytes).sum(),
+            ..JobProgress::default()
+        },
+        files: upload.files,
+        tags: upload.tags,
+        metadata: upload.metadata,
+        report: None,
+        error: None,
+    };
+    let jobs = state.jobs.clone();
+    let submitted = job.clone();
+    let spooled = dir.clone();
+    let result = tokio::task::spawn_blocking(move || {
+        sync_dir(&spooled)?;
+        jobs.submit(submitted)
+    })
+    .await
+    .map_err(|error| ApiError::internal(error.to_string()))?;
+    if let Err(error) = result {
+        let _ = tokio::fs::remove_dir_all(&dir).await;
+        return Err(ApiError::internal(format!(
+            "cannot record the ingestion job: {error}"
+        )));
+    }
+    let mut headers = HeaderMap::new();
+    if let Ok(location) = HeaderValue::from_str(&format!("/v1/jobs/{id}")) {
+        headers.insert(header::LOCATION, location);
+    }
+    Ok((StatusCode::ACCEPTED, headers, Json(job)))
+}
+
+fn sync_dir(dir: &FsPath) -> std::io::Result<()> {
+    std::fs::File::open(dir)?.sync_all()?;
+    match dir.parent() {
+        Some(parent) => std::fs::File::open(parent)?.sync_all(),
+        None => Ok(()),
+    }
+}
+
+#[derive(Debug, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct JobsQuery {
+    /// Only this knowledge base's jobs.
+    #[serde(default)]
+    kb: Option<String>,
+}
+
+#[derive(Debug, Serialize, JsonSchema)]
+pub(crate) struct JobList {
+    /// Newest first.
+    jobs: Vec<Job>,
+}
+
+pub(crate) async fn list_jobs(
+    State(state): State<AppState>,
+    Query(query): Query<JobsQuery>,
+) -> Json<JobList> {
+    Json(JobList {
+        jobs: state.jobs.list(query.kb.as_deref()),
+    })
+}
+
+pub(crate) async fn get_job(
+    State(state): State<AppState>,
+    Path(id): Path<String>,
+) -> Result<Json<Job>, ApiError> {
+    state.jobs.get(&id).map(Json).ok_or_else(|| {
+        ApiError::not_found(
+            "job_not_found",
+            format!("no job {id:?} (finished jobs are kept for the last 1000)"),
+        )
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn file_names_cannot_escape_the_spool() {
+        assert_eq!(clean_name("report.pdf").as_deref(), Some("report.pdf"));
+        assert_eq!(
+            clean_name("../../etc/passwd").as_deref(),
+            Some("etc/passwd")
+        );
+        assert_eq!(
+            clean_name("C:\\Users\\me\\notes.md").as_deref(),
+            Some("C:/Users/me/notes.md")
+        );
+        assert_eq!(
+            clean_name("/hr//./policy.txt").as_deref(),
+            Some("hr/policy.txt")
+        );
+        assert_eq!(clean_name(".."), None);
+        assert_eq!(clean_name(""), None);
+        assert_eq!(clean_name("bad\nname.txt"), None);
+    }
+
+    #[test]
+    fn only_search_settings_change() {
+        let mut settings = KbSettings::new("x");
+        let before = settings.clone();
+        apply_search_settings(&mut settings, SearchSettings::default());
+        assert_eq!(settings, before, "an empty change changes nothing");
+        apply_search_settings(
+            &mut settings,
+            SearchSettings {
+                mode: Some(SearchMode::Bm25),
+                ..SearchSettings::default()
+            },
+        );
+        assert_eq!(settings.mode, SearchMode::Bm25);
+        assert_eq!(settings.fusion, before.fusion);
+    }
+}
