@@ -34,5 +34,17 @@ echo "== a grounded answer with cited sources (ask Basalt how Basalt works)"
 "$basalt" ask --kb quickstart "How does Basalt keep chunks inside the embedding model's limit?"
 
 echo
-echo "== the HTTP API (OpenAI-compatible; try: curl -s localhost:8080/v1/models)"
+echo "== an API key for the HTTP API (created once, kept readable by you only)"
+data_dir="${BASALT_DATA_DIR:-${XDG_DATA_HOME:-$HOME/.local/share}/basalt}"
+key_file="$data_dir/quickstart-admin.key"
+if [ ! -s "$key_file" ]; then
+    mkdir -p "$data_dir"
+    (umask 077 && "$basalt" keys create --principal admin --policy AdministratorAccess > "$key_file")
+fi
+echo "key in $key_file; in another terminal:"
+echo "  export BASALT_API_KEY=\$(cat $key_file)"
+echo "  curl -s localhost:8080/v1/models -H \"Authorization: Bearer \$BASALT_API_KEY\""
+
+echo
+echo "== the HTTP API (OpenAI-compatible and native, OpenAPI at /openapi.json)"
 exec "$basalt" serve

@@ -70,6 +70,8 @@ pub struct Turn {
 pub struct Session {
     pub id: String,
     pub kb: String,
+    /// Who started it: only they may read or continue it.
+    pub owner: String,
     pub turns: Vec<Turn>,
     #[serde(skip)]
     last_used: Option<Instant>,
@@ -140,8 +142,8 @@ impl SessionStore {
             .unwrap_or_else(std::sync::PoisonError::into_inner)
     }
 
-    /// Starts a session over `kb`; returns its id (128 random bits, hex).
-    pub fn create(&self, kb: &str) -> Session {
+    /// Starts a session over `kb` for `owner`; its id is 128 random bits, hex.
+    pub fn create(&self, kb: &str, owner: &str) -> Session {
         let mut sessions = self.lock();
         self.expire(&mut sessions);
         if sessions.len() >= self.policy.max_sessions.max(1)
@@ -155,6 +157,7 @@ impl SessionStore {
         let session = Session {
             id: random_id(),
             kb: kb.to_owned(),
+            owner: owner.to_owned(),
             turns: Vec::new(),
             last_used: Some(Instant::now()),
         };
@@ -258,7 +261,7 @@ mod tests {
             retain_prompts: false,
             max_sessions: 2,
         });
-        let session = store.create("kb");
+        let session = store.create("kb", "alice");
         assert_eq!(session.id.len(), 32);
         assert!(store.record(
             &session.id,
@@ -273,8 +276,8 @@ mod tests {
         let kept = store.get(&session.id).expect("live");
         assert_eq!(kept.turns[0].prompt, None);
         assert_eq!(kept.history().len(), 1);
-        let second = store.create("kb");
-        let third = store.create("kb");
+        let second = store.create("kb", "alice");
+        let third = store.create("kb", "alice");
         assert_ne!(second.id, third.id);
         assert!(store.get(&session.id).is_none(), "the oldest went first");
         std::thread::sleep(Duration::from_millis(250));

@@ -31,8 +31,43 @@ fn free_port() -> u16 {
         .expect("a free port")
 }
 
-/// One request on a fresh connection; returns the status and the body.
+thread_local! {
+    /// The API key `request` sends (each test runs on its own thread with its own server).
+    static API_KEY: std::cell::RefCell<Option<String>> = const { std::cell::RefCell::new(None) };
+}
+
+/// Makes `request` send `key` from now on in this test.
+fn use_key(key: Option<&str>) {
+    API_KEY.with(|current| *current.borrow_mut() = key.map(str::to_owned));
+}
+
+/// Creates an API key with the CLI; returns the key.
+fn create_key(ws: &Workspace, args: &[&str]) -> String {
+    let mut all = vec!["keys", "create", "--json"];
+    all.extend_from_slice(args);
+    ws.json(&all)["key"]
+        .as_str()
+        .expect("the new key")
+        .to_owned()
+}
+
+/// One request on a fresh connection with the current key (see `use_key`); returns the
+/// status and the body.
 fn request(port: u16, method: &str, path: &str, headers: &[&str], body: &[u8]) -> (u16, String) {
+    let key = API_KEY.with(|current| current.borrow().clone());
+    let authorization = key.map(|key| format!("Authorization: Bearer {key}"));
+    let mut all: Vec<&str> = headers.to_vec();
+    all.extend(authorization.as_deref());
+    raw_request(port, method, path, &all, body)
+}
+
+fn raw_request(
+    port: u16,
+    method: &str,
+    path: &str,
+    headers: &[&str],
+    body: &[u8],
+) -> (u16, String) {
     let Ok(mut stream) = TcpStream::connect(("127.0.0.1", port)) else {
         // Not listening (yet): status 0.
         return (0, String::new());
@@ -140,6 +175,11 @@ fn serve_speaks_openai_to_raw_http_and_the_python_sdk() {
     .expect("write");
     ws.ok(&["kb", "create", "handbook"]);
     ws.ok(&["ingest", "--kb", "handbook", &docs.display().to_string()]);
+    let admin = create_key(
+        &ws,
+        &["--principal", "admin", "--policy", "AdministratorAccess"],
+    );
+    use_key(Some(&admin));
 
     let _turn = cpu_turn();
     let server = start_server(&ws, &["--body-limit", "1"]);
@@ -326,6 +366,7 @@ fn serve_speaks_openai_to_raw_http_and_the_python_sdk() {
         .arg(&script)
         .arg(format!("http://127.0.0.1:{}", server.port))
         .arg("handbook")
+        .arg(&admin)
         .output()
         .expect("python3 runs");
     assert!(
@@ -440,6 +481,11 @@ fn native_api_runs_knowledge_bases_uploads_jobs_answers_and_sessions() {
         .to_string(),
     )
     .expect("job record");
+    let admin = create_key(
+        &ws,
+        &["--principal", "admin", "--policy", "AdministratorAccess"],
+    );
+    use_key(Some(&admin));
 
     let _turn = cpu_turn();
     let server = start_server(&ws, &["--upload-limit", "1"]);
@@ -795,4 +841,247 @@ fn native_api_runs_knowledge_bases_uploads_jobs_answers_and_sessions() {
         "{all}"
     );
     drop(server);
+}
+
+#[test]
+fn every_route_needs_a_key_and_a_policy_and_every_decision_is_audited() {
+    let ws = Workspace::new();
+    let docs = ws.docs();
+    std::fs::create_dir_all(docs.join("handbook")).expect("docs");
+    std::fs::create_dir_all(docs.join("payroll")).expect("docs");
+    std::fs::write(
+        docs.join("handbook/travel.md"),
+        "# Travel\n\nTrain tickets for trips under four hours are booked through the portal.\n",
+    )
+    .expect("write");
+    std::fs::write(
+        docs.join("payroll/salaries.md"),
+        "# Salaries\n\nThe zebra-quartz bonus pool is paid every March.\n",
+    )
+    .expect("write");
+    for kb in ["handbook", "payroll"] {
+        ws.ok(&["kb", "create", kb]);
+        ws.ok(&["ingest", "--kb", kb, &docs.join(kb).display().to_string()]);
+    }
+    let policy = ws.dir.path().join("readers.json");
+    std::fs::write(
+        &policy,
+        r#"{"Statement": [
+            {"Sid": "Handbook", "Effect": "Allow", "Action": ["kb:Search", "kb:Get"],
+             "Resource": "basalt:*:kb/handbook"},
+            {"Sid": "Sessions", "Effect": "Allow", "Action": "session:*", "Resource": "*"}]}"#,
+    )
+    .expect("policy");
+    ws.ok(&[
+        "policy",
+        "put",
+        "handbook-readers",
+        &policy.display().to_string(),
+    ]);
+    let admin = create_key(
+        &ws,
+        &["--principal", "admin", "--policy", "AdministratorAccess"],
+    );
+    let alice = create_key(&ws, &["--principal", "alice", "--groups", "readers"]);
+    ws.ok(&["policy", "attach", "handbook-readers", "--group", "readers"]);
+    let revoked = create_key(&ws, &["--principal", "bob", "--policy", "ReadOnlyAccess"]);
+    let revoked_id = revoked.split('_').nth(1).expect("key id").to_owned();
+    ws.ok(&["keys", "revoke", &revoked_id]);
+    let simulated = ws.run(&[
+        "policy",
+        "simulate",
+        "--principal",
+        "alice",
+        "--action",
+        "kb:Search",
+        "--resource",
+        "basalt:default:kb/payroll",
+    ]);
+    assert_eq!(simulated.status.code(), Some(3), "denied: exit 3");
+    assert!(
+        common::stdout(&simulated).contains("default deny"),
+        "{}",
+        common::stdout(&simulated)
+    );
+    let demo = ws.run(&["serve", "--local-demo", "--addr", "0.0.0.0:0"]);
+    common::assert_clean_failure(&demo, "loopback");
+
+    let turn = cpu_turn();
+    let server = start_server(&ws, &[]);
+    let port = server.port;
+    use_key(None);
+    let (status, api) = get(port, "/openapi.json");
+    assert_eq!(status, 200, "the API description is public");
+    assert_eq!(request(port, "GET", "/healthz", &[], b"").0, 200);
+
+    // Every protected route: no key → 401, a wrong or revoked key → 401, a key whose policies
+    // do not allow it → 403. Never a 500, never the handler's own answer.
+    let mut protected = 0;
+    for (path, operations) in api["paths"].as_object().expect("paths") {
+        for (method, operation) in operations.as_object().expect("operations") {
+            if operation.get("security").is_none() {
+                continue;
+            }
+            protected += 1;
+            let concrete = path
+                .replace("{kb}", "payroll")
+                .replace("{id}", "zz-missing");
+            let method = method.to_uppercase();
+            let call = |key: Option<&str>| {
+                use_key(key);
+                request(
+                    port,
+                    &method,
+                    &concrete,
+                    &["Content-Type: application/json"],
+                    b"{}",
+                )
+            };
+            assert_error(call(None), 401, "unauthenticated");
+            assert_error(call(Some("bsk_000000000000_nope")), 401, "unauthenticated");
+            assert_error(call(Some(&revoked)), 401, "unauthenticated");
+            let (status, body) = call(Some(&alice));
+            if operation["x-basalt-action"]
+                .as_str()
+                .is_some_and(|action| action.starts_with("session:"))
+            {
+                // Alice's policy allows sessions: the handler answers (a bad body, no session).
+                assert!(
+                    matches!(status, 400 | 404),
+                    "{method} {path} as alice: {body}"
+                );
+            } else {
+                assert_eq!(status, 403, "{method} {path} as alice: {body}");
+                assert_eq!(json_of(&body)["error"]["code"], "access_denied");
+            }
+        }
+    }
+    assert!(protected >= 19, "{protected} protected routes");
+
+    // What alice may do, she can; what she may not, she cannot — also through the back doors.
+    use_key(Some(&alice));
+    let (status, body) = post_json(
+        port,
+        "/v1/kbs/handbook/search",
+        r#"{"query": "train tickets"}"#,
+    );
+    assert_eq!(status, 200, "{body}");
+    assert!(body.contains("portal"), "{body}");
+    assert_error(
+        post_json(port, "/v1/kbs/payroll/search", r#"{"query": "bonus pool"}"#),
+        403,
+        "access_denied",
+    );
+    assert_error(
+        post_json(
+            port,
+            "/v1/chat/completions",
+            r#"{"model": "kb:payroll", "messages": [{"role": "user", "content": "When is the bonus paid?"}]}"#,
+        ),
+        403,
+        "access_denied",
+    );
+    assert_error(
+        post_json(port, "/v1/sessions", r#"{"kb": "payroll"}"#),
+        403,
+        "access_denied",
+    );
+
+    // Sessions belong to who started them.
+    use_key(Some(&admin));
+    let (status, body) = post_json(port, "/v1/sessions", r#"{"kb": "payroll"}"#);
+    assert_eq!(status, 201, "{body}");
+    let session = json_of(&body)["id"].as_str().expect("id").to_owned();
+    assert_eq!(get(port, &format!("/v1/sessions/{session}")).0, 200);
+    use_key(Some(&alice));
+    assert_error(
+        request(port, "GET", &format!("/v1/sessions/{session}"), &[], b""),
+        404,
+        "session_not_found",
+    );
+    assert_error(
+        request(port, "DELETE", &format!("/v1/sessions/{session}"), &[], b""),
+        404,
+        "session_not_found",
+    );
+    drop(server);
+    // The CLI commands below take their own CPU turn.
+    drop(turn);
+
+    // The trail: allowed and denied requests and failed keys are there, and intact.
+    let records: Vec<Value> = common::stdout(&ws.run(&["audit", "tail", "-n", "100000"]))
+        .lines()
+        .map(|line| serde_json::from_str(line).expect("record"))
+        .collect();
+    let count = |outcome: &str, principal: Option<&str>| {
+        records
+            .iter()
+            .filter(|record| {
+                record["outcome"] == outcome
+                    && principal.is_none_or(|principal| record["principal"] == principal)
+            })
+            .count()
+    };
+    assert!(
+        count("unauthenticated", None) >= protected * 3,
+        "{records:?}"
+    );
+    assert!(
+        count("denied", Some("alice")) >= protected - 3,
+        "{records:?}"
+    );
+    assert!(count("allowed", Some("alice")) >= 1);
+    assert!(
+        records
+            .iter()
+            .any(|record| record["action"] == "admin:CreateKey")
+    );
+    let denied = records
+        .iter()
+        .find(|record| record["outcome"] == "denied" && record["action"] == "kb:Search")
+        .expect("alice's denied search");
+    assert_eq!(denied["resource"], "basalt:default:kb/payroll");
+    assert!(
+        denied["detail"]
+            .as_str()
+            .is_some_and(|detail| detail.contains("default deny"))
+    );
+    assert!(
+        !records
+            .iter()
+            .any(|record| record.to_string().contains("bonus pool")),
+        "query text is not kept by default"
+    );
+    let verified = ws.json(&["audit", "verify", "--json"]);
+    assert!(verified.get("first_bad").is_none(), "{verified}");
+
+    // One changed byte in the middle of the log is found, and named.
+    let log = std::path::Path::new(&ws.data()).join("audit/audit.jsonl");
+    let text = std::fs::read_to_string(&log).expect("log");
+    let lines: Vec<&str> = text.lines().collect();
+    let middle = lines.len() / 2;
+    let mut tampered: Vec<String> = lines.iter().map(|line| (*line).to_owned()).collect();
+    let flipped = ["allowed", "denied", "unauthenticated"]
+        .iter()
+        .find_map(|outcome| {
+            let from = format!("\"outcome\":\"{outcome}\"");
+            let to = if *outcome == "allowed" {
+                "\"outcome\":\"denied\""
+            } else {
+                "\"outcome\":\"allowed\""
+            };
+            tampered[middle]
+                .contains(&from)
+                .then(|| tampered[middle].replacen(&from, to, 1))
+        })
+        .expect("every record has an outcome");
+    tampered[middle] = flipped;
+    std::fs::write(&log, tampered.join("\n") + "\n").expect("tamper");
+    let verify = ws.run(&["audit", "verify"]);
+    assert_eq!(verify.status.code(), Some(4), "{}", common::stdout(&verify));
+    assert!(
+        common::stdout(&verify).contains(&format!("line {}", middle + 1)),
+        "{}",
+        common::stdout(&verify)
+    );
 }

@@ -8,6 +8,7 @@
 //! right status — malformed JSON, a wrong content type, a body over the limit, an unknown route
 //! or method included.
 
+mod auth;
 mod error;
 mod jobs;
 mod kbs;
@@ -31,10 +32,12 @@ use basalt_model::{LocalEmbedder, LocalGenerator};
 use serde::de::DeserializeOwned;
 use serde_json::Value;
 
+pub use auth::{AuthMode, DEMO_PRINCIPAL};
 pub use error::{ApiError, ErrorBody};
 pub use jobs::{Job, JobStatus, Jobs};
 pub use scheduler::{Scheduler, Slot};
 
+use auth::{Access, Security};
 use openapi::{Api, Body, Operation, Reply, inline, schema};
 
 /// Models named `kb:NAME` answer from knowledge base NAME.
@@ -57,6 +60,8 @@ pub struct ServerOptions {
     pub upload_limit: usize,
     /// How conversation sessions are kept.
     pub sessions: SessionPolicy,
+    /// API keys (the default), or the loopback-only local demo without them.
+    pub auth: AuthMode,
 }
 
 impl Default for ServerOptions {
@@ -69,6 +74,7 @@ impl Default for ServerOptions {
             body_limit: 4 << 20,
             upload_limit: 256 << 20,
             sessions: SessionPolicy::default(),
+            auth: AuthMode::Keys,
         }
     }
 }
@@ -88,6 +94,7 @@ pub struct AppState {
     sessions: Arc<SessionStore>,
     /// The OpenAPI document, built once.
     openapi: Arc<Value>,
+    security: Arc<Security>,
 }
 
 impl std::fmt::Debug for AppState {
@@ -110,6 +117,13 @@ impl AppState {
         options: &ServerOptions,
     ) -> std::io::Result<Self> {
         let jobs = Arc::new(Jobs::open(data_dir.root())?);
+        let (_, operations) = routes(options).finish();
+        let security = Security::open(
+            data_dir.root().to_owned(),
+            options.auth,
+            Api::access_table(&operations),
+        )
+        .map_err(|error| std::io::Error::other(error.to_string()))?;
         let state = AppState {
             embedder: Arc::new(embedder),
             generator: Arc::new(generator),
@@ -125,7 +139,8 @@ impl AppState {
             request_timeout: options.request_timeout,
             jobs,
             sessions: Arc::new(SessionStore::new(options.sessions)),
-            openapi: Arc::new(api_document(options)),
+            openapi: Arc::new(openapi::document(&operations)),
+            security: Arc::new(security),
         };
         Jobs::start(&state);
         Ok(state)
@@ -228,113 +243,107 @@ fn routes(options: &ServerOptions) -> Api {
     let json = |f| Reply::Json(f);
     Api::new()
         .add(
-            Operation::new(M::GET, "/healthz", "healthz", "service", "Liveness: the process answers", json(schema::<Health>)),
+            Operation::new(M::GET, "/healthz", "healthz", "service", "Liveness: the process answers", Access::Public, json(schema::<Health>)),
             healthz,
         )
         .add(
-            Operation::new(M::GET, "/readyz", "readyz", "service", "Readiness: models loaded, data directory readable", json(schema::<Readiness>)),
+            Operation::new(M::GET, "/readyz", "readyz", "service", "Readiness: models loaded, data directory readable", Access::Public, json(schema::<Readiness>)),
             readyz,
         )
         .add(
-            Operation::new(M::GET, "/openapi.json", "openapi", "service", "This document", json(schema::<Value>)),
+            Operation::new(M::GET, "/openapi.json", "openapi", "service", "This document", Access::Public, json(schema::<Value>)),
             openapi_document,
         )
         .add(
-            Operation::new(M::GET, "/v1/models", "listModels", "openai", "OpenAI-compatible: the chat and embedding models, and one kb:NAME model per knowledge base", json(schema::<openai::ModelList>)),
+            Operation::new(M::GET, "/v1/models", "listModels", "openai", "OpenAI-compatible: the chat and embedding models, and one kb:NAME model per knowledge base", Access::Action { action: "model:List", resource: "model/*" }, json(schema::<openai::ModelList>)),
             openai::models,
         )
         .add(
-            Operation::new(M::POST, "/v1/embeddings", "createEmbeddings", "openai", "OpenAI-compatible embeddings: a string or a list of strings, float or base64", json(schema::<openai::EmbeddingList>))
+            Operation::new(M::POST, "/v1/embeddings", "createEmbeddings", "openai", "OpenAI-compatible embeddings: a string or a list of strings, float or base64", Access::Action { action: "model:Embed", resource: "model/*" }, json(schema::<openai::EmbeddingList>))
                 .body(Body::Json(schema::<openai::EmbeddingsRequest>)),
             openai::embeddings,
         )
         .add(
-            Operation::new(M::POST, "/v1/chat/completions", "createChatCompletion", "openai", "OpenAI-compatible chat completions; model kb:NAME answers from a knowledge base with citations", Reply::JsonOrEvents(schema::<openai::ChatCompletion>, "with stream: true, chat.completion.chunk events (the last delta of a kb: answer carries its citations and sources), then [DONE]"))
+            Operation::new(M::POST, "/v1/chat/completions", "createChatCompletion", "openai", "OpenAI-compatible chat completions; model kb:NAME answers from a knowledge base with citations", Access::Action { action: "model:Chat", resource: "model/*" }, Reply::JsonOrEvents(schema::<openai::ChatCompletion>, "with stream: true, chat.completion.chunk events (the last delta of a kb: answer carries its citations and sources), then [DONE]"))
                 .body(Body::Json(schema::<openai::ChatRequest>)),
             openai::chat_completions,
         )
         .add(
-            Operation::new(M::GET, "/v1/kbs", "listKnowledgeBases", "knowledge bases", "Knowledge bases with their settings and sizes", json(schema::<kbs::KbList>)),
+            Operation::new(M::GET, "/v1/kbs", "listKnowledgeBases", "knowledge bases", "Knowledge bases with their settings and sizes", Access::Action { action: "kb:List", resource: "kb/*" }, json(schema::<kbs::KbList>)),
             kbs::list_kbs,
         )
         .add(
-            Operation::new(M::POST, "/v1/kbs", "createKnowledgeBase", "knowledge bases", "Create a knowledge base (409 if the name is taken)", json(schema::<kbs::KbView>))
+            Operation::new(M::POST, "/v1/kbs", "createKnowledgeBase", "knowledge bases", "Create a knowledge base (409 if the name is taken)", Access::Action { action: "kb:Create", resource: "kb/*" }, json(schema::<kbs::KbView>))
                 .body(Body::Json(schema::<kbs::CreateKb>))
                 .status(201),
             kbs::create_kb,
         )
         .add(
-            Operation::new(M::GET, "/v1/kbs/{kb}", "getKnowledgeBase", "knowledge bases", "A knowledge base's settings and size", json(schema::<kbs::KbView>)),
+            Operation::new(M::GET, "/v1/kbs/{kb}", "getKnowledgeBase", "knowledge bases", "A knowledge base's settings and size", Access::Action { action: "kb:Get", resource: "kb/{kb}" }, json(schema::<kbs::KbView>)),
             kbs::get_kb,
         )
         .add(
-            Operation::new(M::PATCH, "/v1/kbs/{kb}", "updateKnowledgeBase", "knowledge bases", "Change search and answer settings (chunking, analyzer and model are fixed at creation)", json(schema::<kbs::KbView>))
+            Operation::new(M::PATCH, "/v1/kbs/{kb}", "updateKnowledgeBase", "knowledge bases", "Change search and answer settings (chunking, analyzer and model are fixed at creation)", Access::Action { action: "kb:Update", resource: "kb/{kb}" }, json(schema::<kbs::KbView>))
                 .body(Body::Json(schema::<kbs::SearchSettings>)),
             kbs::update_kb,
         )
         .add(
-            Operation::new(M::DELETE, "/v1/kbs/{kb}", "deleteKnowledgeBase", "knowledge bases", "Delete a knowledge base and everything in it (409 while an ingestion job for it runs)", json(schema::<kbs::Deleted>)),
+            Operation::new(M::DELETE, "/v1/kbs/{kb}", "deleteKnowledgeBase", "knowledge bases", "Delete a knowledge base and everything in it (409 while an ingestion job for it runs)", Access::Action { action: "kb:Delete", resource: "kb/{kb}" }, json(schema::<kbs::Deleted>)),
             kbs::delete_kb,
         )
         .add(
-            Operation::new(M::GET, "/v1/kbs/{kb}/documents", "listDocuments", "documents", "The documents of a knowledge base, by id", json(schema::<kbs::DocumentList>))
+            Operation::new(M::GET, "/v1/kbs/{kb}/documents", "listDocuments", "documents", "The documents of a knowledge base, by id", Access::Action { action: "kb:ListDocuments", resource: "kb/{kb}" }, json(schema::<kbs::DocumentList>))
                 .query(inline::<kbs::DocumentsQuery>),
             kbs::list_documents,
         )
         .add(
-            Operation::new(M::POST, "/v1/kbs/{kb}/documents", "uploadDocuments", "documents", "Upload files (multipart); answers 202 with an ingestion job to follow at /v1/jobs/{id}", json(schema::<jobs::Job>))
+            Operation::new(M::POST, "/v1/kbs/{kb}/documents", "uploadDocuments", "documents", "Upload files (multipart); answers 202 with an ingestion job to follow at /v1/jobs/{id}", Access::Action { action: "kb:Ingest", resource: "kb/{kb}" }, json(schema::<jobs::Job>))
                 .body(Body::Multipart(schema::<kbs::UploadForm>))
                 .status(202)
                 .body_limit(options.upload_limit),
             kbs::upload_documents,
         )
         .add(
-            Operation::new(M::GET, "/v1/kbs/{kb}/documents/{id}", "getDocument", "documents", "A document's record", json(schema::<basalt_index::DocumentRecord>)),
+            Operation::new(M::GET, "/v1/kbs/{kb}/documents/{id}", "getDocument", "documents", "A document's record", Access::Action { action: "kb:GetDocument", resource: "kb/{kb}/document/{id}" }, json(schema::<basalt_index::DocumentRecord>)),
             kbs::get_document,
         )
         .add(
-            Operation::new(M::DELETE, "/v1/kbs/{kb}/documents/{id}", "deleteDocument", "documents", "Delete a document and its chunks from every index at once", json(schema::<kbs::Deleted>)),
+            Operation::new(M::DELETE, "/v1/kbs/{kb}/documents/{id}", "deleteDocument", "documents", "Delete a document and its chunks from every index at once", Access::Action { action: "kb:DeleteDocument", resource: "kb/{kb}/document/{id}" }, json(schema::<kbs::Deleted>)),
             kbs::delete_document,
         )
         .add(
-            Operation::new(M::GET, "/v1/jobs", "listJobs", "documents", "Ingestion jobs, newest first", json(schema::<kbs::JobList>))
+            Operation::new(M::GET, "/v1/jobs", "listJobs", "documents", "Ingestion jobs, newest first", Access::Action { action: "kb:ListJobs", resource: "job/*" }, json(schema::<kbs::JobList>))
                 .query(inline::<kbs::JobsQuery>),
             kbs::list_jobs,
         )
         .add(
-            Operation::new(M::GET, "/v1/jobs/{id}", "getJob", "documents", "An ingestion job: status, progress, per-file failures", json(schema::<jobs::Job>)),
+            Operation::new(M::GET, "/v1/jobs/{id}", "getJob", "documents", "An ingestion job: status, progress, per-file failures", Access::Action { action: "kb:GetJob", resource: "job/{id}" }, json(schema::<jobs::Job>)),
             kbs::get_job,
         )
         .add(
-            Operation::new(M::POST, "/v1/kbs/{kb}/search", "search", "answers", "Hybrid, BM25 or vector search with filters", json(schema::<native::SearchResponse>))
+            Operation::new(M::POST, "/v1/kbs/{kb}/search", "search", "answers", "Hybrid, BM25 or vector search with filters", Access::Action { action: "kb:Search", resource: "kb/{kb}" }, json(schema::<native::SearchResponse>))
                 .body(Body::Json(schema::<native::SearchRequest>)),
             native::search,
         )
         .add(
-            Operation::new(M::POST, "/v1/kbs/{kb}/answer", "answer", "answers", "A grounded answer with span citations, or the fixed not-found answer", Reply::JsonOrEvents(schema::<native::AnswerResponse>, "with stream: true, events `sources`, `delta` and `replace` ({\"text\"}), then `answer` (the JSON body) or `error`"))
+            Operation::new(M::POST, "/v1/kbs/{kb}/answer", "answer", "answers", "A grounded answer with span citations, or the fixed not-found answer", Access::Action { action: "kb:Answer", resource: "kb/{kb}" }, Reply::JsonOrEvents(schema::<native::AnswerResponse>, "with stream: true, events `sources`, `delta` and `replace` ({\"text\"}), then `answer` (the JSON body) or `error`"))
                 .body(Body::Json(schema::<native::AnswerRequest>)),
             native::answer,
         )
         .add(
-            Operation::new(M::POST, "/v1/sessions", "createSession", "answers", "Start a conversation over a knowledge base", json(schema::<native::SessionView>))
+            Operation::new(M::POST, "/v1/sessions", "createSession", "answers", "Start a conversation over a knowledge base", Access::Action { action: "session:Create", resource: "session/*" }, json(schema::<native::SessionView>))
                 .body(Body::Json(schema::<native::CreateSession>))
                 .status(201),
             native::create_session,
         )
         .add(
-            Operation::new(M::GET, "/v1/sessions/{id}", "getSession", "answers", "A conversation's turns (prompts only when retained)", json(schema::<native::SessionView>)),
+            Operation::new(M::GET, "/v1/sessions/{id}", "getSession", "answers", "A conversation's turns (prompts only when retained)", Access::Action { action: "session:Get", resource: "session/{id}" }, json(schema::<native::SessionView>)),
             native::get_session,
         )
         .add(
-            Operation::new(M::DELETE, "/v1/sessions/{id}", "deleteSession", "answers", "Forget a conversation", json(schema::<kbs::Deleted>)),
+            Operation::new(M::DELETE, "/v1/sessions/{id}", "deleteSession", "answers", "Forget a conversation", Access::Action { action: "session:Delete", resource: "session/{id}" }, json(schema::<kbs::Deleted>)),
             native::delete_session,
         )
-}
-
-/// The OpenAPI document of every route.
-fn api_document(options: &ServerOptions) -> Value {
-    let (_, operations) = routes(options).finish();
-    openapi::document(&operations)
 }
 
 async fn openapi_document(State(state): State<AppState>) -> Json<Value> {
@@ -345,6 +354,11 @@ async fn openapi_document(State(state): State<AppState>) -> Json<Value> {
 pub fn router(state: AppState, options: &ServerOptions) -> Router {
     let (router, _) = routes(options).finish();
     router
+        // After routing (so the matched route is known), before every handler.
+        .route_layer(axum::middleware::from_fn_with_state(
+            state.clone(),
+            auth::guard,
+        ))
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
         .layer(DefaultBodyLimit::max(options.body_limit))

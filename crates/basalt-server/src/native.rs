@@ -6,11 +6,11 @@ use std::convert::Infallible;
 use std::sync::Arc;
 use std::sync::atomic::AtomicBool;
 
-use axum::Json;
 use axum::extract::{Path, State};
 use axum::http::StatusCode;
 use axum::response::sse::{Event, KeepAlive, Sse};
 use axum::response::{IntoResponse, Response};
+use axum::{Extension, Json};
 use basalt_answer::{Answer, AnswerEvent, AnswerOptions, Engines, Session, Turn};
 use basalt_index::{Filter, Fusion, SearchMode};
 use basalt_kb::{SearchOptions, SearchResults};
@@ -20,6 +20,7 @@ use serde_json::json;
 use tokio::sync::mpsc;
 use tokio_stream::wrappers::ReceiverStream;
 
+use crate::auth::Caller;
 use crate::error::ApiError;
 use crate::kbs::Deleted;
 use crate::openai::{CancelOnDrop, final_message};
@@ -139,6 +140,7 @@ fn sse(name: &str, data: &impl Serialize) -> Event {
 
 pub(crate) async fn answer(
     State(state): State<AppState>,
+    Extension(caller): Extension<Caller>,
     Path(name): Path<String>,
     ApiJson(request): ApiJson<AnswerRequest>,
 ) -> Result<Response, ApiError> {
@@ -150,10 +152,7 @@ pub(crate) async fn answer(
     }
     let history = match &request.session_id {
         Some(id) => {
-            let session = state
-                .sessions
-                .get(id)
-                .ok_or_else(|| session_not_found(id))?;
+            let session = own_session(&state, &caller, id)?;
             if session.kb != name {
                 return Err(ApiError::invalid(format!(
                     "session {id:?} belongs to knowledge base {:?}, not {name:?}",
@@ -297,6 +296,15 @@ fn session_view(state: &AppState, session: Session) -> SessionView {
     }
 }
 
+/// A live session the caller started; anyone else's is as unknown as a missing one.
+fn own_session(state: &AppState, caller: &Caller, id: &str) -> Result<Session, ApiError> {
+    state
+        .sessions
+        .get(id)
+        .filter(|session| session.owner == caller.principal)
+        .ok_or_else(|| session_not_found(id))
+}
+
 fn session_not_found(id: &str) -> ApiError {
     ApiError::not_found(
         "session_not_found",
@@ -306,30 +314,34 @@ fn session_not_found(id: &str) -> ApiError {
 
 pub(crate) async fn create_session(
     State(state): State<AppState>,
+    Extension(caller): Extension<Caller>,
     ApiJson(request): ApiJson<CreateSession>,
 ) -> Result<(StatusCode, Json<SessionView>), ApiError> {
+    state
+        .security
+        .require(&caller, "kb:Answer", &format!("kb/{}", request.kb))?;
     let data_dir = state.data_dir.clone();
     let kb = request.kb.clone();
     blocking(move || data_dir.settings(&kb)).await?;
-    let session = state.sessions.create(&request.kb);
+    let session = state.sessions.create(&request.kb, &caller.principal);
     Ok((StatusCode::CREATED, Json(session_view(&state, session))))
 }
 
 pub(crate) async fn get_session(
     State(state): State<AppState>,
+    Extension(caller): Extension<Caller>,
     Path(id): Path<String>,
 ) -> Result<Json<SessionView>, ApiError> {
-    let session = state
-        .sessions
-        .get(&id)
-        .ok_or_else(|| session_not_found(&id))?;
+    let session = own_session(&state, &caller, &id)?;
     Ok(Json(session_view(&state, session)))
 }
 
 pub(crate) async fn delete_session(
     State(state): State<AppState>,
+    Extension(caller): Extension<Caller>,
     Path(id): Path<String>,
 ) -> Result<Json<Deleted>, ApiError> {
+    own_session(&state, &caller, &id)?;
     if state.sessions.delete(&id) {
         Ok(Json(Deleted { deleted: id }))
     } else {

@@ -7,10 +7,10 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{SystemTime, UNIX_EPOCH};
 
-use axum::Json;
 use axum::extract::State;
 use axum::response::sse::{Event, KeepAlive, Sse};
 use axum::response::{IntoResponse, Response};
+use axum::{Extension, Json};
 use basalt_answer::{AnswerEvent, AnswerOptions, Engines, HistoryTurn};
 use basalt_model::{
     ChatMessage, ChatRole, Embedder, GenerationEvent, GenerationRequest, Generator, Prompt,
@@ -21,6 +21,7 @@ use serde_json::{Value, json};
 use tokio::sync::mpsc;
 use tokio_stream::wrappers::ReceiverStream;
 
+use crate::auth::Caller;
 use crate::error::ApiError;
 use crate::{ApiJson, AppState, KB_MODEL_PREFIX};
 
@@ -471,10 +472,16 @@ enum Piece {
 
 pub(crate) async fn chat_completions(
     State(state): State<AppState>,
+    Extension(caller): Extension<Caller>,
     ApiJson(request): ApiJson<ChatRequest>,
 ) -> Result<Response, ApiError> {
     let chat = validate(request)?;
     let target = if let Some(name) = chat.model.strip_prefix(KB_MODEL_PREFIX) {
+        // Answering from a knowledge base is reading it: the caller needs kb:Answer on it,
+        // checked before its existence is revealed.
+        state
+            .security
+            .require(&caller, "kb:Answer", &format!("kb/{name}"))?;
         Target::Kb(state.knowledge_base(name).await?)
     } else if chat.model == state.chat_model {
         Target::Plain

@@ -14,6 +14,7 @@ use schemars::{JsonSchema, Schema};
 use serde_json::{Map, Value, json};
 
 use crate::AppState;
+use crate::auth::Access;
 
 /// A schema generator function: `schema::<T>`.
 pub(crate) type SchemaFn = fn(&mut SchemaGenerator) -> Schema;
@@ -60,6 +61,8 @@ pub(crate) struct Operation {
     pub reply: Reply,
     /// A body limit other than the server's default (uploads).
     pub body_limit: Option<usize>,
+    /// Who may call it: every route says, or it does not compile.
+    pub access: Access,
 }
 
 impl Operation {
@@ -69,9 +72,11 @@ impl Operation {
         id: &'static str,
         tag: &'static str,
         summary: &'static str,
+        access: Access,
         reply: Reply,
     ) -> Self {
         Operation {
+            access,
             method,
             path,
             id,
@@ -137,6 +142,21 @@ impl Api {
         self
     }
 
+    /// Each route's access rule, by method and path pattern (what the guard looks up).
+    pub(crate) fn access_table(
+        operations: &[Operation],
+    ) -> std::collections::HashMap<(Method, String), Access> {
+        operations
+            .iter()
+            .map(|operation| {
+                (
+                    (operation.method.clone(), operation.path.to_owned()),
+                    operation.access,
+                )
+            })
+            .collect()
+    }
+
     pub(crate) fn finish(self) -> (Router<AppState>, Vec<Operation>) {
         (self.router, self.operations)
     }
@@ -163,6 +183,11 @@ pub(crate) fn document(operations: &[Operation]) -> Value {
             "tags": [operation.tag],
             "summary": operation.summary,
         });
+        if let Access::Action { action, resource } = operation.access {
+            item["security"] = json!([{"apiKey": []}]);
+            item["x-basalt-action"] = json!(action);
+            item["x-basalt-resource"] = json!(format!("basalt:<tenant>:{resource}"));
+        }
         let mut parameters: Vec<Value> = path_parameters(operation.path);
         if let Some(query) = operation.query {
             parameters.extend(query_parameters(&query(&mut requests)));
@@ -219,7 +244,16 @@ pub(crate) fn document(operations: &[Operation]) -> Value {
             "description": "Grounded answers with citations over private documents. OpenAI-compatible routes under /v1 (chat completions, embeddings, models) and the native API: knowledge bases, documents, ingestion jobs, search, answers, sessions. Every error is {\"error\": {\"code\", \"message\", \"type\"}}.",
         },
         "paths": paths,
-        "components": {"schemas": schemas},
+        "components": {
+            "schemas": schemas,
+            "securitySchemes": {
+                "apiKey": {
+                    "type": "http",
+                    "scheme": "bearer",
+                    "description": "An API key from `basalt keys create`, as `Authorization: Bearer bsk_…` (or the `X-Api-Key` header). The route's action (`x-basalt-action`) on its resource (`x-basalt-resource`) must be allowed by the key's principal's policies.",
+                },
+            },
+        },
     })
 }
 

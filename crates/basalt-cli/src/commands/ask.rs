@@ -173,7 +173,7 @@ pub(crate) fn ask(args: &AskArgs, settings: &Settings) -> anyhow::Result<ExitCod
 pub(crate) fn chat(args: &ChatArgs, settings: &Settings) -> anyhow::Result<ExitCode> {
     let loaded = Loaded::new(&args.answer, settings)?;
     let sessions = SessionStore::new(SessionPolicy::default());
-    let session = sessions.create(&args.answer.kb);
+    let session = sessions.create(&args.answer.kb, "cli");
     eprintln!(
         "Chatting with knowledge base {}. An empty line, /exit or Ctrl-D ends the session.",
         args.answer.kb

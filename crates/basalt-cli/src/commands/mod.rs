@@ -13,6 +13,7 @@ mod ingest;
 mod kb;
 mod models;
 mod search;
+mod security;
 mod serve;
 
 use std::process::ExitCode;
@@ -50,6 +51,15 @@ pub(crate) enum Command {
     Chat(ask::ChatArgs),
     /// Serve the HTTP API (OpenAI-compatible) on the local models
     Serve(serve::ServeArgs),
+    /// Create, list and revoke API keys (and the principals they name)
+    #[command(subcommand)]
+    Keys(security::KeysCommand),
+    /// Store, attach and simulate IAM-style policies
+    #[command(subcommand)]
+    Policy(security::PolicyCommand),
+    /// Verify, tail and search the audit trail
+    #[command(subcommand)]
+    Audit(security::AuditCommand),
 }
 
 pub(crate) fn run(command: Command, settings: &Settings) -> anyhow::Result<ExitCode> {
@@ -66,6 +76,9 @@ pub(crate) fn run(command: Command, settings: &Settings) -> anyhow::Result<ExitC
         Command::Ask(args) => ask::ask(&args, settings),
         Command::Chat(args) => ask::chat(&args, settings),
         Command::Serve(args) => serve::run(&args, settings),
+        Command::Keys(command) => security::run_keys(command, settings),
+        Command::Policy(command) => security::run_policy(command, settings),
+        Command::Audit(command) => security::run_audit(command, settings),
     }
 }
 

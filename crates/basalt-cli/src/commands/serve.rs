@@ -5,7 +5,7 @@ use std::process::ExitCode;
 use std::time::Duration;
 
 use anyhow::Context;
-use basalt_server::{AppState, ServerOptions};
+use basalt_server::{AppState, AuthMode, ServerOptions};
 
 use crate::settings::Settings;
 
@@ -36,9 +36,21 @@ pub(crate) struct ServeArgs {
     /// Keep each session turn's full prompt (off: prompts hold document text)
     #[arg(long)]
     retain_prompts: bool,
+    /// Serve without API keys, every request acting as the principal `local-demo` with every
+    /// permission (audited as such). Refused unless --addr is a loopback address
+    #[arg(long)]
+    local_demo: bool,
 }
 
 pub(crate) fn run(args: &ServeArgs, settings: &Settings) -> anyhow::Result<ExitCode> {
+    if args.local_demo && !args.addr.ip().is_loopback() {
+        anyhow::bail!(
+            "--local-demo serves without API keys, so it only listens on a loopback address \
+             (127.0.0.1 or ::1), not {}; create keys with `basalt keys create` to serve beyond \
+             this machine",
+            args.addr
+        );
+    }
     let embedding = settings.models_dir.default_embedding_model();
     let (embedder, generator) = super::load_engines(settings, &embedding, None, None)?;
     let options = ServerOptions {
@@ -50,6 +62,11 @@ pub(crate) fn run(args: &ServeArgs, settings: &Settings) -> anyhow::Result<ExitC
             ttl: Duration::from_secs(args.session_ttl.max(1) * 60),
             retain_prompts: args.retain_prompts,
             ..basalt_answer::SessionPolicy::default()
+        },
+        auth: if args.local_demo {
+            AuthMode::LocalDemo
+        } else {
+            AuthMode::Keys
         },
         ..ServerOptions::default()
     };
@@ -73,6 +90,12 @@ pub(crate) fn run(args: &ServeArgs, settings: &Settings) -> anyhow::Result<ExitC
             "basalt listening on http://{} (OpenAI-compatible API under /v1; Ctrl-C stops)",
             listener.local_addr().unwrap_or(args.addr)
         );
+        if args.local_demo {
+            eprintln!(
+                "LOCAL DEMO: no API keys are checked; every request acts as `{}` with every permission",
+                basalt_server::DEMO_PRINCIPAL
+            );
+        }
         basalt_server::serve(listener, state, &options)
             .await
             .context("the server stopped")

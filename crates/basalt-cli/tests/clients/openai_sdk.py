@@ -1,6 +1,6 @@
 """Drives `basalt serve` with the official `openai` Python package, as a user's code would.
 
-Usage: python3 openai_sdk.py BASE_URL KB_NAME
+Usage: python3 openai_sdk.py BASE_URL KB_NAME API_KEY
 Exits non-zero with a message on the first thing that does not behave as the SDK expects.
 """
 
@@ -13,8 +13,16 @@ EMBEDDING_MODEL = "all-minilm-l6-v2"
 
 
 def main() -> None:
-    base_url, kb = sys.argv[1], sys.argv[2]
-    client = openai.OpenAI(base_url=f"{base_url}/v1", api_key="not-needed-yet", max_retries=0)
+    base_url, kb, api_key = sys.argv[1], sys.argv[2], sys.argv[3]
+    client = openai.OpenAI(base_url=f"{base_url}/v1", api_key=api_key, max_retries=0)
+
+    # A wrong key is refused the way the SDK expects.
+    stranger = openai.OpenAI(base_url=f"{base_url}/v1", api_key="bsk_000000000000_wrong", max_retries=0)
+    try:
+        stranger.models.list()
+        raise AssertionError("a wrong key was accepted")
+    except openai.AuthenticationError as error:
+        assert error.status_code == 401, error
 
     models = {model.id for model in client.models.list()}
     for expected in (CHAT_MODEL, EMBEDDING_MODEL, f"kb:{kb}"):

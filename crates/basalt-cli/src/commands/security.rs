@@ -1,0 +1,468 @@
+//! `basalt keys`, `basalt policy` and `basalt audit`: API keys and the principals they name,
+//! IAM-style policies and their simulation, and the audit trail.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use anyhow::Context;
+use basalt_security::audit::{AuditLog, Event, Outcome};
+use basalt_security::{Directory, PolicyDocument, PrincipalKind};
+
+use super::print_line;
+use crate::settings::Settings;
+
+#[derive(Debug, clap::Subcommand)]
+pub(crate) enum KeysCommand {
+    /// Create an API key (and its principal, if new); the key is printed once
+    #[command(after_help = "Examples:\n  \
+        basalt keys create --principal admin --policy AdministratorAccess\n  \
+        basalt keys create --principal alice --groups eng,hr\n  \
+        basalt keys create --principal indexer --service --policy ingest-only --expires-in-days 90")]
+    Create(CreateKeyArgs),
+    /// List keys (ids, principals, state; never secrets)
+    List {
+        #[arg(long)]
+        json: bool,
+    },
+    /// Revoke a key by id: it stops working at once
+    Revoke { id: String },
+}
+
+#[derive(Debug, clap::Args)]
+pub(crate) struct CreateKeyArgs {
+    /// The principal the key acts as
+    #[arg(long)]
+    principal: String,
+    /// Groups the principal belongs to (added to existing ones), comma-separated
+    #[arg(long, value_delimiter = ',')]
+    groups: Vec<String>,
+    /// The principal's tenant, when it is new [default: default]
+    #[arg(long)]
+    tenant: Option<String>,
+    /// The principal is a service, not a person
+    #[arg(long)]
+    service: bool,
+    /// Policies to attach to the principal (repeatable): stored ones or the built-in
+    /// AdministratorAccess and ReadOnlyAccess
+    #[arg(long = "policy", value_name = "NAME")]
+    policies: Vec<String>,
+    /// Days until the key stops working [default: never]
+    #[arg(long, value_name = "DAYS")]
+    expires_in_days: Option<u32>,
+    /// Print JSON (with the key) instead of text
+    #[arg(long)]
+    json: bool,
+}
+
+#[derive(Debug, clap::Subcommand)]
+pub(crate) enum PolicyCommand {
+    /// Store (or replace) a policy document from a file (`-` reads standard input)
+    #[command(after_help = "Example policy:\n  \
+        {\"Statement\": [{\"Sid\": \"Handbook\", \"Effect\": \"Allow\",\n                  \
+        \"Action\": [\"kb:Search\", \"kb:Answer\"], \"Resource\": \"basalt:*:kb/handbook\"}]}")]
+    Put { name: String, file: PathBuf },
+    /// List stored and built-in policies and what they are attached to
+    List {
+        #[arg(long)]
+        json: bool,
+    },
+    /// Print a policy document
+    Show { name: String },
+    /// Attach a policy to a principal or a group
+    Attach(AttachArgs),
+    /// Detach a policy from a principal or a group
+    Detach(AttachArgs),
+    /// Explain whether a principal may do an action on a resource, and which statement decided
+    #[command(after_help = "Example:\n  \
+        basalt policy simulate --principal alice --action kb:Ingest --resource basalt:default:kb/handbook")]
+    Simulate {
+        #[arg(long)]
+        principal: String,
+        #[arg(long)]
+        action: String,
+        #[arg(long)]
+        resource: String,
+        #[arg(long)]
+        json: bool,
+    },
+}
+
+#[derive(Debug, clap::Args)]
+pub(crate) struct AttachArgs {
+    name: String,
+    #[arg(long, conflicts_with = "group", required_unless_present = "group")]
+    principal: Option<String>,
+    #[arg(long)]
+    group: Option<String>,
+}
+
+#[derive(Debug, clap::Subcommand)]
+pub(crate) enum AuditCommand {
+    /// Check the hash chain of the whole log; names the first bad record
+    Verify {
+        #[arg(long)]
+        json: bool,
+    },
+    /// Print the last records
+    Tail {
+        /// How many
+        #[arg(short = 'n', long, default_value_t = 20)]
+        lines: usize,
+    },
+    /// Print the records that match every given condition
+    Search {
+        #[arg(long)]
+        principal: Option<String>,
+        /// An action or a pattern like `kb:*`
+        #[arg(long)]
+        action: Option<String>,
+        /// allowed, denied or unauthenticated
+        #[arg(long)]
+        outcome: Option<String>,
+        /// Records at or after this RFC 3339 time (2026-11-30T08:00:00Z)
+        #[arg(long)]
+        since: Option<String>,
+        /// At most this many (the newest)
+        #[arg(short = 'n', long, default_value_t = 100)]
+        lines: usize,
+    },
+}
+
+/// Records an administrative action taken from the command line.
+fn audit(settings: &Settings, action: &str, resource: &str, detail: String) -> anyhow::Result<()> {
+    let log = AuditLog::open(settings.data_dir.root())?;
+    let user = std::env::var("USER").unwrap_or_else(|_| "unknown".into());
+    log.append(Event {
+        request_id: format!("cli-{}", basalt_security::random_hex(8)?),
+        principal: Some(format!("cli:{user}")),
+        key_id: None,
+        action: action.into(),
+        resource: resource.into(),
+        outcome: Some(Outcome::Allowed),
+        status: None,
+        detail: Some(detail),
+    })
+    .context("while writing the audit log")?;
+    Ok(())
+}
+
+pub(crate) fn run_keys(command: KeysCommand, settings: &Settings) -> anyhow::Result<ExitCode> {
+    let root = settings.data_dir.root();
+    match command {
+        KeysCommand::Create(args) => {
+            let expires_at = args
+                .expires_in_days
+                .map(|days| {
+                    let at = time::OffsetDateTime::now_utc() + time::Duration::days(days.into());
+                    at.format(time::macros::format_description!(
+                        "[year]-[month]-[day]T[hour]:[minute]:[second]Z"
+                    ))
+                })
+                .transpose()?;
+            let kind = if args.service {
+                PrincipalKind::Service
+            } else {
+                PrincipalKind::User
+            };
+            let (record, secret) = Directory::update(root, |directory| {
+                directory.upsert_principal(
+                    &args.principal,
+                    kind,
+                    args.tenant.as_deref(),
+                    &args.groups,
+                )?;
+                for policy in &args.policies {
+                    directory.attach(policy, &args.principal, false)?;
+                }
+                directory.create_key(&args.principal, expires_at.clone())
+            })?;
+            audit(
+                settings,
+                "admin:CreateKey",
+                &format!("key/{}", record.id),
+                format!("principal {}", record.principal),
+            )?;
+            if args.json {
+                print_line(&serde_json::to_string_pretty(&serde_json::json!({
+                    "id": record.id,
+                    "principal": record.principal,
+                    "expires_at": record.expires_at,
+                    "key": secret.expose(),
+                }))?)?;
+            } else {
+                print_line(secret.expose())?;
+                eprintln!(
+                    "created key {} for {}{} — store it now: it is not shown again",
+                    record.id,
+                    record.principal,
+                    record
+                        .expires_at
+                        .map(|at| format!(", expires {at}"))
+                        .unwrap_or_default()
+                );
+            }
+            Ok(ExitCode::SUCCESS)
+        }
+        KeysCommand::List { json } => {
+            let directory = Directory::load(root)?;
+            if json {
+                let keys: Vec<serde_json::Value> = directory
+                    .keys
+                    .iter()
+                    .map(|key| {
+                        serde_json::json!({
+                            "id": key.id, "principal": key.principal,
+                            "created_at": key.created_at, "expires_at": key.expires_at,
+                            "revoked_at": key.revoked_at,
+                        })
+                    })
+                    .collect();
+                print_line(&serde_json::to_string_pretty(&keys)?)?;
+                return Ok(ExitCode::SUCCESS);
+            }
+            print_line(&format!(
+                "{:<14} {:<20} {:<10} {:<21} expires",
+                "id", "principal", "state", "created"
+            ))?;
+            let now = basalt_security::now_rfc3339();
+            for key in &directory.keys {
+                let state = if key.revoked_at.is_some() {
+                    "revoked"
+                } else if key
+                    .expires_at
+                    .as_deref()
+                    .is_some_and(|at| at <= now.as_str())
+                {
+                    "expired"
+                } else {
+                    "active"
+                };
+                print_line(&format!(
+                    "{:<14} {:<20} {:<10} {:<21} {}",
+                    key.id,
+                    key.principal,
+                    state,
+                    key.created_at,
+                    key.expires_at.as_deref().unwrap_or("never")
+                ))?;
+            }
+            Ok(ExitCode::SUCCESS)
+        }
+        KeysCommand::Revoke { id } => {
+            let revoked = Directory::update(root, |directory| Ok(directory.revoke_key(&id)))?;
+            if !revoked {
+                anyhow::bail!("no key with id {id:?}; see `basalt keys list`");
+            }
+            audit(
+                settings,
+                "admin:RevokeKey",
+                &format!("key/{id}"),
+                "revoked".into(),
+            )?;
+            print_line(&format!("revoked key {id}"))?;
+            Ok(ExitCode::SUCCESS)
+        }
+    }
+}
+
+pub(crate) fn run_policy(command: PolicyCommand, settings: &Settings) -> anyhow::Result<ExitCode> {
+    let root = settings.data_dir.root();
+    match command {
+        PolicyCommand::Put { name, file } => {
+            let text = if file.as_os_str() == "-" {
+                std::io::read_to_string(std::io::stdin())?
+            } else {
+                std::fs::read_to_string(&file)
+                    .with_context(|| format!("cannot read {}", file.display()))?
+            };
+            let document = PolicyDocument::parse(&text)?;
+            Directory::update(root, |directory| directory.put_policy(&name, document))?;
+            audit(
+                settings,
+                "admin:PutPolicy",
+                &format!("policy/{name}"),
+                "stored".into(),
+            )?;
+            print_line(&format!("stored policy {name}"))?;
+        }
+        PolicyCommand::List { json } => {
+            let directory = Directory::load(root)?;
+            let mut names: Vec<String> = vec![
+                basalt_security::ADMINISTRATOR_ACCESS.into(),
+                basalt_security::READ_ONLY_ACCESS.into(),
+            ];
+            names.extend(directory.policies.keys().cloned());
+            let rows: Vec<serde_json::Value> = names
+                .iter()
+                .map(|name| {
+                    let principals: Vec<&String> = directory
+                        .principals
+                        .iter()
+                        .filter(|(_, principal)| principal.policies.contains(name))
+                        .map(|(principal, _)| principal)
+                        .collect();
+                    let groups: Vec<&String> = directory
+                        .groups
+                        .iter()
+                        .filter(|(_, group)| group.policies.contains(name))
+                        .map(|(group, _)| group)
+                        .collect();
+                    serde_json::json!({"name": name, "principals": principals, "groups": groups})
+                })
+                .collect();
+            if json {
+                print_line(&serde_json::to_string_pretty(&rows)?)?;
+            } else {
+                for row in rows {
+                    print_line(&format!(
+                        "{:<24} principals: {}  groups: {}",
+                        row["name"].as_str().unwrap_or_default(),
+                        row["principals"],
+                        row["groups"]
+                    ))?;
+                }
+            }
+        }
+        PolicyCommand::Show { name } => {
+            let directory = Directory::load(root)?;
+            let policy = directory
+                .policy(&name)
+                .with_context(|| format!("no policy named {name:?}; see `basalt policy list`"))?;
+            print_line(&serde_json::to_string_pretty(&policy)?)?;
+        }
+        PolicyCommand::Attach(args) => {
+            let (target, group) = target(&args);
+            Directory::update(root, |directory| {
+                directory.attach(&args.name, target, group)
+            })?;
+            audit(
+                settings,
+                "admin:AttachPolicy",
+                &format!("policy/{}", args.name),
+                format!("to {target}"),
+            )?;
+            print_line(&format!("attached {} to {target}", args.name))?;
+        }
+        PolicyCommand::Detach(args) => {
+            let (target, group) = target(&args);
+            let detached = Directory::update(root, |directory| {
+                directory.detach(&args.name, target, group)
+            })?;
+            if !detached {
+                anyhow::bail!("{} is not attached to {target}", args.name);
+            }
+            audit(
+                settings,
+                "admin:DetachPolicy",
+                &format!("policy/{}", args.name),
+                format!("from {target}"),
+            )?;
+            print_line(&format!("detached {} from {target}", args.name))?;
+        }
+        PolicyCommand::Simulate {
+            principal,
+            action,
+            resource,
+            json,
+        } => {
+            let directory = Directory::load(root)?;
+            if !directory.principals.contains_key(&principal) {
+                anyhow::bail!("no principal named {principal:?}; see `basalt keys list`");
+            }
+            let decision = directory.authorize(&principal, &action, &resource);
+            if json {
+                print_line(&serde_json::to_string_pretty(&decision)?)?;
+            } else {
+                print_line(&format!(
+                    "{}: {principal} {action} {resource}\n{}",
+                    if decision.allowed { "ALLOW" } else { "DENY" },
+                    decision.explain()
+                ))?;
+            }
+            return Ok(if decision.allowed {
+                ExitCode::SUCCESS
+            } else {
+                ExitCode::from(3)
+            });
+        }
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+fn target(args: &AttachArgs) -> (&str, bool) {
+    match (&args.principal, &args.group) {
+        (Some(principal), _) => (principal, false),
+        (None, Some(group)) => (group, true),
+        (None, None) => ("", false),
+    }
+}
+
+pub(crate) fn run_audit(command: AuditCommand, settings: &Settings) -> anyhow::Result<ExitCode> {
+    let root = settings.data_dir.root();
+    match command {
+        AuditCommand::Verify { json } => {
+            let verification = basalt_security::audit::verify(root)?;
+            if json {
+                print_line(&serde_json::to_string_pretty(&verification)?)?;
+            } else if let Some(bad) = &verification.first_bad {
+                print_line(&format!(
+                    "TAMPERED: line {} of {}: {}\n{} records before it verify.",
+                    bad.line,
+                    AuditLog::path(root).display(),
+                    bad.problem,
+                    verification.records
+                ))?;
+            } else {
+                print_line(&format!(
+                    "ok: {} records, chain intact; last hash {} (keep it elsewhere to detect a truncated log)",
+                    verification.records, verification.last_hash
+                ))?;
+            }
+            Ok(if verification.first_bad.is_some() {
+                ExitCode::from(4)
+            } else {
+                ExitCode::SUCCESS
+            })
+        }
+        AuditCommand::Tail { lines } => {
+            let records = basalt_security::audit::read(root)?;
+            for record in records.iter().skip(records.len().saturating_sub(lines)) {
+                print_line(&serde_json::to_string(record)?)?;
+            }
+            Ok(ExitCode::SUCCESS)
+        }
+        AuditCommand::Search {
+            principal,
+            action,
+            outcome,
+            since,
+            lines,
+        } => {
+            let records = basalt_security::audit::read(root)?;
+            let matching: Vec<_> = records
+                .iter()
+                .filter(|record| {
+                    principal
+                        .as_deref()
+                        .is_none_or(|wanted| record.principal.as_deref() == Some(wanted))
+                        && action.as_deref().is_none_or(|pattern| {
+                            basalt_security::policy::wildcard_match(
+                                &pattern.to_ascii_lowercase(),
+                                &record.action.to_ascii_lowercase(),
+                            )
+                        })
+                        && outcome.as_deref().is_none_or(|wanted| {
+                            serde_json::to_value(record.outcome).is_ok_and(|value| value == wanted)
+                        })
+                        && since
+                            .as_deref()
+                            .is_none_or(|since| record.time.as_str() >= since)
+                })
+                .collect();
+            for record in matching.iter().skip(matching.len().saturating_sub(lines)) {
+                print_line(&serde_json::to_string(record)?)?;
+            }
+            Ok(ExitCode::SUCCESS)
+        }
+    }
+}

@@ -1,0 +1,331 @@
+//! Authentication, authorization and the audit record of every request, in one middleware for
+//! every route: the route table gives each route its action and resource, so no handler can
+//! forget the check.
+//!
+//! A request presents `Authorization: Bearer bsk_…` (what the OpenAI SDK sends) or
+//! `X-Api-Key: bsk_…`. The key names a principal; the principal's policies (its own and its
+//! groups') decide whether it may do the route's action on the route's resource,
+//! `basalt:<tenant>:<path>`. No key or a bad key is `401`, a denied action `403`; both are
+//! audited, as is every allowed request with its final status.
+
+use std::collections::HashMap;
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex};
+use std::time::SystemTime;
+
+use axum::extract::{MatchedPath, RawPathParams, Request, State};
+use axum::http::{HeaderMap, HeaderValue, Method, StatusCode, header};
+use axum::middleware::Next;
+use axum::response::{IntoResponse, Response};
+use basalt_security::audit::{AuditLog, Event, Outcome};
+use basalt_security::{Directory, Identity};
+
+use crate::error::ApiError;
+use crate::{AppState, lock};
+
+/// Who may call a route.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Access {
+    /// Health checks and the API description: no key.
+    Public,
+    /// A key whose principal may do `action` on the resource `path` (path parameters filled
+    /// in, like `kb/{kb}`).
+    Action {
+        action: &'static str,
+        resource: &'static str,
+    },
+}
+
+/// How the server authenticates.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum AuthMode {
+    /// Every route but the public ones needs a valid API key.
+    #[default]
+    Keys,
+    /// No key needed: every request acts as the principal `local-demo` with every permission.
+    /// Only allowed when listening on a loopback address.
+    LocalDemo,
+}
+
+/// The principal of requests in [`AuthMode::LocalDemo`].
+pub const DEMO_PRINCIPAL: &str = "local-demo";
+
+/// The caller of a request, for handlers that check more than the route's own action (a
+/// `kb:NAME` chat checks `kb:Answer` on that knowledge base) or own what they create.
+#[derive(Debug, Clone)]
+pub(crate) struct Caller {
+    pub(crate) principal: String,
+    pub(crate) tenant: String,
+    /// Present in key mode.
+    pub(crate) key_id: Option<String>,
+    pub(crate) request_id: String,
+}
+
+/// The identity directory as last read, with the file's modification time and length then.
+#[derive(Debug)]
+struct LoadedDirectory {
+    stamp: Option<(SystemTime, u64)>,
+    directory: Arc<Directory>,
+}
+
+/// The directory (reloaded when its file changes), the audit log, and each route's access.
+#[derive(Debug)]
+pub(crate) struct Security {
+    data_dir: PathBuf,
+    mode: AuthMode,
+    directory: Mutex<LoadedDirectory>,
+    pub(crate) audit: AuditLog,
+    routes: HashMap<(Method, String), Access>,
+}
+
+impl Security {
+    pub(crate) fn open(
+        data_dir: PathBuf,
+        mode: AuthMode,
+        routes: HashMap<(Method, String), Access>,
+    ) -> basalt_security::Result<Self> {
+        let audit = AuditLog::open(&data_dir)?;
+        let directory = Directory::load(&data_dir)?;
+        Ok(Security {
+            data_dir,
+            mode,
+            directory: Mutex::new(LoadedDirectory {
+                stamp: None,
+                directory: Arc::new(directory),
+            }),
+            audit,
+            routes,
+        })
+    }
+
+    /// The directory as on disk now (read again only when the file changed).
+    fn directory(&self) -> Result<Arc<Directory>, ApiError> {
+        let path = Directory::path(&self.data_dir);
+        let stamp = std::fs::metadata(&path).ok().map(|metadata| {
+            (
+                metadata.modified().unwrap_or(SystemTime::UNIX_EPOCH),
+                metadata.len(),
+            )
+        });
+        let mut cached = lock(&self.directory);
+        if cached.stamp != stamp {
+            let directory = Directory::load(&self.data_dir).map_err(|error| {
+                ApiError::internal(format!("cannot read the identity directory: {error}"))
+            })?;
+            *cached = LoadedDirectory {
+                stamp,
+                directory: Arc::new(directory),
+            };
+        }
+        Ok(cached.directory.clone())
+    }
+
+    /// Checks `action` on `resource` (a path like `kb/handbook`) for `caller`; a denial is
+    /// audited and returned as `403`.
+    pub(crate) fn require(
+        &self,
+        caller: &Caller,
+        action: &str,
+        path: &str,
+    ) -> Result<(), ApiError> {
+        if self.mode == AuthMode::LocalDemo {
+            return Ok(());
+        }
+        let resource = basalt_security::resource_name(&caller.tenant, path);
+        let decision = self
+            .directory()?
+            .authorize(&caller.principal, action, &resource);
+        if decision.allowed {
+            return Ok(());
+        }
+        self.record(Event {
+            request_id: caller.request_id.clone(),
+            principal: Some(caller.principal.clone()),
+            key_id: caller.key_id.clone(),
+            action: action.to_owned(),
+            resource: resource.clone(),
+            outcome: Some(Outcome::Denied),
+            status: Some(403),
+            detail: Some(decision.explain()),
+        });
+        Err(ApiError::new(
+            StatusCode::FORBIDDEN,
+            "access_denied",
+            format!(
+                "{} may not {action} on {resource}: {}",
+                caller.principal,
+                decision.explain()
+            ),
+        ))
+    }
+
+    /// Appends to the audit log; false (and an error in the server log) when it cannot.
+    fn record(&self, event: Event) -> bool {
+        match self.audit.append(event) {
+            Ok(_) => true,
+            Err(error) => {
+                tracing::error!(%error, "cannot write the audit log");
+                false
+            }
+        }
+    }
+}
+
+fn presented_key(headers: &HeaderMap) -> Option<&str> {
+    if let Some(value) = headers
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+    {
+        let value = value.trim();
+        return Some(
+            value
+                .strip_prefix("Bearer ")
+                .or_else(|| value.strip_prefix("bearer "))
+                .unwrap_or(value)
+                .trim(),
+        );
+    }
+    headers
+        .get("x-api-key")
+        .and_then(|value| value.to_str().ok())
+        .map(str::trim)
+}
+
+fn unauthenticated(message: &str) -> Response {
+    let mut response =
+        ApiError::new(StatusCode::UNAUTHORIZED, "unauthenticated", message).into_response();
+    response.headers_mut().insert(
+        header::WWW_AUTHENTICATE,
+        HeaderValue::from_static("Bearer realm=\"basalt\""),
+    );
+    response
+}
+
+/// The middleware of every matched route.
+pub(crate) async fn guard(
+    State(state): State<AppState>,
+    matched: Option<MatchedPath>,
+    params: Result<RawPathParams, axum::extract::rejection::RawPathParamsRejection>,
+    mut request: Request,
+    next: Next,
+) -> Response {
+    let security = state.security.clone();
+    let request_id = format!("req-{}", crate::random_hex(8));
+    let path = matched
+        .as_ref()
+        .map(MatchedPath::as_str)
+        .unwrap_or_default();
+    // A route without an entry is refused: the table is the only way in.
+    let access = security
+        .routes
+        .get(&(request.method().clone(), path.to_owned()))
+        .copied();
+    let (action, template) = match access {
+        Some(Access::Public) => return with_request_id(next.run(request).await, &request_id),
+        Some(Access::Action { action, resource }) => (action, resource),
+        None => {
+            return ApiError::new(
+                StatusCode::FORBIDDEN,
+                "access_denied",
+                "this route has no access rule",
+            )
+            .into_response();
+        }
+    };
+    let mut resource_path = template.to_owned();
+    if let Ok(params) = &params {
+        for (name, value) in params.iter() {
+            resource_path = resource_path.replace(&format!("{{{name}}}"), value);
+        }
+    }
+
+    let caller = match security.mode {
+        AuthMode::LocalDemo => Caller {
+            principal: DEMO_PRINCIPAL.to_owned(),
+            tenant: basalt_security::DEFAULT_TENANT.to_owned(),
+            key_id: None,
+            request_id: request_id.clone(),
+        },
+        AuthMode::Keys => {
+            let directory = match security.directory() {
+                Ok(directory) => directory,
+                Err(error) => return error.into_response(),
+            };
+            let identity = match presented_key(request.headers()) {
+                None => Err((None, "no_key")),
+                Some(key) => directory
+                    .authenticate(key, &basalt_security::now_rfc3339())
+                    .map_err(|(reason, key_id)| (key_id, reason.as_str())),
+            };
+            match identity {
+                Ok(Identity {
+                    principal,
+                    tenant,
+                    key_id,
+                    ..
+                }) => Caller {
+                    principal,
+                    tenant,
+                    key_id: Some(key_id),
+                    request_id: request_id.clone(),
+                },
+                Err((key_id, reason)) => {
+                    let resource = basalt_security::resource_name("-", &resource_path);
+                    security.record(Event {
+                        request_id: request_id.clone(),
+                        principal: None,
+                        key_id,
+                        action: action.to_owned(),
+                        resource,
+                        outcome: Some(Outcome::Unauthenticated),
+                        status: Some(401),
+                        detail: Some(reason.to_owned()),
+                    });
+                    let message = if directory.keys.is_empty() {
+                        "this server has no API keys yet: create one with `basalt keys create --principal admin --policy AdministratorAccess` and send it as `Authorization: Bearer <key>`"
+                    } else if reason == "no_key" {
+                        "send an API key as `Authorization: Bearer <key>` (or `X-Api-Key`)"
+                    } else {
+                        "the API key is not valid (unknown, revoked or expired)"
+                    };
+                    return with_request_id(unauthenticated(message), &request_id);
+                }
+            }
+        }
+    };
+    if let Err(error) = security.require(&caller, action, &resource_path) {
+        return with_request_id(error.into_response(), &request_id);
+    }
+    // Recorded before the work runs, so nothing happens unaccounted for: if the log cannot be
+    // written, the request is refused.
+    let recorded = security.record(Event {
+        request_id: request_id.clone(),
+        principal: Some(caller.principal.clone()),
+        key_id: caller.key_id.clone(),
+        action: action.to_owned(),
+        resource: basalt_security::resource_name(&caller.tenant, &resource_path),
+        outcome: Some(Outcome::Allowed),
+        status: None,
+        detail: None,
+    });
+    if !recorded {
+        return with_request_id(
+            ApiError::new(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "audit_unavailable",
+                "the audit log cannot be written, so the request is refused; see the server log",
+            )
+            .into_response(),
+            &request_id,
+        );
+    }
+    request.extensions_mut().insert(caller);
+    with_request_id(next.run(request).await, &request_id)
+}
+
+fn with_request_id(mut response: Response, request_id: &str) -> Response {
+    if let Ok(value) = HeaderValue::from_str(request_id) {
+        response.headers_mut().insert("x-request-id", value);
+    }
+    response
+}
