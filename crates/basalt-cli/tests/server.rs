@@ -1004,6 +1004,25 @@ fn every_route_needs_a_key_and_a_policy_and_every_decision_is_audited() {
         404,
         "session_not_found",
     );
+    // The trail over HTTP, for those allowed to read it.
+    assert_error(
+        request(port, "GET", "/v1/audit", &[], b""),
+        403,
+        "access_denied",
+    );
+    use_key(Some(&admin));
+    let (status, denied) = get(port, "/v1/audit?principal=alice&outcome=denied&limit=5");
+    assert_eq!(status, 200, "{denied}");
+    let denied = denied["records"].as_array().expect("records").clone();
+    assert_eq!(denied.len(), 5, "{denied:?}");
+    assert!(
+        denied
+            .iter()
+            .all(|record| record["principal"] == "alice" && record["outcome"] == "denied")
+    );
+    let (status, verified) = get(port, "/v1/audit/verify");
+    assert_eq!(status, 200, "{verified}");
+    assert_eq!(verified["intact"], true, "{verified}");
     drop(server);
     // The CLI commands below take their own CPU turn.
     drop(turn);
@@ -1084,4 +1103,47 @@ fn every_route_needs_a_key_and_a_policy_and_every_decision_is_audited() {
         "{}",
         common::stdout(&verify)
     );
+}
+
+#[test]
+fn each_key_has_its_own_rate_limit() {
+    let ws = Workspace::new();
+    let first = create_key(&ws, &["--principal", "first", "--policy", "ReadOnlyAccess"]);
+    let second = create_key(
+        &ws,
+        &["--principal", "second", "--policy", "ReadOnlyAccess"],
+    );
+    let _turn = cpu_turn();
+    let server = start_server(&ws, &["--rate-limit", "0.2", "--rate-burst", "2"]);
+    let port = server.port;
+    use_key(Some(&first));
+    assert_eq!(request(port, "GET", "/v1/kbs", &[], b"").0, 200);
+    assert_eq!(request(port, "GET", "/v1/kbs", &[], b"").0, 200);
+    let key = format!("Authorization: Bearer {first}");
+    let (status, text) = raw_request(port, "GET", "/v1/kbs", &[&key], b"");
+    assert_eq!(status, 429, "{text}");
+    assert_eq!(json_of(&text)["error"]["code"], "rate_limited");
+    // The raw response head carries Retry-After.
+    let mut stream = TcpStream::connect(("127.0.0.1", port)).expect("connects");
+    write!(
+        stream,
+        "GET /v1/kbs HTTP/1.1\r\nHost: x\r\nConnection: close\r\n{key}\r\n\r\n"
+    )
+    .expect("writes");
+    let mut response = String::new();
+    let _ = stream.read_to_string(&mut response);
+    assert!(
+        response.to_ascii_lowercase().contains("retry-after: "),
+        "{response}"
+    );
+    use_key(Some(&second));
+    assert_eq!(
+        request(port, "GET", "/v1/kbs", &[], b"").0,
+        200,
+        "another key is not limited"
+    );
+    // Health checks are never limited.
+    for _ in 0..5 {
+        assert_eq!(raw_request(port, "GET", "/healthz", &[], b"").0, 200);
+    }
 }

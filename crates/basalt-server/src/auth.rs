@@ -21,6 +21,7 @@ use basalt_security::audit::{AuditLog, Event, Outcome};
 use basalt_security::{Directory, Identity};
 
 use crate::error::ApiError;
+use crate::ratelimit::{RateLimit, RateLimiter};
 use crate::{AppState, lock};
 
 /// Who may call a route.
@@ -76,6 +77,7 @@ pub(crate) struct Security {
     directory: Mutex<LoadedDirectory>,
     pub(crate) audit: AuditLog,
     routes: HashMap<(Method, String), Access>,
+    rate_limiter: Option<RateLimiter>,
 }
 
 impl Security {
@@ -83,6 +85,7 @@ impl Security {
         data_dir: PathBuf,
         mode: AuthMode,
         routes: HashMap<(Method, String), Access>,
+        rate_limit: Option<RateLimit>,
     ) -> basalt_security::Result<Self> {
         let audit = AuditLog::open(&data_dir)?;
         let directory = Directory::load(&data_dir)?;
@@ -95,6 +98,7 @@ impl Security {
             }),
             audit,
             routes,
+            rate_limiter: rate_limit.map(RateLimiter::new),
         })
     }
 
@@ -215,11 +219,14 @@ pub(crate) async fn guard(
         .as_ref()
         .map(MatchedPath::as_str)
         .unwrap_or_default();
-    // A route without an entry is refused: the table is the only way in.
-    let access = security
-        .routes
-        .get(&(request.method().clone(), path.to_owned()))
-        .copied();
+    // A route without an entry is refused: the table is the only way in. HEAD is answered by
+    // the GET handler, so it needs what GET needs.
+    let method = if request.method() == Method::HEAD {
+        Method::GET
+    } else {
+        request.method().clone()
+    };
+    let access = security.routes.get(&(method, path.to_owned())).copied();
     let (action, template) = match access {
         Some(Access::Public) => return with_request_id(next.run(request).await, &request_id),
         Some(Access::Action { action, resource }) => (action, resource),
@@ -232,12 +239,11 @@ pub(crate) async fn guard(
             .into_response();
         }
     };
-    let mut resource_path = template.to_owned();
-    if let Ok(params) = &params {
-        for (name, value) in params.iter() {
-            resource_path = resource_path.replace(&format!("{{{name}}}"), value);
-        }
-    }
+    let values: HashMap<&str, &str> = params
+        .as_ref()
+        .map(|params| params.iter().collect())
+        .unwrap_or_default();
+    let resource_path = fill(template, &values);
 
     let caller = match security.mode {
         AuthMode::LocalDemo => Caller {
@@ -293,6 +299,30 @@ pub(crate) async fn guard(
             }
         }
     };
+    if let Some(limiter) = &security.rate_limiter {
+        let bucket = caller.key_id.as_deref().unwrap_or(&caller.principal);
+        if let Err(wait) = limiter.take(bucket, std::time::Instant::now()) {
+            security.record(Event {
+                request_id: request_id.clone(),
+                principal: Some(caller.principal.clone()),
+                key_id: caller.key_id.clone(),
+                action: action.to_owned(),
+                resource: basalt_security::resource_name(&caller.tenant, &resource_path),
+                outcome: Some(Outcome::Denied),
+                status: Some(429),
+                detail: Some("rate_limited".into()),
+            });
+            let mut error = ApiError::new(
+                StatusCode::TOO_MANY_REQUESTS,
+                "rate_limited",
+                format!(
+                    "this key sent more requests than its rate limit allows; retry in {wait} s"
+                ),
+            );
+            error.retry_after = Some(wait);
+            return with_request_id(error.into_response(), &request_id);
+        }
+    }
     if let Err(error) = security.require(&caller, action, &resource_path) {
         return with_request_id(error.into_response(), &request_id);
     }
@@ -323,9 +353,45 @@ pub(crate) async fn guard(
     with_request_id(next.run(request).await, &request_id)
 }
 
+/// The resource path of a template like `kb/{kb}/document/{id}`, in one pass, so a value that
+/// itself contains `{id}` is never substituted again.
+fn fill(template: &str, values: &HashMap<&str, &str>) -> String {
+    let mut out = String::with_capacity(template.len());
+    let mut rest = template;
+    while let Some(open) = rest.find('{') {
+        out.push_str(&rest[..open]);
+        let Some(close) = rest[open..].find('}') else {
+            break;
+        };
+        let name = &rest[open + 1..open + close];
+        out.push_str(values.get(name).copied().unwrap_or("*"));
+        rest = &rest[open + close + 1..];
+    }
+    out.push_str(rest);
+    out
+}
+
 fn with_request_id(mut response: Response, request_id: &str) -> Response {
     if let Ok(value) = HeaderValue::from_str(request_id) {
         response.headers_mut().insert("x-request-id", value);
     }
     response
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn resource_templates_are_filled_once() {
+        let values = HashMap::from([("kb", "{id}"), ("id", "x")]);
+        assert_eq!(fill("kb/{kb}/document/{id}", &values), "kb/{id}/document/x");
+        assert_eq!(fill("kb/*", &values), "kb/*");
+        assert_eq!(fill("audit", &HashMap::new()), "audit");
+        assert_eq!(
+            fill("kb/{kb}", &HashMap::new()),
+            "kb/*",
+            "a missing value is no name"
+        );
+    }
 }

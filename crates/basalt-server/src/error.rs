@@ -154,3 +154,9 @@ impl From<basalt_answer::AnswerError> for ApiError {
         }
     }
 }
+
+impl From<basalt_security::SecurityError> for ApiError {
+    fn from(error: basalt_security::SecurityError) -> Self {
+        Self::internal(error.to_string())
+    }
+}

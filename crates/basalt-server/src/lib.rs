@@ -8,6 +8,7 @@
 //! right status — malformed JSON, a wrong content type, a body over the limit, an unknown route
 //! or method included.
 
+mod admin;
 mod auth;
 mod error;
 mod jobs;
@@ -15,6 +16,7 @@ mod kbs;
 mod native;
 mod openai;
 mod openapi;
+mod ratelimit;
 mod scheduler;
 
 use std::collections::HashMap;
@@ -35,6 +37,7 @@ use serde_json::Value;
 pub use auth::{AuthMode, DEMO_PRINCIPAL};
 pub use error::{ApiError, ErrorBody};
 pub use jobs::{Job, JobStatus, Jobs};
+pub use ratelimit::RateLimit;
 pub use scheduler::{Scheduler, Slot};
 
 use auth::{Access, Security};
@@ -62,6 +65,8 @@ pub struct ServerOptions {
     pub sessions: SessionPolicy,
     /// API keys (the default), or the loopback-only local demo without them.
     pub auth: AuthMode,
+    /// Requests each API key may send (none: unlimited).
+    pub rate_limit: Option<RateLimit>,
 }
 
 impl Default for ServerOptions {
@@ -75,6 +80,7 @@ impl Default for ServerOptions {
             upload_limit: 256 << 20,
             sessions: SessionPolicy::default(),
             auth: AuthMode::Keys,
+            rate_limit: None,
         }
     }
 }
@@ -122,6 +128,7 @@ impl AppState {
             data_dir.root().to_owned(),
             options.auth,
             Api::access_table(&operations),
+            options.rate_limit,
         )
         .map_err(|error| std::io::Error::other(error.to_string()))?;
         let state = AppState {
@@ -343,6 +350,15 @@ fn routes(options: &ServerOptions) -> Api {
         .add(
             Operation::new(M::DELETE, "/v1/sessions/{id}", "deleteSession", "answers", "Forget a conversation", Access::Action { action: "session:Delete", resource: "session/{id}" }, json(schema::<kbs::Deleted>)),
             native::delete_session,
+        )
+        .add(
+            Operation::new(M::GET, "/v1/audit", "searchAudit", "audit", "Audit records matching a principal, action pattern, outcome and start time", Access::Action { action: "audit:Read", resource: "audit" }, json(schema::<admin::AuditRecords>))
+                .query(inline::<admin::AuditQuery>),
+            admin::search_audit,
+        )
+        .add(
+            Operation::new(M::GET, "/v1/audit/verify", "verifyAudit", "audit", "Check the audit trail's hash chain; names the first bad record", Access::Action { action: "audit:Read", resource: "audit" }, json(schema::<admin::AuditVerification>)),
+            admin::verify_audit,
         )
 }
 

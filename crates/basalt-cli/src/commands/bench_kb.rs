@@ -145,9 +145,12 @@ struct Latency {
     p95_ms: f64,
     p99_ms: f64,
     queries_per_second: f64,
-    /// Medians of the two parts of a search: embedding the query, and the index search.
+    /// Medians and 99th percentiles of the two parts of a search: embedding the query, and
+    /// the index search (which part the tail comes from).
     embed_p50_ms: f64,
     index_p50_ms: f64,
+    embed_p99_ms: f64,
+    index_p99_ms: f64,
 }
 
 pub(crate) fn search(args: &SearchBenchArgs, settings: &Settings) -> anyhow::Result<ExitCode> {
@@ -216,12 +219,14 @@ pub(crate) fn search(args: &SearchBenchArgs, settings: &Settings) -> anyhow::Res
                 Ok(all)
             })?;
             let wall = started.elapsed().as_secs_f64();
-            let median = |values: &mut Vec<f64>| {
+            let sorted_part = |part: fn(&(f64, f64, f64)) -> f64| {
+                let mut values: Vec<f64> = latencies.iter().map(part).collect();
                 values.sort_by(f64::total_cmp);
-                values[values.len() / 2]
+                values
             };
-            let embed_p50_ms = median(&mut latencies.iter().map(|parts| parts.1).collect());
-            let index_p50_ms = median(&mut latencies.iter().map(|parts| parts.2).collect());
+            let embed = sorted_part(|parts| parts.1);
+            let index = sorted_part(|parts| parts.2);
+            let part_percentile = super::bench::percentile;
             let mut sorted: Vec<f64> = latencies.into_iter().map(|parts| parts.0).collect();
             sorted.sort_by(f64::total_cmp);
             let percentile = |p: f64| super::bench::percentile(&sorted, p);
@@ -234,20 +239,31 @@ pub(crate) fn search(args: &SearchBenchArgs, settings: &Settings) -> anyhow::Res
                 p95_ms: percentile(0.95),
                 p99_ms: percentile(0.99),
                 queries_per_second: sorted.len() as f64 / wall,
-                embed_p50_ms,
-                index_p50_ms,
+                embed_p50_ms: part_percentile(&embed, 0.50),
+                index_p50_ms: part_percentile(&index, 0.50),
+                embed_p99_ms: part_percentile(&embed, 0.99),
+                index_p99_ms: part_percentile(&index, 0.99),
             });
         }
     }
     let json = serde_json::to_string_pretty(&results)?;
     args.report.emit(&json, || {
         print_line(&format!(
-            "{:<14} {:>7} {:>8} {:>8} {:>8} {:>8} {:>9} {:>9}",
-            "mode", "clients", "p50 ms", "p95 ms", "p99 ms", "q/s", "embed p50", "index p50"
+            "{:<14} {:>7} {:>8} {:>8} {:>8} {:>8} {:>9} {:>9} {:>9} {:>9}",
+            "mode",
+            "clients",
+            "p50 ms",
+            "p95 ms",
+            "p99 ms",
+            "q/s",
+            "embed p50",
+            "embed p99",
+            "index p50",
+            "index p99"
         ))?;
         for row in &results {
             print_line(&format!(
-                "{:<14} {:>7} {:>8.2} {:>8.2} {:>8.2} {:>8.1} {:>9.2} {:>9.2}",
+                "{:<14} {:>7} {:>8.2} {:>8.2} {:>8.2} {:>8.1} {:>9.2} {:>9.2} {:>9.2} {:>9.2}",
                 if row.exact {
                     format!("{} exact", row.mode.as_str())
                 } else {
@@ -259,7 +275,9 @@ pub(crate) fn search(args: &SearchBenchArgs, settings: &Settings) -> anyhow::Res
                 row.p99_ms,
                 row.queries_per_second,
                 row.embed_p50_ms,
-                row.index_p50_ms
+                row.embed_p99_ms,
+                row.index_p50_ms,
+                row.index_p99_ms
             ))?;
         }
         Ok(())

@@ -5,7 +5,7 @@ use std::process::ExitCode;
 use std::time::Duration;
 
 use anyhow::Context;
-use basalt_server::{AppState, AuthMode, ServerOptions};
+use basalt_server::{AppState, AuthMode, RateLimit, ServerOptions};
 
 use crate::settings::Settings;
 
@@ -40,6 +40,14 @@ pub(crate) struct ServeArgs {
     /// permission (audited as such). Refused unless --addr is a loopback address
     #[arg(long)]
     local_demo: bool,
+    /// Requests per second each API key may send (a token bucket; more get 429 with
+    /// Retry-After) [default: unlimited]
+    #[arg(long, value_name = "PER_SECOND")]
+    rate_limit: Option<f64>,
+    /// Requests a key may send at once before the rate applies [default: twice the rate, at
+    /// least 1]
+    #[arg(long, value_name = "N", requires = "rate_limit")]
+    rate_burst: Option<f64>,
 }
 
 pub(crate) fn run(args: &ServeArgs, settings: &Settings) -> anyhow::Result<ExitCode> {
@@ -53,6 +61,15 @@ pub(crate) fn run(args: &ServeArgs, settings: &Settings) -> anyhow::Result<ExitC
     }
     let embedding = settings.models_dir.default_embedding_model();
     let (embedder, generator) = super::load_engines(settings, &embedding, None, None)?;
+    if args
+        .rate_limit
+        .is_some_and(|rate| !(rate > 0.0 && rate.is_finite()))
+        || args
+            .rate_burst
+            .is_some_and(|burst| !(burst >= 1.0 && burst.is_finite()))
+    {
+        anyhow::bail!("--rate-limit must be above 0 and --rate-burst at least 1");
+    }
     let options = ServerOptions {
         max_queue: args.max_queue,
         request_timeout: Duration::from_secs(args.request_timeout.max(1)),
@@ -68,6 +85,10 @@ pub(crate) fn run(args: &ServeArgs, settings: &Settings) -> anyhow::Result<ExitC
         } else {
             AuthMode::Keys
         },
+        rate_limit: args.rate_limit.map(|per_second| RateLimit {
+            per_second,
+            burst: args.rate_burst.unwrap_or((per_second * 2.0).max(1.0)),
+        }),
         ..ServerOptions::default()
     };
     let state = AppState::new(embedder, generator, settings.data_dir.clone(), &options)
