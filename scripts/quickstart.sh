@@ -31,7 +31,7 @@ echo "== hybrid search (BM25 + vectors)"
 
 echo
 echo "== a grounded answer with cited sources (ask Basalt how Basalt works)"
-"$basalt" ask --kb quickstart "How does Basalt keep chunks inside the embedding model's limit?"
+"$basalt" ask --kb quickstart "How is an API key stored?"
 
 echo
 echo "== an API key for the HTTP API (created once, kept readable by you only)"
