@@ -256,6 +256,46 @@ pub fn verify(data_dir: &Path) -> Result<Verification> {
     })
 }
 
+/// Which records a search wants; every condition given must hold.
+#[derive(Debug, Clone, Default)]
+pub struct Query {
+    pub principal: Option<String>,
+    /// An action or a pattern like `kb:*` (case-insensitive).
+    pub action: Option<String>,
+    pub outcome: Option<Outcome>,
+    /// Records at or after this RFC 3339 time.
+    pub since: Option<String>,
+}
+
+impl Query {
+    pub fn matches(&self, record: &Record) -> bool {
+        self.principal
+            .as_deref()
+            .is_none_or(|wanted| record.principal.as_deref() == Some(wanted))
+            && self.action.as_deref().is_none_or(|pattern| {
+                crate::policy::wildcard_match(
+                    &pattern.to_ascii_lowercase(),
+                    &record.action.to_ascii_lowercase(),
+                )
+            })
+            && self.outcome.is_none_or(|wanted| record.outcome == wanted)
+            && self
+                .since
+                .as_deref()
+                .is_none_or(|since| record.time.as_str() >= since)
+    }
+}
+
+/// The newest `limit` records matching `query`, oldest first.
+pub fn search(data_dir: &Path, query: &Query, limit: usize) -> Result<Vec<Record>> {
+    let matching: Vec<Record> = read(data_dir)?
+        .into_iter()
+        .filter(|record| query.matches(record))
+        .collect();
+    let skip = matching.len().saturating_sub(limit);
+    Ok(matching.into_iter().skip(skip).collect())
+}
+
 /// Reads records (all of them; the caller filters and limits).
 pub fn read(data_dir: &Path) -> Result<Vec<Record>> {
     let path = AuditLog::path(data_dir);
@@ -325,6 +365,45 @@ mod tests {
             .expect("appends");
         assert_eq!(verify(dir.path()).expect("verifies").records, 7);
         assert_eq!(read(dir.path()).expect("reads").len(), 7);
+    }
+
+    #[test]
+    fn searches_keep_the_newest_matching_records() {
+        let (dir, _) = written(9);
+        let denied = Query {
+            outcome: Some(Outcome::Denied),
+            action: Some("KB:*".into()),
+            principal: Some("alice".into()),
+            since: None,
+        };
+        let found = search(dir.path(), &denied, 2).expect("searches");
+        let ids: Vec<&str> = found
+            .iter()
+            .map(|record| record.request_id.as_str())
+            .collect();
+        assert_eq!(
+            ids,
+            ["req-3", "req-6"],
+            "events 0, 3, 6 are denied; the newest two"
+        );
+        let nobody = Query {
+            principal: Some("bob".into()),
+            ..Query::default()
+        };
+        assert!(
+            search(dir.path(), &nobody, 10)
+                .expect("searches")
+                .is_empty()
+        );
+        let future = Query {
+            since: Some("9999-01-01T00:00:00Z".into()),
+            ..Query::default()
+        };
+        assert!(
+            search(dir.path(), &future, 10)
+                .expect("searches")
+                .is_empty()
+        );
     }
 
     #[test]

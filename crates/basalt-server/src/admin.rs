@@ -2,7 +2,7 @@
 
 use axum::Json;
 use axum::extract::{Query, State};
-use basalt_security::audit::{Outcome, Record, Verification};
+use basalt_security::audit::{Outcome, Query as RecordQuery, Record, Verification};
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
@@ -50,32 +50,15 @@ pub(crate) async fn search_audit(
         .map(|outcome| serde_json::from_value(serde_json::Value::String(outcome.into())))
         .transpose()
         .map_err(|_| ApiError::invalid("outcome must be allowed, denied or unauthenticated"))?;
+    let query = RecordQuery {
+        principal: query.principal,
+        action: query.action,
+        outcome,
+        since: query.since,
+    };
     let root = state.data_dir.root().to_owned();
-    let all = blocking(move || basalt_security::audit::read(&root)).await?;
-    let matching: Vec<Record> = all
-        .into_iter()
-        .filter(|record| {
-            query
-                .principal
-                .as_deref()
-                .is_none_or(|wanted| record.principal.as_deref() == Some(wanted))
-                && query.action.as_deref().is_none_or(|pattern| {
-                    basalt_security::policy::wildcard_match(
-                        &pattern.to_ascii_lowercase(),
-                        &record.action.to_ascii_lowercase(),
-                    )
-                })
-                && outcome.is_none_or(|wanted| record.outcome == wanted)
-                && query
-                    .since
-                    .as_deref()
-                    .is_none_or(|since| record.time.as_str() >= since)
-        })
-        .collect();
-    let skip = matching.len().saturating_sub(limit);
-    Ok(Json(AuditRecords {
-        records: matching.into_iter().skip(skip).collect(),
-    }))
+    let records = blocking(move || basalt_security::audit::search(&root, &query, limit)).await?;
+    Ok(Json(AuditRecords { records }))
 }
 
 #[derive(Debug, Serialize, JsonSchema)]

@@ -438,29 +438,22 @@ pub(crate) fn run_audit(command: AuditCommand, settings: &Settings) -> anyhow::R
             since,
             lines,
         } => {
-            let records = basalt_security::audit::read(root)?;
-            let matching: Vec<_> = records
-                .iter()
-                .filter(|record| {
-                    principal
-                        .as_deref()
-                        .is_none_or(|wanted| record.principal.as_deref() == Some(wanted))
-                        && action.as_deref().is_none_or(|pattern| {
-                            basalt_security::policy::wildcard_match(
-                                &pattern.to_ascii_lowercase(),
-                                &record.action.to_ascii_lowercase(),
-                            )
-                        })
-                        && outcome.as_deref().is_none_or(|wanted| {
-                            serde_json::to_value(record.outcome).is_ok_and(|value| value == wanted)
-                        })
-                        && since
-                            .as_deref()
-                            .is_none_or(|since| record.time.as_str() >= since)
-                })
-                .collect();
-            for record in matching.iter().skip(matching.len().saturating_sub(lines)) {
-                print_line(&serde_json::to_string(record)?)?;
+            // An outcome that is none of the three matches no record.
+            let parsed_outcome = match outcome.as_deref().map(|outcome| {
+                serde_json::from_value::<Outcome>(serde_json::Value::String(outcome.into()))
+            }) {
+                None => None,
+                Some(Ok(outcome)) => Some(outcome),
+                Some(Err(_)) => return Ok(ExitCode::SUCCESS),
+            };
+            let query = basalt_security::audit::Query {
+                principal,
+                action,
+                outcome: parsed_outcome,
+                since,
+            };
+            for record in basalt_security::audit::search(root, &query, lines)? {
+                print_line(&serde_json::to_string(&record)?)?;
             }
             Ok(ExitCode::SUCCESS)
         }
