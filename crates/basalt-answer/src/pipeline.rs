@@ -3,7 +3,7 @@
 use std::collections::{HashMap, HashSet};
 use std::time::Instant;
 
-use basalt_index::{Filter, Fusion, Hit, SearchMode, SearchRequest};
+use basalt_index::{Filter, Fusion, Hit, Reader, SearchMode, SearchRequest};
 use basalt_kb::KnowledgeBase;
 use basalt_model::{
     Embedder, GenerationEvent, GenerationRequest, Generator, Prompt, SamplingOptions,
@@ -46,6 +46,8 @@ pub struct AnswerOptions {
     pub mode: Option<SearchMode>,
     pub fusion: Option<Fusion>,
     pub filter: Option<Filter>,
+    /// Answer only from documents this reader may read (`None`: every document).
+    pub reader: Option<Reader>,
     pub min_relevance: Option<f32>,
     /// Passage text budget in embedding-model tokens (default [`DEFAULT_CONTEXT_TOKENS`]).
     pub context_tokens: Option<usize>,
@@ -174,6 +176,7 @@ pub fn answer(
         mode: options.mode.unwrap_or(kb.settings.mode),
         k: passages_wanted * 3,
         filter: options.filter.as_ref(),
+        reader: options.reader.as_ref(),
         fusion: options.fusion.unwrap_or(kb.settings.fusion),
         bm25: kb.settings.bm25,
         exact: false,

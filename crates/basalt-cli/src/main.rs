@@ -34,7 +34,13 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     settings::init_tracing(cli.global.verbose);
     basalt_ingest::quiet_parser_panics();
-    let settings = Settings::resolve(&cli.global);
+    let settings = match Settings::resolve(&cli.global) {
+        Ok(settings) => settings,
+        Err(error) => {
+            eprintln!("error: {error:#}");
+            return ExitCode::from(2);
+        }
+    };
     match commands::run(cli.command, &settings) {
         Ok(code) => code,
         Err(error) => {

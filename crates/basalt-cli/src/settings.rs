@@ -16,6 +16,10 @@ pub(crate) struct GlobalArgs {
     #[arg(long, global = true, env = "BASALT_DATA_DIR", value_name = "DIR")]
     pub(crate) data_dir: Option<PathBuf>,
 
+    /// Tenant whose knowledge bases the command works on [default: default]
+    #[arg(long, global = true, env = "BASALT_TENANT", value_name = "NAME")]
+    pub(crate) tenant: Option<String>,
+
     /// CPU threads for inference [default: all cores]
     #[arg(long, global = true, env = "BASALT_THREADS", value_name = "N",
           value_parser = clap::value_parser!(u16).range(1..))]
@@ -35,7 +39,7 @@ pub(crate) struct Settings {
 }
 
 impl Settings {
-    pub(crate) fn resolve(args: &GlobalArgs) -> Self {
+    pub(crate) fn resolve(args: &GlobalArgs) -> anyhow::Result<Self> {
         let models_dir = args
             .models_dir
             .clone()
@@ -51,11 +55,15 @@ impl Settings {
             .clone()
             .map(DataDir::new)
             .unwrap_or_else(DataDir::from_env);
-        Settings {
+        let data_dir = match &args.tenant {
+            Some(tenant) => data_dir.for_tenant(tenant)?,
+            None => data_dir,
+        };
+        Ok(Settings {
             models_dir,
             data_dir,
             threads,
-        }
+        })
     }
 }
 

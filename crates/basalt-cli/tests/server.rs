@@ -186,7 +186,12 @@ fn serve_speaks_openai_to_raw_http_and_the_python_sdk() {
     let port = server.port;
     let (status, body) = request(port, "GET", "/readyz", &[], b"");
     assert_eq!(status, 200, "{body}");
-    assert_eq!(json_of(&body)["knowledge_bases"], 1);
+    let ready = json_of(&body);
+    assert_eq!(ready["status"], "ready", "{ready}");
+    assert!(
+        ready.get("knowledge_bases").is_none(),
+        "an unauthenticated probe learns nothing of any tenant: {ready}"
+    );
 
     // The error contract: JSON errors with the right status, never a panic or an HTML page.
     assert_error(
@@ -1146,4 +1151,332 @@ fn each_key_has_its_own_rate_limit() {
     for _ in 0..5 {
         assert_eq!(raw_request(port, "GET", "/healthz", &[], b"").0, 200);
     }
+}
+
+/// Document readers and tenants over HTTP: readers set by the CLI (an access map, a sidecar)
+/// and by an upload hold in search, answers, document reads and deletes, and jobs; a tenant
+/// sees nothing of another, not even a count.
+#[test]
+fn documents_are_read_only_by_their_readers_and_tenants_see_only_their_own() {
+    let ws = Workspace::new();
+    let docs = ws.docs();
+    for dir in ["shared", "hr", "acme"] {
+        std::fs::create_dir_all(docs.join(dir)).expect("docs");
+    }
+    let write = |path: &str, text: &str| std::fs::write(docs.join(path), text).expect("write");
+    write(
+        "shared/holidays.md",
+        "# Holidays\n\nHoliday requests go through the portal two weeks ahead.\n",
+    );
+    write(
+        "hr/salaries.md",
+        "# Salaries\n\nThe zebra-quartz bonus pool is paid every March.\n",
+    );
+    write(
+        "hr/review.md",
+        "# Review\n\nThe obsidian-falcon review is due in June.\n",
+    );
+    write(
+        "hr/review.md.meta.json",
+        r#"{"readers": ["principal:alice"]}"#,
+    );
+    write(
+        "acme/pricing.md",
+        "# Pricing\n\nAcme prices follow the walrus-cobalt formula.\n",
+    );
+    write("map.json", r#"{"hr": ["group:hr"]}"#);
+    let company = |dir: &str| docs.join(dir).display().to_string();
+    ws.ok(&["kb", "create", "company"]);
+    let map = docs.join("map.json").display().to_string();
+    ws.ok(&[
+        "ingest",
+        "--kb",
+        "company",
+        "--access-map",
+        &map,
+        &company("shared"),
+        &company("hr"),
+    ]);
+    ws.ok(&["--tenant", "acme", "kb", "create", "company"]);
+    ws.ok(&[
+        "--tenant",
+        "acme",
+        "ingest",
+        "--kb",
+        "company",
+        &company("acme"),
+    ]);
+    // A reader list that is not `principal:` or `group:` is refused before anything is read.
+    let bad = ws.run(&[
+        "ingest",
+        "--kb",
+        "company",
+        "--readers",
+        "alice",
+        &company("shared"),
+    ]);
+    common::assert_clean_failure(&bad, "principal:NAME");
+    // The CLI owns the data directory: it reads everything of the tenant it names, nothing else.
+    let everything = ws.search(
+        "company",
+        &["--mode", "bm25"],
+        "zebra-quartz obsidian-falcon walrus-cobalt",
+    );
+    assert_eq!(everything.len(), 2, "{everything:?}");
+    let acme = ws.search(
+        "company",
+        &["--mode", "bm25", "--tenant", "acme"],
+        "zebra-quartz walrus-cobalt",
+    );
+    assert_eq!(acme.len(), 1, "{acme:?}");
+
+    let admin = ["--policy", "AdministratorAccess"];
+    let alice = create_key(
+        &ws,
+        &[&["--principal", "alice", "--groups", "hr"][..], &admin].concat(),
+    );
+    let bob = create_key(&ws, &[&["--principal", "bob"][..], &admin].concat());
+    let carol = create_key(
+        &ws,
+        &[&["--principal", "carol", "--tenant", "acme"][..], &admin].concat(),
+    );
+    // `--as` shows what a principal would get over the API.
+    let sources = |hits: Vec<Value>| -> Vec<String> {
+        hits.iter()
+            .filter_map(|hit| hit["source"].as_str())
+            .map(|source| source.rsplit('/').next().unwrap_or(source).to_owned())
+            .collect()
+    };
+    let query = "zebra-quartz obsidian-falcon walrus-cobalt holiday";
+    assert_eq!(
+        sources(ws.search("company", &["--mode", "bm25", "--as", "bob"], query)),
+        ["holidays.md"]
+    );
+    assert_eq!(
+        sources(ws.search("company", &["--mode", "bm25", "--as", "carol"], query)),
+        ["pricing.md"]
+    );
+    assert_eq!(
+        sources(ws.search("company", &["--mode", "bm25", "--as", "alice"], query)).len(),
+        3
+    );
+    common::assert_clean_failure(
+        &ws.run(&["search", "--kb", "company", "--as", "nobody", "x"]),
+        "no principal",
+    );
+
+    let turn = cpu_turn();
+    let server = start_server(&ws, &[]);
+    let port = server.port;
+    let search = |query: &str| -> Vec<Value> {
+        let body = format!(r#"{{"query": "{query}", "k": 10}}"#);
+        let (status, text) = post_json(port, "/v1/kbs/company/search", &body);
+        assert_eq!(status, 200, "{text}");
+        json_of(&text)["results"]["hits"]
+            .as_array()
+            .cloned()
+            .expect("hits")
+    };
+    let texts = |hits: &[Value]| -> String {
+        hits.iter()
+            .map(|hit| hit["text"].as_str().unwrap_or_default())
+            .collect::<Vec<_>>()
+            .join(" | ")
+    };
+    let secrets = ["zebra-quartz", "obsidian-falcon", "walrus-cobalt"];
+
+    // Alice (group hr) reads all three company documents.
+    use_key(Some(&alice));
+    let (_, listed) = get(port, "/v1/kbs/company/documents");
+    assert_eq!(listed["total"], 3, "{listed}");
+    let document = |suffix: &str| -> Value {
+        listed["documents"]
+            .as_array()
+            .expect("documents")
+            .iter()
+            .find(|doc| doc["source"].as_str().is_some_and(|s| s.ends_with(suffix)))
+            .cloned()
+            .unwrap_or_else(|| panic!("no {suffix} in {listed}"))
+    };
+    let (salaries, review) = (document("salaries.md"), document("review.md"));
+    // The access map gave hr/ to the group; the sidecar gave the review to alice alone.
+    assert_eq!(salaries["readers"], serde_json::json!(["group:hr"]));
+    assert_eq!(review["readers"], serde_json::json!(["principal:alice"]));
+    assert!(document("holidays.md").get("readers").is_none(), "shared");
+    let id = |doc: &Value| doc["doc_id"].as_str().expect("id").to_owned();
+    let (salaries, review) = (id(&salaries), id(&review));
+    let found = texts(&search("zebra-quartz bonus obsidian-falcon review"));
+    assert!(
+        found.contains("zebra-quartz") && found.contains("obsidian-falcon"),
+        "{found}"
+    );
+    let (status, plan) = upload(
+        port,
+        "company",
+        &[
+            (
+                "file",
+                Some("hr/plan.md"),
+                b"# Plan\n\nThe heron-basalt plan starts in May.\n",
+            ),
+            ("readers", None, b"group:hr"),
+        ],
+    );
+    assert_eq!(status, 202, "{plan}");
+    let plan_job = json_of(&plan)["id"].as_str().expect("job id").to_owned();
+    assert_eq!(finished_job(port, &plan_job)["status"], "completed");
+    assert_error(
+        upload(
+            port,
+            "company",
+            &[
+                ("file", Some("x.md"), b"text"),
+                ("readers", None, b"everyone"),
+            ],
+        ),
+        400,
+        "invalid_request",
+    );
+
+    // Bob (no group) sees the shared document only, everywhere content could surface.
+    use_key(Some(&bob));
+    let (_, listed) = get(port, "/v1/kbs/company/documents");
+    assert_eq!(listed["total"], 1, "{listed}");
+    let (_, kb) = get(port, "/v1/kbs/company");
+    assert_eq!(
+        kb["documents"], 1,
+        "counts are what the caller may read: {kb}"
+    );
+    let found = texts(&search(
+        "zebra-quartz bonus obsidian-falcon review heron-basalt plan holiday",
+    ));
+    assert!(
+        found.contains("Holiday"),
+        "the shared document is found: {found}"
+    );
+    for secret in secrets.iter().chain(&["heron-basalt"]) {
+        assert!(!found.contains(secret), "{secret} in {found}");
+    }
+    let (status, answer) = post_json(
+        port,
+        "/v1/kbs/company/answer",
+        r#"{"question": "When is the bonus pool paid, and when is the review due?", "stream": true, "min_relevance": 0.0}"#,
+    );
+    assert_eq!(status, 200, "{answer}");
+    for secret in secrets {
+        assert!(
+            !answer.contains(secret),
+            "{secret} in the streamed answer: {answer}"
+        );
+    }
+    for id in [&salaries, &review] {
+        let path = format!("/v1/kbs/company/documents/{id}");
+        assert_error(
+            request(port, "GET", &path, &[], b""),
+            404,
+            "document_not_found",
+        );
+        assert_error(
+            request(port, "DELETE", &path, &[], b""),
+            404,
+            "document_not_found",
+        );
+    }
+    let (_, jobs) = get(port, "/v1/jobs");
+    assert!(
+        jobs["jobs"]
+            .as_array()
+            .expect("jobs")
+            .iter()
+            .all(|job| job["id"] != plan_job.as_str()),
+        "a private upload's job (its file names) is not bob's to see: {jobs}"
+    );
+    assert_error(
+        request(port, "GET", &format!("/v1/jobs/{plan_job}"), &[], b""),
+        404,
+        "job_not_found",
+    );
+    // An upload cannot overwrite a document its uploader may not read.
+    let (status, overwrite) = upload(
+        port,
+        "company",
+        &[("file", Some("hr/plan.md"), b"bob was here")],
+    );
+    assert_eq!(status, 202, "{overwrite}");
+    let job = finished_job(port, json_of(&overwrite)["id"].as_str().expect("id"));
+    assert!(
+        job["report"]["failed"].to_string().contains("may not read"),
+        "{job}"
+    );
+
+    // Alice still reads the plan as she wrote it.
+    use_key(Some(&alice));
+    assert!(texts(&search("heron-basalt plan")).contains("heron-basalt"));
+
+    // Carol (tenant acme) has her own `company`, and nothing of the default tenant's.
+    use_key(Some(&carol));
+    let (_, kbs) = get(port, "/v1/kbs");
+    assert_eq!(
+        kbs["knowledge_bases"].as_array().map(Vec::len),
+        Some(1),
+        "{kbs}"
+    );
+    assert_eq!(kbs["knowledge_bases"][0]["documents"], 1, "{kbs}");
+    let found = texts(&search("zebra-quartz holiday walrus-cobalt heron-basalt"));
+    assert!(found.contains("walrus-cobalt"), "{found}");
+    assert!(
+        !found.contains("zebra-quartz") && !found.contains("Holiday"),
+        "{found}"
+    );
+    assert_error(
+        request(
+            port,
+            "GET",
+            &format!("/v1/kbs/company/documents/{salaries}"),
+            &[],
+            b"",
+        ),
+        404,
+        "document_not_found",
+    );
+    assert_error(
+        request(port, "GET", &format!("/v1/jobs/{plan_job}"), &[], b""),
+        404,
+        "job_not_found",
+    );
+    let (_, models) = get(port, "/v1/models");
+    let kb_models: Vec<&str> = models["data"]
+        .as_array()
+        .expect("models")
+        .iter()
+        .filter_map(|model| model["id"].as_str())
+        .filter(|id| id.starts_with("kb:"))
+        .collect();
+    assert_eq!(kb_models, ["kb:company"]);
+    // A name another tenant uses is free here.
+    let (status, created) = post_json(port, "/v1/kbs", r#"{"name": "handbook"}"#);
+    assert_eq!(status, 201, "{created}");
+    let (_, audit) = get(port, "/v1/audit?limit=10000");
+    let records = audit["records"].as_array().expect("records");
+    assert!(!records.is_empty());
+    assert!(
+        records.iter().all(|record| record["resource"]
+            .as_str()
+            .is_some_and(|resource| resource.starts_with("basalt:acme:"))),
+        "carol reads her tenant's audit records only: {audit}"
+    );
+    assert_error(
+        request(port, "GET", "/v1/audit/verify", &[], b""),
+        403,
+        "access_denied",
+    );
+    use_key(Some(&bob));
+    let (_, kbs) = get(port, "/v1/kbs");
+    assert_eq!(
+        kbs["knowledge_bases"].as_array().map(Vec::len),
+        Some(1),
+        "{kbs}"
+    );
+    drop(server);
+    drop(turn);
 }

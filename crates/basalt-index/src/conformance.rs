@@ -11,7 +11,8 @@ use std::collections::BTreeMap;
 use crate::KnowledgeStore;
 use crate::filter::Filter;
 use crate::types::{
-    Bm25Params, ChunkRecord, DocumentRecord, DocumentWrite, Fusion, Hit, SearchMode, SearchRequest,
+    Bm25Params, ChunkRecord, DocumentRecord, DocumentWrite, Fusion, Hit, Reader, SearchMode,
+    SearchRequest,
 };
 
 /// Dimension of the vectors these checks write.
@@ -43,6 +44,7 @@ pub fn document(doc_id: &str, source: &str, chunks: &[(&str, [f32; DIMENSION])])
             chunk_count: chunks.len() as u32,
             tags: Vec::new(),
             metadata: BTreeMap::new(),
+            readers: Vec::new(),
         },
         chunks: chunks
             .iter()
@@ -73,6 +75,7 @@ pub fn request<'a>(
         mode,
         k,
         filter: None,
+        reader: None,
         fusion: Fusion::default(),
         bm25: Bm25Params::default(),
         exact: false,
@@ -226,6 +229,70 @@ pub fn filters_apply_inside_the_search(open: Opener<'_>) {
         ["basalt#0"]
     );
     assert!(check("year > 3000", SearchMode::Hybrid, 5).is_empty());
+}
+
+/// A reader sees only the documents it may read, and the restriction applies before the top
+/// k: a reader gets k readable chunks whenever k exist, in every mode, with or without a
+/// filter.
+pub fn readers_restrict_inside_the_search(open: Opener<'_>) {
+    let store = open();
+    let mut writes = corpus();
+    writes[0].document.readers = vec!["group:geology".into()];
+    writes[1].document.readers = vec!["principal:bob".into(), "group:lava".into()];
+    store.write(writes).unwrap();
+    store.finish_writes().unwrap();
+    let alice = Reader::new("alice", ["geology"]);
+    let bob = Reader::new("bob", []);
+    let carol = Reader::new("carol", ["cooks"]);
+    let granite_like = unit([1.0, 0.1, 0.0, 0.0]);
+    let search = |reader: &Reader, text: &str, mode: SearchMode, k: usize| -> Vec<String> {
+        let mut search = request(text, Some(&granite_like), mode, k);
+        search.reader = Some(reader);
+        let mut found: Vec<String> = store
+            .search(&search)
+            .unwrap()
+            .into_iter()
+            .map(|hit| hit.chunk_id)
+            .collect();
+        found.sort_unstable();
+        found
+    };
+    for mode in SearchMode::ALL {
+        let k = if mode == SearchMode::Bm25 { 10 } else { 1 };
+        let text = "granite basalt pasta igneous";
+        // The nearest chunks are granite's; carol may read only the kitchen document.
+        assert_eq!(search(&carol, text, mode, k), ["kitchen#0"], "{mode:?}");
+        assert!(
+            search(&bob, text, mode, 10)
+                .iter()
+                .all(|id| !id.starts_with("granite")),
+            "{mode:?}"
+        );
+    }
+    assert_eq!(
+        search(&alice, "", SearchMode::Vector, 2),
+        ["granite#0", "granite#1"]
+    );
+    assert_eq!(
+        search(&bob, "", SearchMode::Vector, 10),
+        ["basalt#0", "kitchen#0"]
+    );
+    // With a filter too: both must hold.
+    let filter = Filter::parse("source prefix \"rocks/\"").unwrap();
+    let mut filtered = request("rock", Some(&granite_like), SearchMode::Hybrid, 10);
+    filtered.filter = Some(&filter);
+    filtered.reader = Some(&bob);
+    assert_eq!(ids(&store.search(&filtered).unwrap()), ["basalt#0"]);
+    filtered.reader = Some(&carol);
+    assert!(store.search(&filtered).unwrap().is_empty());
+    // Without a reader (the data directory's owner), everything.
+    assert_eq!(
+        store
+            .search(&request("", Some(&granite_like), SearchMode::Vector, 10))
+            .unwrap()
+            .len(),
+        4
+    );
 }
 
 /// Writing a document again replaces all its chunks; deleting removes it everywhere; both

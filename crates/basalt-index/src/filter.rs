@@ -478,6 +478,7 @@ mod tests {
             chunk_count: 1,
             tags: vec!["ops".into(), "q3".into()],
             metadata,
+            readers: Vec::new(),
         }
     }
 

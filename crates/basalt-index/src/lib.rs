@@ -25,8 +25,8 @@ pub use error::{IndexError, Result};
 pub use filter::{Filter, FilterError};
 pub use store::{StoreOptions, TantivyStore};
 pub use types::{
-    Bm25Params, ChunkRecord, DocumentRecord, DocumentWrite, Fusion, Hit, IndexStats, SearchMode,
-    SearchRequest, VectorIndex,
+    Bm25Params, ChunkRecord, DocumentRecord, DocumentWrite, Fusion, Hit, IndexStats, Reader,
+    SearchMode, SearchRequest, VectorIndex, validate_reader,
 };
 
 /// A knowledge base's index. Writes are atomic per call: after `write` returns, every document

@@ -714,7 +714,7 @@ impl TantivyStore {
         let ef = depth.max(SEARCH_EF);
         // Without a filter, graph walks accept the live chunks (a bitset kept per generation),
         // so only segments scanned exactly need their chunks listed.
-        let filtered = request.filter.is_some();
+        let filtered = restricted(request);
         let listed: Vec<bool> = graphs
             .iter()
             .map(|graph| filtered || graph.is_none())
@@ -944,6 +944,11 @@ impl TantivyStore {
     }
 }
 
+/// Whether a search sees fewer chunks than all the live ones.
+fn restricted(request: &SearchRequest<'_>) -> bool {
+    request.filter.is_some() || request.reader.is_some()
+}
+
 /// Builds a segment's graph and persists it (atomically: a temporary file renamed into place).
 /// A graph that cannot be saved still serves this process.
 fn build_graph(columns: &ChunkColumns, dimension: usize, file: &Path) -> Arc<Hnsw> {
@@ -1088,21 +1093,27 @@ impl KnowledgeStore for TantivyStore {
         let searcher = self.reader.searcher();
         let snapshot = self.snapshot(&searcher)?;
         let live = self.live_chunks(&searcher, &snapshot)?;
-        // Candidates: live chunks that pass the filter (one verdict per document and page).
-        let selected: Vec<&LiveChunk> = match request.filter {
-            None => live.chunks.iter().collect(),
-            Some(filter) => {
-                let mut verdicts: HashMap<(*const DocumentRecord, Option<u32>), bool> =
-                    HashMap::new();
-                live.chunks
-                    .iter()
-                    .filter(|chunk| {
-                        *verdicts
-                            .entry((Arc::as_ptr(&chunk.record), chunk.page))
-                            .or_insert_with(|| filter.matches(&chunk.record, chunk.page))
-                    })
-                    .collect()
-            }
+        // Candidates: live chunks the reader may read that pass the filter (one verdict per
+        // document and page).
+        let selected: Vec<&LiveChunk> = if restricted(request) {
+            let mut verdicts: HashMap<(*const DocumentRecord, Option<u32>), bool> = HashMap::new();
+            live.chunks
+                .iter()
+                .filter(|chunk| {
+                    *verdicts
+                        .entry((Arc::as_ptr(&chunk.record), chunk.page))
+                        .or_insert_with(|| {
+                            request
+                                .reader
+                                .is_none_or(|reader| reader.may_read(&chunk.record))
+                                && request
+                                    .filter
+                                    .is_none_or(|filter| filter.matches(&chunk.record, chunk.page))
+                        })
+                })
+                .collect()
+        } else {
+            live.chunks.iter().collect()
         };
         let graphs = match query_vector {
             Some(_) if !request.exact => self.segment_graphs(&searcher, &snapshot, &live),

@@ -14,10 +14,14 @@ fn options() -> StoreOptions {
 }
 
 fn run(check: fn(conformance::Opener<'_>)) {
+    run_with(check, &options());
+}
+
+fn run_with(check: fn(conformance::Opener<'_>), options: &StoreOptions) {
     let dir = tempfile::tempdir().expect("temp dir");
     let path = dir.path().join("index");
     let mut open = || -> Box<dyn KnowledgeStore> {
-        Box::new(TantivyStore::open(&path, &options()).expect("opens"))
+        Box::new(TantivyStore::open(&path, options).expect("opens"))
     };
     check(&mut open);
 }
@@ -30,6 +34,17 @@ fn search_modes_rank_and_carry_provenance() {
 #[test]
 fn filters_apply_inside_the_search() {
     run(conformance::filters_apply_inside_the_search);
+}
+
+#[test]
+fn readers_restrict_inside_the_search() {
+    run(conformance::readers_restrict_inside_the_search);
+    // The same through graph walks (a graph for every segment, however small).
+    let hnsw = StoreOptions {
+        vector_index: VectorIndex::Hnsw,
+        ..options()
+    };
+    run_with(conformance::readers_restrict_inside_the_search, &hnsw);
 }
 
 #[test]

@@ -18,6 +18,9 @@ pub enum KbError {
     #[error("{message}")]
     BadSettingsValue { message: String },
 
+    #[error("bad access map {path}: {message}")]
+    BadAccessMap { path: PathBuf, message: String },
+
     #[error("cannot read the knowledge base settings {path}: {message}")]
     BadSettings { path: PathBuf, message: String },
 

@@ -3,7 +3,11 @@
 //! ```text
 //! <data dir>/kb/<name>/kb.json     settings (written atomically; search-time ones may change)
 //! <data dir>/kb/<name>/index/      the tantivy index (documents, chunks, vectors)
+//! <data dir>/tenants/<tenant>/kb/<name>/…   the knowledge bases of a tenant other than `default`
 //! ```
+//!
+//! Knowledge-base names are per tenant: two tenants may each have a `handbook`, and a
+//! [`DataDir`] scoped to one tenant ([`DataDir::for_tenant`]) cannot name the other's.
 
 use std::path::{Path, PathBuf};
 
@@ -21,11 +25,49 @@ use crate::error::{KbError, Result};
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct DataDir {
     root: PathBuf,
+    tenant: String,
+    /// Where this tenant's knowledge bases live.
+    kb_root: PathBuf,
 }
+
+/// The tenant of a data directory used without one, and of principals created without one.
+pub const DEFAULT_TENANT: &str = "default";
 
 impl DataDir {
     pub fn new(root: impl Into<PathBuf>) -> Self {
-        DataDir { root: root.into() }
+        let root = root.into();
+        DataDir {
+            tenant: DEFAULT_TENANT.to_owned(),
+            kb_root: root.join("kb"),
+            root,
+        }
+    }
+
+    /// The same data directory seen by `tenant`: only its knowledge bases exist.
+    pub fn for_tenant(&self, tenant: &str) -> Result<Self> {
+        // The identity directory's rule for tenant names.
+        if !is_valid_name(tenant, b"-_.@") {
+            return Err(KbError::BadSettingsValue {
+                message: format!(
+                    "tenant {tenant:?} is not a valid name (1–64 letters, digits, '-', '_', '.' or '@')"
+                ),
+            });
+        }
+        let kb_root = if tenant == DEFAULT_TENANT {
+            self.root.join("kb")
+        } else {
+            self.root.join("tenants").join(tenant).join("kb")
+        };
+        Ok(DataDir {
+            root: self.root.clone(),
+            tenant: tenant.to_owned(),
+            kb_root,
+        })
+    }
+
+    /// The tenant whose knowledge bases this sees.
+    pub fn tenant(&self) -> &str {
+        &self.tenant
     }
 
     pub fn from_env() -> Self {
@@ -39,19 +81,16 @@ impl DataDir {
         &self.root
     }
 
-    fn kb_root(&self) -> PathBuf {
-        self.root.join("kb")
-    }
-
-    fn kb_dir(&self, name: &str) -> PathBuf {
-        self.kb_root().join(name)
+    /// The directory of the knowledge base `name` (whether or not it exists).
+    pub fn kb_path(&self, name: &str) -> PathBuf {
+        self.kb_root.join(name)
     }
 
     /// Creates a knowledge base; fails if one with that name exists.
     pub fn create(&self, settings: &KbSettings) -> Result<()> {
         validate_name(&settings.name)?;
         settings.validate()?;
-        let dir = self.kb_dir(&settings.name);
+        let dir = self.kb_path(&settings.name);
         if dir.join(SETTINGS_FILE).exists() {
             return Err(KbError::Exists {
                 name: settings.name.clone(),
@@ -90,7 +129,7 @@ impl DataDir {
         if settings.created_at != current.created_at {
             return fixed("created_at");
         }
-        let dir = self.kb_dir(&settings.name);
+        let dir = self.kb_path(&settings.name);
         let json =
             serde_json::to_vec_pretty(settings).map_err(|error| KbError::io(&dir, error.into()))?;
         write_atomically(&dir.join(SETTINGS_FILE), &json).map_err(|error| KbError::io(&dir, error))
@@ -98,15 +137,15 @@ impl DataDir {
 
     /// The settings of every knowledge base, by name.
     pub fn list(&self) -> Result<Vec<KbSettings>> {
-        let root = self.kb_root();
-        let entries = match std::fs::read_dir(&root) {
+        let root = &self.kb_root;
+        let entries = match std::fs::read_dir(root) {
             Ok(entries) => entries,
             Err(error) if error.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),
-            Err(error) => return Err(KbError::io(&root, error)),
+            Err(error) => return Err(KbError::io(root, error)),
         };
         let mut out = Vec::new();
         for entry in entries {
-            let entry = entry.map_err(|error| KbError::io(&root, error))?;
+            let entry = entry.map_err(|error| KbError::io(root, error))?;
             let Some(name) = entry.file_name().to_str().map(str::to_owned) else {
                 continue;
             };
@@ -120,7 +159,7 @@ impl DataDir {
 
     pub fn settings(&self, name: &str) -> Result<KbSettings> {
         validate_name(name)?;
-        let path = self.kb_dir(name).join(SETTINGS_FILE);
+        let path = self.kb_path(name).join(SETTINGS_FILE);
         let bytes = match std::fs::read(&path) {
             Ok(bytes) => bytes,
             Err(error) if error.kind() == std::io::ErrorKind::NotFound => {
@@ -143,7 +182,7 @@ impl DataDir {
     /// ones: mode, fusion, BM25 parameters, vector index).
     pub fn open_settings(&self, settings: KbSettings) -> Result<KnowledgeBase> {
         validate_name(&settings.name)?;
-        let index_dir = self.kb_dir(&settings.name).join("index");
+        let index_dir = self.kb_path(&settings.name).join("index");
         let store = TantivyStore::open(
             &index_dir,
             &StoreOptions {
@@ -161,10 +200,10 @@ impl DataDir {
     /// Deletes a knowledge base and everything in it.
     pub fn delete(&self, name: &str) -> Result<()> {
         self.settings(name)?;
-        let dir = self.kb_dir(name);
+        let dir = self.kb_path(name);
         // Rename first so a crash mid-delete never leaves a half-deleted KB that still lists.
         let doomed = self
-            .kb_root()
+            .kb_root
             .join(format!(".deleting-{name}-{}", std::process::id()));
         std::fs::rename(&dir, &doomed).map_err(|error| KbError::io(&dir, error))?;
         std::fs::remove_dir_all(&doomed).map_err(|error| KbError::io(&doomed, error))
@@ -190,17 +229,21 @@ pub fn write_atomically(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
 
 /// Names are 1–64 ASCII letters, digits, `-`, `_` or `.`, not starting with `.`.
 pub fn validate_name(name: &str) -> Result<()> {
-    let valid = !name.is_empty()
-        && name.len() <= 64
-        && !name.starts_with('.')
-        && name
-            .bytes()
-            .all(|byte| byte.is_ascii_alphanumeric() || b"-_.".contains(&byte));
-    if valid {
+    if is_valid_name(name, b"-_.") {
         Ok(())
     } else {
         Err(KbError::BadName { name: name.into() })
     }
+}
+
+/// 1–64 ASCII letters, digits or `also` bytes, not starting with `.`.
+fn is_valid_name(name: &str, also: &[u8]) -> bool {
+    !name.is_empty()
+        && name.len() <= 64
+        && !name.starts_with('.')
+        && name
+            .bytes()
+            .all(|byte| byte.is_ascii_alphanumeric() || also.contains(&byte))
 }
 
 /// A knowledge base's settings, fixed at creation (search-time ones can be overridden per query).

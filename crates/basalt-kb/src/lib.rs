@@ -10,12 +10,12 @@ mod search;
 
 pub use error::{KbError, Result};
 pub use knowledge_base::{
-    AnswerSettings, ChunkingSettings, DataDir, EmbeddingSettings, KbSettings, KnowledgeBase,
-    PromptTemplate, validate_name, write_atomically,
+    AnswerSettings, ChunkingSettings, DEFAULT_TENANT, DataDir, EmbeddingSettings, KbSettings,
+    KnowledgeBase, PromptTemplate, validate_name, write_atomically,
 };
 pub use pipeline::{
-    DEFAULT_MAX_FILE_BYTES, Failure, IngestOptions, IngestProgress, IngestReport, SIDECAR_SUFFIX,
-    StageTimings, ingest,
+    AccessMap, DEFAULT_MAX_FILE_BYTES, Failure, IngestOptions, IngestProgress, IngestReport,
+    SIDECAR_SUFFIX, StageTimings, ingest,
 };
 pub use search::{SearchOptions, SearchResults, SearchTimings, search};
 

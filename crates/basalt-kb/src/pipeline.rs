@@ -3,8 +3,8 @@
 //!
 //! A document is *acknowledged* once the commit holding it returns; only acknowledged documents
 //! are counted as added or replaced, and a crash before that leaves the previous version (or
-//! nothing) visible. Re-ingesting unchanged content (same hash, same tags and metadata) is a
-//! no-op; changed content replaces the old chunks in the same commit that adds the new ones.
+//! nothing) visible. Re-ingesting unchanged content (same hash, tags, metadata and readers) is
+//! a no-op; changed content replaces the old chunks in the same commit that adds the new ones.
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -40,6 +40,65 @@ pub struct IngestOptions {
     /// Source names for given files, used instead of their paths (an upload keeps the name the
     /// client gave it, not the path of its spooled copy). Document ids derive from the source.
     pub sources: BTreeMap<PathBuf, String>,
+    /// Who may read the documents of this run (`principal:NAME`, `group:NAME`); empty: everyone
+    /// who may read the knowledge base. A directory in `access_map` or a sidecar's `readers`
+    /// overrides it.
+    pub readers: Vec<String>,
+    /// Readers by directory: a file takes the readers of the deepest directory holding it.
+    pub access_map: AccessMap,
+    /// When set, a document this reader may not read is never replaced: the file fails with
+    /// a message instead (an upload cannot overwrite a private document of someone else).
+    pub replacer: Option<basalt_index::Reader>,
+}
+
+/// Readers by directory (`basalt ingest --access-map FILE`): a JSON object from directory paths
+/// (relative to the file's own directory, or absolute) to reader lists, such as
+/// `{"hr": ["group:hr"], "hr/public": []}`.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct AccessMap {
+    /// Canonical directories and their readers, deepest first.
+    rules: Vec<(PathBuf, Vec<String>)>,
+}
+
+impl AccessMap {
+    /// Reads a map file; every directory must exist and every reader be valid.
+    pub fn load(path: &Path) -> Result<AccessMap> {
+        let bad = |message: String| KbError::BadAccessMap {
+            path: path.to_owned(),
+            message,
+        };
+        let bytes = std::fs::read(path).map_err(|error| bad(error.to_string()))?;
+        let entries: BTreeMap<String, Vec<String>> = serde_json::from_slice(&bytes).map_err(|error| {
+            bad(format!(
+                "{error} (expected an object of directory → [\"principal:NAME\" | \"group:NAME\", …])"
+            ))
+        })?;
+        let base = path.parent().unwrap_or(Path::new("."));
+        let mut rules = Vec::new();
+        for (directory, readers) in entries {
+            let full = base.join(&directory);
+            let canonical = std::fs::canonicalize(&full)
+                .map_err(|error| bad(format!("directory {directory:?}: {error}")))?;
+            for reader in &readers {
+                basalt_index::validate_reader(reader).map_err(bad)?;
+            }
+            rules.push((canonical, readers));
+        }
+        rules.sort_by_key(|(directory, _)| std::cmp::Reverse(directory.components().count()));
+        Ok(AccessMap { rules })
+    }
+
+    /// The readers of the deepest mapped directory holding `file`.
+    fn readers_of(&self, file: &Path) -> Option<&[String]> {
+        if self.rules.is_empty() {
+            return None;
+        }
+        let canonical = std::fs::canonicalize(file).ok()?;
+        self.rules
+            .iter()
+            .find(|(directory, _)| canonical.starts_with(directory))
+            .map(|(_, readers)| readers.as_slice())
+    }
 }
 
 impl IngestOptions {
@@ -63,6 +122,9 @@ impl Default for IngestOptions {
             max_file_bytes: DEFAULT_MAX_FILE_BYTES,
             batch_chunks: 128,
             sources: BTreeMap::new(),
+            readers: Vec::new(),
+            access_map: AccessMap::default(),
+            replacer: None,
         }
     }
 }
@@ -77,6 +139,9 @@ struct Sidecar {
     tags: Vec<String>,
     #[serde(default)]
     metadata: BTreeMap<String, Value>,
+    /// Replaces the readers given on the command line or by the access map.
+    #[serde(default)]
+    readers: Option<Vec<String>>,
 }
 
 /// Where ingestion stands, reported after every document and commit.
@@ -306,6 +371,16 @@ impl Run<'_> {
         tags.extend(sidecar.tags.iter().cloned());
         tags.sort();
         tags.dedup();
+        let mut readers = match (&sidecar.readers, self.options.access_map.readers_of(path)) {
+            (Some(readers), _) => readers.clone(),
+            (None, Some(readers)) => readers.to_vec(),
+            (None, None) => self.options.readers.clone(),
+        };
+        for reader in &readers {
+            basalt_index::validate_reader(reader)?;
+        }
+        readers.sort();
+        readers.dedup();
         let single = records.len() == 1 && records[0].locator.is_none();
         // A record file (one corpus.jsonl of thousands of documents) moves the bar per record.
         let (before, count) = (self.progress.bytes_done, records.len() as u64);
@@ -335,10 +410,18 @@ impl Run<'_> {
                 .store
                 .document(&doc_id)
                 .map_err(|error| error.to_string())?;
+            if let (Some(existing), Some(replacer)) = (&existing, &self.options.replacer)
+                && !replacer.may_read(existing)
+            {
+                return Err(format!(
+                    "a document from {source:?} exists that you may not read, so it cannot be replaced; upload under another name"
+                ));
+            }
             if let Some(existing) = &existing
                 && existing.content_hash == content_hash
                 && existing.tags == tags
                 && existing.metadata == metadata
+                && existing.readers == readers
             {
                 self.report.unchanged += 1;
                 continue;
@@ -381,6 +464,7 @@ impl Run<'_> {
                 chunk_count: chunks.len() as u32,
                 tags: tags.clone(),
                 metadata,
+                readers: readers.clone(),
             };
             // A later record with the same id wins, as it would in a later run.
             if let Some(position) = self
@@ -490,7 +574,7 @@ fn read_sidecar(path: &Path) -> std::result::Result<Sidecar, String> {
     match std::fs::read(&sidecar) {
         Ok(bytes) => serde_json::from_slice(&bytes).map_err(|error| {
             format!(
-                "bad sidecar {}: {error} (expected {{\"title\", \"tags\", \"metadata\"}})",
+                "bad sidecar {}: {error} (expected {{\"title\", \"tags\", \"metadata\", \"readers\"}})",
                 sidecar.display()
             )
         }),

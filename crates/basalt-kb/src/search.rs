@@ -2,7 +2,7 @@
 
 use std::time::Instant;
 
-use basalt_index::{Filter, Fusion, Hit, SearchMode, SearchRequest};
+use basalt_index::{Filter, Fusion, Hit, Reader, SearchMode, SearchRequest};
 use basalt_model::Embedder;
 use serde::Serialize;
 
@@ -15,6 +15,8 @@ pub struct SearchOptions {
     pub mode: Option<SearchMode>,
     pub k: usize,
     pub filter: Option<Filter>,
+    /// Only documents this reader may read (`None`: every document).
+    pub reader: Option<Reader>,
     pub fusion: Option<Fusion>,
     /// Scan every vector even where the KB has HNSW graphs.
     pub exact: bool,
@@ -65,6 +67,7 @@ pub fn search(
         mode,
         k: options.k,
         filter: options.filter.as_ref(),
+        reader: options.reader.as_ref(),
         fusion: options.fusion.unwrap_or(kb.settings.fusion),
         bm25: kb.settings.bm25,
         exact: options.exact,

@@ -150,6 +150,17 @@ pub struct GenerationStream {
     finished: bool,
 }
 
+impl GenerationStream {
+    /// A stream of the events an engine sends; the engine stops when the receiver is dropped.
+    /// Other [`Generator`] implementations (a remote server, a test double) build theirs here.
+    pub fn new(events: Receiver<Result<GenerationEvent>>) -> Self {
+        GenerationStream {
+            events,
+            finished: false,
+        }
+    }
+}
+
 impl Iterator for GenerationStream {
     type Item = Result<GenerationEvent>;
 
@@ -342,10 +353,7 @@ impl Generator for LocalGenerator {
                 events,
             })
             .map_err(|_| ModelError::WorkerGone)?;
-        Ok(GenerationStream {
-            events: receiver,
-            finished: false,
-        })
+        Ok(GenerationStream::new(receiver))
     }
 }
 

@@ -265,6 +265,9 @@ pub struct Query {
     pub outcome: Option<Outcome>,
     /// Records at or after this RFC 3339 time.
     pub since: Option<String>,
+    /// Only records whose resource starts with one of these (like `basalt:acme:`); empty:
+    /// every record. The server keeps each tenant to its own.
+    pub resource_prefixes: Vec<String>,
 }
 
 impl Query {
@@ -283,6 +286,11 @@ impl Query {
                 .since
                 .as_deref()
                 .is_none_or(|since| record.time.as_str() >= since)
+            && (self.resource_prefixes.is_empty()
+                || self
+                    .resource_prefixes
+                    .iter()
+                    .any(|prefix| record.resource.starts_with(prefix.as_str())))
     }
 }
 
@@ -374,7 +382,7 @@ mod tests {
             outcome: Some(Outcome::Denied),
             action: Some("KB:*".into()),
             principal: Some("alice".into()),
-            since: None,
+            ..Query::default()
         };
         let found = search(dir.path(), &denied, 2).expect("searches");
         let ids: Vec<&str> = found

@@ -1,11 +1,13 @@
 //! The audit trail over HTTP (`audit:Read`): search its records and verify its chain.
 
-use axum::Json;
 use axum::extract::{Query, State};
+use axum::http::StatusCode;
+use axum::{Extension, Json};
 use basalt_security::audit::{Outcome, Query as RecordQuery, Record, Verification};
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
+use crate::auth::Caller;
 use crate::error::ApiError;
 use crate::{AppState, blocking};
 
@@ -36,8 +38,19 @@ pub(crate) struct AuditRecords {
     records: Vec<Record>,
 }
 
+/// The audit records a caller may read: its own tenant's; the default tenant (the operator's)
+/// also reads the failed authentications, which belong to no tenant.
+fn tenant_prefixes(caller: &Caller) -> Vec<String> {
+    let mut prefixes = vec![basalt_security::resource_name(&caller.tenant, "")];
+    if caller.tenant == basalt_security::DEFAULT_TENANT {
+        prefixes.push(basalt_security::resource_name("-", ""));
+    }
+    prefixes
+}
+
 pub(crate) async fn search_audit(
     State(state): State<AppState>,
+    Extension(caller): Extension<Caller>,
     Query(query): Query<AuditQuery>,
 ) -> Result<Json<AuditRecords>, ApiError> {
     let limit = query.limit.unwrap_or(100);
@@ -55,6 +68,7 @@ pub(crate) async fn search_audit(
         action: query.action,
         outcome,
         since: query.since,
+        resource_prefixes: tenant_prefixes(&caller),
     };
     let root = state.data_dir.root().to_owned();
     let records = blocking(move || basalt_security::audit::search(&root, &query, limit)).await?;
@@ -70,9 +84,19 @@ pub(crate) struct AuditVerification {
     intact: bool,
 }
 
+/// Verifying reads the whole chain, every tenant's records, so only the default tenant (the
+/// operator's) may.
 pub(crate) async fn verify_audit(
     State(state): State<AppState>,
+    Extension(caller): Extension<Caller>,
 ) -> Result<Json<AuditVerification>, ApiError> {
+    if caller.tenant != basalt_security::DEFAULT_TENANT {
+        return Err(ApiError::new(
+            StatusCode::FORBIDDEN,
+            "access_denied",
+            "the audit chain holds every tenant's records, so only principals of the default tenant verify it (`basalt audit verify` on the server)",
+        ));
+    }
     let root = state.data_dir.root().to_owned();
     let verification = blocking(move || basalt_security::audit::verify(&root)).await?;
     Ok(Json(AuditVerification {

@@ -57,9 +57,20 @@ pub const DEMO_PRINCIPAL: &str = "local-demo";
 pub(crate) struct Caller {
     pub(crate) principal: String,
     pub(crate) tenant: String,
+    pub(crate) groups: Vec<String>,
     /// Present in key mode.
     pub(crate) key_id: Option<String>,
     pub(crate) request_id: String,
+}
+
+impl Caller {
+    /// Whose documents the caller may read: `None` (everything) only in local demo mode, where
+    /// the one principal holds every permission.
+    pub(crate) fn reader(&self) -> Option<basalt_index::Reader> {
+        self.key_id.as_ref().map(|_| {
+            basalt_index::Reader::new(&self.principal, self.groups.iter().map(String::as_str))
+        })
+    }
 }
 
 /// The identity directory as last read, with the file's modification time and length then.
@@ -122,6 +133,21 @@ impl Security {
             };
         }
         Ok(cached.directory.clone())
+    }
+
+    /// The reader a principal is now (its current groups; none when it is gone).
+    pub(crate) fn reader_of(&self, principal: &str) -> basalt_index::Reader {
+        let groups: Vec<String> = self
+            .directory()
+            .ok()
+            .and_then(|directory| {
+                directory
+                    .principals
+                    .get(principal)
+                    .map(|found| found.groups.iter().cloned().collect())
+            })
+            .unwrap_or_default();
+        basalt_index::Reader::new(principal, groups.iter().map(String::as_str))
     }
 
     /// Checks `action` on `resource` (a path like `kb/handbook`) for `caller`; a denial is
@@ -249,6 +275,7 @@ pub(crate) async fn guard(
         AuthMode::LocalDemo => Caller {
             principal: DEMO_PRINCIPAL.to_owned(),
             tenant: basalt_security::DEFAULT_TENANT.to_owned(),
+            groups: Vec::new(),
             key_id: None,
             request_id: request_id.clone(),
         },
@@ -267,11 +294,13 @@ pub(crate) async fn guard(
                 Ok(Identity {
                     principal,
                     tenant,
+                    groups,
                     key_id,
                     ..
                 }) => Caller {
                     principal,
                     tenant,
+                    groups: groups.into_iter().collect(),
                     key_id: Some(key_id),
                     request_id: request_id.clone(),
                 },

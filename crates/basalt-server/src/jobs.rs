@@ -20,6 +20,7 @@ use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
+use crate::auth::Caller;
 use crate::{AppState, Scheduler, lock};
 
 /// Finished jobs kept for `GET /v1/jobs` (the oldest are forgotten first).
@@ -92,6 +93,17 @@ impl From<&IngestProgress> for JobProgress {
 pub struct Job {
     pub id: String,
     pub kb: String,
+    /// The tenant of the knowledge base; jobs of other tenants are invisible.
+    #[serde(default = "default_tenant")]
+    pub tenant: String,
+    /// The principal that uploaded the files.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub owner: Option<String>,
+    /// Who may read the documents (`principal:NAME`, `group:NAME`); empty: everyone who may
+    /// read the knowledge base. The job itself (its file names) is visible to its owner and
+    /// to these readers.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub readers: Vec<String>,
     pub status: JobStatus,
     pub created_at: String,
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -110,6 +122,21 @@ pub struct Job {
     /// Why a failed job stopped.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub error: Option<String>,
+}
+
+fn default_tenant() -> String {
+    basalt_kb::DEFAULT_TENANT.to_owned()
+}
+
+impl Job {
+    /// Whether `caller` may see this job: same tenant, and its owner or one of its readers.
+    pub(crate) fn visible_to(&self, caller: &Caller) -> bool {
+        self.tenant == caller.tenant
+            && (self.owner.as_deref() == Some(caller.principal.as_str())
+                || caller
+                    .reader()
+                    .is_none_or(|reader| reader.admits(&self.readers)))
+    }
 }
 
 /// The job table, its files on disk, and the queue to the worker.
@@ -223,11 +250,11 @@ impl Jobs {
         lock(&self.table).get(id).cloned()
     }
 
-    /// Every job, newest first; `kb` keeps one knowledge base's.
-    pub fn list(&self, kb: Option<&str>) -> Vec<Job> {
+    /// The jobs `caller` may see, newest first; `kb` keeps one knowledge base's.
+    pub(crate) fn list(&self, caller: &Caller, kb: Option<&str>) -> Vec<Job> {
         let mut jobs: Vec<Job> = lock(&self.table)
             .values()
-            .filter(|job| kb.is_none_or(|kb| job.kb == kb))
+            .filter(|job| job.visible_to(caller) && kb.is_none_or(|kb| job.kb == kb))
             .cloned()
             .collect();
         jobs.sort_by(|left, right| {
@@ -236,11 +263,11 @@ impl Jobs {
         jobs
     }
 
-    /// Whether a job for `kb` is queued or running.
-    pub fn busy(&self, kb: &str) -> bool {
+    /// Whether a job for `tenant`'s `kb` is queued or running.
+    pub fn busy(&self, tenant: &str, kb: &str) -> bool {
         lock(&self.table)
             .values()
-            .any(|job| job.kb == kb && job.status.is_active())
+            .any(|job| job.tenant == tenant && job.kb == kb && job.status.is_active())
     }
 
     /// Changes a job in the table and on disk.
@@ -326,7 +353,7 @@ fn run(state: &AppState, id: &str) {
 
 fn ingest(state: &AppState, job: &Job) -> Result<IngestReport, String> {
     let kb = state
-        .open_knowledge_base(&job.kb)
+        .open_knowledge_base(&job.tenant, &job.kb)
         .map_err(|error| error.to_string())?;
     let runtime = tokio::runtime::Builder::new_current_thread()
         .build()
@@ -351,6 +378,12 @@ fn ingest(state: &AppState, job: &Job) -> Result<IngestReport, String> {
             .zip(&job.files)
             .map(|(path, file)| (path.clone(), format!("upload:{}", file.name)))
             .collect(),
+        readers: job.readers.clone(),
+        // An upload may not replace a document its uploader could not read.
+        replacer: job
+            .owner
+            .as_ref()
+            .map(|owner| state.security.reader_of(owner)),
         ..IngestOptions::default()
     };
     let jobs = state.jobs.clone();

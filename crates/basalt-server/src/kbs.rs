@@ -5,18 +5,21 @@
 use std::collections::BTreeMap;
 use std::path::Path as FsPath;
 
-use axum::Json;
+use std::sync::Arc;
+
 use axum::extract::multipart::{Field, MultipartError};
 use axum::extract::{FromRequest, Multipart, Path, Query, Request, State};
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
+use axum::{Extension, Json};
 use basalt_index::{Bm25Params, DocumentRecord, Fusion, SearchMode, VectorIndex};
 use basalt_ingest::Format;
-use basalt_kb::{AnswerSettings, KbSettings};
+use basalt_kb::{AnswerSettings, KbSettings, KnowledgeBase};
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 use tokio::io::AsyncWriteExt;
 
+use crate::auth::Caller;
 use crate::error::ApiError;
 use crate::jobs::{Job, JobProgress, JobStatus, UploadedFile};
 use crate::{ApiJson, AppState, blocking};
@@ -35,22 +38,43 @@ pub(crate) struct KbList {
     knowledge_bases: Vec<KbView>,
 }
 
-async fn view(state: &AppState, settings: KbSettings) -> Result<KbView, ApiError> {
-    let kb = state.knowledge_base(&settings.name).await?;
-    let stats = blocking(move || kb.store.stats().map_err(basalt_kb::KbError::from)).await?;
+/// A knowledge base as `caller` sees it: the documents and chunks it may read.
+async fn view(state: &AppState, caller: &Caller, settings: KbSettings) -> Result<KbView, ApiError> {
+    let kb = state.knowledge_base(caller, &settings.name).await?;
+    let reader = caller.reader();
+    let (documents, chunks) = blocking(move || {
+        let counts = match reader {
+            None => {
+                let stats = kb.store.stats()?;
+                (stats.documents, stats.chunks)
+            }
+            Some(reader) => kb
+                .store
+                .documents()?
+                .iter()
+                .filter(|doc| reader.may_read(doc))
+                .fold((0, 0), |(documents, chunks), doc| {
+                    (documents + 1, chunks + u64::from(doc.chunk_count))
+                }),
+        };
+        Ok::<_, basalt_kb::KbError>(counts)
+    })
+    .await?;
     Ok(KbView {
         settings,
-        documents: stats.documents,
-        chunks: stats.chunks,
+        documents,
+        chunks,
     })
 }
 
-pub(crate) async fn list_kbs(State(state): State<AppState>) -> Result<Json<KbList>, ApiError> {
-    let data_dir = state.data_dir.clone();
-    let all = blocking(move || data_dir.list()).await?;
+pub(crate) async fn list_kbs(
+    State(state): State<AppState>,
+    Extension(caller): Extension<Caller>,
+) -> Result<Json<KbList>, ApiError> {
+    let all = state.with_tenant_data(&caller, |data| data.list()).await?;
     let mut knowledge_bases = Vec::with_capacity(all.len());
     for settings in all {
-        knowledge_bases.push(view(&state, settings).await?);
+        knowledge_bases.push(view(&state, &caller, settings).await?);
     }
     Ok(Json(KbList { knowledge_bases }))
 }
@@ -84,6 +108,7 @@ pub(crate) struct CreateKb {
 
 pub(crate) async fn create_kb(
     State(state): State<AppState>,
+    Extension(caller): Extension<Caller>,
     ApiJson(request): ApiJson<CreateKb>,
 ) -> Result<(StatusCode, HeaderMap, Json<KbView>), ApiError> {
     let mut settings = KbSettings::new(&request.name);
@@ -108,9 +133,10 @@ pub(crate) async fn create_kb(
             answer: request.answer,
         },
     );
-    let data_dir = state.data_dir.clone();
     let created = settings.clone();
-    blocking(move || data_dir.create(&created)).await?;
+    state
+        .with_tenant_data(&caller, move |data| data.create(&created))
+        .await?;
     let mut headers = HeaderMap::new();
     if let Ok(location) = HeaderValue::from_str(&format!("/v1/kbs/{}", settings.name)) {
         headers.insert(header::LOCATION, location);
@@ -118,17 +144,19 @@ pub(crate) async fn create_kb(
     Ok((
         StatusCode::CREATED,
         headers,
-        Json(view(&state, settings).await?),
+        Json(view(&state, &caller, settings).await?),
     ))
 }
 
 pub(crate) async fn get_kb(
     State(state): State<AppState>,
+    Extension(caller): Extension<Caller>,
     Path(name): Path<String>,
 ) -> Result<Json<KbView>, ApiError> {
-    let data_dir = state.data_dir.clone();
-    let settings = blocking(move || data_dir.settings(&name)).await?;
-    Ok(Json(view(&state, settings).await?))
+    let settings = state
+        .with_tenant_data(&caller, move |data| data.settings(&name))
+        .await?;
+    Ok(Json(view(&state, &caller, settings).await?))
 }
 
 /// Settings that may change after creation; a field left out keeps its value. `answer`
@@ -166,8 +194,8 @@ fn apply_search_settings(settings: &mut KbSettings, change: SearchSettings) {
     }
 }
 
-fn refuse_if_busy(state: &AppState, name: &str) -> Result<(), ApiError> {
-    if state.jobs.busy(name) {
+fn refuse_if_busy(state: &AppState, caller: &Caller, name: &str) -> Result<(), ApiError> {
+    if state.jobs.busy(&caller.tenant, name) {
         let mut error = ApiError::new(
             StatusCode::CONFLICT,
             "knowledge_base_busy",
@@ -183,19 +211,22 @@ fn refuse_if_busy(state: &AppState, name: &str) -> Result<(), ApiError> {
 
 pub(crate) async fn update_kb(
     State(state): State<AppState>,
+    Extension(caller): Extension<Caller>,
     Path(name): Path<String>,
     ApiJson(change): ApiJson<SearchSettings>,
 ) -> Result<Json<KbView>, ApiError> {
-    refuse_if_busy(&state, &name)?;
-    let data_dir = state.data_dir.clone();
+    refuse_if_busy(&state, &caller, &name)?;
     let lookup = name.clone();
-    let mut settings = blocking(move || data_dir.settings(&lookup)).await?;
+    let mut settings = state
+        .with_tenant_data(&caller, move |data| data.settings(&lookup))
+        .await?;
     apply_search_settings(&mut settings, change);
-    let data_dir = state.data_dir.clone();
     let updated = settings.clone();
-    blocking(move || data_dir.update(&updated)).await?;
-    state.forget_knowledge_base(&name);
-    Ok(Json(view(&state, settings).await?))
+    state
+        .with_tenant_data(&caller, move |data| data.update(&updated))
+        .await?;
+    state.forget_knowledge_base(&caller.tenant, &name);
+    Ok(Json(view(&state, &caller, settings).await?))
 }
 
 #[derive(Debug, Serialize, JsonSchema)]
@@ -206,13 +237,15 @@ pub(crate) struct Deleted {
 
 pub(crate) async fn delete_kb(
     State(state): State<AppState>,
+    Extension(caller): Extension<Caller>,
     Path(name): Path<String>,
 ) -> Result<Json<Deleted>, ApiError> {
-    refuse_if_busy(&state, &name)?;
-    state.forget_knowledge_base(&name);
-    let data_dir = state.data_dir.clone();
+    refuse_if_busy(&state, &caller, &name)?;
+    state.forget_knowledge_base(&caller.tenant, &name);
     let doomed = name.clone();
-    blocking(move || data_dir.delete(&doomed)).await?;
+    state
+        .with_tenant_data(&caller, move |data| data.delete(&doomed))
+        .await?;
     Ok(Json(Deleted { deleted: name }))
 }
 
@@ -242,6 +275,7 @@ pub(crate) struct DocumentList {
 
 pub(crate) async fn list_documents(
     State(state): State<AppState>,
+    Extension(caller): Extension<Caller>,
     Path(name): Path<String>,
     Query(query): Query<DocumentsQuery>,
 ) -> Result<Json<DocumentList>, ApiError> {
@@ -249,10 +283,12 @@ pub(crate) async fn list_documents(
     if limit == 0 || limit > 1000 {
         return Err(ApiError::invalid("limit must be between 1 and 1000"));
     }
-    let kb = state.knowledge_base(&name).await?;
+    let kb = state.knowledge_base(&caller, &name).await?;
     let all = blocking(move || kb.store.documents().map_err(basalt_kb::KbError::from)).await?;
+    let reader = caller.reader();
     let matching: Vec<DocumentRecord> = all
         .into_iter()
+        .filter(|doc| reader.as_ref().is_none_or(|reader| reader.may_read(doc)))
         .filter(|doc| {
             query
                 .source_prefix
@@ -269,6 +305,7 @@ pub(crate) async fn list_documents(
     Ok(Json(DocumentList { total, documents }))
 }
 
+/// Also the answer for a document the caller may not read: it cannot tell the two apart.
 fn document_not_found(kb: &str, id: &str) -> ApiError {
     ApiError::not_found(
         "document_not_found",
@@ -276,26 +313,46 @@ fn document_not_found(kb: &str, id: &str) -> ApiError {
     )
 }
 
+/// The document `id` of `name` if the caller may read it.
+async fn readable_document(
+    state: &AppState,
+    caller: &Caller,
+    name: &str,
+    id: &str,
+) -> Result<(Arc<KnowledgeBase>, DocumentRecord), ApiError> {
+    let kb = state.knowledge_base(caller, name).await?;
+    let (lookup, store) = (id.to_owned(), kb.clone());
+    let found = blocking(move || {
+        store
+            .store
+            .document(&lookup)
+            .map_err(basalt_kb::KbError::from)
+    })
+    .await?;
+    let reader = caller.reader();
+    found
+        .filter(|doc| reader.is_none_or(|reader| reader.may_read(doc)))
+        .map(|doc| (kb, doc))
+        .ok_or_else(|| document_not_found(name, id))
+}
+
 pub(crate) async fn get_document(
     State(state): State<AppState>,
+    Extension(caller): Extension<Caller>,
     Path((name, id)): Path<(String, String)>,
 ) -> Result<Json<DocumentRecord>, ApiError> {
-    let kb = state.knowledge_base(&name).await?;
-    let lookup = id.clone();
-    let found =
-        blocking(move || kb.store.document(&lookup).map_err(basalt_kb::KbError::from)).await?;
-    found
-        .map(Json)
-        .ok_or_else(|| document_not_found(&name, &id))
+    let (_, document) = readable_document(&state, &caller, &name, &id).await?;
+    Ok(Json(document))
 }
 
 /// Deletes a document and all its chunks from every index at once; it is gone from search
 /// when the response arrives.
 pub(crate) async fn delete_document(
     State(state): State<AppState>,
+    Extension(caller): Extension<Caller>,
     Path((name, id)): Path<(String, String)>,
 ) -> Result<Json<Deleted>, ApiError> {
-    let kb = state.knowledge_base(&name).await?;
+    let (kb, _) = readable_document(&state, &caller, &name, &id).await?;
     // Settling merges and rebuilding vector graphs takes the CPU: take a turn.
     let slot = state.scheduler.admit().await?;
     let doomed = id.clone();
@@ -327,6 +384,9 @@ pub(crate) struct UploadForm {
     tags: Option<String>,
     /// A JSON object of metadata for every file, like `{"team": "hr", "year": 2024}`.
     metadata: Option<String>,
+    /// Who may read the files' documents: `principal:NAME` and `group:NAME`, comma-separated
+    /// (the field may repeat). Left out: everyone who may read the knowledge base.
+    readers: Option<String>,
 }
 
 /// Turns a client's file name into a safe relative path: no absolute paths, no `..`, no
@@ -390,6 +450,15 @@ struct Upload {
     files: Vec<UploadedFile>,
     tags: Vec<String>,
     metadata: BTreeMap<String, Value>,
+    readers: Vec<String>,
+}
+
+/// The comma-separated entries of a form field.
+fn entries(text: &str) -> impl Iterator<Item = String> + '_ {
+    text.split(',')
+        .map(str::trim)
+        .filter(|entry| !entry.is_empty())
+        .map(str::to_owned)
 }
 
 async fn read_upload(multipart: &mut Multipart, dir: &FsPath) -> Result<Upload, ApiError> {
@@ -427,12 +496,17 @@ async fn read_upload(multipart: &mut Multipart, dir: &FsPath) -> Result<Upload, 
                     .text()
                     .await
                     .map_err(|error| multipart_error(&error))?;
-                upload.tags.extend(
-                    text.split(',')
-                        .map(str::trim)
-                        .filter(|tag| !tag.is_empty())
-                        .map(str::to_owned),
-                );
+                upload.tags.extend(entries(&text));
+            }
+            "readers" => {
+                let text = field
+                    .text()
+                    .await
+                    .map_err(|error| multipart_error(&error))?;
+                for reader in entries(&text) {
+                    basalt_index::validate_reader(&reader).map_err(ApiError::invalid)?;
+                    upload.readers.push(reader);
+                }
             }
             "metadata" => {
                 let text = field
@@ -447,7 +521,7 @@ async fn read_upload(multipart: &mut Multipart, dir: &FsPath) -> Result<Upload, 
             }
             other => {
                 return Err(ApiError::invalid(format!(
-                    "unknown form field {other:?}: send `file` (repeatable), `tags` and `metadata`"
+                    "unknown form field {other:?}: send `file` (repeatable), `tags`, `metadata` and `readers`"
                 )));
             }
         }
@@ -459,6 +533,8 @@ async fn read_upload(multipart: &mut Multipart, dir: &FsPath) -> Result<Upload, 
     }
     upload.tags.sort();
     upload.tags.dedup();
+    upload.readers.sort();
+    upload.readers.dedup();
     Ok(upload)
 }
 
@@ -489,12 +565,14 @@ impl<S: Send + Sync> FromRequest<S> for ApiMultipart {
 /// job, `Location: /v1/jobs/{id}`.
 pub(crate) async fn upload_documents(
     State(state): State<AppState>,
+    Extension(caller): Extension<Caller>,
     Path(name): Path<String>,
     ApiMultipart(mut multipart): ApiMultipart,
 ) -> Result<(StatusCode, HeaderMap, Json<Job>), ApiError> {
-    let data_dir = state.data_dir.clone();
     let lookup = name.clone();
-    blocking(move || data_dir.settings(&lookup)).await?;
+    state
+        .with_tenant_data(&caller, move |data| data.settings(&lookup))
+        .await?;
     let id = crate::jobs::new_id();
     let dir = state.jobs.upload_dir(&id);
     tokio::fs::create_dir_all(&dir)
@@ -510,6 +588,9 @@ pub(crate) async fn upload_documents(
     let job = Job {
         id: id.clone(),
         kb: name,
+        tenant: caller.tenant.clone(),
+        owner: caller.key_id.as_ref().map(|_| caller.principal.clone()),
+        readers: upload.readers,
         status: JobStatus::Queued,
         created_at: basalt_kb::now_rfc3339(),
         started_at: None,
@@ -571,18 +652,21 @@ pub(crate) struct JobList {
 
 pub(crate) async fn list_jobs(
     State(state): State<AppState>,
+    Extension(caller): Extension<Caller>,
     Query(query): Query<JobsQuery>,
 ) -> Json<JobList> {
     Json(JobList {
-        jobs: state.jobs.list(query.kb.as_deref()),
+        jobs: state.jobs.list(&caller, query.kb.as_deref()),
     })
 }
 
 pub(crate) async fn get_job(
     State(state): State<AppState>,
+    Extension(caller): Extension<Caller>,
     Path(id): Path<String>,
 ) -> Result<Json<Job>, ApiError> {
-    state.jobs.get(&id).map(Json).ok_or_else(|| {
+    let job = state.jobs.get(&id).filter(|job| job.visible_to(&caller));
+    job.map(Json).ok_or_else(|| {
         ApiError::not_found(
             "job_not_found",
             format!("no job {id:?} (finished jobs are kept for the last 1000)"),

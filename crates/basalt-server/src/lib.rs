@@ -40,7 +40,7 @@ pub use jobs::{Job, JobStatus, Jobs};
 pub use ratelimit::RateLimit;
 pub use scheduler::{Scheduler, Slot};
 
-use auth::{Access, Security};
+use auth::{Access, Caller, Security};
 use openapi::{Api, Body, Operation, Reply, inline, schema};
 
 /// Models named `kb:NAME` answer from knowledge base NAME.
@@ -85,6 +85,9 @@ impl Default for ServerOptions {
     }
 }
 
+/// Open knowledge bases by tenant and name.
+type OpenKnowledgeBases = HashMap<(String, String), Arc<KnowledgeBase>>;
+
 /// What every handler shares.
 #[derive(Clone)]
 pub struct AppState {
@@ -93,7 +96,7 @@ pub struct AppState {
     chat_model: String,
     embedding_model: String,
     data_dir: DataDir,
-    knowledge_bases: Arc<Mutex<HashMap<String, Arc<KnowledgeBase>>>>,
+    knowledge_bases: Arc<Mutex<OpenKnowledgeBases>>,
     scheduler: Scheduler,
     request_timeout: Duration,
     jobs: Arc<Jobs>,
@@ -153,38 +156,64 @@ impl AppState {
         Ok(state)
     }
 
-    /// An open knowledge base, kept open between requests (its search caches stay warm, and
-    /// ingestion jobs and requests share its one index writer).
+    /// The data directory as `tenant` sees it: only its knowledge bases exist.
+    fn tenant_data(&self, tenant: &str) -> basalt_kb::Result<DataDir> {
+        self.data_dir.for_tenant(tenant)
+    }
+
+    /// An open knowledge base of `tenant`, kept open between requests (its search caches stay
+    /// warm, and ingestion jobs and requests share its one index writer).
     /// The settings are read again each time (a small file), so a knowledge base deleted or
     /// changed by another process (`basalt kb delete`) is not served from a stale handle.
-    fn open_knowledge_base(&self, name: &str) -> basalt_kb::Result<Arc<KnowledgeBase>> {
-        let settings = match self.data_dir.settings(name) {
+    fn open_knowledge_base(
+        &self,
+        tenant: &str,
+        name: &str,
+    ) -> basalt_kb::Result<Arc<KnowledgeBase>> {
+        let data = self.tenant_data(tenant)?;
+        let key = (tenant.to_owned(), name.to_owned());
+        let settings = match data.settings(name) {
             Ok(settings) => settings,
             Err(error) => {
-                lock(&self.knowledge_bases).remove(name);
+                lock(&self.knowledge_bases).remove(&key);
                 return Err(error);
             }
         };
         let mut open = lock(&self.knowledge_bases);
-        if let Some(kb) = open.get(name)
+        if let Some(kb) = open.get(&key)
             && kb.settings == settings
         {
             return Ok(kb.clone());
         }
-        let kb = Arc::new(self.data_dir.open_settings(settings)?);
-        open.insert(name.to_owned(), kb.clone());
+        let kb = Arc::new(data.open_settings(settings)?);
+        open.insert(key, kb.clone());
         Ok(kb)
     }
 
-    async fn knowledge_base(&self, name: &str) -> Result<Arc<KnowledgeBase>, ApiError> {
+    /// A knowledge base of the caller's tenant.
+    async fn knowledge_base(
+        &self,
+        caller: &Caller,
+        name: &str,
+    ) -> Result<Arc<KnowledgeBase>, ApiError> {
         let state = self.clone();
-        let name = name.to_owned();
-        blocking(move || state.open_knowledge_base(&name)).await
+        let (tenant, name) = (caller.tenant.clone(), name.to_owned());
+        blocking(move || state.open_knowledge_base(&tenant, &name)).await
+    }
+
+    /// Runs `work` on the caller's tenant's data directory, off the async threads.
+    async fn with_tenant_data<T: Send + 'static>(
+        &self,
+        caller: &Caller,
+        work: impl FnOnce(DataDir) -> basalt_kb::Result<T> + Send + 'static,
+    ) -> Result<T, ApiError> {
+        let data = self.tenant_data(&caller.tenant)?;
+        blocking(move || work(data)).await
     }
 
     /// Closes a knowledge base (after its settings changed, or before it is deleted).
-    fn forget_knowledge_base(&self, name: &str) {
-        lock(&self.knowledge_bases).remove(name);
+    fn forget_knowledge_base(&self, tenant: &str, name: &str) {
+        lock(&self.knowledge_bases).remove(&(tenant.to_owned(), name.to_owned()));
     }
 }
 
@@ -397,7 +426,6 @@ struct Readiness {
     status: &'static str,
     /// The chat and embedding models, loaded.
     models: [String; 2],
-    knowledge_bases: usize,
     /// Requests waiting for the model now.
     waiting: usize,
 }
@@ -405,8 +433,9 @@ struct Readiness {
 /// Ready when the models are loaded (they are before the server listens) and the data
 /// directory can be read; the number of requests waiting is reported.
 async fn readyz(State(state): State<AppState>) -> Result<Json<Readiness>, ApiError> {
+    // Readable, not listed: an unauthenticated probe learns nothing about any tenant.
     let data_dir = state.data_dir.clone();
-    let kbs = tokio::task::spawn_blocking(move || data_dir.list())
+    tokio::task::spawn_blocking(move || data_dir.list().map(|_| ()))
         .await
         .map_err(|error| ApiError::internal(error.to_string()))?
         .map_err(|error| {
@@ -419,7 +448,6 @@ async fn readyz(State(state): State<AppState>) -> Result<Json<Readiness>, ApiErr
     Ok(Json(Readiness {
         status: "ready",
         models: [state.chat_model.clone(), state.embedding_model.clone()],
-        knowledge_bases: kbs.len(),
         waiting: state.scheduler.waiting(),
     }))
 }

@@ -61,6 +61,7 @@ pub(crate) struct SearchResponse {
 
 pub(crate) async fn search(
     State(state): State<AppState>,
+    Extension(caller): Extension<Caller>,
     Path(name): Path<String>,
     ApiJson(request): ApiJson<SearchRequest>,
 ) -> Result<Json<SearchResponse>, ApiError> {
@@ -79,8 +80,9 @@ pub(crate) async fn search(
         filter: parse_filter(request.filter.as_deref())?,
         fusion: request.fusion,
         exact: false,
+        reader: caller.reader(),
     };
-    let kb = state.knowledge_base(&name).await?;
+    let kb = state.knowledge_base(&caller, &name).await?;
     let embedder = state.embedder.clone();
     let results =
         blocking(move || basalt_kb::search(&kb, Some(embedder.as_ref()), &request.query, &options))
@@ -170,9 +172,10 @@ pub(crate) async fn answer(
         min_relevance: request.min_relevance,
         max_tokens: request.max_tokens,
         cancel: Some(cancel.clone()),
+        reader: caller.reader(),
         ..AnswerOptions::default()
     };
-    let kb = state.knowledge_base(&name).await?;
+    let kb = state.knowledge_base(&caller, &name).await?;
     let slot = state.scheduler.admit().await?;
     let (sender, mut receiver) = mpsc::channel::<Progress>(64);
     let worker_state = state.clone();
@@ -320,9 +323,10 @@ pub(crate) async fn create_session(
     state
         .security
         .require(&caller, "kb:Answer", &format!("kb/{}", request.kb))?;
-    let data_dir = state.data_dir.clone();
     let kb = request.kb.clone();
-    blocking(move || data_dir.settings(&kb)).await?;
+    state
+        .with_tenant_data(&caller, move |data| data.settings(&kb))
+        .await?;
     let session = state.sessions.create(&request.kb, &caller.principal);
     Ok((StatusCode::CREATED, Json(session_view(&state, session))))
 }

@@ -99,13 +99,15 @@ pub(crate) struct ModelList {
     data: Vec<ModelCard>,
 }
 
-pub(crate) async fn models(State(state): State<AppState>) -> Result<Json<ModelList>, ApiError> {
+pub(crate) async fn models(
+    State(state): State<AppState>,
+    Extension(caller): Extension<Caller>,
+) -> Result<Json<ModelList>, ApiError> {
     let mut data = vec![
         ModelCard::new(state.chat_model.clone()),
         ModelCard::new(state.embedding_model.clone()),
     ];
-    let data_dir = state.data_dir.clone();
-    let kbs = crate::blocking(move || data_dir.list()).await?;
+    let kbs = state.with_tenant_data(&caller, |data| data.list()).await?;
     for kb in kbs {
         data.push(ModelCard::new(format!("{KB_MODEL_PREFIX}{}", kb.name)));
     }
@@ -482,7 +484,7 @@ pub(crate) async fn chat_completions(
         state
             .security
             .require(&caller, "kb:Answer", &format!("kb/{name}"))?;
-        Target::Kb(state.knowledge_base(name).await?)
+        Target::Kb(state.knowledge_base(&caller, name).await?, caller.reader())
     } else if chat.model == state.chat_model {
         Target::Plain
     } else {
@@ -494,7 +496,7 @@ pub(crate) async fn chat_completions(
             ),
         ));
     };
-    if let Target::Kb(_) = &target
+    if let Target::Kb(..) = &target
         && chat
             .messages
             .last()
@@ -516,7 +518,14 @@ pub(crate) async fn chat_completions(
             let _slot = slot;
             let result = match target {
                 Target::Plain => run_plain(&state, messages, sampling, &cancel, &sender),
-                Target::Kb(kb) => run_kb(&state, &kb, messages, &sampling, &cancel, &sender),
+                Target::Kb(kb, reader) => {
+                    let context = KbContext {
+                        kb: &kb,
+                        reader,
+                        cancel: &cancel,
+                    };
+                    run_kb(&state, &context, messages, &sampling, &sender)
+                }
             };
             let piece = match result {
                 Ok(completion) => Piece::Done(completion),
@@ -641,7 +650,15 @@ pub(crate) async fn chat_completions(
 
 enum Target {
     Plain,
-    Kb(Arc<basalt_kb::KnowledgeBase>),
+    /// A knowledge base, read as the caller may read it.
+    Kb(Arc<basalt_kb::KnowledgeBase>, Option<basalt_index::Reader>),
+}
+
+/// What a knowledge-base answer runs over.
+struct KbContext<'a> {
+    kb: &'a basalt_kb::KnowledgeBase,
+    reader: Option<basalt_index::Reader>,
+    cancel: &'a Arc<AtomicBool>,
 }
 
 fn run_plain(
@@ -691,12 +708,12 @@ fn run_plain(
 
 fn run_kb(
     state: &AppState,
-    kb: &basalt_kb::KnowledgeBase,
+    context: &KbContext<'_>,
     messages: Vec<ChatMessage>,
     sampling: &SamplingOptions,
-    cancel: &Arc<AtomicBool>,
     sender: &mpsc::Sender<Piece>,
 ) -> Result<Completion, ApiError> {
+    let KbContext { kb, cancel, .. } = context;
     let mut history = Vec::new();
     let mut pending: Option<String> = None;
     let mut question = String::new();
@@ -722,7 +739,8 @@ fn run_kb(
         max_tokens: Some(sampling.max_tokens),
         temperature: sampling.temperature,
         seed: sampling.seed,
-        cancel: Some(cancel.clone()),
+        cancel: Some((*cancel).clone()),
+        reader: context.reader.clone(),
         ..AnswerOptions::default()
     };
     let engines = Engines {

@@ -41,6 +41,10 @@ pub(crate) struct AnswerArgs {
     /// Sampling temperature; 0 is greedy and deterministic
     #[arg(long, default_value_t = 0.0, value_name = "T")]
     temperature: f32,
+    /// Answer as this principal would be answered over the API: its tenant, only documents it
+    /// may read
+    #[arg(long = "as", value_name = "PRINCIPAL")]
+    as_principal: Option<String>,
     /// Chat GGUF to load [default: the installed SmolLM2-135M-Instruct]
     #[arg(long, value_name = "PATH")]
     model: Option<PathBuf>,
@@ -85,7 +89,7 @@ struct Loaded {
 impl Loaded {
     fn new(args: &AnswerArgs, settings: &Settings) -> anyhow::Result<Self> {
         let filter = super::parse_filter(args.filter.as_deref())?;
-        let kb = settings.data_dir.open(&args.kb)?;
+        let (kb, reader) = super::open_kb_as(settings, &args.kb, args.as_principal.as_deref())?;
         let (embedder, generator) =
             super::load_answer_engines(&kb, settings, args.model.as_deref(), args.context_size)?;
         Ok(Loaded {
@@ -103,6 +107,7 @@ impl Loaded {
                 temperature: args.temperature,
                 seed: None,
                 cancel: None,
+                reader,
             },
         })
     }

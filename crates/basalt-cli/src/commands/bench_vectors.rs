@@ -199,6 +199,7 @@ fn measure(args: &VectorBenchArgs, dir: &std::path::Path) -> anyhow::Result<Vect
                 chunk_count: count as u32,
                 tags: Vec::new(),
                 metadata: BTreeMap::new(),
+                readers: Vec::new(),
             },
             chunks,
         });
@@ -229,6 +230,7 @@ fn measure(args: &VectorBenchArgs, dir: &std::path::Path) -> anyhow::Result<Vect
             mode: SearchMode::Vector,
             k: args.k,
             filter: None,
+            reader: None,
             fusion: Default::default(),
             bm25: Default::default(),
             exact,

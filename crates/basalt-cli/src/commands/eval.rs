@@ -180,6 +180,7 @@ pub(crate) fn run(command: EvalCommand, settings: &Settings) -> anyhow::Result<E
                     mode,
                     k: CHUNK_DEPTH,
                     filter: None,
+                    reader: None,
                     fusion,
                     bm25,
                     exact,

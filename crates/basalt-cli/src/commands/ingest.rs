@@ -6,7 +6,7 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::Instant;
 
-use basalt_kb::{IngestOptions, IngestProgress, IngestReport, KnowledgeBase};
+use basalt_kb::{AccessMap, IngestOptions, IngestProgress, IngestReport, KnowledgeBase};
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 use serde_json::Value;
 
@@ -16,8 +16,11 @@ use crate::settings::Settings;
 #[derive(Debug, clap::Args)]
 #[command(after_help = "Examples:\n  basalt ingest --kb handbook ./handbook\n  \
                         basalt ingest --kb papers --tag 2024 --meta team=research corpus.jsonl\n\n\
-                        A file `NAME.meta.json` next to a file sets its title, tags and metadata:\n  \
-                        {\"title\": \"Travel policy\", \"tags\": [\"hr\"], \"metadata\": {\"year\": 2024}}")]
+                        basalt ingest --kb handbook --readers group:hr,principal:alice ./hr\n  \
+                        basalt ingest --kb handbook --access-map access.json ./handbook\n\n\
+                        A file `NAME.meta.json` next to a file sets its title, tags, metadata and readers:\n  \
+                        {\"title\": \"Travel policy\", \"tags\": [\"hr\"], \"metadata\": {\"year\": 2024}, \"readers\": [\"group:hr\"]}\n\n\
+                        Documents without readers are readable by everyone who may read the knowledge base.")]
 pub(crate) struct IngestArgs {
     /// Knowledge base to add to
     #[arg(long)]
@@ -31,6 +34,15 @@ pub(crate) struct IngestArgs {
     /// Metadata KEY=VALUE for every document (repeatable; numbers stay numbers)
     #[arg(long = "meta", value_name = "KEY=VALUE", value_parser = parse_meta)]
     metadata: Vec<(String, Value)>,
+    /// Who may read these documents over the API: `principal:NAME` and `group:NAME`, comma
+    /// separated or repeated [default: everyone who may read the knowledge base]
+    #[arg(long, value_name = "READER,...", value_delimiter = ',', value_parser = parse_reader)]
+    readers: Vec<String>,
+    /// JSON file mapping directories to readers, e.g. {"hr": ["group:hr"], "hr/public": []};
+    /// a file takes the readers of its deepest mapped directory (over --readers; a sidecar's
+    /// `readers` wins over both)
+    #[arg(long, value_name = "FILE")]
+    access_map: Option<PathBuf>,
     /// Largest file to read, in MB
     #[arg(long, value_name = "MB", default_value_t = 100)]
     max_file_size: u64,
@@ -41,6 +53,11 @@ pub(crate) struct IngestArgs {
     /// Print the summary as JSON
     #[arg(long)]
     json: bool,
+}
+
+fn parse_reader(text: &str) -> Result<String, String> {
+    basalt_index::validate_reader(text)?;
+    Ok(text.to_owned())
 }
 
 fn parse_meta(text: &str) -> Result<(String, Value), String> {
@@ -64,6 +81,11 @@ pub(crate) fn run(args: &IngestArgs, settings: &Settings) -> anyhow::Result<Exit
         metadata: args.metadata.iter().cloned().collect::<BTreeMap<_, _>>(),
         max_file_bytes: args.max_file_size.saturating_mul(1 << 20),
         batch_chunks: args.batch_chunks as usize,
+        readers: args.readers.clone(),
+        access_map: match &args.access_map {
+            Some(path) => AccessMap::load(path)?,
+            None => AccessMap::default(),
+        },
         ..IngestOptions::default()
     };
     let report = run_with_progress(&kb, &embedder, &args.paths, &options)?;

@@ -104,7 +104,7 @@ fn create(args: &CreateArgs, settings: &Settings) -> anyhow::Result<ExitCode> {
     print_line(&format!(
         "created knowledge base {} in {}",
         kb.name,
-        settings.data_dir.root().join("kb").join(&kb.name).display()
+        settings.data_dir.kb_path(&kb.name).display()
     ))?;
     Ok(ExitCode::SUCCESS)
 }

@@ -105,6 +105,33 @@ pub(crate) fn parse_filter(filter: Option<&str>) -> anyhow::Result<Option<basalt
         .map_err(|error| anyhow::anyhow!("--filter: {error}"))
 }
 
+/// Opens knowledge base `name` as `principal` would see it over the API (`--as`): in the
+/// principal's tenant, reading only its documents. Without `--as`, the tenant of `--tenant` and
+/// every document (the CLI owns the data directory).
+pub(crate) fn open_kb_as(
+    settings: &Settings,
+    name: &str,
+    principal: Option<&str>,
+) -> anyhow::Result<(basalt_kb::KnowledgeBase, Option<basalt_index::Reader>)> {
+    let Some(principal) = principal else {
+        return Ok((settings.data_dir.open(name)?, None));
+    };
+    let directory = basalt_security::Directory::load(settings.data_dir.root())?;
+    let found = directory.principals.get(principal).ok_or_else(|| {
+        anyhow::anyhow!("--as: no principal {principal:?}; `basalt keys list` shows them")
+    })?;
+    let tenant = settings.data_dir.tenant();
+    if tenant != basalt_kb::DEFAULT_TENANT && tenant != found.tenant {
+        anyhow::bail!(
+            "--as: {principal:?} belongs to tenant {:?}, not {tenant:?}",
+            found.tenant
+        );
+    }
+    let data = settings.data_dir.for_tenant(&found.tenant)?;
+    let reader = basalt_index::Reader::new(principal, found.groups.iter().map(String::as_str));
+    Ok((data.open(name)?, Some(reader)))
+}
+
 /// The engines an answer needs: the KB's embedding model and a chat model (`model`, else the
 /// installed default), taking turns at one inference gate.
 pub(crate) fn load_answer_engines(

@@ -38,6 +38,9 @@ pub(crate) struct SearchArgs {
     /// Scan every vector, even where the knowledge base has HNSW graphs
     #[arg(long)]
     exact: bool,
+    /// Search as this principal would over the API: its tenant, only documents it may read
+    #[arg(long = "as", value_name = "PRINCIPAL")]
+    as_principal: Option<String>,
     /// Print JSON: {"mode", "hits": [{chunk_id, doc_id, score, text, source, …}], "timings"}
     #[arg(long)]
     json: bool,
@@ -52,7 +55,7 @@ struct Output<'a> {
 
 pub(crate) fn run(args: &SearchArgs, settings: &Settings) -> anyhow::Result<ExitCode> {
     let filter = super::parse_filter(args.filter.as_deref())?;
-    let kb = settings.data_dir.open(&args.kb)?;
+    let (kb, reader) = super::open_kb_as(settings, &args.kb, args.as_principal.as_deref())?;
     let mode = args.mode.unwrap_or(kb.settings.mode);
     let embedder = if mode.uses_vector() {
         Some(load_kb_embedder(&kb, settings)?)
@@ -65,6 +68,7 @@ pub(crate) fn run(args: &SearchArgs, settings: &Settings) -> anyhow::Result<Exit
         filter,
         fusion: args.fusion,
         exact: args.exact,
+        reader,
     };
     let results = basalt_kb::search(
         &kb,

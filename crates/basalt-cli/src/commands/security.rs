@@ -451,6 +451,7 @@ pub(crate) fn run_audit(command: AuditCommand, settings: &Settings) -> anyhow::R
                 action,
                 outcome: parsed_outcome,
                 since,
+                ..basalt_security::audit::Query::default()
             };
             for record in basalt_security::audit::search(root, &query, lines)? {
                 print_line(&serde_json::to_string(&record)?)?;
