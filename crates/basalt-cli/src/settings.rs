@@ -4,6 +4,7 @@ use std::path::PathBuf;
 
 use basalt_kb::DataDir;
 use basalt_model::ModelsDir;
+use basalt_security::crypto::MasterKey;
 
 /// Options that apply to every subcommand.
 #[derive(Debug, clap::Args)]
@@ -19,6 +20,17 @@ pub(crate) struct GlobalArgs {
     /// Tenant whose knowledge bases the command works on [default: default]
     #[arg(long, global = true, env = "BASALT_TENANT", value_name = "NAME")]
     pub(crate) tenant: Option<String>,
+
+    /// File holding the master key (64 hex digits) that encrypts knowledge bases at rest; also
+    /// BASALT_MASTER_KEY with the digits themselves. Knowledge bases created with a master key
+    /// are encrypted and need it to open
+    #[arg(
+        long,
+        global = true,
+        env = "BASALT_MASTER_KEY_FILE",
+        value_name = "FILE"
+    )]
+    pub(crate) master_key_file: Option<PathBuf>,
 
     /// CPU threads for inference [default: all cores]
     #[arg(long, global = true, env = "BASALT_THREADS", value_name = "N",
@@ -55,6 +67,18 @@ impl Settings {
             .clone()
             .map(DataDir::new)
             .unwrap_or_else(DataDir::from_env);
+        let master_key = match (&args.master_key_file, std::env::var("BASALT_MASTER_KEY")) {
+            (Some(path), _) => Some(MasterKey::from_file(path)?),
+            (None, Ok(hex)) if !hex.trim().is_empty() => Some(
+                MasterKey::from_hex(&hex)
+                    .map_err(|error| anyhow::anyhow!("BASALT_MASTER_KEY: {error}"))?,
+            ),
+            _ => None,
+        };
+        let data_dir = match master_key {
+            Some(key) => data_dir.with_master_key(std::sync::Arc::new(key)),
+            None => data_dir,
+        };
         let data_dir = match &args.tenant {
             Some(tenant) => data_dir.for_tenant(tenant)?,
             None => data_dir,

@@ -1480,3 +1480,234 @@ fn documents_are_read_only_by_their_readers_and_tenants_see_only_their_own() {
     drop(server);
     drop(turn);
 }
+
+/// Every 8+ character word of `text`, as written and lower-cased: what must not be found in
+/// plain text on disk.
+fn distinctive_tokens(text: &str) -> Vec<String> {
+    text.split(|c: char| !c.is_alphanumeric())
+        .filter(|word| word.chars().count() >= 8)
+        .flat_map(|word| [word.to_owned(), word.to_lowercase()])
+        .collect()
+}
+
+/// Every file under `dir`, recursively.
+fn files_under(dir: &std::path::Path) -> Vec<std::path::PathBuf> {
+    let mut files = Vec::new();
+    let mut pending = vec![dir.to_owned()];
+    while let Some(path) = pending.pop() {
+        if path.is_dir() {
+            for entry in std::fs::read_dir(&path).expect("lists") {
+                pending.push(entry.expect("entry").path());
+            }
+        } else {
+            files.push(path);
+        }
+    }
+    files
+}
+
+/// Files under `dir` holding any of `tokens`, with the token.
+fn plaintext_hits(dir: &std::path::Path, tokens: &[String]) -> Vec<String> {
+    let mut hits = Vec::new();
+    for path in files_under(dir) {
+        let bytes = std::fs::read(&path).expect("reads");
+        for token in tokens {
+            if bytes
+                .windows(token.len())
+                .any(|window| window == token.as_bytes())
+            {
+                hits.push(format!("{} holds {token:?}", path.display()));
+            }
+        }
+    }
+    hits
+}
+
+/// Encryption at rest: with a master key, nothing under the data directory holds a word of the
+/// documents in plain text — not the index, not the vector graphs, not an upload; a missing
+/// or wrong key is a clean error; rotating the master key keeps everything readable.
+#[test]
+fn encrypted_knowledge_bases_hold_no_plaintext_and_survive_key_rotation() {
+    let ws = Workspace::new();
+    let docs = ws.docs();
+    std::fs::create_dir_all(&docs).expect("docs");
+    let secrets = [
+        "The Quetzalcoatl-Harbinger protocol routes payroll through Bartholomew's ledger.",
+        "Warehouse Ouagadougou stores the chrysanthemum inventory until Wednesday.",
+        "Customer Pemberton-Featherstonehaugh owes 88231 kroner for the photovoltaics.",
+        "The uploaded Marchetti-Kowalczyk memorandum mentions the Zanzibarian archipelago.",
+    ];
+    std::fs::write(
+        docs.join("protocol.md"),
+        format!("# Payroll protocol\n\n{}\n", secrets[0]),
+    )
+    .expect("write");
+    std::fs::write(
+        docs.join("warehouse.html"),
+        format!("<html><head><title>Warehouses</title></head><body><h1>Stock</h1><p>{}</p></body></html>", secrets[1]),
+    )
+    .expect("write");
+    std::fs::write(
+        docs.join("ledger.csv"),
+        format!("id,note\nc1,\"{}\"\n", secrets[2]),
+    )
+    .expect("write");
+    std::fs::write(
+        docs.join("protocol.md.meta.json"),
+        r#"{"title": "Confidential Harbinger handbook", "metadata": {"owner": "Throckmorton"}}"#,
+    )
+    .expect("write");
+    let keys = ws.dir.path().join("keys");
+    std::fs::create_dir_all(&keys).expect("keys");
+    let (old_key, new_key) = (keys.join("old.key"), keys.join("new.key"));
+    let (old, new) = (old_key.display().to_string(), new_key.display().to_string());
+    ws.ok(&["keys", "generate-master", "--out", &old]);
+    common::assert_clean_failure(
+        &ws.run(&["keys", "generate-master", "--out", &old]),
+        "exists",
+    );
+    ws.ok(&[
+        "--master-key-file",
+        &old,
+        "kb",
+        "create",
+        "vault",
+        "--vector-index",
+        "hnsw",
+    ]);
+    ws.ok(&[
+        "--master-key-file",
+        &old,
+        "ingest",
+        "--kb",
+        "vault",
+        &docs.display().to_string(),
+    ]);
+
+    // Over HTTP too: the spooled upload and the job's work are sealed.
+    let turn = cpu_turn();
+    let server = start_server(&ws, &["--local-demo", "--master-key-file", &old]);
+    let port = server.port;
+    let memo = format!("# Memo\n\n{}\n", secrets[3]);
+    let (status, job) = upload(port, "vault", &[("file", Some("memo.md"), memo.as_bytes())]);
+    assert_eq!(status, 202, "{job}");
+    let job = finished_job(port, json_of(&job)["id"].as_str().expect("id"));
+    assert_eq!(job["status"], "completed", "{job}");
+    assert_eq!(job["encrypted"], true, "{job}");
+    let (_, kb) = get(port, "/v1/kbs/vault");
+    assert_eq!(
+        (kb["documents"].clone(), kb["encrypted"].clone()),
+        (4.into(), true.into()),
+        "{kb}"
+    );
+    let (status, found) = post_json(
+        port,
+        "/v1/kbs/vault/search",
+        r#"{"query": "Zanzibarian memorandum", "k": 1}"#,
+    );
+    assert_eq!(status, 200, "{found}");
+    assert!(found.contains("Marchetti-Kowalczyk"), "{found}");
+    drop(server);
+    drop(turn);
+
+    let data = std::path::PathBuf::from(ws.data());
+    let tokens: Vec<String> = secrets
+        .iter()
+        .chain(&["Confidential Harbinger handbook Throckmorton"])
+        .flat_map(|text| distinctive_tokens(text))
+        .collect();
+    assert!(tokens.len() > 20, "{tokens:?}");
+    let hits = plaintext_hits(&data, &tokens);
+    assert!(hits.is_empty(), "plaintext on disk: {hits:#?}");
+    let graphs = std::fs::read_dir(data.join("kb/vault/index/ann"))
+        .map(|entries| entries.count())
+        .unwrap_or(0);
+    assert!(graphs > 0, "vector graphs were written");
+    // Every index and graph file is sealed, not only those that hold words.
+    for path in files_under(&data.join("kb/vault/index")) {
+        if path.extension().is_none_or(|ext| ext != "lock") {
+            let bytes = std::fs::read(&path).expect("reads");
+            assert!(
+                bytes.starts_with(b"BSE1"),
+                "{} is not sealed",
+                path.display()
+            );
+        }
+    }
+    // The same check finds plain text when it is there: an unencrypted knowledge base.
+    ws.ok(&["kb", "create", "plain"]);
+    ws.ok(&[
+        "ingest",
+        "--kb",
+        "plain",
+        &docs.join("protocol.md").display().to_string(),
+    ]);
+    assert!(!plaintext_hits(&data.join("kb/plain"), &tokens).is_empty());
+
+    let search = |key: Option<&str>| {
+        let mut args = vec!["search", "--kb", "vault", "--mode", "bm25", "--json"];
+        if let Some(key) = key {
+            args.extend(["--master-key-file", key]);
+        }
+        args.push("chrysanthemum inventory");
+        ws.run(&args)
+    };
+    assert!(common::stdout(&search(Some(&old))).contains("Ouagadougou"));
+    common::assert_clean_failure(&search(None), "BASALT_MASTER_KEY_FILE");
+    ws.ok(&["keys", "generate-master", "--out", &new]);
+    common::assert_clean_failure(&search(Some(&new)), "not the one");
+    let listed = ws.ok(&["kb", "list"]);
+    assert!(
+        listed.contains("vault") && listed.contains("yes"),
+        "listed without a key: {listed}"
+    );
+
+    // Rotation re-wraps the data key; the index files are not rewritten.
+    let index_files = |dir: &std::path::Path| -> Vec<(String, Vec<u8>)> {
+        let mut files: Vec<(String, Vec<u8>)> = std::fs::read_dir(dir)
+            .expect("index")
+            .map(|entry| entry.expect("entry").path())
+            .filter(|path| path.is_file())
+            .map(|path| {
+                (
+                    path.display().to_string(),
+                    std::fs::read(&path).expect("reads"),
+                )
+            })
+            .collect();
+        files.sort();
+        files
+    };
+    let before = index_files(&data.join("kb/vault/index"));
+    let rotated = ws.ok(&[
+        "--master-key-file",
+        &old,
+        "keys",
+        "rotate-master",
+        "--new-key-file",
+        &new,
+    ]);
+    assert!(rotated.contains("re-wrapped 1"), "{rotated}");
+    assert_eq!(
+        before,
+        index_files(&data.join("kb/vault/index")),
+        "data untouched"
+    );
+    assert!(common::stdout(&search(Some(&new))).contains("Ouagadougou"));
+    common::assert_clean_failure(&search(Some(&old)), "not the one");
+    // Running it again (as after an interruption) finds nothing left to do.
+    let again = ws.ok(&[
+        "--master-key-file",
+        &old,
+        "keys",
+        "rotate-master",
+        "--new-key-file",
+        &new,
+    ]);
+    assert!(
+        again.contains("re-wrapped 0") && again.contains("1 already"),
+        "{again}"
+    );
+    let audit = ws.ok(&["audit", "search", "--action", "admin:RotateMasterKey"]);
+    assert!(audit.contains("RotateMasterKey"), "{audit}");
+}

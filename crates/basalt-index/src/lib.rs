@@ -17,12 +17,14 @@ mod error;
 mod filter;
 mod fusion;
 mod hnsw;
+mod sealed;
 mod store;
 mod types;
 
 pub use analyzer::{ANALYZERS, DEFAULT_ANALYZER, analyzer};
 pub use error::{IndexError, Result};
 pub use filter::{Filter, FilterError};
+pub use sealed::Sealer;
 pub use store::{StoreOptions, TantivyStore};
 pub use types::{
     Bm25Params, ChunkRecord, DocumentRecord, DocumentWrite, Fusion, Hit, IndexStats, Reader,

@@ -39,6 +39,7 @@ use crate::analyzer::{self, ANALYZERS};
 use crate::error::{IndexError, Result};
 use crate::fusion::{fuse, top_k};
 use crate::hnsw::{Hnsw, HnswParams, dot};
+use crate::sealed::{SealedDirectory, Sealer};
 use crate::types::{
     Bm25Params, ChunkRecord, DocumentRecord, DocumentWrite, Hit, IndexStats, SearchMode,
     SearchRequest, VectorIndex,
@@ -128,6 +129,8 @@ pub struct TantivyStore {
     analyzer: TextAnalyzer,
     writer: Mutex<Option<IndexWriter>>,
     cache: Mutex<Cache>,
+    /// Encrypts every index and graph file, when the knowledge base is encrypted.
+    sealer: Option<Arc<dyn Sealer>>,
 }
 
 impl std::fmt::Debug for TantivyStore {
@@ -219,6 +222,24 @@ struct LiveChunk {
 impl TantivyStore {
     /// Opens the index in `path`, creating it (and the directory) when there is none.
     pub fn open(path: &Path, options: &StoreOptions) -> Result<Self> {
+        Self::open_with(path, options, None)
+    }
+
+    /// Opens an index whose files are encrypted with `sealer` (creating it when there is
+    /// none): nothing of it is readable on disk without the key.
+    pub fn open_sealed(
+        path: &Path,
+        options: &StoreOptions,
+        sealer: Arc<dyn Sealer>,
+    ) -> Result<Self> {
+        Self::open_with(path, options, Some(sealer))
+    }
+
+    fn open_with(
+        path: &Path,
+        options: &StoreOptions,
+        sealer: Option<Arc<dyn Sealer>>,
+    ) -> Result<Self> {
         let engine = |error: &dyn std::fmt::Display| IndexError::Engine {
             path: path.to_owned(),
             message: error.to_string(),
@@ -230,14 +251,28 @@ impl TantivyStore {
             })?;
         std::fs::create_dir_all(path).map_err(|error| engine(&error))?;
         let exists = path.join("meta.json").exists();
-        let index = if exists {
-            Index::open_in_dir(path).map_err(|error| IndexError::Corrupt {
-                path: path.to_owned(),
-                message: error.to_string(),
-            })?
-        } else {
-            Index::create_in_dir(path, Fields::schema(&options.analyzer))
-                .map_err(|error| engine(&error))?
+        let corrupt = |error: tantivy::TantivyError| IndexError::Corrupt {
+            path: path.to_owned(),
+            message: error.to_string(),
+        };
+        let index = match (&sealer, exists) {
+            (None, true) => Index::open_in_dir(path).map_err(corrupt)?,
+            (None, false) => Index::create_in_dir(path, Fields::schema(&options.analyzer))
+                .map_err(|error| engine(&error))?,
+            (Some(sealer), exists) => {
+                let directory =
+                    SealedDirectory::open(path, sealer.clone()).map_err(|error| engine(&error))?;
+                if exists {
+                    Index::open(directory).map_err(corrupt)?
+                } else {
+                    Index::create(
+                        directory,
+                        Fields::schema(&options.analyzer),
+                        tantivy::IndexSettings::default(),
+                    )
+                    .map_err(|error| engine(&error))?
+                }
+            }
         };
         analyzer::register_all(index.tokenizers());
         let fields =
@@ -262,6 +297,7 @@ impl TantivyStore {
             analyzer,
             writer: Mutex::new(None),
             cache: Mutex::new(Cache::default()),
+            sealer,
         })
     }
 
@@ -824,10 +860,19 @@ impl TantivyStore {
             .join(format!("{}.hnsw", segment.uuid_string()))
     }
 
+    fn unseal_graph(&self, bytes: Vec<u8>) -> std::io::Result<Vec<u8>> {
+        match &self.sealer {
+            None => Ok(bytes),
+            Some(sealer) => sealer
+                .open(&bytes)
+                .map_err(|message| std::io::Error::new(std::io::ErrorKind::InvalidData, message)),
+        }
+    }
+
     /// A segment's graph from its file, if there is a usable one.
     fn load_graph(&self, reader: &SegmentReader) -> Option<Arc<Hnsw>> {
         let file = self.graph_file(reader.segment_id());
-        let bytes = match std::fs::read(&file) {
+        let bytes = match std::fs::read(&file).and_then(|bytes| self.unseal_graph(bytes)) {
             Ok(bytes) => bytes,
             Err(error) if error.kind() == std::io::ErrorKind::NotFound => return None,
             Err(error) => {
@@ -871,10 +916,11 @@ impl TantivyStore {
         let file = self.graph_file(reader.segment_id());
         let dimension = self.dimension;
         let background = data.clone();
+        let sealer = self.sealer.clone();
         let spawned = std::thread::Builder::new()
             .name("basalt-hnsw".into())
             .spawn(move || {
-                let graph = build_graph(&columns, dimension, &file);
+                let graph = build_graph(&columns, dimension, &file, sealer.as_deref());
                 *lock(&background.graph) = GraphSlot::Ready(graph);
             });
         if let Err(error) = spawned {
@@ -951,7 +997,12 @@ fn restricted(request: &SearchRequest<'_>) -> bool {
 
 /// Builds a segment's graph and persists it (atomically: a temporary file renamed into place).
 /// A graph that cannot be saved still serves this process.
-fn build_graph(columns: &ChunkColumns, dimension: usize, file: &Path) -> Arc<Hnsw> {
+fn build_graph(
+    columns: &ChunkColumns,
+    dimension: usize,
+    file: &Path,
+    sealer: Option<&dyn Sealer>,
+) -> Arc<Hnsw> {
     let started = Instant::now();
     let graph = Hnsw::build(
         columns.chunk_docs.clone(),
@@ -965,7 +1016,11 @@ fn build_graph(columns: &ChunkColumns, dimension: usize, file: &Path) -> Arc<Hns
         std::fs::create_dir_all(directory)?;
         let temporary = file.with_extension(format!("tmp-{}", std::process::id()));
         let mut out = std::fs::File::create(&temporary)?;
-        out.write_all(&graph.to_bytes())?;
+        let bytes = graph.to_bytes();
+        match sealer {
+            Some(sealer) => out.write_all(&sealer.seal(&bytes))?,
+            None => out.write_all(&bytes)?,
+        }
         out.sync_all()?;
         std::fs::rename(&temporary, file)?;
         std::fs::File::open(directory)?.sync_all()
@@ -1169,6 +1224,7 @@ impl KnowledgeStore for TantivyStore {
                 &columns,
                 self.dimension,
                 &self.graph_file(reader.segment_id()),
+                self.sealer.as_deref(),
             );
             *lock(&data.graph) = GraphSlot::Ready(graph);
         }

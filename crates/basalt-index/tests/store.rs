@@ -1,8 +1,10 @@
 //! The embedded store against the shared conformance checks, plus what only it promises.
 
 use basalt_index::conformance::{self, DIMENSION};
+use std::sync::Arc;
+
 use basalt_index::{
-    Filter, IndexError, KnowledgeStore, SearchMode, StoreOptions, TantivyStore, VectorIndex,
+    Filter, IndexError, KnowledgeStore, Sealer, SearchMode, StoreOptions, TantivyStore, VectorIndex,
 };
 
 fn options() -> StoreOptions {
@@ -15,6 +17,77 @@ fn options() -> StoreOptions {
 
 fn run(check: fn(conformance::Opener<'_>)) {
     run_with(check, &options());
+    run_sealed(check);
+}
+
+/// A data key as the store's sealer, as an encrypted knowledge base has.
+#[derive(Debug)]
+struct Sealed(basalt_security::crypto::DataKey);
+
+impl Sealer for Sealed {
+    fn seal(&self, plaintext: &[u8]) -> Vec<u8> {
+        self.0.seal(plaintext)
+    }
+
+    fn open(&self, sealed: &[u8]) -> Result<Vec<u8>, String> {
+        self.0.open(sealed)
+    }
+}
+
+fn data_key() -> Arc<dyn Sealer> {
+    let master = basalt_security::crypto::MasterKey::from_hex(&"5e".repeat(32)).expect("key");
+    let (_, key) = basalt_security::crypto::Envelope::create(&master).expect("data key");
+    Arc::new(Sealed(key))
+}
+
+/// The same check on an encrypted store: every behaviour holds, and the files are ciphertext.
+fn run_sealed(check: fn(conformance::Opener<'_>)) {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let path = dir.path().join("index");
+    let sealer = data_key();
+    let mut open = || -> Box<dyn KnowledgeStore> {
+        Box::new(TantivyStore::open_sealed(&path, &options(), sealer.clone()).expect("opens"))
+    };
+    check(&mut open);
+    for entry in std::fs::read_dir(&path).expect("index files") {
+        let file = entry.expect("entry").path();
+        let bytes = std::fs::read(&file).unwrap_or_default();
+        let lock = file.extension().is_some_and(|ext| ext == "lock");
+        if file.is_file() && !lock {
+            assert!(
+                bytes.starts_with(b"BSE1"),
+                "{} is not sealed",
+                file.display()
+            );
+        }
+    }
+}
+
+#[test]
+fn a_sealed_index_opens_only_with_its_key() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let sealer = data_key();
+    {
+        let store =
+            TantivyStore::open_sealed(dir.path(), &options(), sealer.clone()).expect("opens");
+        store
+            .write(vec![conformance::document(
+                "a",
+                "a.txt",
+                &[("alpha granite", [1.0, 0.0, 0.0, 0.0])],
+            )])
+            .expect("writes");
+    }
+    let reopened = TantivyStore::open_sealed(dir.path(), &options(), sealer).expect("reopens");
+    assert_eq!(reopened.stats().expect("stats").documents, 1);
+    let other = TantivyStore::open_sealed(dir.path(), &options(), data_key());
+    let error = other.expect_err("another key").to_string();
+    assert!(error.contains("decrypt"), "{error}");
+    let plain = TantivyStore::open(dir.path(), &options());
+    assert!(
+        plain.is_err(),
+        "an encrypted index is not readable as a plain one"
+    );
 }
 
 fn run_with(check: fn(conformance::Opener<'_>), options: &StoreOptions) {

@@ -46,6 +46,15 @@ pub enum KbError {
 
     #[error("{0}")]
     Dataset(String),
+
+    #[error(
+        "knowledge base {name:?} is encrypted (master key {key_id}): set BASALT_MASTER_KEY_FILE \
+         to the master key file (or BASALT_MASTER_KEY to its 64 hex digits)"
+    )]
+    MasterKeyRequired { name: String, key_id: String },
+
+    #[error(transparent)]
+    Security(#[from] basalt_security::SecurityError),
 }
 
 impl KbError {

@@ -10,24 +10,29 @@
 //! [`DataDir`] scoped to one tenant ([`DataDir::for_tenant`]) cannot name the other's.
 
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
+use basalt_index::Sealer;
 use basalt_index::{
     ANALYZERS, Bm25Params, DEFAULT_ANALYZER, Fusion, KnowledgeStore, SearchMode, StoreOptions,
     TantivyStore, VectorIndex,
 };
 use basalt_model::{DEFAULT_EMBEDDING_MODEL, ModelsDir};
+use basalt_security::crypto::KeyProvider;
 use serde::{Deserialize, Serialize};
 
 use crate::error::{KbError, Result};
 
 /// Where Basalt keeps its knowledge bases: `--data-dir`, else `BASALT_DATA_DIR`, else
 /// `$XDG_DATA_HOME/basalt`, else `~/.local/share/basalt`.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone)]
 pub struct DataDir {
     root: PathBuf,
     tenant: String,
     /// Where this tenant's knowledge bases live.
     kb_root: PathBuf,
+    /// The master key: knowledge bases created with one are encrypted, and need it to open.
+    master_key: Option<Arc<dyn KeyProvider>>,
 }
 
 /// The tenant of a data directory used without one, and of principals created without one.
@@ -40,7 +45,26 @@ impl DataDir {
             tenant: DEFAULT_TENANT.to_owned(),
             kb_root: root.join("kb"),
             root,
+            master_key: None,
         }
+    }
+
+    /// The same data directory with a master key: knowledge bases created from now on are
+    /// encrypted at rest, and encrypted ones can be opened.
+    pub fn with_master_key(mut self, provider: Arc<dyn KeyProvider>) -> Self {
+        self.master_key = Some(provider);
+        self
+    }
+
+    pub fn master_key(&self) -> Option<&dyn KeyProvider> {
+        self.master_key.as_deref()
+    }
+
+    /// Whether the knowledge base `name` is encrypted at rest.
+    pub fn is_encrypted(&self, name: &str) -> bool {
+        self.kb_path(name)
+            .join(crate::encryption::KEY_FILE)
+            .is_file()
     }
 
     /// The same data directory seen by `tenant`: only its knowledge bases exist.
@@ -62,6 +86,7 @@ impl DataDir {
             root: self.root.clone(),
             tenant: tenant.to_owned(),
             kb_root,
+            master_key: self.master_key.clone(),
         })
     }
 
@@ -98,6 +123,10 @@ impl DataDir {
         }
         let io = |error: std::io::Error| KbError::io(&dir, error);
         std::fs::create_dir_all(&dir).map_err(io)?;
+        // The key first: a knowledge base that lists (has settings) always has its key.
+        if let Some(provider) = &self.master_key {
+            crate::encryption::create_key(&dir, provider.as_ref())?;
+        }
         let json =
             serde_json::to_vec_pretty(settings).map_err(|error| KbError::io(&dir, error.into()))?;
         write_atomically(&dir.join(SETTINGS_FILE), &json).map_err(io)?;
@@ -182,18 +211,22 @@ impl DataDir {
     /// ones: mode, fusion, BM25 parameters, vector index).
     pub fn open_settings(&self, settings: KbSettings) -> Result<KnowledgeBase> {
         validate_name(&settings.name)?;
-        let index_dir = self.kb_path(&settings.name).join("index");
-        let store = TantivyStore::open(
-            &index_dir,
-            &StoreOptions {
-                dimension: settings.embedding.dimension,
-                analyzer: settings.analyzer.clone(),
-                vector_index: settings.vector_index,
-            },
-        )?;
+        let dir = self.kb_path(&settings.name);
+        let sealer = crate::encryption::open_key(&dir, &settings.name, self.master_key.as_deref())?;
+        let options = StoreOptions {
+            dimension: settings.embedding.dimension,
+            analyzer: settings.analyzer.clone(),
+            vector_index: settings.vector_index,
+        };
+        let index_dir = dir.join("index");
+        let store = match &sealer {
+            Some(sealer) => TantivyStore::open_sealed(&index_dir, &options, sealer.clone())?,
+            None => TantivyStore::open(&index_dir, &options)?,
+        };
         Ok(KnowledgeBase {
             settings,
             store: Box::new(store),
+            sealer,
         })
     }
 
@@ -380,6 +413,9 @@ impl KbSettings {
 pub struct KnowledgeBase {
     pub settings: KbSettings,
     pub store: Box<dyn KnowledgeStore>,
+    /// The data key of an encrypted knowledge base: what else holds its content on disk (an
+    /// upload waiting to be ingested) is sealed with it too.
+    pub sealer: Option<Arc<dyn Sealer>>,
 }
 
 #[cfg(test)]

@@ -1,13 +1,16 @@
 //! Knowledge bases: the data directory that holds them ([`DataDir`]), ingestion from files into
 //! a knowledge base's index ([`ingest`]), search over it ([`search()`]), and retrieval
-//! evaluation on BEIR-format datasets ([`eval`]).
+//! evaluation on BEIR-format datasets ([`eval`]), and encryption at rest of the knowledge bases
+//! created under a master key ([`DataDir::with_master_key`], [`rotate_master`]).
 
+mod encryption;
 mod error;
 pub mod eval;
 mod knowledge_base;
 mod pipeline;
 mod search;
 
+pub use encryption::{Rotation, rotate_master};
 pub use error::{KbError, Result};
 pub use knowledge_base::{
     AnswerSettings, ChunkingSettings, DEFAULT_TENANT, DataDir, EmbeddingSettings, KbSettings,

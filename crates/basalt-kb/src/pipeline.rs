@@ -49,6 +49,9 @@ pub struct IngestOptions {
     /// When set, a document this reader may not read is never replaced: the file fails with
     /// a message instead (an upload cannot overwrite a private document of someone else).
     pub replacer: Option<basalt_index::Reader>,
+    /// The files were sealed with the knowledge base's data key (an encrypted knowledge base's
+    /// spooled uploads); they are opened with it when read.
+    pub sealed_files: bool,
 }
 
 /// Readers by directory (`basalt ingest --access-map FILE`): a JSON object from directory paths
@@ -125,6 +128,7 @@ impl Default for IngestOptions {
             readers: Vec::new(),
             access_map: AccessMap::default(),
             replacer: None,
+            sealed_files: false,
         }
     }
 }
@@ -359,7 +363,16 @@ impl Run<'_> {
         }
         self.report.files += 1;
         let started = Instant::now();
-        let bytes = std::fs::read(path).map_err(|error| format!("cannot read: {error}"))?;
+        let mut bytes = std::fs::read(path).map_err(|error| format!("cannot read: {error}"))?;
+        if self.options.sealed_files {
+            let sealer =
+                self.kb.sealer.as_ref().ok_or(
+                    "the file is encrypted but the knowledge base is not: it cannot be read",
+                )?;
+            bytes = sealer
+                .open(&bytes)
+                .map_err(|error| format!("cannot decrypt the spooled file: {error}"))?;
+        }
         self.report.source_bytes += bytes.len() as u64;
         let sidecar = read_sidecar(path)?;
         let file_hash = sha256_hex(&bytes);

@@ -16,6 +16,12 @@ pub enum SecurityError {
     #[error("{path} is damaged: {message}")]
     Corrupt { path: PathBuf, message: String },
 
+    #[error(
+        "the master key given ({given}) is not the one this data was encrypted with ({needed}): \
+         set BASALT_MASTER_KEY_FILE (or BASALT_MASTER_KEY) to the right key"
+    )]
+    WrongMasterKey { needed: String, given: String },
+
     #[error("the operating system's random source failed: {0}")]
     Random(String),
 

@@ -1,9 +1,11 @@
 //! Security: who is calling ([`Directory`]: principals in tenants, groups, API keys), what they
 //! may do ([`policy`]: IAM-style documents, default deny, explicit deny wins), and what they did
-//! ([`audit`]: a hash-chained, append-only trail). No HTTP here: the server maps requests to
+//! ([`audit`]: a hash-chained, append-only trail), and the keys that keep data unreadable on disk
+//! ([`crypto`]: envelope encryption with AES-256-GCM). No HTTP here: the server maps requests to
 //! actions and resources and asks.
 
 pub mod audit;
+pub mod crypto;
 mod directory;
 mod error;
 pub mod policy;

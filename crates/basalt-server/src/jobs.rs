@@ -104,6 +104,9 @@ pub struct Job {
     /// to these readers.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub readers: Vec<String>,
+    /// The spooled files are encrypted with the knowledge base's data key.
+    #[serde(default)]
+    pub encrypted: bool,
     pub status: JobStatus,
     pub created_at: String,
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -379,6 +382,7 @@ fn ingest(state: &AppState, job: &Job) -> Result<IngestReport, String> {
             .map(|(path, file)| (path.clone(), format!("upload:{}", file.name)))
             .collect(),
         readers: job.readers.clone(),
+        sealed_files: job.encrypted,
         // An upload may not replace a document its uploader could not read.
         replacer: job
             .owner

@@ -31,6 +31,8 @@ pub(crate) struct KbView {
     settings: KbSettings,
     documents: u64,
     chunks: u64,
+    /// Encrypted at rest with its own data key.
+    encrypted: bool,
 }
 
 #[derive(Debug, Serialize, JsonSchema)]
@@ -41,6 +43,7 @@ pub(crate) struct KbList {
 /// A knowledge base as `caller` sees it: the documents and chunks it may read.
 async fn view(state: &AppState, caller: &Caller, settings: KbSettings) -> Result<KbView, ApiError> {
     let kb = state.knowledge_base(caller, &settings.name).await?;
+    let encrypted = kb.sealer.is_some();
     let reader = caller.reader();
     let (documents, chunks) = blocking(move || {
         let counts = match reader {
@@ -64,6 +67,7 @@ async fn view(state: &AppState, caller: &Caller, settings: KbSettings) -> Result
         settings,
         documents,
         chunks,
+        encrypted,
     })
 }
 
@@ -415,11 +419,19 @@ fn multipart_error(error: &MultipartError) -> ApiError {
     }
 }
 
-/// Streams one file field to `path`, refusing it past `max_bytes`.
-async fn spool(field: &mut Field<'_>, path: &FsPath, max_bytes: u64) -> Result<u64, ApiError> {
+/// Streams one file field to `path`, refusing it past `max_bytes`. With a `sealer` (an
+/// encrypted knowledge base) the file is collected in memory and written sealed: an upload's
+/// content never touches the disk in plain text.
+async fn spool(
+    field: &mut Field<'_>,
+    path: &FsPath,
+    max_bytes: u64,
+    sealer: Option<&dyn basalt_index::Sealer>,
+) -> Result<u64, ApiError> {
     let io =
         |error: std::io::Error| ApiError::internal(format!("cannot spool the upload: {error}"));
     let mut file = tokio::fs::File::create(path).await.map_err(io)?;
+    let mut plain = Vec::new();
     let mut written = 0_u64;
     while let Some(chunk) = field
         .chunk()
@@ -438,7 +450,13 @@ async fn spool(field: &mut Field<'_>, path: &FsPath, max_bytes: u64) -> Result<u
                 ),
             ));
         }
-        file.write_all(&chunk).await.map_err(io)?;
+        match sealer {
+            Some(_) => plain.extend_from_slice(&chunk),
+            None => file.write_all(&chunk).await.map_err(io)?,
+        }
+    }
+    if let Some(sealer) = sealer {
+        file.write_all(&sealer.seal(&plain)).await.map_err(io)?;
     }
     file.sync_all().await.map_err(io)?;
     Ok(written)
@@ -461,7 +479,11 @@ fn entries(text: &str) -> impl Iterator<Item = String> + '_ {
         .map(str::to_owned)
 }
 
-async fn read_upload(multipart: &mut Multipart, dir: &FsPath) -> Result<Upload, ApiError> {
+async fn read_upload(
+    multipart: &mut Multipart,
+    dir: &FsPath,
+    sealer: Option<&dyn basalt_index::Sealer>,
+) -> Result<Upload, ApiError> {
     let mut upload = Upload::default();
     while let Some(mut field) = multipart
         .next_field()
@@ -487,8 +509,13 @@ async fn read_upload(multipart: &mut Multipart, dir: &FsPath) -> Result<Upload, 
                     ));
                 }
                 let spool_path = dir.join(UploadedFile::spool_name(upload.files.len(), &name));
-                let bytes =
-                    spool(&mut field, &spool_path, basalt_kb::DEFAULT_MAX_FILE_BYTES).await?;
+                let bytes = spool(
+                    &mut field,
+                    &spool_path,
+                    basalt_kb::DEFAULT_MAX_FILE_BYTES,
+                    sealer,
+                )
+                .await?;
                 upload.files.push(UploadedFile { name, bytes });
             }
             "tags" => {
@@ -569,16 +596,14 @@ pub(crate) async fn upload_documents(
     Path(name): Path<String>,
     ApiMultipart(mut multipart): ApiMultipart,
 ) -> Result<(StatusCode, HeaderMap, Json<Job>), ApiError> {
-    let lookup = name.clone();
-    state
-        .with_tenant_data(&caller, move |data| data.settings(&lookup))
-        .await?;
+    // Opening it also proves the master key is at hand for an encrypted one.
+    let kb = state.knowledge_base(&caller, &name).await?;
     let id = crate::jobs::new_id();
     let dir = state.jobs.upload_dir(&id);
     tokio::fs::create_dir_all(&dir)
         .await
         .map_err(|error| ApiError::internal(format!("cannot spool the upload: {error}")))?;
-    let upload = match read_upload(&mut multipart, &dir).await {
+    let upload = match read_upload(&mut multipart, &dir, kb.sealer.as_deref()).await {
         Ok(upload) => upload,
         Err(error) => {
             let _ = tokio::fs::remove_dir_all(&dir).await;
@@ -591,6 +616,7 @@ pub(crate) async fn upload_documents(
         tenant: caller.tenant.clone(),
         owner: caller.key_id.as_ref().map(|_| caller.principal.clone()),
         readers: upload.readers,
+        encrypted: kb.sealer.is_some(),
         status: JobStatus::Queued,
         created_at: basalt_kb::now_rfc3339(),
         started_at: None,

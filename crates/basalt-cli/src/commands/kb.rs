@@ -113,18 +113,27 @@ fn create(args: &CreateArgs, settings: &Settings) -> anyhow::Result<ExitCode> {
 struct KbJson {
     #[serde(flatten)]
     settings: KbSettings,
-    documents: u64,
-    chunks: u64,
+    /// Unknown (null) for an encrypted knowledge base when no master key is given.
+    documents: Option<u64>,
+    chunks: Option<u64>,
+    encrypted: bool,
 }
 
 fn list(data: &DataDir, json: bool) -> anyhow::Result<ExitCode> {
     let mut rows = Vec::new();
     for settings in data.list()? {
-        let stats = data.open(&settings.name)?.store.stats()?;
+        let encrypted = data.is_encrypted(&settings.name);
+        let stats = match data.open(&settings.name) {
+            Ok(kb) => Some(kb.store.stats()?),
+            // Listed without its key: it exists, its content stays unread.
+            Err(basalt_kb::KbError::MasterKeyRequired { .. }) => None,
+            Err(error) => return Err(error.into()),
+        };
         rows.push(KbJson {
             settings,
-            documents: stats.documents,
-            chunks: stats.chunks,
+            documents: stats.map(|stats| stats.documents),
+            chunks: stats.map(|stats| stats.chunks),
+            encrypted,
         });
     }
     if json {
@@ -139,9 +148,10 @@ fn list(data: &DataDir, json: bool) -> anyhow::Result<ExitCode> {
         return Ok(ExitCode::SUCCESS);
     }
     print_line(&format!(
-        "{:<24} {:>9} {:>9}  {:<8} {:<20} created",
-        "name", "documents", "chunks", "mode", "model"
+        "{:<24} {:>9} {:>9}  {:<8} {:<20} {:<9} created",
+        "name", "documents", "chunks", "mode", "model", "encrypted"
     ))?;
+    let count = |value: Option<u64>| value.map_or("?".to_owned(), |value| value.to_string());
     for row in rows {
         let model = std::path::Path::new(&row.settings.embedding.model)
             .file_name()
@@ -149,12 +159,13 @@ fn list(data: &DataDir, json: bool) -> anyhow::Result<ExitCode> {
                 name.to_string_lossy().into_owned()
             });
         print_line(&format!(
-            "{:<24} {:>9} {:>9}  {:<8} {:<20} {}",
+            "{:<24} {:>9} {:>9}  {:<8} {:<20} {:<9} {}",
             row.settings.name,
-            row.documents,
-            row.chunks,
+            count(row.documents),
+            count(row.chunks),
             row.settings.mode.as_str(),
             model,
+            if row.encrypted { "yes" } else { "no" },
             row.settings.created_at
         ))?;
     }

@@ -26,6 +26,35 @@ pub(crate) enum KeysCommand {
     },
     /// Revoke a key by id: it stops working at once
     Revoke { id: String },
+    /// Write a new random master key (64 hex digits, mode 0600) for encryption at rest
+    #[command(after_help = "Example:\n  \
+        basalt keys generate-master --out /etc/basalt/master.key\n  \
+        export BASALT_MASTER_KEY_FILE=/etc/basalt/master.key   # knowledge bases created now are encrypted\n\n\
+        Keep the key outside the data directory and back it up: without it, encrypted knowledge\n\
+        bases cannot be read.")]
+    GenerateMaster {
+        /// Where to write the key; an existing file is never overwritten
+        #[arg(long, value_name = "FILE")]
+        out: PathBuf,
+    },
+    /// Re-wrap every encrypted knowledge base's data key (every tenant) with a new master key;
+    /// the data is not rewritten. The current key comes from BASALT_MASTER_KEY_FILE
+    #[command(
+        name = "rotate-master",
+        after_help = "Example:\n  \
+        basalt keys generate-master --out new.key\n  \
+        BASALT_MASTER_KEY_FILE=old.key basalt keys rotate-master --new-key-file new.key\n  \
+        export BASALT_MASTER_KEY_FILE=new.key\n\n\
+        Each knowledge base's key file is replaced atomically; if a rotation is interrupted, run\n\
+        it again with the same keys to finish it."
+    )]
+    RotateMaster {
+        /// The new master key
+        #[arg(long, value_name = "FILE")]
+        new_key_file: PathBuf,
+        #[arg(long)]
+        json: bool,
+    },
 }
 
 #[derive(Debug, clap::Args)]
@@ -262,7 +291,70 @@ pub(crate) fn run_keys(command: KeysCommand, settings: &Settings) -> anyhow::Res
             print_line(&format!("revoked key {id}"))?;
             Ok(ExitCode::SUCCESS)
         }
+        KeysCommand::GenerateMaster { out } => {
+            let hex = basalt_security::crypto::MasterKey::generate_hex()?;
+            write_new_private(&out, format!("{hex}\n").as_bytes())
+                .with_context(|| format!("cannot write {}", out.display()))?;
+            let key = basalt_security::crypto::MasterKey::from_hex(&hex)?;
+            use basalt_security::crypto::KeyProvider;
+            print_line(&format!(
+                "wrote master key {} to {} (mode 0600); set BASALT_MASTER_KEY_FILE to use it",
+                key.key_id(),
+                out.display()
+            ))?;
+            Ok(ExitCode::SUCCESS)
+        }
+        KeysCommand::RotateMaster { new_key_file, json } => {
+            let old = settings.data_dir.master_key().ok_or_else(|| {
+                anyhow::anyhow!(
+                    "set BASALT_MASTER_KEY_FILE (or --master-key-file) to the current master key"
+                )
+            })?;
+            let new = basalt_security::crypto::MasterKey::from_file(&new_key_file)?;
+            let rotation = basalt_kb::rotate_master(root, old, &new)?;
+            use basalt_security::crypto::KeyProvider;
+            audit(
+                settings,
+                "admin:RotateMasterKey",
+                "master-key",
+                format!(
+                    "{} -> {}: {} rotated, {} already",
+                    old.key_id(),
+                    new.key_id(),
+                    rotation.rotated.len(),
+                    rotation.already.len()
+                ),
+            )?;
+            if json {
+                print_line(&serde_json::to_string_pretty(&rotation)?)?;
+            } else {
+                print_line(&format!(
+                    "re-wrapped {} knowledge base key(s) with master key {} ({} already were, {} not encrypted); now set BASALT_MASTER_KEY_FILE={}",
+                    rotation.rotated.len(),
+                    new.key_id(),
+                    rotation.already.len(),
+                    rotation.unencrypted.len(),
+                    new_key_file.display()
+                ))?;
+            }
+            Ok(ExitCode::SUCCESS)
+        }
     }
+}
+
+/// Creates `path` readable by its owner only; refuses to replace an existing file.
+fn write_new_private(path: &std::path::Path, bytes: &[u8]) -> std::io::Result<()> {
+    use std::io::Write;
+    let mut options = std::fs::OpenOptions::new();
+    options.write(true).create_new(true);
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::OpenOptionsExt;
+        options.mode(0o600);
+    }
+    let mut file = options.open(path)?;
+    file.write_all(bytes)?;
+    file.sync_all()
 }
 
 pub(crate) fn run_policy(command: PolicyCommand, settings: &Settings) -> anyhow::Result<ExitCode> {
