@@ -14,6 +14,18 @@ if ! python3 -c "import openai" 2>/dev/null; then
     python3 -m pip install --quiet --disable-pip-version-check --break-system-packages "openai==3.57.0"
 fi
 
+# The HTTPS test makes its certificate with openssl and checks it with curl.
+tools=()
+command -v openssl >/dev/null || tools+=(openssl)
+command -v curl >/dev/null || tools+=(curl)
+if ((${#tools[@]})); then
+  echo "== installing ${tools[*]} (for the HTTPS test)" >&2
+  sudo=""
+  if [ "$(id -u)" -ne 0 ]; then sudo="sudo"; fi
+  $sudo apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq "${tools[@]}" >/dev/null
+fi
+
 echo "== cargo fmt --check" >&2
 cargo fmt --all -- --check
 

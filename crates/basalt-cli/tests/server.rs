@@ -132,6 +132,13 @@ fn assert_error((actual, text): (u16, String), status: u16, code: &str) {
 
 /// Starts `basalt serve` on a free port and waits until it answers.
 fn start_server(ws: &Workspace, extra: &[&str]) -> Server {
+    start_server_when(ws, extra, |port| {
+        request(port, "GET", "/healthz", &[], b"").0 == 200
+    })
+}
+
+/// Starts `basalt serve` on a free port and waits until `ready(port)`.
+fn start_server_when(ws: &Workspace, extra: &[&str], ready: impl Fn(u16) -> bool) -> Server {
     let port = free_port();
     let address = format!("127.0.0.1:{port}");
     let data = ws.data();
@@ -151,7 +158,7 @@ fn start_server(ws: &Workspace, extra: &[&str]) -> Server {
         .expect("starts the server");
     let server = Server { child, port };
     let started = Instant::now();
-    while request(port, "GET", "/healthz", &[], b"").0 != 200 {
+    while !ready(port) {
         assert!(
             started.elapsed() < Duration::from_secs(120),
             "server never came up"
@@ -1710,4 +1717,92 @@ fn encrypted_knowledge_bases_hold_no_plaintext_and_survive_key_rotation() {
     );
     let audit = ws.ok(&["audit", "search", "--action", "admin:RotateMasterKey"]);
     assert!(audit.contains("RotateMasterKey"), "{audit}");
+}
+
+/// HTTPS with a certificate made by openssl: curl verifies it against the certificate and gets
+/// answers; plain HTTP on the same port gets none; bad certificate files are clean errors.
+#[test]
+fn serve_speaks_https_with_a_pem_certificate() {
+    let ws = Workspace::new();
+    let dir = ws.dir.path();
+    let (cert, key) = (dir.join("server.pem"), dir.join("server.key"));
+    let made = Command::new("openssl")
+        .args([
+            "req",
+            "-x509",
+            "-newkey",
+            "ec",
+            "-pkeyopt",
+            "ec_paramgen_curve:prime256v1",
+            "-nodes",
+            "-days",
+            "1",
+        ])
+        .args([
+            "-subj",
+            "/CN=127.0.0.1",
+            "-addext",
+            "subjectAltName=IP:127.0.0.1",
+        ])
+        .arg("-keyout")
+        .arg(&key)
+        .arg("-out")
+        .arg(&cert)
+        .output()
+        .expect("openssl runs (scripts/setup.sh installs it)");
+    assert!(
+        made.status.success(),
+        "{}",
+        String::from_utf8_lossy(&made.stderr)
+    );
+    let (cert, key) = (cert.display().to_string(), key.display().to_string());
+    let curl = |port: u16, path: &str| -> (bool, String) {
+        let output = Command::new("curl")
+            .args(["-sS", "--max-time", "20", "--cacert", &cert])
+            .arg(format!("https://127.0.0.1:{port}{path}"))
+            .output()
+            .expect("curl runs (scripts/setup.sh installs it)");
+        (
+            output.status.success(),
+            format!(
+                "{}{}",
+                String::from_utf8_lossy(&output.stdout),
+                String::from_utf8_lossy(&output.stderr)
+            ),
+        )
+    };
+    let turn = cpu_turn();
+    let server = start_server_when(
+        &ws,
+        &["--local-demo", "--tls-cert", &cert, "--tls-key", &key],
+        |port| curl(port, "/healthz").0,
+    );
+    let port = server.port;
+    let (ok, body) = curl(port, "/healthz");
+    assert!(ok && body.contains("\"ok\""), "{body}");
+    let (ok, body) = curl(port, "/v1/models");
+    assert!(ok && body.contains("smollm2-135m-instruct"), "{body}");
+    let (status, body) = raw_request(port, "GET", "/healthz", &[], b"");
+    assert_ne!(
+        status, 200,
+        "plain HTTP is not served on the TLS port: {body}"
+    );
+    // A client that never finishes its handshake does not stop others from being served.
+    let idle = TcpStream::connect(("127.0.0.1", port)).expect("connects");
+    assert!(curl(port, "/healthz").0);
+    drop(idle);
+    drop(server);
+    drop(turn);
+
+    std::fs::write(dir.join("empty.pem"), "not a certificate").expect("write");
+    let empty = dir.join("empty.pem").display().to_string();
+    common::assert_clean_failure(
+        &ws.run(&["serve", "--tls-cert", &empty, "--tls-key", &key]),
+        "--tls-cert",
+    );
+    common::assert_clean_failure(
+        &ws.run(&["serve", "--tls-cert", &cert, "--tls-key", &empty]),
+        "--tls-key",
+    );
+    common::assert_clean_failure(&ws.run(&["serve", "--tls-cert", &cert]), "--tls-key");
 }

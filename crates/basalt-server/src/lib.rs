@@ -18,6 +18,7 @@ mod openai;
 mod openapi;
 mod ratelimit;
 mod scheduler;
+mod tls;
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
@@ -39,6 +40,7 @@ pub use error::{ApiError, ErrorBody};
 pub use jobs::{Job, JobStatus, Jobs};
 pub use ratelimit::RateLimit;
 pub use scheduler::{Scheduler, Slot};
+pub use tls::TlsConfig;
 
 use auth::{Access, Caller, Security};
 use openapi::{Api, Body, Operation, Reply, inline, schema};
@@ -474,6 +476,22 @@ pub async fn serve(
     axum::serve(
         listener,
         app.into_make_service_with_connect_info::<SocketAddr>(),
+    )
+    .with_graceful_shutdown(shutdown_signal())
+    .await
+}
+
+/// Serves HTTPS on `listener` with `tls`; otherwise as [`serve`].
+pub async fn serve_tls(
+    listener: tokio::net::TcpListener,
+    tls: &TlsConfig,
+    state: AppState,
+    options: &ServerOptions,
+) -> std::io::Result<()> {
+    let app = router(state, options);
+    axum::serve(
+        tls::TlsListener::new(listener, tls)?,
+        app.into_make_service(),
     )
     .with_graceful_shutdown(shutdown_signal())
     .await

@@ -1,6 +1,7 @@
 //! `basalt serve`: the HTTP API on the local models.
 
 use std::net::SocketAddr;
+use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::Duration;
 
@@ -11,13 +12,30 @@ use crate::settings::Settings;
 
 #[derive(Debug, clap::Args)]
 #[command(
-    after_help = "Examples:\n  basalt serve\n  basalt serve --addr 127.0.0.1:9000 --max-queue 32\n\n\
-    Then: curl http://127.0.0.1:8080/v1/models"
+    after_help = "Examples:\n  basalt serve\n  basalt serve --addr 127.0.0.1:9000 --max-queue 32\n  \
+    basalt serve --addr 0.0.0.0:8443 --tls-cert server.pem --tls-key server.key\n\n\
+    Then: curl -H \"Authorization: Bearer $KEY\" http://127.0.0.1:8080/v1/models"
 )]
 pub(crate) struct ServeArgs {
-    /// Address to listen on (use a reverse proxy for TLS)
+    /// Address to listen on
     #[arg(long, default_value = "127.0.0.1:8080", env = "BASALT_ADDR")]
     addr: SocketAddr,
+    /// Serve HTTPS with this PEM certificate chain (the server's certificate first)
+    #[arg(
+        long,
+        env = "BASALT_TLS_CERT",
+        value_name = "FILE",
+        requires = "tls_key"
+    )]
+    tls_cert: Option<PathBuf>,
+    /// The PEM private key of --tls-cert (PKCS#8, PKCS#1 or SEC1)
+    #[arg(
+        long,
+        env = "BASALT_TLS_KEY",
+        value_name = "FILE",
+        requires = "tls_cert"
+    )]
+    tls_key: Option<PathBuf>,
     /// Requests that may wait for the model; more get 429 with Retry-After
     #[arg(long, default_value_t = 16, value_name = "N")]
     max_queue: usize,
@@ -59,6 +77,13 @@ pub(crate) fn run(args: &ServeArgs, settings: &Settings) -> anyhow::Result<ExitC
             args.addr
         );
     }
+    // Certificate problems are found before the models load.
+    let tls = match (&args.tls_cert, &args.tls_key) {
+        (Some(cert), Some(key)) => {
+            Some(basalt_server::TlsConfig::load(cert, key).map_err(anyhow::Error::msg)?)
+        }
+        _ => None,
+    };
     let embedding = settings.models_dir.default_embedding_model();
     let (embedder, generator) = super::load_engines(settings, &embedding, None, None)?;
     if args
@@ -108,7 +133,8 @@ pub(crate) fn run(args: &ServeArgs, settings: &Settings) -> anyhow::Result<ExitC
             .await
             .with_context(|| format!("cannot listen on {} (in use? try --addr)", args.addr))?;
         eprintln!(
-            "basalt listening on http://{} (OpenAI-compatible API under /v1; Ctrl-C stops)",
+            "basalt listening on {}://{} (OpenAI-compatible API under /v1; Ctrl-C stops)",
+            if tls.is_some() { "https" } else { "http" },
             listener.local_addr().unwrap_or(args.addr)
         );
         if args.local_demo {
@@ -117,9 +143,11 @@ pub(crate) fn run(args: &ServeArgs, settings: &Settings) -> anyhow::Result<ExitC
                 basalt_server::DEMO_PRINCIPAL
             );
         }
-        basalt_server::serve(listener, state, &options)
-            .await
-            .context("the server stopped")
+        match &tls {
+            Some(tls) => basalt_server::serve_tls(listener, tls, state, &options).await,
+            None => basalt_server::serve(listener, state, &options).await,
+        }
+        .context("the server stopped")
     })?;
     Ok(ExitCode::SUCCESS)
 }
