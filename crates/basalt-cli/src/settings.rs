@@ -22,8 +22,8 @@ pub(crate) struct GlobalArgs {
     pub(crate) tenant: Option<String>,
 
     /// File holding the master key (64 hex digits) that encrypts knowledge bases at rest; also
-    /// BASALT_MASTER_KEY with the digits themselves. Knowledge bases created with a master key
-    /// are encrypted and need it to open
+    /// BASALT_MASTER_KEY with the digits themselves [default: ~/.config/basalt/master.key,
+    /// created by the first `kb create` or `serve`]
     #[arg(
         long,
         global = true,
@@ -51,6 +51,31 @@ pub(crate) struct Settings {
 }
 
 impl Settings {
+    /// The data directory with a master key for creating knowledge bases: the configured one,
+    /// else the default key file, made now if this is the first time (and said so on stderr).
+    pub(crate) fn data_dir_with_key(&self) -> anyhow::Result<DataDir> {
+        if self.data_dir.master_key().is_some() {
+            return Ok(self.data_dir.clone());
+        }
+        let path = basalt_security::crypto::default_master_key_path();
+        let (key, created) = MasterKey::load_or_create(&path)?;
+        if created {
+            use basalt_security::crypto::KeyProvider;
+            eprintln!(
+                "created master key {} in {} (mode 0600): knowledge bases are encrypted with it. \
+                 Back it up; without it they cannot be read",
+                key.key_id(),
+                path.display()
+            );
+        }
+        Ok(self
+            .data_dir
+            .clone()
+            .with_master_key(std::sync::Arc::new(key)))
+    }
+}
+
+impl Settings {
     pub(crate) fn resolve(args: &GlobalArgs) -> anyhow::Result<Self> {
         let models_dir = args
             .models_dir
@@ -67,12 +92,14 @@ impl Settings {
             .clone()
             .map(DataDir::new)
             .unwrap_or_else(DataDir::from_env);
+        let default_key = basalt_security::crypto::default_master_key_path();
         let master_key = match (&args.master_key_file, std::env::var("BASALT_MASTER_KEY")) {
             (Some(path), _) => Some(MasterKey::from_file(path)?),
             (None, Ok(hex)) if !hex.trim().is_empty() => Some(
                 MasterKey::from_hex(&hex)
                     .map_err(|error| anyhow::anyhow!("BASALT_MASTER_KEY: {error}"))?,
             ),
+            _ if default_key.is_file() => Some(MasterKey::from_file(&default_key)?),
             _ => None,
         };
         let data_dir = match master_key {

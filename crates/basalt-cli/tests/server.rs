@@ -1596,9 +1596,17 @@ fn encrypted_knowledge_bases_hold_no_plaintext_and_survive_key_rotation() {
     let server = start_server(&ws, &["--local-demo", "--master-key-file", &old]);
     let port = server.port;
     let memo = format!("# Memo\n\n{}\n", secrets[3]);
-    let (status, job) = upload(port, "vault", &[("file", Some("memo.md"), memo.as_bytes())]);
+    let (status, job) = upload(
+        port,
+        "vault",
+        &[
+            ("file", Some("Herringbone-memo.md"), memo.as_bytes()),
+            ("metadata", None, br#"{"client": "Vandersloot-Oyelaran"}"#),
+        ],
+    );
     assert_eq!(status, 202, "{job}");
-    let job = finished_job(port, json_of(&job)["id"].as_str().expect("id"));
+    let job_id = json_of(&job)["id"].as_str().expect("id").to_owned();
+    let job = finished_job(port, &job_id);
     assert_eq!(job["status"], "completed", "{job}");
     assert_eq!(job["encrypted"], true, "{job}");
     let (_, kb) = get(port, "/v1/kbs/vault");
@@ -1615,12 +1623,18 @@ fn encrypted_knowledge_bases_hold_no_plaintext_and_survive_key_rotation() {
     assert_eq!(status, 200, "{found}");
     assert!(found.contains("Marchetti-Kowalczyk"), "{found}");
     drop(server);
+    // The job's record is sealed on disk and read back by the next server.
+    let server = start_server(&ws, &["--local-demo", "--master-key-file", &old]);
+    let (status, job) = get(server.port, &format!("/v1/jobs/{job_id}"));
+    assert_eq!(status, 200, "{job}");
+    assert_eq!(job["files"][0]["name"], "Herringbone-memo.md", "{job}");
+    drop(server);
     drop(turn);
 
     let data = std::path::PathBuf::from(ws.data());
     let tokens: Vec<String> = secrets
         .iter()
-        .chain(&["Confidential Harbinger handbook Throckmorton"])
+        .chain(&["Confidential Harbinger handbook Throckmorton Herringbone Vandersloot-Oyelaran"])
         .flat_map(|text| distinctive_tokens(text))
         .collect();
     assert!(tokens.len() > 20, "{tokens:?}");
@@ -1642,7 +1656,12 @@ fn encrypted_knowledge_bases_hold_no_plaintext_and_survive_key_rotation() {
         }
     }
     // The same check finds plain text when it is there: an unencrypted knowledge base.
-    ws.ok(&["kb", "create", "plain"]);
+    ws.ok(&["kb", "create", "plain", "--unencrypted"]);
+    // Without --unencrypted, a knowledge base is encrypted with the default key (made on first
+    // use outside the data directory, ~/.config/basalt/master.key).
+    let created = ws.ok(&["kb", "create", "defaulted"]);
+    assert!(created.contains("(encrypted)"), "{created}");
+    assert!(data.join("kb/defaulted/key.json").is_file());
     ws.ok(&[
         "ingest",
         "--kb",
@@ -1695,6 +1714,10 @@ fn encrypted_knowledge_bases_hold_no_plaintext_and_survive_key_rotation() {
         &new,
     ]);
     assert!(rotated.contains("re-wrapped 1"), "{rotated}");
+    assert!(
+        rotated.contains("left 1 knowledge base(s) under another master key"),
+        "`defaulted` is under the default key: {rotated}"
+    );
     assert_eq!(
         before,
         index_files(&data.join("kb/vault/index")),

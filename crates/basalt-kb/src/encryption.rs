@@ -83,10 +83,12 @@ pub struct Rotation {
     pub already: Vec<PathBuf>,
     /// Not encrypted: nothing to rotate.
     pub unencrypted: Vec<PathBuf>,
+    /// Wrapped by a third master key, neither the old nor the new one: left as they are.
+    pub other_key: Vec<PathBuf>,
 }
 
-/// Re-wraps the data key of every encrypted knowledge base under `root` (every tenant) from
-/// `old` to `new`. The data is not touched. Each key file is replaced atomically, so an
+/// Re-wraps the data key of every knowledge base under `root` (every tenant) that `old`
+/// wrapped, to `new`; those under yet another master key are reported and left alone. The data is not touched. Each key file is replaced atomically, so an
 /// interrupted rotation leaves every knowledge base readable with one of the two keys, and
 /// running it again finishes it.
 pub fn rotate_master(
@@ -104,10 +106,11 @@ pub fn rotate_master(
                 envelope.open(new)?;
                 rotation.already.push(dir);
             }
-            Some(envelope) => {
+            Some(envelope) if envelope.master_key_id == old.key_id() => {
                 write_envelope(&path, &envelope.rewrap(old, new)?)?;
                 rotation.rotated.push(dir);
             }
+            Some(_) => rotation.other_key.push(dir),
         }
     }
     Ok(rotation)

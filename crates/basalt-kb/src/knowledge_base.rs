@@ -60,6 +60,13 @@ impl DataDir {
         self.master_key.as_deref()
     }
 
+    /// The data key of the knowledge base `name` as a sealer: `None` when it is not encrypted,
+    /// an error when it is and the master key is missing or wrong.
+    pub fn sealer(&self, name: &str) -> Result<Option<Arc<dyn Sealer>>> {
+        validate_name(name)?;
+        crate::encryption::open_key(&self.kb_path(name), name, self.master_key.as_deref())
+    }
+
     /// Whether the knowledge base `name` is encrypted at rest.
     pub fn is_encrypted(&self, name: &str) -> bool {
         self.kb_path(name)
@@ -111,8 +118,25 @@ impl DataDir {
         self.kb_root.join(name)
     }
 
-    /// Creates a knowledge base; fails if one with that name exists.
+    /// Creates a knowledge base, encrypted when this data directory has a master key; fails if
+    /// one with that name exists.
     pub fn create(&self, settings: &KbSettings) -> Result<()> {
+        self.create_with(settings, self.master_key.is_some())
+    }
+
+    /// Creates a knowledge base, encrypted at rest or not (encrypting needs a master key).
+    pub fn create_with(&self, settings: &KbSettings, encrypted: bool) -> Result<()> {
+        let provider = match (&self.master_key, encrypted) {
+            (Some(provider), true) => Some(provider.clone()),
+            (None, true) => {
+                return Err(KbError::BadSettingsValue {
+                    message:
+                        "an encrypted knowledge base needs a master key (BASALT_MASTER_KEY_FILE)"
+                            .into(),
+                });
+            }
+            (_, false) => None,
+        };
         validate_name(&settings.name)?;
         settings.validate()?;
         let dir = self.kb_path(&settings.name);
@@ -124,7 +148,7 @@ impl DataDir {
         let io = |error: std::io::Error| KbError::io(&dir, error);
         std::fs::create_dir_all(&dir).map_err(io)?;
         // The key first: a knowledge base that lists (has settings) always has its key.
-        if let Some(provider) = &self.master_key {
+        if let Some(provider) = &provider {
             crate::encryption::create_key(&dir, provider.as_ref())?;
         }
         let json =
@@ -212,7 +236,7 @@ impl DataDir {
     pub fn open_settings(&self, settings: KbSettings) -> Result<KnowledgeBase> {
         validate_name(&settings.name)?;
         let dir = self.kb_path(&settings.name);
-        let sealer = crate::encryption::open_key(&dir, &settings.name, self.master_key.as_deref())?;
+        let sealer = self.sealer(&settings.name)?;
         let options = StoreOptions {
             dimension: settings.embedding.dimension,
             analyzer: settings.analyzer.clone(),

@@ -166,6 +166,52 @@ impl MasterKey {
     pub fn generate_hex() -> Result<String> {
         crate::random_hex(32)
     }
+
+    /// Writes a new random key to `path` (mode 0600); never replaces an existing file.
+    pub fn generate_file(path: &std::path::Path) -> Result<MasterKey> {
+        let hex = Self::generate_hex()?;
+        let io = |error| SecurityError::io(path, error);
+        if let Some(parent) = path
+            .parent()
+            .filter(|parent| !parent.as_os_str().is_empty())
+        {
+            std::fs::create_dir_all(parent).map_err(io)?;
+        }
+        // Written whole under a temporary name, then linked into place: a reader never sees a
+        // half-written key, and of two processes creating it at once, one key wins.
+        let temporary = path.with_extension(format!("tmp-{}", std::process::id()));
+        crate::write_private(&temporary, format!("{hex}\n").as_bytes()).map_err(io)?;
+        let linked = std::fs::hard_link(&temporary, path);
+        let _ = std::fs::remove_file(&temporary);
+        linked.map_err(io)?;
+        Self::from_hex(&hex)
+    }
+
+    /// The key in `path`, created there first when there is none. True when it was created.
+    pub fn load_or_create(path: &std::path::Path) -> Result<(MasterKey, bool)> {
+        match Self::generate_file(path) {
+            Ok(key) => Ok((key, true)),
+            Err(SecurityError::Io { error, .. })
+                if error.kind() == std::io::ErrorKind::AlreadyExists =>
+            {
+                Ok((Self::from_file(path)?, false))
+            }
+            Err(error) => Err(error),
+        }
+    }
+}
+
+/// Where the local master key lives unless one is given: `$XDG_CONFIG_HOME/basalt/master.key`,
+/// else `~/.config/basalt/master.key` — apart from the data directory, so a copy of the data
+/// alone reads nothing.
+pub fn default_master_key_path() -> std::path::PathBuf {
+    let var = |name: &str| std::env::var_os(name).filter(|value| !value.is_empty());
+    var("XDG_CONFIG_HOME")
+        .map(std::path::PathBuf::from)
+        .or_else(|| var("HOME").map(|home| std::path::Path::new(&home).join(".config")))
+        .unwrap_or_else(|| std::path::PathBuf::from("."))
+        .join("basalt")
+        .join("master.key")
 }
 
 impl KeyProvider for MasterKey {
@@ -251,11 +297,13 @@ impl Envelope {
     }
 }
 
-fn hex(bytes: &[u8]) -> String {
+/// Lower-case hex of `bytes` (sealed bytes stored in JSON).
+pub fn hex(bytes: &[u8]) -> String {
     bytes.iter().map(|byte| format!("{byte:02x}")).collect()
 }
 
-fn unhex(text: &str) -> Option<Vec<u8>> {
+/// The bytes of [`hex`]'s output; `None` for anything else.
+pub fn unhex(text: &str) -> Option<Vec<u8>> {
     if !text.len().is_multiple_of(2) {
         return None;
     }
@@ -337,6 +385,25 @@ mod tests {
             &"ab".repeat(33),
         ] {
             assert!(MasterKey::from_hex(bad).is_err(), "{bad}");
+        }
+        let dir = tempfile::tempdir().expect("temp dir");
+        let path = dir.path().join("keys/master.key");
+        let (created, fresh) = MasterKey::load_or_create(&path).expect("creates");
+        let (loaded, again) = MasterKey::load_or_create(&path).expect("loads");
+        assert!(fresh && !again);
+        assert_eq!(created.key_id(), loaded.key_id(), "never replaced");
+        assert!(
+            MasterKey::generate_file(&path).is_err(),
+            "an existing key is kept"
+        );
+        #[cfg(unix)]
+        {
+            use std::os::unix::fs::PermissionsExt;
+            let mode = std::fs::metadata(&path)
+                .expect("exists")
+                .permissions()
+                .mode();
+            assert_eq!(mode & 0o777, 0o600);
         }
         let generated = MasterKey::generate_hex().expect("random");
         assert_eq!(generated.len(), 64);

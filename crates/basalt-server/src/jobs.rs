@@ -9,13 +9,19 @@
 //!
 //! An acknowledged upload survives a crash: on start, jobs still `queued` or `running` whose
 //! files are on disk run again (ingestion is idempotent: unchanged documents are skipped).
+//!
+//! A job of an encrypted knowledge base is recorded sealed with that knowledge base's data key
+//! (its file names, tags, metadata and report name documents); only its id, tenant and
+//! knowledge base are in the clear.
 
 use std::collections::{BTreeMap, HashMap};
 use std::path::{Path, PathBuf};
-use std::sync::{Mutex, mpsc};
+use std::sync::{Arc, Mutex, mpsc};
 
-use basalt_kb::{IngestOptions, IngestProgress, IngestReport};
+use basalt_index::Sealer;
+use basalt_kb::{DataDir, IngestOptions, IngestProgress, IngestReport};
 use basalt_model::{Embedder, EmbedderInfo};
+use basalt_security::crypto::{hex, unhex};
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
@@ -142,43 +148,69 @@ impl Job {
     }
 }
 
+/// How a job of an encrypted knowledge base is stored.
+#[derive(Debug, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct SealedRecord {
+    id: String,
+    tenant: String,
+    kb: String,
+    /// Hex of the job record, sealed with the knowledge base's data key.
+    sealed: String,
+}
+
+/// A job record file: sealed or plain.
+#[derive(Debug, Deserialize)]
+#[serde(untagged)]
+enum StoredJob {
+    Sealed(SealedRecord),
+    Plain(Box<Job>),
+}
+
 /// The job table, its files on disk, and the queue to the worker.
 #[derive(Debug)]
 pub struct Jobs {
     dir: PathBuf,
     uploads: PathBuf,
     table: Mutex<HashMap<String, Job>>,
+    /// The data keys of encrypted knowledge bases' jobs, by job id.
+    sealers: Mutex<HashMap<String, Arc<dyn Sealer>>>,
     queue: Mutex<Option<mpsc::Sender<String>>>,
 }
 
 impl Jobs {
-    /// Loads the job records of `data_dir`; jobs a stop interrupted are queued again (or
-    /// failed, when their files are gone). Call [`Jobs::start`] to run them.
-    pub fn open(data_dir: &Path) -> std::io::Result<Self> {
-        let dir = data_dir.join("jobs");
-        let uploads = data_dir.join("uploads");
+    /// Loads the job records of `data_dir` (sealed ones with their knowledge base's key);
+    /// jobs a stop interrupted are queued again (or failed, when their files are gone). Call
+    /// [`Jobs::start`] to run them.
+    pub fn open(data_dir: &DataDir) -> std::io::Result<Self> {
+        let dir = data_dir.root().join("jobs");
+        let uploads = data_dir.root().join("uploads");
         std::fs::create_dir_all(&dir)?;
         std::fs::create_dir_all(&uploads)?;
         let mut table = HashMap::new();
+        let mut sealers = HashMap::new();
         for entry in std::fs::read_dir(&dir)? {
             let path = entry?.path();
             if path.extension().is_none_or(|extension| extension != "json") {
                 continue;
             }
-            match std::fs::read(&path)
-                .ok()
-                .and_then(|bytes| serde_json::from_slice::<Job>(&bytes).ok())
-            {
-                Some(job) => {
+            match read_record(&path, data_dir) {
+                Ok((job, sealer)) => {
+                    if let Some(sealer) = sealer {
+                        sealers.insert(job.id.clone(), sealer);
+                    }
                     table.insert(job.id.clone(), job);
                 }
-                None => tracing::warn!(path = %path.display(), "skipping an unreadable job record"),
+                Err(reason) => {
+                    tracing::warn!(path = %path.display(), %reason, "skipping a job record");
+                }
             }
         }
         let jobs = Jobs {
             dir,
             uploads,
             table: Mutex::new(table),
+            sealers: Mutex::new(sealers),
             queue: Mutex::new(None),
         };
         let interrupted: Vec<String> = lock(&jobs.table)
@@ -237,8 +269,12 @@ impl Jobs {
         }
     }
 
-    /// Records a new job (durably) and queues it.
-    pub fn submit(&self, job: Job) -> std::io::Result<()> {
+    /// Records a new job (durably; sealed with `sealer` when its knowledge base is encrypted)
+    /// and queues it.
+    pub fn submit(&self, job: Job, sealer: Option<Arc<dyn Sealer>>) -> std::io::Result<()> {
+        if let Some(sealer) = sealer {
+            lock(&self.sealers).insert(job.id.clone(), sealer);
+        }
         self.persist(&job)?;
         let id = job.id.clone();
         lock(&self.table).insert(id.clone(), job);
@@ -296,7 +332,18 @@ impl Jobs {
     }
 
     fn persist(&self, job: &Job) -> std::io::Result<()> {
-        let bytes = serde_json::to_vec_pretty(job).map_err(std::io::Error::other)?;
+        let plain = serde_json::to_vec_pretty(job).map_err(std::io::Error::other)?;
+        let sealer = lock(&self.sealers).get(&job.id).cloned();
+        let bytes = match sealer {
+            None => plain,
+            Some(sealer) => serde_json::to_vec_pretty(&SealedRecord {
+                id: job.id.clone(),
+                tenant: job.tenant.clone(),
+                kb: job.kb.clone(),
+                sealed: hex(&sealer.seal(&plain)),
+            })
+            .map_err(std::io::Error::other)?,
+        };
         basalt_kb::write_atomically(&self.dir.join(format!("{}.json", job.id)), &bytes)
     }
 
@@ -320,9 +367,29 @@ impl Jobs {
         let mut table = lock(&self.table);
         for id in doomed {
             table.remove(&id);
+            lock(&self.sealers).remove(&id);
             let _ = std::fs::remove_file(self.dir.join(format!("{id}.json")));
         }
     }
+}
+
+/// A job record from its file, and the key it was sealed with.
+fn read_record(path: &Path, data_dir: &DataDir) -> Result<(Job, Option<Arc<dyn Sealer>>), String> {
+    let bytes = std::fs::read(path).map_err(|error| error.to_string())?;
+    let stored: StoredJob = serde_json::from_slice(&bytes).map_err(|error| error.to_string())?;
+    let record = match stored {
+        StoredJob::Plain(job) => return Ok((*job, None)),
+        StoredJob::Sealed(record) => record,
+    };
+    let sealer = data_dir
+        .for_tenant(&record.tenant)
+        .and_then(|data| data.sealer(&record.kb))
+        .map_err(|error| format!("cannot open the key of its knowledge base: {error}"))?
+        .ok_or("its knowledge base is no longer encrypted")?;
+    let sealed = unhex(&record.sealed).ok_or("the sealed record is not hex")?;
+    let plain = sealer.open(&sealed)?;
+    let job: Job = serde_json::from_slice(&plain).map_err(|error| error.to_string())?;
+    Ok((job, Some(sealer)))
 }
 
 /// Runs one job on the worker thread.

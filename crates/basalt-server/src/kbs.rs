@@ -108,6 +108,9 @@ pub(crate) struct CreateKb {
     bm25: Option<Bm25Params>,
     #[serde(default)]
     answer: Option<AnswerSettings>,
+    /// Encrypt it at rest with the server's master key (default true).
+    #[serde(default)]
+    encrypted: Option<bool>,
 }
 
 pub(crate) async fn create_kb(
@@ -138,8 +141,9 @@ pub(crate) async fn create_kb(
         },
     );
     let created = settings.clone();
+    let encrypted = request.encrypted.unwrap_or(true);
     state
-        .with_tenant_data(&caller, move |data| data.create(&created))
+        .with_tenant_data(&caller, move |data| data.create_with(&created, encrypted))
         .await?;
     let mut headers = HeaderMap::new();
     if let Ok(location) = HeaderValue::from_str(&format!("/v1/kbs/{}", settings.name)) {
@@ -635,9 +639,10 @@ pub(crate) async fn upload_documents(
     let jobs = state.jobs.clone();
     let submitted = job.clone();
     let spooled = dir.clone();
+    let sealer = kb.sealer.clone();
     let result = tokio::task::spawn_blocking(move || {
         sync_dir(&spooled)?;
-        jobs.submit(submitted)
+        jobs.submit(submitted, sealer)
     })
     .await
     .map_err(|error| ApiError::internal(error.to_string()))?;

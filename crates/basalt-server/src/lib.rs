@@ -127,7 +127,7 @@ impl AppState {
         data_dir: DataDir,
         options: &ServerOptions,
     ) -> std::io::Result<Self> {
-        let jobs = Arc::new(Jobs::open(data_dir.root())?);
+        let jobs = Arc::new(Jobs::open(&data_dir)?);
         let (_, operations) = routes(options).finish();
         let security = Security::open(
             data_dir.root().to_owned(),

@@ -61,6 +61,10 @@ pub(crate) struct CreateArgs {
     /// Embedding model: a model directory or GGUF [default: the installed all-MiniLM-L6-v2]
     #[arg(long, value_name = "PATH")]
     embedding_model: Option<PathBuf>,
+    /// Store this knowledge base unencrypted (by default it is encrypted at rest with the
+    /// master key; see `basalt keys generate-master --help`)
+    #[arg(long)]
+    unencrypted: bool,
 }
 
 pub(crate) fn run(command: KbCommand, settings: &Settings) -> anyhow::Result<ExitCode> {
@@ -100,11 +104,21 @@ fn create(args: &CreateArgs, settings: &Settings) -> anyhow::Result<ExitCode> {
         k1: args.bm25_k1,
         b: args.bm25_b,
     };
-    settings.data_dir.create(&kb)?;
+    let data = if args.unencrypted {
+        settings.data_dir.clone()
+    } else {
+        settings.data_dir_with_key()?
+    };
+    data.create_with(&kb, !args.unencrypted)?;
     print_line(&format!(
-        "created knowledge base {} in {}",
+        "created knowledge base {} in {} ({})",
         kb.name,
-        settings.data_dir.kb_path(&kb.name).display()
+        data.kb_path(&kb.name).display(),
+        if args.unencrypted {
+            "unencrypted"
+        } else {
+            "encrypted"
+        }
     ))?;
     Ok(ExitCode::SUCCESS)
 }
@@ -126,7 +140,12 @@ fn list(data: &DataDir, json: bool) -> anyhow::Result<ExitCode> {
         let stats = match data.open(&settings.name) {
             Ok(kb) => Some(kb.store.stats()?),
             // Listed without its key: it exists, its content stays unread.
-            Err(basalt_kb::KbError::MasterKeyRequired { .. }) => None,
+            Err(
+                basalt_kb::KbError::MasterKeyRequired { .. }
+                | basalt_kb::KbError::Security(basalt_security::SecurityError::WrongMasterKey {
+                    ..
+                }),
+            ) => None,
             Err(error) => return Err(error.into()),
         };
         rows.push(KbJson {

@@ -28,14 +28,16 @@ pub(crate) enum KeysCommand {
     Revoke { id: String },
     /// Write a new random master key (64 hex digits, mode 0600) for encryption at rest
     #[command(after_help = "Example:\n  \
+        basalt keys generate-master                  # ~/.config/basalt/master.key, used by default\n  \
         basalt keys generate-master --out /etc/basalt/master.key\n  \
-        export BASALT_MASTER_KEY_FILE=/etc/basalt/master.key   # knowledge bases created now are encrypted\n\n\
+        export BASALT_MASTER_KEY_FILE=/etc/basalt/master.key\n\n\
         Keep the key outside the data directory and back it up: without it, encrypted knowledge\n\
         bases cannot be read.")]
     GenerateMaster {
-        /// Where to write the key; an existing file is never overwritten
+        /// Where to write the key; an existing file is never overwritten [default:
+        /// ~/.config/basalt/master.key, the key used when none is given]
         #[arg(long, value_name = "FILE")]
-        out: PathBuf,
+        out: Option<PathBuf>,
     },
     /// Re-wrap every encrypted knowledge base's data key (every tenant) with a new master key;
     /// the data is not rewritten. The current key comes from BASALT_MASTER_KEY_FILE
@@ -292,13 +294,16 @@ pub(crate) fn run_keys(command: KeysCommand, settings: &Settings) -> anyhow::Res
             Ok(ExitCode::SUCCESS)
         }
         KeysCommand::GenerateMaster { out } => {
-            let hex = basalt_security::crypto::MasterKey::generate_hex()?;
-            write_new_private(&out, format!("{hex}\n").as_bytes())
-                .with_context(|| format!("cannot write {}", out.display()))?;
-            let key = basalt_security::crypto::MasterKey::from_hex(&hex)?;
+            let out = out.unwrap_or_else(basalt_security::crypto::default_master_key_path);
+            let key = basalt_security::crypto::MasterKey::generate_file(&out)?;
             use basalt_security::crypto::KeyProvider;
+            let usage = if out == basalt_security::crypto::default_master_key_path() {
+                "it is used whenever no other key is given"
+            } else {
+                "set BASALT_MASTER_KEY_FILE to use it"
+            };
             print_line(&format!(
-                "wrote master key {} to {} (mode 0600); set BASALT_MASTER_KEY_FILE to use it",
+                "wrote master key {} to {} (mode 0600); {usage}. Back it up: without it, the knowledge bases encrypted with it cannot be read",
                 key.key_id(),
                 out.display()
             ))?;
@@ -336,25 +341,22 @@ pub(crate) fn run_keys(command: KeysCommand, settings: &Settings) -> anyhow::Res
                     rotation.unencrypted.len(),
                     new_key_file.display()
                 ))?;
+                if !rotation.other_key.is_empty() {
+                    let paths: Vec<String> = rotation
+                        .other_key
+                        .iter()
+                        .map(|path| path.display().to_string())
+                        .collect();
+                    print_line(&format!(
+                        "left {} knowledge base(s) under another master key (neither the current nor the new one): {}",
+                        paths.len(),
+                        paths.join(", ")
+                    ))?;
+                }
             }
             Ok(ExitCode::SUCCESS)
         }
     }
-}
-
-/// Creates `path` readable by its owner only; refuses to replace an existing file.
-fn write_new_private(path: &std::path::Path, bytes: &[u8]) -> std::io::Result<()> {
-    use std::io::Write;
-    let mut options = std::fs::OpenOptions::new();
-    options.write(true).create_new(true);
-    #[cfg(unix)]
-    {
-        use std::os::unix::fs::OpenOptionsExt;
-        options.mode(0o600);
-    }
-    let mut file = options.open(path)?;
-    file.write_all(bytes)?;
-    file.sync_all()
 }
 
 pub(crate) fn run_policy(command: PolicyCommand, settings: &Settings) -> anyhow::Result<ExitCode> {

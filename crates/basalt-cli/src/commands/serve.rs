@@ -116,13 +116,14 @@ pub(crate) fn run(args: &ServeArgs, settings: &Settings) -> anyhow::Result<ExitC
         }),
         ..ServerOptions::default()
     };
-    let state = AppState::new(embedder, generator, settings.data_dir.clone(), &options)
-        .with_context(|| {
-            format!(
-                "cannot keep ingestion jobs in {}",
-                settings.data_dir.root().display()
-            )
-        })?;
+    // Knowledge bases created over the API are encrypted: make sure there is a key.
+    let data_dir = settings.data_dir_with_key()?;
+    let state = AppState::new(embedder, generator, data_dir, &options).with_context(|| {
+        format!(
+            "cannot keep ingestion jobs in {}",
+            settings.data_dir.root().display()
+        )
+    })?;
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .enable_all()
