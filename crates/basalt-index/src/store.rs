@@ -131,6 +131,21 @@ pub struct TantivyStore {
     cache: Mutex<Cache>,
     /// Encrypts every index and graph file, when the knowledge base is encrypted.
     sealer: Option<Arc<dyn Sealer>>,
+    /// `meta.json` as the reader last loaded it; held while reloading, so reloads are
+    /// serialized and each publishes a view at least as new as the one before.
+    loaded: Mutex<Option<MetaStamp>>,
+}
+
+/// Identifies a version of `meta.json` (replaced by rename at every commit).
+type MetaStamp = (std::time::SystemTime, u64, u64);
+
+fn meta_stamp(index_dir: &Path) -> Option<MetaStamp> {
+    let metadata = std::fs::metadata(index_dir.join("meta.json")).ok()?;
+    #[cfg(unix)]
+    let inode = std::os::unix::fs::MetadataExt::ino(&metadata);
+    #[cfg(not(unix))]
+    let inode = 0;
+    Some((metadata.modified().ok()?, metadata.len(), inode))
 }
 
 impl std::fmt::Debug for TantivyStore {
@@ -282,7 +297,9 @@ impl TantivyStore {
             })?;
         let reader = index
             .reader_builder()
-            .reload_policy(ReloadPolicy::OnCommitWithDelay)
+            // Reloads happen here only, one at a time (see `searcher`): tantivy's own watcher
+            // reloads on another thread and can publish an older view after a newer one.
+            .reload_policy(ReloadPolicy::Manual)
             .try_into()
             .map_err(|error| engine(&error))?;
         // Warm the analyzer once so a broken stemmer setup fails here, not mid-search.
@@ -298,6 +315,7 @@ impl TantivyStore {
             writer: Mutex::new(None),
             cache: Mutex::new(Cache::default()),
             sealer,
+            loaded: Mutex::new(meta_stamp(path)),
         })
     }
 
@@ -336,9 +354,28 @@ impl TantivyStore {
             let _ = writer.rollback();
             return Err(self.engine_error(&error));
         }
-        self.reader
-            .reload()
-            .map_err(|error| self.engine_error(&error))
+        self.reload(true)
+    }
+
+    /// Loads the index as on disk now: always after a commit of ours (`force`), else when
+    /// `meta.json` changed since the last load (another process committed).
+    fn reload(&self, force: bool) -> Result<()> {
+        let mut loaded = lock(&self.loaded);
+        // Stamped before loading: a commit landing meanwhile is loaded by the next call.
+        let now = meta_stamp(&self.path);
+        if force || *loaded != now {
+            self.reader
+                .reload()
+                .map_err(|error| self.engine_error(&error))?;
+            *loaded = now;
+        }
+        Ok(())
+    }
+
+    /// A searcher over everything committed so far, by this process or another.
+    fn searcher(&self) -> Result<tantivy::Searcher> {
+        self.reload(false)?;
+        Ok(self.reader.searcher())
     }
 
     fn doc_term(&self, doc_id: &str) -> Term {
@@ -1108,7 +1145,7 @@ impl KnowledgeStore for TantivyStore {
     }
 
     fn document(&self, doc_id: &str) -> Result<Option<DocumentRecord>> {
-        let searcher = self.reader.searcher();
+        let searcher = self.searcher()?;
         let snapshot = self.snapshot(&searcher)?;
         Ok(snapshot
             .documents
@@ -1117,7 +1154,7 @@ impl KnowledgeStore for TantivyStore {
     }
 
     fn documents(&self) -> Result<Vec<DocumentRecord>> {
-        let searcher = self.reader.searcher();
+        let searcher = self.searcher()?;
         let snapshot = self.snapshot(&searcher)?;
         Ok(snapshot
             .documents
@@ -1145,7 +1182,7 @@ impl KnowledgeStore for TantivyStore {
         if request.k == 0 {
             return Ok(Vec::new());
         }
-        let searcher = self.reader.searcher();
+        let searcher = self.searcher()?;
         let snapshot = self.snapshot(&searcher)?;
         let live = self.live_chunks(&searcher, &snapshot)?;
         // Candidates: live chunks the reader may read that pass the filter (one verdict per
@@ -1199,7 +1236,7 @@ impl KnowledgeStore for TantivyStore {
                 .reload()
                 .map_err(|error| self.engine_error(&error))?;
         }
-        let searcher = self.reader.searcher();
+        let searcher = self.searcher()?;
         let snapshot = self.snapshot(&searcher)?;
         for (reader, data) in searcher.segment_readers().iter().zip(&snapshot.segments) {
             let columns = self.chunk_columns(reader, data)?;
@@ -1233,7 +1270,7 @@ impl KnowledgeStore for TantivyStore {
     }
 
     fn stats(&self) -> Result<IndexStats> {
-        let searcher = self.reader.searcher();
+        let searcher = self.searcher()?;
         let snapshot = self.snapshot(&searcher)?;
         Ok(IndexStats {
             documents: snapshot.documents.len() as u64,
