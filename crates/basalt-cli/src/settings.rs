@@ -2,6 +2,7 @@
 
 use std::path::PathBuf;
 
+use anyhow::Context;
 use basalt_kb::DataDir;
 use basalt_model::ModelsDir;
 use basalt_security::crypto::MasterKey;
@@ -58,7 +59,14 @@ impl Settings {
             return Ok(self.data_dir.clone());
         }
         let path = basalt_security::crypto::default_master_key_path();
-        let (key, created) = MasterKey::load_or_create(&path)?;
+        let (key, created) = MasterKey::load_or_create(&path).with_context(|| {
+            format!(
+                "no master key is configured and the default one cannot be made at {}: set \
+                 BASALT_MASTER_KEY_FILE to a key file (`basalt keys generate-master --out FILE`), \
+                 or use `kb create --unencrypted`",
+                path.display()
+            )
+        })?;
         if created {
             use basalt_security::crypto::KeyProvider;
             eprintln!(
