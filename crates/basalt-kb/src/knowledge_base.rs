@@ -35,8 +35,7 @@ pub struct DataDir {
     master_key: Option<Arc<dyn KeyProvider>>,
 }
 
-/// The tenant of a data directory used without one, and of principals created without one.
-pub const DEFAULT_TENANT: &str = "default";
+pub use basalt_security::DEFAULT_TENANT;
 
 impl DataDir {
     pub fn new(root: impl Into<PathBuf>) -> Self {
@@ -76,14 +75,7 @@ impl DataDir {
 
     /// The same data directory seen by `tenant`: only its knowledge bases exist.
     pub fn for_tenant(&self, tenant: &str) -> Result<Self> {
-        // The identity directory's rule for tenant names.
-        if !is_valid_name(tenant, b"-_.@") {
-            return Err(KbError::BadSettingsValue {
-                message: format!(
-                    "tenant {tenant:?} is not a valid name (1–64 letters, digits, '-', '_', '.' or '@')"
-                ),
-            });
-        }
+        basalt_security::validate_tenant_name(tenant)?;
         let kb_root = if tenant == DEFAULT_TENANT {
             self.root.join("kb")
         } else {
@@ -286,21 +278,17 @@ pub fn write_atomically(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
 
 /// Names are 1–64 ASCII letters, digits, `-`, `_` or `.`, not starting with `.`.
 pub fn validate_name(name: &str) -> Result<()> {
-    if is_valid_name(name, b"-_.") {
-        Ok(())
-    } else {
-        Err(KbError::BadName { name: name.into() })
-    }
-}
-
-/// 1–64 ASCII letters, digits or `also` bytes, not starting with `.`.
-fn is_valid_name(name: &str, also: &[u8]) -> bool {
-    !name.is_empty()
+    let valid = !name.is_empty()
         && name.len() <= 64
         && !name.starts_with('.')
         && name
             .bytes()
-            .all(|byte| byte.is_ascii_alphanumeric() || also.contains(&byte))
+            .all(|byte| byte.is_ascii_alphanumeric() || b"-_.".contains(&byte));
+    if valid {
+        Ok(())
+    } else {
+        Err(KbError::BadName { name: name.into() })
+    }
 }
 
 /// A knowledge base's settings, fixed at creation (search-time ones can be overridden per query).

@@ -458,6 +458,11 @@ fn constant_time_eq(left: &[u8], right: &[u8]) -> bool {
     std::hint::black_box(difference) == 0
 }
 
+/// Checks a tenant name (the rule of every identity-directory name).
+pub fn validate_tenant_name(tenant: &str) -> Result<()> {
+    validate_name("tenant", tenant)
+}
+
 /// Names of principals, groups, tenants and policies: 1–64 letters, digits, `-`, `_`, `.`,
 /// `@`, not starting with `.`.
 fn validate_name(what: &'static str, name: &str) -> Result<()> {

@@ -13,7 +13,7 @@ mod secret;
 
 pub use directory::{
     ADMINISTRATOR_ACCESS, DEFAULT_TENANT, Directory, Group, Identity, KeyRecord, KeyRefusal,
-    Principal, PrincipalKind, READ_ONLY_ACCESS, resource_name,
+    Principal, PrincipalKind, READ_ONLY_ACCESS, resource_name, validate_tenant_name,
 };
 pub use error::{Result, SecurityError};
 pub use policy::{Decision, PolicyDocument};
@@ -23,7 +23,7 @@ pub use secret::Secret;
 pub fn random_hex(bytes: usize) -> Result<String> {
     let mut buffer = vec![0_u8; bytes];
     getrandom::fill(&mut buffer).map_err(|error| SecurityError::Random(error.to_string()))?;
-    Ok(buffer.iter().map(|byte| format!("{byte:02x}")).collect())
+    Ok(crypto::hex(&buffer))
 }
 
 /// Lower-case hex SHA-256 of the parts, concatenated.
@@ -33,11 +33,7 @@ pub(crate) fn sha256_hex(parts: &[&[u8]]) -> String {
     for part in parts {
         hasher.update(part);
     }
-    hasher
-        .finalize()
-        .iter()
-        .map(|byte| format!("{byte:02x}"))
-        .collect()
+    crypto::hex(&hasher.finalize())
 }
 
 /// The current time as RFC 3339 UTC, to the second.
