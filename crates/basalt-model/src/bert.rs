@@ -361,7 +361,9 @@ const FEW_ROWS: usize = 48;
 /// One head's attention for a short sequence with plain loops: for a query of a dozen tokens,
 /// two `gemm` calls per head cost more in setup than the arithmetic. `qkv` starts at the
 /// head's first query; keys and values are `hidden` and `2 * hidden` further, rows `3 * hidden`
-/// apart. Returns `length × head_size` outputs.
+/// apart. Returns `length × head_size` outputs. The keys are transposed first, so that a
+/// query's scores are `head_size` vector updates across all keys, which vectorize, rather than
+/// one short dot product (and its horizontal sum) per key.
 fn short_attention(
     qkv: &[f32],
     length: usize,
@@ -371,13 +373,24 @@ fn short_attention(
 ) -> Vec<f32> {
     let stride = 3 * hidden;
     let row = |offset: usize, index: usize| &qkv[offset + index * stride..][..head_size];
+    let mut keys_by_dimension = vec![0.0f32; head_size * length];
+    for key_index in 0..length {
+        for (dimension, &value) in row(hidden, key_index).iter().enumerate() {
+            keys_by_dimension[dimension * length + key_index] = value;
+        }
+    }
     let mut scores = vec![0.0f32; length];
     let mut output = vec![0.0f32; length * head_size];
     for (query_index, out) in output.chunks_exact_mut(head_size).enumerate() {
-        let query = row(0, query_index);
-        for (key_index, score) in scores.iter_mut().enumerate() {
-            let key = row(hidden, key_index);
-            *score = dot(query, key) * scale;
+        scores.fill(0.0);
+        for (&query, keys) in row(0, query_index)
+            .iter()
+            .zip(keys_by_dimension.chunks_exact(length))
+        {
+            let query = query * scale;
+            for (score, &key) in scores.iter_mut().zip(keys) {
+                *score += query * key;
+            }
         }
         softmax_in_place(&mut scores);
         for (value_index, &weight) in scores.iter().enumerate() {
@@ -436,32 +449,14 @@ fn lane_sum(values: &[f32], f: impl Fn(f32) -> f32) -> f32 {
     lanes.iter().sum::<f32>() + tail.iter().map(|&value| f(value)).sum::<f32>()
 }
 
-/// Dot product over eight lanes.
-fn dot(left: &[f32], right: &[f32]) -> f32 {
-    let (left_chunks, left_tail) = left.as_chunks::<LANES>();
-    let (right_chunks, right_tail) = right.as_chunks::<LANES>();
-    let mut lanes = [0.0f32; LANES];
-    for (a, b) in left_chunks.iter().zip(right_chunks) {
-        for ((lane, x), y) in lanes.iter_mut().zip(a).zip(b) {
-            *lane += x * y;
-        }
-    }
-    lanes.iter().sum::<f32>()
-        + left_tail
-            .iter()
-            .zip(right_tail)
-            .map(|(x, y)| x * y)
-            .sum::<f32>()
-}
-
 fn softmax_in_place(row: &mut [f32]) {
     let max = row.iter().copied().fold(f32::NEG_INFINITY, f32::max);
-    let mut sum = 0.0;
+    // Exponentials first and the sum apart: a running sum in the same loop would keep the
+    // compiler from vectorizing `exp`.
     for value in row.iter_mut() {
         *value = exp(*value - max);
-        sum += *value;
     }
-    let inverse = 1.0 / sum;
+    let inverse = 1.0 / lane_sum(row, |value| value);
     row.iter_mut().for_each(|value| *value *= inverse);
 }
 
@@ -499,8 +494,10 @@ fn exp(x: f32) -> f32 {
             * r2
             + r
             + 1.0;
-    // n is in [-126, 127], so n + 127 is a valid biased exponent.
-    let exponent = (n as i32 + 127) as u32;
+    // n is in [-126, 127], so n + 127 is a valid biased exponent. It is read from the low bits
+    // of 2^23 + n + 127 rather than by an `as` cast, whose saturating semantics keep the
+    // compiler from vectorizing the callers' loops.
+    let exponent = (n + (127.0 + 8_388_608.0)).to_bits() & 0xff;
     polynomial * f32::from_bits(exponent << 23)
 }
 
@@ -538,11 +535,41 @@ mod tests {
     fn lane_reductions_match_plain_sums() {
         for length in [0, 1, 7, 8, 9, 32, 45] {
             let a: Vec<f32> = (0..length).map(|i| (i as f32 * 0.3).sin()).collect();
-            let b: Vec<f32> = (0..length).map(|i| (i as f32 * 0.7).cos()).collect();
-            let plain_dot: f32 = a.iter().zip(&b).map(|(x, y)| x * y).sum();
-            assert!((dot(&a, &b) - plain_dot).abs() < 1e-5);
             let plain_squares: f32 = a.iter().map(|x| x * x).sum();
             assert!((lane_sum(&a, |x| x * x) - plain_squares).abs() < 1e-5);
+        }
+    }
+
+    #[test]
+    fn short_attention_matches_the_textbook_formula() {
+        let (length, head_size, hidden) = (7, 4, 8);
+        let stride = 3 * hidden;
+        let qkv: Vec<f32> = (0..length * stride)
+            .map(|i| (i as f32 * 0.37).sin())
+            .collect();
+        let scale = 0.5;
+        // Head 1: its queries start at column `head_size`.
+        let got = short_attention(&qkv[head_size..], length, head_size, hidden, scale);
+        let at = |offset: usize, row: usize, d: usize| qkv[row * stride + offset + head_size + d];
+        for query in 0..length {
+            let scores: Vec<f64> = (0..length)
+                .map(|key| {
+                    (0..head_size)
+                        .map(|d| f64::from(at(0, query, d) * at(hidden, key, d)))
+                        .sum::<f64>()
+                        * f64::from(scale)
+                })
+                .collect();
+            let max = scores.iter().copied().fold(f64::MIN, f64::max);
+            let weights: Vec<f64> = scores.iter().map(|s| (s - max).exp()).collect();
+            let total: f64 = weights.iter().sum();
+            for d in 0..head_size {
+                let want: f64 = (0..length)
+                    .map(|key| weights[key] / total * f64::from(at(2 * hidden, key, d)))
+                    .sum();
+                let value = f64::from(got[query * head_size + d]);
+                assert!((value - want).abs() < 1e-5, "query {query}, dim {d}");
+            }
         }
     }
 

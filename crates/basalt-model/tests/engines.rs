@@ -69,7 +69,6 @@ fn generator() -> &'static LocalGenerator {
 
 #[derive(Deserialize)]
 struct ReferenceEmbedding {
-    kind: String,
     text: String,
     embedding: Vec<f32>,
 }
@@ -194,14 +193,27 @@ fn check_reference_embeddings(embedder: &LocalEmbedder) {
         worst.1
     );
 
-    // The query path gives the same vectors as the bulk path.
-    for reference in references.iter().filter(|r| r.kind == "query").take(8) {
+    // The query path (bfloat16 weights for short texts) matches the reference too, for every
+    // reference text that fits its few-rows products.
+    let (mut checked, mut lowest) = (0, 1.0f32);
+    for reference in &references {
+        if embedder.count_tokens(&reference.text).expect("count") > 46 {
+            continue;
+        }
         let vector = embedder
             .embed_query(&reference.text)
             .expect("query embedding");
         let similarity = cosine(&vector, &reference.embedding);
-        assert!(similarity >= 0.999, "query cosine {similarity}");
+        assert!(
+            similarity >= 0.999,
+            "query cosine {similarity} for {:?}",
+            reference.text
+        );
+        checked += 1;
+        lowest = lowest.min(similarity);
     }
+    assert!(checked >= 20, "only {checked} short reference texts");
+    eprintln!("query path: lowest cosine {lowest} over {checked} texts");
 }
 
 #[test]
