@@ -7,6 +7,7 @@
 //!
 //! No HTTP here: the CLI and the server are thin layers over [`answer`].
 
+pub mod calibrate;
 mod citations;
 mod error;
 mod pipeline;
@@ -19,7 +20,7 @@ pub use error::{AnswerError, Result};
 pub use pipeline::{
     AbstainReason, Answer, AnswerEvent, AnswerOptions, AnswerTimings, DEFAULT_CONTEXT_TOKENS,
     DEFAULT_MIN_RELEVANCE, DEFAULT_PASSAGES, Engines, MIN_GROUNDING, NOT_FOUND_ANSWER, Usage,
-    answer,
+    answer, relevance,
 };
 pub use prompt::{DEFAULT_TEMPLATE_VERSION, HistoryTurn, default_template, location};
 pub use session::{HISTORY_TURNS, Session, SessionPolicy, SessionStore, Turn, standalone_query};

@@ -161,32 +161,7 @@ pub fn answer(
         .unwrap_or(DEFAULT_CONTEXT_TOKENS)
         .max(16);
     let query = crate::session::standalone_query(question, history);
-
-    // Retrieval: the KB's search for passages, then their sentences ranked against the query.
-    let vector = engines.embedder.embed_query(&query)?;
-    if vector.len() != kb.settings.embedding.dimension {
-        return Err(AnswerError::Kb(basalt_kb::KbError::ModelMismatch {
-            expected: kb.settings.embedding.dimension,
-            found: vector.len(),
-        }));
-    }
-    let request = SearchRequest {
-        text: &query,
-        query_vector: Some(&vector),
-        mode: options.mode.unwrap_or(kb.settings.mode),
-        k: passages_wanted * 3,
-        filter: options.filter.as_ref(),
-        reader: options.reader.as_ref(),
-        fusion: options.fusion.unwrap_or(kb.settings.fusion),
-        bm25: kb.settings.bm25,
-        exact: false,
-    };
-    let hits = kb
-        .store
-        .search(&request)
-        .map_err(basalt_kb::KbError::from)?;
-    let chunks = select_passages(&hits, passages_wanted);
-    let ranked = rank_sentences(engines.embedder, &vector, &chunks)?;
+    let (chunks, ranked) = retrieve(kb, engines.embedder, &query, options, passages_wanted)?;
     let relevance = ranked.first().map(|sentence| sentence.score);
     let retrieval_ms = elapsed_ms(started);
 
@@ -219,10 +194,7 @@ pub fn answer(
     let max_tokens = options.max_tokens.unwrap_or(256).max(1);
     let floor = relevance.map_or(f32::MIN, |best| best - SENTENCE_SPREAD);
     let mut sources = compose_passages(engines.embedder, &chunks, &ranked, budget, floor)?;
-    let best_sentence = ranked
-        .first()
-        .map(|sentence| sentence.text.clone())
-        .unwrap_or_default();
+    let best_sentence = extractive_choice(&ranked, &sources, question);
     let window = engines.generator.info().context_window;
     let (prompt, prompt_tokens) = loop {
         let prompt = Prompt::Chat(messages(&template, &sources, question, history));
@@ -346,6 +318,60 @@ pub fn answer(
     Ok(result)
 }
 
+/// Retrieval, the first half of an answer: the KB's search for passages, then the sentences of
+/// the distinct best ones ranked against the query.
+fn retrieve(
+    kb: &KnowledgeBase,
+    embedder: &dyn Embedder,
+    query: &str,
+    options: &AnswerOptions,
+    passages_wanted: usize,
+) -> Result<(Vec<Reference>, Vec<Sentence>)> {
+    let vector = embedder.embed_query(query)?;
+    if vector.len() != kb.settings.embedding.dimension {
+        return Err(AnswerError::Kb(basalt_kb::KbError::ModelMismatch {
+            expected: kb.settings.embedding.dimension,
+            found: vector.len(),
+        }));
+    }
+    let request = SearchRequest {
+        text: query,
+        query_vector: Some(&vector),
+        mode: options.mode.unwrap_or(kb.settings.mode),
+        k: passages_wanted * 3,
+        filter: options.filter.as_ref(),
+        reader: options.reader.as_ref(),
+        fusion: options.fusion.unwrap_or(kb.settings.fusion),
+        bm25: kb.settings.bm25,
+        exact: false,
+    };
+    let hits = kb
+        .store
+        .search(&request)
+        .map_err(basalt_kb::KbError::from)?;
+    let chunks = select_passages(&hits, passages_wanted);
+    let ranked = rank_sentences(embedder, &vector, &chunks)?;
+    Ok((chunks, ranked))
+}
+
+/// The relevance an answer to `question` would be judged by (the cosine of the question with
+/// the best sentence of the passages retrieved for it), without asking the model; `None` when
+/// retrieval finds nothing.
+pub fn relevance(
+    kb: &KnowledgeBase,
+    embedder: &dyn Embedder,
+    question: &str,
+    options: &AnswerOptions,
+) -> Result<Option<f32>> {
+    let passages = options
+        .passages
+        .or(kb.settings.answer.passages)
+        .unwrap_or(DEFAULT_PASSAGES)
+        .max(1);
+    let (_, ranked) = retrieve(kb, embedder, question, options, passages)?;
+    Ok(ranked.first().map(|sentence| sentence.score))
+}
+
 fn abstain(
     mut result: Answer,
     reason: AbstainReason,
@@ -405,6 +431,8 @@ fn rank_sentences(
                 .skip(span.start)
                 .take((span.end - span.start).min(MAX_SENTENCE_CHARS))
                 .collect();
+            // A hard-wrapped sentence reads as one line in the prompt.
+            let text = text.split_whitespace().collect::<Vec<_>>().join(" ");
             if content_words(&text).is_empty() || sentences.len() == MAX_RANKED_SENTENCES {
                 continue;
             }
@@ -480,6 +508,63 @@ fn compose_passages(
             }
         })
         .collect())
+}
+
+/// How far below the best sentence's score another may be and still be the extractive answer.
+const EXTRACTIVE_SPREAD: f32 = 0.08;
+
+/// The sentence an extractive answer quotes: among the sentences the model was shown that score
+/// close to the best, the one that reads as an answer. A short fragment (a code span, a heading,
+/// a command) can embed closest to a question that names it ("`X-Api-Key: <key>`" for "How is
+/// an API key stored?") while saying nothing; a full sentence sharing the question's words is
+/// preferred.
+fn extractive_choice(ranked: &[Sentence], sources: &[Reference], question: &str) -> String {
+    let Some(best) = ranked.first() else {
+        return String::new();
+    };
+    let asked: HashSet<String> = content_words(question).into_iter().collect();
+    let merit = |sentence: &Sentence| {
+        let words = content_words(&sentence.text);
+        let shared = words
+            .iter()
+            .collect::<HashSet<_>>()
+            .into_iter()
+            .filter(|word| asked.contains(*word))
+            .count();
+        let penalty = if is_fragment(&sentence.text) {
+            0.1
+        } else {
+            0.0
+        };
+        sentence.score + 0.02 * shared.min(4) as f32 - penalty
+    };
+    ranked
+        .iter()
+        .take_while(|sentence| sentence.score >= best.score - EXTRACTIVE_SPREAD)
+        .filter(|sentence| {
+            sources
+                .iter()
+                .any(|s| s.text.contains(sentence.text.as_str()))
+        })
+        .max_by(|left, right| merit(left).total_cmp(&merit(right)))
+        .unwrap_or(best)
+        .text
+        .clone()
+}
+
+/// Text that is not a sentence of prose: under six words, a heading, table row, command or code
+/// line, or mostly symbols.
+fn is_fragment(text: &str) -> bool {
+    let trimmed = text.trim();
+    if trimmed.starts_with(['#', '|', '$', '`', '{', '<']) {
+        return true;
+    }
+    let words: Vec<&str> = trimmed.split_whitespace().collect();
+    let wordy = words
+        .iter()
+        .filter(|word| word.chars().filter(|c| c.is_alphabetic()).count() * 2 > word.len())
+        .count();
+    words.len() < 6 || wordy * 3 < words.len() * 2
 }
 
 /// Words that say nothing about the documents: an answer made only of them ("The answer to

@@ -44,7 +44,10 @@ fn stem(word: &str) -> &str {
 }
 
 /// Sentences of `text` as character spans, whitespace trimmed: a sentence ends after `.`, `!`
-/// or `?` followed by whitespace (or the end), and at every line break.
+/// or `?` followed by whitespace (or the end), and at a line break that is not a soft wrap.
+/// Hard-wrapped prose (Markdown, plain text at 80 or 100 columns) keeps its sentences whole;
+/// a blank line, a list item, a heading, a table row, a quote or a code fence on either side
+/// of the break ends one, and a fenced code block is one unit from fence to fence.
 pub(crate) fn sentences(text: &str) -> Vec<Span> {
     let characters: Vec<char> = text.chars().collect();
     let mut spans = Vec::new();
@@ -65,11 +68,32 @@ pub(crate) fn sentences(text: &str) -> Vec<Span> {
             });
         }
     };
+    let mut line_start = 0;
+    let mut in_fence = false;
     for (index, &character) in characters.iter().enumerate() {
         let next_is_space = characters
             .get(index + 1)
             .is_none_or(|next| next.is_whitespace());
-        if character == '\n' || (matches!(character, '.' | '!' | '?') && next_is_space) {
+        let ends = if character == '\n' {
+            let line = &characters[line_start..index];
+            let next = next_line(&characters, index + 1);
+            let hard = if starts_fence(line) {
+                // A fence opens or closes: a code block is one unit, ended by its closing fence.
+                in_fence = !in_fence;
+                !in_fence
+            } else if in_fence {
+                false
+            } else {
+                is_block_line(line) || is_structural(next)
+            };
+            line_start = index + 1;
+            hard
+        } else {
+            matches!(character, '.' | '!' | '?')
+                && next_is_space
+                && !is_list_number(&characters[line_start..index])
+        };
+        if ends {
             push(start, index + 1, &mut spans);
             start = index + 1;
         }
@@ -78,14 +102,72 @@ pub(crate) fn sentences(text: &str) -> Vec<Span> {
     spans
 }
 
+/// The line that starts at `from` (without its line break).
+fn next_line(characters: &[char], from: usize) -> &[char] {
+    let rest = characters.get(from..).unwrap_or_default();
+    let end = rest.iter().position(|&c| c == '\n').unwrap_or(rest.len());
+    &rest[..end]
+}
+
+fn trimmed(line: &[char]) -> &[char] {
+    let first = line
+        .iter()
+        .position(|c| !c.is_whitespace())
+        .unwrap_or(line.len());
+    &line[first..]
+}
+
+fn starts_fence(line: &[char]) -> bool {
+    let line = trimmed(line);
+    line.starts_with(&['`', '`', '`']) || line.starts_with(&['~', '~', '~'])
+}
+
+/// A line that never continues on the next one: a heading, a table row or a blank line.
+fn is_block_line(line: &[char]) -> bool {
+    let line = trimmed(line);
+    line.first().is_none_or(|first| matches!(first, '#' | '|'))
+}
+
+/// Whether `before` (a line up to a `.` or `)`) is the number of a numbered list item.
+fn is_list_number(before: &[char]) -> bool {
+    let before = trimmed(before);
+    !before.is_empty() && before.len() <= 3 && before.iter().all(char::is_ascii_digit)
+}
+
+/// A line that starts a block of its own rather than continuing wrapped prose: blank, a heading, a list item,
+/// a table row, a quote or a fence.
+fn is_structural(line: &[char]) -> bool {
+    let line = trimmed(line);
+    let Some(&first) = line.first() else {
+        return true;
+    };
+    let second = line.get(1).copied();
+    if matches!(first, '#' | '|' | '>') || starts_fence(line) {
+        return true;
+    }
+    if matches!(first, '-' | '*' | '+' | '•') && second.is_none_or(char::is_whitespace) {
+        return true;
+    }
+    // "1. item", "12) item"
+    let digits = line.iter().take_while(|c| c.is_ascii_digit()).count();
+    digits > 0
+        && matches!(line.get(digits), Some('.' | ')'))
+        && line.get(digits + 1).is_none_or(|c| c.is_whitespace())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
 
     #[test]
     fn sentences_split_at_terminal_punctuation_and_lines() {
-        let text = "First one. Second, v1.2 here!\nThird ";
-        let parts: Vec<String> = sentences(text)
+        let text = "First one. Second, v1.2 here!\n\nThird ";
+        assert_eq!(split(text), ["First one.", "Second, v1.2 here!", "Third"]);
+        assert!(sentences("  ").is_empty());
+    }
+
+    fn split(text: &str) -> Vec<String> {
+        sentences(text)
             .iter()
             .map(|span| {
                 text.chars()
@@ -93,9 +175,29 @@ mod tests {
                     .take(span.end - span.start)
                     .collect()
             })
-            .collect();
-        assert_eq!(parts, ["First one.", "Second, v1.2 here!", "Third"]);
-        assert!(sentences("  ").is_empty());
+            .collect()
+    }
+
+    #[test]
+    fn hard_wrapped_prose_keeps_its_sentences_and_blocks_keep_their_lines() {
+        let text = "Only a salted SHA-256 of the\nsecret is stored. It is compared\nin constant \
+                    time.\n\n## Keys\n- first item\n- second\nitem\n1. numbered\n| a | b |\n\
+                    | 1 | 2 |\n```console\n$ basalt keys list\nid  principal\n```\nAfter the fence";
+        assert_eq!(
+            split(text),
+            [
+                "Only a salted SHA-256 of the\nsecret is stored.",
+                "It is compared\nin constant time.",
+                "## Keys",
+                "- first item",
+                "- second\nitem",
+                "1. numbered",
+                "| a | b |",
+                "| 1 | 2 |",
+                "```console\n$ basalt keys list\nid  principal\n```",
+                "After the fence",
+            ]
+        );
     }
 
     #[test]

@@ -221,3 +221,100 @@ fn clapnq_answers_meet_the_abstention_and_citation_floors() {
     assert!(answered >= 0.8, "answered {answered}: {report}");
     assert!(abstained >= 0.7, "abstained {abstained}: {report}");
 }
+
+/// Questions Basalt's own documentation answers (the quickstart's knowledge base).
+const OWN_DOCS_QUESTIONS: &[&str] = &[
+    "How is an API key stored?",
+    "How are chunks kept inside the embedding model's limit?",
+    "Which embedding model does Basalt use by default?",
+    "How does Basalt fuse BM25 and vector results?",
+    "What happens when a changed file is ingested again?",
+    "How are documents encrypted at rest?",
+    "How do I rotate the master key?",
+    "What does basalt serve --local-demo do?",
+    "Which policy gives full access?",
+    "How can a document be restricted to certain readers?",
+    "What happens when the inference queue is full?",
+];
+
+/// Off-topic questions that are not among the calibration's built-in probes.
+const HELD_OUT_OFF_TOPIC: &[&str] = &[
+    "Who won the Tour de France in 2019?",
+    "What is the best way to cook rice?",
+    "How many moons does Jupiter have?",
+    "What year did the Berlin Wall fall?",
+    "Which wine goes well with grilled fish?",
+    "Who directed the film Jaws?",
+    "Who is the president of Kenya?",
+    "What is the weather like in Paris in May?",
+    "How do I knit a scarf?",
+    "Which team won the 1998 NBA finals?",
+];
+
+/// `kb calibrate` on the quickstart's knowledge base (Basalt's own docs): the threshold it
+/// stores lets the docs' questions through that the ClapNQ default stops, and still stops
+/// (nearly all) off-topic questions it was not calibrated on.
+#[test]
+fn calibration_fits_the_relevance_threshold_to_a_knowledge_base_of_manuals() {
+    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../..");
+    let ws = Workspace::new();
+    ws.ok(&["kb", "create", "own"]);
+    let sources: Vec<String> = ["README.md", "ARCHITECTURE.md", "docs"]
+        .iter()
+        .map(|path| root.join(path).display().to_string())
+        .collect();
+    let mut ingest = vec!["ingest", "--kb", "own"];
+    ingest.extend(sources.iter().map(String::as_str));
+    ws.ok(&ingest);
+
+    let relevance_stop = |question: &str, extra: &[&str]| -> bool {
+        let mut args = vec!["ask", "--kb", "own", "--json", "--max-tokens", "4"];
+        args.extend_from_slice(extra);
+        args.push(question);
+        let answer = ws.json(&args);
+        answer["abstain_reason"] == "no_relevant_passages"
+    };
+    let stopped_by_default = OWN_DOCS_QUESTIONS
+        .iter()
+        .filter(|question| relevance_stop(question, &[]))
+        .count();
+
+    let calibration = ws.json(&["kb", "calibrate", "own", "--json"]);
+    let threshold = calibration["threshold"].as_f64().expect("threshold");
+    assert!(
+        (0.3..0.56).contains(&threshold),
+        "manuals get a lower threshold than ClapNQ's: {calibration}"
+    );
+    assert_eq!(calibration["probes"], 40);
+    let stored = ws.json(&["kb", "list", "--json"]);
+    let stored = stored[0]["answer"]["min_relevance"]
+        .as_f64()
+        .expect("stored threshold");
+    assert!((stored - threshold).abs() < 1e-6, "{stored} vs {threshold}");
+
+    let stopped_after = OWN_DOCS_QUESTIONS
+        .iter()
+        .filter(|question| relevance_stop(question, &[]))
+        .count();
+    assert!(
+        stopped_after <= 1 && stopped_after < stopped_by_default,
+        "own-docs questions stopped by relevance: {stopped_by_default} with the default, \
+         {stopped_after} after calibration"
+    );
+    // The threshold sits above the third-highest of 40 probes, so about 1 off-topic question in
+    // 13 may pass it (the "Tour de France" shares "tour" with the README's tour); those go on
+    // to the model and the grounding check.
+    let passed: Vec<&&str> = HELD_OUT_OFF_TOPIC
+        .iter()
+        .filter(|question| !relevance_stop(question, &[]))
+        .collect();
+    assert!(
+        passed.len() <= 2,
+        "off-topic questions past the threshold: {passed:?}"
+    );
+
+    assert_clean_failure(
+        &ws.run(&["kb", "calibrate", "nope"]),
+        "basalt kb create nope",
+    );
+}

@@ -27,6 +27,31 @@ pub(crate) enum KbCommand {
     },
     /// Delete a knowledge base and everything in it
     Delete { name: String },
+    /// Set the relevance threshold below which answers are "not found", from questions the
+    /// knowledge base cannot answer
+    #[command(
+        after_help = "Scores general-knowledge probe questions (built in, or --probes FILE \
+                            with one question per line) against the knowledge base, and stores a \
+                            threshold a margin above the third-highest of them as its \
+                            answer.min_relevance. Run it again after large ingests.\n\n\
+                            Examples:\n  basalt kb calibrate handbook\n  \
+                            basalt kb calibrate handbook --dry-run --json"
+    )]
+    Calibrate(CalibrateArgs),
+}
+
+#[derive(Debug, clap::Args)]
+pub(crate) struct CalibrateArgs {
+    name: String,
+    /// Off-topic questions, one per line, instead of the built-in ones
+    #[arg(long, value_name = "FILE")]
+    probes: Option<PathBuf>,
+    /// Print the result without storing it
+    #[arg(long)]
+    dry_run: bool,
+    /// Print JSON (the threshold and every probe's score)
+    #[arg(long)]
+    json: bool,
 }
 
 #[derive(Debug, clap::Args)]
@@ -77,7 +102,63 @@ pub(crate) fn run(command: KbCommand, settings: &Settings) -> anyhow::Result<Exi
             print_line(&format!("deleted knowledge base {name}"))?;
             Ok(ExitCode::SUCCESS)
         }
+        KbCommand::Calibrate(args) => calibrate(&args, settings),
     }
+}
+
+fn calibrate(args: &CalibrateArgs, settings: &Settings) -> anyhow::Result<ExitCode> {
+    use basalt_answer::calibrate;
+    let probes = match &args.probes {
+        Some(path) => {
+            let text = std::fs::read_to_string(path)
+                .with_context(|| format!("while reading the probes {}", path.display()))?;
+            let probes: Vec<String> = text
+                .lines()
+                .map(str::trim)
+                .filter(|line| !line.is_empty())
+                .map(str::to_owned)
+                .collect();
+            anyhow::ensure!(
+                probes.len() >= 2,
+                "{} holds {} question(s); calibration needs at least 2, one per line",
+                path.display(),
+                probes.len()
+            );
+            probes
+        }
+        None => calibrate::default_probes(),
+    };
+    let (kb, _) = super::open_kb_as(settings, &args.name, None)?;
+    let embedder = super::load_kb_embedder(&kb, settings)?;
+    let result = calibrate::calibrate(&kb, &embedder, &probes)?;
+    let previous = kb.settings.answer.min_relevance;
+    if !args.dry_run {
+        let mut updated = kb.settings.clone();
+        updated.answer.min_relevance = Some(result.threshold);
+        settings.data_dir.update(&updated)?;
+    }
+    if args.json {
+        print_line(&serde_json::to_string_pretty(&result)?)?;
+        return Ok(ExitCode::SUCCESS);
+    }
+    for probe in result.scores.iter().take(3) {
+        print_line(&format!("{:.3}  {}", probe.relevance, probe.question))?;
+    }
+    print_line(&format!(
+        "{} off-topic probes: highest {:.3}, third {:.3}, median {:.3}",
+        result.probes, result.highest, result.third_highest, result.median
+    ))?;
+    let before = previous.map_or_else(
+        || format!("the default {}", basalt_answer::DEFAULT_MIN_RELEVANCE),
+        |value| format!("{value:.3}"),
+    );
+    print_line(&format!(
+        "{} {}: answer.min_relevance {:.3} (was {before})",
+        if args.dry_run { "would set" } else { "set" },
+        args.name,
+        result.threshold
+    ))?;
+    Ok(ExitCode::SUCCESS)
 }
 
 fn create(args: &CreateArgs, settings: &Settings) -> anyhow::Result<ExitCode> {
