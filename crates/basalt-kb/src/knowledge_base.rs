@@ -261,20 +261,7 @@ impl DataDir {
 
 const SETTINGS_FILE: &str = "kb.json";
 
-/// Writes a file so that after a crash it is either complete or absent: a synced temporary
-/// file renamed over it, then the directory synced.
-pub fn write_atomically(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
-    use std::io::Write;
-    let temporary = path.with_extension("tmp");
-    let mut file = std::fs::File::create(&temporary)?;
-    file.write_all(bytes)?;
-    file.sync_all()?;
-    std::fs::rename(&temporary, path)?;
-    if let Some(parent) = path.parent() {
-        std::fs::File::open(parent)?.sync_all()?;
-    }
-    Ok(())
-}
+pub use basalt_security::write_atomically;
 
 /// Names are 1–64 ASCII letters, digits, `-`, `_` or `.`, not starting with `.`.
 pub fn validate_name(name: &str) -> Result<()> {

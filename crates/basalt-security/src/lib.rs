@@ -58,14 +58,28 @@ fn format_now(format: &[time::format_description::BorrowedFormatItem<'_>]) -> St
 
 /// Writes a file readable by its owner only, complete or absent after a crash.
 pub(crate) fn write_private(path: &std::path::Path, bytes: &[u8]) -> std::io::Result<()> {
+    write_replacing(path, bytes, Some(0o600))
+}
+
+/// Replaces `path` with `bytes` so that a crash leaves the old or the new content, never a mix:
+/// a temporary file is written and synced, renamed over `path`, and the directory synced.
+pub fn write_atomically(path: &std::path::Path, bytes: &[u8]) -> std::io::Result<()> {
+    write_replacing(path, bytes, None)
+}
+
+fn write_replacing(
+    path: &std::path::Path,
+    bytes: &[u8],
+    #[cfg_attr(not(unix), allow(unused_variables))] mode: Option<u32>,
+) -> std::io::Result<()> {
     use std::io::Write;
     let temporary = path.with_extension("tmp");
     let mut options = std::fs::OpenOptions::new();
     options.write(true).create(true).truncate(true);
     #[cfg(unix)]
-    {
+    if let Some(mode) = mode {
         use std::os::unix::fs::OpenOptionsExt;
-        options.mode(0o600);
+        options.mode(mode);
     }
     let mut file = options.open(&temporary)?;
     file.write_all(bytes)?;

@@ -29,6 +29,11 @@ pub(crate) enum EvalCommand {
     #[command(after_help = "Example:\n  basalt eval answers --kb clapnq \\\n    \
         --answerable clapnq-dev/answerable.jsonl --unanswerable clapnq-dev/unanswerable.jsonl")]
     Answers(super::eval_answers::AnswersArgs),
+    /// Precision, recall and F1 of the sensitive-information detectors on labelled entity spans
+    #[command(
+        after_help = "Example:\n  basalt eval guardrails --dataset guardrails/pii-spans.jsonl"
+    )]
+    Guardrails(super::guard::EvalGuardrailsArgs),
 }
 
 #[derive(Debug, clap::Args)]
@@ -106,6 +111,7 @@ pub(crate) fn run(command: EvalCommand, settings: &Settings) -> anyhow::Result<E
     let args = match command {
         EvalCommand::Retrieval(args) => args,
         EvalCommand::Answers(args) => return super::eval_answers::run(&args, settings),
+        EvalCommand::Guardrails(args) => return super::guard::eval(&args),
     };
     let corpus_bytes = std::fs::read(&args.corpus)
         .with_context(|| format!("while reading the corpus {}", args.corpus.display()))?;

@@ -9,6 +9,7 @@ mod embed;
 mod eval;
 mod eval_answers;
 mod generate;
+mod guard;
 mod ingest;
 mod kb;
 mod models;
@@ -42,7 +43,7 @@ pub(crate) enum Command {
     Docs(kb::DocsCommand),
     /// Search a knowledge base
     Search(search::SearchArgs),
-    /// Measure retrieval quality on a BEIR-format dataset
+    /// Measure retrieval, answer and guardrail quality on labelled data
     #[command(subcommand)]
     Eval(eval::EvalCommand),
     /// Answer a question from a knowledge base, with cited sources
@@ -60,6 +61,9 @@ pub(crate) enum Command {
     /// Verify, tail and search the audit trail
     #[command(subcommand)]
     Audit(security::AuditCommand),
+    /// Store guardrail configurations and check text against them (PII, secrets, words)
+    #[command(subcommand)]
+    Guard(guard::GuardCommand),
 }
 
 pub(crate) fn run(command: Command, settings: &Settings) -> anyhow::Result<ExitCode> {
@@ -79,6 +83,7 @@ pub(crate) fn run(command: Command, settings: &Settings) -> anyhow::Result<ExitC
         Command::Keys(command) => security::run_keys(command, settings),
         Command::Policy(command) => security::run_policy(command, settings),
         Command::Audit(command) => security::run_audit(command, settings),
+        Command::Guard(command) => guard::run(command, settings),
     }
 }
 

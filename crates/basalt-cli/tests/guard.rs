@@ -1,0 +1,147 @@
+//! Guardrails from the command line: configurations stored by name and version, text checked
+//! against them, and the detectors scored on the shared labelled PII data.
+
+mod common;
+
+use common::{Workspace, assert_clean_failure, shared_data};
+
+const SUPPORT: &str = r#"{
+  "description": "support desk",
+  "sensitive_information": {
+    "entities": [
+      {"type": "EMAIL", "input": "anonymize", "output": "anonymize"},
+      {"type": "PHONE", "input": "anonymize", "output": "anonymize"},
+      {"type": "CREDIT_CARD", "input": "block", "output": "anonymize"}
+    ],
+    "regexes": [{"name": "EMPLOYEE_ID", "pattern": "EMP-\\d{6}", "output": "anonymize"}]
+  },
+  "word_filters": {"words": ["project falcon"], "profanity": true}
+}"#;
+
+#[test]
+fn guardrails_are_stored_by_version_and_check_text_both_ways() {
+    let ws = Workspace::new();
+    let file = ws.dir.path().join("support.json");
+    std::fs::write(&file, SUPPORT).expect("write");
+    let file = file.display().to_string();
+    assert!(
+        ws.ok(&["guard", "create", "support", "--file", &file])
+            .contains("version 1")
+    );
+    assert!(
+        ws.ok(&["guard", "create", "support", "--file", &file])
+            .contains("version 2")
+    );
+    let listed = ws.json(&["guard", "list", "--json"]);
+    assert_eq!(listed[0]["name"], "support");
+    assert_eq!(listed[0]["latest_version"], 2);
+
+    let checked = ws.json(&[
+        "guard",
+        "check",
+        "--guardrail",
+        "support",
+        "--json",
+        "Mail ana@example.com or call (978)645-9740x11144 about EMP-123456",
+    ]);
+    assert_eq!(checked["outcome"], "anonymized", "{checked}");
+    assert_eq!(
+        checked["text"],
+        "Mail {EMAIL} or call {PHONE} about EMP-123456"
+    );
+    let output = ws.json(&[
+        "guard",
+        "check",
+        "--guardrail",
+        "support:1",
+        "--source",
+        "output",
+        "--json",
+        "Card 4716424521511864 of EMP-123456",
+    ]);
+    assert_eq!(output["text"], "Card {CREDIT_CARD} of {EMPLOYEE_ID}");
+    let blocked = ws.json(&[
+        "guard",
+        "check",
+        "--guardrail",
+        "support",
+        "--json",
+        "Card 4716424521511864, and what's new on Project Falcon?",
+    ]);
+    assert_eq!(blocked["outcome"], "blocked");
+    let policies: Vec<&str> = blocked["assessments"]
+        .as_array()
+        .expect("assessments")
+        .iter()
+        .filter_map(|a| a["policy"].as_str())
+        .collect();
+    assert_eq!(policies, ["sensitive_information", "word_filters"]);
+
+    let bad = ws.dir.path().join("bad.json");
+    std::fs::write(
+        &bad,
+        r#"{"sensitive_information": {"entities": [{"type": "EMIAL"}]}}"#,
+    )
+    .expect("write");
+    assert_clean_failure(
+        &ws.run(&[
+            "guard",
+            "create",
+            "bad",
+            "--file",
+            &bad.display().to_string(),
+        ]),
+        "entities[0].type: unknown type \"EMIAL\"",
+    );
+    assert_clean_failure(
+        &ws.run(&["guard", "check", "--guardrail", "support:7", "x"]),
+        "has no version 7",
+    );
+    assert_clean_failure(
+        &ws.run(&["guard", "check", "--guardrail", "nope", "x"]),
+        "basalt guard create nope",
+    );
+    ws.ok(&["guard", "delete", "support"]);
+    assert_clean_failure(&ws.run(&["guard", "show", "support"]), "no guardrail named");
+}
+
+/// The issue's floor for structured PII, through the command a user runs.
+#[test]
+fn eval_guardrails_meets_the_pii_floors_on_the_shared_data() {
+    let ws = Workspace::new();
+    let dataset = shared_data().join("guardrails/pii-spans.jsonl");
+    let report = ws.json(&[
+        "eval",
+        "guardrails",
+        "--dataset",
+        &dataset.display().to_string(),
+        "--json",
+    ]);
+    let overall = &report["overall"];
+    let recall = overall["recall"].as_f64().expect("recall");
+    let precision = overall["precision"].as_f64().expect("precision");
+    assert!(recall >= 0.95, "recall {recall}: {report}");
+    assert!(precision >= 0.90, "precision {precision}: {report}");
+    for kind in [
+        "EMAIL",
+        "PHONE",
+        "CREDIT_CARD",
+        "IBAN",
+        "US_SSN",
+        "IP_ADDRESS",
+        "URL",
+    ] {
+        assert!(
+            report["per_type"][kind]["true_positives"].as_u64() > Some(0),
+            "{kind} is scored: {report}"
+        );
+    }
+    assert!(report["not_covered"]["PERSON"].as_u64() > Some(0));
+    let text = ws.ok(&[
+        "eval",
+        "guardrails",
+        "--dataset",
+        &dataset.display().to_string(),
+    ]);
+    assert!(text.contains("all covered"), "{text}");
+}

@@ -1,0 +1,512 @@
+//! Guardrail configurations: what to look for, and what to do with it on the way into the model
+//! (input) and on the way out (output). JSON, validated with errors that name the field.
+//!
+//! ```json
+//! {
+//!   "description": "Customer support",
+//!   "sensitive_information": {
+//!     "entities": [
+//!       {"type": "EMAIL", "input": "anonymize", "output": "anonymize"},
+//!       {"type": "CREDIT_CARD", "input": "block", "output": "anonymize"}
+//!     ],
+//!     "regexes": [
+//!       {"name": "EMPLOYEE_ID", "pattern": "EMP-\\d{6}", "input": "none", "output": "anonymize"}
+//!     ]
+//!   },
+//!   "word_filters": {"words": ["project falcon"], "profanity": true},
+//!   "messages": {"blocked_input": "…", "blocked_output": "…"}
+//! }
+//! ```
+
+use std::collections::BTreeSet;
+
+use regex::Regex;
+use serde::{Deserialize, Serialize};
+
+use crate::pii::{CustomPattern, Detector, EntityType, Finding};
+use crate::words::{WordFilter, WordMatch};
+
+/// What a policy does with what it found.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Action {
+    /// Nothing (the finding is still reported in the trace).
+    #[default]
+    None,
+    /// Replace each finding with its placeholder, `{EMAIL}`.
+    Anonymize,
+    /// Refuse the whole request or response.
+    Block,
+}
+
+/// Which way the text is going.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Source {
+    /// From the user, before the model sees it.
+    Input,
+    /// From the model, before the user sees it.
+    Output,
+}
+
+impl Source {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Source::Input => "input",
+            Source::Output => "output",
+        }
+    }
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct GuardrailConfig {
+    #[serde(default)]
+    pub description: String,
+    #[serde(default)]
+    pub sensitive_information: SensitiveInformation,
+    #[serde(default)]
+    pub word_filters: WordFilters,
+    #[serde(default)]
+    pub messages: Messages,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SensitiveInformation {
+    #[serde(default)]
+    pub entities: Vec<EntityPolicy>,
+    #[serde(default)]
+    pub regexes: Vec<RegexPolicy>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct EntityPolicy {
+    #[serde(rename = "type")]
+    pub entity: String,
+    #[serde(default)]
+    pub input: Action,
+    #[serde(default)]
+    pub output: Action,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RegexPolicy {
+    /// Upper-case letters, digits and `_`; the placeholder is `{NAME}`.
+    pub name: String,
+    pub pattern: String,
+    #[serde(default)]
+    pub input: Action,
+    #[serde(default)]
+    pub output: Action,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct WordFilters {
+    /// Words and phrases that block (case-insensitive, whole words).
+    #[serde(default)]
+    pub words: Vec<String>,
+    /// Also block the profanity of the `rustrict` list.
+    #[serde(default)]
+    pub profanity: bool,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Messages {
+    #[serde(default = "default_blocked_input")]
+    pub blocked_input: String,
+    #[serde(default = "default_blocked_output")]
+    pub blocked_output: String,
+}
+
+fn default_blocked_input() -> String {
+    "Sorry, this request can't be processed: it was blocked by a guardrail.".into()
+}
+
+fn default_blocked_output() -> String {
+    "Sorry, the answer was withheld: it was blocked by a guardrail.".into()
+}
+
+impl Default for Messages {
+    fn default() -> Self {
+        Messages {
+            blocked_input: default_blocked_input(),
+            blocked_output: default_blocked_output(),
+        }
+    }
+}
+
+/// A configuration that cannot be used, with the field at fault.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{field}: {message}")]
+pub struct ConfigError {
+    pub field: String,
+    pub message: String,
+}
+
+fn invalid(field: impl Into<String>, message: impl Into<String>) -> ConfigError {
+    ConfigError {
+        field: field.into(),
+        message: message.into(),
+    }
+}
+
+impl GuardrailConfig {
+    /// Parses and validates JSON.
+    pub fn from_json(text: &str) -> Result<Self, ConfigError> {
+        let config: GuardrailConfig = serde_json::from_str(text)
+            .map_err(|error| invalid("configuration", error.to_string()))?;
+        config.validate()?;
+        Ok(config)
+    }
+
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        let mut seen = BTreeSet::new();
+        for (index, policy) in self.sensitive_information.entities.iter().enumerate() {
+            let field = format!("sensitive_information.entities[{index}].type");
+            if EntityType::built_in(&policy.entity).is_none() {
+                let known: Vec<&str> = EntityType::BUILT_IN.iter().map(EntityType::name).collect();
+                return Err(invalid(
+                    field,
+                    format!(
+                        "unknown type {:?}; the types are {} (custom patterns go in \"regexes\")",
+                        policy.entity,
+                        known.join(", ")
+                    ),
+                ));
+            }
+            if !seen.insert(policy.entity.clone()) {
+                return Err(invalid(field, format!("{} is listed twice", policy.entity)));
+            }
+        }
+        for (index, policy) in self.sensitive_information.regexes.iter().enumerate() {
+            let field = format!("sensitive_information.regexes[{index}]");
+            let name_ok = !policy.name.is_empty()
+                && policy.name.len() <= 40
+                && policy
+                    .name
+                    .chars()
+                    .all(|c| c.is_ascii_uppercase() || c.is_ascii_digit() || c == '_');
+            if !name_ok {
+                return Err(invalid(
+                    format!("{field}.name"),
+                    format!(
+                        "{:?}: use 1–40 upper-case letters, digits or '_' (it becomes the placeholder {{NAME}})",
+                        policy.name
+                    ),
+                ));
+            }
+            if EntityType::built_in(&policy.name).is_some() || !seen.insert(policy.name.clone()) {
+                return Err(invalid(
+                    format!("{field}.name"),
+                    format!("{} is already a type of this configuration", policy.name),
+                ));
+            }
+            compile(&policy.pattern)
+                .map_err(|message| invalid(format!("{field}.pattern"), message))?;
+        }
+        for (index, word) in self.word_filters.words.iter().enumerate() {
+            if word.trim().is_empty() {
+                return Err(invalid(
+                    format!("word_filters.words[{index}]"),
+                    "empty word",
+                ));
+            }
+        }
+        Ok(())
+    }
+}
+
+/// Compiles a custom pattern with a bounded automaton, so a hostile pattern cannot exhaust
+/// memory.
+fn compile(pattern: &str) -> Result<Regex, String> {
+    if pattern.is_empty() {
+        return Err("empty pattern".into());
+    }
+    let regex = regex::RegexBuilder::new(pattern)
+        .size_limit(1 << 20)
+        .build()
+        .map_err(|error| error.to_string())?;
+    if regex.is_match("") {
+        return Err(format!("{pattern:?} matches the empty string"));
+    }
+    Ok(regex)
+}
+
+/// What a guardrail did to one text.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Outcome {
+    /// Nothing to act on.
+    Passed,
+    /// Entities were replaced by placeholders.
+    Anonymized,
+    /// The text must not go on; `text` is the configured message.
+    Blocked,
+}
+
+/// One policy's finding, for the trace.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Assessment {
+    /// `sensitive_information` or `word_filters`.
+    pub policy: &'static str,
+    /// The entity type, or the matched word (`profanity` for the list).
+    pub name: String,
+    pub action: Action,
+    /// Byte offsets into the checked text.
+    pub start: usize,
+    pub end: usize,
+}
+
+/// The result of applying a guardrail to a text.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Checked {
+    pub outcome: Outcome,
+    /// The text to pass on: the original, anonymized, or the blocked message.
+    pub text: String,
+    /// Every finding, with what was done about it.
+    pub assessments: Vec<Assessment>,
+}
+
+/// A validated configuration, ready to check text.
+#[derive(Debug, Clone)]
+pub struct Guardrail {
+    config: GuardrailConfig,
+    detector: Detector,
+    words: WordFilter,
+}
+
+impl Guardrail {
+    pub fn new(config: GuardrailConfig) -> Result<Self, ConfigError> {
+        config.validate()?;
+        let custom = config
+            .sensitive_information
+            .regexes
+            .iter()
+            .map(|policy| {
+                Ok(CustomPattern {
+                    name: policy.name.clone(),
+                    regex: compile(&policy.pattern)
+                        .map_err(|message| invalid(policy.name.clone(), message))?,
+                })
+            })
+            .collect::<Result<Vec<_>, ConfigError>>()?;
+        let words = WordFilter::new(&config.word_filters.words, config.word_filters.profanity);
+        Ok(Guardrail {
+            detector: Detector::new(custom),
+            words,
+            config,
+        })
+    }
+
+    pub fn config(&self) -> &GuardrailConfig {
+        &self.config
+    }
+
+    /// The action configured for an entity type in one direction (`None` when not listed).
+    fn action(&self, entity: &EntityType, source: Source) -> Action {
+        let pick = |input: Action, output: Action| match source {
+            Source::Input => input,
+            Source::Output => output,
+        };
+        let info = &self.config.sensitive_information;
+        info.entities
+            .iter()
+            .find(|policy| policy.entity == entity.name())
+            .map(|policy| pick(policy.input, policy.output))
+            .or_else(|| {
+                info.regexes
+                    .iter()
+                    .find(|policy| policy.name == entity.name())
+                    .map(|policy| pick(policy.input, policy.output))
+            })
+            .unwrap_or(Action::None)
+    }
+
+    /// Entities of the types this configuration lists, with their action for `source`.
+    pub fn findings(&self, text: &str, source: Source) -> Vec<(Finding, Action)> {
+        self.detector
+            .detect(text)
+            .into_iter()
+            .filter(|finding| self.lists(&finding.entity))
+            .map(|finding| {
+                let action = self.action(&finding.entity, source);
+                (finding, action)
+            })
+            .collect()
+    }
+
+    fn lists(&self, entity: &EntityType) -> bool {
+        let info = &self.config.sensitive_information;
+        info.entities
+            .iter()
+            .any(|policy| policy.entity == entity.name())
+            || info
+                .regexes
+                .iter()
+                .any(|policy| policy.name == entity.name())
+    }
+
+    /// Word-filter matches (they always block).
+    pub fn word_matches(&self, text: &str) -> Vec<WordMatch> {
+        self.words.find(text)
+    }
+
+    /// Checks `text` going in direction `source`.
+    pub fn check(&self, text: &str, source: Source) -> Checked {
+        let mut assessments = Vec::new();
+        let findings = self.findings(text, source);
+        for (finding, action) in &findings {
+            assessments.push(Assessment {
+                policy: "sensitive_information",
+                name: finding.entity.name().to_owned(),
+                action: *action,
+                start: finding.start,
+                end: finding.end,
+            });
+        }
+        for found in self.word_matches(text) {
+            assessments.push(Assessment {
+                policy: "word_filters",
+                name: found.word,
+                action: Action::Block,
+                start: found.start,
+                end: found.end,
+            });
+        }
+        assessments.sort_by_key(|assessment| assessment.start);
+        if assessments.iter().any(|a| a.action == Action::Block) {
+            let message = match source {
+                Source::Input => &self.config.messages.blocked_input,
+                Source::Output => &self.config.messages.blocked_output,
+            };
+            return Checked {
+                outcome: Outcome::Blocked,
+                text: message.clone(),
+                assessments,
+            };
+        }
+        let mut anonymized = String::with_capacity(text.len());
+        let mut last = 0;
+        for (finding, action) in &findings {
+            if *action == Action::Anonymize {
+                anonymized.push_str(&text[last..finding.start]);
+                anonymized.push('{');
+                anonymized.push_str(finding.entity.name());
+                anonymized.push('}');
+                last = finding.end;
+            }
+        }
+        if last == 0 {
+            return Checked {
+                outcome: Outcome::Passed,
+                text: text.to_owned(),
+                assessments,
+            };
+        }
+        anonymized.push_str(&text[last..]);
+        Checked {
+            outcome: Outcome::Anonymized,
+            text: anonymized,
+            assessments,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const SUPPORT: &str = r#"{
+        "description": "support desk",
+        "sensitive_information": {
+            "entities": [
+                {"type": "EMAIL", "input": "anonymize", "output": "anonymize"},
+                {"type": "CREDIT_CARD", "input": "block", "output": "anonymize"}
+            ],
+            "regexes": [{"name": "EMPLOYEE_ID", "pattern": "EMP-\\d{6}", "output": "anonymize"}]
+        },
+        "word_filters": {"words": ["project falcon"], "profanity": true}
+    }"#;
+
+    fn support() -> Guardrail {
+        Guardrail::new(GuardrailConfig::from_json(SUPPORT).expect("valid")).expect("guardrail")
+    }
+
+    #[test]
+    fn anonymizes_and_blocks_per_direction() {
+        let guard = support();
+        let checked = guard.check("Write to ana@example.com about EMP-123456.", Source::Output);
+        assert_eq!(checked.outcome, Outcome::Anonymized);
+        assert_eq!(checked.text, "Write to {EMAIL} about {EMPLOYEE_ID}.");
+        // The employee id is left alone on input (its input action is the default, none).
+        let checked = guard.check("Write to ana@example.com about EMP-123456.", Source::Input);
+        assert_eq!(checked.text, "Write to {EMAIL} about EMP-123456.");
+        assert_eq!(checked.assessments.len(), 2);
+
+        let card = "My card is 4716424521511864, charge it";
+        let checked = guard.check(card, Source::Input);
+        assert_eq!(checked.outcome, Outcome::Blocked);
+        assert!(checked.text.contains("blocked by a guardrail"));
+        assert_eq!(
+            guard.check(card, Source::Output).text,
+            "My card is {CREDIT_CARD}, charge it"
+        );
+        // A phone number is found but not listed: it passes.
+        assert_eq!(
+            guard.check("call 166-684-7899", Source::Output).outcome,
+            Outcome::Passed
+        );
+    }
+
+    #[test]
+    fn word_filters_block() {
+        let guard = support();
+        let checked = guard.check("Status of Project Falcon?", Source::Input);
+        assert_eq!(checked.outcome, Outcome::Blocked);
+        assert_eq!(checked.assessments[0].policy, "word_filters");
+        assert_eq!(
+            guard.check("what the fuck", Source::Output).outcome,
+            Outcome::Blocked
+        );
+    }
+
+    #[test]
+    fn invalid_configurations_name_the_field() {
+        let cases = [
+            (
+                r#"{"sensitive_information": {"entities": [{"type": "EMIAL"}]}}"#,
+                "entities[0].type",
+            ),
+            (
+                r#"{"sensitive_information": {"entities": [{"type": "EMAIL", "input": "mask"}]}}"#,
+                "unknown variant",
+            ),
+            (
+                r#"{"sensitive_information": {"regexes": [{"name": "id", "pattern": "x"}]}}"#,
+                "regexes[0].name",
+            ),
+            (
+                r#"{"sensitive_information": {"regexes": [{"name": "ID", "pattern": "("}]}}"#,
+                "regexes[0].pattern",
+            ),
+            (
+                r#"{"sensitive_information": {"regexes": [{"name": "ID", "pattern": "a*"}]}}"#,
+                "empty string",
+            ),
+            (r#"{"word_filter": {}}"#, "unknown field"),
+            (
+                r#"{"sensitive_information": {"entities": [{"type": "EMAIL"}, {"type": "EMAIL"}]}}"#,
+                "twice",
+            ),
+        ];
+        for (json, expected) in cases {
+            let error = GuardrailConfig::from_json(json).expect_err(json);
+            assert!(error.to_string().contains(expected), "{json}: {error}");
+        }
+    }
+}

@@ -1,0 +1,18 @@
+//! Guardrails for Basalt: detectors that look at text going into and coming out of a model.
+//!
+//! - [`pii`]: structured personal data and secrets, with checksums where formats have them;
+//! - [`words`]: custom words and phrases, and a maintained profanity list (`rustrict`);
+//! - [`config`]: named configurations (JSON, validated) that say what to do with each finding
+//!   on input and on output — nothing, anonymize (`{EMAIL}`) or block — and apply them;
+//! - [`store`]: configurations kept by name and version in the data directory;
+//! - [`eval`]: precision, recall, F1 and false-positive rate on labelled data.
+
+pub mod config;
+pub mod eval;
+pub mod pii;
+pub mod store;
+pub mod words;
+
+pub use config::{Action, Checked, Guardrail, GuardrailConfig, Outcome, Source};
+pub use pii::{CustomPattern, Detector, EntityType, Finding};
+pub use store::{GuardrailStore, StoreError};

@@ -1,0 +1,237 @@
+//! Named, versioned guardrail configurations in the data directory:
+//! `<data>/guardrails/<name>/v<N>.json`. Saving a name again adds version N+1; earlier versions
+//! stay readable, so a request or a key can pin one.
+
+use std::path::{Path, PathBuf};
+
+use serde::Serialize;
+
+use crate::config::{ConfigError, GuardrailConfig};
+
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    #[error("invalid guardrail name {0:?}: use 1–50 letters, digits, '-' or '_'")]
+    InvalidName(String),
+    #[error(
+        "no guardrail named {0:?} (create one with `basalt guard create {0} --file CONFIG.json`)"
+    )]
+    NotFound(String),
+    #[error("guardrail {name:?} has no version {version} (its versions are 1–{latest})")]
+    NoVersion {
+        name: String,
+        version: u32,
+        latest: u32,
+    },
+    #[error("invalid guardrail configuration: {0}")]
+    Invalid(#[from] ConfigError),
+    #[error("{path}: {source}")]
+    Io {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+}
+
+fn io(path: &Path) -> impl FnOnce(std::io::Error) -> StoreError + '_ {
+    move |source| StoreError::Io {
+        path: path.to_path_buf(),
+        source,
+    }
+}
+
+/// Guardrail names follow Bedrock's: 1–50 ASCII letters, digits, `-` or `_`.
+fn valid_name(name: &str) -> bool {
+    (1..=50).contains(&name.len())
+        && name
+            .bytes()
+            .all(|byte| byte.is_ascii_alphanumeric() || byte == b'-' || byte == b'_')
+}
+
+/// One stored version.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct StoredGuardrail {
+    pub name: String,
+    pub version: u32,
+    pub config: GuardrailConfig,
+}
+
+/// A summary for listings.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct GuardrailSummary {
+    pub name: String,
+    pub latest_version: u32,
+    pub description: String,
+}
+
+/// The guardrails of one data directory.
+#[derive(Debug, Clone)]
+pub struct GuardrailStore {
+    root: PathBuf,
+}
+
+impl GuardrailStore {
+    /// The store under `data_dir/guardrails`.
+    pub fn new(data_dir: &Path) -> Self {
+        GuardrailStore {
+            root: data_dir.join("guardrails"),
+        }
+    }
+
+    fn directory(&self, name: &str) -> Result<PathBuf, StoreError> {
+        if !valid_name(name) {
+            return Err(StoreError::InvalidName(name.to_owned()));
+        }
+        Ok(self.root.join(name))
+    }
+
+    fn versions(&self, name: &str) -> Result<Vec<u32>, StoreError> {
+        let directory = self.directory(name)?;
+        let entries = match std::fs::read_dir(&directory) {
+            Ok(entries) => entries,
+            Err(error) if error.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),
+            Err(error) => return Err(io(&directory)(error)),
+        };
+        let mut versions: Vec<u32> = entries
+            .filter_map(|entry| entry.ok())
+            .filter_map(|entry| {
+                let name = entry.file_name().into_string().ok()?;
+                name.strip_prefix('v')?.strip_suffix(".json")?.parse().ok()
+            })
+            .collect();
+        versions.sort_unstable();
+        Ok(versions)
+    }
+
+    /// Validates `config` and stores it as the next version of `name`.
+    pub fn save(
+        &self,
+        name: &str,
+        config: &GuardrailConfig,
+    ) -> Result<StoredGuardrail, StoreError> {
+        config.validate()?;
+        let directory = self.directory(name)?;
+        std::fs::create_dir_all(&directory).map_err(io(&directory))?;
+        let version = self.versions(name)?.last().map_or(1, |latest| latest + 1);
+        let path = directory.join(format!("v{version}.json"));
+        let bytes = serde_json::to_vec_pretty(config).expect("a configuration serializes");
+        basalt_security::write_atomically(&path, &bytes).map_err(io(&path))?;
+        Ok(StoredGuardrail {
+            name: name.to_owned(),
+            version,
+            config: config.clone(),
+        })
+    }
+
+    /// Version `version` of `name`, or its latest.
+    pub fn load(&self, name: &str, version: Option<u32>) -> Result<StoredGuardrail, StoreError> {
+        let versions = self.versions(name)?;
+        let Some(&latest) = versions.last() else {
+            return Err(StoreError::NotFound(name.to_owned()));
+        };
+        let version = version.unwrap_or(latest);
+        if !versions.contains(&version) {
+            return Err(StoreError::NoVersion {
+                name: name.to_owned(),
+                version,
+                latest,
+            });
+        }
+        let path = self.directory(name)?.join(format!("v{version}.json"));
+        let text = std::fs::read_to_string(&path).map_err(io(&path))?;
+        let config = GuardrailConfig::from_json(&text)?;
+        Ok(StoredGuardrail {
+            name: name.to_owned(),
+            version,
+            config,
+        })
+    }
+
+    pub fn list(&self) -> Result<Vec<GuardrailSummary>, StoreError> {
+        let entries = match std::fs::read_dir(&self.root) {
+            Ok(entries) => entries,
+            Err(error) if error.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),
+            Err(error) => return Err(io(&self.root)(error)),
+        };
+        let mut names: Vec<String> = entries
+            .filter_map(|entry| entry.ok()?.file_name().into_string().ok())
+            .filter(|name| valid_name(name))
+            .collect();
+        names.sort();
+        let mut summaries = Vec::new();
+        for name in names {
+            if self.versions(&name)?.is_empty() {
+                continue;
+            }
+            let stored = self.load(&name, None)?;
+            summaries.push(GuardrailSummary {
+                name,
+                latest_version: stored.version,
+                description: stored.config.description,
+            });
+        }
+        Ok(summaries)
+    }
+
+    /// Deletes every version of `name`.
+    pub fn delete(&self, name: &str) -> Result<(), StoreError> {
+        if self.versions(name)?.is_empty() {
+            return Err(StoreError::NotFound(name.to_owned()));
+        }
+        let directory = self.directory(name)?;
+        std::fs::remove_dir_all(&directory).map_err(io(&directory))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn versions_accumulate_and_stay_readable() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let store = GuardrailStore::new(dir.path());
+        assert!(store.list().expect("list").is_empty());
+        let mut config = GuardrailConfig {
+            description: "first".into(),
+            ..GuardrailConfig::default()
+        };
+        assert_eq!(store.save("support", &config).expect("save").version, 1);
+        config.description = "second".into();
+        assert_eq!(store.save("support", &config).expect("save").version, 2);
+        assert_eq!(
+            store
+                .load("support", None)
+                .expect("latest")
+                .config
+                .description,
+            "second"
+        );
+        assert_eq!(
+            store
+                .load("support", Some(1))
+                .expect("v1")
+                .config
+                .description,
+            "first"
+        );
+        assert!(matches!(
+            store.load("support", Some(3)),
+            Err(StoreError::NoVersion { latest: 2, .. })
+        ));
+        let listed = store.list().expect("list");
+        assert_eq!(listed.len(), 1);
+        assert_eq!(listed[0].latest_version, 2);
+        assert!(matches!(
+            store.load("nope", None),
+            Err(StoreError::NotFound(_))
+        ));
+        assert!(matches!(
+            store.save("../x", &config),
+            Err(StoreError::InvalidName(_))
+        ));
+        store.delete("support").expect("delete");
+        assert!(matches!(
+            store.delete("support"),
+            Err(StoreError::NotFound(_))
+        ));
+    }
+}
