@@ -115,6 +115,29 @@ pub struct Answer {
     pub prompt_text: String,
 }
 
+impl Answer {
+    /// An answer that is just `text`: no citations, no sources, nothing generated (the
+    /// starting point of the pipeline, and what a caller gives in place of one it refused).
+    pub fn plain(text: String, query: String) -> Self {
+        Answer {
+            answer: text,
+            abstained: false,
+            extractive: false,
+            abstain_reason: None,
+            citations: Vec::new(),
+            sources: Vec::new(),
+            removed_markers: 0,
+            relevance: None,
+            grounding: 1.0,
+            query,
+            template_version: String::new(),
+            usage: Usage::default(),
+            timings: AnswerTimings::default(),
+            prompt_text: String::new(),
+        }
+    }
+}
+
 /// What an answer stream reports, in order: the sources once, text deltas, then the result.
 #[derive(Debug)]
 pub enum AnswerEvent<'a> {
@@ -165,25 +188,10 @@ pub fn answer(
     let relevance = ranked.first().map(|sentence| sentence.score);
     let retrieval_ms = elapsed_ms(started);
 
-    let mut result = Answer {
-        answer: String::new(),
-        abstained: false,
-        extractive: false,
-        abstain_reason: None,
-        citations: Vec::new(),
-        sources: Vec::new(),
-        removed_markers: 0,
-        relevance,
-        grounding: 1.0,
-        query: query.clone(),
-        template_version: template.version.clone(),
-        usage: Usage::default(),
-        timings: AnswerTimings {
-            retrieval_ms,
-            ..AnswerTimings::default()
-        },
-        prompt_text: String::new(),
-    };
+    let mut result = Answer::plain(String::new(), query.clone());
+    result.relevance = relevance;
+    result.template_version = template.version.clone();
+    result.timings.retrieval_ms = retrieval_ms;
     if relevance.is_none_or(|score| score < min_relevance) {
         let reason = AbstainReason::NoRelevantPassages;
         return Ok(abstain(result, reason, started, false, observe));

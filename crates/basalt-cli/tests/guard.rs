@@ -145,3 +145,24 @@ fn eval_guardrails_meets_the_pii_floors_on_the_shared_data() {
     ]);
     assert!(text.contains("all covered"), "{text}");
 }
+
+#[test]
+fn bench_guardrails_reports_request_latency_percentiles() {
+    let ws = Workspace::new();
+    let data = shared_data().display().to_string();
+    let report = ws.json(&[
+        "bench",
+        "guardrails",
+        "--data",
+        &data,
+        "--count",
+        "60",
+        "--json",
+    ]);
+    assert_eq!(report["texts"], 60);
+    for part in ["input", "output_streamed", "request"] {
+        let p50 = report[part]["p50_ms"].as_f64().expect("p50");
+        let p99 = report[part]["p99_ms"].as_f64().expect("p99");
+        assert!(p50 > 0.0 && p99 >= p50, "{part}: {report}");
+    }
+}

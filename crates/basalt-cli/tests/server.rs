@@ -513,7 +513,8 @@ fn native_api_runs_knowledge_bases_uploads_jobs_answers_and_sessions() {
         for method in operations.as_object().expect("operations").keys() {
             let concrete = path
                 .replace("{kb}", "zz-missing")
-                .replace("{id}", "zz-missing");
+                .replace("{id}", "zz-missing")
+                .replace("{name}", "zz-missing");
             let method = method.to_uppercase();
             let (status, body) = request(
                 port,
@@ -1828,4 +1829,237 @@ fn serve_speaks_https_with_a_pem_certificate() {
         "--tls-key",
     );
     common::assert_clean_failure(&ws.run(&["serve", "--tls-cert", &cert]), "--tls-key");
+}
+
+/// The data lines of an OpenAI-style SSE body, parsed (without `[DONE]`).
+fn chunks(body: &str) -> Vec<Value> {
+    body.lines()
+        .filter_map(|line| line.strip_prefix("data: "))
+        .filter(|data| *data != "[DONE]")
+        .map(|data| serde_json::from_str(data).unwrap_or_else(|e| panic!("{e}: {data}")))
+        .collect()
+}
+
+#[test]
+fn guardrails_over_http_anonymize_streamed_answers_and_block_inputs() {
+    const EMAIL: &str = "help.desk@example.com";
+    const CARD: &str = "4716 4245 2151 1864";
+    let ws = Workspace::new();
+    let docs = ws.docs();
+    std::fs::create_dir_all(&docs).expect("docs");
+    std::fs::write(
+        docs.join("support.md"),
+        format!(
+            "# Support\n\nThe support desk answers every question sent by email to {EMAIL}. \
+             Refunds are paid to the company card {CARD} within five days.\n"
+        ),
+    )
+    .expect("write");
+    ws.ok(&["kb", "create", "support"]);
+    ws.ok(&["ingest", "--kb", "support", &docs.display().to_string()]);
+    let admin = create_key(
+        &ws,
+        &["--principal", "admin", "--policy", "AdministratorAccess"],
+    );
+    let reader = create_key(
+        &ws,
+        &["--principal", "reader", "--policy", "ReadOnlyAccess"],
+    );
+    use_key(Some(&admin));
+    let _turn = cpu_turn();
+    let server = start_server(&ws, &[]);
+    let port = server.port;
+
+    let config = serde_json::json!({
+        "name": "pii",
+        "config": {
+            "description": "support",
+            "sensitive_information": {"entities": [
+                {"type": "EMAIL", "input": "anonymize", "output": "anonymize"},
+                {"type": "CREDIT_CARD", "input": "block", "output": "anonymize"}
+            ]},
+            "word_filters": {"words": ["project falcon"]}
+        }
+    });
+    let (status, body) = post_json(port, "/v1/guardrails", &config.to_string());
+    assert_eq!(status, 201, "{body}");
+    assert_eq!(json_of(&body)["version"], 1);
+    assert_error(
+        post_json(
+            port,
+            "/v1/guardrails",
+            r#"{"name": "bad", "config": {"word_filter": {}}}"#,
+        ),
+        400,
+        "invalid_json",
+    );
+    assert_error(
+        post_json(
+            port,
+            "/v1/guardrails",
+            r#"{"name": "bad", "config": {"sensitive_information": {"entities": [{"type": "EMIAL"}]}}}"#,
+        ),
+        400,
+        "invalid_guardrail",
+    );
+    let (status, listed) = get(port, "/v1/guardrails");
+    assert_eq!(status, 200);
+    assert_eq!(listed["guardrails"][0]["name"], "pii");
+
+    // ApplyGuardrail, as a read-only principal may.
+    use_key(Some(&reader));
+    let (status, body) = post_json(
+        port,
+        "/v1/guardrails/pii/apply",
+        r#"{"source": "output", "text": "Write to ana@example.com"}"#,
+    );
+    assert_eq!(status, 200, "{body}");
+    let applied = json_of(&body);
+    assert_eq!(applied["action"], "intervened");
+    assert_eq!(applied["text"], "Write to {EMAIL}");
+    assert_eq!(applied["assessments"][0]["name"], "EMAIL");
+    assert_error(
+        post_json(port, "/v1/guardrails", &config.to_string()),
+        403,
+        "access_denied",
+    );
+    assert_error(
+        post_json(
+            port,
+            "/v1/guardrails/nope/apply",
+            r#"{"source": "input", "text": "x"}"#,
+        ),
+        404,
+        "guardrail_not_found",
+    );
+    use_key(Some(&admin));
+
+    // A streamed knowledge-base answer through the guardrail: no chunk carries the raw email
+    // or card, wherever they come from (the generated text, the cited passages, the sources).
+    let question = serde_json::json!({
+        "model": "kb:support", "stream": true, "max_tokens": 64, "guardrail": "pii",
+        "guardrail_trace": true,
+        "messages": [{"role": "user", "content": "Which email address does the support desk answer?"}],
+    });
+    let (status, body) = post_json(port, "/v1/chat/completions", &question.to_string());
+    assert_eq!(status, 200, "{body}");
+    let streamed = chunks(&body);
+    assert!(streamed.len() >= 2, "{body}");
+    for chunk in &streamed {
+        let text = chunk.to_string();
+        assert!(!text.contains(EMAIL), "raw email in {text}");
+        assert!(
+            !text.contains(CARD) && !text.contains("4716"),
+            "raw card in {text}"
+        );
+    }
+    let last = streamed
+        .iter()
+        .rev()
+        .find(|chunk| chunk["choices"][0]["finish_reason"].is_string())
+        .expect("a finishing chunk");
+    let delta = &last["choices"][0]["delta"];
+    let sources = delta["sources"].to_string();
+    assert!(sources.contains("{EMAIL}"), "{delta}");
+    assert_eq!(delta["guardrail"]["name"], "pii", "{delta}");
+    assert_eq!(delta["guardrail"]["action"], "intervened", "{delta}");
+
+    // Generated text: the model is asked to repeat an email address that the guardrail lets
+    // into the prompt (input: none) but not out. The address is several tokens; no chunk may
+    // carry it, or any piece of it that the guardrail has not seen whole.
+    let echo = serde_json::json!({
+        "name": "out-only",
+        "config": {"sensitive_information": {"entities": [
+            {"type": "EMAIL", "input": "none", "output": "anonymize"}
+        ]}}
+    });
+    let (status, body) = post_json(port, "/v1/guardrails", &echo.to_string());
+    assert_eq!(status, 201, "{body}");
+    let ask = |guardrail: Option<&str>| {
+        let mut request = serde_json::json!({
+            "model": "smollm2-135m-instruct", "stream": true, "max_tokens": 40,
+            "messages": [{"role": "user", "content":
+                format!("What is the email address in this text? Text: Write to {EMAIL} for help.")}],
+        });
+        if let Some(guardrail) = guardrail {
+            request["guardrail"] = guardrail.into();
+        }
+        let (status, body) = post_json(port, "/v1/chat/completions", &request.to_string());
+        assert_eq!(status, 200, "{body}");
+        chunks(&body)
+            .iter()
+            .filter_map(|chunk| {
+                chunk["choices"][0]["delta"]["content"]
+                    .as_str()
+                    .map(str::to_owned)
+            })
+            .collect::<Vec<String>>()
+    };
+    // Without the guardrail the model does repeat it, split over several tokens.
+    let unguarded = ask(None);
+    assert!(unguarded.concat().contains(EMAIL), "{unguarded:?}");
+    assert!(
+        unguarded.iter().all(|piece| !piece.contains(EMAIL)),
+        "{unguarded:?}"
+    );
+    let guarded = ask(Some("out-only"));
+    for piece in &guarded {
+        assert!(
+            !piece.contains("help.desk") && !piece.contains("example.com"),
+            "{guarded:?}"
+        );
+    }
+    assert!(guarded.concat().contains("{EMAIL}"), "{guarded:?}");
+
+    // Attached to the knowledge base, it applies without being named; the native answer too.
+    let (status, body) = request(
+        port,
+        "PATCH",
+        "/v1/kbs/support",
+        &["Content-Type: application/json"],
+        br#"{"answer": {"guardrail": "pii"}}"#,
+    );
+    assert_eq!(status, 200, "{body}");
+    let (status, body) = post_json(
+        port,
+        "/v1/kbs/support/answer",
+        r#"{"question": "Where are refunds paid?", "max_tokens": 48}"#,
+    );
+    assert_eq!(status, 200, "{body}");
+    assert!(!body.contains(EMAIL) && !body.contains(CARD), "{body}");
+    assert!(body.contains("{CREDIT_CARD}"), "{body}");
+
+    // A card number in the question is blocked before any model runs.
+    let blocked = serde_json::json!({
+        "model": "kb:support", "max_tokens": 32,
+        "messages": [{"role": "user", "content": format!("Refund my card {CARD} please")}],
+    });
+    let (status, body) = post_json(port, "/v1/chat/completions", &blocked.to_string());
+    assert_eq!(status, 200, "{body}");
+    let completion = json_of(&body);
+    assert_eq!(
+        completion["choices"][0]["finish_reason"], "content_filter",
+        "{body}"
+    );
+    assert!(
+        completion["choices"][0]["message"]["content"]
+            .as_str()
+            .is_some_and(|text| text.contains("blocked by a guardrail")),
+        "{body}"
+    );
+    assert_eq!(completion["usage"]["completion_tokens"], 0);
+
+    // The block is in the audit trail, with the policy that acted and not the text.
+    let (status, audit) = get(port, "/v1/audit?outcome=blocked");
+    assert_eq!(status, 200, "{audit}");
+    let records = audit["records"].as_array().expect("records");
+    assert!(
+        records
+            .iter()
+            .any(|record| record["action"] == "guardrail:Block"
+                && record["detail"].as_str().is_some_and(|detail| {
+                    detail.contains("sensitive_information:CREDIT_CARD") && !detail.contains("4716")
+                })),
+        "{audit}"
+    );
 }

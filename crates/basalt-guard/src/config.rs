@@ -27,7 +27,9 @@ use crate::pii::{CustomPattern, Detector, EntityType, Finding};
 use crate::words::{WordFilter, WordMatch};
 
 /// What a policy does with what it found.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(
+    Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema,
+)]
 #[serde(rename_all = "lowercase")]
 pub enum Action {
     /// Nothing (the finding is still reported in the trace).
@@ -40,7 +42,7 @@ pub enum Action {
 }
 
 /// Which way the text is going.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(rename_all = "lowercase")]
 pub enum Source {
     /// From the user, before the model sees it.
@@ -58,7 +60,7 @@ impl Source {
     }
 }
 
-#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct GuardrailConfig {
     #[serde(default)]
@@ -71,7 +73,7 @@ pub struct GuardrailConfig {
     pub messages: Messages,
 }
 
-#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct SensitiveInformation {
     #[serde(default)]
@@ -80,7 +82,7 @@ pub struct SensitiveInformation {
     pub regexes: Vec<RegexPolicy>,
 }
 
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct EntityPolicy {
     #[serde(rename = "type")]
@@ -91,7 +93,7 @@ pub struct EntityPolicy {
     pub output: Action,
 }
 
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct RegexPolicy {
     /// Upper-case letters, digits and `_`; the placeholder is `{NAME}`.
@@ -103,7 +105,7 @@ pub struct RegexPolicy {
     pub output: Action,
 }
 
-#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct WordFilters {
     /// Words and phrases that block (case-insensitive, whole words).
@@ -114,7 +116,7 @@ pub struct WordFilters {
     pub profanity: bool,
 }
 
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct Messages {
     #[serde(default = "default_blocked_input")]
@@ -238,7 +240,7 @@ fn compile(pattern: &str) -> Result<Regex, String> {
 }
 
 /// What a guardrail did to one text.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, schemars::JsonSchema)]
 #[serde(rename_all = "lowercase")]
 pub enum Outcome {
     /// Nothing to act on.
@@ -250,7 +252,7 @@ pub enum Outcome {
 }
 
 /// One policy's finding, for the trace.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, schemars::JsonSchema)]
 pub struct Assessment {
     /// `sensitive_information` or `word_filters`.
     pub policy: &'static str,
@@ -263,13 +265,36 @@ pub struct Assessment {
 }
 
 /// The result of applying a guardrail to a text.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, schemars::JsonSchema)]
 pub struct Checked {
     pub outcome: Outcome,
     /// The text to pass on: the original, anonymized, or the blocked message.
     pub text: String,
     /// Every finding, with what was done about it.
     pub assessments: Vec<Assessment>,
+    /// Anonymizations as (start, end) in the checked text and the placeholder's length.
+    #[serde(skip)]
+    #[schemars(skip)]
+    edits: Vec<(usize, usize, usize)>,
+}
+
+impl Checked {
+    /// Where byte `offset` of the checked text is in [`Checked::text`] (after anonymization):
+    /// an entity's start stays at its placeholder's start, an offset inside it moves to the
+    /// placeholder's end.
+    pub fn map_offset(&self, offset: usize) -> usize {
+        let mut shift: isize = 0;
+        for &(start, end, replacement) in &self.edits {
+            if offset <= start {
+                break;
+            }
+            if offset < end {
+                return start.saturating_add_signed(shift) + replacement;
+            }
+            shift += replacement as isize - (end - start) as isize;
+        }
+        offset.saturating_add_signed(shift)
+    }
 }
 
 /// A validated configuration, ready to check text.
@@ -388,24 +413,27 @@ impl Guardrail {
                 outcome: Outcome::Blocked,
                 text: message.clone(),
                 assessments,
+                edits: Vec::new(),
             };
         }
         let mut anonymized = String::with_capacity(text.len());
+        let mut edits = Vec::new();
         let mut last = 0;
         for (finding, action) in &findings {
             if *action == Action::Anonymize {
                 anonymized.push_str(&text[last..finding.start]);
-                anonymized.push('{');
-                anonymized.push_str(finding.entity.name());
-                anonymized.push('}');
+                let placeholder = format!("{{{}}}", finding.entity.name());
+                anonymized.push_str(&placeholder);
+                edits.push((finding.start, finding.end, placeholder.len()));
                 last = finding.end;
             }
         }
-        if last == 0 {
+        if edits.is_empty() {
             return Checked {
                 outcome: Outcome::Passed,
                 text: text.to_owned(),
                 assessments,
+                edits,
             };
         }
         anonymized.push_str(&text[last..]);
@@ -413,6 +441,7 @@ impl Guardrail {
             outcome: Outcome::Anonymized,
             text: anonymized,
             assessments,
+            edits,
         }
     }
 }
@@ -461,6 +490,26 @@ mod tests {
             guard.check("call 166-684-7899", Source::Output).outcome,
             Outcome::Passed
         );
+    }
+
+    #[test]
+    fn offsets_follow_the_anonymization() {
+        let guard = support();
+        let text = "Mail ana@example.com today, ana@example.org too.";
+        let checked = guard.check(text, Source::Output);
+        assert_eq!(checked.text, "Mail {EMAIL} today, {EMAIL} too.");
+        assert_eq!(checked.map_offset(0), 0);
+        assert_eq!(checked.map_offset(5), 5);
+        assert_eq!(
+            checked.map_offset(10),
+            12,
+            "inside the entity: the placeholder's end"
+        );
+        assert_eq!(
+            &checked.text[checked.map_offset(20)..checked.map_offset(27)],
+            " today,"
+        );
+        assert_eq!(checked.map_offset(text.len()), checked.text.len());
     }
 
     #[test]

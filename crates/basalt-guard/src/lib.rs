@@ -5,14 +5,17 @@
 //! - [`config`]: named configurations (JSON, validated) that say what to do with each finding
 //!   on input and on output — nothing, anonymize (`{EMAIL}`) or block — and apply them;
 //! - [`store`]: configurations kept by name and version in the data directory;
+//! - [`stream`]: streamed output checked a window at a time before any of it is released;
 //! - [`eval`]: precision, recall, F1 and false-positive rate on labelled data.
 
 pub mod config;
 pub mod eval;
 pub mod pii;
 pub mod store;
+pub mod stream;
 pub mod words;
 
 pub use config::{Action, Checked, Guardrail, GuardrailConfig, Outcome, Source};
 pub use pii::{CustomPattern, Detector, EntityType, Finding};
 pub use store::{GuardrailStore, StoreError};
+pub use stream::{Release, StreamGuard};

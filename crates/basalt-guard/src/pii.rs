@@ -188,15 +188,11 @@ impl Detector {
         for found in EMAIL.find_iter(text) {
             push(EntityType::Email, found.start(), found.end());
         }
-        for found in CARD.find_iter(text) {
-            if is_card_number(found.as_str()) {
-                push(EntityType::CreditCard, found.start(), found.end());
-            }
+        for (start, end) in scan(&CARD, text, |candidate, _| is_card_number(candidate)) {
+            push(EntityType::CreditCard, start, end);
         }
-        for found in IBAN.find_iter(text) {
-            if is_iban(found.as_str()) {
-                push(EntityType::Iban, found.start(), found.end());
-            }
+        for (start, end) in scan(&IBAN, text, |candidate, _| is_iban(candidate)) {
+            push(EntityType::Iban, start, end);
         }
         for found in URL.find_iter(text) {
             let end = found.start() + trim_trailing_punctuation(found.as_str());
@@ -239,6 +235,50 @@ impl Detector {
         }
         resolve_overlaps(candidates)
     }
+}
+
+/// The spans of `text` that `pattern` proposes and the checksum `valid` confirms. A match that
+/// fails is not dropped whole: its shorter prefixes (cut at a space, `-` or `.`) are tried, then
+/// the search resumes at its next group. Without this, a greedy match that starts on another
+/// number ("ref 12 4716424521511864", "call 645-9740 4716 4245 2151 1864") would hide the card.
+fn scan(pattern: &Regex, text: &str, valid: impl Fn(&str, usize) -> bool) -> Vec<(usize, usize)> {
+    let mut found = Vec::new();
+    let mut at = 0;
+    while at < text.len() {
+        let Some(matched) = pattern.find_at(text, at) else {
+            break;
+        };
+        let start = matched.start();
+        let mut end = matched.end();
+        let accepted = loop {
+            let candidate = &text[start..end];
+            if valid(candidate, start) {
+                break Some(end);
+            }
+            match candidate
+                .trim_end_matches([' ', '-', '.'])
+                .rfind([' ', '-', '.'])
+            {
+                Some(cut) if cut > 0 => end = start + cut,
+                _ => break None,
+            }
+        };
+        if let Some(end) = accepted {
+            found.push((start, end));
+            at = end;
+        } else {
+            // Resume after the first separator of the rejected match (its next group).
+            at = matched
+                .as_str()
+                .find([' ', '-', '.'])
+                .map_or(matched.end(), |cut| start + cut + 1)
+                .max(start + 1);
+            while !text.is_char_boundary(at) {
+                at += 1;
+            }
+        }
+    }
+    found
 }
 
 /// Keeps the best of overlapping findings: higher priority, then longer, then earlier.
@@ -358,14 +398,16 @@ fn is_phone(text: &str, start: usize, candidate: &str) -> bool {
     if before.is_some_and(|c| c.is_alphanumeric() || matches!(c, '.' | '/' | '-' | '_')) {
         return false;
     }
-    let plain = !candidate.starts_with(['+', '(']) && !candidate.contains(['x', 'e']);
-    if plain && is_house_number(text, start, start + candidate.len()) {
-        return false;
-    }
+    // A house number is short: at most three groups and eight digits ("01 4589", "722 20 40").
     let groups = number
         .split(|c: char| !c.is_ascii_digit())
         .filter(|group| !group.is_empty())
         .count();
+    let plain = !candidate.starts_with(['+', '(']) && !candidate.contains(['x', 'e']);
+    if plain && groups <= 3 && digits <= 8 && is_house_number(text, start, start + candidate.len())
+    {
+        return false;
+    }
     // A single run of digits is a phone number only when it is 10–12 long.
     groups > 1 || (10..=12).contains(&digits)
 }
@@ -550,6 +592,14 @@ mod tests {
                 found(not_phone)
             );
         }
+    }
+
+    #[test]
+    fn a_card_after_another_number_is_found() {
+        assert_eq!(
+            found("ref 12 4716424521511864"),
+            [("CREDIT_CARD".to_owned(), "4716424521511864")]
+        );
     }
 
     #[test]

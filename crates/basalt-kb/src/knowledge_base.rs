@@ -312,6 +312,10 @@ pub struct AnswerSettings {
     /// "not found in the documents" without asking the model.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub min_relevance: Option<f32>,
+    /// The guardrail (`NAME` or `NAME:VERSION`) every answer from this knowledge base passes,
+    /// on its question and on its answer, unless a request names another.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub guardrail: Option<String>,
 }
 
 /// A versioned prompt template. Placeholders: in `passage`, `{n}`, `{title}`, `{location}`

@@ -35,6 +35,8 @@ pub enum Outcome {
     Denied,
     /// No key, or a key that did not check out.
     Unauthenticated,
+    /// A guardrail blocked the request's input or its output.
+    Blocked,
 }
 
 /// One event to record; the log adds its sequence number, time and hashes.

@@ -32,6 +32,9 @@ const READ_ONLY_ACTIONS: &[&str] = &[
     "kb:GetDocument",
     "model:*",
     "session:*",
+    "guardrail:List",
+    "guardrail:Get",
+    "guardrail:Apply",
 ];
 
 const DIRECTORY_VERSION: u32 = 1;

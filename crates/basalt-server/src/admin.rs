@@ -20,7 +20,7 @@ pub(crate) struct AuditQuery {
     /// An action or a pattern like `kb:*`.
     #[serde(default)]
     action: Option<String>,
-    /// `allowed`, `denied` or `unauthenticated`.
+    /// `allowed`, `denied`, `unauthenticated` or `blocked` (by a guardrail).
     #[serde(default)]
     outcome: Option<String>,
     /// Records at or after this RFC 3339 time.
@@ -62,7 +62,9 @@ pub(crate) async fn search_audit(
         .as_deref()
         .map(|outcome| serde_json::from_value(serde_json::Value::String(outcome.into())))
         .transpose()
-        .map_err(|_| ApiError::invalid("outcome must be allowed, denied or unauthenticated"))?;
+        .map_err(|_| {
+            ApiError::invalid("outcome must be allowed, denied, unauthenticated or blocked")
+        })?;
     let query = RecordQuery {
         principal: query.principal,
         action: query.action,

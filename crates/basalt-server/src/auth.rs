@@ -190,7 +190,7 @@ impl Security {
     }
 
     /// Appends to the audit log; false (and an error in the server log) when it cannot.
-    fn record(&self, event: Event) -> bool {
+    pub(crate) fn record(&self, event: Event) -> bool {
         match self.audit.append(event) {
             Ok(_) => true,
             Err(error) => {

@@ -11,6 +11,7 @@
 mod admin;
 mod auth;
 mod error;
+mod guard;
 mod jobs;
 mod kbs;
 mod native;
@@ -381,6 +382,30 @@ fn routes(options: &ServerOptions) -> Api {
         .add(
             Operation::new(M::DELETE, "/v1/sessions/{id}", "deleteSession", "answers", "Forget a conversation", Access::Action { action: "session:Delete", resource: "session/{id}" }, json(schema::<kbs::Deleted>)),
             native::delete_session,
+        )
+        .add(
+            Operation::new(M::GET, "/v1/guardrails", "listGuardrails", "guardrails", "The tenant's guardrails with their latest version", Access::Action { action: "guardrail:List", resource: "guardrail/*" }, json(schema::<guard::GuardrailList>)),
+            guard::list_guardrails,
+        )
+        .add(
+            Operation::new(M::POST, "/v1/guardrails", "createGuardrail", "guardrails", "Store a guardrail configuration; a name that exists gets a new version", Access::Action { action: "guardrail:Create", resource: "guardrail/*" }, json(schema::<guard::GuardrailView>))
+                .body(Body::Json(schema::<guard::CreateGuardrail>))
+                .status(201),
+            guard::create_guardrail,
+        )
+        .add(
+            Operation::new(M::GET, "/v1/guardrails/{name}", "getGuardrail", "guardrails", "A guardrail's configuration (its latest version, or ?version=N)", Access::Action { action: "guardrail:Get", resource: "guardrail/{name}" }, json(schema::<guard::GuardrailView>))
+                .query(inline::<guard::VersionQuery>),
+            guard::get_guardrail,
+        )
+        .add(
+            Operation::new(M::DELETE, "/v1/guardrails/{name}", "deleteGuardrail", "guardrails", "Delete a guardrail and all its versions", Access::Action { action: "guardrail:Delete", resource: "guardrail/{name}" }, json(schema::<kbs::Deleted>)),
+            guard::delete_guardrail,
+        )
+        .add(
+            Operation::new(M::POST, "/v1/guardrails/{name}/apply", "applyGuardrail", "guardrails", "Check a text as input or output (like Bedrock's ApplyGuardrail): the text to pass on and what acted", Access::Action { action: "guardrail:Apply", resource: "guardrail/{name}" }, json(schema::<guard::ApplyResponse>))
+                .body(Body::Json(schema::<guard::ApplyRequest>)),
+            guard::apply_guardrail,
         )
         .add(
             Operation::new(M::GET, "/v1/audit", "searchAudit", "audit", "Audit records matching a principal, action pattern, outcome and start time", Access::Action { action: "audit:Read", resource: "audit" }, json(schema::<admin::AuditRecords>))

@@ -22,6 +22,7 @@ use tokio_stream::wrappers::ReceiverStream;
 
 use crate::auth::Caller;
 use crate::error::ApiError;
+use crate::guard::{ActiveGuardrail, GuardrailTrace, OutputStream};
 use crate::kbs::Deleted;
 use crate::openai::{CancelOnDrop, final_message};
 use crate::{ApiJson, AppState, blocking};
@@ -116,6 +117,13 @@ pub(crate) struct AnswerRequest {
     /// and this turn is recorded.
     #[serde(default)]
     session_id: Option<String>,
+    /// A guardrail (`NAME` or `NAME:VERSION`) for the question and the answer (default: the
+    /// knowledge base's `answer.guardrail`).
+    #[serde(default)]
+    guardrail: Option<String>,
+    /// Add what the guardrail found and did (`guardrail`).
+    #[serde(default)]
+    guardrail_trace: bool,
 }
 
 /// An answer, with the session it was recorded in.
@@ -125,13 +133,33 @@ pub(crate) struct AnswerResponse {
     answer: Answer,
     #[serde(skip_serializing_if = "Option::is_none")]
     session_id: Option<String>,
+    /// True when a guardrail blocked the question or the answer: `answer` is then its message.
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    guardrail_blocked: bool,
+    /// With `guardrail_trace`: what the guardrail found in the question and the answer.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    guardrail: Option<GuardrailTrace>,
 }
 
 /// What the answer worker reports to the response.
 enum Progress {
     Event(Event),
-    Done(Box<Answer>),
+    Done(Box<Answer>, Verdict),
     Failed(ApiError),
+}
+
+/// What the guardrail made of an answer.
+#[derive(Debug, Default)]
+struct Verdict {
+    blocked: bool,
+    trace: Option<GuardrailTrace>,
+}
+
+/// Stops the answer's generation (a blocked output must not keep the model busy).
+fn options_cancel(options: &AnswerOptions) {
+    if let Some(cancel) = &options.cancel {
+        cancel.store(true, std::sync::atomic::Ordering::Relaxed);
+    }
 }
 
 fn sse(name: &str, data: &impl Serialize) -> Event {
@@ -176,38 +204,128 @@ pub(crate) async fn answer(
         ..AnswerOptions::default()
     };
     let kb = state.knowledge_base(&caller, &name).await?;
-    let slot = state.scheduler.admit().await?;
+    let active = crate::guard::choose(
+        &state,
+        &caller,
+        request.guardrail.as_deref(),
+        kb.settings.answer.guardrail.as_deref(),
+    )
+    .await?;
+    let mut question = request.question.clone();
+    let mut trace = active.as_ref().map(ActiveGuardrail::trace);
+    let mut blocked_input = None;
+    if let (Some(active), Some(trace)) = (&active, &mut trace)
+        && let Err(message) = active.check_input(std::iter::once(&mut question), trace)
+    {
+        active.audit_block(&state, &caller, basalt_guard::Source::Input, &trace.input);
+        blocked_input = Some(message);
+    }
+    let slot = match blocked_input {
+        Some(_) => None,
+        None => Some(state.scheduler.admit().await?),
+    };
     let (sender, mut receiver) = mpsc::channel::<Progress>(64);
     let worker_state = state.clone();
-    let question = request.question.clone();
+    let worker_caller = caller.clone();
     let streaming = request.stream;
+    let trace_wanted = request.guardrail_trace;
     drop(tokio::task::spawn_blocking(move || {
         let _slot = slot;
+        let mut trace = trace.unwrap_or_default();
+        if let Some(message) = blocked_input {
+            let verdict = Verdict {
+                blocked: true,
+                trace: trace_wanted.then_some(trace),
+            };
+            let answer = Answer::plain(message, question.clone());
+            let _ = sender.blocking_send(Progress::Done(Box::new(answer), verdict));
+            return;
+        }
         let engines = Engines {
             embedder: worker_state.embedder.as_ref(),
             generator: worker_state.generator.as_ref(),
         };
+        let mut output = active.as_ref().map(OutputStream::new);
+        let mut blocked: Option<String> = None;
         let mut observe = |event: AnswerEvent<'_>| {
-            if !streaming {
+            if !streaming || blocked.is_some() {
                 return;
             }
             let event = match event {
-                AnswerEvent::Sources(sources) => sse("sources", &json!({"sources": sources})),
-                AnswerEvent::Delta(text) => sse("delta", &json!({"text": text})),
-                AnswerEvent::Replace(text) => sse("replace", &json!({"text": text})),
+                AnswerEvent::Sources(sources) => {
+                    let mut sources = sources.to_vec();
+                    if let Some(active) = &active {
+                        for source in &mut sources {
+                            source.text = active.output_text(&source.text);
+                        }
+                    }
+                    sse("sources", &json!({"sources": sources}))
+                }
+                AnswerEvent::Delta(text) => match &mut output {
+                    None => sse("delta", &json!({"text": text})),
+                    Some(output) => match output.push(text) {
+                        Ok(text) if text.is_empty() => return,
+                        Ok(text) => sse("delta", &json!({"text": text})),
+                        Err(message) => {
+                            blocked = Some(message.clone());
+                            options_cancel(&options);
+                            sse("replace", &json!({"text": message}))
+                        }
+                    },
+                },
+                AnswerEvent::Replace(text) => match &active {
+                    None => sse("replace", &json!({"text": text})),
+                    Some(active) => {
+                        // A replacement is whole text: checked whole, and the window restarts.
+                        output = Some(OutputStream::new(active));
+                        sse("replace", &json!({"text": active.output_text(text)}))
+                    }
+                },
             };
             let _ = sender.blocking_send(Progress::Event(event));
         };
         let result =
             basalt_answer::answer(&kb, engines, &question, &history, &options, &mut observe);
-        let progress = match result {
-            Ok(answer) => Progress::Done(Box::new(answer)),
-            Err(error) => Progress::Failed(error.into()),
+        let progress = match (result, blocked) {
+            (_, Some(message)) => {
+                trace.action = "intervened";
+                let verdict = Verdict {
+                    blocked: true,
+                    trace: trace_wanted.then_some(trace.clone()),
+                };
+                if let Some(active) = &active {
+                    active.audit_block(
+                        &worker_state,
+                        &worker_caller,
+                        basalt_guard::Source::Output,
+                        &[],
+                    );
+                }
+                Progress::Done(Box::new(Answer::plain(message, question.clone())), verdict)
+            }
+            (Ok(mut answer), None) => {
+                let mut verdict = Verdict::default();
+                if let Some(active) = &active {
+                    verdict.blocked = active.check_answer(&mut answer, &mut trace);
+                    if verdict.blocked {
+                        let output = trace.output.clone();
+                        active.audit_block(
+                            &worker_state,
+                            &worker_caller,
+                            basalt_guard::Source::Output,
+                            &output,
+                        );
+                    }
+                    verdict.trace = trace_wanted.then_some(trace);
+                }
+                Progress::Done(Box::new(answer), verdict)
+            }
+            (Err(error), None) => Progress::Failed(error.into()),
         };
         let _ = sender.blocking_send(progress);
     }));
     let session_id = request.session_id.clone();
-    let record = move |state: &AppState, answer: &Answer| {
+    let record = move |state: &AppState, answer: &Answer, verdict: Verdict| {
         if let Some(id) = &session_id {
             state.sessions.record(
                 id,
@@ -223,6 +341,8 @@ pub(crate) async fn answer(
         AnswerResponse {
             answer: answer.clone(),
             session_id: session_id.clone(),
+            guardrail_blocked: verdict.blocked,
+            guardrail: verdict.trace,
         }
     };
 
@@ -234,12 +354,13 @@ pub(crate) async fn answer(
                 state.request_timeout,
                 |progress| match progress {
                     Progress::Event(_) => None,
-                    Progress::Done(answer) => Some(Ok(answer)),
+                    Progress::Done(answer, verdict) => Some(Ok((answer, verdict))),
                     Progress::Failed(error) => Some(Err(error)),
                 },
             )
             .await?;
-        return Ok(Json(record(&state, &answer)).into_response());
+        let (answer, verdict) = answer;
+        return Ok(Json(record(&state, &answer, verdict)).into_response());
     }
 
     let (events, stream) = mpsc::channel::<Result<Event, Infallible>>(64);
@@ -250,7 +371,9 @@ pub(crate) async fn answer(
             while let Some(progress) = receiver.recv().await {
                 let (event, last) = match progress {
                     Progress::Event(event) => (event, false),
-                    Progress::Done(answer) => (sse("answer", &record(&state, &answer)), true),
+                    Progress::Done(answer, verdict) => {
+                        (sse("answer", &record(&state, &answer, verdict)), true)
+                    }
                     Progress::Failed(error) => (sse("error", &error.body()), true),
                 };
                 if events.send(Ok(event)).await.is_err() || last {

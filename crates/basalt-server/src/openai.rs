@@ -23,6 +23,7 @@ use tokio_stream::wrappers::ReceiverStream;
 
 use crate::auth::Caller;
 use crate::error::ApiError;
+use crate::guard::{ActiveGuardrail, GuardrailTrace, OutputStream};
 use crate::{ApiJson, AppState, KB_MODEL_PREFIX};
 
 /// Sets the flag when the request goes away (client disconnect, timeout), so the blocking
@@ -314,6 +315,13 @@ pub(crate) struct ChatRequest {
     stop: Option<Stop>,
     #[serde(default)]
     n: Option<u32>,
+    /// Basalt: a guardrail (`NAME` or `NAME:VERSION`) for the input and the output; a
+    /// `kb:NAME` model uses its knowledge base's guardrail when none is given.
+    #[serde(default)]
+    guardrail: Option<String>,
+    /// Basalt: add what the guardrail found and did to the message (`guardrail`).
+    #[serde(default)]
+    guardrail_trace: bool,
 }
 
 /// A validated chat request.
@@ -323,6 +331,8 @@ struct Chat {
     stream: bool,
     include_usage: bool,
     sampling: SamplingOptions,
+    guardrail: Option<String>,
+    guardrail_trace: bool,
 }
 
 fn text_of(content: Option<Content>, index: usize) -> Result<String, ApiError> {
@@ -392,6 +402,8 @@ fn validate(request: ChatRequest) -> Result<Chat, ApiError> {
             seed,
             stop,
         },
+        guardrail: request.guardrail,
+        guardrail_trace: request.guardrail_trace,
     })
 }
 
@@ -421,6 +433,18 @@ struct Completion {
     extra: Option<KbFields>,
 }
 
+impl Completion {
+    /// A completion the guardrail stopped: its message, with finish reason `content_filter`.
+    fn filtered(content: String, usage: UsageOut) -> Self {
+        Completion {
+            content,
+            finish_reason: "content_filter",
+            usage,
+            extra: None,
+        }
+    }
+}
+
 /// What a `kb:NAME` answer adds to the assistant message (and to the last streamed delta).
 #[derive(Debug, Clone, Serialize, schemars::JsonSchema)]
 pub(crate) struct KbFields {
@@ -443,13 +467,16 @@ pub(crate) struct MessageOut {
     content: String,
     #[serde(flatten)]
     kb: Option<KbFields>,
+    /// With `guardrail_trace`: what the guardrail found in the input and the output.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    guardrail: Option<GuardrailTrace>,
 }
 
 #[derive(Debug, Serialize, schemars::JsonSchema)]
 pub(crate) struct Choice {
     index: usize,
     message: MessageOut,
-    /// `stop` or `length`.
+    /// `stop`, `length`, or `content_filter` when a guardrail blocked the input or output.
     finish_reason: &'static str,
 }
 
@@ -468,8 +495,15 @@ pub(crate) struct ChatCompletion {
 /// Events of a streamed completion, sent from the blocking worker to the SSE response.
 enum Piece {
     Delta(String),
-    Done(Completion),
+    /// The completion, and the guardrail's trace when the request asked for it.
+    Done(Box<(Completion, Option<GuardrailTrace>)>),
     Failed(ApiError),
+}
+
+/// The guardrail a completion runs through (if any) and what it found so far.
+struct Guarded<'a> {
+    active: Option<&'a ActiveGuardrail>,
+    trace: GuardrailTrace,
 }
 
 pub(crate) async fn chat_completions(
@@ -506,29 +540,86 @@ pub(crate) async fn chat_completions(
             "a knowledge-base answer needs the last message to be the user's question",
         ));
     }
-    let slot = state.scheduler.admit().await?;
+    let kb_guardrail = match &target {
+        Target::Kb(kb, _) => kb.settings.answer.guardrail.clone(),
+        Target::Plain => None,
+    };
+    let active = crate::guard::choose(
+        &state,
+        &caller,
+        chat.guardrail.as_deref(),
+        kb_guardrail.as_deref(),
+    )
+    .await?;
+    let mut messages = chat.messages;
+    let mut trace = active.as_ref().map(ActiveGuardrail::trace);
+    let mut blocked_input = None;
+    if let (Some(active), Some(trace)) = (&active, &mut trace) {
+        let inputs = messages
+            .iter_mut()
+            .filter(|message| message.role == ChatRole::User)
+            .map(|message| &mut message.content);
+        if let Err(message) = active.check_input(inputs, trace) {
+            active.audit_block(&state, &caller, basalt_guard::Source::Input, &trace.input);
+            blocked_input = Some(message);
+        }
+    }
+    // A blocked input never reaches the model, so it waits for no turn.
+    let slot = match blocked_input {
+        Some(_) => None,
+        None => Some(state.scheduler.admit().await?),
+    };
     let cancel = Arc::new(AtomicBool::new(false));
     let (sender, mut receiver) = mpsc::channel::<Piece>(64);
+    let trace_wanted = chat.guardrail_trace;
     let worker = {
         let state = state.clone();
+        let caller = caller.clone();
         let cancel = cancel.clone();
         let sampling = chat.sampling.clone();
-        let messages = chat.messages;
         tokio::task::spawn_blocking(move || {
             let _slot = slot;
-            let result = match target {
-                Target::Plain => run_plain(&state, messages, sampling, &cancel, &sender),
-                Target::Kb(kb, reader) => {
-                    let context = KbContext {
-                        kb: &kb,
-                        reader,
-                        cancel: &cancel,
-                    };
-                    run_kb(&state, &context, messages, &sampling, &sender)
+            let mut guarded = Guarded {
+                active: active.as_ref(),
+                trace: trace.unwrap_or_default(),
+            };
+            let result = if let Some(message) = blocked_input {
+                let _ = sender.blocking_send(Piece::Delta(message.clone()));
+                Ok(Completion::filtered(message, UsageOut::new(0, 0)))
+            } else {
+                match target {
+                    Target::Plain => {
+                        run_plain(&state, messages, sampling, &cancel, &sender, &mut guarded)
+                    }
+                    Target::Kb(kb, reader) => {
+                        let context = KbContext {
+                            kb: &kb,
+                            reader,
+                            cancel: &cancel,
+                        };
+                        run_kb(&state, &context, messages, &sampling, &sender, &mut guarded)
+                    }
                 }
             };
+            if let (Some(active), Ok(completion)) = (guarded.active, &result)
+                && completion.finish_reason == "content_filter"
+                && guarded
+                    .trace
+                    .input
+                    .iter()
+                    .all(|a| a.action != basalt_guard::Action::Block)
+            {
+                let output = guarded.trace.output.clone();
+                active.audit_block(&state, &caller, basalt_guard::Source::Output, &output);
+            }
+            let result = result.map(|completion| {
+                (
+                    completion,
+                    (trace_wanted && guarded.active.is_some()).then_some(guarded.trace),
+                )
+            });
             let piece = match result {
-                Ok(completion) => Piece::Done(completion),
+                Ok(done) => Piece::Done(Box::new(done)),
                 Err(error) => Piece::Failed(error),
             };
             let _ = sender.blocking_send(piece);
@@ -545,11 +636,12 @@ pub(crate) async fn chat_completions(
                 state.request_timeout,
                 |piece| match piece {
                     Piece::Delta(_) => None,
-                    Piece::Done(completion) => Some(Ok(completion)),
+                    Piece::Done(done) => Some(Ok(*done)),
                     Piece::Failed(error) => Some(Err(error)),
                 },
             )
             .await?;
+        let (completion, guardrail) = completion;
         return Ok(Json(ChatCompletion {
             id,
             object: "chat.completion",
@@ -561,6 +653,7 @@ pub(crate) async fn chat_completions(
                     role: "assistant",
                     content: completion.content,
                     kb: completion.extra,
+                    guardrail,
                 },
                 finish_reason: completion.finish_reason,
             }],
@@ -598,11 +691,15 @@ pub(crate) async fn chat_completions(
             while let Some(piece) = receiver.recv().await {
                 let event = match piece {
                     Piece::Delta(text) => send(chunk(json!({"content": text}), None)),
-                    Piece::Done(completion) => {
-                        let delta = completion
+                    Piece::Done(done) => {
+                        let (completion, trace) = *done;
+                        let mut delta = completion
                             .extra
                             .and_then(|extra| serde_json::to_value(extra).ok())
                             .unwrap_or_else(|| json!({}));
+                        if let (Some(trace), Some(fields)) = (trace, delta.as_object_mut()) {
+                            fields.insert("guardrail".into(), json!(trace));
+                        }
                         if events
                             .send(send(chunk(delta, Some(completion.finish_reason))))
                             .await
@@ -667,13 +764,16 @@ fn run_plain(
     sampling: SamplingOptions,
     cancel: &AtomicBool,
     sender: &mpsc::Sender<Piece>,
+    guarded: &mut Guarded<'_>,
 ) -> Result<Completion, ApiError> {
     let stream = state.generator.generate(GenerationRequest {
         prompt: Prompt::Chat(messages),
         sampling,
     })?;
+    let mut output = guarded.active.map(OutputStream::new);
     let mut content = String::new();
     let mut completion_tokens = 0;
+    let mut summary = None;
     for event in stream {
         if cancel.load(Ordering::Relaxed) {
             return Err(ApiError::internal("cancelled"));
@@ -681,29 +781,114 @@ fn run_plain(
         match event? {
             GenerationEvent::Token { text, .. } => {
                 completion_tokens += 1;
-                if !text.is_empty() {
-                    content.push_str(&text);
-                    if sender.blocking_send(Piece::Delta(text)).is_err() {
-                        return Err(ApiError::internal("cancelled"));
+                if text.is_empty() {
+                    continue;
+                }
+                let shown = match &mut output {
+                    Some(output) => output.push(&text),
+                    None => Ok(text),
+                };
+                match shown {
+                    Ok(shown) => release(&mut content, shown, sender)?,
+                    Err(message) => {
+                        // Dropping the generation stream stops the model.
+                        let usage = UsageOut::new(0, completion_tokens);
+                        return Ok(block_output(
+                            &content,
+                            message,
+                            usage,
+                            sender,
+                            guarded,
+                            output.as_ref(),
+                        ));
                     }
                 }
             }
-            GenerationEvent::Done(summary) => {
-                return Ok(Completion {
-                    content,
-                    finish_reason: summary.finish_reason.as_str(),
-                    usage: UsageOut::new(summary.prompt_tokens, summary.completion_tokens),
-                    extra: None,
-                });
+            GenerationEvent::Done(done) => {
+                summary = Some(done);
+                break;
             }
         }
     }
+    let usage = summary
+        .as_ref()
+        .map_or(UsageOut::new(0, completion_tokens), |summary| {
+            UsageOut::new(summary.prompt_tokens, summary.completion_tokens)
+        });
+    if let Some(output) = &mut output {
+        if let Some(blocked) = finish_output(output, &mut content, usage, sender, guarded)? {
+            return Ok(blocked);
+        }
+        guarded.trace.record_output(output.assessments());
+    }
     Ok(Completion {
         content,
-        finish_reason: "stop",
-        usage: UsageOut::new(0, completion_tokens),
+        finish_reason: summary.map_or("stop", |summary| summary.finish_reason.as_str()),
+        usage,
         extra: None,
     })
+}
+
+/// Sends released text to the client and keeps it for the final message.
+fn release(
+    content: &mut String,
+    text: String,
+    sender: &mpsc::Sender<Piece>,
+) -> Result<(), ApiError> {
+    if text.is_empty() {
+        return Ok(());
+    }
+    content.push_str(&text);
+    sender
+        .blocking_send(Piece::Delta(text))
+        .map_err(|_| ApiError::internal("cancelled"))
+}
+
+/// Releases what the stream still holds back; the blocked completion if that is blocked.
+fn finish_output(
+    output: &mut OutputStream<'_>,
+    shown: &mut String,
+    usage: UsageOut,
+    sender: &mpsc::Sender<Piece>,
+    guarded: &mut Guarded<'_>,
+) -> Result<Option<Completion>, ApiError> {
+    match output.finish() {
+        Ok(rest) => {
+            release(shown, rest, sender)?;
+            Ok(None)
+        }
+        Err(message) => Ok(Some(block_output(
+            shown,
+            message,
+            usage,
+            sender,
+            guarded,
+            Some(output),
+        ))),
+    }
+}
+
+/// The output was blocked: the client, which saw only checked text, gets the blocked message
+/// after it; the completion is that message, finished by `content_filter`.
+fn block_output(
+    shown: &str,
+    message: String,
+    usage: UsageOut,
+    sender: &mpsc::Sender<Piece>,
+    guarded: &mut Guarded<'_>,
+    output: Option<&OutputStream<'_>>,
+) -> Completion {
+    if let Some(output) = output {
+        guarded.trace.record_output(output.assessments());
+    }
+    guarded.trace.action = "intervened";
+    let delta = if shown.is_empty() {
+        message.clone()
+    } else {
+        format!("\n\n{message}")
+    };
+    let _ = sender.blocking_send(Piece::Delta(delta));
+    Completion::filtered(message, usage)
 }
 
 fn run_kb(
@@ -712,6 +897,7 @@ fn run_kb(
     messages: Vec<ChatMessage>,
     sampling: &SamplingOptions,
     sender: &mpsc::Sender<Piece>,
+    guarded: &mut Guarded<'_>,
 ) -> Result<Completion, ApiError> {
     let KbContext { kb, cancel, .. } = context;
     let mut history = Vec::new();
@@ -747,26 +933,74 @@ fn run_kb(
         embedder: state.embedder.as_ref(),
         generator: state.generator.as_ref(),
     };
+    let mut output = guarded.active.map(OutputStream::new);
+    let mut shown = String::new();
     let mut gone = false;
+    let mut blocked: Option<String> = None;
     let mut observe = |event: AnswerEvent<'_>| {
+        if gone || blocked.is_some() {
+            return;
+        }
         let text = match event {
             AnswerEvent::Delta(text) => text.to_owned(),
             AnswerEvent::Replace(text) => format!("\n\n{text}"),
             AnswerEvent::Sources(_) => return,
         };
-        if sender.blocking_send(Piece::Delta(text)).is_err() {
-            gone = true;
-            cancel.store(true, Ordering::Relaxed);
+        let released = match &mut output {
+            Some(output) => output.push(&text),
+            None => Ok(text),
+        };
+        match released {
+            Ok(released) => {
+                if release(&mut shown, released, sender).is_err() {
+                    gone = true;
+                    cancel.store(true, Ordering::Relaxed);
+                }
+            }
+            Err(message) => {
+                blocked = Some(message);
+                cancel.store(true, Ordering::Relaxed);
+            }
         }
     };
-    let answer = basalt_answer::answer(kb, engines, &question, &history, &options, &mut observe)?;
+    let result = basalt_answer::answer(kb, engines, &question, &history, &options, &mut observe);
+    if let Some(message) = blocked {
+        return Ok(block_output(
+            &shown,
+            message,
+            UsageOut::new(0, 0),
+            sender,
+            guarded,
+            output.as_ref(),
+        ));
+    }
+    let mut answer = result?;
     if gone {
         return Err(ApiError::internal("cancelled"));
+    }
+    let usage = UsageOut::new(answer.usage.prompt_tokens, answer.usage.completion_tokens);
+    if let Some(active) = guarded.active {
+        if let Some(output) = &mut output
+            && let Some(blocked) = finish_output(output, &mut shown, usage, sender, guarded)?
+        {
+            return Ok(blocked);
+        }
+        // The whole answer and its passages, checked once more as one output.
+        if active.check_answer(&mut answer, &mut guarded.trace) {
+            return Ok(block_output(
+                &shown,
+                answer.answer.clone(),
+                usage,
+                sender,
+                guarded,
+                None,
+            ));
+        }
     }
     Ok(Completion {
         content: answer.answer.clone(),
         finish_reason: "stop",
-        usage: UsageOut::new(answer.usage.prompt_tokens, answer.usage.completion_tokens),
+        usage,
         extra: Some(KbFields {
             answer: answer.answer,
             abstained: answer.abstained,

@@ -38,6 +38,9 @@ pub(crate) enum BenchCommand {
     /// Time to first token and total time of grounded answers over a knowledge base
     #[command(after_help = "Example:\n  basalt bench answer --kb scifact --json")]
     Answer(super::bench_answer::AnswerBenchArgs),
+    /// What a guardrail adds to a request: the input check and the streamed output checks
+    #[command(after_help = "Example:\n  basalt bench guardrails --json")]
+    Guardrails(super::bench_guard::GuardBenchArgs),
 }
 
 /// Where a benchmark's report goes.
@@ -254,6 +257,7 @@ pub(crate) fn run(command: BenchCommand, settings: &Settings) -> anyhow::Result<
         BenchCommand::Search(args) => super::bench_kb::search(&args, settings),
         BenchCommand::Vectors(args) => super::bench_vectors::run(&args, settings),
         BenchCommand::Answer(args) => super::bench_answer::run(&args, settings),
+        BenchCommand::Guardrails(args) => super::bench_guard::run(&args),
     }
 }
 

@@ -3,6 +3,7 @@
 mod ask;
 mod bench;
 mod bench_answer;
+mod bench_guard;
 mod bench_kb;
 mod bench_vectors;
 mod embed;

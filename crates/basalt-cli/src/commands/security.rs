@@ -147,7 +147,7 @@ pub(crate) enum AuditCommand {
         /// An action or a pattern like `kb:*`
         #[arg(long)]
         action: Option<String>,
-        /// allowed, denied or unauthenticated
+        /// allowed, denied, unauthenticated or blocked (by a guardrail)
         #[arg(long)]
         outcome: Option<String>,
         /// Records at or after this RFC 3339 time (2026-11-30T08:00:00Z)

@@ -1,0 +1,444 @@
+//! Guardrails over HTTP: each tenant's configurations (create, list, get, delete), the
+//! standalone check (`POST /v1/guardrails/{name}/apply`, like Bedrock's ApplyGuardrail), and
+//! what chat completions and answers run on their input and their output.
+
+use axum::extract::{Path, Query, State};
+use axum::http::StatusCode;
+use axum::{Extension, Json};
+use basalt_answer::Answer;
+use basalt_guard::config::Assessment;
+use basalt_guard::{
+    Checked, Guardrail, GuardrailConfig, GuardrailStore, Outcome, Release, Source, StoreError,
+    StreamGuard,
+};
+use basalt_security::audit::Event;
+use schemars::JsonSchema;
+use serde::{Deserialize, Serialize};
+
+use crate::auth::Caller;
+use crate::error::ApiError;
+use crate::kbs::Deleted;
+use crate::{ApiJson, AppState, blocking};
+
+impl From<StoreError> for ApiError {
+    fn from(error: StoreError) -> Self {
+        match &error {
+            StoreError::NotFound(_) | StoreError::NoVersion { .. } => {
+                ApiError::not_found("guardrail_not_found", error.to_string())
+            }
+            StoreError::InvalidName(_) | StoreError::Invalid(_) => ApiError::new(
+                StatusCode::BAD_REQUEST,
+                "invalid_guardrail",
+                error.to_string(),
+            ),
+            StoreError::Io { .. } => ApiError::internal(error.to_string()),
+        }
+    }
+}
+
+impl AppState {
+    /// The guardrails of the caller's tenant.
+    fn guardrails(&self, caller: &Caller) -> Result<GuardrailStore, ApiError> {
+        Ok(GuardrailStore::new(
+            self.tenant_data(&caller.tenant)?.root(),
+        ))
+    }
+}
+
+#[derive(Debug, Serialize, JsonSchema)]
+pub(crate) struct GuardrailList {
+    guardrails: Vec<GuardrailSummaryView>,
+}
+
+#[derive(Debug, Serialize, JsonSchema)]
+pub(crate) struct GuardrailSummaryView {
+    name: String,
+    latest_version: u32,
+    description: String,
+}
+
+#[derive(Debug, Serialize, JsonSchema)]
+pub(crate) struct GuardrailView {
+    name: String,
+    version: u32,
+    config: GuardrailConfig,
+}
+
+impl From<basalt_guard::store::StoredGuardrail> for GuardrailView {
+    fn from(stored: basalt_guard::store::StoredGuardrail) -> Self {
+        GuardrailView {
+            name: stored.name,
+            version: stored.version,
+            config: stored.config,
+        }
+    }
+}
+
+#[derive(Debug, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct CreateGuardrail {
+    /// 1–50 letters, digits, `-` or `_`. Creating a name that exists adds a version.
+    name: String,
+    config: GuardrailConfig,
+}
+
+#[derive(Debug, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct VersionQuery {
+    /// A version other than the latest.
+    #[serde(default)]
+    version: Option<u32>,
+}
+
+pub(crate) async fn list_guardrails(
+    State(state): State<AppState>,
+    Extension(caller): Extension<Caller>,
+) -> Result<Json<GuardrailList>, ApiError> {
+    let store = state.guardrails(&caller)?;
+    let listed = blocking(move || store.list()).await?;
+    Ok(Json(GuardrailList {
+        guardrails: listed
+            .into_iter()
+            .map(|summary| GuardrailSummaryView {
+                name: summary.name,
+                latest_version: summary.latest_version,
+                description: summary.description,
+            })
+            .collect(),
+    }))
+}
+
+pub(crate) async fn create_guardrail(
+    State(state): State<AppState>,
+    Extension(caller): Extension<Caller>,
+    ApiJson(request): ApiJson<CreateGuardrail>,
+) -> Result<(StatusCode, Json<GuardrailView>), ApiError> {
+    let store = state.guardrails(&caller)?;
+    let stored = blocking(move || store.save(&request.name, &request.config)).await?;
+    Ok((StatusCode::CREATED, Json(stored.into())))
+}
+
+pub(crate) async fn get_guardrail(
+    State(state): State<AppState>,
+    Extension(caller): Extension<Caller>,
+    Path(name): Path<String>,
+    Query(query): Query<VersionQuery>,
+) -> Result<Json<GuardrailView>, ApiError> {
+    let store = state.guardrails(&caller)?;
+    let stored = blocking(move || store.load(&name, query.version)).await?;
+    Ok(Json(stored.into()))
+}
+
+pub(crate) async fn delete_guardrail(
+    State(state): State<AppState>,
+    Extension(caller): Extension<Caller>,
+    Path(name): Path<String>,
+) -> Result<Json<Deleted>, ApiError> {
+    let store = state.guardrails(&caller)?;
+    let deleted = name.clone();
+    blocking(move || store.delete(&name)).await?;
+    Ok(Json(Deleted { deleted }))
+}
+
+#[derive(Debug, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct ApplyRequest {
+    /// `input` (text on its way to a model) or `output` (text from one).
+    source: Source,
+    /// The text to check.
+    text: String,
+    /// A version other than the latest.
+    #[serde(default)]
+    version: Option<u32>,
+}
+
+#[derive(Debug, Serialize, JsonSchema)]
+pub(crate) struct ApplyResponse {
+    /// `none` when the text passes unchanged, `intervened` when it was anonymized or blocked.
+    action: &'static str,
+    guardrail: String,
+    version: u32,
+    #[serde(flatten)]
+    checked: Checked,
+}
+
+pub(crate) async fn apply_guardrail(
+    State(state): State<AppState>,
+    Extension(caller): Extension<Caller>,
+    Path(name): Path<String>,
+    ApiJson(request): ApiJson<ApplyRequest>,
+) -> Result<Json<ApplyResponse>, ApiError> {
+    let reference = match request.version {
+        Some(version) => format!("{name}:{version}"),
+        None => name,
+    };
+    let active = resolve(&state, &caller, &reference).await?;
+    let checked = active.guardrail.check(&request.text, request.source);
+    if checked.outcome == Outcome::Blocked {
+        active.audit_block(&state, &caller, request.source, &checked.assessments);
+    }
+    Ok(Json(ApplyResponse {
+        action: if checked.outcome == Outcome::Passed {
+            "none"
+        } else {
+            "intervened"
+        },
+        guardrail: active.name,
+        version: active.version,
+        checked,
+    }))
+}
+
+/// A loaded guardrail a request runs through.
+#[derive(Debug, Clone)]
+pub(crate) struct ActiveGuardrail {
+    pub(crate) name: String,
+    pub(crate) version: u32,
+    pub(crate) guardrail: Guardrail,
+}
+
+/// Loads `NAME` or `NAME:VERSION` from the caller's tenant.
+pub(crate) async fn resolve(
+    state: &AppState,
+    caller: &Caller,
+    reference: &str,
+) -> Result<ActiveGuardrail, ApiError> {
+    let (name, version) = match reference.rsplit_once(':') {
+        Some((name, version)) => {
+            let version = version.parse().map_err(|_| {
+                ApiError::invalid(format!(
+                    "guardrail {reference:?}: write NAME or NAME:VERSION with a numeric version"
+                ))
+            })?;
+            (name.to_owned(), Some(version))
+        }
+        None => (reference.to_owned(), None),
+    };
+    let store = state.guardrails(caller)?;
+    let stored = blocking(move || store.load(&name, version)).await?;
+    let guardrail = Guardrail::new(stored.config).map_err(|error| {
+        ApiError::new(
+            StatusCode::BAD_REQUEST,
+            "invalid_guardrail",
+            error.to_string(),
+        )
+    })?;
+    Ok(ActiveGuardrail {
+        name: stored.name,
+        version: stored.version,
+        guardrail,
+    })
+}
+
+/// The guardrail a request asked for, else the knowledge base's, else none.
+pub(crate) async fn choose(
+    state: &AppState,
+    caller: &Caller,
+    requested: Option<&str>,
+    kb_default: Option<&str>,
+) -> Result<Option<ActiveGuardrail>, ApiError> {
+    match requested.or(kb_default) {
+        Some(reference) => Ok(Some(resolve(state, caller, reference).await?)),
+        None => Ok(None),
+    }
+}
+
+/// What a guardrail did to one request, for the response (`guardrail_trace: true`).
+#[derive(Debug, Clone, Default, Serialize, JsonSchema)]
+pub(crate) struct GuardrailTrace {
+    pub(crate) name: String,
+    pub(crate) version: u32,
+    /// `none` or `intervened`.
+    pub(crate) action: &'static str,
+    /// Findings in the input, with what was done (byte offsets into each checked text).
+    pub(crate) input: Vec<Assessment>,
+    pub(crate) output: Vec<Assessment>,
+}
+
+impl GuardrailTrace {
+    /// Adds output findings; any that acted makes the trace `intervened`.
+    pub(crate) fn record_output(&mut self, assessments: &[Assessment]) {
+        if assessments
+            .iter()
+            .any(|assessment| assessment.action != basalt_guard::Action::None)
+        {
+            self.action = "intervened";
+        }
+        self.output.extend_from_slice(assessments);
+    }
+}
+
+impl ActiveGuardrail {
+    pub(crate) fn trace(&self) -> GuardrailTrace {
+        GuardrailTrace {
+            name: self.name.clone(),
+            version: self.version,
+            action: "none",
+            ..GuardrailTrace::default()
+        }
+    }
+
+    /// Records a blocked request in the audit trail (which policies acted; never the text).
+    pub(crate) fn audit_block(
+        &self,
+        state: &AppState,
+        caller: &Caller,
+        source: Source,
+        assessments: &[Assessment],
+    ) {
+        let mut policies: Vec<String> = assessments
+            .iter()
+            .filter(|assessment| assessment.action == basalt_guard::Action::Block)
+            .map(|assessment| format!("{}:{}", assessment.policy, assessment.name))
+            .collect();
+        policies.dedup();
+        state.security.record(Event {
+            request_id: caller.request_id.clone(),
+            principal: Some(caller.principal.clone()),
+            key_id: caller.key_id.clone(),
+            action: "guardrail:Block".to_owned(),
+            resource: basalt_security::resource_name(
+                &caller.tenant,
+                &format!("guardrail/{}", self.name),
+            ),
+            outcome: Some(basalt_security::audit::Outcome::Blocked),
+            status: Some(200),
+            detail: Some(format!(
+                "{} blocked by version {} ({})",
+                source.as_str(),
+                self.version,
+                policies.join(", ")
+            )),
+        });
+    }
+
+    /// `text` as output may show it: anonymized, or the blocked message.
+    pub(crate) fn output_text(&self, text: &str) -> String {
+        self.guardrail.check(text, Source::Output).text
+    }
+
+    /// Checks every text of a request's input. `Err` carries the blocked message.
+    pub(crate) fn check_input<'a>(
+        &self,
+        texts: impl Iterator<Item = &'a mut String>,
+        trace: &mut GuardrailTrace,
+    ) -> Result<(), String> {
+        for text in texts {
+            let checked = self.guardrail.check(text, Source::Input);
+            trace.input.extend(checked.assessments);
+            match checked.outcome {
+                Outcome::Passed => {}
+                Outcome::Anonymized => {
+                    trace.action = "intervened";
+                    *text = checked.text;
+                }
+                Outcome::Blocked => {
+                    trace.action = "intervened";
+                    return Err(checked.text);
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Checks a finished answer as output: its text (citation spans follow the anonymization),
+    /// and the passage text of its sources and citations. A block anywhere withholds it all.
+    pub(crate) fn check_answer(&self, answer: &mut Answer, trace: &mut GuardrailTrace) -> bool {
+        let checked = self.guardrail.check(&answer.answer, Source::Output);
+        trace.output.extend(checked.assessments.iter().cloned());
+        let mut blocked = checked.outcome == Outcome::Blocked;
+        let mut changed = checked.outcome == Outcome::Anonymized;
+        if !blocked {
+            let original = std::mem::take(&mut answer.answer);
+            let map = |offset: usize| char_offset_after(&original, &checked, offset);
+            for citation in &mut answer.citations {
+                citation.span.start = map(citation.span.start);
+                citation.span.end = map(citation.span.end);
+            }
+            answer.answer = checked.text;
+        }
+        let passages = answer
+            .sources
+            .iter_mut()
+            .map(|source| &mut source.text)
+            .chain(
+                answer
+                    .citations
+                    .iter_mut()
+                    .flat_map(|citation| citation.references.iter_mut())
+                    .map(|reference| &mut reference.text),
+            );
+        for text in passages {
+            let checked = self.guardrail.check(text, Source::Output);
+            match checked.outcome {
+                Outcome::Passed => {}
+                Outcome::Anonymized => {
+                    changed = true;
+                    *text = checked.text;
+                }
+                Outcome::Blocked => blocked = true,
+            }
+            trace.output.extend(checked.assessments);
+        }
+        // The same passage is checked as a source and as a citation's reference: once is enough
+        // in the trace.
+        let mut seen = std::collections::HashSet::new();
+        trace
+            .output
+            .retain(|a| seen.insert((a.policy, a.name.clone(), a.start, a.end)));
+        if blocked {
+            answer.answer = self.guardrail.config().messages.blocked_output.clone();
+            answer.citations.clear();
+            answer.sources.clear();
+        }
+        if blocked || changed {
+            trace.action = "intervened";
+        }
+        blocked
+    }
+}
+
+/// The character offset in the anonymized text of character `offset` of `original`.
+fn char_offset_after(original: &str, checked: &Checked, offset: usize) -> usize {
+    let byte = original
+        .char_indices()
+        .nth(offset)
+        .map_or(original.len(), |(byte, _)| byte);
+    let mapped = checked.map_offset(byte).min(checked.text.len());
+    checked.text[..mapped].chars().count()
+}
+
+/// Streamed output through a guardrail: pieces go in, checked windows come out.
+#[derive(Debug)]
+pub(crate) struct OutputStream<'a> {
+    stream: StreamGuard<'a>,
+}
+
+impl<'a> OutputStream<'a> {
+    pub(crate) fn new(active: &'a ActiveGuardrail) -> Self {
+        OutputStream {
+            stream: StreamGuard::new(&active.guardrail),
+        }
+    }
+
+    /// The text that may be shown now; `Err` with the blocked message once the output is
+    /// blocked (the caller stops generating).
+    pub(crate) fn push(&mut self, piece: &str) -> Result<String, String> {
+        released(self.stream.push(piece))
+    }
+
+    pub(crate) fn finish(&mut self) -> Result<String, String> {
+        released(self.stream.finish())
+    }
+
+    pub(crate) fn assessments(&self) -> &[Assessment] {
+        self.stream.assessments()
+    }
+}
+
+fn released(release: Release) -> Result<String, String> {
+    match release {
+        Release::Text(text) => Ok(text),
+        Release::Blocked(message) => Err(message),
+    }
+}
