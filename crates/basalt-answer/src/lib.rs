@@ -10,6 +10,7 @@
 pub mod calibrate;
 mod citations;
 mod error;
+mod guarded;
 mod pipeline;
 mod prompt;
 mod session;
@@ -17,6 +18,7 @@ mod text;
 
 pub use citations::{Citation, CitationKind, Reference, Span};
 pub use error::{AnswerError, Result};
+pub use guarded::{AnswerCheck, check_answer};
 pub use pipeline::{
     AbstainReason, Answer, AnswerEvent, AnswerOptions, AnswerTimings, DEFAULT_CONTEXT_TOKENS,
     DEFAULT_MIN_RELEVANCE, DEFAULT_PASSAGES, Engines, MIN_GROUNDING, NOT_FOUND_ANSWER, Usage,

@@ -166,3 +166,65 @@ fn bench_guardrails_reports_request_latency_percentiles() {
         assert!(p50 > 0.0 && p99 >= p50, "{part}: {report}");
     }
 }
+
+/// `basalt ask --guardrail`: the question is checked before retrieval, the streamed answer and
+/// its sources after.
+#[test]
+fn ask_applies_a_guardrail_to_the_question_the_answer_and_its_sources() {
+    const EMAIL: &str = "help.desk@example.com";
+    let ws = Workspace::new();
+    let docs = ws.docs();
+    std::fs::create_dir_all(&docs).expect("docs");
+    std::fs::write(
+        docs.join("support.md"),
+        format!("# Support\n\nThe support desk answers every question sent by email to {EMAIL}.\n"),
+    )
+    .expect("write");
+    ws.ok(&["kb", "create", "support"]);
+    ws.ok(&["ingest", "--kb", "support", &docs.display().to_string()]);
+    let file = ws.dir.path().join("support.json");
+    std::fs::write(&file, SUPPORT).expect("write");
+    ws.ok(&[
+        "guard",
+        "create",
+        "pii",
+        "--file",
+        &file.display().to_string(),
+    ]);
+
+    let ask = |question: &str, json: bool| {
+        let mut args = vec![
+            "ask",
+            "--kb",
+            "support",
+            "--guardrail",
+            "pii",
+            "--max-tokens",
+            "48",
+        ];
+        if json {
+            args.push("--json");
+        }
+        args.push(question);
+        ws.ok(&args)
+    };
+    let text = ask("Which email address does the support desk answer?", false);
+    assert!(!text.contains(EMAIL), "{text}");
+    assert!(
+        text.contains("{EMAIL}"),
+        "the sources show the placeholder: {text}"
+    );
+    let answer: serde_json::Value = serde_json::from_str(&ask(
+        "Which email address does the support desk answer?",
+        true,
+    ))
+    .expect("json");
+    assert!(!answer.to_string().contains(EMAIL), "{answer}");
+
+    let blocked = ask("Please refund card 4716424521511864 now", false);
+    assert!(blocked.contains("blocked by a guardrail"), "{blocked}");
+    assert_clean_failure(
+        &ws.run(&["ask", "--kb", "support", "--guardrail", "nope", "why?"]),
+        "no guardrail named \"nope\"",
+    );
+}

@@ -1865,6 +1865,17 @@ fn guardrails_over_http_anonymize_streamed_answers_and_block_inputs() {
         &ws,
         &["--principal", "reader", "--policy", "ReadOnlyAccess"],
     );
+    let other_tenant = create_key(
+        &ws,
+        &[
+            "--principal",
+            "bob",
+            "--tenant",
+            "acme",
+            "--policy",
+            "AdministratorAccess",
+        ],
+    );
     use_key(Some(&admin));
     let _turn = cpu_turn();
     let server = start_server(&ws, &[]);
@@ -1927,6 +1938,20 @@ fn guardrails_over_http_anonymize_streamed_answers_and_block_inputs() {
         post_json(
             port,
             "/v1/guardrails/nope/apply",
+            r#"{"source": "input", "text": "x"}"#,
+        ),
+        404,
+        "guardrail_not_found",
+    );
+    // Another tenant's administrator sees none of this tenant's guardrails.
+    use_key(Some(&other_tenant));
+    let (status, listed) = get(port, "/v1/guardrails");
+    assert_eq!(status, 200);
+    assert_eq!(listed["guardrails"], serde_json::json!([]), "{listed}");
+    assert_error(
+        post_json(
+            port,
+            "/v1/guardrails/pii/apply",
             r#"{"source": "input", "text": "x"}"#,
         ),
         404,

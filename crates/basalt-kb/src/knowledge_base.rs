@@ -101,8 +101,17 @@ impl DataDir {
         }
     }
 
+    /// The data directory shared by every tenant (the identity directory, the audit trail).
     pub fn root(&self) -> &Path {
         &self.root
+    }
+
+    /// This tenant's own directory for what is not a knowledge base (its guardrails): the data
+    /// directory itself for the default tenant, `tenants/<tenant>` for the others.
+    pub fn tenant_dir(&self) -> PathBuf {
+        self.kb_root
+            .parent()
+            .map_or_else(|| self.root.clone(), Path::to_path_buf)
     }
 
     /// The directory of the knowledge base `name` (whether or not it exists).

@@ -40,7 +40,7 @@ impl AppState {
     /// The guardrails of the caller's tenant.
     fn guardrails(&self, caller: &Caller) -> Result<GuardrailStore, ApiError> {
         Ok(GuardrailStore::new(
-            self.tenant_data(&caller.tenant)?.root(),
+            &self.tenant_data(&caller.tenant)?.tenant_dir(),
         ))
     }
 }
@@ -341,71 +341,16 @@ impl ActiveGuardrail {
         Ok(())
     }
 
-    /// Checks a finished answer as output: its text (citation spans follow the anonymization),
-    /// and the passage text of its sources and citations. A block anywhere withholds it all.
+    /// Checks a finished answer as output (see `basalt_answer::check_answer`); true when it
+    /// is blocked.
     pub(crate) fn check_answer(&self, answer: &mut Answer, trace: &mut GuardrailTrace) -> bool {
-        let checked = self.guardrail.check(&answer.answer, Source::Output);
-        trace.output.extend(checked.assessments.iter().cloned());
-        let mut blocked = checked.outcome == Outcome::Blocked;
-        let mut changed = checked.outcome == Outcome::Anonymized;
-        if !blocked {
-            let original = std::mem::take(&mut answer.answer);
-            let map = |offset: usize| char_offset_after(&original, &checked, offset);
-            for citation in &mut answer.citations {
-                citation.span.start = map(citation.span.start);
-                citation.span.end = map(citation.span.end);
-            }
-            answer.answer = checked.text;
-        }
-        let passages = answer
-            .sources
-            .iter_mut()
-            .map(|source| &mut source.text)
-            .chain(
-                answer
-                    .citations
-                    .iter_mut()
-                    .flat_map(|citation| citation.references.iter_mut())
-                    .map(|reference| &mut reference.text),
-            );
-        for text in passages {
-            let checked = self.guardrail.check(text, Source::Output);
-            match checked.outcome {
-                Outcome::Passed => {}
-                Outcome::Anonymized => {
-                    changed = true;
-                    *text = checked.text;
-                }
-                Outcome::Blocked => blocked = true,
-            }
-            trace.output.extend(checked.assessments);
-        }
-        // The same passage is checked as a source and as a citation's reference: once is enough
-        // in the trace.
-        let mut seen = std::collections::HashSet::new();
-        trace
-            .output
-            .retain(|a| seen.insert((a.policy, a.name.clone(), a.start, a.end)));
-        if blocked {
-            answer.answer = self.guardrail.config().messages.blocked_output.clone();
-            answer.citations.clear();
-            answer.sources.clear();
-        }
-        if blocked || changed {
+        let checked = basalt_answer::check_answer(&self.guardrail, answer);
+        trace.record_output(&checked.assessments);
+        if checked.blocked {
             trace.action = "intervened";
         }
-        blocked
+        checked.blocked
     }
-}
-
-/// The character offset in the anonymized text of character `offset` of `original`.
-fn char_offset_after(original: &str, checked: &Checked, offset: usize) -> usize {
-    let byte = original
-        .char_indices()
-        .nth(offset)
-        .map_or(original.len(), |(byte, _)| byte);
-    let mapped = checked.map_offset(byte).min(checked.text.len());
-    checked.text[..mapped].chars().count()
 }
 
 /// Streamed output through a guardrail: pieces go in, checked windows come out.

@@ -3,8 +3,11 @@
 use std::io::{BufRead, Write};
 use std::path::PathBuf;
 use std::process::ExitCode;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 
 use basalt_answer::{Answer, AnswerEvent, AnswerOptions, Engines, SessionPolicy, SessionStore};
+use basalt_guard::{Guardrail, GuardrailStore, Outcome, Release, Source, StreamGuard};
 use basalt_index::SearchMode;
 use basalt_kb::KnowledgeBase;
 use basalt_model::{LocalEmbedder, LocalGenerator};
@@ -45,6 +48,10 @@ pub(crate) struct AnswerArgs {
     /// may read
     #[arg(long = "as", value_name = "PRINCIPAL")]
     as_principal: Option<String>,
+    /// Guardrail for the question and the answer, NAME or NAME:VERSION [default: the
+    /// knowledge base's answer.guardrail, if any]
+    #[arg(long, value_name = "NAME[:VERSION]")]
+    guardrail: Option<String>,
     /// Chat GGUF to load [default: the installed SmolLM2-135M-Instruct]
     #[arg(long, value_name = "PATH")]
     model: Option<PathBuf>,
@@ -84,12 +91,22 @@ struct Loaded {
     embedder: LocalEmbedder,
     generator: LocalGenerator,
     options: AnswerOptions,
+    guardrail: Option<Guardrail>,
 }
 
 impl Loaded {
     fn new(args: &AnswerArgs, settings: &Settings) -> anyhow::Result<Self> {
         let filter = super::parse_filter(args.filter.as_deref())?;
-        let (kb, reader) = super::open_kb_as(settings, &args.kb, args.as_principal.as_deref())?;
+        let (data, reader) = super::tenant_data_as(settings, args.as_principal.as_deref())?;
+        let kb = data.open(&args.kb)?;
+        let guardrail = args
+            .guardrail
+            .as_deref()
+            .or(kb.settings.answer.guardrail.as_deref())
+            .map(|reference| {
+                super::guard::load(&GuardrailStore::new(&data.tenant_dir()), reference)
+            })
+            .transpose()?;
         let (embedder, generator) =
             super::load_answer_engines(&kb, settings, args.model.as_deref(), args.context_size)?;
         Ok(Loaded {
@@ -109,6 +126,7 @@ impl Loaded {
                 cancel: None,
                 reader,
             },
+            guardrail,
         })
     }
 
@@ -119,21 +137,36 @@ impl Loaded {
         }
     }
 
-    /// Answers, streaming the text to stdout unless `quiet`.
+    /// Answers, streaming the text to stdout unless `quiet`; with a guardrail, the question is
+    /// checked first and the streamed text goes out a checked window at a time.
     fn answer(
         &self,
         question: &str,
         history: &[basalt_answer::HistoryTurn],
         quiet: bool,
     ) -> anyhow::Result<Answer> {
+        let mut question = question.to_owned();
+        if let Some(guardrail) = &self.guardrail {
+            let checked = guardrail.check(&question, Source::Input);
+            if checked.outcome == Outcome::Blocked {
+                if !quiet {
+                    print_line(&checked.text)?;
+                }
+                return Ok(Answer::plain(checked.text, question));
+            }
+            question = checked.text;
+        }
         let stdout = std::io::stdout();
         let mut failed = None;
         let mut printed = false;
+        let mut output = self.guardrail.as_ref().map(StreamGuard::new);
+        let mut blocked = false;
+        let cancel = Arc::new(AtomicBool::new(false));
         let mut observe = |event: AnswerEvent<'_>| {
-            if quiet || failed.is_some() {
+            if quiet || failed.is_some() || blocked {
                 return;
             }
-            let text = match event {
+            let mut text = match event {
                 AnswerEvent::Delta(text) => text.to_owned(),
                 AnswerEvent::Replace(text) if printed => format!(
                     "\n\n(The text above is withdrawn: it was not supported by the sources.)\n{text}"
@@ -141,20 +174,54 @@ impl Loaded {
                 AnswerEvent::Replace(text) => text.to_owned(),
                 AnswerEvent::Sources(_) => return,
             };
-            printed = true;
+            if let Some(output) = &mut output {
+                match output.push(&text) {
+                    Release::Text(released) => text = released,
+                    Release::Blocked(message) => {
+                        blocked = true;
+                        cancel.store(true, Ordering::Relaxed);
+                        text = format!("\n{message}");
+                    }
+                }
+            }
+            printed |= !text.is_empty();
             let mut lock = stdout.lock();
             if let Err(error) = lock.write_all(text.as_bytes()).and_then(|()| lock.flush()) {
                 failed = Some(error);
             }
         };
-        let answer = basalt_answer::answer(
+        let options = AnswerOptions {
+            cancel: Some(cancel.clone()),
+            ..self.options.clone()
+        };
+        let result = basalt_answer::answer(
             &self.kb,
             self.engines(),
-            question,
+            &question,
             history,
-            &self.options,
+            &options,
             &mut observe,
-        )?;
+        );
+        if let Some(guardrail) = &self.guardrail {
+            if blocked {
+                let message = guardrail.config().messages.blocked_output.clone();
+                return Ok(Answer::plain(message, question));
+            }
+            let rest = match output.as_mut().map(StreamGuard::finish) {
+                Some(Release::Text(rest)) => rest,
+                Some(Release::Blocked(message)) => format!("\n{message}"),
+                None => String::new(),
+            };
+            if !quiet && !rest.is_empty() {
+                let mut lock = stdout.lock();
+                lock.write_all(rest.as_bytes())?;
+                lock.flush()?;
+            }
+        }
+        let mut answer = result?;
+        if let Some(guardrail) = &self.guardrail {
+            basalt_answer::check_answer(guardrail, &mut answer);
+        }
         match failed {
             Some(error) if error.kind() == std::io::ErrorKind::BrokenPipe => std::process::exit(0),
             Some(error) => Err(error.into()),

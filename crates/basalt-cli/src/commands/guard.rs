@@ -79,7 +79,7 @@ fn parse_source(value: &str) -> Result<Source, String> {
 }
 
 fn store(settings: &Settings) -> GuardrailStore {
-    GuardrailStore::new(settings.data_dir.root())
+    GuardrailStore::new(&settings.data_dir.tenant_dir())
 }
 
 fn read_config(path: &Path) -> anyhow::Result<GuardrailConfig> {
@@ -147,16 +147,18 @@ fn parse_reference(reference: &str) -> anyhow::Result<(&str, Option<u32>)> {
     }
 }
 
+/// The stored guardrail `NAME` or `NAME:VERSION`.
+pub(crate) fn load(store: &GuardrailStore, reference: &str) -> anyhow::Result<Guardrail> {
+    let (name, version) = parse_reference(reference)?;
+    Ok(Guardrail::new(store.load(name, version)?.config)?)
+}
+
 fn check(args: &CheckArgs, store: &GuardrailStore) -> anyhow::Result<ExitCode> {
-    let config = match (&args.guardrail, &args.config) {
-        (Some(reference), _) => {
-            let (name, version) = parse_reference(reference)?;
-            store.load(name, version)?.config
-        }
-        (None, Some(path)) => read_config(path)?,
+    let guardrail = match (&args.guardrail, &args.config) {
+        (Some(reference), _) => load(store, reference)?,
+        (None, Some(path)) => Guardrail::new(read_config(path)?)?,
         (None, None) => anyhow::bail!("give --guardrail NAME or --config FILE"),
     };
-    let guardrail = Guardrail::new(config)?;
     let text = if args.text == "-" {
         let mut text = String::new();
         std::io::stdin()

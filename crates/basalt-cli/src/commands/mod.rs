@@ -119,8 +119,18 @@ pub(crate) fn open_kb_as(
     name: &str,
     principal: Option<&str>,
 ) -> anyhow::Result<(basalt_kb::KnowledgeBase, Option<basalt_index::Reader>)> {
+    let (data, reader) = tenant_data_as(settings, principal)?;
+    Ok((data.open(name)?, reader))
+}
+
+/// The data directory as `principal` sees it over the API (its tenant) and its reader; without
+/// a principal, the tenant of `--tenant` and no reader.
+pub(crate) fn tenant_data_as(
+    settings: &Settings,
+    principal: Option<&str>,
+) -> anyhow::Result<(basalt_kb::DataDir, Option<basalt_index::Reader>)> {
     let Some(principal) = principal else {
-        return Ok((settings.data_dir.open(name)?, None));
+        return Ok((settings.data_dir.clone(), None));
     };
     let directory = basalt_security::Directory::load(settings.data_dir.root())?;
     let found = directory.principals.get(principal).ok_or_else(|| {
@@ -135,7 +145,7 @@ pub(crate) fn open_kb_as(
     }
     let data = settings.data_dir.for_tenant(&found.tenant)?;
     let reader = basalt_index::Reader::new(principal, found.groups.iter().map(String::as_str));
-    Ok((data.open(name)?, Some(reader)))
+    Ok((data, Some(reader)))
 }
 
 /// The engines an answer needs: the KB's embedding model and a chat model (`model`, else the

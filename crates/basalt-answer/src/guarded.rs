@@ -1,0 +1,180 @@
+//! A finished answer checked by a guardrail as output: its text, and the passage text of its
+//! sources and citations, which the user sees too.
+
+use std::collections::HashSet;
+
+use basalt_guard::config::Assessment;
+use basalt_guard::{Checked, Guardrail, Outcome, Source};
+
+use crate::pipeline::Answer;
+
+/// What checking an answer did.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct AnswerCheck {
+    /// The answer was withheld: its text is now the guardrail's message, without citations or
+    /// sources.
+    pub blocked: bool,
+    /// Something was anonymized.
+    pub anonymized: bool,
+    /// Every finding (byte offsets into the text each was found in), each passage once.
+    pub assessments: Vec<Assessment>,
+}
+
+/// Checks `answer` as output and rewrites it: entities anonymized in the answer (citation
+/// spans moved to match), in its sources and in its citations' references; or, if anything
+/// in them is blocked, the whole answer replaced by the blocked message.
+pub fn check_answer(guardrail: &Guardrail, answer: &mut Answer) -> AnswerCheck {
+    let mut result = AnswerCheck::default();
+    let checked = guardrail.check(&answer.answer, Source::Output);
+    result
+        .assessments
+        .extend(checked.assessments.iter().cloned());
+    match checked.outcome {
+        Outcome::Blocked => result.blocked = true,
+        Outcome::Anonymized => {
+            result.anonymized = true;
+            let original = std::mem::take(&mut answer.answer);
+            for citation in &mut answer.citations {
+                citation.span.start = char_offset_after(&original, &checked, citation.span.start);
+                citation.span.end = char_offset_after(&original, &checked, citation.span.end);
+            }
+            answer.answer = checked.text;
+        }
+        Outcome::Passed => {}
+    }
+    let passages = answer
+        .sources
+        .iter_mut()
+        .map(|source| &mut source.text)
+        .chain(
+            answer
+                .citations
+                .iter_mut()
+                .flat_map(|citation| citation.references.iter_mut())
+                .map(|reference| &mut reference.text),
+        );
+    for text in passages {
+        let checked = guardrail.check(text, Source::Output);
+        match checked.outcome {
+            Outcome::Passed => {}
+            Outcome::Anonymized => {
+                result.anonymized = true;
+                *text = checked.text;
+            }
+            Outcome::Blocked => result.blocked = true,
+        }
+        result.assessments.extend(checked.assessments);
+    }
+    // The same passage is checked as a source and as a citation's reference: once is enough.
+    let mut seen = HashSet::new();
+    result
+        .assessments
+        .retain(|a| seen.insert((a.policy, a.name.clone(), a.start, a.end)));
+    if result.blocked {
+        answer.answer = guardrail.config().messages.blocked_output.clone();
+        answer.citations.clear();
+        answer.sources.clear();
+    }
+    result
+}
+
+/// The character offset in the anonymized text of character `offset` of `original`.
+fn char_offset_after(original: &str, checked: &Checked, offset: usize) -> usize {
+    let byte = original
+        .char_indices()
+        .nth(offset)
+        .map_or(original.len(), |(byte, _)| byte);
+    let mapped = checked.map_offset(byte).min(checked.text.len());
+    checked.text[..mapped].chars().count()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::citations::{Citation, CitationKind, Reference, Span};
+    use basalt_guard::GuardrailConfig;
+
+    fn guardrail(json: &str) -> Guardrail {
+        Guardrail::new(GuardrailConfig::from_json(json).expect("config")).expect("guardrail")
+    }
+
+    fn reference(text: &str) -> Reference {
+        Reference {
+            number: 1,
+            chunk_id: "c#0".into(),
+            doc_id: "c".into(),
+            title: None,
+            source: "s.md".into(),
+            page: None,
+            heading_path: Vec::new(),
+            text: text.into(),
+            score: 1.0,
+        }
+    }
+
+    fn answer() -> Answer {
+        // "Écrivez à ana@example.com. Merci [1]." — spans in characters, with an accent before.
+        let text = "Écrivez à ana@example.com. Merci [1].";
+        let mut answer = Answer::plain(text.into(), "q".into());
+        let passage = reference("Support: ana@example.com, card 4716424521511864.");
+        answer.sources = vec![passage.clone()];
+        answer.citations = vec![
+            Citation {
+                span: Span { start: 0, end: 26 },
+                kind: CitationKind::Cited,
+                references: vec![passage.clone()],
+            },
+            Citation {
+                span: Span { start: 27, end: 37 },
+                kind: CitationKind::Cited,
+                references: vec![passage],
+            },
+        ];
+        answer
+    }
+
+    #[test]
+    fn anonymizes_text_passages_and_moves_citation_spans() {
+        let guard = guardrail(
+            r#"{"sensitive_information": {"entities": [
+                {"type": "EMAIL", "output": "anonymize"},
+                {"type": "CREDIT_CARD", "output": "anonymize"}]}}"#,
+        );
+        let mut answer = answer();
+        let check = check_answer(&guard, &mut answer);
+        assert!(check.anonymized && !check.blocked);
+        assert_eq!(answer.answer, "Écrivez à {EMAIL}. Merci [1].");
+        let span = |index: usize| {
+            let span = &answer.citations[index].span;
+            answer
+                .answer
+                .chars()
+                .skip(span.start)
+                .take(span.end - span.start)
+                .collect::<String>()
+        };
+        assert_eq!(span(0), "Écrivez à {EMAIL}.");
+        assert_eq!(span(1), "Merci [1].");
+        assert_eq!(
+            answer.sources[0].text,
+            "Support: {EMAIL}, card {CREDIT_CARD}."
+        );
+        assert_eq!(
+            answer.citations[1].references[0].text,
+            answer.sources[0].text
+        );
+        assert_eq!(check.assessments.len(), 3, "{:?}", check.assessments);
+    }
+
+    #[test]
+    fn a_block_in_a_passage_withholds_the_whole_answer() {
+        let guard = guardrail(
+            r#"{"sensitive_information": {"entities": [{"type": "CREDIT_CARD", "output": "block"}]}}"#,
+        );
+        let mut answer = answer();
+        let check = check_answer(&guard, &mut answer);
+        assert!(check.blocked);
+        assert!(answer.answer.contains("blocked by a guardrail"));
+        assert!(answer.citations.is_empty() && answer.sources.is_empty());
+    }
+}
