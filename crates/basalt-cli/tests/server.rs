@@ -2054,6 +2054,25 @@ fn guardrails_over_http_anonymize_streamed_answers_and_block_inputs() {
     assert!(!body.contains(EMAIL) && !body.contains(CARD), "{body}");
     assert!(body.contains("{CREDIT_CARD}"), "{body}");
 
+    // Streamed: every delta checked, the held-back end flushed before the final answer.
+    let (status, body) = post_json(
+        port,
+        "/v1/kbs/support/answer",
+        r#"{"question": "Which email address does the support desk answer?", "max_tokens": 48, "stream": true}"#,
+    );
+    assert_eq!(status, 200, "{body}");
+    assert!(!body.contains(EMAIL) && !body.contains(CARD), "{body}");
+    let streamed = events(&body);
+    let (_, last) = streamed.last().expect("events");
+    let deltas: String = streamed
+        .iter()
+        .filter(|(name, _)| name == "delta")
+        .filter_map(|(_, data)| data["text"].as_str())
+        .collect();
+    if !streamed.iter().any(|(name, _)| name == "replace") {
+        assert_eq!(Some(deltas.as_str()), last["answer"].as_str(), "{body}");
+    }
+
     // A card number in the question is blocked before any model runs.
     let blocked = serde_json::json!({
         "model": "kb:support", "max_tokens": 32,

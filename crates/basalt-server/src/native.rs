@@ -225,6 +225,7 @@ pub(crate) async fn answer(
         None => Some(state.scheduler.admit().await?),
     };
     let (sender, mut receiver) = mpsc::channel::<Progress>(64);
+    let asked = question.clone();
     let worker_state = state.clone();
     let worker_caller = caller.clone();
     let streaming = request.stream;
@@ -286,8 +287,29 @@ pub(crate) async fn answer(
         };
         let result =
             basalt_answer::answer(&kb, engines, &question, &history, &options, &mut observe);
+        // What the stream still holds back (the end of the last sentence) goes out too.
+        if result.is_ok()
+            && blocked.is_none()
+            && let Some(output) = &mut output
+        {
+            let event = match output.finish() {
+                Ok(rest) if rest.is_empty() => None,
+                Ok(rest) => Some(sse("delta", &json!({"text": rest}))),
+                Err(message) => {
+                    let event = sse("replace", &json!({"text": message}));
+                    blocked = Some(message);
+                    Some(event)
+                }
+            };
+            if let Some(event) = event {
+                let _ = sender.blocking_send(Progress::Event(event));
+            }
+        }
         let progress = match (result, blocked) {
             (_, Some(message)) => {
+                if let Some(output) = &output {
+                    trace.record_output(output.assessments());
+                }
                 trace.action = "intervened";
                 let verdict = Verdict {
                     blocked: true,
@@ -298,7 +320,7 @@ pub(crate) async fn answer(
                         &worker_state,
                         &worker_caller,
                         basalt_guard::Source::Output,
-                        &[],
+                        &trace.output,
                     );
                 }
                 Progress::Done(Box::new(Answer::plain(message, question.clone())), verdict)
@@ -330,7 +352,9 @@ pub(crate) async fn answer(
             state.sessions.record(
                 id,
                 Turn {
-                    question: request.question.clone(),
+                    // As the model saw it: what the guardrail anonymized stays out of the
+                    // history later turns send to the model.
+                    question: asked.clone(),
                     answer: answer.answer.clone(),
                     query: answer.query.clone(),
                     abstained: answer.abstained,
