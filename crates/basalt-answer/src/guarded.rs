@@ -3,21 +3,82 @@
 
 use std::collections::HashSet;
 
-use basalt_guard::config::Assessment;
+use basalt_guard::config::{Action, Assessment, GroundingAction};
 use basalt_guard::{Checked, Guardrail, Outcome, Source};
+use basalt_model::Embedder;
 
+use crate::error::Result;
+use crate::grounding::{GroundingReport, score_grounding};
 use crate::pipeline::Answer;
 
 /// What checking an answer did.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
+#[derive(Debug, Clone, Default, PartialEq)]
 pub struct AnswerCheck {
     /// The answer was withheld: its text is now the guardrail's message, without citations or
     /// sources.
     pub blocked: bool,
     /// Something was anonymized.
     pub anonymized: bool,
+    /// The grounding check found the answer short of its thresholds (blocked or flagged).
+    pub ungrounded: bool,
+    /// The grounding scores, when the guardrail has a grounding policy and the answer is not
+    /// "not found".
+    pub grounding: Option<GroundingReport>,
     /// Every finding (byte offsets into the text each was found in), each passage once.
     pub assessments: Vec<Assessment>,
+}
+
+/// [`check_answer`], preceded by the guardrail's contextual grounding check (scored on the
+/// answer as generated, against the passages it was given).
+pub fn check_answer_grounded(
+    guardrail: &Guardrail,
+    embedder: &dyn Embedder,
+    question: &str,
+    answer: &mut Answer,
+) -> Result<AnswerCheck> {
+    let mut grounding = None;
+    let mut findings = Vec::new();
+    let mut ungrounded = false;
+    let mut block = false;
+    if let Some(policy) = &guardrail.config().contextual_grounding
+        && !answer.abstained
+    {
+        let report = score_grounding(embedder, question, &answer.answer, &answer.sources)?;
+        let action = match policy.action {
+            GroundingAction::Block => Action::Block,
+            GroundingAction::Flag => Action::None,
+        };
+        let end = answer.answer.len();
+        for (name, score, threshold) in [
+            ("grounding", report.grounding, policy.grounding_threshold),
+            ("relevance", report.relevance, policy.relevance_threshold),
+        ] {
+            if score < threshold {
+                ungrounded = true;
+                findings.push(Assessment {
+                    policy: "contextual_grounding",
+                    name: name.to_owned(),
+                    action,
+                    start: 0,
+                    end,
+                });
+            }
+        }
+        block = ungrounded && policy.action == GroundingAction::Block;
+        grounding = Some(report);
+    }
+    let mut check = check_answer(guardrail, answer);
+    if block && !check.blocked {
+        answer.answer = guardrail.config().messages.blocked_output.clone();
+        answer.citations.clear();
+        answer.sources.clear();
+        check.blocked = true;
+    }
+    check.ungrounded = ungrounded;
+    check.grounding = grounding;
+    findings.append(&mut check.assessments);
+    check.assessments = findings;
+    Ok(check)
 }
 
 /// Checks `answer` as output and rewrites it: entities anonymized in the answer (citation
@@ -99,17 +160,7 @@ mod tests {
     }
 
     fn reference(text: &str) -> Reference {
-        Reference {
-            number: 1,
-            chunk_id: "c#0".into(),
-            doc_id: "c".into(),
-            title: None,
-            source: "s.md".into(),
-            page: None,
-            heading_path: Vec::new(),
-            text: text.into(),
-            score: 1.0,
-        }
+        crate::grounding::tests::source(1, text)
     }
 
     fn answer() -> Answer {
@@ -164,6 +215,56 @@ mod tests {
             answer.sources[0].text
         );
         assert_eq!(check.assessments.len(), 3, "{:?}", check.assessments);
+    }
+
+    #[test]
+    fn the_grounding_check_blocks_or_flags_an_invented_sentence() {
+        use crate::grounding::tests::{embedder, source};
+        let invented = || {
+            let mut answer = Answer::plain(
+                "Employees get 27 days of paid vacation [1]. The CEO owns three yachts.".into(),
+                "q".into(),
+            );
+            answer.sources = vec![source(
+                1,
+                "Every employee receives 27 days of paid vacation.",
+            )];
+            answer
+        };
+        let question = "How many vacation days do employees get?";
+        let block = guardrail(r#"{"contextual_grounding": {"grounding_threshold": 0.6}}"#);
+        let mut answer = invented();
+        let check =
+            check_answer_grounded(&block, &embedder(), question, &mut answer).expect("check");
+        assert!(check.blocked && check.ungrounded);
+        assert!(answer.answer.contains("blocked by a guardrail"));
+        assert_eq!(check.assessments[0].policy, "contextual_grounding");
+        let report = check.grounding.expect("scores");
+        assert!(
+            report.grounding < 0.6 && report.sentences[0].support > 0.6,
+            "{report:?}"
+        );
+
+        let flag = guardrail(
+            r#"{"contextual_grounding": {"grounding_threshold": 0.6, "action": "flag"}}"#,
+        );
+        let mut answer = invented();
+        let check =
+            check_answer_grounded(&flag, &embedder(), question, &mut answer).expect("check");
+        assert!(!check.blocked && check.ungrounded);
+        assert!(answer.answer.contains("yachts"));
+
+        // A supported answer passes; a "not found" answer is not scored.
+        let mut answer = invented();
+        answer.answer = "Employees get 27 days of paid vacation [1].".into();
+        let check =
+            check_answer_grounded(&block, &embedder(), question, &mut answer).expect("check");
+        assert!(!check.blocked && !check.ungrounded);
+        let mut answer = invented();
+        answer.abstained = true;
+        let check =
+            check_answer_grounded(&block, &embedder(), question, &mut answer).expect("check");
+        assert!(check.grounding.is_none() && !check.blocked);
     }
 
     #[test]

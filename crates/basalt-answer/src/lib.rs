@@ -10,6 +10,7 @@
 pub mod calibrate;
 mod citations;
 mod error;
+mod grounding;
 mod guarded;
 mod pipeline;
 mod prompt;
@@ -18,7 +19,8 @@ mod text;
 
 pub use citations::{Citation, CitationKind, Reference, Span};
 pub use error::{AnswerError, Result};
-pub use guarded::{AnswerCheck, check_answer};
+pub use grounding::{GroundingReport, SentenceSupport, score_grounding};
+pub use guarded::{AnswerCheck, check_answer, check_answer_grounded};
 pub use pipeline::{
     AbstainReason, Answer, AnswerEvent, AnswerOptions, AnswerTimings, DEFAULT_CONTEXT_TOKENS,
     DEFAULT_MIN_RELEVANCE, DEFAULT_PASSAGES, Engines, MIN_GROUNDING, NOT_FOUND_ANSWER, Usage,

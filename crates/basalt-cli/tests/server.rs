@@ -2073,6 +2073,52 @@ fn guardrails_over_http_anonymize_streamed_answers_and_block_inputs() {
         assert_eq!(Some(deltas.as_str()), last["answer"].as_str(), "{body}");
     }
 
+    // The contextual grounding check: at a relevance threshold no answer reaches (an answer is
+    // never that close to its question), "flag" keeps the answer and reports its scores,
+    // "block" withholds it — even streamed, nothing of it shows.
+    for (name, action) in [("strict-flag", "flag"), ("strict-block", "block")] {
+        let strict = serde_json::json!({"name": name, "config": {"contextual_grounding":
+            {"grounding_threshold": 0.99, "relevance_threshold": 0.99, "action": action}}});
+        let (status, body) = post_json(port, "/v1/guardrails", &strict.to_string());
+        assert_eq!(status, 201, "{body}");
+    }
+    let (status, body) = post_json(
+        port,
+        "/v1/kbs/support/answer",
+        r#"{"question": "Where are refunds paid?", "max_tokens": 48, "guardrail": "strict-flag", "guardrail_trace": true}"#,
+    );
+    assert_eq!(status, 200, "{body}");
+    let flagged = json_of(&body);
+    assert_eq!(flagged["guardrail"]["action"], "flagged", "{body}");
+    let grounding = flagged["guardrail"]["grounding"]["grounding"]
+        .as_f64()
+        .expect("grounding score");
+    assert!((0.0..=1.0).contains(&grounding), "{body}");
+    let relevance = flagged["guardrail"]["grounding"]["relevance"]
+        .as_f64()
+        .expect("relevance score");
+    assert!(
+        relevance < 0.99,
+        "the relevance threshold is what fell short: {body}"
+    );
+    assert!(flagged["guardrail_blocked"].is_null(), "{body}");
+    let (status, body) = post_json(
+        port,
+        "/v1/kbs/support/answer",
+        r#"{"question": "Where are refunds paid?", "max_tokens": 48, "guardrail": "strict-block", "stream": true}"#,
+    );
+    assert_eq!(status, 200, "{body}");
+    let streamed = events(&body);
+    let shown: Vec<&str> = streamed
+        .iter()
+        .filter(|(name, _)| name == "delta" || name == "replace")
+        .filter_map(|(_, data)| data["text"].as_str())
+        .collect();
+    assert_eq!(shown.len(), 1, "only the verdict is shown: {body}");
+    assert!(shown[0].contains("blocked by a guardrail"), "{body}");
+    let (_, last) = streamed.last().expect("events");
+    assert_eq!(last["guardrail_blocked"], true, "{body}");
+
     // A card number in the question is blocked before any model runs.
     let blocked = serde_json::json!({
         "model": "kb:support", "max_tokens": 32,

@@ -69,8 +69,39 @@ pub struct GuardrailConfig {
     pub sensitive_information: SensitiveInformation,
     #[serde(default)]
     pub word_filters: WordFilters,
+    /// The hallucination filter for answers from a knowledge base (it needs the passages).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub contextual_grounding: Option<GroundingPolicy>,
     #[serde(default)]
     pub messages: Messages,
+}
+
+/// Thresholds of the contextual grounding check: an answer whose least-supported sentence
+/// scores below `grounding_threshold`, or whose relevance to the question is below
+/// `relevance_threshold`, is blocked or flagged.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct GroundingPolicy {
+    /// 0–0.99: the least support every sentence of the answer must have from the passages.
+    pub grounding_threshold: f32,
+    /// 0–0.99: the least similarity of the answer to the question (default 0: not checked).
+    #[serde(default)]
+    pub relevance_threshold: f32,
+    /// `block` (the default: the answer is replaced by the blocked message) or `flag` (it is
+    /// kept, and the trace says it fell short).
+    #[serde(default = "default_grounding_action")]
+    pub action: GroundingAction,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum GroundingAction {
+    Block,
+    Flag,
+}
+
+fn default_grounding_action() -> GroundingAction {
+    GroundingAction::Block
 }
 
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
@@ -210,6 +241,19 @@ impl GuardrailConfig {
             }
             compile(&policy.pattern)
                 .map_err(|message| invalid(format!("{field}.pattern"), message))?;
+        }
+        if let Some(policy) = &self.contextual_grounding {
+            for (field, value) in [
+                ("grounding_threshold", policy.grounding_threshold),
+                ("relevance_threshold", policy.relevance_threshold),
+            ] {
+                if !(0.0..=0.99).contains(&value) {
+                    return Err(invalid(
+                        format!("contextual_grounding.{field}"),
+                        format!("{value} is outside 0–0.99"),
+                    ));
+                }
+            }
         }
         for (index, word) in self.word_filters.words.iter().enumerate() {
             if word.trim().is_empty() {
@@ -548,6 +592,14 @@ mod tests {
                 "empty string",
             ),
             (r#"{"word_filter": {}}"#, "unknown field"),
+            (
+                r#"{"contextual_grounding": {"grounding_threshold": 1.5}}"#,
+                "grounding_threshold: 1.5 is outside",
+            ),
+            (
+                r#"{"contextual_grounding": {"grounding_threshold": 0.5, "action": "warn"}}"#,
+                "unknown variant",
+            ),
             (
                 r#"{"sensitive_information": {"entities": [{"type": "EMAIL"}, {"type": "EMAIL"}]}}"#,
                 "twice",

@@ -248,20 +248,25 @@ pub(crate) async fn choose(
 pub(crate) struct GuardrailTrace {
     pub(crate) name: String,
     pub(crate) version: u32,
-    /// `none` or `intervened`.
+    /// `none`, `intervened` (anonymized or blocked), or `flagged` (the grounding check fell
+    /// short with its action set to flag).
     pub(crate) action: &'static str,
     /// Findings in the input, with what was done (byte offsets into each checked text).
     pub(crate) input: Vec<Assessment>,
     pub(crate) output: Vec<Assessment>,
+    /// The contextual grounding scores of a knowledge-base answer, when the guardrail has a
+    /// grounding policy.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub(crate) grounding: Option<basalt_answer::GroundingReport>,
 }
 
 impl GuardrailTrace {
     /// Adds output findings; any that acted makes the trace `intervened`.
     pub(crate) fn record_output(&mut self, assessments: &[Assessment]) {
-        if assessments
-            .iter()
-            .any(|assessment| assessment.action != basalt_guard::Action::None)
-        {
+        if assessments.iter().any(|assessment| {
+            assessment.action != basalt_guard::Action::None
+                && assessment.policy != "contextual_grounding"
+        }) {
             self.action = "intervened";
         }
         self.output.extend_from_slice(assessments);
@@ -269,6 +274,15 @@ impl GuardrailTrace {
 }
 
 impl ActiveGuardrail {
+    /// Whether an answer that fails the grounding check is blocked (not just flagged).
+    pub(crate) fn blocks_ungrounded(&self) -> bool {
+        self.guardrail
+            .config()
+            .contextual_grounding
+            .as_ref()
+            .is_some_and(|policy| policy.action == basalt_guard::config::GroundingAction::Block)
+    }
+
     pub(crate) fn trace(&self) -> GuardrailTrace {
         GuardrailTrace {
             name: self.name.clone(),
@@ -341,15 +355,25 @@ impl ActiveGuardrail {
         Ok(())
     }
 
-    /// Checks a finished answer as output (see `basalt_answer::check_answer`); true when it
-    /// is blocked.
-    pub(crate) fn check_answer(&self, answer: &mut Answer, trace: &mut GuardrailTrace) -> bool {
-        let checked = basalt_answer::check_answer(&self.guardrail, answer);
+    /// Checks a finished answer as output, grounding included (see
+    /// `basalt_answer::check_answer_grounded`); true when it is blocked.
+    pub(crate) fn check_answer(
+        &self,
+        embedder: &dyn basalt_model::Embedder,
+        question: &str,
+        answer: &mut Answer,
+        trace: &mut GuardrailTrace,
+    ) -> Result<bool, ApiError> {
+        let checked =
+            basalt_answer::check_answer_grounded(&self.guardrail, embedder, question, answer)?;
         trace.record_output(&checked.assessments);
         if checked.blocked {
             trace.action = "intervened";
+        } else if checked.ungrounded && trace.action == "none" {
+            trace.action = "flagged";
         }
-        checked.blocked
+        trace.grounding = checked.grounding;
+        Ok(checked.blocked)
     }
 }
 
@@ -357,23 +381,49 @@ impl ActiveGuardrail {
 #[derive(Debug)]
 pub(crate) struct OutputStream<'a> {
     stream: StreamGuard<'a>,
+    /// Release nothing: the whole answer must pass the grounding check first.
+    hold_all: bool,
 }
 
 impl<'a> OutputStream<'a> {
     pub(crate) fn new(active: &'a ActiveGuardrail) -> Self {
         OutputStream {
             stream: StreamGuard::new(&active.guardrail),
+            hold_all: false,
         }
+    }
+
+    /// For a knowledge-base answer: when the guardrail blocks ungrounded answers, nothing is
+    /// released while it streams (grounding is judged on the whole answer); the caller sends
+    /// the checked answer at the end. Blocked words still stop the generation early.
+    pub(crate) fn for_answer(active: &'a ActiveGuardrail) -> Self {
+        OutputStream {
+            hold_all: active.blocks_ungrounded(),
+            ..OutputStream::new(active)
+        }
+    }
+
+    /// Whether the caller must send the checked answer itself at the end.
+    pub(crate) fn holds_all(&self) -> bool {
+        self.hold_all
     }
 
     /// The text that may be shown now; `Err` with the blocked message once the output is
     /// blocked (the caller stops generating).
     pub(crate) fn push(&mut self, piece: &str) -> Result<String, String> {
-        released(self.stream.push(piece))
+        let released = released(self.stream.push(piece));
+        if self.hold_all {
+            return released.map(|_| String::new());
+        }
+        released
     }
 
     pub(crate) fn finish(&mut self) -> Result<String, String> {
-        released(self.stream.finish())
+        let released = released(self.stream.finish());
+        if self.hold_all {
+            return released.map(|_| String::new());
+        }
+        released
     }
 
     pub(crate) fn assessments(&self) -> &[Assessment] {

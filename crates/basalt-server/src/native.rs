@@ -246,7 +246,7 @@ pub(crate) async fn answer(
             embedder: worker_state.embedder.as_ref(),
             generator: worker_state.generator.as_ref(),
         };
-        let mut output = active.as_ref().map(OutputStream::new);
+        let mut output = active.as_ref().map(OutputStream::for_answer);
         let mut blocked: Option<String> = None;
         let mut observe = |event: AnswerEvent<'_>| {
             if !streaming || blocked.is_some() {
@@ -278,7 +278,11 @@ pub(crate) async fn answer(
                     None => sse("replace", &json!({"text": text})),
                     Some(active) => {
                         // A replacement is whole text: checked whole, and the window restarts.
-                        output = Some(OutputStream::new(active));
+                        output = Some(OutputStream::for_answer(active));
+                        if active.blocks_ungrounded() {
+                            // Held for the grounding check, like the deltas.
+                            return;
+                        }
                         sse("replace", &json!({"text": active.output_text(text)}))
                     }
                 },
@@ -328,7 +332,24 @@ pub(crate) async fn answer(
             (Ok(mut answer), None) => {
                 let mut verdict = Verdict::default();
                 if let Some(active) = &active {
-                    verdict.blocked = active.check_answer(&mut answer, &mut trace);
+                    verdict.blocked = match active.check_answer(
+                        worker_state.embedder.as_ref(),
+                        &question,
+                        &mut answer,
+                        &mut trace,
+                    ) {
+                        Ok(blocked) => blocked,
+                        Err(error) => {
+                            let _ = sender.blocking_send(Progress::Failed(error));
+                            return;
+                        }
+                    };
+                    // Held back for the grounding check: the checked answer goes out now.
+                    if streaming && output.as_ref().is_some_and(OutputStream::holds_all) {
+                        let name = if verdict.blocked { "replace" } else { "delta" };
+                        let event = sse(name, &json!({"text": answer.answer}));
+                        let _ = sender.blocking_send(Progress::Event(event));
+                    }
                     if verdict.blocked {
                         let output = trace.output.clone();
                         active.audit_block(

@@ -933,7 +933,7 @@ fn run_kb(
         embedder: state.embedder.as_ref(),
         generator: state.generator.as_ref(),
     };
-    let mut output = guarded.active.map(OutputStream::new);
+    let mut output = guarded.active.map(OutputStream::for_answer);
     let mut shown = String::new();
     let mut gone = false;
     let mut blocked: Option<String> = None;
@@ -986,7 +986,12 @@ fn run_kb(
             return Ok(blocked);
         }
         // The whole answer and its passages, checked once more as one output.
-        if active.check_answer(&mut answer, &mut guarded.trace) {
+        if active.check_answer(
+            state.embedder.as_ref(),
+            &question,
+            &mut answer,
+            &mut guarded.trace,
+        )? {
             return Ok(block_output(
                 &shown,
                 answer.answer.clone(),
@@ -995,6 +1000,9 @@ fn run_kb(
                 guarded,
                 None,
             ));
+        }
+        if output.as_ref().is_some_and(OutputStream::holds_all) {
+            release(&mut shown, answer.answer.clone(), sender)?;
         }
     }
     Ok(Completion {

@@ -7,6 +7,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 
 use basalt_answer::{Answer, AnswerEvent, AnswerOptions, Engines, SessionPolicy, SessionStore};
+use basalt_guard::config::GroundingAction;
 use basalt_guard::{Guardrail, GuardrailStore, Outcome, Release, Source, StreamGuard};
 use basalt_index::SearchMode;
 use basalt_kb::KnowledgeBase;
@@ -156,6 +157,15 @@ impl Loaded {
             }
             question = checked.text;
         }
+        // An answer that must pass the grounding check is shown only once it has.
+        let hold_all = self.guardrail.as_ref().is_some_and(|guardrail| {
+            guardrail
+                .config()
+                .contextual_grounding
+                .as_ref()
+                .is_some_and(|policy| policy.action == GroundingAction::Block)
+        });
+        let quiet_stream = quiet || hold_all;
         let stdout = std::io::stdout();
         let mut failed = None;
         let mut printed = false;
@@ -163,7 +173,17 @@ impl Loaded {
         let mut blocked = false;
         let cancel = Arc::new(AtomicBool::new(false));
         let mut observe = |event: AnswerEvent<'_>| {
-            if quiet || failed.is_some() || blocked {
+            if failed.is_some() || blocked {
+                return;
+            }
+            if quiet_stream {
+                // Still watched for blocked words, which stop the generation early.
+                if let (Some(output), AnswerEvent::Delta(text)) = (&mut output, &event)
+                    && let Release::Blocked(_) = output.push(text)
+                {
+                    blocked = true;
+                    cancel.store(true, Ordering::Relaxed);
+                }
                 return;
             }
             let mut text = match event {
@@ -205,6 +225,9 @@ impl Loaded {
         if let Some(guardrail) = &self.guardrail {
             if blocked {
                 let message = guardrail.config().messages.blocked_output.clone();
+                if hold_all && !quiet {
+                    print_line(&message)?;
+                }
                 return Ok(Answer::plain(message, question));
             }
             let rest = match output.as_mut().map(StreamGuard::finish) {
@@ -212,7 +235,7 @@ impl Loaded {
                 Some(Release::Blocked(message)) => format!("\n{message}"),
                 None => String::new(),
             };
-            if !quiet && !rest.is_empty() {
+            if !quiet_stream && !rest.is_empty() {
                 let mut lock = stdout.lock();
                 lock.write_all(rest.as_bytes())?;
                 lock.flush()?;
@@ -220,7 +243,17 @@ impl Loaded {
         }
         let mut answer = result?;
         if let Some(guardrail) = &self.guardrail {
-            basalt_answer::check_answer(guardrail, &mut answer);
+            let check = basalt_answer::check_answer_grounded(
+                guardrail,
+                &self.embedder,
+                &question,
+                &mut answer,
+            )?;
+            if hold_all && !quiet {
+                print_line(&answer.answer)?;
+            } else if check.blocked && !quiet {
+                print_line(&format!("\n{}", answer.answer))?;
+            }
         }
         match failed {
             Some(error) if error.kind() == std::io::ErrorKind::BrokenPipe => std::process::exit(0),
