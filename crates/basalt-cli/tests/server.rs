@@ -8,7 +8,7 @@ use std::net::TcpStream;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use common::{Workspace, cpu_turn};
+use common::{Workspace, basalt_now, cpu_turn};
 use serde_json::Value;
 
 /// Stops the server when the test ends, however it ends.
@@ -1957,6 +1957,58 @@ fn guardrails_over_http_anonymize_streamed_answers_and_block_inputs() {
         404,
         "guardrail_not_found",
     );
+    use_key(Some(&admin));
+
+    // A key bound to the guardrail: its requests pass it without naming it, and cannot choose
+    // another. (Created while the server runs: it rereads the identity directory.)
+    let data = ws.data();
+    let created = basalt_now(&[
+        "--data-dir",
+        &data,
+        "keys",
+        "create",
+        "--json",
+        "--principal",
+        "agent",
+        "--policy",
+        "ReadOnlyAccess",
+        "--guardrail",
+        "pii",
+    ]);
+    assert!(
+        created.status.success(),
+        "{}",
+        String::from_utf8_lossy(&created.stderr)
+    );
+    let created: Value = serde_json::from_slice(&created.stdout).expect("json");
+    assert_eq!(created["guardrail"], "pii");
+    let refused = basalt_now(&[
+        "--data-dir",
+        &data,
+        "keys",
+        "create",
+        "--principal",
+        "agent",
+        "--guardrail",
+        "nope",
+    ]);
+    assert!(!refused.status.success());
+    assert!(String::from_utf8_lossy(&refused.stderr).contains("not a guardrail of tenant"));
+    use_key(created["key"].as_str());
+    let question = |guardrail: Option<&str>| {
+        let mut body = serde_json::json!({
+            "model": "kb:support", "max_tokens": 32,
+            "messages": [{"role": "user", "content": "Which email address does the support desk answer?"}],
+        });
+        if let Some(guardrail) = guardrail {
+            body["guardrail"] = guardrail.into();
+        }
+        post_json(port, "/v1/chat/completions", &body.to_string())
+    };
+    assert_error(question(Some("out-only")), 403, "guardrail_bound");
+    let (status, body) = question(None);
+    assert_eq!(status, 200, "{body}");
+    assert!(!body.contains(EMAIL) && body.contains("{EMAIL}"), "{body}");
     use_key(Some(&admin));
 
     // A streamed knowledge-base answer through the guardrail: no chunk carries the raw email

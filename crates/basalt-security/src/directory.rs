@@ -75,6 +75,10 @@ pub struct KeyRecord {
     pub expires_at: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub revoked_at: Option<String>,
+    /// The guardrail (`NAME` or `NAME:VERSION`, in the principal's tenant) every model request
+    /// made with this key passes; requests cannot choose another.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub guardrail: Option<String>,
 }
 
 /// The directory's file.
@@ -101,6 +105,8 @@ pub struct Identity {
     pub groups: BTreeSet<String>,
     /// The key that authenticated (its public id).
     pub key_id: String,
+    /// The guardrail the key is bound to.
+    pub guardrail: Option<String>,
 }
 
 /// Why a key was refused (for the audit log; the client only hears "invalid key").
@@ -343,9 +349,21 @@ impl Directory {
             created_at: crate::now_rfc3339(),
             expires_at,
             revoked_at: None,
+            guardrail: None,
         };
         self.keys.push(record.clone());
         Ok((record, Secret::new(format!("bsk_{id}_{secret}"))))
+    }
+
+    /// Binds key `id` to a guardrail; false when there is no such key.
+    pub fn bind_guardrail(&mut self, id: &str, guardrail: &str) -> bool {
+        match self.keys.iter_mut().find(|key| key.id == id) {
+            Some(key) => {
+                key.guardrail = Some(guardrail.to_owned());
+                true
+            }
+            None => false,
+        }
     }
 
     /// Revokes a key by id; false when there is no such key.
@@ -398,6 +416,7 @@ impl Directory {
             tenant: principal.tenant.clone(),
             groups: principal.groups.clone(),
             key_id: record.id.clone(),
+            guardrail: record.guardrail.clone(),
         })
     }
 

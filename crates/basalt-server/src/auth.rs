@@ -61,6 +61,8 @@ pub(crate) struct Caller {
     /// Present in key mode.
     pub(crate) key_id: Option<String>,
     pub(crate) request_id: String,
+    /// The guardrail the caller's key is bound to.
+    pub(crate) guardrail: Option<String>,
 }
 
 impl Caller {
@@ -278,6 +280,7 @@ pub(crate) async fn guard(
             groups: Vec::new(),
             key_id: None,
             request_id: request_id.clone(),
+            guardrail: None,
         },
         AuthMode::Keys => {
             let directory = match security.directory() {
@@ -296,13 +299,14 @@ pub(crate) async fn guard(
                     tenant,
                     groups,
                     key_id,
-                    ..
+                    guardrail,
                 }) => Caller {
                     principal,
                     tenant,
                     groups: groups.into_iter().collect(),
                     key_id: Some(key_id),
                     request_id: request_id.clone(),
+                    guardrail,
                 },
                 Err((key_id, reason)) => {
                     let resource = basalt_security::resource_name("-", &resource_path);

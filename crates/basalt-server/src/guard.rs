@@ -230,14 +230,26 @@ pub(crate) async fn resolve(
     })
 }
 
-/// The guardrail a request asked for, else the knowledge base's, else none.
+/// The guardrail of a request: the caller's key's when it is bound to one (a request may not
+/// choose another), else the one the request names, else the knowledge base's, else none.
 pub(crate) async fn choose(
     state: &AppState,
     caller: &Caller,
     requested: Option<&str>,
     kb_default: Option<&str>,
 ) -> Result<Option<ActiveGuardrail>, ApiError> {
-    match requested.or(kb_default) {
+    if let (Some(bound), Some(requested)) = (&caller.guardrail, requested)
+        && bound != requested
+    {
+        return Err(ApiError::new(
+            StatusCode::FORBIDDEN,
+            "guardrail_bound",
+            format!(
+                "this API key is bound to guardrail {bound:?}; requests made with it cannot choose {requested:?}"
+            ),
+        ));
+    }
+    match caller.guardrail.as_deref().or(requested).or(kb_default) {
         Some(reference) => Ok(Some(resolve(state, caller, reference).await?)),
         None => Ok(None),
     }

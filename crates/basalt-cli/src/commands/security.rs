@@ -80,6 +80,10 @@ pub(crate) struct CreateKeyArgs {
     /// Days until the key stops working [default: never]
     #[arg(long, value_name = "DAYS")]
     expires_in_days: Option<u32>,
+    /// Bind the key to a guardrail of its principal's tenant (NAME or NAME:VERSION): every
+    /// chat completion and answer made with it passes that guardrail, and cannot choose another
+    #[arg(long, value_name = "NAME[:VERSION]")]
+    guardrail: Option<String>,
     /// Print JSON (with the key) instead of text
     #[arg(long)]
     json: bool,
@@ -181,6 +185,22 @@ pub(crate) fn run_keys(command: KeysCommand, settings: &Settings) -> anyhow::Res
     let root = settings.data_dir.root();
     match command {
         KeysCommand::Create(args) => {
+            if let Some(reference) = &args.guardrail {
+                // The guardrail must exist in the tenant the key's principal is (or will be) in.
+                let existing = Directory::load(root)?
+                    .principals
+                    .get(&args.principal)
+                    .map(|principal| principal.tenant.clone());
+                let tenant = existing
+                    .or_else(|| args.tenant.clone())
+                    .unwrap_or_else(|| basalt_kb::DEFAULT_TENANT.to_owned());
+                let store = basalt_guard::GuardrailStore::new(
+                    &settings.data_dir.for_tenant(&tenant)?.tenant_dir(),
+                );
+                super::guard::load(&store, reference).with_context(|| {
+                    format!("--guardrail {reference}: not a guardrail of tenant {tenant:?}")
+                })?;
+            }
             let expires_at = args
                 .expires_in_days
                 .map(|days| {
@@ -205,7 +225,11 @@ pub(crate) fn run_keys(command: KeysCommand, settings: &Settings) -> anyhow::Res
                 for policy in &args.policies {
                     directory.attach(policy, &args.principal, false)?;
                 }
-                directory.create_key(&args.principal, expires_at.clone())
+                let (record, secret) = directory.create_key(&args.principal, expires_at.clone())?;
+                if let Some(guardrail) = &args.guardrail {
+                    directory.bind_guardrail(&record.id, guardrail);
+                }
+                Ok((record, secret))
             })?;
             audit(
                 settings,
@@ -218,6 +242,7 @@ pub(crate) fn run_keys(command: KeysCommand, settings: &Settings) -> anyhow::Res
                     "id": record.id,
                     "principal": record.principal,
                     "expires_at": record.expires_at,
+                    "guardrail": args.guardrail,
                     "key": secret.expose(),
                 }))?)?;
             } else {
@@ -244,7 +269,7 @@ pub(crate) fn run_keys(command: KeysCommand, settings: &Settings) -> anyhow::Res
                         serde_json::json!({
                             "id": key.id, "principal": key.principal,
                             "created_at": key.created_at, "expires_at": key.expires_at,
-                            "revoked_at": key.revoked_at,
+                            "revoked_at": key.revoked_at, "guardrail": key.guardrail,
                         })
                     })
                     .collect();
