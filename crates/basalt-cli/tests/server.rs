@@ -2009,6 +2009,14 @@ fn guardrails_over_http_anonymize_streamed_answers_and_block_inputs() {
     let (status, body) = question(None);
     assert_eq!(status, 200, "{body}");
     assert!(!body.contains(EMAIL) && body.contains("{EMAIL}"), "{body}");
+    // Its searches too: a hit shows what an answer would.
+    let (status, body) = post_json(
+        port,
+        "/v1/kbs/support/search",
+        r#"{"query": "support email"}"#,
+    );
+    assert_eq!(status, 200, "{body}");
+    assert!(!body.contains(EMAIL) && body.contains("{EMAIL}"), "{body}");
     use_key(Some(&admin));
 
     // A streamed knowledge-base answer through the guardrail: no chunk carries the raw email

@@ -84,10 +84,21 @@ pub(crate) async fn search(
         reader: caller.reader(),
     };
     let kb = state.knowledge_base(&caller, &name).await?;
+    // A key bound to a guardrail sees search hits as output of that guardrail: a search must not
+    // show what an answer would anonymize or withhold.
+    let bound = match &caller.guardrail {
+        Some(reference) => Some(crate::guard::resolve(&state, &caller, reference).await?),
+        None => None,
+    };
     let embedder = state.embedder.clone();
-    let results =
+    let mut results =
         blocking(move || basalt_kb::search(&kb, Some(embedder.as_ref()), &request.query, &options))
             .await?;
+    if let Some(active) = &bound {
+        for hit in &mut results.hits {
+            hit.text = active.output_text(&hit.text);
+        }
+    }
     Ok(Json(SearchResponse {
         knowledge_base: name,
         results,
