@@ -154,44 +154,10 @@ fn strip_markers(text: &str) -> String {
 
 #[cfg(test)]
 pub(crate) mod tests {
-    use super::{Embedder, Reference, content_words, score_grounding};
+    use super::{Reference, score_grounding};
 
-    /// Embeds by hashing words into 64 buckets: similar wording, similar vectors.
-    #[derive(Debug)]
-    pub(crate) struct WordHash(basalt_model::EmbedderInfo);
-
-    impl Embedder for WordHash {
-        fn info(&self) -> &basalt_model::EmbedderInfo {
-            &self.0
-        }
-        fn embed_batch(&self, texts: &[String]) -> Result<Vec<Vec<f32>>, basalt_model::ModelError> {
-            Ok(texts
-                .iter()
-                .map(|text| {
-                    let mut vector = vec![0.0f32; 64];
-                    for word in content_words(text) {
-                        let bucket = word.bytes().fold(7usize, |h, b| h * 31 + b as usize) % 64;
-                        vector[bucket] += 1.0;
-                    }
-                    let norm = vector.iter().map(|v| v * v).sum::<f32>().sqrt().max(1e-6);
-                    vector.iter().map(|v| v / norm).collect()
-                })
-                .collect())
-        }
-        fn embed_query(&self, text: &str) -> Result<Vec<f32>, basalt_model::ModelError> {
-            Ok(self.embed_batch(&[text.to_owned()])?.remove(0))
-        }
-        fn count_tokens(&self, text: &str) -> Result<usize, basalt_model::ModelError> {
-            Ok(text.split_whitespace().count())
-        }
-    }
-
-    pub(crate) fn embedder() -> WordHash {
-        WordHash(basalt_model::EmbedderInfo {
-            model_name: "hash".into(),
-            dimension: 64,
-            max_tokens: 256,
-        })
+    pub(crate) fn embedder() -> basalt_guard::testing::BagOfWords {
+        basalt_guard::testing::BagOfWords::default()
     }
 
     pub(crate) fn source(number: usize, text: &str) -> Reference {

@@ -228,3 +228,46 @@ fn ask_applies_a_guardrail_to_the_question_the_answer_and_its_sources() {
         "no guardrail named \"nope\"",
     );
 }
+
+/// Denied topics with the real embedding model: questions on the topic in other words are
+/// blocked, neighbouring and unrelated ones pass.
+#[test]
+fn denied_topics_are_recognised_by_meaning() {
+    let ws = Workspace::new();
+    let file = ws.dir.path().join("topics.json");
+    std::fs::write(
+        &file,
+        r#"{"denied_topics": [{"name": "investment advice",
+            "definition": "Recommendations about which stocks, funds, cryptocurrencies or other investments to buy or sell.",
+            "examples": ["Which stocks should I buy?", "Is bitcoin a good investment right now?",
+                         "Where should I invest my savings?"]}]}"#,
+    )
+    .expect("write");
+    ws.ok(&[
+        "guard",
+        "create",
+        "topics",
+        "--file",
+        &file.display().to_string(),
+    ]);
+    let outcome = |text: &str| {
+        ws.json(&["guard", "check", "--guardrail", "topics", "--json", text])["outcome"]
+            .as_str()
+            .expect("outcome")
+            .to_owned()
+    };
+    for on_topic in [
+        "Should I put my savings into an index fund or into Tesla shares?",
+        "What would you invest 10,000 dollars in?",
+    ] {
+        assert_eq!(outcome(on_topic), "blocked", "{on_topic}");
+    }
+    for off_topic in [
+        "How many vacation days do I get?",
+        "How do I reset my password?",
+        "Can you explain what an index fund is?",
+        "What does our 401k plan match?",
+    ] {
+        assert_eq!(outcome(off_topic), "passed", "{off_topic}");
+    }
+}

@@ -1943,6 +1943,28 @@ fn guardrails_over_http_anonymize_streamed_answers_and_block_inputs() {
         404,
         "guardrail_not_found",
     );
+    // Denied topics, recognised by the server's embedding model.
+    use_key(Some(&admin));
+    let topics = serde_json::json!({"name": "no-investing", "config": {"denied_topics": [{
+        "name": "investment advice",
+        "definition": "Recommendations about which stocks, funds, cryptocurrencies or other investments to buy or sell.",
+        "examples": ["Which stocks should I buy?", "Where should I invest my savings?"]}]}});
+    let (status, body) = post_json(port, "/v1/guardrails", &topics.to_string());
+    assert_eq!(status, 201, "{body}");
+    let (status, body) = post_json(
+        port,
+        "/v1/guardrails/no-investing/apply",
+        r#"{"source": "input", "text": "Should I put my savings into an index fund or into Tesla shares?"}"#,
+    );
+    assert_eq!(status, 200, "{body}");
+    let applied = json_of(&body);
+    assert_eq!(applied["outcome"], "blocked", "{body}");
+    assert_eq!(
+        applied["assessments"][0]["policy"], "denied_topics",
+        "{body}"
+    );
+    use_key(Some(&reader));
+
     // Another tenant's administrator sees none of this tenant's guardrails.
     use_key(Some(&other_tenant));
     let (status, listed) = get(port, "/v1/guardrails");

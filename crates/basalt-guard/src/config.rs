@@ -69,11 +69,45 @@ pub struct GuardrailConfig {
     pub sensitive_information: SensitiveInformation,
     #[serde(default)]
     pub word_filters: WordFilters,
+    /// Subjects the conversation must stay away from, recognised by meaning (the embedding
+    /// model), not by words.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub denied_topics: Vec<DeniedTopic>,
     /// The hallucination filter for answers from a knowledge base (it needs the passages).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub contextual_grounding: Option<GroundingPolicy>,
     #[serde(default)]
     pub messages: Messages,
+}
+
+/// A denied topic: a name, a definition in plain words, and example phrases. A sentence whose
+/// embedding is at least `threshold` similar (cosine) to the definition or an example is on
+/// the topic.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct DeniedTopic {
+    pub name: String,
+    pub definition: String,
+    #[serde(default)]
+    pub examples: Vec<String>,
+    /// 0–0.99 (default [`DEFAULT_TOPIC_THRESHOLD`]).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub threshold: Option<f32>,
+    /// `block` (the default) or `none` (only reported).
+    #[serde(default = "default_topic_action")]
+    pub input: Action,
+    #[serde(default = "default_topic_action")]
+    pub output: Action,
+}
+
+/// Cosine similarity from which a sentence is on a denied topic, with all-MiniLM-L6-v2: for a
+/// topic with a definition and three examples, questions on it in other words scored
+/// 0.46–0.62, questions on neighbouring matters 0.34–0.43, unrelated ones about 0.12
+/// (docs/guardrails.md).
+pub const DEFAULT_TOPIC_THRESHOLD: f32 = 0.45;
+
+fn default_topic_action() -> Action {
+    Action::Block
 }
 
 /// Thresholds of the contextual grounding check: an answer whose least-supported sentence
@@ -242,6 +276,34 @@ impl GuardrailConfig {
             compile(&policy.pattern)
                 .map_err(|message| invalid(format!("{field}.pattern"), message))?;
         }
+        let mut topic_names = BTreeSet::new();
+        for (index, topic) in self.denied_topics.iter().enumerate() {
+            let field = format!("denied_topics[{index}]");
+            if topic.name.trim().is_empty() || !topic_names.insert(topic.name.clone()) {
+                return Err(invalid(
+                    format!("{field}.name"),
+                    "each topic needs a name of its own",
+                ));
+            }
+            if topic.definition.trim().is_empty() {
+                return Err(invalid(
+                    format!("{field}.definition"),
+                    "describe the topic in a sentence",
+                ));
+            }
+            if topic
+                .threshold
+                .is_some_and(|value| !(0.0..=0.99).contains(&value))
+            {
+                return Err(invalid(format!("{field}.threshold"), "outside 0–0.99"));
+            }
+            if topic.input == Action::Anonymize || topic.output == Action::Anonymize {
+                return Err(invalid(
+                    field,
+                    "a topic can be blocked or reported (none), not anonymized",
+                ));
+            }
+        }
         if let Some(policy) = &self.contextual_grounding {
             for (field, value) in [
                 ("grounding_threshold", policy.grounding_threshold),
@@ -347,11 +409,43 @@ pub struct Guardrail {
     config: GuardrailConfig,
     detector: Detector,
     words: WordFilter,
+    topics: Option<crate::topics::TopicMatcher>,
 }
 
 impl Guardrail {
+    /// A guardrail without denied topics (they need the embedding model: see
+    /// [`Guardrail::with_embedder`]).
     pub fn new(config: GuardrailConfig) -> Result<Self, ConfigError> {
+        if !config.denied_topics.is_empty() {
+            return Err(invalid(
+                "denied_topics",
+                "denied topics need the embedding model; load the guardrail with it",
+            ));
+        }
+        Self::build(config, None)
+    }
+
+    /// A guardrail whose denied topics (if any) are recognised with `embedder`; the topics'
+    /// definitions and examples are embedded now.
+    pub fn with_embedder(
+        config: GuardrailConfig,
+        embedder: std::sync::Arc<dyn basalt_model::Embedder>,
+    ) -> Result<Self, ConfigError> {
+        Self::build(config, Some(embedder))
+    }
+
+    fn build(
+        config: GuardrailConfig,
+        embedder: Option<std::sync::Arc<dyn basalt_model::Embedder>>,
+    ) -> Result<Self, ConfigError> {
         config.validate()?;
+        let topics = match embedder {
+            Some(embedder) if !config.denied_topics.is_empty() => Some(
+                crate::topics::TopicMatcher::new(&config.denied_topics, embedder)
+                    .map_err(|message| invalid("denied_topics", message))?,
+            ),
+            _ => None,
+        };
         let custom = config
             .sensitive_information
             .regexes
@@ -369,6 +463,7 @@ impl Guardrail {
             detector: Detector::new(custom),
             words,
             config,
+            topics,
         })
     }
 
@@ -446,6 +541,9 @@ impl Guardrail {
                 start: found.start,
                 end: found.end,
             });
+        }
+        if let Some(topics) = &self.topics {
+            assessments.extend(topics.assess(text, source));
         }
         assessments.sort_by_key(|assessment| assessment.start);
         if assessments.iter().any(|a| a.action == Action::Block) {

@@ -2,6 +2,7 @@
 //!
 //! - [`pii`]: structured personal data and secrets, with checksums where formats have them;
 //! - [`words`]: custom words and phrases, and a maintained profanity list (`rustrict`);
+//! - [`topics`]: denied topics, recognised by embedding similarity;
 //! - [`config`]: named configurations (JSON, validated) that say what to do with each finding
 //!   on input and on output — nothing, anonymize (`{EMAIL}`) or block — and apply them;
 //! - [`store`]: configurations kept by name and version in the data directory;
@@ -13,6 +14,8 @@ pub mod eval;
 pub mod pii;
 pub mod store;
 pub mod stream;
+pub mod testing;
+pub mod topics;
 pub mod words;
 
 pub use config::{Action, Checked, Guardrail, GuardrailConfig, Outcome, Source};

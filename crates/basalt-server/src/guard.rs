@@ -2,6 +2,9 @@
 //! standalone check (`POST /v1/guardrails/{name}/apply`, like Bedrock's ApplyGuardrail), and
 //! what chat completions and answers run on their input and their output.
 
+use std::collections::HashMap;
+use std::sync::Arc;
+
 use axum::extract::{Path, Query, State};
 use axum::http::StatusCode;
 use axum::{Extension, Json};
@@ -33,6 +36,16 @@ impl From<StoreError> for ApiError {
             ),
             StoreError::Io { .. } => ApiError::internal(error.to_string()),
         }
+    }
+}
+
+impl From<basalt_guard::config::ConfigError> for ApiError {
+    fn from(error: basalt_guard::config::ConfigError) -> Self {
+        ApiError::new(
+            StatusCode::BAD_REQUEST,
+            "invalid_guardrail",
+            error.to_string(),
+        )
     }
 }
 
@@ -194,7 +207,7 @@ pub(crate) async fn apply_guardrail(
 pub(crate) struct ActiveGuardrail {
     pub(crate) name: String,
     pub(crate) version: u32,
-    pub(crate) guardrail: Guardrail,
+    pub(crate) guardrail: Arc<Guardrail>,
 }
 
 /// Loads `NAME` or `NAME:VERSION` from the caller's tenant.
@@ -216,19 +229,33 @@ pub(crate) async fn resolve(
     };
     let store = state.guardrails(caller)?;
     let stored = blocking(move || store.load(&name, version)).await?;
-    let guardrail = Guardrail::new(stored.config).map_err(|error| {
-        ApiError::new(
-            StatusCode::BAD_REQUEST,
-            "invalid_guardrail",
-            error.to_string(),
-        )
-    })?;
+    let key = (caller.tenant.clone(), stored.name.clone(), stored.version);
+    if let Some((config, guardrail)) = crate::lock(&state.loaded_guardrails).get(&key)
+        && *config == stored.config
+    {
+        return Ok(ActiveGuardrail {
+            name: stored.name,
+            version: stored.version,
+            guardrail: guardrail.clone(),
+        });
+    }
+    // Denied topics embed their phrases as the guardrail loads: once per version, then reused.
+    let embedder: Arc<dyn basalt_model::Embedder> = state.embedder.clone();
+    let config = stored.config.clone();
+    let guardrail = blocking(move || Guardrail::with_embedder(config, embedder)).await?;
+    let guardrail = Arc::new(guardrail);
+    crate::lock(&state.loaded_guardrails).insert(key, (stored.config, guardrail.clone()));
     Ok(ActiveGuardrail {
         name: stored.name,
         version: stored.version,
         guardrail,
     })
 }
+
+/// Guardrails as loaded, by tenant, name and version, with the configuration they were
+/// loaded from (a name deleted and created again starts its versions over).
+pub(crate) type LoadedGuardrails =
+    HashMap<(String, String, u32), (GuardrailConfig, Arc<Guardrail>)>;
 
 /// The guardrail of a request: the caller's key's when it is bound to one (a request may not
 /// choose another), else the one the request names, else the knowledge base's, else none.

@@ -107,6 +107,7 @@ pub struct AppState {
     /// The OpenAPI document, built once.
     openapi: Arc<Value>,
     security: Arc<Security>,
+    loaded_guardrails: Arc<Mutex<guard::LoadedGuardrails>>,
 }
 
 impl std::fmt::Debug for AppState {
@@ -154,6 +155,7 @@ impl AppState {
             sessions: Arc::new(SessionStore::new(options.sessions)),
             openapi: Arc::new(openapi::document(&operations)),
             security: Arc::new(security),
+            loaded_guardrails: Arc::new(Mutex::new(HashMap::new())),
         };
         Jobs::start(&state);
         Ok(state)

@@ -89,7 +89,7 @@ pub(crate) struct ChatArgs {
 /// A knowledge base and the engines that answer from it, sharing one inference gate.
 struct Loaded {
     kb: KnowledgeBase,
-    embedder: LocalEmbedder,
+    embedder: Arc<LocalEmbedder>,
     generator: LocalGenerator,
     options: AnswerOptions,
     guardrail: Option<Guardrail>,
@@ -100,16 +100,19 @@ impl Loaded {
         let filter = super::parse_filter(args.filter.as_deref())?;
         let (data, reader) = super::tenant_data_as(settings, args.as_principal.as_deref())?;
         let kb = data.open(&args.kb)?;
+        let (embedder, generator) =
+            super::load_answer_engines(&kb, settings, args.model.as_deref(), args.context_size)?;
+        let embedder = Arc::new(embedder);
         let guardrail = args
             .guardrail
             .as_deref()
             .or(kb.settings.answer.guardrail.as_deref())
             .map(|reference| {
-                super::guard::load(&GuardrailStore::new(&data.tenant_dir()), reference)
+                let store = GuardrailStore::new(&data.tenant_dir());
+                let shared: Arc<dyn basalt_model::Embedder> = embedder.clone();
+                super::guard::load(&store, reference, settings, Some(shared))
             })
             .transpose()?;
-        let (embedder, generator) =
-            super::load_answer_engines(&kb, settings, args.model.as_deref(), args.context_size)?;
         Ok(Loaded {
             kb,
             embedder,
@@ -133,7 +136,7 @@ impl Loaded {
 
     fn engines(&self) -> Engines<'_> {
         Engines {
-            embedder: &self.embedder,
+            embedder: self.embedder.as_ref(),
             generator: &self.generator,
         }
     }
@@ -245,7 +248,7 @@ impl Loaded {
         if let Some(guardrail) = &self.guardrail {
             let check = basalt_answer::check_answer_grounded(
                 guardrail,
-                &self.embedder,
+                self.embedder.as_ref(),
                 &question,
                 &mut answer,
             )?;

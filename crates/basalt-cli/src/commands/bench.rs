@@ -257,7 +257,7 @@ pub(crate) fn run(command: BenchCommand, settings: &Settings) -> anyhow::Result<
         BenchCommand::Search(args) => super::bench_kb::search(&args, settings),
         BenchCommand::Vectors(args) => super::bench_vectors::run(&args, settings),
         BenchCommand::Answer(args) => super::bench_answer::run(&args, settings),
-        BenchCommand::Guardrails(args) => super::bench_guard::run(&args),
+        BenchCommand::Guardrails(args) => super::bench_guard::run(&args, settings),
     }
 }
 

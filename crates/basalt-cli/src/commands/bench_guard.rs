@@ -3,14 +3,17 @@
 //! sentences and the prompt-attack set, up to 12,000 characters).
 
 use std::process::ExitCode;
+use std::sync::Arc;
 use std::time::Instant;
 
 use anyhow::Context;
 use basalt_guard::{Guardrail, GuardrailConfig, Release, Source, StreamGuard};
+use basalt_model::{LocalEmbedder, LocalEmbedderOptions};
 use serde::Serialize;
 
 use super::bench::{ReportArgs, SharedDataArgs, percentile};
 use super::print_line;
+use crate::settings::Settings;
 
 #[derive(Debug, clap::Args)]
 pub(crate) struct GuardBenchArgs {
@@ -66,6 +69,9 @@ struct GuardBench {
     output_streamed: Latency,
     /// Input and streamed output together: what a guarded request pays.
     request: Latency,
+    /// The input check of the same configuration plus two denied topics (each sentence of
+    /// the text embedded; on the texts below 500 characters, a question's length).
+    input_with_topics_short: Latency,
     floor_ms: f64,
 }
 
@@ -114,8 +120,26 @@ fn texts(args: &GuardBenchArgs) -> anyhow::Result<Vec<String>> {
     Ok(picked)
 }
 
-pub(crate) fn run(args: &GuardBenchArgs) -> anyhow::Result<ExitCode> {
+/// Two denied topics added to [`EVERYTHING`].
+const TOPICS: &str = r#"[
+  {"name": "investment advice", "definition": "Recommendations about which stocks, funds or other investments to buy or sell.",
+   "examples": ["Which stocks should I buy?", "Is bitcoin a good investment right now?"]},
+  {"name": "medical diagnosis", "definition": "Telling a person which illness they have from their symptoms.",
+   "examples": ["I have a headache and a fever, what disease is it?"]}
+]"#;
+
+pub(crate) fn run(args: &GuardBenchArgs, settings: &Settings) -> anyhow::Result<ExitCode> {
     let guardrail = Guardrail::new(GuardrailConfig::from_json(EVERYTHING)?)?;
+    let mut with_topics = GuardrailConfig::from_json(EVERYTHING)?;
+    with_topics.denied_topics = serde_json::from_str(TOPICS)?;
+    let path = settings.models_dir.default_embedding_model();
+    let options = LocalEmbedderOptions {
+        threads: settings.threads,
+        ..LocalEmbedderOptions::default()
+    };
+    let embedder = LocalEmbedder::load(&path, &options)
+        .with_context(|| format!("while loading the embedding model {}", path.display()))?;
+    let with_topics = Guardrail::with_embedder(with_topics, Arc::new(embedder))?;
     let texts = texts(args)?;
     anyhow::ensure!(!texts.is_empty(), "no texts to check");
     let (mut input, mut output, mut request) = (Vec::new(), Vec::new(), Vec::new());
@@ -139,6 +163,12 @@ pub(crate) fn run(args: &GuardBenchArgs) -> anyhow::Result<ExitCode> {
         output.push(output_ms);
         request.push(input_ms + output_ms);
     }
+    let mut topics = Vec::new();
+    for text in texts.iter().filter(|text| text.len() < 500).take(300) {
+        let started = Instant::now();
+        std::hint::black_box(with_topics.check(text, Source::Input));
+        topics.push(started.elapsed().as_secs_f64() * 1e3);
+    }
     let bench = GuardBench {
         texts: texts.len(),
         mean_chars: texts.iter().map(|text| text.chars().count()).sum::<usize>() as f64
@@ -146,6 +176,7 @@ pub(crate) fn run(args: &GuardBenchArgs) -> anyhow::Result<ExitCode> {
         input: latency(input),
         output_streamed: latency(output),
         request: latency(request),
+        input_with_topics_short: latency(topics),
         floor_ms: 10.0,
     };
     let json = serde_json::to_string_pretty(&bench)?;
@@ -163,6 +194,7 @@ pub(crate) fn run(args: &GuardBenchArgs) -> anyhow::Result<ExitCode> {
             ("input check", &bench.input),
             ("output, streamed", &bench.output_streamed),
             ("request (both)", &bench.request),
+            ("input + topics, short", &bench.input_with_topics_short),
         ] {
             print_line(&format!(
                 "{name:<22} {:>8.3} {:>8.3} {:>8.3} {:>8.3}",

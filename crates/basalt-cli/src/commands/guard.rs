@@ -5,10 +5,12 @@
 use std::io::Read;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
+use std::sync::Arc;
 
 use anyhow::Context;
 use basalt_guard::eval::{Dataset, evaluate_spans, read_dataset};
 use basalt_guard::{Guardrail, GuardrailConfig, GuardrailStore, Source};
+use basalt_model::{Embedder, LocalEmbedder, LocalEmbedderOptions};
 
 use super::print_line;
 use crate::settings::Settings;
@@ -129,7 +131,7 @@ pub(crate) fn run(command: GuardCommand, settings: &Settings) -> anyhow::Result<
             store.delete(&name)?;
             print_line(&format!("deleted guardrail {name}"))?;
         }
-        GuardCommand::Check(args) => return check(&args, &store),
+        GuardCommand::Check(args) => return check(&args, &store, settings),
     }
     Ok(ExitCode::SUCCESS)
 }
@@ -147,16 +149,54 @@ fn parse_reference(reference: &str) -> anyhow::Result<(&str, Option<u32>)> {
     }
 }
 
-/// The stored guardrail `NAME` or `NAME:VERSION`.
-pub(crate) fn load(store: &GuardrailStore, reference: &str) -> anyhow::Result<Guardrail> {
+/// The stored guardrail `NAME` or `NAME:VERSION`; `embedder` recognises its denied topics
+/// (loaded from `settings` when it has some and none is given).
+pub(crate) fn load(
+    store: &GuardrailStore,
+    reference: &str,
+    settings: &Settings,
+    embedder: Option<Arc<dyn Embedder>>,
+) -> anyhow::Result<Guardrail> {
     let (name, version) = parse_reference(reference)?;
-    Ok(Guardrail::new(store.load(name, version)?.config)?)
+    build(store.load(name, version)?.config, settings, embedder)
 }
 
-fn check(args: &CheckArgs, store: &GuardrailStore) -> anyhow::Result<ExitCode> {
+/// A guardrail from its configuration, with the embedding model when it has denied topics.
+fn build(
+    config: GuardrailConfig,
+    settings: &Settings,
+    embedder: Option<Arc<dyn Embedder>>,
+) -> anyhow::Result<Guardrail> {
+    if config.denied_topics.is_empty() {
+        return Ok(Guardrail::new(config)?);
+    }
+    let embedder = match embedder {
+        Some(embedder) => embedder,
+        None => {
+            let path = settings.models_dir.default_embedding_model();
+            let options = LocalEmbedderOptions {
+                threads: settings.threads,
+                ..LocalEmbedderOptions::default()
+            };
+            Arc::new(LocalEmbedder::load(&path, &options).with_context(|| {
+                format!(
+                    "the guardrail's denied topics need the embedding model {}",
+                    path.display()
+                )
+            })?)
+        }
+    };
+    Ok(Guardrail::with_embedder(config, embedder)?)
+}
+
+fn check(
+    args: &CheckArgs,
+    store: &GuardrailStore,
+    settings: &Settings,
+) -> anyhow::Result<ExitCode> {
     let guardrail = match (&args.guardrail, &args.config) {
-        (Some(reference), _) => load(store, reference)?,
-        (None, Some(path)) => Guardrail::new(read_config(path)?)?,
+        (Some(reference), _) => load(store, reference, settings, None)?,
+        (None, Some(path)) => build(read_config(path)?, settings, None)?,
         (None, None) => anyhow::bail!("give --guardrail NAME or --config FILE"),
     };
     let text = if args.text == "-" {

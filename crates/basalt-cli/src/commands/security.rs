@@ -197,7 +197,7 @@ pub(crate) fn run_keys(command: KeysCommand, settings: &Settings) -> anyhow::Res
                 let store = basalt_guard::GuardrailStore::new(
                     &settings.data_dir.for_tenant(&tenant)?.tenant_dir(),
                 );
-                super::guard::load(&store, reference).with_context(|| {
+                super::guard::load(&store, reference, settings, None).with_context(|| {
                     format!("--guardrail {reference}: not a guardrail of tenant {tenant:?}")
                 })?;
             }
