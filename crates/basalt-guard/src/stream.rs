@@ -14,6 +14,9 @@ use crate::config::{Assessment, Guardrail, Outcome, Source};
 /// Most bytes held back while no sentence ends: longer than any entity the detectors find.
 pub const MAX_HELD: usize = 256;
 
+/// Bytes of the previous window checked again with the next one for word-filter phrases.
+const SEAM: usize = 128;
+
 /// What one step of a guarded stream lets through.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Release {
@@ -111,6 +114,22 @@ impl<'a> StreamGuard<'a> {
         let window = &self.received[self.checked..end];
         let checked = self.guardrail.check(window, Source::Output);
         let offset = self.checked;
+        // A phrase of the word filters cut by a forced break ("project | falcon") is in
+        // neither window alone: check the seam with the end of the window before.
+        let mut seam = self.checked.saturating_sub(SEAM);
+        while !self.received.is_char_boundary(seam) {
+            seam -= 1;
+        }
+        let across = self
+            .guardrail
+            .word_matches(&self.received[seam..end])
+            .into_iter()
+            .any(|found| seam + found.start < offset && seam + found.end > offset);
+        if across {
+            self.checked = end;
+            self.blocked = true;
+            return Release::Blocked(self.guardrail.config().messages.blocked_output.clone());
+        }
         self.assessments
             .extend(checked.assessments.into_iter().map(|mut assessment| {
                 assessment.start += offset;
@@ -258,6 +277,34 @@ mod tests {
         assert!(shown.starts_with("Sure."), "{shown}");
         assert!(!shown.to_lowercase().contains("falcon"), "{shown}");
         assert!(shown.ends_with("blocked by a guardrail."), "{shown}");
+    }
+
+    #[test]
+    fn a_blocked_phrase_cut_by_a_forced_break_is_still_blocked() {
+        let guard = guardrail();
+        let mut stream = StreamGuard::new(&guard);
+        // No sentence ends: windows are cut at word breaks; put the phrase on every break.
+        let text = format!(
+            "{} project falcon {}",
+            "word ".repeat(60),
+            "word ".repeat(120)
+        );
+        let mut shown = String::new();
+        let mut blocked = false;
+        for piece in text.as_bytes().chunks(3) {
+            match stream.push(std::str::from_utf8(piece).expect("ascii")) {
+                Release::Text(released) => shown.push_str(&released),
+                Release::Blocked(_) => {
+                    blocked = true;
+                    break;
+                }
+            }
+        }
+        if !blocked {
+            blocked = matches!(stream.finish(), Release::Blocked(_));
+        }
+        assert!(blocked);
+        assert!(!shown.contains("falcon"), "{shown}");
     }
 
     #[test]
