@@ -174,6 +174,8 @@ impl Loaded {
         let mut printed = false;
         let mut output = self.guardrail.as_ref().map(StreamGuard::new);
         let mut blocked = false;
+        // The blocked message was printed while streaming.
+        let mut announced = false;
         let cancel = Arc::new(AtomicBool::new(false));
         let mut observe = |event: AnswerEvent<'_>| {
             if failed.is_some() || blocked {
@@ -202,6 +204,7 @@ impl Loaded {
                     Release::Text(released) => text = released,
                     Release::Blocked(message) => {
                         blocked = true;
+                        announced = true;
                         cancel.store(true, Ordering::Relaxed);
                         text = format!("\n{message}");
                     }
@@ -226,18 +229,22 @@ impl Loaded {
             &mut observe,
         );
         if let Some(guardrail) = &self.guardrail {
+            // What the stream still holds: released now, or blocked like the rest.
+            let rest = match output.as_mut().map(StreamGuard::finish) {
+                Some(Release::Text(rest)) => rest,
+                Some(Release::Blocked(_)) => {
+                    blocked = true;
+                    String::new()
+                }
+                None => String::new(),
+            };
             if blocked {
                 let message = guardrail.config().messages.blocked_output.clone();
-                if hold_all && !quiet {
-                    print_line(&message)?;
+                if !quiet && !announced {
+                    print_line(&format!("\n{message}"))?;
                 }
                 return Ok(Answer::plain(message, question));
             }
-            let rest = match output.as_mut().map(StreamGuard::finish) {
-                Some(Release::Text(rest)) => rest,
-                Some(Release::Blocked(message)) => format!("\n{message}"),
-                None => String::new(),
-            };
             if !quiet_stream && !rest.is_empty() {
                 let mut lock = stdout.lock();
                 lock.write_all(rest.as_bytes())?;
