@@ -63,11 +63,11 @@ impl Source {
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct GuardrailConfig {
-    #[serde(default)]
+    #[serde(default, skip_serializing_if = "String::is_empty")]
     pub description: String,
-    #[serde(default)]
+    #[serde(default, skip_serializing_if = "is_default")]
     pub sensitive_information: SensitiveInformation,
-    #[serde(default)]
+    #[serde(default, skip_serializing_if = "is_default")]
     pub word_filters: WordFilters,
     /// Subjects the conversation must stay away from, recognised by meaning (the embedding
     /// model), not by words.
@@ -76,8 +76,14 @@ pub struct GuardrailConfig {
     /// The hallucination filter for answers from a knowledge base (it needs the passages).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub contextual_grounding: Option<GroundingPolicy>,
-    #[serde(default)]
+    #[serde(default, skip_serializing_if = "is_default")]
     pub messages: Messages,
+}
+
+/// Fields equal to their default are left out when written, so a configuration reads and
+/// writes with one shape (and one schema in the OpenAPI document).
+fn is_default<T: Default + PartialEq>(value: &T) -> bool {
+    *value == T::default()
 }
 
 /// A denied topic: a name, a definition in plain words, and example phrases. A sentence whose
@@ -88,15 +94,15 @@ pub struct GuardrailConfig {
 pub struct DeniedTopic {
     pub name: String,
     pub definition: String,
-    #[serde(default)]
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub examples: Vec<String>,
     /// 0–0.99 (default [`DEFAULT_TOPIC_THRESHOLD`]).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub threshold: Option<f32>,
     /// `block` (the default) or `none` (only reported).
-    #[serde(default = "default_topic_action")]
+    #[serde(default = "default_topic_action", skip_serializing_if = "is_block")]
     pub input: Action,
-    #[serde(default = "default_topic_action")]
+    #[serde(default = "default_topic_action", skip_serializing_if = "is_block")]
     pub output: Action,
 }
 
@@ -110,6 +116,10 @@ fn default_topic_action() -> Action {
     Action::Block
 }
 
+fn is_block(action: &Action) -> bool {
+    *action == Action::Block
+}
+
 /// Thresholds of the contextual grounding check: an answer whose least-supported sentence
 /// scores below `grounding_threshold`, or whose relevance to the question is below
 /// `relevance_threshold`, is blocked or flagged.
@@ -119,11 +129,14 @@ pub struct GroundingPolicy {
     /// 0–0.99: the least support every sentence of the answer must have from the passages.
     pub grounding_threshold: f32,
     /// 0–0.99: the least similarity of the answer to the question (default 0: not checked).
-    #[serde(default)]
+    #[serde(default, skip_serializing_if = "is_default")]
     pub relevance_threshold: f32,
     /// `block` (the default: the answer is replaced by the blocked message) or `flag` (it is
     /// kept, and the trace says it fell short).
-    #[serde(default = "default_grounding_action")]
+    #[serde(
+        default = "default_grounding_action",
+        skip_serializing_if = "is_grounding_block"
+    )]
     pub action: GroundingAction,
 }
 
@@ -138,12 +151,16 @@ fn default_grounding_action() -> GroundingAction {
     GroundingAction::Block
 }
 
+fn is_grounding_block(action: &GroundingAction) -> bool {
+    *action == GroundingAction::Block
+}
+
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct SensitiveInformation {
-    #[serde(default)]
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub entities: Vec<EntityPolicy>,
-    #[serde(default)]
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub regexes: Vec<RegexPolicy>,
 }
 
@@ -152,9 +169,9 @@ pub struct SensitiveInformation {
 pub struct EntityPolicy {
     #[serde(rename = "type")]
     pub entity: String,
-    #[serde(default)]
+    #[serde(default, skip_serializing_if = "is_default")]
     pub input: Action,
-    #[serde(default)]
+    #[serde(default, skip_serializing_if = "is_default")]
     pub output: Action,
 }
 
@@ -164,9 +181,9 @@ pub struct RegexPolicy {
     /// Upper-case letters, digits and `_`; the placeholder is `{NAME}`.
     pub name: String,
     pub pattern: String,
-    #[serde(default)]
+    #[serde(default, skip_serializing_if = "is_default")]
     pub input: Action,
-    #[serde(default)]
+    #[serde(default, skip_serializing_if = "is_default")]
     pub output: Action,
 }
 
@@ -174,19 +191,25 @@ pub struct RegexPolicy {
 #[serde(deny_unknown_fields)]
 pub struct WordFilters {
     /// Words and phrases that block (case-insensitive, whole words).
-    #[serde(default)]
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub words: Vec<String>,
     /// Also block the profanity of the `rustrict` list.
-    #[serde(default)]
+    #[serde(default, skip_serializing_if = "is_default")]
     pub profanity: bool,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct Messages {
-    #[serde(default = "default_blocked_input")]
+    #[serde(
+        default = "default_blocked_input",
+        skip_serializing_if = "is_default_blocked_input"
+    )]
     pub blocked_input: String,
-    #[serde(default = "default_blocked_output")]
+    #[serde(
+        default = "default_blocked_output",
+        skip_serializing_if = "is_default_blocked_output"
+    )]
     pub blocked_output: String,
 }
 
@@ -196,6 +219,14 @@ fn default_blocked_input() -> String {
 
 fn default_blocked_output() -> String {
     "Sorry, the answer was withheld: it was blocked by a guardrail.".into()
+}
+
+fn is_default_blocked_input(message: &str) -> bool {
+    message == default_blocked_input()
+}
+
+fn is_default_blocked_output(message: &str) -> bool {
+    message == default_blocked_output()
 }
 
 impl Default for Messages {
