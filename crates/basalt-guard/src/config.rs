@@ -502,6 +502,15 @@ impl Guardrail {
         &self.config
     }
 
+    /// Whether an answer that fails the grounding check is blocked (not just flagged): such an
+    /// answer can be shown only once it is whole and has passed.
+    pub fn blocks_ungrounded(&self) -> bool {
+        self.config
+            .contextual_grounding
+            .as_ref()
+            .is_some_and(|policy| policy.action == GroundingAction::Block)
+    }
+
     /// The action configured for an entity type in one direction (`None` when not listed).
     fn action(&self, entity: &EntityType, source: Source) -> Action {
         let pick = |input: Action, output: Action| match source {

@@ -22,6 +22,8 @@ pub enum StoreError {
         version: u32,
         latest: u32,
     },
+    #[error("guardrail {0:?}: write NAME or NAME:VERSION with a numeric version")]
+    InvalidReference(String),
     #[error("invalid guardrail configuration: {0}")]
     Invalid(#[from] ConfigError),
     #[error("{path}: {source}")]
@@ -145,6 +147,20 @@ impl GuardrailStore {
         })
     }
 
+    /// The guardrail a reference names: `NAME` (its latest version) or `NAME:VERSION`, as
+    /// requests, keys and knowledge bases name one.
+    pub fn load_reference(&self, reference: &str) -> Result<StoredGuardrail, StoreError> {
+        match reference.rsplit_once(':') {
+            Some((name, version)) => {
+                let version = version
+                    .parse()
+                    .map_err(|_| StoreError::InvalidReference(reference.to_owned()))?;
+                self.load(name, Some(version))
+            }
+            None => self.load(reference, None),
+        }
+    }
+
     pub fn list(&self) -> Result<Vec<GuardrailSummary>, StoreError> {
         let entries = match std::fs::read_dir(&self.root) {
             Ok(entries) => entries,
@@ -216,6 +232,12 @@ mod tests {
         assert!(matches!(
             store.load("support", Some(3)),
             Err(StoreError::NoVersion { latest: 2, .. })
+        ));
+        assert_eq!(store.load_reference("support:1").expect("v1").version, 1);
+        assert_eq!(store.load_reference("support").expect("latest").version, 2);
+        assert!(matches!(
+            store.load_reference("support:x"),
+            Err(StoreError::InvalidReference(_))
         ));
         let listed = store.list().expect("list");
         assert_eq!(listed.len(), 1);

@@ -37,6 +37,9 @@ pub struct StreamGuard<'a> {
     /// Every finding so far, with offsets into `received`.
     assessments: Vec<Assessment>,
     blocked: bool,
+    /// Release nothing (windows are still checked, so a block still stops the stream): the
+    /// caller shows the whole text once it has passed a check of its own.
+    hold_all: bool,
 }
 
 impl<'a> StreamGuard<'a> {
@@ -47,7 +50,22 @@ impl<'a> StreamGuard<'a> {
             checked: 0,
             assessments: Vec::new(),
             blocked: false,
+            hold_all: false,
         }
+    }
+
+    /// For an answer from a knowledge base: when the guardrail blocks ungrounded answers,
+    /// nothing is released while it streams (grounding is judged on the whole answer).
+    pub fn for_answer(guardrail: &'a Guardrail) -> Self {
+        StreamGuard {
+            hold_all: guardrail.blocks_ungrounded(),
+            ..StreamGuard::new(guardrail)
+        }
+    }
+
+    /// Whether this stream releases nothing, leaving the caller to show the checked whole.
+    pub fn holds_all(&self) -> bool {
+        self.hold_all
     }
 
     /// Takes the next piece of generated text.
@@ -57,7 +75,8 @@ impl<'a> StreamGuard<'a> {
         }
         self.received.push_str(piece);
         let end = self.window_end();
-        self.release_to(end)
+        let release = self.release_to(end);
+        self.held(release)
     }
 
     /// The stream ended: checks and releases what was held back.
@@ -65,7 +84,16 @@ impl<'a> StreamGuard<'a> {
         if self.blocked {
             return Release::Text(String::new());
         }
-        self.release_to(self.received.len())
+        let release = self.release_to(self.received.len());
+        self.held(release)
+    }
+
+    /// `release`, or nothing of its text when the stream holds everything back.
+    fn held(&self, release: Release) -> Release {
+        match release {
+            Release::Text(_) if self.hold_all => Release::Text(String::new()),
+            release => release,
+        }
     }
 
     /// Whether the output was blocked.

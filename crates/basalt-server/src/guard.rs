@@ -34,6 +34,7 @@ impl From<StoreError> for ApiError {
                 "invalid_guardrail",
                 error.to_string(),
             ),
+            StoreError::InvalidReference(_) => ApiError::invalid(error.to_string()),
             StoreError::Io { .. } => ApiError::internal(error.to_string()),
         }
     }
@@ -216,19 +217,9 @@ pub(crate) async fn resolve(
     caller: &Caller,
     reference: &str,
 ) -> Result<ActiveGuardrail, ApiError> {
-    let (name, version) = match reference.rsplit_once(':') {
-        Some((name, version)) => {
-            let version = version.parse().map_err(|_| {
-                ApiError::invalid(format!(
-                    "guardrail {reference:?}: write NAME or NAME:VERSION with a numeric version"
-                ))
-            })?;
-            (name.to_owned(), Some(version))
-        }
-        None => (reference.to_owned(), None),
-    };
     let store = state.guardrails(caller)?;
-    let stored = blocking(move || store.load(&name, version)).await?;
+    let reference = reference.to_owned();
+    let stored = blocking(move || store.load_reference(&reference)).await?;
     let key = (caller.tenant.clone(), stored.name.clone(), stored.version);
     if let Some((config, guardrail)) = crate::lock(&state.loaded_guardrails).get(&key)
         && *config == stored.config
@@ -313,15 +304,6 @@ impl GuardrailTrace {
 }
 
 impl ActiveGuardrail {
-    /// Whether an answer that fails the grounding check is blocked (not just flagged).
-    pub(crate) fn blocks_ungrounded(&self) -> bool {
-        self.guardrail
-            .config()
-            .contextual_grounding
-            .as_ref()
-            .is_some_and(|policy| policy.action == basalt_guard::config::GroundingAction::Block)
-    }
-
     pub(crate) fn trace(&self) -> GuardrailTrace {
         GuardrailTrace {
             name: self.name.clone(),
@@ -420,49 +402,37 @@ impl ActiveGuardrail {
 #[derive(Debug)]
 pub(crate) struct OutputStream<'a> {
     stream: StreamGuard<'a>,
-    /// Release nothing: the whole answer must pass the grounding check first.
-    hold_all: bool,
 }
 
 impl<'a> OutputStream<'a> {
     pub(crate) fn new(active: &'a ActiveGuardrail) -> Self {
         OutputStream {
             stream: StreamGuard::new(&active.guardrail),
-            hold_all: false,
         }
     }
 
-    /// For a knowledge-base answer: when the guardrail blocks ungrounded answers, nothing is
-    /// released while it streams (grounding is judged on the whole answer); the caller sends
-    /// the checked answer at the end. Blocked words still stop the generation early.
+    /// For a knowledge-base answer (see `StreamGuard::for_answer`): when the guardrail blocks
+    /// ungrounded answers, nothing is released while it streams; the caller sends the checked
+    /// answer at the end. Blocked words still stop the generation early.
     pub(crate) fn for_answer(active: &'a ActiveGuardrail) -> Self {
         OutputStream {
-            hold_all: active.blocks_ungrounded(),
-            ..OutputStream::new(active)
+            stream: StreamGuard::for_answer(&active.guardrail),
         }
     }
 
     /// Whether the caller must send the checked answer itself at the end.
     pub(crate) fn holds_all(&self) -> bool {
-        self.hold_all
+        self.stream.holds_all()
     }
 
     /// The text that may be shown now; `Err` with the blocked message once the output is
     /// blocked (the caller stops generating).
     pub(crate) fn push(&mut self, piece: &str) -> Result<String, String> {
-        let released = released(self.stream.push(piece));
-        if self.hold_all {
-            return released.map(|_| String::new());
-        }
-        released
+        released(self.stream.push(piece))
     }
 
     pub(crate) fn finish(&mut self) -> Result<String, String> {
-        let released = released(self.stream.finish());
-        if self.hold_all {
-            return released.map(|_| String::new());
-        }
-        released
+        released(self.stream.finish())
     }
 
     pub(crate) fn assessments(&self) -> &[Assessment] {

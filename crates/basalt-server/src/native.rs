@@ -290,7 +290,7 @@ pub(crate) async fn answer(
                     Some(active) => {
                         // A replacement is whole text: checked whole, and the window restarts.
                         output = Some(OutputStream::for_answer(active));
-                        if active.blocks_ungrounded() {
+                        if active.guardrail.blocks_ungrounded() {
                             // Held for the grounding check, like the deltas.
                             return;
                         }

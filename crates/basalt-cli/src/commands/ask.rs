@@ -7,7 +7,6 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 
 use basalt_answer::{Answer, AnswerEvent, AnswerOptions, Engines, SessionPolicy, SessionStore};
-use basalt_guard::config::GroundingAction;
 use basalt_guard::{Guardrail, GuardrailStore, Outcome, Release, Source, StreamGuard};
 use basalt_index::SearchMode;
 use basalt_kb::KnowledgeBase;
@@ -161,13 +160,10 @@ impl Loaded {
             question = checked.text;
         }
         // An answer that must pass the grounding check is shown only once it has.
-        let hold_all = self.guardrail.as_ref().is_some_and(|guardrail| {
-            guardrail
-                .config()
-                .contextual_grounding
-                .as_ref()
-                .is_some_and(|policy| policy.action == GroundingAction::Block)
-        });
+        let hold_all = self
+            .guardrail
+            .as_ref()
+            .is_some_and(Guardrail::blocks_ungrounded);
         let quiet_stream = quiet || hold_all;
         let stdout = std::io::stdout();
         let mut failed = None;

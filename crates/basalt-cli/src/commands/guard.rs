@@ -136,19 +136,6 @@ pub(crate) fn run(command: GuardCommand, settings: &Settings) -> anyhow::Result<
     Ok(ExitCode::SUCCESS)
 }
 
-/// `NAME` or `NAME:VERSION`.
-fn parse_reference(reference: &str) -> anyhow::Result<(&str, Option<u32>)> {
-    match reference.rsplit_once(':') {
-        Some((name, version)) => {
-            let version = version.parse().with_context(|| {
-                format!("--guardrail {reference}: the version after ':' must be a number")
-            })?;
-            Ok((name, Some(version)))
-        }
-        None => Ok((reference, None)),
-    }
-}
-
 /// The stored guardrail `NAME` or `NAME:VERSION`; `embedder` recognises its denied topics
 /// (loaded from `settings` when it has some and none is given).
 pub(crate) fn load(
@@ -157,8 +144,7 @@ pub(crate) fn load(
     settings: &Settings,
     embedder: Option<Arc<dyn Embedder>>,
 ) -> anyhow::Result<Guardrail> {
-    let (name, version) = parse_reference(reference)?;
-    build(store.load(name, version)?.config, settings, embedder)
+    build(store.load_reference(reference)?.config, settings, embedder)
 }
 
 /// A guardrail from its configuration, with the embedding model when it has denied topics.
