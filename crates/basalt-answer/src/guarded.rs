@@ -61,6 +61,7 @@ pub fn check_answer_grounded(
                     action,
                     start: 0,
                     end,
+                    score: Some(basalt_guard::config::Score { score, threshold }),
                 });
             }
         }

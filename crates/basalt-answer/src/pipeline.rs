@@ -57,6 +57,9 @@ pub struct AnswerOptions {
     pub seed: Option<u32>,
     /// Set by the caller to stop generating (a client that went away).
     pub cancel: Option<std::sync::Arc<std::sync::atomic::AtomicBool>>,
+    /// A guardrail whose prompt-attack policy screens the retrieved passages: those that
+    /// carry instructions for the model (indirect prompt injection) are left out.
+    pub screen: Option<std::sync::Arc<basalt_guard::Guardrail>>,
 }
 
 /// Why an answer is "not found in the documents".
@@ -98,6 +101,10 @@ pub struct Answer {
     pub citations: Vec<Citation>,
     /// The passages the model was given, numbered as in the prompt.
     pub sources: Vec<Reference>,
+    /// Chunks retrieval found but the guardrail left out of the prompt, because they read as
+    /// instructions to the model (indirect prompt injection).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub withheld_passages: Vec<String>,
     /// Markers the model wrote that named no source; removed from the answer.
     pub removed_markers: usize,
     /// Cosine similarity of the question with the best sentence of the retrieved passages.
@@ -126,6 +133,7 @@ impl Answer {
             abstain_reason: None,
             citations: Vec::new(),
             sources: Vec::new(),
+            withheld_passages: Vec::new(),
             removed_markers: 0,
             relevance: None,
             grounding: 1.0,
@@ -184,11 +192,13 @@ pub fn answer(
         .unwrap_or(DEFAULT_CONTEXT_TOKENS)
         .max(16);
     let query = crate::session::standalone_query(question, history);
-    let (chunks, ranked) = retrieve(kb, engines.embedder, &query, options, passages_wanted)?;
+    let retrieved = retrieve(kb, engines.embedder, &query, options, passages_wanted)?;
+    let (chunks, ranked) = (retrieved.chunks, retrieved.ranked);
     let relevance = ranked.first().map(|sentence| sentence.score);
     let retrieval_ms = elapsed_ms(started);
 
     let mut result = Answer::plain(String::new(), query.clone());
+    result.withheld_passages = retrieved.withheld;
     result.relevance = relevance;
     result.template_version = template.version.clone();
     result.timings.retrieval_ms = retrieval_ms;
@@ -326,15 +336,23 @@ pub fn answer(
     Ok(result)
 }
 
-/// Retrieval, the first half of an answer: the KB's search for passages, then the sentences of
-/// the distinct best ones ranked against the query.
+/// What retrieval found for an answer.
+struct Retrieved {
+    chunks: Vec<Reference>,
+    ranked: Vec<Sentence>,
+    /// Chunk ids the screen left out.
+    withheld: Vec<String>,
+}
+
+/// Retrieval, the first half of an answer: the KB's search for passages, less those the
+/// screen withholds, then the sentences of the distinct best ones ranked against the query.
 fn retrieve(
     kb: &KnowledgeBase,
     embedder: &dyn Embedder,
     query: &str,
     options: &AnswerOptions,
     passages_wanted: usize,
-) -> Result<(Vec<Reference>, Vec<Sentence>)> {
+) -> Result<Retrieved> {
     let vector = embedder.embed_query(query)?;
     if vector.len() != kb.settings.embedding.dimension {
         return Err(AnswerError::Kb(basalt_kb::KbError::ModelMismatch {
@@ -353,13 +371,27 @@ fn retrieve(
         bm25: kb.settings.bm25,
         exact: false,
     };
-    let hits = kb
+    let mut hits = kb
         .store
         .search(&request)
         .map_err(basalt_kb::KbError::from)?;
+    let mut withheld = Vec::new();
+    if let Some(screen) = &options.screen {
+        hits.retain(|hit| {
+            let dropped = screen.drops_passage(&hit.text);
+            if dropped {
+                withheld.push(hit.chunk_id.clone());
+            }
+            !dropped
+        });
+    }
     let chunks = select_passages(&hits, passages_wanted);
     let ranked = rank_sentences(embedder, &vector, &chunks)?;
-    Ok((chunks, ranked))
+    Ok(Retrieved {
+        chunks,
+        ranked,
+        withheld,
+    })
 }
 
 /// The relevance an answer to `question` would be judged by (the cosine of the question with
@@ -376,7 +408,7 @@ pub fn relevance(
         .or(kb.settings.answer.passages)
         .unwrap_or(DEFAULT_PASSAGES)
         .max(1);
-    let (_, ranked) = retrieve(kb, embedder, question, options, passages)?;
+    let ranked = retrieve(kb, embedder, question, options, passages)?.ranked;
     Ok(ranked.first().map(|sentence| sentence.score))
 }
 

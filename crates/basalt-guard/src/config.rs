@@ -20,9 +20,12 @@
 
 use std::collections::BTreeSet;
 
+use std::sync::Arc;
+
 use regex::Regex;
 use serde::{Deserialize, Serialize};
 
+use crate::attacks::{AttackClassifier, AttackScore, DEFAULT_FALSE_POSITIVE_RATE};
 use crate::pii::{CustomPattern, Detector, EntityType, Finding};
 use crate::words::{WordFilter, WordMatch};
 
@@ -73,6 +76,10 @@ pub struct GuardrailConfig {
     /// model), not by words.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub denied_topics: Vec<DeniedTopic>,
+    /// Instruction overrides, jailbreaks and injected instructions, recognised by the
+    /// prompt-attack classifier (`basalt guard train-attacks`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub prompt_attacks: Option<PromptAttackPolicy>,
     /// The hallucination filter for answers from a knowledge base (it needs the passages).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub contextual_grounding: Option<GroundingPolicy>,
@@ -118,6 +125,34 @@ fn default_topic_action() -> Action {
 
 fn is_block(action: &Action) -> bool {
     *action == Action::Block
+}
+
+/// What to do about prompt attacks: in the user's input (a direct attack) and in passages
+/// retrieved for an answer (an indirect one: instructions planted in a document).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct PromptAttackPolicy {
+    /// `block` (the default) or `none` (only reported).
+    #[serde(default = "default_topic_action", skip_serializing_if = "is_block")]
+    pub input: Action,
+    /// `drop` (the default: the passage is left out of the prompt) or `none` (only reported).
+    #[serde(default, skip_serializing_if = "is_default")]
+    pub documents: DocumentAction,
+    /// The share of benign prompts the threshold lets be flagged, as calibrated when the
+    /// classifier was trained: 0.01–0.2 (default 0.05). Lower flags fewer prompts of both kinds.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub false_positive_rate: Option<f32>,
+}
+
+/// What happens to a retrieved passage that carries instructions for the model.
+#[derive(
+    Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema,
+)]
+#[serde(rename_all = "lowercase")]
+pub enum DocumentAction {
+    #[default]
+    Drop,
+    None,
 }
 
 /// Thresholds of the contextual grounding check: an answer whose least-supported sentence
@@ -335,6 +370,23 @@ impl GuardrailConfig {
                 ));
             }
         }
+        if let Some(policy) = &self.prompt_attacks {
+            if policy
+                .false_positive_rate
+                .is_some_and(|rate| !(0.01..=0.2).contains(&rate))
+            {
+                return Err(invalid(
+                    "prompt_attacks.false_positive_rate",
+                    "outside 0.01–0.2",
+                ));
+            }
+            if policy.input == Action::Anonymize {
+                return Err(invalid(
+                    "prompt_attacks.input",
+                    "an attack can be blocked or reported (none), not anonymized",
+                ));
+            }
+        }
         if let Some(policy) = &self.contextual_grounding {
             for (field, value) in [
                 ("grounding_threshold", policy.grounding_threshold),
@@ -389,9 +441,9 @@ pub enum Outcome {
 }
 
 /// One policy's finding, for the trace.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, schemars::JsonSchema)]
+#[derive(Debug, Clone, PartialEq, Serialize, schemars::JsonSchema)]
 pub struct Assessment {
-    /// `sensitive_information` or `word_filters`.
+    /// `sensitive_information`, `word_filters`, `denied_topics` or `prompt_attacks`.
     pub policy: &'static str,
     /// The entity type, or the matched word (`profanity` for the list).
     pub name: String,
@@ -399,10 +451,20 @@ pub struct Assessment {
     /// Byte offsets into the checked text.
     pub start: usize,
     pub end: usize,
+    /// The classifier's score and the threshold it exceeded (prompt attacks).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub score: Option<Score>,
+}
+
+/// A model's score for a finding, with the threshold it was held against.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, schemars::JsonSchema)]
+pub struct Score {
+    pub score: f32,
+    pub threshold: f32,
 }
 
 /// The result of applying a guardrail to a text.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, schemars::JsonSchema)]
+#[derive(Debug, Clone, PartialEq, Serialize, schemars::JsonSchema)]
 pub struct Checked {
     pub outcome: Outcome,
     /// The text to pass on: the original, anonymized, or the blocked message.
@@ -441,35 +503,55 @@ pub struct Guardrail {
     detector: Detector,
     words: WordFilter,
     topics: Option<crate::topics::TopicMatcher>,
+    attacks: Option<Arc<AttackClassifier>>,
+}
+
+/// The models some policies need: the embedding model for denied topics, the prompt-attack
+/// classifier for prompt attacks.
+#[derive(Debug, Clone, Default)]
+pub struct GuardModels {
+    pub embedder: Option<Arc<dyn basalt_model::Embedder>>,
+    pub attacks: Option<Arc<AttackClassifier>>,
 }
 
 impl Guardrail {
-    /// A guardrail without denied topics (they need the embedding model: see
-    /// [`Guardrail::with_embedder`]).
+    /// A guardrail that needs no model (no denied topics, no prompt attacks: see
+    /// [`Guardrail::with_models`]).
     pub fn new(config: GuardrailConfig) -> Result<Self, ConfigError> {
-        if !config.denied_topics.is_empty() {
-            return Err(invalid(
-                "denied_topics",
-                "denied topics need the embedding model; load the guardrail with it",
-            ));
-        }
-        Self::build(config, None)
+        Self::with_models(config, GuardModels::default())
     }
 
     /// A guardrail whose denied topics (if any) are recognised with `embedder`; the topics'
     /// definitions and examples are embedded now.
     pub fn with_embedder(
         config: GuardrailConfig,
-        embedder: std::sync::Arc<dyn basalt_model::Embedder>,
+        embedder: Arc<dyn basalt_model::Embedder>,
     ) -> Result<Self, ConfigError> {
-        Self::build(config, Some(embedder))
+        let models = GuardModels {
+            embedder: Some(embedder),
+            attacks: None,
+        };
+        Self::with_models(config, models)
     }
 
-    fn build(
-        config: GuardrailConfig,
-        embedder: Option<std::sync::Arc<dyn basalt_model::Embedder>>,
-    ) -> Result<Self, ConfigError> {
+    /// A guardrail with the models its policies need; an error names the policy whose model
+    /// is missing.
+    pub fn with_models(config: GuardrailConfig, models: GuardModels) -> Result<Self, ConfigError> {
         config.validate()?;
+        if !config.denied_topics.is_empty() && models.embedder.is_none() {
+            return Err(invalid(
+                "denied_topics",
+                "denied topics need the embedding model; load the guardrail with it",
+            ));
+        }
+        if config.prompt_attacks.is_some() && models.attacks.is_none() {
+            return Err(invalid(
+                "prompt_attacks",
+                "prompt-attack detection needs the classifier, and none is installed: train it \
+                 with `basalt guard train-attacks --dataset FILE.jsonl` (labelled prompts)",
+            ));
+        }
+        let embedder = models.embedder;
         let topics = match embedder {
             Some(embedder) if !config.denied_topics.is_empty() => Some(
                 crate::topics::TopicMatcher::new(&config.denied_topics, embedder)
@@ -490,12 +572,56 @@ impl Guardrail {
             })
             .collect::<Result<Vec<_>, ConfigError>>()?;
         let words = WordFilter::new(&config.word_filters.words, config.word_filters.profanity);
+        let attacks = models.attacks.filter(|_| config.prompt_attacks.is_some());
         Ok(Guardrail {
             detector: Detector::new(custom),
             words,
             config,
             topics,
+            attacks,
         })
+    }
+
+    /// The prompt-attack finding for `text` (a prompt, or a retrieved `passage` scored a
+    /// window at a time), when the policy is on and the classifier flags it.
+    fn attack(&self, text: &str, passage: bool) -> Option<Assessment> {
+        let (policy, classifier) = self
+            .config
+            .prompt_attacks
+            .as_ref()
+            .zip(self.attacks.as_ref())?;
+        let rate = policy
+            .false_positive_rate
+            .unwrap_or(DEFAULT_FALSE_POSITIVE_RATE);
+        let judged = AttackScore {
+            score: if passage {
+                classifier.score_passage(text)
+            } else {
+                classifier.score(text)
+            },
+            threshold: classifier.threshold(rate),
+        };
+        judged.is_attack().then(|| Assessment {
+            policy: "prompt_attacks",
+            name: "prompt_attack".to_owned(),
+            action: policy.input,
+            start: 0,
+            end: text.len(),
+            score: Some(Score {
+                score: judged.score,
+                threshold: judged.threshold,
+            }),
+        })
+    }
+
+    /// Whether a retrieved passage must be left out of the prompt: it reads as instructions
+    /// to the model (an indirect prompt injection) and the policy drops such passages.
+    pub fn drops_passage(&self, text: &str) -> bool {
+        self.config
+            .prompt_attacks
+            .as_ref()
+            .is_some_and(|policy| policy.documents == DocumentAction::Drop)
+            && self.attack(text, true).is_some()
     }
 
     pub fn config(&self) -> &GuardrailConfig {
@@ -571,6 +697,7 @@ impl Guardrail {
                 action: *action,
                 start: finding.start,
                 end: finding.end,
+                score: None,
             });
         }
         for found in self.word_matches(text) {
@@ -580,10 +707,16 @@ impl Guardrail {
                 action: Action::Block,
                 start: found.start,
                 end: found.end,
+                score: None,
             });
         }
         if let Some(topics) = &self.topics {
             assessments.extend(topics.assess(text, source));
+        }
+        if source == Source::Input
+            && let Some(found) = self.attack(text, false)
+        {
+            assessments.push(found);
         }
         assessments.sort_by_key(|assessment| assessment.start);
         if assessments.iter().any(|a| a.action == Action::Block) {

@@ -43,6 +43,9 @@ struct SpanLabel {
 pub struct PromptRecord {
     pub text: String,
     pub label: String,
+    /// Where the prompt comes from, when the dataset says (results are also given per source).
+    #[serde(default)]
+    pub source: Option<String>,
 }
 
 /// A dataset, by its shape.

@@ -5,7 +5,7 @@ use std::sync::Arc;
 
 use basalt_model::Embedder;
 
-use crate::config::{Action, Assessment, DEFAULT_TOPIC_THRESHOLD, DeniedTopic, Source};
+use crate::config::{Action, Assessment, DEFAULT_TOPIC_THRESHOLD, DeniedTopic, Score, Source};
 
 /// Most sentences of one text compared with the topics (the first ones).
 const MAX_SENTENCES: usize = 16;
@@ -77,6 +77,7 @@ impl TopicMatcher {
                         action: Action::Block,
                         start: 0,
                         end: text.len(),
+                        score: None,
                     })
                     .collect();
             }
@@ -105,6 +106,10 @@ impl TopicMatcher {
                     action: action(topic),
                     start,
                     end,
+                    score: Some(Score {
+                        score,
+                        threshold: topic.threshold,
+                    }),
                 });
             }
         }

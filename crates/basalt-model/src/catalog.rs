@@ -164,6 +164,11 @@ impl ModelsDir {
     pub fn default_embedding_model(&self) -> PathBuf {
         self.model_dir(MINILM.name)
     }
+
+    /// The prompt-attack classifier of the guardrails, written by `basalt guard train-attacks`.
+    pub fn prompt_attack_classifier(&self) -> PathBuf {
+        self.root.join("prompt-attack").join("classifier.bin")
+    }
 }
 
 /// Checks the size of a catalogued file, so a truncated download is caught before the engine

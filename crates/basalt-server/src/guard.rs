@@ -3,7 +3,7 @@
 //! what chat completions and answers run on their input and their output.
 
 use std::collections::HashMap;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 
 use axum::extract::{Path, Query, State};
 use axum::http::StatusCode;
@@ -11,8 +11,8 @@ use axum::{Extension, Json};
 use basalt_answer::Answer;
 use basalt_guard::config::Assessment;
 use basalt_guard::{
-    Checked, Guardrail, GuardrailConfig, GuardrailStore, Outcome, Release, Source, StoreError,
-    StreamGuard,
+    AttackClassifier, Checked, GuardModels, Guardrail, GuardrailConfig, GuardrailStore, Outcome,
+    Release, Source, StoreError, StreamGuard,
 };
 use basalt_security::audit::Event;
 use schemars::JsonSchema;
@@ -50,7 +50,49 @@ impl From<basalt_guard::config::ConfigError> for ApiError {
     }
 }
 
+/// The prompt-attack classifier, read from its file when first needed.
+#[derive(Debug)]
+pub(crate) struct ClassifierSlot {
+    path: Option<std::path::PathBuf>,
+    loaded: Mutex<Option<Arc<AttackClassifier>>>,
+}
+
+impl ClassifierSlot {
+    pub(crate) fn new(path: Option<std::path::PathBuf>) -> Self {
+        ClassifierSlot {
+            path,
+            loaded: Mutex::new(None),
+        }
+    }
+}
+
 impl AppState {
+    /// The prompt-attack classifier (a 503 that says how to install it when there is none).
+    async fn attack_classifier(&self) -> Result<Arc<AttackClassifier>, ApiError> {
+        let slot = self.attack_classifier.clone();
+        if let Some(classifier) = crate::lock(&slot.loaded).as_ref() {
+            return Ok(classifier.clone());
+        }
+        let unavailable = |message: String| {
+            ApiError::new(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "classifier_unavailable",
+                format!("the prompt_attacks policy needs the prompt-attack classifier: {message}"),
+            )
+        };
+        let Some(path) = slot.path.clone() else {
+            return Err(unavailable(
+                "this server was started without one".to_owned(),
+            ));
+        };
+        let classifier = blocking(move || Ok::<_, ApiError>(AttackClassifier::load(&path)))
+            .await?
+            .map_err(|error| unavailable(error.to_string()))?;
+        let classifier = Arc::new(classifier);
+        *crate::lock(&slot.loaded) = Some(classifier.clone());
+        Ok(classifier)
+    }
+
     /// The guardrails of the caller's tenant.
     fn guardrails(&self, caller: &Caller) -> Result<GuardrailStore, ApiError> {
         Ok(GuardrailStore::new(
@@ -127,6 +169,10 @@ pub(crate) async fn create_guardrail(
     Extension(caller): Extension<Caller>,
     ApiJson(request): ApiJson<CreateGuardrail>,
 ) -> Result<(StatusCode, Json<GuardrailView>), ApiError> {
+    if request.config.prompt_attacks.is_some() {
+        // Said now rather than at the first request that uses it.
+        state.attack_classifier().await?;
+    }
     let store = state.guardrails(&caller)?;
     let stored = blocking(move || store.save(&request.name, &request.config)).await?;
     Ok((StatusCode::CREATED, Json(stored.into())))
@@ -231,9 +277,15 @@ pub(crate) async fn resolve(
         });
     }
     // Denied topics embed their phrases as the guardrail loads: once per version, then reused.
-    let embedder: Arc<dyn basalt_model::Embedder> = state.embedder.clone();
+    let models = GuardModels {
+        embedder: Some(state.embedder.clone()),
+        attacks: match stored.config.prompt_attacks {
+            Some(_) => Some(state.attack_classifier().await?),
+            None => None,
+        },
+    };
     let config = stored.config.clone();
-    let guardrail = blocking(move || Guardrail::with_embedder(config, embedder)).await?;
+    let guardrail = blocking(move || Guardrail::with_models(config, models)).await?;
     let guardrail = Arc::new(guardrail);
     crate::lock(&state.loaded_guardrails).insert(key, (stored.config, guardrail.clone()));
     Ok(ActiveGuardrail {
@@ -288,6 +340,10 @@ pub(crate) struct GuardrailTrace {
     /// grounding policy.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub(crate) grounding: Option<basalt_answer::GroundingReport>,
+    /// Chunks retrieval found but the prompt-attack policy left out of the prompt: they read
+    /// as instructions to the model (indirect prompt injection).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub(crate) withheld_passages: Vec<String>,
 }
 
 impl GuardrailTrace {
@@ -388,6 +444,10 @@ impl ActiveGuardrail {
         let checked =
             basalt_answer::check_answer_grounded(&self.guardrail, embedder, question, answer)?;
         trace.record_output(&checked.assessments);
+        if !answer.withheld_passages.is_empty() {
+            trace.withheld_passages = answer.withheld_passages.clone();
+            trace.action = "intervened";
+        }
         if checked.blocked {
             trace.action = "intervened";
         } else if checked.ungrounded && trace.action == "none" {

@@ -70,6 +70,9 @@ pub struct ServerOptions {
     pub auth: AuthMode,
     /// Requests each API key may send (none: unlimited).
     pub rate_limit: Option<RateLimit>,
+    /// The prompt-attack classifier guardrails with a `prompt_attacks` policy use (read when
+    /// first needed; none: such guardrails cannot be used).
+    pub prompt_attack_classifier: Option<std::path::PathBuf>,
 }
 
 impl Default for ServerOptions {
@@ -84,6 +87,7 @@ impl Default for ServerOptions {
             sessions: SessionPolicy::default(),
             auth: AuthMode::Keys,
             rate_limit: None,
+            prompt_attack_classifier: None,
         }
     }
 }
@@ -108,6 +112,7 @@ pub struct AppState {
     openapi: Arc<Value>,
     security: Arc<Security>,
     loaded_guardrails: Arc<Mutex<guard::LoadedGuardrails>>,
+    attack_classifier: Arc<guard::ClassifierSlot>,
 }
 
 impl std::fmt::Debug for AppState {
@@ -156,6 +161,9 @@ impl AppState {
             openapi: Arc::new(openapi::document(&operations)),
             security: Arc::new(security),
             loaded_guardrails: Arc::new(Mutex::new(HashMap::new())),
+            attack_classifier: Arc::new(guard::ClassifierSlot::new(
+                options.prompt_attack_classifier.clone(),
+            )),
         };
         Jobs::start(&state);
         Ok(state)

@@ -205,7 +205,7 @@ pub(crate) async fn answer(
         None => Vec::new(),
     };
     let cancel = Arc::new(AtomicBool::new(false));
-    let options = AnswerOptions {
+    let mut options = AnswerOptions {
         passages: request.passages,
         filter: parse_filter(request.filter.as_deref())?,
         min_relevance: request.min_relevance,
@@ -222,6 +222,7 @@ pub(crate) async fn answer(
         kb.settings.answer.guardrail.as_deref(),
     )
     .await?;
+    options.screen = active.as_ref().map(|active| active.guardrail.clone());
     let mut question = request.question.clone();
     let mut trace = active.as_ref().map(ActiveGuardrail::trace);
     let mut blocked_input = None;

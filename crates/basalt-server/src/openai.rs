@@ -927,6 +927,7 @@ fn run_kb(
         seed: sampling.seed,
         cancel: Some((*cancel).clone()),
         reader: context.reader.clone(),
+        screen: guarded.active.map(|active| active.guardrail.clone()),
         ..AnswerOptions::default()
     };
     let engines = Engines {

@@ -91,7 +91,7 @@ struct Loaded {
     embedder: Arc<LocalEmbedder>,
     generator: LocalGenerator,
     options: AnswerOptions,
-    guardrail: Option<Guardrail>,
+    guardrail: Option<Arc<Guardrail>>,
 }
 
 impl Loaded {
@@ -109,7 +109,7 @@ impl Loaded {
             .map(|reference| {
                 let store = GuardrailStore::new(&data.tenant_dir());
                 let shared: Arc<dyn basalt_model::Embedder> = embedder.clone();
-                super::guard::load(&store, reference, settings, Some(shared))
+                super::guard::load(&store, reference, settings, Some(shared)).map(Arc::new)
             })
             .transpose()?;
         Ok(Loaded {
@@ -128,6 +128,7 @@ impl Loaded {
                 seed: None,
                 cancel: None,
                 reader,
+                screen: guardrail.clone(),
             },
             guardrail,
         })
@@ -162,13 +163,13 @@ impl Loaded {
         // An answer that must pass the grounding check is shown only once it has.
         let hold_all = self
             .guardrail
-            .as_ref()
+            .as_deref()
             .is_some_and(Guardrail::blocks_ungrounded);
         let quiet_stream = quiet || hold_all;
         let stdout = std::io::stdout();
         let mut failed = None;
         let mut printed = false;
-        let mut output = self.guardrail.as_ref().map(StreamGuard::new);
+        let mut output = self.guardrail.as_deref().map(StreamGuard::new);
         let mut blocked = false;
         // The blocked message was printed while streaming.
         let mut announced = false;

@@ -7,7 +7,9 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use anyhow::Context;
-use basalt_guard::{Guardrail, GuardrailConfig, Release, Source, StreamGuard};
+use basalt_guard::{
+    AttackClassifier, GuardModels, Guardrail, GuardrailConfig, Release, Source, StreamGuard,
+};
 use basalt_model::{LocalEmbedder, LocalEmbedderOptions};
 use serde::Serialize;
 
@@ -26,8 +28,9 @@ pub(crate) struct GuardBenchArgs {
     count: usize,
 }
 
-/// Every sensitive-information type (anonymized both ways), a custom pattern, custom words and
-/// the profanity list: the most a configuration can ask for.
+/// Every sensitive-information type (anonymized both ways), a custom pattern, custom words,
+/// the profanity list and prompt attacks: the most a configuration can ask for short of the
+/// checks that embed text (denied topics, measured apart, and grounding).
 const EVERYTHING: &str = r#"{
   "description": "every check",
   "sensitive_information": {
@@ -45,7 +48,8 @@ const EVERYTHING: &str = r#"{
     ],
     "regexes": [{"name": "EMPLOYEE_ID", "pattern": "EMP-\\d{6}", "input": "anonymize", "output": "anonymize"}]
   },
-  "word_filters": {"words": ["project falcon", "codename"], "profanity": true}
+  "word_filters": {"words": ["project falcon", "codename"], "profanity": true},
+  "prompt_attacks": {}
 }"#;
 
 /// Characters per streamed piece (about a token).
@@ -72,6 +76,8 @@ struct GuardBench {
     /// The input check of the same configuration plus two denied topics (each sentence of
     /// the text embedded; on the texts below 500 characters, a question's length).
     input_with_topics_short: Latency,
+    /// The prompt-attack screen of one text as a retrieved passage (scored a window at a time).
+    passage_screen: Latency,
     floor_ms: f64,
 }
 
@@ -129,9 +135,8 @@ const TOPICS: &str = r#"[
 ]"#;
 
 pub(crate) fn run(args: &GuardBenchArgs, settings: &Settings) -> anyhow::Result<ExitCode> {
-    let guardrail = Guardrail::new(GuardrailConfig::from_json(EVERYTHING)?)?;
-    let mut with_topics = GuardrailConfig::from_json(EVERYTHING)?;
-    with_topics.denied_topics = serde_json::from_str(TOPICS)?;
+    let classifier = AttackClassifier::load(&settings.models_dir.prompt_attack_classifier())
+        .context("the benchmark checks prompt attacks")?;
     let path = settings.models_dir.default_embedding_model();
     let options = LocalEmbedderOptions {
         threads: settings.threads,
@@ -139,7 +144,15 @@ pub(crate) fn run(args: &GuardBenchArgs, settings: &Settings) -> anyhow::Result<
     };
     let embedder = LocalEmbedder::load(&path, &options)
         .with_context(|| format!("while loading the embedding model {}", path.display()))?;
-    let with_topics = Guardrail::with_embedder(with_topics, Arc::new(embedder))?;
+    let models = GuardModels {
+        embedder: Some(Arc::new(embedder)),
+        attacks: Some(Arc::new(classifier)),
+    };
+    let guardrail =
+        Guardrail::with_models(GuardrailConfig::from_json(EVERYTHING)?, models.clone())?;
+    let mut with_topics = GuardrailConfig::from_json(EVERYTHING)?;
+    with_topics.denied_topics = serde_json::from_str(TOPICS)?;
+    let with_topics = Guardrail::with_models(with_topics, models)?;
     let texts = texts(args)?;
     anyhow::ensure!(!texts.is_empty(), "no texts to check");
     let (mut input, mut output, mut request) = (Vec::new(), Vec::new(), Vec::new());
@@ -163,6 +176,12 @@ pub(crate) fn run(args: &GuardBenchArgs, settings: &Settings) -> anyhow::Result<
         output.push(output_ms);
         request.push(input_ms + output_ms);
     }
+    let mut passages = Vec::new();
+    for text in &texts {
+        let started = Instant::now();
+        std::hint::black_box(guardrail.drops_passage(text));
+        passages.push(started.elapsed().as_secs_f64() * 1e3);
+    }
     let mut topics = Vec::new();
     for text in texts.iter().filter(|text| text.len() < 500).take(300) {
         let started = Instant::now();
@@ -177,13 +196,14 @@ pub(crate) fn run(args: &GuardBenchArgs, settings: &Settings) -> anyhow::Result<
         output_streamed: latency(output),
         request: latency(request),
         input_with_topics_short: latency(topics),
+        passage_screen: latency(passages),
         floor_ms: 10.0,
     };
     let json = serde_json::to_string_pretty(&bench)?;
     args.report.emit(&json, || {
         print_line(&format!(
             "{} texts, {:.0} characters on average; every sensitive-information type, a custom \
-             pattern, words and profanity",
+             pattern, words, profanity and prompt attacks",
             bench.texts, bench.mean_chars
         ))?;
         print_line(&format!(
@@ -195,6 +215,7 @@ pub(crate) fn run(args: &GuardBenchArgs, settings: &Settings) -> anyhow::Result<
             ("output, streamed", &bench.output_streamed),
             ("request (both)", &bench.request),
             ("input + topics, short", &bench.input_with_topics_short),
+            ("passage screen", &bench.passage_screen),
         ] {
             print_line(&format!(
                 "{name:<22} {:>8.3} {:>8.3} {:>8.3} {:>8.3}",

@@ -111,7 +111,7 @@ pub(crate) fn run(command: EvalCommand, settings: &Settings) -> anyhow::Result<E
     let args = match command {
         EvalCommand::Retrieval(args) => args,
         EvalCommand::Answers(args) => return super::eval_answers::run(&args, settings),
-        EvalCommand::Guardrails(args) => return super::guard::eval(&args),
+        EvalCommand::Guardrails(args) => return super::guard::eval(&args, settings),
     };
     let corpus_bytes = std::fs::read(&args.corpus)
         .with_context(|| format!("while reading the corpus {}", args.corpus.display()))?;

@@ -8,8 +8,9 @@ use std::process::ExitCode;
 use std::sync::Arc;
 
 use anyhow::Context;
-use basalt_guard::eval::{Dataset, evaluate_spans, read_dataset};
-use basalt_guard::{Guardrail, GuardrailConfig, GuardrailStore, Source};
+use basalt_guard::attacks::{AttackClassifier, DEFAULT_FALSE_POSITIVE_RATE, TrainOptions};
+use basalt_guard::eval::{Dataset, PromptRecord, evaluate_prompts, evaluate_spans, read_dataset};
+use basalt_guard::{GuardModels, Guardrail, GuardrailConfig, GuardrailStore, Source};
 use basalt_model::{Embedder, LocalEmbedder, LocalEmbedderOptions};
 
 use super::print_line;
@@ -47,6 +48,32 @@ pub(crate) enum GuardCommand {
         basalt guard check --guardrail support 'Mail me at ana@example.com'\n  \
         echo 'Card 4716424521511864' | basalt guard check --guardrail support:2 --source output --json -")]
     Check(CheckArgs),
+    /// Train the prompt-attack classifier from labelled prompts, calibrated by cross-validation
+    #[command(after_help = "Example:\n  \
+        basalt guard train-attacks --dataset guardrails/prompt-attacks.jsonl\n\n\
+        Lines are {\"text\", \"label\": \"attack\" | \"benign\"}. The classifier is written to \
+        <models dir>/prompt-attack/classifier.bin, where guardrails with a prompt_attacks \
+        policy find it.")]
+    TrainAttacks(TrainAttacksArgs),
+}
+
+#[derive(Debug, clap::Args)]
+pub(crate) struct TrainAttacksArgs {
+    /// Labelled prompts, JSONL: {"text", "label": "attack" | "benign"}
+    #[arg(long, value_name = "FILE.jsonl")]
+    dataset: PathBuf,
+    /// Where to write the classifier [default: <models dir>/prompt-attack/classifier.bin]
+    #[arg(long, value_name = "FILE")]
+    out: Option<PathBuf>,
+    /// Do nothing when the classifier file already exists
+    #[arg(long)]
+    if_missing: bool,
+    /// Cross-validation folds for the calibration
+    #[arg(long, default_value_t = 5, value_parser = clap::value_parser!(u16).range(2..=20))]
+    folds: u16,
+    /// Print the training report as JSON
+    #[arg(long)]
+    json: bool,
 }
 
 #[derive(Debug, clap::Args)]
@@ -132,6 +159,7 @@ pub(crate) fn run(command: GuardCommand, settings: &Settings) -> anyhow::Result<
             print_line(&format!("deleted guardrail {name}"))?;
         }
         GuardCommand::Check(args) => return check(&args, &store, settings),
+        GuardCommand::TrainAttacks(args) => return train_attacks(&args, settings),
     }
     Ok(ExitCode::SUCCESS)
 }
@@ -147,32 +175,39 @@ pub(crate) fn load(
     build(store.load_reference(reference)?.config, settings, embedder)
 }
 
-/// A guardrail from its configuration, with the embedding model when it has denied topics.
+/// A guardrail from its configuration, with the models its policies need: the embedding
+/// model for denied topics, the prompt-attack classifier for prompt attacks.
 fn build(
     config: GuardrailConfig,
     settings: &Settings,
     embedder: Option<Arc<dyn Embedder>>,
 ) -> anyhow::Result<Guardrail> {
-    if config.denied_topics.is_empty() {
-        return Ok(Guardrail::new(config)?);
+    let mut models = GuardModels::default();
+    if !config.denied_topics.is_empty() {
+        models.embedder = Some(match embedder {
+            Some(embedder) => embedder,
+            None => {
+                let path = settings.models_dir.default_embedding_model();
+                let options = LocalEmbedderOptions {
+                    threads: settings.threads,
+                    ..LocalEmbedderOptions::default()
+                };
+                Arc::new(LocalEmbedder::load(&path, &options).with_context(|| {
+                    format!(
+                        "the guardrail's denied topics need the embedding model {}",
+                        path.display()
+                    )
+                })?)
+            }
+        });
     }
-    let embedder = match embedder {
-        Some(embedder) => embedder,
-        None => {
-            let path = settings.models_dir.default_embedding_model();
-            let options = LocalEmbedderOptions {
-                threads: settings.threads,
-                ..LocalEmbedderOptions::default()
-            };
-            Arc::new(LocalEmbedder::load(&path, &options).with_context(|| {
-                format!(
-                    "the guardrail's denied topics need the embedding model {}",
-                    path.display()
-                )
-            })?)
-        }
-    };
-    Ok(Guardrail::with_embedder(config, embedder)?)
+    if config.prompt_attacks.is_some() {
+        let path = settings.models_dir.prompt_attack_classifier();
+        let classifier = AttackClassifier::load(&path)
+            .context("the guardrail's prompt_attacks policy needs the prompt-attack classifier")?;
+        models.attacks = Some(Arc::new(classifier));
+    }
+    Ok(Guardrail::with_models(config, models)?)
 }
 
 fn check(
@@ -214,6 +249,166 @@ fn check(
     Ok(ExitCode::SUCCESS)
 }
 
+/// The labelled prompts of a dataset file (an error naming the file otherwise).
+fn read_prompts(path: &Path) -> anyhow::Result<Vec<PromptRecord>> {
+    let text = std::fs::read_to_string(path)
+        .with_context(|| format!("while reading the dataset {}", path.display()))?;
+    match read_dataset(&text).with_context(|| format!("invalid dataset {}", path.display()))? {
+        Dataset::Prompts(records) => Ok(records),
+        Dataset::Spans(_) => anyhow::bail!(
+            "{} holds entity spans; the prompt-attack classifier learns from lines \
+             {{\"text\", \"label\": \"attack\" | \"benign\"}}",
+            path.display()
+        ),
+    }
+}
+
+fn train_attacks(args: &TrainAttacksArgs, settings: &Settings) -> anyhow::Result<ExitCode> {
+    let out = args
+        .out
+        .clone()
+        .unwrap_or_else(|| settings.models_dir.prompt_attack_classifier());
+    if args.if_missing && out.exists() {
+        print_line(&format!(
+            "the prompt-attack classifier {} exists",
+            out.display()
+        ))?;
+        return Ok(ExitCode::SUCCESS);
+    }
+    let records = read_prompts(&args.dataset)?;
+    let options = TrainOptions {
+        folds: usize::from(args.folds),
+        ..TrainOptions::default()
+    };
+    let classifier = AttackClassifier::train(&records, &options)?;
+    classifier.save(&out)?;
+    let provenance = classifier.provenance();
+    if args.json {
+        print_line(&serde_json::to_string_pretty(&serde_json::json!({
+            "classifier": out,
+            "provenance": provenance,
+        }))?)?;
+        return Ok(ExitCode::SUCCESS);
+    }
+    print_line(&format!(
+        "trained on {} prompts ({} attacks); {}-fold cross-validation, held-out AUC {:.3}",
+        provenance.records, provenance.attacks, provenance.folds, provenance.auc
+    ))?;
+    print_line(&format!(
+        "{:>12} {:>10} {:>8} {:>20}",
+        "target FPR", "threshold", "recall", "false-positive rate"
+    ))?;
+    for point in &provenance.calibration {
+        print_line(&format!(
+            "{:>12.2} {:>10.3} {:>8.3} {:>20.3}",
+            point.target, point.threshold, point.recall, point.false_positive_rate
+        ))?;
+    }
+    print_line(&format!("wrote {}", out.display()))?;
+    Ok(ExitCode::SUCCESS)
+}
+
+/// Scores the prompt-attack classifier on labelled prompts, overall and per source.
+fn eval_prompts(
+    args: &EvalGuardrailsArgs,
+    settings: &Settings,
+    records: &[PromptRecord],
+) -> anyhow::Result<ExitCode> {
+    if !(0.0..=1.0).contains(&args.false_positive_rate) {
+        anyhow::bail!("--false-positive-rate must be between 0 and 1");
+    }
+    let path = args
+        .classifier
+        .clone()
+        .unwrap_or_else(|| settings.models_dir.prompt_attack_classifier());
+    let classifier = AttackClassifier::load(&path)?;
+    let threshold = classifier.threshold(args.false_positive_rate);
+    let trained_on_it =
+        classifier.provenance().dataset_sha256 == basalt_guard::attacks::digest(records);
+    let mut sources: std::collections::BTreeMap<String, Vec<PromptRecord>> = Default::default();
+    for record in records {
+        let source = record
+            .source
+            .clone()
+            .unwrap_or_else(|| "(no source)".into());
+        sources.entry(source).or_default().push(record.clone());
+    }
+    let flagged = |text: &str| {
+        let score = if args.passages {
+            classifier.score_passage(text)
+        } else {
+            classifier.score(text)
+        };
+        score > threshold
+    };
+    let overall = evaluate_prompts(records, flagged);
+    let per_source: std::collections::BTreeMap<String, basalt_guard::eval::Score> = sources
+        .iter()
+        .map(|(source, records)| (source.clone(), evaluate_prompts(records, flagged)))
+        .collect();
+    if args.json {
+        print_line(&serde_json::to_string_pretty(&serde_json::json!({
+            "records": records.len(),
+            "classifier": path,
+            "threshold": threshold,
+            "false_positive_rate_target": args.false_positive_rate,
+            "training_data": trained_on_it,
+            "scored_as": if args.passages { "passages" } else { "prompts" },
+            "prompt_attacks": overall,
+            "per_source": per_source,
+            "cross_validation": classifier.provenance(),
+        }))?)?;
+        return Ok(ExitCode::SUCCESS);
+    }
+    print_line(&format!(
+        "prompt attacks, {} {}, classifier {} at threshold {threshold:.3} (calibrated for a \
+         false-positive rate of {})",
+        records.len(),
+        if args.passages { "passages" } else { "prompts" },
+        path.display(),
+        args.false_positive_rate
+    ))?;
+    print_line(&format!(
+        "{:<20} {:>6} {:>6} {:>6} {:>6} {:>10} {:>8} {:>7} {:>7}",
+        "source", "tp", "fp", "fn", "tn", "precision", "recall", "F1", "FPR"
+    ))?;
+    let row = |name: &str, score: &basalt_guard::eval::Score| {
+        format!(
+            "{:<20} {:>6} {:>6} {:>6} {:>6} {:>10.3} {:>8.3} {:>7.3} {:>7.3}",
+            name,
+            score.true_positives,
+            score.false_positives,
+            score.false_negatives,
+            score.true_negatives,
+            score.precision,
+            score.recall,
+            score.f1,
+            score.false_positive_rate.unwrap_or(0.0)
+        )
+    };
+    if per_source.len() > 1 {
+        for (source, score) in &per_source {
+            print_line(&row(source, score))?;
+        }
+    }
+    print_line(&row("all", &overall))?;
+    if trained_on_it {
+        let provenance = classifier.provenance();
+        print_line(&format!(
+            "note: the classifier was trained on this dataset, so these are training-set numbers. \
+             Held out in its {}-fold cross-validation it scored:",
+            provenance.folds
+        ))?;
+        for point in &provenance.calibration {
+            print_line(&format!(
+                "  target FPR {:.2}: recall {:.3}, false-positive rate {:.3}",
+                point.target, point.recall, point.false_positive_rate
+            ))?;
+        }
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
 fn outcome_name(outcome: &basalt_guard::Outcome) -> &'static str {
     match outcome {
         basalt_guard::Outcome::Passed => "passed",
@@ -225,26 +420,33 @@ fn outcome_name(outcome: &basalt_guard::Outcome) -> &'static str {
 #[derive(Debug, clap::Args)]
 pub(crate) struct EvalGuardrailsArgs {
     /// Labelled data, JSONL: entity spans {"text", "entities": [{"start", "end", "type"}]}
-    /// (character offsets; Presidio's type names are understood)
+    /// (character offsets; Presidio's type names are understood), or labelled prompts
+    /// {"text", "label": "attack" | "benign"} for the prompt-attack classifier
     #[arg(long, value_name = "FILE.jsonl")]
     dataset: PathBuf,
+    /// The prompt-attack classifier to score [default: <models dir>/prompt-attack/classifier.bin]
+    #[arg(long, value_name = "FILE")]
+    classifier: Option<PathBuf>,
+    /// The false-positive rate the classifier's threshold is calibrated for
+    #[arg(long, default_value_t = DEFAULT_FALSE_POSITIVE_RATE, value_name = "RATE")]
+    false_positive_rate: f32,
+    /// Score each labelled text as a retrieved passage (a window at a time, as the policy's
+    /// `documents` side does) instead of as a prompt
+    #[arg(long)]
+    passages: bool,
     /// Print JSON instead of a table
     #[arg(long)]
     json: bool,
 }
 
-pub(crate) fn eval(args: &EvalGuardrailsArgs) -> anyhow::Result<ExitCode> {
+pub(crate) fn eval(args: &EvalGuardrailsArgs, settings: &Settings) -> anyhow::Result<ExitCode> {
     let text = std::fs::read_to_string(&args.dataset)
         .with_context(|| format!("while reading the dataset {}", args.dataset.display()))?;
     let dataset = read_dataset(&text)
         .with_context(|| format!("invalid dataset {}", args.dataset.display()))?;
     let records = match dataset {
         Dataset::Spans(records) => records,
-        Dataset::Prompts(_) => anyhow::bail!(
-            "{} holds attack/benign prompts; prompt-attack detection is not part of Basalt's \
-             guardrails yet (docs/guardrails.md), so there is nothing to score on it",
-            args.dataset.display()
-        ),
+        Dataset::Prompts(records) => return eval_prompts(args, settings, &records),
     };
     let report = evaluate_spans(&basalt_guard::Detector::default(), &records);
     if args.json {

@@ -114,6 +114,7 @@ pub(crate) fn run(args: &ServeArgs, settings: &Settings) -> anyhow::Result<ExitC
             per_second,
             burst: args.rate_burst.unwrap_or((per_second * 2.0).max(1.0)),
         }),
+        prompt_attack_classifier: Some(settings.models_dir.prompt_attack_classifier()),
         ..ServerOptions::default()
     };
     // Knowledge bases created over the API are encrypted: make sure there is a key.
