@@ -14,12 +14,21 @@ if ! python3 -c "import openai" 2>/dev/null; then
     python3 -m pip install --quiet --disable-pip-version-check --break-system-packages "openai==3.57.0"
 fi
 
-# The HTTPS test makes its certificate with openssl and checks it with curl.
+# The metric test checks ROUGE and BLEU against the reference Python implementations.
+if ! python3 -c "import rouge_score, sacrebleu" 2>/dev/null; then
+  echo "== installing rouge-score and sacrebleu (for the metric test)" >&2
+  python3 -m pip install --quiet --disable-pip-version-check "rouge-score==0.1.2" "sacrebleu==2.6.0" 2>/dev/null ||
+    python3 -m pip install --quiet --disable-pip-version-check --break-system-packages "rouge-score==0.1.2" "sacrebleu==2.6.0"
+fi
+
+# The HTTPS test makes its certificate with openssl and checks it with curl; the evaluation
+# test renders its HTML report in headless Chromium.
 tools=()
 command -v openssl >/dev/null || tools+=(openssl)
 command -v curl >/dev/null || tools+=(curl)
+command -v chromium >/dev/null || tools+=(chromium)
 if ((${#tools[@]})); then
-  echo "== installing ${tools[*]} (for the HTTPS test)" >&2
+  echo "== installing ${tools[*]} (for the HTTPS and report tests)" >&2
   sudo=""
   if [ "$(id -u)" -ne 0 ]; then sudo="sudo"; fi
   $sudo apt-get update -qq

@@ -24,7 +24,7 @@ pub use guarded::{AnswerCheck, check_answer, check_answer_grounded};
 pub use pipeline::{
     AbstainReason, Answer, AnswerEvent, AnswerOptions, AnswerTimings, DEFAULT_CONTEXT_TOKENS,
     DEFAULT_MIN_RELEVANCE, DEFAULT_PASSAGES, Engines, MIN_GROUNDING, NOT_FOUND_ANSWER, Usage,
-    answer, relevance,
+    answer, relevance, strip_markers,
 };
 pub use prompt::{DEFAULT_TEMPLATE_VERSION, HistoryTurn, default_template, location};
 pub use session::{HISTORY_TURNS, Session, SessionPolicy, SessionStore, Turn, standalone_query};

@@ -621,7 +621,7 @@ fn is_vacuous(text: &str) -> bool {
 }
 
 /// Text without its `[n]` markers (their digits are not content).
-pub(crate) fn strip_markers(text: &str) -> String {
+pub fn strip_markers(text: &str) -> String {
     let mut out = String::with_capacity(text.len());
     let mut rest = text;
     while let Some(open) = rest.find('[') {

@@ -25,10 +25,21 @@ pub(crate) enum EvalCommand {
                             which later runs reuse."
     )]
     Retrieval(RetrievalArgs),
-    /// Answer ClapNQ-format questions: answered vs "not found" rates and citation validity
-    #[command(after_help = "Example:\n  basalt eval answers --kb clapnq \\\n    \
-        --answerable clapnq-dev/answerable.jsonl --unanswerable clapnq-dev/unanswerable.jsonl")]
+    /// Answer a QA dataset: ROUGE, BLEU, token F1, faithfulness, citation precision and
+    /// coverage, answer and abstention rates, gold-passage recall, latency and tokens
+    #[command(after_help = "Examples:\n  \
+        basalt eval answers --dataset clapnq-dev/answerable.jsonl \\\n    \
+        --dataset clapnq-dev/unanswerable.jsonl --out eval/baseline\n  \
+        basalt eval answers --kb handbook --dataset questions.jsonl \\\n    \
+        --fail-under faithfulness=0.8 --fail-under abstention_rate=0.8\n\n\
+        Without --kb the questions' own passages become a knowledge base (eval-<hash>), \
+        reused by later runs. docs/evaluation.md lists the metrics.")]
     Answers(super::eval_answers::AnswersArgs),
+    /// Compare reports of `eval answers --out`: the changes from the first, flagged beyond noise
+    #[command(
+        after_help = "Example:\n  basalt eval compare eval/baseline eval/new-prompt --out eval/compare"
+    )]
+    Compare(super::eval_answers::CompareArgs),
     /// Precision, recall and F1 of the sensitive-information detectors on labelled entity spans
     #[command(
         after_help = "Example:\n  basalt eval guardrails --dataset guardrails/pii-spans.jsonl"
@@ -73,6 +84,43 @@ pub(crate) struct RetrievalArgs {
     /// Print JSON
     #[arg(long)]
     json: bool,
+    /// Fail (exit status 1) when METRIC is below VALUE; METRIC is `ndcg_at_10`, `recall_at_10`,
+    /// `recall_at_100` or `mrr_at_10` (the hybrid run's, else the first mode's) or
+    /// `MODE.METRIC` (`bm25.ndcg_at_10`); repeatable
+    #[arg(long, value_name = "METRIC=VALUE", value_parser = basalt_eval::gate::parse_bound)]
+    fail_under: Vec<basalt_eval::gate::Bound>,
+    /// Fail when METRIC is above VALUE (also `MODE.search_p50_ms`); repeatable
+    #[arg(long, value_name = "METRIC=VALUE", value_parser = basalt_eval::gate::parse_bound)]
+    fail_over: Vec<basalt_eval::gate::Bound>,
+}
+
+/// The values the gate checks: `MODE.METRIC` for every approximate run, and the plain metric
+/// names for the hybrid run (else the first).
+fn gate_values(results: &[ModeResult]) -> std::collections::BTreeMap<String, f64> {
+    let mut values = std::collections::BTreeMap::new();
+    let main = results
+        .iter()
+        .filter(|result| !result.exact)
+        .find(|result| result.mode == SearchMode::Hybrid)
+        .or_else(|| results.iter().find(|result| !result.exact));
+    for result in results.iter().filter(|result| !result.exact) {
+        let metrics = result.metrics;
+        let named = [
+            ("ndcg_at_10", metrics.ndcg_at_10),
+            ("recall_at_10", metrics.recall_at_10),
+            ("recall_at_100", metrics.recall_at_100),
+            ("mrr_at_10", metrics.mrr_at_10),
+            ("search_p50_ms", result.search_p50_ms),
+            ("search_p99_ms", result.search_p99_ms),
+        ];
+        for (name, value) in named {
+            values.insert(format!("{}.{name}", result.mode.as_str()), value);
+            if main.is_some_and(|main| std::ptr::eq(main, result)) {
+                values.insert(name.to_owned(), value);
+            }
+        }
+    }
+    values
 }
 
 #[derive(Serialize)]
@@ -112,6 +160,7 @@ pub(crate) fn run(command: EvalCommand, settings: &Settings) -> anyhow::Result<E
         EvalCommand::Retrieval(args) => args,
         EvalCommand::Answers(args) => return super::eval_answers::run(&args, settings),
         EvalCommand::Guardrails(args) => return super::guard::eval(&args, settings),
+        EvalCommand::Compare(args) => return super::eval_answers::compare(&args),
     };
     let corpus_bytes = std::fs::read(&args.corpus)
         .with_context(|| format!("while reading the corpus {}", args.corpus.display()))?;
@@ -225,9 +274,10 @@ pub(crate) fn run(command: EvalCommand, settings: &Settings) -> anyhow::Result<E
         ingest_seconds: report.elapsed_seconds,
         results,
     };
+    let gate = gate_values(&output.results);
     if args.json {
         print_line(&serde_json::to_string_pretty(&output)?)?;
-        return Ok(ExitCode::SUCCESS);
+        return super::eval_answers::enforce_gate(&gate, &args.fail_under, &args.fail_over);
     }
     print_line(&format!(
         "knowledge base {}: {} documents, {} chunks; {} judged queries",
@@ -259,7 +309,7 @@ pub(crate) fn run(command: EvalCommand, settings: &Settings) -> anyhow::Result<E
             overlap
         ))?;
     }
-    Ok(ExitCode::SUCCESS)
+    super::eval_answers::enforce_gate(&gate, &args.fail_under, &args.fail_over)
 }
 
 /// Mean share of each query's exact top-10 documents that the approximate top 10 also holds.

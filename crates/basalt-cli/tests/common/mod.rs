@@ -181,3 +181,63 @@ pub fn write_hr_docs_with_an_injection(docs: &std::path::Path) {
     )
     .expect("write");
 }
+
+/// What headless Chromium drew of a page.
+pub struct Screenshot {
+    /// Share of pixels that differ from the page's background (its top-left pixel).
+    pub ink: f64,
+    /// Distinct colours, coarsely quantized.
+    pub colors: usize,
+}
+
+/// Renders `html` with Debian's headless Chromium (`BASALT_CHROMIUM` overrides the binary) and
+/// keeps the PNG next to it as an artifact.
+pub fn screenshot(html: &std::path::Path, scratch: &std::path::Path) -> Screenshot {
+    let chromium = std::env::var("BASALT_CHROMIUM").unwrap_or_else(|_| "chromium".into());
+    let png = html.with_extension("png");
+    let output = Command::new(&chromium)
+        .args([
+            "--headless",
+            "--no-sandbox",
+            "--disable-gpu",
+            "--hide-scrollbars",
+            "--window-size=1280,1600",
+        ])
+        .arg(format!(
+            "--user-data-dir={}",
+            scratch.join("chromium-profile").display()
+        ))
+        .arg(format!("--screenshot={}", png.display()))
+        .arg(format!("file://{}", html.display()))
+        .output()
+        .unwrap_or_else(|error| {
+            panic!("{chromium} runs (apt install chromium; scripts/test.sh does): {error}")
+        });
+    assert!(
+        png.is_file(),
+        "chromium wrote no screenshot: {}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    let decoder = png::Decoder::new(std::io::BufReader::new(
+        std::fs::File::open(&png).expect("png"),
+    ));
+    let mut reader = decoder.read_info().expect("a PNG");
+    let mut pixels = vec![0; reader.output_buffer_size().expect("size")];
+    let info = reader.next_frame(&mut pixels).expect("a frame");
+    let channels = info.color_type.samples();
+    let pixels = &pixels[..info.buffer_size()];
+    let background = &pixels[..3];
+    let mut drawn = 0usize;
+    let mut colors = std::collections::HashSet::new();
+    let total = pixels.len() / channels;
+    for pixel in pixels.chunks(channels) {
+        if pixel[..3] != *background {
+            drawn += 1;
+        }
+        colors.insert((pixel[0] / 32, pixel[1] / 32, pixel[2] / 32));
+    }
+    Screenshot {
+        ink: drawn as f64 / total as f64,
+        colors: colors.len(),
+    }
+}
