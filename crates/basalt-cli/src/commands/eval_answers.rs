@@ -22,9 +22,10 @@ use serde::Deserialize;
 use super::print_line;
 use crate::settings::Settings;
 
-/// The grounding scorer's support from which a passage counts as supporting a sentence. On
-/// ClapNQ's gold answers, a sentence scored against its own passage and against another
-/// record's separates cleanly around it (docs/evaluation.md).
+/// The grounding scorer's support (0–1) from which a passage counts as supporting a sentence:
+/// the middle of the scale. The scorer separates ClapNQ's gold answers scored against their own
+/// passage from the same answers against another record's (AUC 1.0, docs/guardrails.md); this
+/// exact cut was not tuned, and the HTML report shows each citation's support to judge it by.
 const SUPPORTED: f32 = 0.5;
 
 #[derive(Debug, clap::Args)]
