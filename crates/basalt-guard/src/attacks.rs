@@ -167,12 +167,11 @@ impl AttackClassifier {
         model.header.provenance = Provenance {
             records: records.len(),
             attacks,
-            dataset_sha256: dataset_digest(records),
+            dataset_sha256: digest(records),
             folds,
             auc: auc(&held_out, &labels),
             calibration,
         };
-        model.header.regularization = options.regularization;
         Ok(model)
     }
 
@@ -215,10 +214,15 @@ impl AttackClassifier {
             .fold(f32::MIN, f32::max)
     }
 
-    /// Scores `text` against the threshold for `rate`.
-    pub fn assess(&self, text: &str, rate: f32) -> AttackScore {
+    /// Scores `text` — a prompt whole, or a retrieved `passage` a window at a time — against
+    /// the threshold for `rate`.
+    pub fn assess(&self, text: &str, rate: f32, passage: bool) -> AttackScore {
         AttackScore {
-            score: self.score(text),
+            score: if passage {
+                self.score_passage(text)
+            } else {
+                self.score(text)
+            },
             threshold: self.threshold(rate),
         }
     }
@@ -617,7 +621,9 @@ fn auc(scores: &[f32], labels: &[bool]) -> f32 {
     (pairs_won / (positives * negatives)) as f32
 }
 
-fn dataset_digest(records: &[PromptRecord]) -> String {
+/// SHA-256 of the records' labels and texts: what [`Provenance::dataset_sha256`] holds, so an
+/// evaluation can tell the training data when it sees it.
+pub fn digest(records: &[PromptRecord]) -> String {
     use sha2::{Digest, Sha256};
     let mut hasher = Sha256::new();
     for record in records {
@@ -626,16 +632,7 @@ fn dataset_digest(records: &[PromptRecord]) -> String {
         hasher.update(record.text.as_bytes());
         hasher.update([0]);
     }
-    hasher
-        .finalize()
-        .iter()
-        .map(|byte| format!("{byte:02x}"))
-        .collect()
-}
-
-/// The digest [`Provenance::dataset_sha256`] would have for `records`.
-pub fn digest(records: &[PromptRecord]) -> String {
-    dataset_digest(records)
+    basalt_security::crypto::hex(&hasher.finalize())
 }
 
 /// Texts hidden in `text` as Base64 (24+ characters) or hex (32+ digits) that decode to
@@ -651,7 +648,7 @@ fn decoded_payloads(text: &str) -> Vec<String> {
             && run.len() % 2 == 0
             && run.bytes().all(|b| b.is_ascii_hexdigit())
         {
-            decode_hex(run)
+            basalt_security::crypto::unhex(run)
         } else if run.len() >= 24
             && run
                 .bytes()
@@ -677,13 +674,6 @@ fn readable(text: &str) -> bool {
         .filter(|c| c.is_alphabetic() || *c == ' ')
         .count();
     total >= 8 && text.contains(' ') && letters * 10 >= total * 8
-}
-
-fn decode_hex(run: &str) -> Option<Vec<u8>> {
-    (0..run.len())
-        .step_by(2)
-        .map(|i| u8::from_str_radix(&run[i..i + 2], 16).ok())
-        .collect()
 }
 
 /// Standard or URL-safe Base64, padding optional.

@@ -25,7 +25,7 @@ use std::sync::Arc;
 use regex::Regex;
 use serde::{Deserialize, Serialize};
 
-use crate::attacks::{AttackClassifier, AttackScore, DEFAULT_FALSE_POSITIVE_RATE};
+use crate::attacks::{AttackClassifier, DEFAULT_FALSE_POSITIVE_RATE};
 use crate::pii::{CustomPattern, Detector, EntityType, Finding};
 use crate::words::{WordFilter, WordMatch};
 
@@ -593,14 +593,7 @@ impl Guardrail {
         let rate = policy
             .false_positive_rate
             .unwrap_or(DEFAULT_FALSE_POSITIVE_RATE);
-        let judged = AttackScore {
-            score: if passage {
-                classifier.score_passage(text)
-            } else {
-                classifier.score(text)
-            },
-            threshold: classifier.threshold(rate),
-        };
+        let judged = classifier.assess(text, rate, passage);
         judged.is_attack().then(|| Assessment {
             policy: "prompt_attacks",
             name: "prompt_attack".to_owned(),

@@ -475,7 +475,12 @@ pub(crate) fn run(args: &AnswersArgs, settings: &Settings) -> anyhow::Result<Exi
     };
     let report = AnswerReport::new(run, records, bleu.score());
     if let Some(directory) = &args.out {
-        write_report(directory, &report)?;
+        let files = [
+            ("report.json", serde_json::to_string_pretty(&report)?),
+            ("report.md", report.markdown()),
+            ("report.html", report.html()),
+        ];
+        write_files(directory, &files)?;
     }
     if args.json {
         print_line(&serde_json::to_string_pretty(&report)?)?;
@@ -503,16 +508,14 @@ pub(crate) fn enforce_gate(
     Ok(ExitCode::SUCCESS)
 }
 
-fn write_report(directory: &Path, report: &AnswerReport) -> anyhow::Result<()> {
+/// Writes `files` (name, contents) into `directory`, made if missing.
+fn write_files(directory: &Path, files: &[(&str, String)]) -> anyhow::Result<()> {
     std::fs::create_dir_all(directory)
         .with_context(|| format!("while creating {}", directory.display()))?;
-    for (file, text) in [
-        ("report.json", serde_json::to_string_pretty(report)?),
-        ("report.md", report.markdown()),
-        ("report.html", report.html()),
-    ] {
+    for (file, text) in files {
         let path = directory.join(file);
-        std::fs::write(&path, text).with_context(|| format!("while writing {}", path.display()))?;
+        std::fs::write(&path, text.as_bytes())
+            .with_context(|| format!("while writing {}", path.display()))?;
     }
     Ok(())
 }
@@ -583,16 +586,11 @@ pub(crate) fn compare(args: &CompareArgs) -> anyhow::Result<ExitCode> {
     }
     let comparison = gate::compare(&runs);
     if let Some(directory) = &args.out {
-        std::fs::create_dir_all(directory)
-            .with_context(|| format!("while creating {}", directory.display()))?;
-        for (file, text) in [
+        let files = [
             ("compare.md", comparison.markdown()),
             ("compare.html", comparison.html()),
-        ] {
-            let path = directory.join(file);
-            std::fs::write(&path, text)
-                .with_context(|| format!("while writing {}", path.display()))?;
-        }
+        ];
+        write_files(directory, &files)?;
     }
     if args.json {
         print_line(&serde_json::to_string_pretty(&comparison)?)?;

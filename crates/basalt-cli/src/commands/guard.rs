@@ -325,6 +325,15 @@ fn eval_prompts(
     let threshold = classifier.threshold(args.false_positive_rate);
     let trained_on_it =
         classifier.provenance().dataset_sha256 == basalt_guard::attacks::digest(records);
+    // Each text is scored once; the overall and per-source counts read the verdicts.
+    let verdicts: std::collections::HashMap<&str, bool> = records
+        .iter()
+        .map(|record| {
+            let judged = classifier.assess(&record.text, args.false_positive_rate, args.passages);
+            (record.text.as_str(), judged.is_attack())
+        })
+        .collect();
+    let flagged = |text: &str| verdicts.get(text).copied().unwrap_or(false);
     let mut sources: std::collections::BTreeMap<String, Vec<PromptRecord>> = Default::default();
     for record in records {
         let source = record
@@ -333,14 +342,6 @@ fn eval_prompts(
             .unwrap_or_else(|| "(no source)".into());
         sources.entry(source).or_default().push(record.clone());
     }
-    let flagged = |text: &str| {
-        let score = if args.passages {
-            classifier.score_passage(text)
-        } else {
-            classifier.score(text)
-        };
-        score > threshold
-    };
     let overall = evaluate_prompts(records, flagged);
     let per_source: std::collections::BTreeMap<String, basalt_guard::eval::Score> = sources
         .iter()
