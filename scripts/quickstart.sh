@@ -43,10 +43,12 @@ if [ ! -s "$key_file" ]; then
     mkdir -p "$data_dir"
     (umask 077 && "$basalt" keys create --principal admin --policy AdministratorAccess > "$key_file")
 fi
-echo "key in $key_file; in another terminal:"
+echo "key in $key_file"
+echo "web UI: open http://127.0.0.1:8080/ and sign in with that key"
+echo "in another terminal:"
 echo "  export BASALT_API_KEY=\$(cat $key_file)"
 echo "  curl -s localhost:8080/v1/models -H \"Authorization: Bearer \$BASALT_API_KEY\""
 
 echo
-echo "== the HTTP API (OpenAI-compatible and native, OpenAPI at /openapi.json)"
+echo "== the HTTP API (OpenAI-compatible and native, OpenAPI at /openapi.json) and the web UI at /"
 exec "$basalt" serve

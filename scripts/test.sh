@@ -22,17 +22,28 @@ if ! python3 -c "import rouge_score, sacrebleu" 2>/dev/null; then
 fi
 
 # The HTTPS test makes its certificate with openssl and checks it with curl; the evaluation
-# test renders its HTML report in headless Chromium.
+# test renders its HTML report in headless Chromium; the web UI test drives Chromium with
+# Playwright on Node.js.
 tools=()
 command -v openssl >/dev/null || tools+=(openssl)
 command -v curl >/dev/null || tools+=(curl)
 command -v chromium >/dev/null || tools+=(chromium)
+command -v node >/dev/null || tools+=(nodejs)
+command -v npm >/dev/null || tools+=(npm)
 if ((${#tools[@]})); then
-  echo "== installing ${tools[*]} (for the HTTPS and report tests)" >&2
+  echo "== installing ${tools[*]} (for the HTTPS, report and web UI tests)" >&2
   sudo=""
   if [ "$(id -u)" -ne 0 ]; then sudo="sudo"; fi
   $sudo apt-get update -qq
   DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq "${tools[@]}" >/dev/null
+fi
+
+# The web UI test's browser driver (playwright-core, which uses Debian's Chromium and downloads
+# no browser), at the version e2e/package-lock.json pins.
+if [ ! -f e2e/node_modules/playwright-core/package.json ] ||
+   [ e2e/package-lock.json -nt e2e/node_modules/.package-lock.json ]; then
+  echo "== npm ci in e2e/ (for the web UI test)" >&2
+  npm ci --prefix e2e --no-audit --no-fund --loglevel=error
 fi
 
 echo "== cargo fmt --check" >&2

@@ -61,9 +61,28 @@ pub struct Turn {
     pub answer: String,
     pub query: String,
     pub abstained: bool,
+    /// The answer's citations, with the passages they cite, so a resumed conversation shows
+    /// them again.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub citations: Vec<crate::Citation>,
     /// The full prompt, kept only when the store retains prompts.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub prompt: Option<String>,
+}
+
+impl Turn {
+    /// The turn `answer` makes of `question` (its prompt is dropped on recording unless the
+    /// store retains prompts).
+    pub fn new(question: &str, answer: &crate::Answer) -> Self {
+        Turn {
+            question: question.to_owned(),
+            answer: answer.answer.clone(),
+            query: answer.query.clone(),
+            abstained: answer.abstained,
+            citations: answer.citations.clone(),
+            prompt: Some(answer.prompt_text.clone()),
+        }
+    }
 }
 
 #[derive(Debug, Clone, Serialize, schemars::JsonSchema)]
@@ -72,6 +91,8 @@ pub struct Session {
     pub kb: String,
     /// Who started it: only they may read or continue it.
     pub owner: String,
+    /// When it started, in seconds since the Unix epoch.
+    pub started: u64,
     pub turns: Vec<Turn>,
     #[serde(skip)]
     last_used: Option<Instant>,
@@ -158,6 +179,9 @@ impl SessionStore {
             id: random_id(),
             kb: kb.to_owned(),
             owner: owner.to_owned(),
+            started: std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map_or(0, |elapsed| elapsed.as_secs()),
             turns: Vec::new(),
             last_used: Some(Instant::now()),
         };
@@ -188,6 +212,19 @@ impl SessionStore {
             }
             None => false,
         }
+    }
+
+    /// `owner`'s live sessions, most recently used first (not touching them).
+    pub fn list(&self, owner: &str) -> Vec<Session> {
+        let mut sessions = self.lock();
+        self.expire(&mut sessions);
+        let mut owned: Vec<Session> = sessions
+            .values()
+            .filter(|session| session.owner == owner)
+            .cloned()
+            .collect();
+        owned.sort_by_key(|session| std::cmp::Reverse(session.last_used));
+        owned
     }
 
     pub fn delete(&self, id: &str) -> bool {
@@ -263,6 +300,10 @@ mod tests {
         });
         let session = store.create("kb", "alice");
         assert_eq!(session.id.len(), 32);
+        let other = store.create("kb", "bob");
+        assert_eq!(store.list("bob").len(), 1, "only bob's own");
+        assert_eq!(store.list("bob")[0].id, other.id);
+        assert!(store.delete(&other.id));
         assert!(store.record(
             &session.id,
             Turn {
@@ -270,6 +311,7 @@ mod tests {
                 answer: "a".into(),
                 query: "q".into(),
                 abstained: false,
+                citations: Vec::new(),
                 prompt: Some("secret document text".into()),
             }
         ));

@@ -5,33 +5,14 @@ mod common;
 
 use std::io::{Read, Write};
 use std::net::TcpStream;
-use std::process::{Child, Command, Stdio};
+use std::process::Command;
 use std::time::{Duration, Instant};
 
 use common::{
-    Workspace, basalt_now, cpu_turn, models_with_attack_classifier, write_hr_docs_with_an_injection,
+    Server, Workspace, basalt_now, cpu_turn, models_with_attack_classifier, start_server_when,
+    write_hr_docs_with_an_injection,
 };
 use serde_json::Value;
-
-/// Stops the server when the test ends, however it ends.
-struct Server {
-    child: Child,
-    port: u16,
-}
-
-impl Drop for Server {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .and_then(|listener| listener.local_addr())
-        .map(|address| address.port())
-        .expect("a free port")
-}
 
 thread_local! {
     /// The API key `request` sends (each test runs on its own thread with its own server).
@@ -137,37 +118,6 @@ fn start_server(ws: &Workspace, extra: &[&str]) -> Server {
     start_server_when(ws, extra, |port| {
         request(port, "GET", "/healthz", &[], b"").0 == 200
     })
-}
-
-/// Starts `basalt serve` on a free port and waits until `ready(port)`.
-fn start_server_when(ws: &Workspace, extra: &[&str], ready: impl Fn(u16) -> bool) -> Server {
-    let port = free_port();
-    let address = format!("127.0.0.1:{port}");
-    let data = ws.data();
-    let mut args = vec![
-        "--data-dir",
-        data.as_str(),
-        "serve",
-        "--addr",
-        address.as_str(),
-    ];
-    args.extend_from_slice(extra);
-    let child = Command::new(env!("CARGO_BIN_EXE_basalt"))
-        .args(&args)
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("starts the server");
-    let server = Server { child, port };
-    let started = Instant::now();
-    while !ready(port) {
-        assert!(
-            started.elapsed() < Duration::from_secs(120),
-            "server never came up"
-        );
-        std::thread::sleep(Duration::from_millis(200));
-    }
-    server
 }
 
 #[test]
@@ -956,13 +906,25 @@ fn every_route_needs_a_key_and_a_policy_and_every_decision_is_audited() {
             assert_error(call(Some("bsk_000000000000_nope")), 401, "unauthenticated");
             assert_error(call(Some(&revoked)), 401, "unauthenticated");
             let (status, body) = call(Some(&alice));
-            if operation["x-basalt-action"]
+            if operation.get("x-basalt-resource").is_none() {
+                // Any valid key may ask who it is, and is told what it may do.
+                assert_eq!(status, 200, "{method} {path} as alice: {body}");
+                let me = json_of(&body);
+                assert_eq!(me["principal"], "alice", "{me}");
+                assert_eq!(me["groups"], serde_json::json!(["readers"]), "{me}");
+                assert_eq!(
+                    me["actions"],
+                    serde_json::json!(["session:Create", "session:List"]),
+                    "{me}"
+                );
+            } else if operation["x-basalt-action"]
                 .as_str()
                 .is_some_and(|action| action.starts_with("session:"))
             {
-                // Alice's policy allows sessions: the handler answers (a bad body, no session).
+                // Alice's policy allows sessions: the handler answers (her empty list, a bad
+                // body, no such session).
                 assert!(
-                    matches!(status, 400 | 404),
+                    matches!(status, 200 | 400 | 404),
                     "{method} {path} as alice: {body}"
                 );
             } else {
@@ -982,6 +944,14 @@ fn every_route_needs_a_key_and_a_policy_and_every_decision_is_audited() {
     );
     assert_eq!(status, 200, "{body}");
     assert!(body.contains("portal"), "{body}");
+    // The knowledge base tells her what she may do with it, and nothing more.
+    let (status, handbook) = get(port, "/v1/kbs/handbook");
+    assert_eq!(status, 200, "{handbook}");
+    assert_eq!(
+        handbook["actions"],
+        serde_json::json!(["kb:Get", "kb:Search"]),
+        "{handbook}"
+    );
     assert_error(
         post_json(port, "/v1/kbs/payroll/search", r#"{"query": "bonus pool"}"#),
         403,

@@ -1,4 +1,5 @@
-//! The audit trail over HTTP (`audit:Read`): search its records and verify its chain.
+//! The caller's own identity (`GET /v1/me`), and the audit trail over HTTP (`audit:Read`):
+//! search its records and verify its chain.
 
 use axum::extract::{Query, State};
 use axum::http::StatusCode;
@@ -7,9 +8,62 @@ use basalt_security::audit::{Outcome, Query as RecordQuery, Record, Verification
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
-use crate::auth::Caller;
+use crate::auth::{AuthMode, Caller};
 use crate::error::ApiError;
 use crate::{AppState, blocking};
+
+/// Who a key is, and what it may do across the tenant.
+#[derive(Debug, Serialize, JsonSchema)]
+pub(crate) struct Me {
+    principal: String,
+    tenant: String,
+    groups: Vec<String>,
+    /// `keys`, or `local_demo` when the server runs without keys (loopback only).
+    auth: &'static str,
+    /// The guardrail the key is bound to.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    guardrail: Option<String>,
+    /// The model plain chat uses (`POST /v1/chat/completions`), when the key may chat.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    chat_model: Option<String>,
+    /// Tenant-wide actions its policies allow (`kb:List`, `kb:Create`, `model:Chat`, …); what
+    /// it may do with each knowledge base is in that knowledge base's `actions`.
+    actions: Vec<&'static str>,
+}
+
+/// The tenant-wide actions `GET /v1/me` reports, each with the resource it is checked on.
+const TENANT_ACTIONS: [(&str, &str); 9] = [
+    ("kb:List", "kb/*"),
+    ("kb:Create", "kb/*"),
+    ("kb:ListJobs", "job/*"),
+    ("model:Chat", "model/*"),
+    ("session:Create", "session/*"),
+    ("session:List", "session/*"),
+    ("guardrail:List", "guardrail/*"),
+    ("guardrail:Create", "guardrail/*"),
+    ("audit:Read", "audit"),
+];
+
+pub(crate) async fn me(
+    State(state): State<AppState>,
+    Extension(caller): Extension<Caller>,
+) -> Json<Me> {
+    let actions = state.security.permitted(&caller, &TENANT_ACTIONS, "");
+    Json(Me {
+        chat_model: actions
+            .contains(&"model:Chat")
+            .then(|| state.chat_model.clone()),
+        auth: match state.security.mode() {
+            AuthMode::Keys => "keys",
+            AuthMode::LocalDemo => "local_demo",
+        },
+        principal: caller.principal,
+        tenant: caller.tenant,
+        groups: caller.groups,
+        guardrail: caller.guardrail,
+        actions,
+    })
+}
 
 #[derive(Debug, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]

@@ -35,6 +35,9 @@ pub(crate) enum Access {
         action: &'static str,
         resource: &'static str,
     },
+    /// Any valid key: for the caller's questions about itself (`GET /v1/me`). Audited under
+    /// `action` like every other request, but no policy is consulted.
+    Caller { action: &'static str },
 }
 
 /// How the server authenticates.
@@ -191,6 +194,41 @@ impl Security {
         ))
     }
 
+    /// The actions of `candidates` (each with the resource path it is checked on, `{kb}` filled
+    /// with `kb`) that `caller` may do, without recording anything: what a client uses to offer
+    /// only what a key may do. Each request is still checked when made.
+    pub(crate) fn permitted(
+        &self,
+        caller: &Caller,
+        candidates: &[(&'static str, &str)],
+        kb: &str,
+    ) -> Vec<&'static str> {
+        let directory = match self.mode {
+            AuthMode::LocalDemo => None,
+            AuthMode::Keys => match self.directory() {
+                Ok(directory) => Some(directory),
+                Err(_) => return Vec::new(),
+            },
+        };
+        candidates
+            .iter()
+            .filter(|(action, path)| {
+                directory.as_ref().is_none_or(|directory| {
+                    let path = path.replace("{kb}", kb);
+                    let resource = basalt_security::resource_name(&caller.tenant, &path);
+                    directory
+                        .authorize(&caller.principal, action, &resource)
+                        .allowed
+                })
+            })
+            .map(|(action, _)| *action)
+            .collect()
+    }
+
+    pub(crate) fn mode(&self) -> AuthMode {
+        self.mode
+    }
+
     /// Appends to the audit log; false (and an error in the server log) when it cannot.
     pub(crate) fn record(&self, event: Event) -> bool {
         match self.audit.append(event) {
@@ -258,6 +296,7 @@ pub(crate) async fn guard(
     let (action, template) = match access {
         Some(Access::Public) => return with_request_id(next.run(request).await, &request_id),
         Some(Access::Action { action, resource }) => (action, resource),
+        Some(Access::Caller { action }) => (action, "caller"),
         None => {
             return ApiError::new(
                 StatusCode::FORBIDDEN,
@@ -356,7 +395,8 @@ pub(crate) async fn guard(
             return with_request_id(error.into_response(), &request_id);
         }
     }
-    if let Err(error) = security.require(&caller, action, &resource_path) {
+    let needs_policy = !matches!(access, Some(Access::Caller { .. }));
+    if needs_policy && let Err(error) = security.require(&caller, action, &resource_path) {
         return with_request_id(error.into_response(), &request_id);
     }
     // Recorded before the work runs, so nothing happens unaccounted for: if the log cannot be

@@ -33,7 +33,24 @@ pub(crate) struct KbView {
     chunks: u64,
     /// Encrypted at rest with its own data key.
     encrypted: bool,
+    /// What the caller's policies let it do with this knowledge base (`kb:Search`,
+    /// `kb:Ingest`, …), so a client can offer only those. Each request is still checked.
+    actions: Vec<&'static str>,
 }
+
+/// The actions on one knowledge base a client may want to offer, each with the resource it is
+/// checked on (`{kb}` is the knowledge base's name).
+const KB_ACTIONS: [(&str, &str); 9] = [
+    ("kb:Get", "kb/{kb}"),
+    ("kb:Update", "kb/{kb}"),
+    ("kb:Delete", "kb/{kb}"),
+    ("kb:ListDocuments", "kb/{kb}"),
+    ("kb:Ingest", "kb/{kb}"),
+    ("kb:Search", "kb/{kb}"),
+    ("kb:Answer", "kb/{kb}"),
+    ("kb:GetDocument", "kb/{kb}/document/*"),
+    ("kb:DeleteDocument", "kb/{kb}/document/*"),
+];
 
 #[derive(Debug, Serialize, JsonSchema)]
 pub(crate) struct KbList {
@@ -63,11 +80,15 @@ async fn view(state: &AppState, caller: &Caller, settings: KbSettings) -> Result
         Ok::<_, basalt_kb::KbError>(counts)
     })
     .await?;
+    let actions = state
+        .security
+        .permitted(caller, &KB_ACTIONS, &settings.name);
     Ok(KbView {
         settings,
         documents,
         chunks,
         encrypted,
+        actions,
     })
 }
 

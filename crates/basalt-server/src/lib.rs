@@ -20,6 +20,7 @@ mod openapi;
 mod ratelimit;
 mod scheduler;
 mod tls;
+mod ui;
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
@@ -304,6 +305,10 @@ fn routes(options: &ServerOptions) -> Api {
             openapi_document,
         )
         .add(
+            Operation::new(M::GET, "/v1/me", "getCaller", "service", "Who the key is and what its policies allow across the tenant (any valid key)", Access::Caller { action: "iam:GetCaller" }, json(schema::<admin::Me>)),
+            admin::me,
+        )
+        .add(
             Operation::new(M::GET, "/v1/models", "listModels", "openai", "OpenAI-compatible: the chat and embedding models, and one kb:NAME model per knowledge base", Access::Action { action: "model:List", resource: "model/*" }, json(schema::<openai::ModelList>)),
             openai::models,
         )
@@ -386,6 +391,10 @@ fn routes(options: &ServerOptions) -> Api {
             native::create_session,
         )
         .add(
+            Operation::new(M::GET, "/v1/sessions", "listSessions", "answers", "The caller's live conversations, most recently used first", Access::Action { action: "session:List", resource: "session/*" }, json(schema::<native::SessionList>)),
+            native::list_sessions,
+        )
+        .add(
             Operation::new(M::GET, "/v1/sessions/{id}", "getSession", "answers", "A conversation's turns (prompts only when retained)", Access::Action { action: "session:Get", resource: "session/{id}" }, json(schema::<native::SessionView>)),
             native::get_session,
         )
@@ -441,6 +450,8 @@ pub fn router(state: AppState, options: &ServerOptions) -> Router {
             state.clone(),
             auth::guard,
         ))
+        // The UI's files hold no data: outside the guard and the API's route table.
+        .merge(ui::router())
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
         .layer(DefaultBodyLimit::max(options.body_limit))

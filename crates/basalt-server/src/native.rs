@@ -384,15 +384,9 @@ pub(crate) async fn answer(
         if let Some(id) = &session_id {
             state.sessions.record(
                 id,
-                Turn {
-                    // As the model saw it: what the guardrail anonymized stays out of the
-                    // history later turns send to the model.
-                    question: asked.clone(),
-                    answer: answer.answer.clone(),
-                    query: answer.query.clone(),
-                    abstained: answer.abstained,
-                    prompt: Some(answer.prompt_text.clone()),
-                },
+                // As the model saw it: what the guardrail anonymized stays out of the history
+                // later turns send to the model.
+                Turn::new(&asked, answer),
             );
         }
         AnswerResponse {
@@ -509,6 +503,46 @@ pub(crate) async fn create_session(
         .await?;
     let session = state.sessions.create(&request.kb, &caller.principal);
     Ok((StatusCode::CREATED, Json(session_view(&state, session))))
+}
+
+/// A conversation in a list: enough to pick it again.
+#[derive(Debug, Serialize, JsonSchema)]
+pub(crate) struct SessionSummary {
+    id: String,
+    kb: String,
+    /// Seconds since the Unix epoch.
+    started: u64,
+    turns: usize,
+    /// Its first question (empty before the first turn).
+    title: String,
+}
+
+#[derive(Debug, Serialize, JsonSchema)]
+pub(crate) struct SessionList {
+    sessions: Vec<SessionSummary>,
+}
+
+pub(crate) async fn list_sessions(
+    State(state): State<AppState>,
+    Extension(caller): Extension<Caller>,
+) -> Json<SessionList> {
+    let sessions = state
+        .sessions
+        .list(&caller.principal)
+        .into_iter()
+        .map(|session| SessionSummary {
+            title: session
+                .turns
+                .first()
+                .map(|turn| turn.question.clone())
+                .unwrap_or_default(),
+            turns: session.turns.len(),
+            id: session.id,
+            kb: session.kb,
+            started: session.started,
+        })
+        .collect();
+    Json(SessionList { sessions })
 }
 
 pub(crate) async fn get_session(

@@ -183,10 +183,17 @@ pub(crate) fn document(operations: &[Operation]) -> Value {
             "tags": [operation.tag],
             "summary": operation.summary,
         });
-        if let Access::Action { action, resource } = operation.access {
-            item["security"] = json!([{"apiKey": []}]);
-            item["x-basalt-action"] = json!(action);
-            item["x-basalt-resource"] = json!(format!("basalt:<tenant>:{resource}"));
+        match operation.access {
+            Access::Public => {}
+            Access::Action { action, resource } => {
+                item["security"] = json!([{"apiKey": []}]);
+                item["x-basalt-action"] = json!(action);
+                item["x-basalt-resource"] = json!(format!("basalt:<tenant>:{resource}"));
+            }
+            Access::Caller { action } => {
+                item["security"] = json!([{"apiKey": []}]);
+                item["x-basalt-action"] = json!(action);
+            }
         }
         let mut parameters: Vec<Value> = path_parameters(operation.path);
         if let Some(query) = operation.query {

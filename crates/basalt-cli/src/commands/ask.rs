@@ -314,16 +314,7 @@ pub(crate) fn chat(args: &ChatArgs, settings: &Settings) -> anyhow::Result<ExitC
         };
         print_line("")?;
         print_sources(&answer)?;
-        sessions.record(
-            &session.id,
-            basalt_answer::Turn {
-                question: question.to_owned(),
-                answer: answer.answer.clone(),
-                query: answer.query.clone(),
-                abstained: answer.abstained,
-                prompt: None,
-            },
-        );
+        sessions.record(&session.id, basalt_answer::Turn::new(question, &answer));
     }
     Ok(ExitCode::SUCCESS)
 }

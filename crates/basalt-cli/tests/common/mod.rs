@@ -218,8 +218,13 @@ pub fn screenshot(html: &std::path::Path, scratch: &std::path::Path) -> Screensh
         "chromium wrote no screenshot: {}",
         String::from_utf8_lossy(&output.stderr)
     );
+    ink(&png)
+}
+
+/// How much of a PNG is drawn on.
+pub fn ink(png: &std::path::Path) -> Screenshot {
     let decoder = png::Decoder::new(std::io::BufReader::new(
-        std::fs::File::open(&png).expect("png"),
+        std::fs::File::open(png).expect("png"),
     ));
     let mut reader = decoder.read_info().expect("a PNG");
     let mut pixels = vec![0; reader.output_buffer_size().expect("size")];
@@ -240,4 +245,55 @@ pub fn screenshot(html: &std::path::Path, scratch: &std::path::Path) -> Screensh
         ink: drawn as f64 / total as f64,
         colors: colors.len(),
     }
+}
+
+/// Stops the server when the test ends, however it ends.
+pub struct Server {
+    pub child: std::process::Child,
+    pub port: u16,
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|listener| listener.local_addr())
+        .map(|address| address.port())
+        .expect("a free port")
+}
+
+/// Starts `basalt serve` on a free port and waits until `ready(port)`.
+pub fn start_server_when(ws: &Workspace, extra: &[&str], ready: impl Fn(u16) -> bool) -> Server {
+    let port = free_port();
+    let address = format!("127.0.0.1:{port}");
+    let data = ws.data();
+    let mut args = vec![
+        "--data-dir",
+        data.as_str(),
+        "serve",
+        "--addr",
+        address.as_str(),
+    ];
+    args.extend_from_slice(extra);
+    let child = Command::new(env!("CARGO_BIN_EXE_basalt"))
+        .args(&args)
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .expect("starts the server");
+    let server = Server { child, port };
+    let started = std::time::Instant::now();
+    while !ready(port) {
+        assert!(
+            started.elapsed() < std::time::Duration::from_secs(120),
+            "server never came up"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(200));
+    }
+    server
 }
