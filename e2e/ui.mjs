@@ -128,11 +128,21 @@ try {
   await bad.and(page.locator(".failed")).waitFor({ timeout: ANSWER_TIMEOUT });
   const badStatus = await bad.locator(".status").textContent();
   check(badStatus.length > 10 && !badStatus.includes("{"), `the broken file's error in words: ${badStatus}`);
-  const docRow = page.locator("#docs tbody tr");
-  await docRow.first().waitFor();
-  check((await docRow.count()) === 1, "one document listed");
-  const rowText = await docRow.first().textContent();
-  check(rowText.includes("pdf") && /\d/.test(rowText), `document row shows format, size and chunks: ${rowText}`);
+  // A file dropped on the drop area.
+  await page.evaluate(() => {
+    const transfer = new DataTransfer();
+    transfer.items.add(new File(["# Plants\n\nThe office plants are watered every Monday morning.\n"], "plants.md", { type: "text/markdown" }));
+    const drop = document.getElementById("drop");
+    drop.dispatchEvent(new DragEvent("dragover", { dataTransfer: transfer, bubbles: true, cancelable: true }));
+    drop.dispatchEvent(new DragEvent("drop", { dataTransfer: transfer, bubbles: true, cancelable: true }));
+  });
+  await page.locator(".upload.done", { hasText: "plants.md" }).waitFor({ timeout: ANSWER_TIMEOUT });
+  const docRows = page.locator("#docs tbody tr");
+  await page.waitForFunction(() => document.querySelectorAll("#docs tbody tr").length === 2);
+  const pdfRow = docRows.filter({ hasText: basename(documentPath) });
+  const rowText = await pdfRow.textContent();
+  const title = basename(documentPath).replace(/\.pdf$/, "");
+  check(rowText.startsWith(title) && rowText.includes("pdf") && rowText.includes("2 pages"), `the PDF's row shows title, format, size and chunks: ${rowText}`);
   await shot(page, "uploaded");
 
   // Search shows hits with scores.
@@ -221,6 +231,21 @@ try {
   check(overflow <= 1, `no sideways scrolling on a phone (${overflow}px)`);
   await shot(small, "phone-passage");
   await small.getByRole("button", { name: "Close the passage" }).click();
+  // The server forgets the conversation (as when it expires): the next question starts a new one.
+  await small.evaluate(async () => {
+    const auth = { Authorization: `Bearer ${sessionStorage.getItem("basalt.key")}` };
+    const { sessions } = await (await fetch("/v1/sessions", { headers: auth })).json();
+    for (const session of sessions) await fetch(`/v1/sessions/${session.id}`, { method: "DELETE", headers: auth });
+  });
+  const notFoundBefore = await small.locator(".message.answer.not-found").count();
+  await small.getByLabel("Your question").fill(offTopic);
+  await small.getByRole("button", { name: "Ask" }).click();
+  await small.locator(".alert.info", { hasText: "expired" }).waitFor();
+  await small.waitForFunction(
+    (before) => document.querySelectorAll(".message.answer.not-found").length > before,
+    notFoundBefore,
+    { timeout: ANSWER_TIMEOUT },
+  );
   await small.getByRole("button", { name: "Knowledge bases" }).click();
   await small.locator(".kb-item", { hasText: KB }).click();
   await small.locator("#docs tbody tr").first().waitFor();
@@ -234,6 +259,7 @@ try {
   const reader = await limited.newPage();
   reader.on("pageerror", (error) => failures.push(`reader page error: ${error.message}`));
   await signIn(reader, readerKey);
+  await reader.locator("#chat-target option", { hasText: "shared" }).waitFor({ state: "attached" });
   const targets = await reader.locator("#chat-target option").allTextContents();
   check(targets.some((text) => text.startsWith("shared")) && !targets.some((text) => text.startsWith(KB)), `reader sees only what it may ask: ${targets}`);
   await reader.getByRole("button", { name: "Knowledge bases" }).click();
@@ -251,12 +277,14 @@ try {
   await page.getByRole("button", { name: "Knowledge bases" }).click();
   await page.locator(".kb-item", { hasText: KB }).click();
   await page.locator("#docs tbody tr").first().waitFor();
-  await page.getByRole("button", { name: /^Delete .*/ }).and(page.locator("#docs button")).first().click();
-  await page.locator("#docs-empty").waitFor({ state: "visible" });
-  check((await page.locator("#docs tbody tr").count()) === 0, "the document is gone from the list");
+  await page.getByRole("button", { name: `Delete ${title}` }).click();
+  await page.waitForFunction(() => document.querySelectorAll("#docs tbody tr").length === 1);
+  check((await page.locator("#docs tbody tr", { hasText: basename(documentPath) }).count()) === 0, "the document is gone from the list");
   await page.getByPlaceholder("Search this knowledge base").fill(searchQuery);
   await page.getByRole("button", { name: "Search", exact: true }).click();
-  await page.locator(".hits li", { hasText: "No passage matches" }).waitFor();
+  await page.locator(".hit").first().waitFor();
+  const remaining = await page.locator(".hit").allTextContents();
+  check(remaining.every((hit) => !hit.includes(basename(documentPath)) && !hit.includes("45 euros")), `the document is gone from search: ${remaining}`);
   await shot(page, "document-deleted");
   await readableAlerts(page);
   await desktop.close();

@@ -196,6 +196,19 @@ pub struct IngestReport {
     pub elapsed_seconds: f64,
 }
 
+/// A file name without the scheme of a source like `upload:policy.pdf` (the server's uploads):
+/// the title of that document is `policy`, not `upload:policy`.
+fn without_scheme(stem: &str) -> &str {
+    match stem.split_once(':') {
+        Some((scheme, rest))
+            if scheme.len() > 1 && scheme.chars().all(|c| c.is_ascii_alphabetic()) =>
+        {
+            rest
+        }
+        _ => stem,
+    }
+}
+
 /// Counts tokens with the embedding model's tokenizer.
 struct ModelTokens<'a>(&'a dyn Embedder);
 
@@ -448,7 +461,7 @@ impl Run<'_> {
                         .then(|| {
                             Path::new(&source)
                                 .file_stem()
-                                .map(|stem| stem.to_string_lossy().into_owned())
+                                .map(|stem| without_scheme(&stem.to_string_lossy()).to_owned())
                         })
                         .flatten()
                 });
@@ -670,7 +683,19 @@ fn collect_files(
 
 #[cfg(test)]
 mod tests {
-    use super::CharCursor;
+    use super::{CharCursor, without_scheme};
+
+    #[test]
+    fn titles_leave_out_a_source_scheme() {
+        assert_eq!(without_scheme("upload:travel-policy"), "travel-policy");
+        assert_eq!(without_scheme("notes"), "notes");
+        assert_eq!(
+            without_scheme("C:report"),
+            "C:report",
+            "one letter is a drive"
+        );
+        assert_eq!(without_scheme("meeting 10:30"), "meeting 10:30");
+    }
 
     #[test]
     fn char_cursor_counts_characters_not_bytes() {

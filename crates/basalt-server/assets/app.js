@@ -204,10 +204,10 @@ async function signIn(key, fromForm) {
   $("who").textContent =
     state.me.auth === "local_demo" ? "local demo (no key)" : `${state.me.principal} · ${state.me.tenant}`;
   $("sign-out").hidden = state.me.auth === "local_demo";
-  $("nav").hidden = false;
   $("nav-kbs").hidden = !allowed("kb:List");
   $("create-kb").hidden = !allowed("kb:Create");
   await refreshKbs();
+  $("nav").hidden = false;
   show("chat");
   $("question").focus();
 }
@@ -472,10 +472,12 @@ async function search(event) {
   if (!kb || !query) return;
   const body = { query, k: 10 };
   if ($("search-mode").value) body.mode = $("search-mode").value;
-  const found = await attempt(() => api("POST", `/v1/kbs/${encodeURIComponent(kb)}/search`, body));
-  if (!found) return;
   const hits = $("hits");
   hits.replaceChildren();
+  hits.setAttribute("aria-busy", "true");
+  const found = await attempt(() => api("POST", `/v1/kbs/${encodeURIComponent(kb)}/search`, body));
+  hits.removeAttribute("aria-busy");
+  if (!found) return;
   if (!found.results.hits.length) {
     hits.append(el("li", { class: "hint" }, "No passage matches."));
     return;
@@ -609,6 +611,20 @@ async function askKb(kb, question, message, signal) {
     state.sessionId = null;
     state.sessionKb = kb;
   }
+  try {
+    await askInSession(kb, question, message, signal);
+  } catch (error) {
+    if (error.code !== "session_not_found") throw error;
+    // The server forgot the conversation (it expired or the server restarted): go on in a
+    // new one.
+    state.sessionId = null;
+    notify("The earlier conversation had expired on the server; this question starts a new one.", "info");
+    await askInSession(kb, question, message, signal);
+  }
+  refreshSessions();
+}
+
+async function askInSession(kb, question, message, signal) {
   if (!state.sessionId && allowed("session:Create")) {
     const session = await api("POST", "/v1/sessions", { kb });
     state.sessionId = session.id;
@@ -636,7 +652,6 @@ async function askKb(kb, question, message, signal) {
     }
   });
   if (!finished) throw new ApiError(0, "incomplete", "The answer stopped before it was finished. Try again.");
-  refreshSessions();
 }
 
 async function askModel(question, message, signal) {

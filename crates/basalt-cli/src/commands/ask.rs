@@ -31,7 +31,7 @@ pub(crate) struct AnswerArgs {
     #[arg(long, value_name = "EXPR")]
     filter: Option<String>,
     /// Least cosine similarity of the best passage; below it the answer is "not found"
-    /// [default: the KB's, else 0.56]
+    /// [default: the KB's, else 0.59]
     #[arg(long, value_name = "COSINE")]
     min_relevance: Option<f32>,
     /// Budget for passage text in the prompt, in embedding-model tokens: the sentences most
