@@ -456,7 +456,7 @@ async function followJob(id, item, status, fail) {
         status.textContent =
           report.unchanged > 0 && report.added + report.replaced === 0
             ? "unchanged (already ingested)"
-            : `ingested · ${report.chunks} chunks`;
+            : `ingested · ${plural(report.chunks, "chunk", "chunks")}`;
       }
       await refreshKbs();
       return;
