@@ -681,7 +681,7 @@ function renderAnswer(message, answer) {
   if (answer.guardrail_blocked) {
     message.body.append(el("p", { class: "not-found-label" }, "Stopped by a guardrail"));
   }
-  message.body.append(el("p", { class: "answer-text" }, citedText(answer, message)));
+  message.body.append(el("p", { class: "answer-text" }, citedText(answer)));
   if (answer.extractive) {
     message.body.append(el("p", { class: "hint" }, "Quoted from the best-matching passage."));
   }
@@ -693,7 +693,7 @@ function renderAnswer(message, answer) {
 }
 
 /// Where in the answer each `[n]` marker stands, and which citation covers it.
-function citedText(answer, message) {
+function citedText(answer) {
   const chars = Array.from(answer.answer);
   const fragment = document.createDocumentFragment();
   const citations = answer.citations || [];
@@ -724,7 +724,7 @@ function citedText(answer, message) {
   for (let index = 0; index <= chars.length; index++) {
     for (const cited of after.get(index) || []) {
       flush();
-      fragment.append(citationLink(cited, message));
+      fragment.append(citationLink(cited));
     }
     if (index === chars.length) break;
     if (chars[index] === "[") {
@@ -735,7 +735,7 @@ function citedText(answer, message) {
         const cited = referenceOf(number, index);
         if (cited) {
           flush();
-          fragment.append(citationLink(cited, message));
+          fragment.append(citationLink(cited));
           index = close;
           continue;
         }
@@ -747,7 +747,7 @@ function citedText(answer, message) {
   return fragment;
 }
 
-function citationLink(cited, message) {
+function citationLink(cited) {
   const { reference } = cited;
   const label = reference.title || reference.source;
   const link = el("a", { href: "#passage", class: "cite", "aria-label": `Source ${reference.number}: ${label}`, title: label }, `[${reference.number}]`);
@@ -757,7 +757,6 @@ function citationLink(cited, message) {
     link.classList.add("active");
     openPassage(cited, link);
   });
-  link.message = message;
   return link;
 }
 
