@@ -16,12 +16,15 @@ use crate::error::{ModelError, Result};
 use crate::matmul::{MatMut, MatRef, PackedWeights, Threads, matmul, matmul_few_rows};
 use crate::safetensors::SafeTensors;
 
+/// States (`tokens × hidden`) of sequences laid end to end, and each one's `(first row, length)`.
+pub(crate) type Embedded = (Vec<f32>, Vec<(usize, usize)>);
+
 /// A loaded BERT encoder. Read-only after loading, so workers share it behind an `Arc`.
 #[derive(Debug)]
 pub(crate) struct BertEncoder {
-    hidden: usize,
-    heads: usize,
-    layer_norm_eps: f32,
+    pub(crate) hidden: usize,
+    pub(crate) heads: usize,
+    pub(crate) layer_norm_eps: f32,
     max_positions: usize,
     vocab: usize,
     word_embeddings: Vec<f32>,
@@ -29,35 +32,35 @@ pub(crate) struct BertEncoder {
     /// Row 0 of the token-type table: sentence-transformers encodes single texts as type 0.
     token_type_embedding: Vec<f32>,
     embedding_norm: Norm,
-    layers: Vec<Layer>,
+    pub(crate) layers: Vec<Layer>,
 }
 
 #[derive(Debug)]
-struct Norm {
-    weight: Vec<f32>,
-    bias: Vec<f32>,
+pub(crate) struct Norm {
+    pub(crate) weight: Vec<f32>,
+    pub(crate) bias: Vec<f32>,
 }
 
 /// `y = x W + b` with `W` stored input-major (`inputs × outputs`, the transpose of PyTorch's),
 /// and once more packed for products with a few rows (single queries).
 #[derive(Debug)]
-struct Linear {
-    weight: Vec<f32>,
+pub(crate) struct Linear {
+    pub(crate) weight: Vec<f32>,
     packed: PackedWeights,
-    bias: Vec<f32>,
+    pub(crate) bias: Vec<f32>,
     inputs: usize,
     outputs: usize,
 }
 
 #[derive(Debug)]
-struct Layer {
+pub(crate) struct Layer {
     /// Query, key and value fused: outputs `[0, h)` are queries, `[h, 2h)` keys, `[2h, 3h)` values.
-    qkv: Linear,
-    attention_output: Linear,
-    attention_norm: Norm,
-    intermediate: Linear,
-    output: Linear,
-    output_norm: Norm,
+    pub(crate) qkv: Linear,
+    pub(crate) attention_output: Linear,
+    pub(crate) attention_norm: Norm,
+    pub(crate) intermediate: Linear,
+    pub(crate) output: Linear,
+    pub(crate) output_norm: Norm,
 }
 
 /// Scratch buffers reused across layers of one forward pass.
@@ -160,6 +163,24 @@ impl BertEncoder {
     /// Runs on the current rayon pool; `threads` is how many of its threads a product may use.
     pub(crate) fn encode(&self, sequences: &[Vec<u32>], threads: usize) -> Result<Vec<Vec<f32>>> {
         let hidden = self.hidden;
+        let (mut states, spans) = self.embedding_states(sequences)?;
+        let product_threads = if threads > 1 {
+            Threads::Pool(threads)
+        } else {
+            Threads::One
+        };
+        let mut scratch = Scratch::default();
+        for layer in &self.layers {
+            self.layer_forward(layer, &mut states, &spans, product_threads, &mut scratch);
+        }
+        Ok(mean_pool(&states, &spans, hidden))
+    }
+
+    /// The embedding layer's output for `sequences` laid end to end (`tokens × hidden`), and
+    /// each sequence's `(first row, length)`. Refuses empty or over-long sequences and unknown
+    /// token ids.
+    pub(crate) fn embedding_states(&self, sequences: &[Vec<u32>]) -> Result<Embedded> {
+        let hidden = self.hidden;
         let mut spans = Vec::with_capacity(sequences.len());
         let mut total = 0;
         for tokens in sequences {
@@ -197,31 +218,7 @@ impl BertEncoder {
             }
         }
         layer_norm(&mut states, &self.embedding_norm, self.layer_norm_eps);
-
-        let product_threads = if threads > 1 {
-            Threads::Pool(threads)
-        } else {
-            Threads::One
-        };
-        let mut scratch = Scratch::default();
-        for layer in &self.layers {
-            self.layer_forward(layer, &mut states, &spans, product_threads, &mut scratch);
-        }
-
-        Ok(spans
-            .iter()
-            .map(|&(start, length)| {
-                let mut pooled = vec![0.0f32; hidden];
-                for row in states[start * hidden..(start + length) * hidden].chunks_exact(hidden) {
-                    for (sum, value) in pooled.iter_mut().zip(row) {
-                        *sum += value;
-                    }
-                }
-                let count = length as f32;
-                pooled.iter_mut().for_each(|value| *value /= count);
-                pooled
-            })
-            .collect())
+        Ok((states, spans))
     }
 
     fn layer_forward(
@@ -271,29 +268,7 @@ impl BertEncoder {
             if length <= FEW_ROWS {
                 return short_attention(&qkv[base..], length, head_size, hidden, scale);
             }
-            let queries = MatRef::rows(&qkv[base..], length, head_size, stride);
-            let keys = MatRef::rows(&qkv[base + hidden..], length, head_size, stride);
-            let values = MatRef::rows(&qkv[base + 2 * hidden..], length, head_size, stride);
-            let mut scores = vec![0.0f32; length * length];
-            matmul(
-                &mut MatMut::rows(&mut scores, length, length, length),
-                queries,
-                keys.transposed(),
-                scale,
-                false,
-                Threads::One,
-            );
-            scores.chunks_exact_mut(length).for_each(softmax_in_place);
-            let mut output = vec![0.0f32; length * head_size];
-            matmul(
-                &mut MatMut::rows(&mut output, length, head_size, head_size),
-                MatRef::rows(&scores, length, length, length),
-                values,
-                1.0,
-                false,
-                Threads::One,
-            );
-            output
+            head_attention_probabilities(&qkv[base..], length, head_size, hidden, scale).1
         };
         // A query's attention is microseconds of work: waking the pool would cost more.
         let outputs: Vec<Vec<f32>> = if qkv.len() / stride <= FEW_ROWS {
@@ -313,7 +288,41 @@ impl BertEncoder {
     }
 }
 
+/// The mean of each span's rows of `states` (`rows × hidden`).
+pub(crate) fn mean_pool(states: &[f32], spans: &[(usize, usize)], hidden: usize) -> Vec<Vec<f32>> {
+    spans
+        .iter()
+        .map(|&(start, length)| {
+            let mut pooled = vec![0.0f32; hidden];
+            for row in states[start * hidden..(start + length) * hidden].chunks_exact(hidden) {
+                for (sum, value) in pooled.iter_mut().zip(row) {
+                    *sum += value;
+                }
+            }
+            let count = length as f32;
+            pooled.iter_mut().for_each(|value| *value /= count);
+            pooled
+        })
+        .collect()
+}
+
 impl Linear {
+    /// A layer from an input-major (`inputs × outputs`) weight, as this module stores it.
+    pub(crate) fn from_input_major(
+        weight: Vec<f32>,
+        bias: Vec<f32>,
+        inputs: usize,
+        outputs: usize,
+    ) -> Self {
+        Linear {
+            packed: PackedWeights::pack(&weight, inputs, outputs),
+            weight,
+            bias,
+            inputs,
+            outputs,
+        }
+    }
+
     /// Takes PyTorch's `outputs × inputs` weight and stores its transpose.
     fn from_pytorch(weight: &[f32], bias: Vec<f32>, inputs: usize, outputs: usize) -> Self {
         let mut transposed = vec![0.0f32; inputs * outputs];
@@ -322,13 +331,7 @@ impl Linear {
                 transposed[input * outputs + output] = weight[output * inputs + input];
             }
         }
-        Linear {
-            packed: PackedWeights::pack(&transposed, inputs, outputs),
-            weight: transposed,
-            bias,
-            inputs,
-            outputs,
-        }
+        Self::from_input_major(transposed, bias, inputs, outputs)
     }
 
     fn forward(&self, input: &[f32], rows: usize, output: &mut Vec<f32>, threads: Threads) {
@@ -353,6 +356,42 @@ impl Linear {
             threads,
         );
     }
+}
+
+/// One head's attention with `gemm`: `qkv` starts at the head's first query; keys and values
+/// are `hidden` and `2 * hidden` further, rows `3 * hidden` apart. Returns the attention
+/// probabilities (`length × length`) and the output (`length × head_size`).
+pub(crate) fn head_attention_probabilities(
+    qkv: &[f32],
+    length: usize,
+    head_size: usize,
+    hidden: usize,
+    scale: f32,
+) -> (Vec<f32>, Vec<f32>) {
+    let stride = 3 * hidden;
+    let queries = MatRef::rows(qkv, length, head_size, stride);
+    let keys = MatRef::rows(&qkv[hidden..], length, head_size, stride);
+    let values = MatRef::rows(&qkv[2 * hidden..], length, head_size, stride);
+    let mut scores = vec![0.0f32; length * length];
+    matmul(
+        &mut MatMut::rows(&mut scores, length, length, length),
+        queries,
+        keys.transposed(),
+        scale,
+        false,
+        Threads::One,
+    );
+    scores.chunks_exact_mut(length).for_each(softmax_in_place);
+    let mut output = vec![0.0f32; length * head_size];
+    matmul(
+        &mut MatMut::rows(&mut output, length, head_size, head_size),
+        MatRef::rows(&scores, length, length, length),
+        values,
+        1.0,
+        false,
+        Threads::One,
+    );
+    (scores, output)
 }
 
 /// Up to this many rows (a query, a short passage) a product runs on the packed weights.
@@ -449,7 +488,7 @@ fn lane_sum(values: &[f32], f: impl Fn(f32) -> f32) -> f32 {
     lanes.iter().sum::<f32>() + tail.iter().map(|&value| f(value)).sum::<f32>()
 }
 
-fn softmax_in_place(row: &mut [f32]) {
+pub(crate) fn softmax_in_place(row: &mut [f32]) {
     let max = row.iter().copied().fold(f32::NEG_INFINITY, f32::max);
     // Exponentials first and the sum apart: a running sum in the same loop would keep the
     // compiler from vectorizing `exp`.
@@ -470,7 +509,7 @@ fn gelu_in_place(values: &mut [f32]) {
 
 /// Abramowitz & Stegun 7.1.26 (absolute error below 1.5e-7, 5e-7 after f32 rounding), written
 /// without branches so the compiler vectorizes the loops that call it.
-fn erf(x: f32) -> f32 {
+pub(crate) fn erf(x: f32) -> f32 {
     let magnitude = x.abs();
     let t = 1.0 / (1.0 + 0.327_591_1 * magnitude);
     let polynomial = ((((1.061_405_4 * t - 1.453_152_1) * t + 1.421_413_7) * t - 0.284_496_72) * t
@@ -481,7 +520,7 @@ fn erf(x: f32) -> f32 {
 
 /// `e^x` for `x` in about [-87, 88] (clamped outside), relative error ~2e-7: Cephes' range
 /// reduction and polynomial, branch-free so that it vectorizes (`f32::exp` is a libm call).
-fn exp(x: f32) -> f32 {
+pub(crate) fn exp(x: f32) -> f32 {
     let x = x.clamp(-87.0, 88.0);
     let n = (x * std::f32::consts::LOG2_E + 0.5).floor();
     let r = x - n * 0.693_359_4 + n * 2.121_944_4e-4;
@@ -499,6 +538,69 @@ fn exp(x: f32) -> f32 {
     // compiler from vectorizing the callers' loops.
     let exponent = (n + (127.0 + 8_388_608.0)).to_bits() & 0xff;
     polynomial * f32::from_bits(exponent << 23)
+}
+
+#[cfg(test)]
+impl BertEncoder {
+    /// A small encoder with random weights (hidden 8, 2 heads, 2 layers, 12 tokens), for
+    /// tests of the arithmetic.
+    pub(crate) fn tiny_random(seed: u64) -> BertEncoder {
+        let (hidden, intermediate, vocab, positions) = (8, 16, 12, 16);
+        let mut random = crate::finetune::SplitMix(seed);
+        let mut values = |count: usize, scale: f32, centre: f32| -> Vec<f32> {
+            (0..count)
+                .map(|_| centre + (random.unit() * 2.0 - 1.0) * scale)
+                .collect()
+        };
+        let norm = |values: &mut dyn FnMut(usize, f32, f32) -> Vec<f32>| Norm {
+            weight: values(hidden, 0.1, 1.0),
+            bias: values(hidden, 0.1, 0.0),
+        };
+        let embedding_norm = norm(&mut values);
+        let mut layers = Vec::new();
+        for _ in 0..2 {
+            layers.push(Layer {
+                qkv: Linear::from_input_major(
+                    values(hidden * 3 * hidden, 0.5, 0.0),
+                    values(3 * hidden, 0.1, 0.0),
+                    hidden,
+                    3 * hidden,
+                ),
+                attention_output: Linear::from_input_major(
+                    values(hidden * hidden, 0.5, 0.0),
+                    values(hidden, 0.1, 0.0),
+                    hidden,
+                    hidden,
+                ),
+                attention_norm: norm(&mut values),
+                intermediate: Linear::from_input_major(
+                    values(hidden * intermediate, 0.5, 0.0),
+                    values(intermediate, 0.1, 0.0),
+                    hidden,
+                    intermediate,
+                ),
+                output: Linear::from_input_major(
+                    values(intermediate * hidden, 0.3, 0.0),
+                    values(hidden, 0.1, 0.0),
+                    intermediate,
+                    hidden,
+                ),
+                output_norm: norm(&mut values),
+            });
+        }
+        BertEncoder {
+            hidden,
+            heads: 2,
+            layer_norm_eps: 1e-12,
+            max_positions: positions,
+            vocab,
+            word_embeddings: values(vocab * hidden, 1.0, 0.0),
+            position_embeddings: values(positions * hidden, 0.5, 0.0),
+            token_type_embedding: values(hidden, 0.1, 0.0),
+            embedding_norm,
+            layers,
+        }
+    }
 }
 
 #[cfg(test)]

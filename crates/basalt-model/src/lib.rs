@@ -11,6 +11,7 @@ mod chat;
 mod convert;
 mod embedder;
 mod error;
+mod finetune;
 mod gate;
 mod generator;
 mod gguf;
@@ -31,6 +32,7 @@ pub use chat::{ChatMessage, ChatRole, Prompt};
 pub use convert::convert_bert_safetensors_to_gguf;
 pub use embedder::{Embedder, EmbedderInfo, EmbeddingEngine, LocalEmbedder, LocalEmbedderOptions};
 pub use error::ModelError;
+pub use finetune::{FineTuneOptions, FineTunedClassifier};
 pub use gate::InferenceGate;
 pub use generator::{
     FinishReason, GenerationEvent, GenerationRequest, GenerationStream, GenerationSummary,

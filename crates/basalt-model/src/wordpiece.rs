@@ -69,6 +69,24 @@ impl WordPieceTokenizer {
         Ok(ids)
     }
 
+    /// Token ids with `[CLS]` and `[SEP]`; a text longer than `limit` pieces keeps its first and
+    /// last `limit / 2` (a request wrapped in a long preamble often sits at the end).
+    pub(crate) fn encode_ends(&self, text: &str, limit: usize) -> Result<Vec<u32>> {
+        let encoding = self
+            .tokenizer
+            .encode(text, true)
+            .map_err(|error| ModelError::Inference(format!("tokenization failed: {error}")))?;
+        let ids = encoding.get_ids();
+        let limit = limit.max(2);
+        if ids.len() <= limit {
+            return Ok(ids.to_vec());
+        }
+        let head = limit / 2;
+        let mut kept = ids[..head].to_vec();
+        kept.extend_from_slice(&ids[ids.len() - (limit - head)..]);
+        Ok(kept)
+    }
+
     /// Number of word pieces `text` has before truncation, `[CLS]` and `[SEP]` included.
     pub(crate) fn count(&self, text: &str) -> Result<usize> {
         self.tokenizer
