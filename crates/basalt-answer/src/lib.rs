@@ -27,4 +27,6 @@ pub use pipeline::{
     answer, relevance, strip_markers,
 };
 pub use prompt::{DEFAULT_TEMPLATE_VERSION, HistoryTurn, default_template, location};
-pub use session::{HISTORY_TURNS, Session, SessionPolicy, SessionStore, Turn, standalone_query};
+pub use session::{
+    HISTORY_TURNS, Session, SessionOverview, SessionPolicy, SessionStore, Turn, standalone_query,
+};

@@ -214,17 +214,30 @@ impl SessionStore {
         }
     }
 
-    /// `owner`'s live sessions, most recently used first (not touching them).
-    pub fn list(&self, owner: &str) -> Vec<Session> {
+    /// `owner`'s live sessions, most recently used first (not touching them), as overviews
+    /// built under the lock: a list never copies the turns and their cited passages.
+    pub fn list(&self, owner: &str) -> Vec<SessionOverview> {
         let mut sessions = self.lock();
         self.expire(&mut sessions);
-        let mut owned: Vec<Session> = sessions
+        let mut owned: Vec<&Session> = sessions
             .values()
             .filter(|session| session.owner == owner)
-            .cloned()
             .collect();
         owned.sort_by_key(|session| std::cmp::Reverse(session.last_used));
         owned
+            .into_iter()
+            .map(|session| SessionOverview {
+                id: session.id.clone(),
+                kb: session.kb.clone(),
+                started: session.started,
+                turns: session.turns.len(),
+                title: session
+                    .turns
+                    .first()
+                    .map(|turn| turn.question.clone())
+                    .unwrap_or_default(),
+            })
+            .collect()
     }
 
     pub fn delete(&self, id: &str) -> bool {
@@ -235,6 +248,19 @@ impl SessionStore {
         let ttl = self.policy.ttl;
         sessions.retain(|_, session| session.last_used.is_some_and(|used| used.elapsed() < ttl));
     }
+}
+
+/// What a list of conversations shows of one: enough to pick it again.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SessionOverview {
+    pub id: String,
+    pub kb: String,
+    /// Seconds since the Unix epoch.
+    pub started: u64,
+    /// Turns so far.
+    pub turns: usize,
+    /// Its first question (empty before the first turn).
+    pub title: String,
 }
 
 /// 128 bits from the standard library's randomly seeded hasher (fresh keys per call).
@@ -303,6 +329,7 @@ mod tests {
         let other = store.create("kb", "bob");
         assert_eq!(store.list("bob").len(), 1, "only bob's own");
         assert_eq!(store.list("bob")[0].id, other.id);
+        assert_eq!(store.list("bob")[0].title, "", "no turn yet");
         assert!(store.delete(&other.id));
         assert!(store.record(
             &session.id,
@@ -317,6 +344,8 @@ mod tests {
         ));
         let kept = store.get(&session.id).expect("live");
         assert_eq!(kept.turns[0].prompt, None);
+        let listed = store.list("alice");
+        assert_eq!((listed[0].turns, listed[0].title.as_str()), (1, "q"));
         assert_eq!(kept.history().len(), 1);
         let second = store.create("kb", "alice");
         let third = store.create("kb", "alice");

@@ -530,16 +530,12 @@ pub(crate) async fn list_sessions(
         .sessions
         .list(&caller.principal)
         .into_iter()
-        .map(|session| SessionSummary {
-            title: session
-                .turns
-                .first()
-                .map(|turn| turn.question.clone())
-                .unwrap_or_default(),
-            turns: session.turns.len(),
-            id: session.id,
-            kb: session.kb,
-            started: session.started,
+        .map(|overview| SessionSummary {
+            id: overview.id,
+            kb: overview.kb,
+            started: overview.started,
+            turns: overview.turns,
+            title: overview.title,
         })
         .collect();
     Json(SessionList { sessions })
