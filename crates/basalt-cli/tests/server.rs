@@ -2054,11 +2054,10 @@ fn guardrails_over_http_anonymize_streamed_answers_and_block_inputs() {
     });
     let (status, body) = post_json(port, "/v1/guardrails", &echo.to_string());
     assert_eq!(status, 201, "{body}");
-    let ask = |guardrail: Option<&str>| {
+    let ask = |prompt: &str, guardrail: Option<&str>| {
         let mut request = serde_json::json!({
             "model": "smollm2-135m-instruct", "stream": true, "max_tokens": 40,
-            "messages": [{"role": "user", "content":
-                format!("What is the email address in this text? Text: Write to {EMAIL} for help.")}],
+            "messages": [{"role": "user", "content": prompt}],
         });
         if let Some(guardrail) = guardrail {
             request["guardrail"] = guardrail.into();
@@ -2074,14 +2073,24 @@ fn guardrails_over_http_anonymize_streamed_answers_and_block_inputs() {
             })
             .collect::<Vec<String>>()
     };
-    // Without the guardrail the model does repeat it, split over several tokens.
-    let unguarded = ask(None);
-    assert!(unguarded.concat().contains(EMAIL), "{unguarded:?}");
+    // Without the guardrail the model does repeat it, split over several tokens. Whether a
+    // given prompt makes the small model echo the address depends on the CPU's float rounding
+    // (greedy decoding flips on near ties), so the first of a few prompts that does is used.
+    let prompts = [
+        format!("What is the email address in this text? Text: Write to {EMAIL} for help."),
+        format!("Say the word banana, then the address {EMAIL}"),
+        format!("Repeat this exactly: Write to {EMAIL} for help."),
+    ];
+    let (prompt, unguarded) = prompts
+        .iter()
+        .map(|prompt| (prompt, ask(prompt, None)))
+        .find(|(_, pieces)| pieces.concat().contains(EMAIL))
+        .expect("one of the prompts makes the model repeat the address");
     assert!(
         unguarded.iter().all(|piece| !piece.contains(EMAIL)),
         "{unguarded:?}"
     );
-    let guarded = ask(Some("out-only"));
+    let guarded = ask(prompt, Some("out-only"));
     for piece in &guarded {
         assert!(
             !piece.contains("help.desk") && !piece.contains("example.com"),
