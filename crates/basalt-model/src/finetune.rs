@@ -73,20 +73,7 @@ impl Params {
     pub(crate) fn from_encoder(encoder: &BertEncoder, seed: u64) -> Params {
         let mut tensors = Vec::with_capacity(encoder.layers.len() * PER_LAYER + 2);
         for layer in &encoder.layers {
-            tensors.extend([
-                layer.qkv.weight.clone(),
-                layer.qkv.bias.clone(),
-                layer.attention_output.weight.clone(),
-                layer.attention_output.bias.clone(),
-                layer.attention_norm.weight.clone(),
-                layer.attention_norm.bias.clone(),
-                layer.intermediate.weight.clone(),
-                layer.intermediate.bias.clone(),
-                layer.output.weight.clone(),
-                layer.output.bias.clone(),
-                layer.output_norm.weight.clone(),
-                layer.output_norm.bias.clone(),
-            ]);
+            tensors.extend(layer_tensors(layer).map(Clone::clone));
         }
         let bound = 1.0 / (encoder.hidden as f32).sqrt();
         let mut random = SplitMix(seed ^ 0x5eed_1e55);
@@ -97,6 +84,12 @@ impl Params {
         );
         tensors.push(vec![(random.unit() * 2.0 - 1.0) * bound]);
         Params { tensors }
+    }
+
+    /// Tensors `index` and `index + 1` (a weight or gain and its bias), both writable.
+    fn pair_mut(&mut self, index: usize) -> (&mut [f32], &mut [f32]) {
+        let (first, rest) = self.tensors[index..].split_at_mut(1);
+        (&mut first[0], &mut rest[0])
     }
 
     fn zeros_like(&self) -> Params {
@@ -145,6 +138,24 @@ impl Params {
             };
         }
     }
+}
+
+/// A layer's trainable tensors, in the order of the indices above.
+fn layer_tensors(layer: &Layer) -> [&Vec<f32>; PER_LAYER] {
+    [
+        &layer.qkv.weight,
+        &layer.qkv.bias,
+        &layer.attention_output.weight,
+        &layer.attention_output.bias,
+        &layer.attention_norm.weight,
+        &layer.attention_norm.bias,
+        &layer.intermediate.weight,
+        &layer.intermediate.bias,
+        &layer.output.weight,
+        &layer.output.bias,
+        &layer.output_norm.weight,
+        &layer.output_norm.bias,
+    ]
 }
 
 /// A small deterministic generator (SplitMix64) for the head's initialisation and shuffling.
@@ -418,60 +429,58 @@ fn layer_backward(
     let rows = grad.len() / hidden;
     let p = |tensor| params.layer(index, tensor);
     let base = index * PER_LAYER;
-    let (before, rest) = grads.tensors.split_at_mut(base + OUT_NORM_G);
-    let (gain_grad, bias_grad) = rest.split_at_mut(1);
+    let (gain_grad, bias_grad) = grads.pair_mut(base + OUT_NORM_G);
     norm_backward(
         grad,
         &cache.output_normalized,
         &cache.output_inverse_std,
         p(OUT_NORM_G),
-        &mut gain_grad[0],
-        &mut bias_grad[0],
+        gain_grad,
+        bias_grad,
     );
     // The residual carries `grad` to the middle; the feed-forward block adds to it.
-    let (weights, biases) = before.split_at_mut(base + DOWN_B);
+    let (weight_grad, bias_grad) = grads.pair_mut(base + DOWN_W);
     let mut activated_grad = linear_backward(
         &cache.activated,
         p(DOWN_W),
         grad,
         rows,
-        &mut weights[base + DOWN_W],
-        &mut biases[0],
+        weight_grad,
+        bias_grad,
     );
     for (g, &x) in activated_grad.iter_mut().zip(&cache.up) {
         *g *= gelu_derivative(x);
     }
-    let (weights, biases) = grads.tensors.split_at_mut(base + UP_B);
+    let (weight_grad, bias_grad) = grads.pair_mut(base + UP_W);
     let middle_grad = linear_backward(
         &cache.middle,
         p(UP_W),
         &activated_grad,
         rows,
-        &mut weights[base + UP_W],
-        &mut biases[0],
+        weight_grad,
+        bias_grad,
     );
     for (g, m) in grad.iter_mut().zip(&middle_grad) {
         *g += m;
     }
-    let (before, rest) = grads.tensors.split_at_mut(base + ATTN_NORM_G);
-    let (gain_grad, bias_grad) = rest.split_at_mut(1);
+    let (gain_grad, bias_grad) = grads.pair_mut(base + ATTN_NORM_G);
     norm_backward(
         grad,
         &cache.attention_normalized,
         &cache.attention_inverse_std,
         p(ATTN_NORM_G),
-        &mut gain_grad[0],
-        &mut bias_grad[0],
+        gain_grad,
+        bias_grad,
     );
     // `grad` is now the gradient of the attention block's sum (input + projection).
-    let (weights, biases) = before.split_at_mut(base + ATTN_OUT_B);
+    let (weight_grad, bias_grad) = grads.pair_mut(base + ATTN_OUT_W);
     let context_grad = linear_backward(
         &cache.context,
         p(ATTN_OUT_W),
         grad,
         rows,
-        &mut weights[base + ATTN_OUT_W],
-        &mut biases[0],
+        weight_grad,
+        bias_grad,
     );
 
     let head_size = hidden / shape.heads;
@@ -552,14 +561,14 @@ fn layer_backward(
             }
         }
     }
-    let (weights, biases) = grads.tensors.split_at_mut(base + QKV_B);
+    let (weight_grad, bias_grad) = grads.pair_mut(base + QKV_W);
     let input_grad = linear_backward(
         &cache.input,
         p(QKV_W),
         &qkv_grad,
         rows,
-        &mut weights[base + QKV_W],
-        &mut biases[0],
+        weight_grad,
+        bias_grad,
     );
     for (g, i) in grad.iter_mut().zip(&input_grad) {
         *g += i;
@@ -812,13 +821,20 @@ impl FineTunedClassifier {
     /// The trained weights (every layer and the head; the embedding tables are the base
     /// model's), to be read back by [`FineTunedClassifier::from_bytes`] with the same base model.
     pub fn to_bytes(&self) -> Vec<u8> {
-        let params = Params::from_encoder(&self.encoder, 0);
+        let bias = [self.bias];
+        let tensors: Vec<&[f32]> = self
+            .encoder
+            .layers
+            .iter()
+            .flat_map(layer_tensors)
+            .map(Vec::as_slice)
+            .chain([self.head.as_slice(), bias.as_slice()])
+            .collect();
         let mut bytes = Vec::new();
         bytes.extend_from_slice(MAGIC);
         bytes.extend_from_slice(&(self.max_tokens as u64).to_le_bytes());
-        bytes.extend_from_slice(&(params.tensors.len() as u64).to_le_bytes());
-        let layer_tensors = &params.tensors[..params.tensors.len() - 2];
-        for tensor in layer_tensors.iter().chain([&self.head, &vec![self.bias]]) {
+        bytes.extend_from_slice(&(tensors.len() as u64).to_le_bytes());
+        for tensor in tensors {
             bytes.extend_from_slice(&(tensor.len() as u64).to_le_bytes());
             for value in tensor {
                 bytes.extend_from_slice(&value.to_le_bytes());
@@ -831,7 +847,13 @@ impl FineTunedClassifier {
     /// `model_dir`.
     pub fn from_bytes(bytes: &[u8], model_dir: &Path, threads: usize) -> Result<Self> {
         let mut encoder = BertEncoder::load(model_dir)?;
-        let expected = Params::from_encoder(&encoder, 0);
+        // Each tensor's length: the layers', then the head's weight and bias.
+        let expected: Vec<usize> = encoder
+            .layers
+            .iter()
+            .flat_map(|layer| layer_tensors(layer).map(Vec::len))
+            .chain([encoder.hidden, 1])
+            .collect();
         let damaged = || {
             ModelError::InvalidRequest(
                 "the fine-tuned weights are damaged or were trained on another base model"
@@ -844,15 +866,15 @@ impl FineTunedClassifier {
         }
         let max_tokens = reader.number().ok_or_else(damaged)?;
         let count = reader.number().ok_or_else(damaged)?;
-        if count != expected.tensors.len() || !(2..=512).contains(&max_tokens) {
+        if count != expected.len() || !(2..=512).contains(&max_tokens) {
             return Err(damaged());
         }
         let mut tensors = Vec::with_capacity(count);
-        for shape in &expected.tensors {
-            if reader.number() != Some(shape.len()) {
+        for &length in &expected {
+            if reader.number() != Some(length) {
                 return Err(damaged());
             }
-            let raw = reader.take(4 * shape.len()).ok_or_else(damaged)?;
+            let raw = reader.take(4 * length).ok_or_else(damaged)?;
             let tensor: Vec<f32> = raw
                 .chunks_exact(4)
                 .map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]]))
