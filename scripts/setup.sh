@@ -50,8 +50,9 @@ log "installing the default models into ${BASALT_MODELS_DIR:-~/.local/share/basa
 
 # The guardrails' prompt-attack classifier is trained here, from labelled prompts (it is not
 # shipped: the public set it learns from is licensed for evaluation only): the n-gram model in
-# seconds, then the embedding model fine-tuned on the same prompts (about 11 minutes on 2
-# cores). Skipped when the classifier exists.
+# seconds, then the embedding model fine-tuned on the same prompts, once per cross-validation
+# fold so the thresholds are read off every prompt (about 27 minutes on 2 cores). Skipped when
+# a classifier trained that way on the same prompts exists.
 prompts="${BASALT_SHARED_DATA:-../shared/data}/guardrails/prompt-attacks.jsonl"
 if [ -f "$prompts" ]; then
     "$bin" guard train-attacks --if-missing --encoder --dataset "$prompts" >&2

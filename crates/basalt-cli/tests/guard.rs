@@ -172,7 +172,14 @@ fn the_installed_prompt_attack_classifier_meets_the_floor_held_out() {
          --encoder --dataset {}`",
         dataset.display()
     );
-    assert!(stack["held_out"].as_u64() > Some(500), "{stack}");
+    // Calibrated on every prompt, each scored by an encoder that did not train on it.
+    let prompts = std::fs::read_to_string(&dataset)
+        .expect("dataset")
+        .lines()
+        .filter(|line| !line.trim().is_empty())
+        .count() as u64;
+    assert_eq!(stack["held_out"].as_u64(), Some(prompts), "{stack}");
+    assert_eq!(stack["folds"].as_array().map(Vec::len), Some(5), "{stack}");
     let at_five = stack["calibration"]
         .as_array()
         .expect("calibration")
@@ -341,6 +348,7 @@ fn train_attacks_with_an_encoder_stacks_a_fine_tuned_model() {
     let dataset = ws.dir.path().join("small.jsonl");
     std::fs::write(&dataset, small.join("\n")).expect("write");
     let out = ws.dir.path().join("stacked/classifier.bin");
+    let scores = ws.dir.path().join("held-out.jsonl");
     let models = models.display().to_string();
     let report = ws.json(&[
         "--models-dir",
@@ -350,20 +358,56 @@ fn train_attacks_with_an_encoder_stacks_a_fine_tuned_model() {
         "--dataset",
         &dataset.display().to_string(),
         "--encoder",
+        "--encoder-folds",
+        "2",
+        "--held-out-scores",
+        &scores.display().to_string(),
         "--out",
         &out.display().to_string(),
         "--json",
     ]);
     let stack = &report["provenance"]["encoder"];
     let held_out = stack["held_out"].as_u64().expect("held out");
-    assert!((8..=30).contains(&held_out), "{report}");
+    assert!((16..=60).contains(&held_out), "{report}");
+    let folds = stack["folds"].as_array().expect("folds");
+    assert_eq!(folds.len(), 2, "{report}");
     assert_eq!(
-        stack["calibration"].as_array().map(Vec::len),
-        Some(5),
-        "{report}"
+        folds
+            .iter()
+            .filter_map(|f| f["held_out"].as_u64())
+            .sum::<u64>(),
+        held_out
     );
     assert!(stack["auc"].as_f64() > Some(0.5), "{report}");
     assert!(out.with_extension("encoder").exists());
+
+    // The held-out scores, scored independently, give the calibration the classifier reports.
+    let lines: Vec<serde_json::Value> = std::fs::read_to_string(&scores)
+        .expect("scores")
+        .lines()
+        .map(|line| serde_json::from_str(line).expect("JSON line"))
+        .collect();
+    assert_eq!(lines.len() as u64, held_out);
+    let calibration = stack["calibration"].as_array().expect("calibration");
+    assert_eq!(calibration.len(), 5, "{report}");
+    for point in calibration {
+        let threshold = point["threshold"].as_f64().expect("threshold");
+        let share = |label: &str| {
+            let of_label: Vec<f64> = lines
+                .iter()
+                .filter(|line| line["label"] == label)
+                .filter_map(|line| line["score"].as_f64())
+                .collect();
+            of_label.iter().filter(|&&s| s > threshold).count() as f64 / of_label.len() as f64
+        };
+        let close = |a: f64, b: Option<f64>| b.is_some_and(|b| (a - b).abs() < 1e-6);
+        assert!(close(share("attack"), point["recall"].as_f64()), "{point}");
+        assert!(
+            close(share("benign"), point["false_positive_rate"].as_f64()),
+            "{point}"
+        );
+    }
+    assert!(lines.iter().all(|line| line["text"].is_string()));
 
     let config = ws.dir.path().join("shield.json");
     std::fs::write(&config, r#"{"prompt_attacks": {}}"#).expect("write");
@@ -398,6 +442,35 @@ fn train_attacks_with_an_encoder_stacks_a_fine_tuned_model() {
     // Without its encoder file the stacked classifier is refused, with what to do.
     std::fs::remove_file(installed.join("classifier.encoder")).expect("remove");
     assert_clean_failure(&check("hello"), "train-attacks --encoder");
+
+    // `--if-missing` keeps a classifier trained as asked on the same prompts, and trains again
+    // one trained otherwise.
+    let again = |folds: &str| {
+        let output = ws.run(&[
+            "--models-dir",
+            &models,
+            "guard",
+            "train-attacks",
+            "--if-missing",
+            "--dataset",
+            &dataset.display().to_string(),
+            "--encoder",
+            "--encoder-folds",
+            folds,
+            "--out",
+            &out.display().to_string(),
+        ]);
+        assert!(output.status.success(), "{output:?}");
+        String::from_utf8_lossy(&output.stdout).into_owned()
+            + &String::from_utf8_lossy(&output.stderr)
+    };
+    assert!(again("2").contains("exists"));
+    let retrained = again("1");
+    assert!(retrained.contains("trained differently"), "{retrained}");
+    assert!(
+        retrained.contains("of fold 1 it did not train on"),
+        "{retrained}"
+    );
 }
 
 /// `basalt ask --guardrail`: the question is checked before retrieval, the streamed answer and

@@ -93,8 +93,10 @@ pub struct Provenance {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct EncoderStack {
     /// The base model's directory: the encoder's embedding tables and tokenizer come from it.
+    /// The encoder kept is the one trained without the first cross-validation fold, and the
+    /// means, deviations and range below are its and the SVM's on that fold.
     pub base_model: PathBuf,
-    /// Prompts held out of the encoder's training (the first cross-validation fold).
+    /// Held-out prompts the combination is calibrated on: every scored fold's.
     pub held_out: usize,
     pub weight: f32,
     pub svm_mean: f32,
@@ -108,10 +110,105 @@ pub struct EncoderStack {
     /// Held-out AUC of the SVM alone and of the combination.
     pub svm_auc: f32,
     pub auc: f32,
-    /// Held-out calibration of the SVM alone on the same prompts, for comparison.
+    /// Held-out calibration of the SVM alone on the same prompts, for comparison (its
+    /// thresholds are on the standardized score).
     pub svm_calibration: Vec<Calibration>,
     /// Held-out calibration of the combination: its thresholds are the ones used.
     pub calibration: Vec<Calibration>,
+    /// Each scored fold on its own (the first is the one whose encoder is kept). Empty in files
+    /// written before folds were reported; those were calibrated on the first fold alone.
+    #[serde(default)]
+    pub folds: Vec<FoldScore>,
+}
+
+/// How the stack did on one cross-validation fold, at the default false-positive rate
+/// ([`DEFAULT_FALSE_POSITIVE_RATE`]) read off that fold's own scores.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+pub struct FoldScore {
+    pub held_out: usize,
+    pub auc: f32,
+    pub svm_auc: f32,
+    pub recall: f32,
+    pub false_positive_rate: f32,
+    pub svm_recall: f32,
+}
+
+impl FoldScore {
+    fn of(svm: &[f32], stacked: &[f32], labels: &[bool]) -> FoldScore {
+        let stack = calibrate(stacked, labels);
+        let at_default = |calibration: &[Calibration]| {
+            calibration
+                .iter()
+                .find(|point| (point.target - DEFAULT_FALSE_POSITIVE_RATE).abs() < 1e-6)
+                .copied()
+        };
+        let point = at_default(&stack);
+        FoldScore {
+            held_out: labels.len(),
+            auc: auc(stacked, labels),
+            svm_auc: auc(svm, labels),
+            recall: point.map_or(0.0, |p| p.recall),
+            false_positive_rate: point.map_or(0.0, |p| p.false_positive_rate),
+            svm_recall: at_default(&calibrate(svm, labels)).map_or(0.0, |p| p.recall),
+        }
+    }
+}
+
+/// A prompt's scores from the models that did not train on it, standardized as in the stack.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize)]
+pub struct HeldOutScore {
+    /// The prompt's index in the training records.
+    pub record: usize,
+    /// Its cross-validation fold (0 is the one whose encoder is kept).
+    pub fold: usize,
+    pub svm: f32,
+    pub encoder: f32,
+    /// `svm + weight × encoder`: what the thresholds are read off.
+    pub score: f32,
+}
+
+/// One fold's held-out scores standardized: each model's by its own mean and standard
+/// deviation on the fold, so folds pool and the kept encoder's scores compare with them.
+#[derive(Debug, Clone, Copy)]
+struct HeldOutFold {
+    svm_mean: f32,
+    svm_std: f32,
+    encoder_mean: f32,
+    encoder_std: f32,
+    encoder_low: f32,
+    encoder_high: f32,
+}
+
+impl HeldOutFold {
+    fn new(svm: &[f32], encoder: &[f32]) -> HeldOutFold {
+        let (svm_mean, svm_std) = mean_and_std(svm);
+        let (encoder_mean, encoder_std) = mean_and_std(encoder);
+        let standard = encoder
+            .iter()
+            .map(|score| (score - encoder_mean) / encoder_std);
+        HeldOutFold {
+            svm_mean,
+            svm_std,
+            encoder_mean,
+            encoder_std,
+            encoder_low: standard.clone().fold(f32::MAX, f32::min),
+            encoder_high: standard.fold(f32::MIN, f32::max),
+        }
+    }
+
+    fn standard_svm<'a>(&self, svm: &'a [f32]) -> impl Iterator<Item = f32> + 'a {
+        let (mean, std) = (self.svm_mean, self.svm_std);
+        svm.iter().map(move |score| (score - mean) / std)
+    }
+
+    fn stacked(&self, svm: &[f32], encoder: &[f32]) -> Vec<f32> {
+        self.standard_svm(svm)
+            .zip(encoder)
+            .map(|(svm, score)| {
+                svm + ENCODER_WEIGHT * (score - self.encoder_mean) / self.encoder_std
+            })
+            .collect()
+    }
 }
 
 impl EncoderStack {
@@ -243,78 +340,111 @@ impl AttackClassifier {
     }
 
     /// Fine-tunes the BERT model in `base_model` on `records` (the ones this classifier was
-    /// trained on) except the first cross-validation fold, and stacks it on the SVM with the
-    /// thresholds calibrated on that fold. `progress(step, steps, loss)` follows the training
-    /// (minutes on a CPU).
+    /// trained on) and stacks it on the SVM. The stack is measured by cross-validation over the
+    /// first `scored_folds` folds (1 to the classifier's fold count): for each, an encoder and an
+    /// SVM train on the other folds and score it. The thresholds are read off the held-out
+    /// stacked scores of all those folds together; the first fold's encoder is the one kept.
+    /// `progress(step, steps, loss)` follows the training over all folds (minutes per fold on a
+    /// CPU). Returns the held-out scores the thresholds were read off.
     pub fn add_encoder(
         &mut self,
         records: &[PromptRecord],
         base_model: &Path,
         options: &FineTuneOptions,
+        scored_folds: usize,
         progress: &mut (dyn FnMut(usize, usize, f32) + Send),
-    ) -> Result<(), AttackError> {
+    ) -> Result<Vec<HeldOutScore>, AttackError> {
         let folds = self.header.provenance.folds.max(2);
         let labels: Vec<bool> = records.iter().map(|r| r.label == "attack").collect();
-        let held_out =
-            |index: usize| (fnv(records[index].text.as_bytes()) as usize).is_multiple_of(folds);
-        let (test, train): (Vec<usize>, Vec<usize>) =
-            (0..records.len()).partition(|&i| held_out(i));
+        let fold_of = |index: usize| fnv(records[index].text.as_bytes()) as usize % folds;
+        let splits: Vec<(Vec<usize>, Vec<usize>)> = (0..scored_folds.clamp(1, folds))
+            .map(|fold| (0..records.len()).partition(|&i| fold_of(i) == fold))
+            .collect();
         let both =
             |rows: &[usize]| rows.iter().any(|&i| labels[i]) && rows.iter().any(|&i| !labels[i]);
-        if !both(&test) || !both(&train) {
+        if splits
+            .iter()
+            .any(|(test, train)| !both(test) || !both(train))
+        {
             return Err(AttackError::NoHeldOutFold);
         }
-        // The SVM's held-out scores on the same fold, as in the cross-validation.
         let bits = self.header.bits;
         let counts: Vec<Counts> = records.iter().map(|r| Counts::of(&r.text, bits)).collect();
-        let svm = fit(&counts, &labels, &train, bits, self.header.regularization);
-        let svm_scores: Vec<f32> = test.iter().map(|&i| svm.score(&records[i].text)).collect();
-
-        let texts: Vec<&str> = train.iter().map(|&i| records[i].text.as_str()).collect();
-        let train_labels: Vec<bool> = train.iter().map(|&i| labels[i]).collect();
-        let encoder = FineTunedClassifier::train(
-            base_model,
-            &texts,
-            &train_labels,
-            ENCODER_TOKENS,
-            ENCODER_THREADS,
-            options,
-            progress,
-        )?;
-        let test_texts: Vec<&str> = test.iter().map(|&i| records[i].text.as_str()).collect();
-        let mut encoder_scores = Vec::with_capacity(test.len());
-        for chunk in test_texts.chunks(32) {
-            encoder_scores.extend(encoder.logits(chunk)?);
+        let steps: usize = splits
+            .iter()
+            .map(|(_, train)| options.steps(train.len()))
+            .sum();
+        // Training takes every core; the encoder kept is loaded with ENCODER_THREADS to serve.
+        let training_threads =
+            std::thread::available_parallelism().map_or(ENCODER_THREADS, usize::from);
+        let mut done = 0;
+        let (mut svm_pooled, mut stacked_pooled, mut labels_pooled) = (vec![], vec![], vec![]);
+        let mut held_out_scores = Vec::with_capacity(records.len());
+        let mut scored = Vec::with_capacity(splits.len());
+        let mut kept = None;
+        for (fold_index, (test, train)) in splits.iter().enumerate() {
+            // The SVM's held-out scores on the fold, as in the cross-validation.
+            let svm = fit(&counts, &labels, train, bits, self.header.regularization);
+            let svm_scores: Vec<f32> = test.iter().map(|&i| svm.score(&records[i].text)).collect();
+            let texts: Vec<&str> = train.iter().map(|&i| records[i].text.as_str()).collect();
+            let train_labels: Vec<bool> = train.iter().map(|&i| labels[i]).collect();
+            let encoder = FineTunedClassifier::train(
+                base_model,
+                &texts,
+                &train_labels,
+                ENCODER_TOKENS,
+                training_threads,
+                options,
+                &mut |step, _, loss| progress(done + step, steps, loss),
+            )?;
+            done += options.steps(train.len());
+            let test_texts: Vec<&str> = test.iter().map(|&i| records[i].text.as_str()).collect();
+            let mut encoder_scores = Vec::with_capacity(test.len());
+            for chunk in test_texts.chunks(32) {
+                encoder_scores.extend(encoder.logits(chunk)?);
+            }
+            let test_labels: Vec<bool> = test.iter().map(|&i| labels[i]).collect();
+            let fold = HeldOutFold::new(&svm_scores, &encoder_scores);
+            let stacked = fold.stacked(&svm_scores, &encoder_scores);
+            scored.push(FoldScore::of(&svm_scores, &stacked, &test_labels));
+            for (((&record, svm), encoder), &score) in test
+                .iter()
+                .zip(fold.standard_svm(&svm_scores))
+                .zip(&encoder_scores)
+                .zip(&stacked)
+            {
+                held_out_scores.push(HeldOutScore {
+                    record,
+                    fold: fold_index,
+                    svm,
+                    encoder: (encoder - fold.encoder_mean) / fold.encoder_std,
+                    score,
+                });
+            }
+            svm_pooled.extend(fold.standard_svm(&svm_scores));
+            stacked_pooled.extend(stacked);
+            labels_pooled.extend(test_labels);
+            kept.get_or_insert((encoder, fold));
         }
-        let test_labels: Vec<bool> = test.iter().map(|&i| labels[i]).collect();
-        let (svm_mean, svm_std) = mean_and_std(&svm_scores);
-        let (encoder_mean, encoder_std) = mean_and_std(&encoder_scores);
-        let standard_encoder: Vec<f32> = encoder_scores
-            .iter()
-            .map(|score| (score - encoder_mean) / encoder_std)
-            .collect();
-        let stacked: Vec<f32> = svm_scores
-            .iter()
-            .zip(&standard_encoder)
-            .map(|(svm, encoder)| (svm - svm_mean) / svm_std + ENCODER_WEIGHT * encoder)
-            .collect();
+        let (encoder, fold) = kept.ok_or(AttackError::NoHeldOutFold)?;
         self.header.provenance.encoder = Some(EncoderStack {
             base_model: base_model.to_path_buf(),
-            held_out: test.len(),
+            held_out: labels_pooled.len(),
             weight: ENCODER_WEIGHT,
-            svm_mean,
-            svm_std,
-            encoder_mean,
-            encoder_std,
-            encoder_low: standard_encoder.iter().copied().fold(f32::MAX, f32::min),
-            encoder_high: standard_encoder.iter().copied().fold(f32::MIN, f32::max),
-            svm_auc: auc(&svm_scores, &test_labels),
-            auc: auc(&stacked, &test_labels),
-            svm_calibration: calibrate(&svm_scores, &test_labels),
-            calibration: calibrate(&stacked, &test_labels),
+            svm_mean: fold.svm_mean,
+            svm_std: fold.svm_std,
+            encoder_mean: fold.encoder_mean,
+            encoder_std: fold.encoder_std,
+            encoder_low: fold.encoder_low,
+            encoder_high: fold.encoder_high,
+            svm_auc: auc(&svm_pooled, &labels_pooled),
+            auc: auc(&stacked_pooled, &labels_pooled),
+            svm_calibration: calibrate(&svm_pooled, &labels_pooled),
+            calibration: calibrate(&stacked_pooled, &labels_pooled),
+            folds: scored,
         });
         self.encoder = Some(Arc::new(encoder));
-        Ok(())
+        Ok(held_out_scores)
     }
 
     pub fn provenance(&self) -> &Provenance {
@@ -1036,17 +1166,26 @@ mod tests {
             learning_rate: 1e-4,
             ..FineTuneOptions::default()
         };
-        let mut steps = 0;
+        let (mut steps, mut total) = (0, 0);
         model
-            .add_encoder(&records, &base, &options, &mut |step, _, _| steps = step)
+            .add_encoder(&records, &base, &options, 2, &mut |step, of, _| {
+                (steps, total) = (step, of);
+            })
             .expect("fine-tuned");
-        let held_out = records
-            .iter()
-            .filter(|r| (fnv(r.text.as_bytes()) as usize).is_multiple_of(5))
-            .count();
-        assert_eq!(steps, 2 * (records.len() - held_out).div_ceil(8));
+        // Two folds scored, an encoder trained without each; progress counts both runs.
+        let in_fold = |fold: usize| {
+            records
+                .iter()
+                .filter(|r| fnv(r.text.as_bytes()) as usize % 5 == fold)
+                .count()
+        };
+        let expected =
+            options.steps(records.len() - in_fold(0)) + options.steps(records.len() - in_fold(1));
+        assert_eq!((steps, total), (expected, expected));
         let stack = model.provenance().encoder.clone().expect("stack");
-        assert_eq!(stack.held_out, held_out);
+        assert_eq!(stack.held_out, in_fold(0) + in_fold(1));
+        let held_out: Vec<usize> = stack.folds.iter().map(|fold| fold.held_out).collect();
+        assert_eq!(held_out, [in_fold(0), in_fold(1)]);
         assert_eq!(stack.calibration.len(), CALIBRATED_RATES.len());
         assert!(
             stack.encoder_low < 0.0 && stack.encoder_high > 0.0,

@@ -61,6 +61,13 @@ impl Default for FineTuneOptions {
     }
 }
 
+impl FineTuneOptions {
+    /// Optimizer steps of a run over `examples` training examples.
+    pub fn steps(&self, examples: usize) -> usize {
+        self.epochs * examples.div_ceil(self.batch_size.max(1))
+    }
+}
+
 /// Trainable parameters: `PER_LAYER` tensors per layer, then the head's weight and bias.
 #[derive(Debug, Clone)]
 pub(crate) struct Params {
@@ -719,7 +726,7 @@ pub(crate) fn fine_tune(
     let positives = labels.iter().filter(|&&label| label).count().max(1);
     let positive_weight = (labels.len() - positives) as f32 / positives as f32;
     let batch = options.batch_size.max(1);
-    let steps = options.epochs * sequences.len().div_ceil(batch);
+    let steps = options.steps(sequences.len());
     let warmup = (steps as f32 * 0.1).max(1.0);
     let mut random = SplitMix(options.seed);
     let mut order: Vec<usize> = (0..sequences.len()).collect();

@@ -65,7 +65,8 @@ pub(crate) struct TrainAttacksArgs {
     /// Where to write the classifier [default: <models dir>/prompt-attack/classifier.bin]
     #[arg(long, value_name = "FILE")]
     out: Option<PathBuf>,
-    /// Do nothing when the classifier file already exists
+    /// Do nothing when the classifier file exists and was trained as asked on this dataset
+    /// (otherwise it is trained again)
     #[arg(long)]
     if_missing: bool,
     /// Cross-validation folds for the calibration
@@ -75,6 +76,16 @@ pub(crate) struct TrainAttacksArgs {
     /// (about 11 minutes on 2 cores for the shared set; docs/guardrails.md)
     #[arg(long)]
     encoder: bool,
+    /// Cross-validation folds the stacked encoder is measured and calibrated on, one encoder
+    /// fine-tuned per fold [default: all of them, so every prompt counts]. 1 is that many times
+    /// faster, with thresholds read off one fold's prompts
+    #[arg(long, value_name = "N", requires = "encoder",
+          value_parser = clap::value_parser!(u16).range(1..=20))]
+    encoder_folds: Option<u16>,
+    /// Write every held-out prompt's scores, JSONL {"text", "label", "fold", "svm", "encoder",
+    /// "score"}, to check the calibration independently
+    #[arg(long, value_name = "FILE.jsonl", requires = "encoder")]
+    held_out_scores: Option<PathBuf>,
     /// Embedding model to fine-tune with --encoder [default: the installed all-MiniLM-L6-v2]
     #[arg(long, value_name = "DIR", requires = "encoder")]
     base_model: Option<PathBuf>,
@@ -275,19 +286,43 @@ fn train_attacks(args: &TrainAttacksArgs, settings: &Settings) -> anyhow::Result
         .out
         .clone()
         .unwrap_or_else(|| settings.models_dir.prompt_attack_classifier());
-    if args.if_missing && out.exists() {
-        print_line(&format!(
-            "the prompt-attack classifier {} exists",
-            out.display()
-        ))?;
-        return Ok(ExitCode::SUCCESS);
-    }
     let records = read_prompts(&args.dataset)?;
     let options = TrainOptions {
         folds: usize::from(args.folds),
         ..TrainOptions::default()
     };
+    let encoder_folds = args
+        .encoder_folds
+        .map_or(options.folds, usize::from)
+        .min(options.folds);
+    if args.if_missing && out.exists() {
+        let wanted = |provenance: &basalt_guard::attacks::Provenance| {
+            provenance.dataset_sha256 == basalt_guard::attacks::digest(&records)
+                && provenance.folds == options.folds
+                && match (&provenance.encoder, args.encoder) {
+                    (Some(stack), true) => stack.folds.len().max(1) == encoder_folds,
+                    (None, false) => true,
+                    _ => false,
+                }
+        };
+        match AttackClassifier::load(&out) {
+            Ok(existing) if wanted(existing.provenance()) => {
+                print_line(&format!(
+                    "the prompt-attack classifier {} exists",
+                    out.display()
+                ))?;
+                return Ok(ExitCode::SUCCESS);
+            }
+            Ok(_) => eprintln!(
+                "the prompt-attack classifier {} was trained differently or on other data; \
+                 training it again",
+                out.display()
+            ),
+            Err(error) => eprintln!("{error:#}\nso it is trained again"),
+        }
+    }
     let mut classifier = AttackClassifier::train(&records, &options)?;
+    let mut held_out_scores = Vec::new();
     if args.encoder {
         let base_model = args
             .base_model
@@ -303,11 +338,12 @@ fn train_attacks(args: &TrainAttacksArgs, settings: &Settings) -> anyhow::Result
             progress.set_draw_target(indicatif::ProgressDrawTarget::hidden());
         }
         let mut average = None::<f32>;
-        classifier
+        let held_out = classifier
             .add_encoder(
                 &records,
                 &base_model,
                 &basalt_model::FineTuneOptions::default(),
+                encoder_folds,
                 &mut |step, steps, loss| {
                     let smoothed = average.map_or(loss, |mean| 0.95 * mean + 0.05 * loss);
                     average = Some(smoothed);
@@ -318,8 +354,12 @@ fn train_attacks(args: &TrainAttacksArgs, settings: &Settings) -> anyhow::Result
             )
             .with_context(|| format!("while fine-tuning {}", base_model.display()))?;
         progress.finish_and_clear();
+        held_out_scores = held_out;
     }
     classifier.save(&out)?;
+    if let Some(path) = &args.held_out_scores {
+        write_held_out_scores(path, &records, &held_out_scores)?;
+    }
     let provenance = classifier.provenance();
     if args.json {
         print_line(&serde_json::to_string_pretty(&serde_json::json!({
@@ -344,9 +384,10 @@ fn train_attacks(args: &TrainAttacksArgs, settings: &Settings) -> anyhow::Result
     }
     if let Some(stack) = &provenance.encoder {
         print_line(&format!(
-            "fine-tuned encoder stacked on it, calibrated on {} prompts it did not train on \
-             (fold 1): AUC {:.3} (n-grams alone {:.3})",
-            stack.held_out, stack.auc, stack.svm_auc
+            "fine-tuned encoder stacked on it, calibrated on {}: AUC {:.3} (n-grams alone {:.3})",
+            held_out_prompts(stack),
+            stack.auc,
+            stack.svm_auc
         ))?;
         print_line(&format!(
             "{:>12} {:>10} {:>8} {:>20} {:>16}",
@@ -362,6 +403,28 @@ fn train_attacks(args: &TrainAttacksArgs, settings: &Settings) -> anyhow::Result
                 alone.recall
             ))?;
         }
+        if stack.folds.len() > 1 {
+            print_line(&format!(
+                "{:>12} {:>10} {:>8} {:>20} {:>16} {:>8}",
+                "fold", "held out", "recall", "false-positive rate", "n-grams recall", "AUC"
+            ))?;
+            for (index, fold) in stack.folds.iter().enumerate() {
+                print_line(&format!(
+                    "{:>12} {:>10} {:>8.3} {:>20.3} {:>16.3} {:>8.3}",
+                    index + 1,
+                    fold.held_out,
+                    fold.recall,
+                    fold.false_positive_rate,
+                    fold.svm_recall,
+                    fold.auc
+                ))?;
+            }
+            print_line(&format!(
+                "(each fold at a {:.2} target false-positive rate read off its own scores; \
+                 the encoder kept is fold 1's)",
+                basalt_guard::attacks::DEFAULT_FALSE_POSITIVE_RATE
+            ))?;
+        }
         print_line(&format!(
             "wrote {}",
             basalt_guard::attacks::encoder_path(&out).display()
@@ -369,6 +432,43 @@ fn train_attacks(args: &TrainAttacksArgs, settings: &Settings) -> anyhow::Result
     }
     print_line(&format!("wrote {}", out.display()))?;
     Ok(ExitCode::SUCCESS)
+}
+
+/// Writes the stack's held-out scores with their prompts, a JSON line each.
+fn write_held_out_scores(
+    path: &Path,
+    records: &[PromptRecord],
+    scores: &[basalt_guard::attacks::HeldOutScore],
+) -> anyhow::Result<()> {
+    let mut lines = String::new();
+    for score in scores {
+        let record = &records[score.record];
+        lines.push_str(&serde_json::to_string(&serde_json::json!({
+            "text": record.text,
+            "label": record.label,
+            "fold": score.fold,
+            "svm": score.svm,
+            "encoder": score.encoder,
+            "score": score.score,
+        }))?);
+        lines.push('\n');
+    }
+    std::fs::write(path, lines)
+        .with_context(|| format!("while writing the held-out scores to {}", path.display()))
+}
+
+/// Which prompts a stacked encoder was calibrated on, for a sentence.
+fn held_out_prompts(stack: &basalt_guard::attacks::EncoderStack) -> String {
+    match stack.folds.len() {
+        0 | 1 => format!(
+            "the {} prompts of fold 1 it did not train on",
+            stack.held_out
+        ),
+        folds => format!(
+            "the {} prompts of folds 1-{folds}, each scored by an encoder that did not train on it",
+            stack.held_out
+        ),
+    }
 }
 
 /// Scores the prompt-attack classifier on labelled prompts, overall and per source.
@@ -478,8 +578,8 @@ fn eval_prompts(
         print_points(&provenance.calibration)?;
         if let Some(stack) = &provenance.encoder {
             print_line(&format!(
-                "and with the fine-tuned encoder, on the {} prompts of fold 1 it did not train on:",
-                stack.held_out
+                "and with the fine-tuned encoder, on {}:",
+                held_out_prompts(stack)
             ))?;
             print_points(&stack.calibration)?;
         }
