@@ -134,22 +134,23 @@ pub struct FoldScore {
 }
 
 impl FoldScore {
-    fn of(svm: &[f32], stacked: &[f32], labels: &[bool]) -> FoldScore {
-        let stack = calibrate(stacked, labels);
-        let at_default = |calibration: &[Calibration]| {
+    fn of(scores: &[HeldOutScore], labels: &[bool]) -> FoldScore {
+        let labels: Vec<bool> = scores.iter().map(|score| labels[score.record]).collect();
+        let svm: Vec<f32> = scores.iter().map(|score| score.svm).collect();
+        let stacked: Vec<f32> = scores.iter().map(|score| score.score).collect();
+        let at_default = |calibration: Vec<Calibration>| {
             calibration
-                .iter()
+                .into_iter()
                 .find(|point| (point.target - DEFAULT_FALSE_POSITIVE_RATE).abs() < 1e-6)
-                .copied()
         };
-        let point = at_default(&stack);
+        let point = at_default(calibrate(&stacked, &labels));
         FoldScore {
             held_out: labels.len(),
-            auc: auc(stacked, labels),
-            svm_auc: auc(svm, labels),
+            auc: auc(&stacked, &labels),
+            svm_auc: auc(&svm, &labels),
             recall: point.map_or(0.0, |p| p.recall),
             false_positive_rate: point.map_or(0.0, |p| p.false_positive_rate),
-            svm_recall: at_default(&calibrate(svm, labels)).map_or(0.0, |p| p.recall),
+            svm_recall: at_default(calibrate(&svm, &labels)).map_or(0.0, |p| p.recall),
         }
     }
 }
@@ -167,7 +168,7 @@ pub struct HeldOutScore {
     pub score: f32,
 }
 
-/// One fold's held-out scores standardized: each model's by its own mean and standard
+/// One fold's standardization: each model's held-out scores by their own mean and standard
 /// deviation on the fold, so folds pool and the kept encoder's scores compare with them.
 #[derive(Debug, Clone, Copy)]
 struct HeldOutFold {
@@ -175,39 +176,42 @@ struct HeldOutFold {
     svm_std: f32,
     encoder_mean: f32,
     encoder_std: f32,
-    encoder_low: f32,
-    encoder_high: f32,
 }
 
 impl HeldOutFold {
-    fn new(svm: &[f32], encoder: &[f32]) -> HeldOutFold {
+    /// The fold's standardization and its prompts' scores (`test` indexes the records).
+    fn score(
+        fold: usize,
+        test: &[usize],
+        svm: &[f32],
+        encoder: &[f32],
+    ) -> (HeldOutFold, Vec<HeldOutScore>) {
         let (svm_mean, svm_std) = mean_and_std(svm);
         let (encoder_mean, encoder_std) = mean_and_std(encoder);
-        let standard = encoder
+        let scores = test
             .iter()
-            .map(|score| (score - encoder_mean) / encoder_std);
-        HeldOutFold {
+            .zip(svm.iter().zip(encoder))
+            .map(|(&record, (svm, encoder))| {
+                let (svm, encoder) = (
+                    (svm - svm_mean) / svm_std,
+                    (encoder - encoder_mean) / encoder_std,
+                );
+                HeldOutScore {
+                    record,
+                    fold,
+                    svm,
+                    encoder,
+                    score: svm + ENCODER_WEIGHT * encoder,
+                }
+            })
+            .collect();
+        let standardization = HeldOutFold {
             svm_mean,
             svm_std,
             encoder_mean,
             encoder_std,
-            encoder_low: standard.clone().fold(f32::MAX, f32::min),
-            encoder_high: standard.fold(f32::MIN, f32::max),
-        }
-    }
-
-    fn standard_svm<'a>(&self, svm: &'a [f32]) -> impl Iterator<Item = f32> + 'a {
-        let (mean, std) = (self.svm_mean, self.svm_std);
-        svm.iter().map(move |score| (score - mean) / std)
-    }
-
-    fn stacked(&self, svm: &[f32], encoder: &[f32]) -> Vec<f32> {
-        self.standard_svm(svm)
-            .zip(encoder)
-            .map(|(svm, score)| {
-                svm + ENCODER_WEIGHT * (score - self.encoder_mean) / self.encoder_std
-            })
-            .collect()
+        };
+        (standardization, scores)
     }
 }
 
@@ -378,11 +382,10 @@ impl AttackClassifier {
         let training_threads =
             std::thread::available_parallelism().map_or(ENCODER_THREADS, usize::from);
         let mut done = 0;
-        let (mut svm_pooled, mut stacked_pooled, mut labels_pooled) = (vec![], vec![], vec![]);
-        let mut held_out_scores = Vec::with_capacity(records.len());
+        let mut held_out = Vec::with_capacity(records.len());
         let mut scored = Vec::with_capacity(splits.len());
         let mut kept = None;
-        for (fold_index, (test, train)) in splits.iter().enumerate() {
+        for (fold, (test, train)) in splits.iter().enumerate() {
             // The SVM's held-out scores on the fold, as in the cross-validation.
             let svm = fit(&counts, &labels, train, bits, self.header.regularization);
             let svm_scores: Vec<f32> = test.iter().map(|&i| svm.score(&records[i].text)).collect();
@@ -403,48 +406,40 @@ impl AttackClassifier {
             for chunk in test_texts.chunks(32) {
                 encoder_scores.extend(encoder.logits(chunk)?);
             }
-            let test_labels: Vec<bool> = test.iter().map(|&i| labels[i]).collect();
-            let fold = HeldOutFold::new(&svm_scores, &encoder_scores);
-            let stacked = fold.stacked(&svm_scores, &encoder_scores);
-            scored.push(FoldScore::of(&svm_scores, &stacked, &test_labels));
-            for (((&record, svm), encoder), &score) in test
-                .iter()
-                .zip(fold.standard_svm(&svm_scores))
-                .zip(&encoder_scores)
-                .zip(&stacked)
-            {
-                held_out_scores.push(HeldOutScore {
-                    record,
-                    fold: fold_index,
-                    svm,
-                    encoder: (encoder - fold.encoder_mean) / fold.encoder_std,
-                    score,
-                });
+            let (standardization, scores) =
+                HeldOutFold::score(fold, test, &svm_scores, &encoder_scores);
+            scored.push(FoldScore::of(&scores, &labels));
+            if fold == 0 {
+                // Its range bounds the encoder's part at run time (see `assess`).
+                let range = scores.iter().map(|score| score.encoder);
+                let low = range.clone().fold(f32::MAX, f32::min);
+                let high = range.fold(f32::MIN, f32::max);
+                kept = Some((encoder, standardization, low, high));
             }
-            svm_pooled.extend(fold.standard_svm(&svm_scores));
-            stacked_pooled.extend(stacked);
-            labels_pooled.extend(test_labels);
-            kept.get_or_insert((encoder, fold));
+            held_out.extend(scores);
         }
-        let (encoder, fold) = kept.ok_or(AttackError::NoHeldOutFold)?;
+        let (encoder, fold, encoder_low, encoder_high) = kept.ok_or(AttackError::NoHeldOutFold)?;
+        let pooled_labels: Vec<bool> = held_out.iter().map(|score| labels[score.record]).collect();
+        let svm: Vec<f32> = held_out.iter().map(|score| score.svm).collect();
+        let stacked: Vec<f32> = held_out.iter().map(|score| score.score).collect();
         self.header.provenance.encoder = Some(EncoderStack {
             base_model: base_model.to_path_buf(),
-            held_out: labels_pooled.len(),
+            held_out: held_out.len(),
             weight: ENCODER_WEIGHT,
             svm_mean: fold.svm_mean,
             svm_std: fold.svm_std,
             encoder_mean: fold.encoder_mean,
             encoder_std: fold.encoder_std,
-            encoder_low: fold.encoder_low,
-            encoder_high: fold.encoder_high,
-            svm_auc: auc(&svm_pooled, &labels_pooled),
-            auc: auc(&stacked_pooled, &labels_pooled),
-            svm_calibration: calibrate(&svm_pooled, &labels_pooled),
-            calibration: calibrate(&stacked_pooled, &labels_pooled),
+            encoder_low,
+            encoder_high,
+            svm_auc: auc(&svm, &pooled_labels),
+            auc: auc(&stacked, &pooled_labels),
+            svm_calibration: calibrate(&svm, &pooled_labels),
+            calibration: calibrate(&stacked, &pooled_labels),
             folds: scored,
         });
         self.encoder = Some(Arc::new(encoder));
-        Ok(held_out_scores)
+        Ok(held_out)
     }
 
     pub fn provenance(&self) -> &Provenance {
