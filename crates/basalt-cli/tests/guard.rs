@@ -408,6 +408,9 @@ fn train_attacks_with_an_encoder_stacks_a_fine_tuned_model() {
         );
     }
     assert!(lines.iter().all(|line| line["text"].is_string()));
+    let mut folds_seen: Vec<u64> = lines.iter().filter_map(|l| l["fold"].as_u64()).collect();
+    folds_seen.dedup();
+    assert_eq!(folds_seen, [1, 2]);
 
     let config = ws.dir.path().join("shield.json");
     std::fs::write(&config, r#"{"prompt_attacks": {}}"#).expect("write");

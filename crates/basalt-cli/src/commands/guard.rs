@@ -73,7 +73,7 @@ pub(crate) struct TrainAttacksArgs {
     #[arg(long, default_value_t = 5, value_parser = clap::value_parser!(u16).range(2..=20))]
     folds: u16,
     /// Also fine-tune the embedding model on the prompts and stack it on the n-gram classifier
-    /// (about 11 minutes on 2 cores for the shared set; docs/guardrails.md)
+    /// (about 5 minutes per fold on 2 cores for the shared set; docs/guardrails.md)
     #[arg(long)]
     encoder: bool,
     /// Cross-validation folds the stacked encoder is measured and calibrated on, one encoder
@@ -82,8 +82,8 @@ pub(crate) struct TrainAttacksArgs {
     #[arg(long, value_name = "N", requires = "encoder",
           value_parser = clap::value_parser!(u16).range(1..=20))]
     encoder_folds: Option<u16>,
-    /// Write every held-out prompt's scores, JSONL {"text", "label", "fold", "svm", "encoder",
-    /// "score"}, to check the calibration independently
+    /// Write every held-out prompt's scores, JSONL {"text", "label", "fold" (from 1), "svm",
+    /// "encoder", "score"}, to check the calibration independently
     #[arg(long, value_name = "FILE.jsonl", requires = "encoder")]
     held_out_scores: Option<PathBuf>,
     /// Embedding model to fine-tune with --encoder [default: the installed all-MiniLM-L6-v2]
@@ -446,7 +446,7 @@ fn write_held_out_scores(
         lines.push_str(&serde_json::to_string(&serde_json::json!({
             "text": record.text,
             "label": record.label,
-            "fold": score.fold,
+            "fold": score.fold + 1,
             "svm": score.svm,
             "encoder": score.encoder,
             "score": score.score,
