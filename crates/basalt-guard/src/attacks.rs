@@ -135,9 +135,7 @@ pub struct FoldScore {
 
 impl FoldScore {
     fn of(scores: &[HeldOutScore], labels: &[bool]) -> FoldScore {
-        let labels: Vec<bool> = scores.iter().map(|score| labels[score.record]).collect();
-        let svm: Vec<f32> = scores.iter().map(|score| score.svm).collect();
-        let stacked: Vec<f32> = scores.iter().map(|score| score.score).collect();
+        let (labels, svm, stacked) = HeldOutScore::columns(scores, labels);
         let at_default = |calibration: Vec<Calibration>| {
             calibration
                 .into_iter()
@@ -166,6 +164,17 @@ pub struct HeldOutScore {
     pub encoder: f32,
     /// `svm + weight × encoder`: what the thresholds are read off.
     pub score: f32,
+}
+
+impl HeldOutScore {
+    /// The labels (`labels` indexed by record), SVM scores and stacked scores of `scores`.
+    fn columns(scores: &[HeldOutScore], labels: &[bool]) -> (Vec<bool>, Vec<f32>, Vec<f32>) {
+        (
+            scores.iter().map(|score| labels[score.record]).collect(),
+            scores.iter().map(|score| score.svm).collect(),
+            scores.iter().map(|score| score.score).collect(),
+        )
+    }
 }
 
 /// One fold's standardization: each model's held-out scores by their own mean and standard
@@ -313,8 +322,7 @@ impl AttackClassifier {
         let folds = options.folds.max(2);
         let mut held_out = vec![0f32; records.len()];
         for fold in 0..folds {
-            let in_fold =
-                |index: usize| fnv(records[index].text.as_bytes()) as usize % folds == fold;
+            let in_fold = |index: usize| fold_of(&records[index].text, folds) == fold;
             let train: Vec<usize> = (0..records.len()).filter(|&i| !in_fold(i)).collect();
             let test: Vec<usize> = (0..records.len()).filter(|&i| in_fold(i)).collect();
             if test.is_empty()
@@ -360,9 +368,8 @@ impl AttackClassifier {
     ) -> Result<Vec<HeldOutScore>, AttackError> {
         let folds = self.header.provenance.folds.max(2);
         let labels: Vec<bool> = records.iter().map(|r| r.label == "attack").collect();
-        let fold_of = |index: usize| fnv(records[index].text.as_bytes()) as usize % folds;
         let splits: Vec<(Vec<usize>, Vec<usize>)> = (0..scored_folds.clamp(1, folds))
-            .map(|fold| (0..records.len()).partition(|&i| fold_of(i) == fold))
+            .map(|fold| (0..records.len()).partition(|&i| fold_of(&records[i].text, folds) == fold))
             .collect();
         let both =
             |rows: &[usize]| rows.iter().any(|&i| labels[i]) && rows.iter().any(|&i| !labels[i]);
@@ -419,9 +426,7 @@ impl AttackClassifier {
             held_out.extend(scores);
         }
         let (encoder, fold, encoder_low, encoder_high) = kept.ok_or(AttackError::NoHeldOutFold)?;
-        let pooled_labels: Vec<bool> = held_out.iter().map(|score| labels[score.record]).collect();
-        let svm: Vec<f32> = held_out.iter().map(|score| score.svm).collect();
-        let stacked: Vec<f32> = held_out.iter().map(|score| score.score).collect();
+        let (pooled_labels, svm, stacked) = HeldOutScore::columns(&held_out, &labels);
         self.header.provenance.encoder = Some(EncoderStack {
             base_model: base_model.to_path_buf(),
             held_out: held_out.len(),
@@ -802,6 +807,12 @@ fn fnv(bytes: &[u8]) -> u64 {
     fnv_extend(FNV_OFFSET, bytes)
 }
 
+/// The cross-validation fold of a prompt: a hash of its text, so a prompt keeps its fold
+/// whatever the order of the records (the SVM's calibration and the encoder's share them).
+fn fold_of(text: &str, folds: usize) -> usize {
+    fnv(text.as_bytes()) as usize % folds
+}
+
 /// Fits idf on `rows` and the SVM on their TF-IDF vectors.
 fn fit(counts: &[Counts], labels: &[bool], rows: &[usize], bits: u32, c: f32) -> AttackClassifier {
     let buckets = 2usize << bits;
@@ -1171,7 +1182,7 @@ mod tests {
         let in_fold = |fold: usize| {
             records
                 .iter()
-                .filter(|r| fnv(r.text.as_bytes()) as usize % 5 == fold)
+                .filter(|r| fold_of(&r.text, 5) == fold)
                 .count()
         };
         let expected =
