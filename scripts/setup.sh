@@ -36,6 +36,7 @@ command -v cargo >/dev/null || {
 }
 
 profile="${BASALT_PROFILE:-release}"
+source scripts/build-env.sh
 log "building basalt ($profile profile; the first build compiles llama.cpp and takes a few minutes)"
 if [ "$profile" = "release" ]; then
     cargo build --release --locked -p basalt-cli
@@ -49,13 +50,17 @@ log "installing the default models into ${BASALT_MODELS_DIR:-~/.local/share/basa
 "$bin" models fetch
 
 # The guardrails' prompt-attack classifier is trained here, from labelled prompts (it is not
-# shipped: the public set it learns from is licensed for evaluation only): the n-gram model in
-# seconds, then the embedding model fine-tuned on the same prompts, once per cross-validation
-# fold so the thresholds are read off every prompt (about 27 minutes on 2 cores). Skipped when
-# a classifier trained that way on the same prompts exists.
+# shipped: the public set it learns from is licensed for evaluation only): the n-gram model, in
+# seconds. BASALT_ATTACK_ENCODER=1 also fine-tunes the embedding model on the same prompts and
+# stacks it on the n-gram model, once per cross-validation fold (about 27 minutes on 2 cores;
+# docs/guardrails.md). Skipped when a classifier trained that way on the same prompts exists.
 prompts="${BASALT_SHARED_DATA:-../shared/data}/guardrails/prompt-attacks.jsonl"
 if [ -f "$prompts" ]; then
-    "$bin" guard train-attacks --if-missing --encoder --dataset "$prompts" >&2
+    if [ "${BASALT_ATTACK_ENCODER:-0}" = "1" ]; then
+        "$bin" guard train-attacks --if-missing --encoder --dataset "$prompts" >&2
+    else
+        "$bin" guard train-attacks --if-missing --dataset "$prompts" >&2
+    fi
 else
     log "no labelled prompts at $prompts: guardrails with a prompt_attacks policy need" \
         "\`basalt guard train-attacks --dataset FILE.jsonl\` first (docs/guardrails.md)"

@@ -4,6 +4,8 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
+source scripts/build-env.sh
+
 # The tests and the models' installer share the dev profile, so llama.cpp is built once.
 BASALT_PROFILE=dev scripts/setup.sh
 
@@ -23,15 +25,17 @@ fi
 
 # The HTTPS test makes its certificate with openssl and checks it with curl; the evaluation
 # test renders its HTML report in headless Chromium; the web UI test drives Chromium with
-# Playwright on Node.js.
+# Playwright on Node.js; the portability test emulates an older CPU with qemu-user.
 tools=()
 command -v openssl >/dev/null || tools+=(openssl)
 command -v curl >/dev/null || tools+=(curl)
 command -v chromium >/dev/null || tools+=(chromium)
 command -v node >/dev/null || tools+=(nodejs)
 command -v npm >/dev/null || tools+=(npm)
+# The portability test runs the binary as an older CPU would (qemu-x86_64 -cpu Haswell-v4).
+command -v qemu-x86_64 >/dev/null || tools+=(qemu-user)
 if ((${#tools[@]})); then
-  echo "== installing ${tools[*]} (for the HTTPS, report and web UI tests)" >&2
+  echo "== installing ${tools[*]} (for the HTTPS, report, web UI and portability tests)" >&2
   sudo=""
   if [ "$(id -u)" -ne 0 ]; then sudo="sudo"; fi
   $sudo apt-get update -qq

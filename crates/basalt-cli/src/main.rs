@@ -3,6 +3,7 @@
 
 mod commands;
 mod settings;
+mod startup;
 
 use std::process::ExitCode;
 
@@ -31,6 +32,7 @@ Examples:
   basalt bench models --json              measure the local engines";
 
 fn main() -> ExitCode {
+    startup::settle_openmp_waits();
     let cli = Cli::parse();
     settings::init_tracing(cli.global.verbose);
     basalt_ingest::quiet_parser_panics();

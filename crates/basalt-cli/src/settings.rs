@@ -38,6 +38,12 @@ pub(crate) struct GlobalArgs {
           value_parser = clap::value_parser!(u16).range(1..))]
     pub(crate) threads: Option<u16>,
 
+    /// CPU threads that decode generated tokens one at a time [default: 1 for models under
+    /// 500M parameters, such as the default SmolLM2-135M; else --threads]
+    #[arg(long, global = true, env = "BASALT_DECODE_THREADS", value_name = "N",
+          value_parser = clap::value_parser!(u16).range(1..))]
+    pub(crate) decode_threads: Option<u16>,
+
     /// Log more (-v: debug, -vv: trace, including llama.cpp's own logs)
     #[arg(short, long, global = true, action = clap::ArgAction::Count)]
     pub(crate) verbose: u8,
@@ -49,6 +55,8 @@ pub(crate) struct Settings {
     pub(crate) models_dir: ModelsDir,
     pub(crate) data_dir: DataDir,
     pub(crate) threads: usize,
+    /// Threads that decode tokens one at a time (`None`: by model size).
+    pub(crate) decode_threads: Option<usize>,
 }
 
 impl Settings {
@@ -122,6 +130,7 @@ impl Settings {
             models_dir,
             data_dir,
             threads,
+            decode_threads: args.decode_threads.map(usize::from),
         })
     }
 }

@@ -141,7 +141,10 @@ fn serve_speaks_openai_to_raw_http_and_the_python_sdk() {
     use_key(Some(&admin));
 
     let _turn = cpu_turn();
-    let server = start_server(&ws, &["--body-limit", "1"]);
+    let server = start_server(
+        &ws,
+        &["--body-limit", "1", "--max-completion-tokens", "9000"],
+    );
     let port = server.port;
     let (status, body) = request(port, "GET", "/readyz", &[], b"");
     assert_eq!(status, 200, "{body}");
@@ -153,6 +156,20 @@ fn serve_speaks_openai_to_raw_http_and_the_python_sdk() {
     );
 
     // The error contract: JSON errors with the right status, never a panic or an HTML page.
+    // Issue 20: a request that cannot finish is refused at once with the limit it broke,
+    // instead of holding the model until the request timeout.
+    for (max_tokens, code, limit) in [
+        (100_000_000, "max_tokens_over_limit", "9000"),
+        (8500, "context_length_exceeded", "8192"),
+    ] {
+        let body = format!(
+            r#"{{"model": "smollm2-135m-instruct", "max_tokens": {max_tokens},
+                "messages": [{{"role": "user", "content": "Hi"}}]}}"#
+        );
+        let (status, text) = post_json(port, "/v1/chat/completions", &body);
+        assert_error((status, text.clone()), 400, code);
+        assert!(text.contains(limit), "names the limit {limit}: {text}");
+    }
     assert_error(
         post_json(port, "/v1/chat/completions", "{not json"),
         400,

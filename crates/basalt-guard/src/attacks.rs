@@ -64,12 +64,23 @@ pub enum AttackError {
 
 /// One point of the cross-validated calibration: flagging scores above `threshold` flagged
 /// `recall` of the held-out attacks and `false_positive_rate` of the held-out benign prompts.
+///
+/// The threshold keeps a margin: it is the lowest at which the 95% upper confidence bound of
+/// the false-positive rate (`false_positive_upper`, Clopper–Pearson, one-sided) is at most the
+/// target, not the one at which the held-out rate itself reaches it. Read off a few thousand
+/// prompts, a rate right at the target lands above it on new prompts about half the time: the
+/// five-fold stack calibrated at exactly 5% flagged 6.1% of 2,616 benign prompts it had not
+/// seen.
 #[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
 pub struct Calibration {
     pub target: f32,
     pub threshold: f32,
     pub recall: f32,
     pub false_positive_rate: f32,
+    /// The 95% upper confidence bound of `false_positive_rate` (absent in files written before
+    /// the margin, whose thresholds sit at the target itself).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub false_positive_upper: Option<f32>,
 }
 
 /// What the classifier was trained on and how it did in cross-validation.
@@ -955,20 +966,68 @@ fn calibrate(scores: &[f32], labels: &[bool]) -> Vec<Calibration> {
     CALIBRATED_RATES
         .iter()
         .map(|&target| {
-            let allowed = (target * benign.len() as f32).floor() as usize;
+            let allowed = allowed_false_positives(benign.len(), f64::from(target));
             let threshold = benign.get(allowed).copied().unwrap_or(f32::MIN);
-            let share = |values: &[f32]| {
-                values.iter().filter(|&&s| s > threshold).count() as f32
-                    / values.len().max(1) as f32
-            };
+            let above = |values: &[f32]| values.iter().filter(|&&s| s > threshold).count();
+            let share = |values: &[f32]| above(values) as f32 / values.len().max(1) as f32;
             Calibration {
                 target,
                 threshold,
                 recall: share(&attacks),
                 false_positive_rate: share(&benign),
+                false_positive_upper: Some(
+                    false_positive_upper_bound(above(&benign), benign.len()) as f32,
+                ),
             }
         })
         .collect()
+}
+
+/// The most benign prompts of `benign` a threshold may let above it while the 95% upper
+/// confidence bound of the false-positive rate stays at or below `target` (the bound grows with
+/// the count, so a binary search finds it).
+fn allowed_false_positives(benign: usize, target: f64) -> usize {
+    let (mut low, mut high) = (0, benign);
+    while low < high {
+        let middle = (low + high).div_ceil(2);
+        if false_positive_upper_bound(middle, benign) <= target {
+            low = middle;
+        } else {
+            high = middle - 1;
+        }
+    }
+    low
+}
+
+/// The one-sided 95% Clopper–Pearson upper bound of a rate seen `hits` times in `trials`: the
+/// rate at which seeing `hits` or fewer has a 5% chance.
+fn false_positive_upper_bound(hits: usize, trials: usize) -> f64 {
+    if trials == 0 || hits >= trials {
+        return 1.0;
+    }
+    // ln P(X <= hits) for X ~ Binomial(trials, p), summed in logarithms (the terms underflow
+    // for thousands of trials); it falls as p grows, so bisect for ln 0.05.
+    let log_at_most_hits = |p: f64| {
+        let n = trials as f64;
+        let mut log_term = n * (1.0 - p).ln();
+        let mut log_sum = log_term;
+        for i in 0..hits {
+            log_term += ((n - i as f64) / (i as f64 + 1.0)).ln() + (p / (1.0 - p)).ln();
+            let (high, low) = (log_sum.max(log_term), log_sum.min(log_term));
+            log_sum = high + (low - high).exp().ln_1p();
+        }
+        log_sum
+    };
+    let (mut low, mut high) = (hits as f64 / trials as f64, 1.0);
+    for _ in 0..50 {
+        let middle = 0.5 * (low + high);
+        if log_at_most_hits(middle) > 0.05f64.ln() {
+            low = middle;
+        } else {
+            high = middle;
+        }
+    }
+    high
 }
 
 /// Area under the ROC curve: the chance an attack outscores a benign prompt.
@@ -1079,6 +1138,27 @@ fn decode_base64(run: &str) -> Option<Vec<u8>> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_calibration_margin_is_a_clopper_pearson_bound() {
+        // Reference values: the binomial CDF summed with Python's math.lgamma and bisected.
+        for (hits, trials, expected) in [
+            (0, 100, 0.029_513),
+            (5, 100, 0.102_253),
+            (92, 1846, 0.058_987),
+            (50, 1000, 0.062_863),
+        ] {
+            let bound = false_positive_upper_bound(hits, trials);
+            assert!((bound - expected).abs() < 2e-4, "{hits}/{trials}: {bound}");
+        }
+        // At 5% over 1,846 benign prompts, the margin allows 76 (4.1%) instead of 92.
+        let allowed = allowed_false_positives(1846, 0.05);
+        assert_eq!(allowed, 76);
+        assert!(false_positive_upper_bound(allowed, 1846) <= 0.05);
+        assert!(false_positive_upper_bound(allowed + 1, 1846) > 0.05);
+        // Too few prompts for any: the threshold lets none through.
+        assert_eq!(allowed_false_positives(20, 0.05), 0);
+    }
 
     fn record(text: &str, attack: bool) -> PromptRecord {
         PromptRecord {

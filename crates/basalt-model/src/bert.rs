@@ -15,6 +15,7 @@ use crate::convert::{BertConfig, bert_tensor, read_bert_config};
 use crate::error::{ModelError, Result};
 use crate::matmul::{MatMut, MatRef, PackedWeights, Threads, matmul, matmul_few_rows};
 use crate::safetensors::SafeTensors;
+use crate::simd::vectorized;
 
 /// States (`tokens × hidden`) of sequences laid end to end, and each one's `(first row, length)`.
 pub(crate) type Embedded = (Vec<f32>, Vec<(usize, usize)>);
@@ -202,21 +203,26 @@ impl BertEncoder {
         }
 
         let mut states = vec![0.0f32; total * hidden];
-        for (tokens, &(start, _)) in sequences.iter().zip(&spans) {
-            for (position, &id) in tokens.iter().enumerate() {
-                let row = &mut states[(start + position) * hidden..][..hidden];
-                let word = &self.word_embeddings[id as usize * hidden..][..hidden];
-                let place = &self.position_embeddings[position * hidden..][..hidden];
-                for (((value, w), p), t) in row
-                    .iter_mut()
-                    .zip(word)
-                    .zip(place)
-                    .zip(&self.token_type_embedding)
-                {
-                    *value = w + p + t;
+        vectorized(
+            #[inline(always)]
+            || {
+                for (tokens, &(start, _)) in sequences.iter().zip(&spans) {
+                    for (position, &id) in tokens.iter().enumerate() {
+                        let row = &mut states[(start + position) * hidden..][..hidden];
+                        let word = &self.word_embeddings[id as usize * hidden..][..hidden];
+                        let place = &self.position_embeddings[position * hidden..][..hidden];
+                        for (((value, w), p), t) in row
+                            .iter_mut()
+                            .zip(word)
+                            .zip(place)
+                            .zip(&self.token_type_embedding)
+                        {
+                            *value = w + p + t;
+                        }
+                    }
                 }
-            }
-        }
+            },
+        );
         layer_norm(&mut states, &self.embedding_norm, self.layer_norm_eps);
         Ok((states, spans))
     }
@@ -245,7 +251,12 @@ impl BertEncoder {
             .intermediate
             .par_chunks_mut(ELEMENTWISE_CHUNK)
             .with_min_len(MIN_CHUNKS_PER_TASK)
-            .for_each(gelu_in_place);
+            .for_each(|chunk| {
+                vectorized(
+                    #[inline(always)]
+                    || gelu_in_place(chunk),
+                );
+            });
         layer
             .output
             .forward(&scratch.intermediate, rows, &mut scratch.projected, threads);
@@ -266,7 +277,10 @@ impl BertEncoder {
         let head_attention = |&(start, length, head): &(usize, usize, usize)| {
             let base = start * stride + head * head_size;
             if length <= FEW_ROWS {
-                return short_attention(&qkv[base..], length, head_size, hidden, scale);
+                return vectorized(
+                    #[inline(always)]
+                    || short_attention(&qkv[base..], length, head_size, hidden, scale),
+                );
             }
             head_attention_probabilities(&qkv[base..], length, head_size, hidden, scale).1
         };
@@ -381,7 +395,10 @@ pub(crate) fn head_attention_probabilities(
         false,
         Threads::One,
     );
-    scores.chunks_exact_mut(length).for_each(softmax_in_place);
+    vectorized(
+        #[inline(always)]
+        || scores.chunks_exact_mut(length).for_each(softmax_in_place),
+    );
     let mut output = vec![0.0f32; length * head_size];
     matmul(
         &mut MatMut::rows(&mut output, length, head_size, head_size),
@@ -403,6 +420,7 @@ const FEW_ROWS: usize = 48;
 /// apart. Returns `length × head_size` outputs. The keys are transposed first, so that a
 /// query's scores are `head_size` vector updates across all keys, which vectorize, rather than
 /// one short dot product (and its horizontal sum) per key.
+#[inline(always)]
 fn short_attention(
     qkv: &[f32],
     length: usize,
@@ -448,9 +466,14 @@ const ELEMENTWISE_CHUNK: usize = 16 * 1024;
 const MIN_CHUNKS_PER_TASK: usize = 4;
 
 fn add_in_place(target: &mut [f32], addend: &[f32]) {
-    for (value, add) in target.iter_mut().zip(addend) {
-        *value += add;
-    }
+    vectorized(
+        #[inline(always)]
+        || {
+            for (value, add) in target.iter_mut().zip(addend) {
+                *value += add;
+            }
+        },
+    );
 }
 
 fn layer_norm(states: &mut [f32], norm: &Norm, eps: f32) {
@@ -460,15 +483,22 @@ fn layer_norm(states: &mut [f32], norm: &Norm, eps: f32) {
         .par_chunks_mut(rows_per_task * width)
         .with_min_len(MIN_CHUNKS_PER_TASK)
         .for_each(|rows| {
-            for row in rows.chunks_exact_mut(width) {
-                let mean = lane_sum(row, |value| value) / width as f32;
-                let variance =
-                    lane_sum(row, |value| (value - mean) * (value - mean)) / width as f32;
-                let inverse = 1.0 / (variance + eps).sqrt();
-                for ((value, weight), bias) in row.iter_mut().zip(&norm.weight).zip(&norm.bias) {
-                    *value = (*value - mean) * inverse * weight + bias;
-                }
-            }
+            vectorized(
+                #[inline(always)]
+                || {
+                    for row in rows.chunks_exact_mut(width) {
+                        let mean = lane_sum(row, |value| value) / width as f32;
+                        let variance =
+                            lane_sum(row, |value| (value - mean) * (value - mean)) / width as f32;
+                        let inverse = 1.0 / (variance + eps).sqrt();
+                        for ((value, weight), bias) in
+                            row.iter_mut().zip(&norm.weight).zip(&norm.bias)
+                        {
+                            *value = (*value - mean) * inverse * weight + bias;
+                        }
+                    }
+                },
+            );
         });
 }
 
@@ -477,6 +507,7 @@ fn layer_norm(states: &mut [f32], norm: &Norm, eps: f32) {
 const LANES: usize = 8;
 
 /// `Σ f(value)` over eight lanes.
+#[inline(always)]
 fn lane_sum(values: &[f32], f: impl Fn(f32) -> f32) -> f32 {
     let (chunks, tail) = values.as_chunks::<LANES>();
     let mut lanes = [0.0f32; LANES];
@@ -488,6 +519,7 @@ fn lane_sum(values: &[f32], f: impl Fn(f32) -> f32) -> f32 {
     lanes.iter().sum::<f32>() + tail.iter().map(|&value| f(value)).sum::<f32>()
 }
 
+#[inline(always)]
 pub(crate) fn softmax_in_place(row: &mut [f32]) {
     let max = row.iter().copied().fold(f32::NEG_INFINITY, f32::max);
     // Exponentials first and the sum apart: a running sum in the same loop would keep the
@@ -500,6 +532,7 @@ pub(crate) fn softmax_in_place(row: &mut [f32]) {
 }
 
 /// BERT's exact GELU, `x·Φ(x)`, not the tanh approximation.
+#[inline(always)]
 fn gelu_in_place(values: &mut [f32]) {
     for value in values {
         let x = *value;
@@ -509,6 +542,7 @@ fn gelu_in_place(values: &mut [f32]) {
 
 /// Abramowitz & Stegun 7.1.26 (absolute error below 1.5e-7, 5e-7 after f32 rounding), written
 /// without branches so the compiler vectorizes the loops that call it.
+#[inline(always)]
 pub(crate) fn erf(x: f32) -> f32 {
     let magnitude = x.abs();
     let t = 1.0 / (1.0 + 0.327_591_1 * magnitude);
@@ -520,6 +554,7 @@ pub(crate) fn erf(x: f32) -> f32 {
 
 /// `e^x` for `x` in about [-87, 88] (clamped outside), relative error ~2e-7: Cephes' range
 /// reduction and polynomial, branch-free so that it vectorizes (`f32::exp` is a libm call).
+#[inline(always)]
 pub(crate) fn exp(x: f32) -> f32 {
     let x = x.clamp(-87.0, 88.0);
     let n = (x * std::f32::consts::LOG2_E + 0.5).floor();

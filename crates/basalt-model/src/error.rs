@@ -36,6 +36,16 @@ pub enum ModelError {
         context_window: usize,
     },
 
+    #[error(
+        "the model's context window is {context_window} tokens: the prompt takes {prompt_tokens} and max_tokens asks for {max_tokens} more, so at most {} completion tokens fit; lower max_tokens or shorten the prompt",
+        context_window.saturating_sub(*prompt_tokens)
+    )]
+    CompletionTooLong {
+        prompt_tokens: usize,
+        max_tokens: usize,
+        context_window: usize,
+    },
+
     #[error("invalid request: {0}")]
     InvalidRequest(String),
 

@@ -33,7 +33,18 @@ pub trait Generator: Send + Sync + std::fmt::Debug {
     /// Starts generating. Errors in the request (a prompt longer than the context window,
     /// `max_tokens` 0, a bad temperature) are returned here, before any token.
     fn generate(&self, request: GenerationRequest) -> Result<GenerationStream>;
+
+    /// The most completion tokens the context window leaves after `prompt` (0 when the prompt
+    /// alone fills it): what a request that names no `max_tokens` may be given.
+    fn completion_room(&self, prompt: &Prompt) -> Result<usize> {
+        let prompt_tokens = self.tokenize_prompt(prompt)?.len();
+        Ok(self.info().context_window.saturating_sub(prompt_tokens))
+    }
 }
+
+/// Completion tokens a request gets when it names no `max_tokens`, if the context window
+/// leaves room for them.
+pub const DEFAULT_MAX_TOKENS: usize = 256;
 
 /// What callers need to know about a generation model.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -179,8 +190,11 @@ impl Iterator for GenerationStream {
 /// Settings of the local generator.
 #[derive(Debug, Clone)]
 pub struct LocalGeneratorOptions {
-    /// Threads for decoding and prompt processing.
+    /// Threads for prompt processing, and for decoding unless `decode_threads` says otherwise.
     pub threads: usize,
+    /// Threads for decoding one token at a time; `None` picks by model size (see
+    /// [`decode_threads_for`]).
+    pub decode_threads: Option<usize>,
     /// Context window in tokens; `None` uses the model's training context, capped at 8192.
     pub context_size: Option<usize>,
     /// Tokens evaluated per prompt-processing step.
@@ -197,6 +211,7 @@ impl Default for LocalGeneratorOptions {
     fn default() -> Self {
         LocalGeneratorOptions {
             threads: crate::worker::default_threads(),
+            decode_threads: None,
             context_size: None,
             batch_size: 512,
             flash_attention: Some(false),
@@ -254,7 +269,10 @@ impl LocalGenerator {
         let model_name = model
             .meta_val_str("general.name")
             .unwrap_or_else(|_| path.display().to_string());
-        let jobs = spawn_generation_worker(model.clone(), options, context_window)?;
+        let decode_threads = options
+            .decode_threads
+            .unwrap_or_else(|| decode_threads_for(model.n_params(), options.threads));
+        let jobs = spawn_generation_worker(model.clone(), options, decode_threads, context_window)?;
         Ok(LocalGenerator {
             info: GeneratorInfo {
                 model_name,
@@ -338,10 +356,18 @@ impl Generator for LocalGenerator {
                 "the prompt is empty".to_string(),
             ));
         }
-        // At least one token must fit after the prompt.
+        // At least one token must fit after the prompt, and every token asked for: a request
+        // that cannot finish is refused before it takes the model's time.
         if prompt_tokens.len() >= self.info.context_window {
             return Err(ModelError::PromptTooLong {
                 prompt_tokens: prompt_tokens.len(),
+                context_window: self.info.context_window,
+            });
+        }
+        if prompt_tokens.len() + request.sampling.max_tokens > self.info.context_window {
+            return Err(ModelError::CompletionTooLong {
+                prompt_tokens: prompt_tokens.len(),
+                max_tokens: request.sampling.max_tokens,
                 context_window: self.info.context_window,
             });
         }
@@ -357,12 +383,29 @@ impl Generator for LocalGenerator {
     }
 }
 
+/// Threads that decode one token at a time for a model of `parameters`, given `threads` for
+/// prompts. A token of a small model is too little work to split: on 2 cores, SmolLM2-135M
+/// decodes 120 tokens/s on one thread against about 135 on two, and the two wait for each
+/// other at every operation — which, when another process holds a core, costs far more than
+/// the split gains (docs/models.md, "Sharing a machine"). Larger models are bound by memory
+/// bandwidth, which more threads do use.
+pub fn decode_threads_for(parameters: u64, threads: usize) -> usize {
+    const SMALL_MODEL: u64 = 500_000_000;
+    if parameters < SMALL_MODEL {
+        1
+    } else {
+        threads.max(1)
+    }
+}
+
 fn spawn_generation_worker(
     model: Arc<LlamaModel>,
     options: &LocalGeneratorOptions,
+    decode_threads: usize,
     context_window: usize,
 ) -> Result<Sender<GenerateJob>> {
     let threads = i32::try_from(options.threads.max(1)).unwrap_or(1);
+    let decode_threads = i32::try_from(decode_threads.max(1)).unwrap_or(1);
     let batch_size = options.batch_size.clamp(1, context_window);
     let gate = options.gate.clone();
     let context_u32 = u32::try_from(context_window).unwrap_or(u32::MAX);
@@ -381,7 +424,7 @@ fn spawn_generation_worker(
                 .with_n_ubatch(u32::try_from(batch_size).unwrap_or(512))
                 .with_n_seq_max(1)
                 .with_flash_attention_policy(flash_attention)
-                .with_n_threads(threads)
+                .with_n_threads(decode_threads)
                 .with_n_threads_batch(threads);
             let backend = match crate::llama::backend() {
                 Ok(backend) => backend,

@@ -9,6 +9,7 @@ mod bert;
 mod catalog;
 mod chat;
 mod convert;
+pub mod cpu;
 mod embedder;
 mod error;
 mod finetune;
@@ -19,6 +20,7 @@ mod llama;
 mod matmul;
 mod provision;
 mod safetensors;
+mod simd;
 mod stop;
 mod utf8;
 mod wordpiece;
@@ -35,7 +37,9 @@ pub use error::ModelError;
 pub use finetune::{FineTuneOptions, FineTunedClassifier};
 pub use gate::InferenceGate;
 pub use generator::{
-    FinishReason, GenerationEvent, GenerationRequest, GenerationStream, GenerationSummary,
-    Generator, GeneratorInfo, LocalGenerator, LocalGeneratorOptions, SamplingOptions,
+    DEFAULT_MAX_TOKENS, FinishReason, GenerationEvent, GenerationRequest, GenerationStream,
+    GenerationSummary, Generator, GeneratorInfo, LocalGenerator, LocalGeneratorOptions,
+    SamplingOptions, decode_threads_for,
 };
+pub use llama::llama_system_info;
 pub use provision::{FetchReport, FileStatus, InstalledModel, fetch_models, inspect_models};

@@ -24,6 +24,32 @@ pub(crate) fn backend() -> Result<&'static LlamaBackend> {
         .map_err(|reason| ModelError::Inference(format!("llama.cpp did not start: {reason}")))
 }
 
+/// The CPU features the linked llama.cpp was compiled with, as llama.cpp itself reports them:
+/// `"CPU : SSE3 = 1 | AVX = 1 | AVX2 = 1 | … |"`. These are compile-time choices (llama.cpp
+/// runs every kernel it was compiled with, whatever the CPU), so this says which CPUs the
+/// binary's generation can run on; `AMX_INT8` must never appear (docs/models.md).
+pub fn llama_system_info() -> String {
+    // llama.cpp builds the string in one static buffer: calls must not overlap.
+    static CALL: std::sync::Mutex<()> = std::sync::Mutex::new(());
+    let _serialized = CALL
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner);
+    #[allow(unsafe_code)]
+    // SAFETY: `llama_print_system_info` takes no arguments and returns a pointer to a
+    // NUL-terminated string owned by llama.cpp, valid until its next call, which the mutex above
+    // keeps from happening before the string is copied here.
+    let text = unsafe {
+        let pointer = llama_cpp_sys_2::llama_print_system_info();
+        if pointer.is_null() {
+            return String::new();
+        }
+        std::ffi::CStr::from_ptr(pointer)
+            .to_string_lossy()
+            .into_owned()
+    };
+    text
+}
+
 /// Loads a GGUF after checking it is present, complete and of the expected architecture.
 pub(crate) fn load_model(
     path: &Path,

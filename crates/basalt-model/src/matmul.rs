@@ -262,32 +262,38 @@ pub(crate) fn matmul_few_rows(
     let strips_per_task = strips.div_ceil(tasks);
     // One task: `rows × (its strips · TILE_COLS)` outputs, bias not yet added.
     let run_task = |task: usize| -> Vec<f32> {
-        let first = task * strips_per_task;
-        let last = (first + strips_per_task).min(strips);
-        let width = (last - first) * TILE_COLS;
-        let mut block = vec![0.0f32; tiles * TILE_ROWS * width];
-        for strip in first..last {
-            let packed = &weights.data[strip * inputs * TILE_COLS..][..inputs * TILE_COLS];
-            let (packed, _) = packed.as_chunks::<TILE_COLS>();
-            for tile in 0..tiles {
-                let panel = &panels[tile * inputs * TILE_ROWS..][..inputs * TILE_ROWS];
-                let (panel, _) = panel.as_chunks::<TILE_ROWS>();
-                let mut sums = [[0.0f32; TILE_COLS]; TILE_ROWS];
-                for (column_halves, row_values) in packed.iter().zip(panel) {
-                    let column_values = column_halves.map(from_bfloat16);
-                    for (row_sums, &value) in sums.iter_mut().zip(row_values) {
-                        for (sum, &weight) in row_sums.iter_mut().zip(&column_values) {
-                            *sum = multiply_add(value, weight, *sum);
+        crate::simd::vectorized(
+            #[inline(always)]
+            || {
+                let first = task * strips_per_task;
+                let last = (first + strips_per_task).min(strips);
+                let width = (last - first) * TILE_COLS;
+                let mut block = vec![0.0f32; tiles * TILE_ROWS * width];
+                for strip in first..last {
+                    let packed = &weights.data[strip * inputs * TILE_COLS..][..inputs * TILE_COLS];
+                    let (packed, _) = packed.as_chunks::<TILE_COLS>();
+                    for tile in 0..tiles {
+                        let panel = &panels[tile * inputs * TILE_ROWS..][..inputs * TILE_ROWS];
+                        let (panel, _) = panel.as_chunks::<TILE_ROWS>();
+                        let mut sums = [[0.0f32; TILE_COLS]; TILE_ROWS];
+                        for (column_halves, row_values) in packed.iter().zip(panel) {
+                            let column_values = column_halves.map(from_bfloat16);
+                            for (row_sums, &value) in sums.iter_mut().zip(row_values) {
+                                for (sum, &weight) in row_sums.iter_mut().zip(&column_values) {
+                                    *sum = multiply_add(value, weight, *sum);
+                                }
+                            }
+                        }
+                        for (lane, row_sums) in sums.iter().enumerate() {
+                            let at =
+                                (tile * TILE_ROWS + lane) * width + (strip - first) * TILE_COLS;
+                            block[at..at + TILE_COLS].copy_from_slice(row_sums);
                         }
                     }
                 }
-                for (lane, row_sums) in sums.iter().enumerate() {
-                    let at = (tile * TILE_ROWS + lane) * width + (strip - first) * TILE_COLS;
-                    block[at..at + TILE_COLS].copy_from_slice(row_sums);
-                }
-            }
-        }
-        block
+                block
+            },
+        )
     };
     let blocks: Vec<Vec<f32>> = if tasks == 1 {
         vec![run_task(0)]

@@ -572,3 +572,27 @@ fn fine_tuned_classifier_learns_and_round_trips() {
         assert!(error.to_string().contains("damaged"), "{error}");
     }
 }
+
+/// Issue 20: llama.cpp's AMX kernels crash on Sapphire Rapids Xeons, and a build tuned for the
+/// build machine dies on an older one. llama.cpp reports the CPU features it was compiled with;
+/// the linked one must never have AMX, and unless the Rust side was built with AVX-512 too (the
+/// opt-in native build), not AVX-512 either: it runs the x86-64-v3 baseline everywhere.
+#[test]
+fn llama_cpp_is_built_for_the_baseline_without_amx_issue_20() {
+    let info = basalt_model::llama_system_info();
+    assert!(info.contains("CPU :"), "llama.cpp's system info: {info}");
+    assert!(
+        !info.contains("AMX"),
+        "llama.cpp was compiled with AMX: {info}"
+    );
+    assert!(
+        info.contains("AVX2 = 1"),
+        "below the x86-64-v3 baseline: {info}"
+    );
+    if !cfg!(target_feature = "avx512f") {
+        assert!(
+            !info.contains("AVX512"),
+            "a portable build runs AVX-512 code on every CPU: {info}"
+        );
+    }
+}

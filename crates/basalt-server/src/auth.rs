@@ -69,6 +69,12 @@ pub(crate) struct Caller {
 }
 
 impl Caller {
+    /// Whose turn a request waits for in the scheduler: its API key (the principal, without
+    /// keys), so one key's requests are served in turn with everyone else's.
+    pub(crate) fn queue_key(&self) -> &str {
+        self.key_id.as_deref().unwrap_or(&self.principal)
+    }
+
     /// Whose documents the caller may read: `None` (everything) only in local demo mode, where
     /// the one principal holds every permission.
     pub(crate) fn reader(&self) -> Option<basalt_index::Reader> {

@@ -132,6 +132,12 @@ impl From<basalt_model::ModelError> for ApiError {
     fn from(error: basalt_model::ModelError) -> Self {
         match error {
             basalt_model::ModelError::InvalidRequest(message) => Self::invalid(message),
+            basalt_model::ModelError::PromptTooLong { .. }
+            | basalt_model::ModelError::CompletionTooLong { .. } => Self::new(
+                StatusCode::BAD_REQUEST,
+                "context_length_exceeded",
+                error.to_string(),
+            ),
             other => Self::internal(other.to_string()),
         }
     }

@@ -383,7 +383,7 @@ pub(crate) async fn delete_document(
 ) -> Result<Json<Deleted>, ApiError> {
     let (kb, _) = readable_document(&state, &caller, &name, &id).await?;
     // Settling merges and rebuilding vector graphs takes the CPU: take a turn.
-    let slot = state.scheduler.admit().await?;
+    let slot = state.scheduler.admit(caller.queue_key()).await?;
     let doomed = id.clone();
     let deleted = blocking(move || {
         let _slot = slot;

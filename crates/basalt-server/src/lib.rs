@@ -57,10 +57,16 @@ pub struct ServerOptions {
     pub concurrent: usize,
     /// Requests that may wait for a turn; more get 429.
     pub max_queue: usize,
+    /// Requests one API key may have running or waiting at once; more get 429.
+    pub max_requests_per_key: usize,
     /// Longest wait for a turn before 503.
     pub max_queue_wait: Duration,
-    /// Longest non-streamed request.
+    /// Longest request: a non-streamed answer, a stream, an upload's body.
     pub request_timeout: Duration,
+    /// Most completion tokens one request may ask for (`max_tokens`); more is refused with 400.
+    /// Bounds how long one request holds the model: at the embedded model's ~90 tokens/s,
+    /// 2,048 tokens is about 25 s.
+    pub max_completion_tokens: usize,
     /// Largest JSON request body in bytes.
     pub body_limit: usize,
     /// Largest upload (all files of one multipart request) in bytes.
@@ -81,8 +87,10 @@ impl Default for ServerOptions {
         ServerOptions {
             concurrent: 1,
             max_queue: 16,
+            max_requests_per_key: 4,
             max_queue_wait: Duration::from_secs(60),
             request_timeout: Duration::from_secs(300),
+            max_completion_tokens: 2048,
             body_limit: 4 << 20,
             upload_limit: 256 << 20,
             sessions: SessionPolicy::default(),
@@ -107,6 +115,7 @@ pub struct AppState {
     knowledge_bases: Arc<Mutex<OpenKnowledgeBases>>,
     scheduler: Scheduler,
     request_timeout: Duration,
+    max_completion_tokens: usize,
     jobs: Arc<Jobs>,
     sessions: Arc<SessionStore>,
     /// The OpenAPI document, built once.
@@ -154,9 +163,11 @@ impl AppState {
             scheduler: Scheduler::new(
                 options.concurrent,
                 options.max_queue,
+                options.max_requests_per_key,
                 options.max_queue_wait,
             ),
             request_timeout: options.request_timeout,
+            max_completion_tokens: options.max_completion_tokens,
             jobs,
             sessions: Arc::new(SessionStore::new(options.sessions)),
             openapi: Arc::new(openapi::document(&operations)),
@@ -168,6 +179,22 @@ impl AppState {
         };
         Jobs::start(&state);
         Ok(state)
+    }
+
+    /// Refuses a `max_tokens` above the server's per-request budget (`--max-completion-tokens`).
+    fn check_max_tokens(&self, requested: Option<usize>) -> Result<(), ApiError> {
+        match requested {
+            Some(requested) if requested > self.max_completion_tokens => Err(ApiError::new(
+                axum::http::StatusCode::BAD_REQUEST,
+                "max_tokens_over_limit",
+                format!(
+                    "max_tokens is {requested}, and this server gives one request at most {} \
+                     completion tokens (its --max-completion-tokens); ask for fewer",
+                    self.max_completion_tokens
+                ),
+            )),
+            _ => Ok(()),
+        }
     }
 
     /// The data directory as `tenant` sees it: only its knowledge bases exist.

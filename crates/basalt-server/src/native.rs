@@ -204,6 +204,7 @@ pub(crate) async fn answer(
         }
         None => Vec::new(),
     };
+    state.check_max_tokens(request.max_tokens)?;
     let cancel = Arc::new(AtomicBool::new(false));
     let mut options = AnswerOptions {
         passages: request.passages,
@@ -234,7 +235,7 @@ pub(crate) async fn answer(
     }
     let slot = match blocked_input {
         Some(_) => None,
-        None => Some(state.scheduler.admit().await?),
+        None => Some(state.scheduler.admit(caller.queue_key()).await?),
     };
     let (sender, mut receiver) = mpsc::channel::<Progress>(64);
     let asked = question.clone();

@@ -13,8 +13,8 @@ use axum::response::{IntoResponse, Response};
 use axum::{Extension, Json};
 use basalt_answer::{AnswerEvent, AnswerOptions, Engines, HistoryTurn};
 use basalt_model::{
-    ChatMessage, ChatRole, Embedder, GenerationEvent, GenerationRequest, Generator, Prompt,
-    SamplingOptions,
+    ChatMessage, ChatRole, DEFAULT_MAX_TOKENS, Embedder, GenerationEvent, GenerationRequest,
+    Generator, Prompt, SamplingOptions,
 };
 use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
@@ -141,6 +141,7 @@ const MAX_EMBEDDING_INPUTS: usize = 2048;
 
 pub(crate) async fn embeddings(
     State(state): State<AppState>,
+    Extension(caller): Extension<Caller>,
     ApiJson(request): ApiJson<EmbeddingsRequest>,
 ) -> Result<Json<EmbeddingList>, ApiError> {
     if request.model != state.embedding_model {
@@ -179,7 +180,7 @@ pub(crate) async fn embeddings(
         }
     };
     // An embedding batch takes its turn like a generation: the CPU runs one job at a time.
-    let slot = state.scheduler.admit().await?;
+    let slot = state.scheduler.admit(caller.queue_key()).await?;
     let embedder = state.embedder.clone();
     let (vectors, tokens) = tokio::task::spawn_blocking(move || {
         let _slot = slot;
@@ -328,6 +329,9 @@ pub(crate) struct ChatRequest {
 struct Chat {
     model: String,
     messages: Vec<ChatMessage>,
+    /// As asked; absent, a plain chat gets what the context window leaves, up to
+    /// [`DEFAULT_MAX_TOKENS`], and a knowledge-base answer its pipeline's default.
+    max_tokens: Option<usize>,
     stream: bool,
     include_usage: bool,
     sampling: SamplingOptions,
@@ -376,10 +380,7 @@ fn validate(request: ChatRequest) -> Result<Chat, ApiError> {
         };
         messages.push(ChatMessage::new(role, text_of(message.content, index)?));
     }
-    let max_tokens = request
-        .max_completion_tokens
-        .or(request.max_tokens)
-        .unwrap_or(256);
+    let max_tokens = request.max_completion_tokens.or(request.max_tokens);
     let stop = match request.stop {
         None => Vec::new(),
         Some(Stop::One(stop)) => vec![stop],
@@ -391,12 +392,13 @@ fn validate(request: ChatRequest) -> Result<Chat, ApiError> {
     Ok(Chat {
         model: request.model,
         messages,
+        max_tokens,
         stream: request.stream,
         include_usage: request
             .stream_options
             .is_some_and(|options| options.include_usage),
         sampling: SamplingOptions {
-            max_tokens,
+            max_tokens: max_tokens.unwrap_or(DEFAULT_MAX_TOKENS),
             temperature: request.temperature.unwrap_or(0.0),
             top_p: request.top_p.unwrap_or(1.0),
             seed,
@@ -512,6 +514,7 @@ pub(crate) async fn chat_completions(
     ApiJson(request): ApiJson<ChatRequest>,
 ) -> Result<Response, ApiError> {
     let chat = validate(request)?;
+    state.check_max_tokens(chat.max_tokens)?;
     let target = if let Some(name) = chat.model.strip_prefix(KB_MODEL_PREFIX) {
         // Answering from a knowledge base is reading it: the caller needs kb:Answer on it,
         // checked before its existence is revealed.
@@ -567,7 +570,7 @@ pub(crate) async fn chat_completions(
     // A blocked input never reaches the model, so it waits for no turn.
     let slot = match blocked_input {
         Some(_) => None,
-        None => Some(state.scheduler.admit().await?),
+        None => Some(state.scheduler.admit(caller.queue_key()).await?),
     };
     let cancel = Arc::new(AtomicBool::new(false));
     let (sender, mut receiver) = mpsc::channel::<Piece>(64);
@@ -577,6 +580,7 @@ pub(crate) async fn chat_completions(
         let caller = caller.clone();
         let cancel = cancel.clone();
         let sampling = chat.sampling.clone();
+        let max_tokens = chat.max_tokens;
         tokio::task::spawn_blocking(move || {
             let _slot = slot;
             let mut guarded = Guarded {
@@ -588,16 +592,28 @@ pub(crate) async fn chat_completions(
                 Ok(Completion::filtered(message, UsageOut::new(0, 0)))
             } else {
                 match target {
-                    Target::Plain => {
-                        run_plain(&state, messages, sampling, &cancel, &sender, &mut guarded)
-                    }
+                    Target::Plain => run_plain(
+                        &state,
+                        messages,
+                        (sampling, max_tokens),
+                        &cancel,
+                        &sender,
+                        &mut guarded,
+                    ),
                     Target::Kb(kb, reader) => {
                         let context = KbContext {
                             kb: &kb,
                             reader,
                             cancel: &cancel,
                         };
-                        run_kb(&state, &context, messages, &sampling, &sender, &mut guarded)
+                        run_kb(
+                            &state,
+                            &context,
+                            messages,
+                            (&sampling, max_tokens),
+                            &sender,
+                            &mut guarded,
+                        )
                     }
                 }
             };
@@ -758,18 +774,27 @@ struct KbContext<'a> {
     cancel: &'a Arc<AtomicBool>,
 }
 
+/// `(sampling, max_tokens)`: the sampling options, and `max_tokens` as the request gave it
+/// (absent, the completion gets what the context window leaves, up to [`DEFAULT_MAX_TOKENS`]).
 fn run_plain(
     state: &AppState,
     messages: Vec<ChatMessage>,
-    sampling: SamplingOptions,
+    (mut sampling, max_tokens): (SamplingOptions, Option<usize>),
     cancel: &AtomicBool,
     sender: &mpsc::Sender<Piece>,
     guarded: &mut Guarded<'_>,
 ) -> Result<Completion, ApiError> {
-    let stream = state.generator.generate(GenerationRequest {
-        prompt: Prompt::Chat(messages),
-        sampling,
-    })?;
+    let prompt = Prompt::Chat(messages);
+    sampling.max_tokens = match max_tokens {
+        Some(max_tokens) => max_tokens,
+        // A prompt that fills the window is refused by `generate` with the numbers.
+        None => DEFAULT_MAX_TOKENS
+            .min(state.generator.completion_room(&prompt)?)
+            .max(1),
+    };
+    let stream = state
+        .generator
+        .generate(GenerationRequest { prompt, sampling })?;
     let mut output = guarded.active.map(OutputStream::new);
     let mut content = String::new();
     let mut completion_tokens = 0;
@@ -895,7 +920,7 @@ fn run_kb(
     state: &AppState,
     context: &KbContext<'_>,
     messages: Vec<ChatMessage>,
-    sampling: &SamplingOptions,
+    (sampling, max_tokens): (&SamplingOptions, Option<usize>),
     sender: &mpsc::Sender<Piece>,
     guarded: &mut Guarded<'_>,
 ) -> Result<Completion, ApiError> {
@@ -922,7 +947,7 @@ fn run_kb(
         }
     }
     let options = AnswerOptions {
-        max_tokens: Some(sampling.max_tokens),
+        max_tokens,
         temperature: sampling.temperature,
         seed: sampling.seed,
         cancel: Some((*cancel).clone()),

@@ -41,6 +41,11 @@ pub(crate) enum BenchCommand {
     /// What a guardrail adds to a request: the input check and the streamed output checks
     #[command(after_help = "Example:\n  basalt bench guardrails --json")]
     Guardrails(super::bench_guard::GuardBenchArgs),
+    /// A serving server and a command-line ingestion beside it: each alone, then together
+    #[command(
+        after_help = "Example:\n  basalt bench sharing --json --out target/bench-sharing.json"
+    )]
+    Sharing(super::bench_share::SharingBenchArgs),
 }
 
 /// Where a benchmark's report goes.
@@ -147,6 +152,10 @@ pub(crate) struct ModelsBenchArgs {
     /// Flash attention for generation
     #[arg(long, value_name = "BOOL", default_value_t = false, action = clap::ArgAction::Set)]
     flash_attention: bool,
+    /// Another basalt binary to measure in the same run (a native build, say), alternating
+    /// with this one round by round; reports this one's rates as ratios of the other's
+    #[arg(long, value_name = "BINARY", conflicts_with = "peers")]
+    against: Option<PathBuf>,
 }
 
 const PROMPT_TOKENS: usize = 500;
@@ -204,12 +213,13 @@ struct Ratios {
     floors: Vec<Floor>,
 }
 
+/// A measured ratio against the bound it must keep.
 #[derive(Debug, Serialize)]
-struct Floor {
-    metric: &'static str,
-    ratio: f64,
-    floor: String,
-    met: bool,
+pub(crate) struct Floor {
+    pub(crate) metric: &'static str,
+    pub(crate) ratio: f64,
+    pub(crate) floor: String,
+    pub(crate) met: bool,
 }
 
 #[derive(Debug, Serialize)]
@@ -220,6 +230,9 @@ struct Report {
     peers: Option<PeerReport>,
     #[serde(skip_serializing_if = "Option::is_none")]
     ratios: Option<Ratios>,
+    /// With `--against`: the other binary's build and numbers, and this one's as ratios of them.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    against: Option<Against>,
 }
 
 #[derive(Debug, Serialize)]
@@ -229,9 +242,56 @@ struct Machine {
     embedding_engine: &'static str,
     /// Rounds of Basalt-then-peers measurements; each side reports its best.
     rounds: u32,
+    #[serde(flatten)]
+    build: Build,
 }
 
+/// Which CPU measured, and what the binary was built to use on it.
+#[derive(Debug, Serialize, Deserialize, Clone)]
+struct Build {
+    cpu: String,
+    /// Vector extensions this CPU has (run-time detection).
+    cpu_features: Vec<String>,
+    /// The instruction-set level the binary was compiled for ("x86-64-v3", or "native").
+    build_baseline: String,
+    /// The copy of the native encoder's own loops that runs on this CPU ("avx512", "avx2").
+    encoder_kernels: String,
+    /// llama.cpp's own report of the CPU features it was compiled with.
+    llama_cpp: String,
+    /// `GOMP_SPINCOUNT` as the process runs with it (llama.cpp's OpenMP threads).
+    openmp_spin_count: Option<String>,
+}
+
+impl Build {
+    fn this_process() -> Self {
+        let cpu = basalt_model::cpu::CpuInfo::detect();
+        Build {
+            cpu: cpu.model_name,
+            cpu_features: cpu.features.iter().map(|&f| f.to_owned()).collect(),
+            build_baseline: basalt_model::cpu::build_baseline().to_owned(),
+            encoder_kernels: cpu.encoder_kernels.to_owned(),
+            llama_cpp: basalt_model::llama_system_info().trim().to_owned(),
+            openmp_spin_count: std::env::var("GOMP_SPINCOUNT").ok(),
+        }
+    }
+}
+
+/// The other binary of `--against`, measured in the same run.
 #[derive(Debug, Serialize)]
+struct Against {
+    binary: PathBuf,
+    build: Option<Build>,
+    basalt: Measurements,
+    /// This binary's rates over the other's (query latency: the other's over this one's, so
+    /// that above 1 is better everywhere).
+    decode_tokens_per_second: f64,
+    prompt_tokens_per_second: f64,
+    passages_per_second: f64,
+    query_latency_median: f64,
+    floors: Vec<Floor>,
+}
+
+#[derive(Debug, Serialize, Deserialize)]
 struct Measurements {
     generation: GenerationNumbers,
     embedding: EmbeddingNumbers,
@@ -258,6 +318,7 @@ pub(crate) fn run(command: BenchCommand, settings: &Settings) -> anyhow::Result<
         BenchCommand::Vectors(args) => super::bench_vectors::run(&args, settings),
         BenchCommand::Answer(args) => super::bench_answer::run(&args, settings),
         BenchCommand::Guardrails(args) => super::bench_guard::run(&args, settings),
+        BenchCommand::Sharing(args) => super::bench_share::run(&args, settings),
     }
 }
 
@@ -271,6 +332,12 @@ fn bench_models(args: &ModelsBenchArgs, settings: &Settings) -> anyhow::Result<E
     let mut peers: Option<PeerReport> = None;
     let mut prompt_ids = Vec::new();
     let mut embedding_engine = EmbeddingEngine::Native.as_str();
+    let rounds = if args.against.is_some() {
+        args.rounds
+    } else {
+        rounds
+    };
+    let mut other: Option<(Option<Build>, Measurements)> = None;
     for round in 1..=rounds {
         if rounds > 1 {
             eprintln!("basalt: round {round} of {rounds}");
@@ -306,6 +373,13 @@ fn bench_models(args: &ModelsBenchArgs, settings: &Settings) -> anyhow::Result<E
                 Some(best) => best.best_with(&measured),
             });
         }
+        if let Some(binary) = &args.against {
+            let (build, measured) = run_against(binary, args, settings)?;
+            other = Some(match other {
+                None => (build, measured),
+                Some((build, best)) => (build, best.best_with(&measured)),
+            });
+        }
     }
     let basalt = basalt.context("no measurement was taken")?;
     let mut report = Report {
@@ -316,8 +390,15 @@ fn bench_models(args: &ModelsBenchArgs, settings: &Settings) -> anyhow::Result<E
                 .unwrap_or(1),
             embedding_engine,
             rounds,
+            build: Build::this_process(),
         },
         ratios: peers.as_ref().map(|peers| ratios(&basalt, peers)),
+        against: match (&args.against, other) {
+            (Some(binary), Some((build, measured))) => {
+                Some(against_ratios(binary, build, measured, &basalt))
+            }
+            _ => None,
+        },
         basalt,
         peers: None,
     };
@@ -334,37 +415,44 @@ fn load_scifact(
     passages: usize,
     queries: usize,
 ) -> anyhow::Result<(Vec<String>, Vec<String>)> {
+    let passages = read_scifact(data, "corpus.jsonl", passages)?
+        .into_iter()
+        .map(|(title, text)| format!("{title} {text}"))
+        .collect();
+    let queries = read_scifact(data, "queries.jsonl", queries)?
+        .into_iter()
+        .map(|(_, text)| text)
+        .collect();
+    Ok((passages, queries))
+}
+
+/// The first `limit` records of `scifact-train/NAME` under the shared data, as (title, text).
+pub(crate) fn read_scifact(
+    data: &Path,
+    name: &str,
+    limit: usize,
+) -> anyhow::Result<Vec<(String, String)>> {
     #[derive(Deserialize)]
     struct Line {
         #[serde(default)]
         title: String,
         text: String,
     }
-    let read = |name: &str, limit: usize, with_title: bool| -> anyhow::Result<Vec<String>> {
-        let path = data.join("scifact-train").join(name);
-        let text = std::fs::read_to_string(&path).with_context(|| {
-            format!(
-                "while reading {} (set --data to the shared data directory)",
-                path.display()
-            )
-        })?;
-        text.lines()
-            .take(limit)
-            .map(|line| {
-                let record: Line = serde_json::from_str(line)
-                    .with_context(|| format!("while parsing {}", path.display()))?;
-                Ok(if with_title {
-                    format!("{} {}", record.title, record.text)
-                } else {
-                    record.text
-                })
-            })
-            .collect()
-    };
-    Ok((
-        read("corpus.jsonl", passages, true)?,
-        read("queries.jsonl", queries, false)?,
-    ))
+    let path = data.join("scifact-train").join(name);
+    let text = std::fs::read_to_string(&path).with_context(|| {
+        format!(
+            "while reading {} (set --data to the shared data directory)",
+            path.display()
+        )
+    })?;
+    text.lines()
+        .take(limit)
+        .map(|line| {
+            let record: Line = serde_json::from_str(line)
+                .with_context(|| format!("while parsing {}", path.display()))?;
+            Ok((record.title, record.text))
+        })
+        .collect()
 }
 
 /// Exactly `PROMPT_TOKENS` token ids of real text.
@@ -383,6 +471,7 @@ fn measure_basalt(
         generator_path,
         &LocalGeneratorOptions {
             threads: settings.threads,
+            decode_threads: settings.decode_threads,
             context_size: Some(2048),
             flash_attention: Some(args.flash_attention),
             gate: gate.clone(),
@@ -603,6 +692,100 @@ fn run_peers(script: &Path, request: &PeerRequest<'_>) -> anyhow::Result<PeerRep
     serde_json::from_str(&text).context("while parsing the peers' report")
 }
 
+/// Runs `binary bench models --json` with this run's settings and reads its build and numbers.
+fn run_against(
+    binary: &Path,
+    args: &ModelsBenchArgs,
+    settings: &Settings,
+) -> anyhow::Result<(Option<Build>, Measurements)> {
+    eprintln!("basalt: measuring {}", binary.display());
+    let output = std::process::Command::new(binary)
+        .args(["bench", "models", "--json"])
+        .arg("--repeats")
+        .arg(args.repeats.to_string())
+        .arg("--passages")
+        .arg(args.passages.to_string())
+        .arg("--queries")
+        .arg(args.queries.to_string())
+        .arg("--data")
+        .arg(&args.data.path)
+        .arg("--flash-attention")
+        .arg(args.flash_attention.to_string())
+        .arg("--threads")
+        .arg(settings.threads.to_string())
+        .args(
+            settings
+                .decode_threads
+                .map(|threads| ["--decode-threads".to_owned(), threads.to_string()])
+                .into_iter()
+                .flatten(),
+        )
+        .arg("--models-dir")
+        .arg(settings.models_dir.root())
+        .stderr(std::process::Stdio::inherit())
+        .output()
+        .with_context(|| format!("while running {}", binary.display()))?;
+    if !output.status.success() {
+        bail!(
+            "{} bench models failed ({})",
+            binary.display(),
+            output.status
+        );
+    }
+    let report: serde_json::Value = serde_json::from_slice(&output.stdout)
+        .with_context(|| format!("while reading the report of {}", binary.display()))?;
+    let measured = serde_json::from_value(report["basalt"].clone())
+        .with_context(|| format!("{} printed no measurements", binary.display()))?;
+    // A binary older than the build report has none; its numbers still compare.
+    let build = serde_json::from_value(report["machine"].clone()).ok();
+    Ok((build, measured))
+}
+
+fn against_ratios(
+    binary: &Path,
+    build: Option<Build>,
+    other: Measurements,
+    basalt: &Measurements,
+) -> Against {
+    let ratio = |a: f64, b: f64| if b > 0.0 { a / b } else { 0.0 };
+    let decode = ratio(
+        basalt.generation.decode_tokens_per_second,
+        other.generation.decode_tokens_per_second,
+    );
+    let prompt = ratio(
+        basalt.generation.prompt_tokens_per_second,
+        other.generation.prompt_tokens_per_second,
+    );
+    let passages = ratio(
+        basalt.embedding.passages_per_second,
+        other.embedding.passages_per_second,
+    );
+    let latency = ratio(
+        other.embedding.query_latency_ms_median,
+        basalt.embedding.query_latency_ms_median,
+    );
+    let at_least = |metric, ratio: f64| Floor {
+        metric,
+        ratio,
+        floor: ">= 0.95".to_string(),
+        met: ratio >= 0.95,
+    };
+    Against {
+        binary: binary.to_path_buf(),
+        build,
+        floors: vec![
+            at_least("decode tokens/s vs the other build", decode),
+            at_least("prompt tokens/s vs the other build", prompt),
+            at_least("passages/s vs the other build", passages),
+        ],
+        basalt: other,
+        decode_tokens_per_second: decode,
+        prompt_tokens_per_second: prompt,
+        passages_per_second: passages,
+        query_latency_median: latency,
+    }
+}
+
 fn ratios(basalt: &Measurements, peers: &PeerReport) -> Ratios {
     let ratio = |a: f64, b: f64| if b > 0.0 { a / b } else { 0.0 };
     let peer_generation = &peers.llama_cpp_python.numbers;
@@ -660,19 +843,43 @@ fn ratios(basalt: &Measurements, peers: &PeerReport) -> Ratios {
 fn print_table(report: &Report) -> anyhow::Result<()> {
     let generation = &report.basalt.generation;
     let embedding = &report.basalt.embedding;
+    let build = &report.machine.build;
     print_line(&format!(
         "threads: {} of {} CPUs; embedding engine: {}",
         report.machine.threads, report.machine.cpus, report.machine.embedding_engine
     ))?;
     print_line(&format!(
+        "cpu: {} ({}); build: {}, encoder kernels: {}",
+        build.cpu,
+        build.cpu_features.join(" "),
+        build.build_baseline,
+        build.encoder_kernels
+    ))?;
+    print_line(&format!("llama.cpp: {}", build.llama_cpp))?;
+    if let Some(against) = &report.against {
+        let other = against
+            .build
+            .as_ref()
+            .map_or("?", |b| b.build_baseline.as_str());
+        print_line(&format!(
+            "peer: {} (build: {other})",
+            against.binary.display()
+        ))?;
+    }
+    print_line(&format!(
         "{:<34} {:>12} {:>14} {:>8}",
         "metric", "basalt", "peer", "ratio"
     ))?;
-    let peer_generation = report.peers.as_ref().map(|p| &p.llama_cpp_python.numbers);
+    let peer_generation = report
+        .peers
+        .as_ref()
+        .map(|p| &p.llama_cpp_python.numbers)
+        .or(report.against.as_ref().map(|a| &a.basalt.generation));
     let peer_embedding = report
         .peers
         .as_ref()
-        .map(|p| &p.sentence_transformers.numbers);
+        .map(|p| &p.sentence_transformers.numbers)
+        .or(report.against.as_ref().map(|a| &a.basalt.embedding));
     let row = |name: &str, ours: f64, theirs: Option<f64>| -> anyhow::Result<()> {
         let (peer, ratio) = match theirs {
             Some(value) if value > 0.0 => (format!("{value:.2}"), format!("{:.2}", ours / value)),
@@ -711,13 +918,22 @@ fn print_table(report: &Report) -> anyhow::Result<()> {
             ratios.matching_generated_tokens,
             generation.generated_ids.len()
         ))?;
-        for floor in &ratios.floors {
-            let verdict = if floor.met { "met" } else { "MISSED" };
-            print_line(&format!(
-                "floor {:<42} {:>6.2} {:<8} {verdict}",
-                floor.metric, floor.ratio, floor.floor
-            ))?;
-        }
+        print_floors(&ratios.floors)?;
+    }
+    if let Some(against) = &report.against {
+        print_floors(&against.floors)?;
+    }
+    Ok(())
+}
+
+/// One line per floor: the metric, its ratio, the floor and whether it was met.
+pub(crate) fn print_floors(floors: &[Floor]) -> anyhow::Result<()> {
+    for floor in floors {
+        let verdict = if floor.met { "met" } else { "MISSED" };
+        print_line(&format!(
+            "floor {:<42} {:>6.2} {:<8} {verdict}",
+            floor.metric, floor.ratio, floor.floor
+        ))?;
     }
     Ok(())
 }

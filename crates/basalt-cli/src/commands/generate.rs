@@ -6,8 +6,8 @@ use std::process::ExitCode;
 
 use anyhow::Context;
 use basalt_model::{
-    ChatMessage, ChatRole, GenerationEvent, GenerationRequest, Generator, LocalGenerator,
-    LocalGeneratorOptions, Prompt, SamplingOptions,
+    ChatMessage, ChatRole, DEFAULT_MAX_TOKENS, GenerationEvent, GenerationRequest, Generator,
+    LocalGenerator, LocalGeneratorOptions, Prompt, SamplingOptions,
 };
 use serde::Serialize;
 
@@ -29,9 +29,10 @@ pub(crate) struct GenerateArgs {
     /// A system message to put before the prompt (ignored with --raw)
     #[arg(long, value_name = "TEXT", conflicts_with = "raw")]
     system: Option<String>,
-    /// Most tokens to generate
-    #[arg(long, default_value_t = 256, value_name = "N")]
-    max_tokens: usize,
+    /// Most tokens to generate [default: 256, or what the context window leaves after the
+    /// prompt]; more than the context window leaves is refused
+    #[arg(long, value_name = "N")]
+    max_tokens: Option<usize>,
     /// Sampling temperature; 0 is greedy and deterministic
     #[arg(long, default_value_t = 0.0, value_name = "T")]
     temperature: f32,
@@ -83,6 +84,7 @@ pub(crate) fn run(args: &GenerateArgs, settings: &Settings) -> anyhow::Result<Ex
         .unwrap_or_else(|| settings.models_dir.default_generation_model());
     let options = LocalGeneratorOptions {
         threads: settings.threads,
+        decode_threads: settings.decode_threads,
         context_size: args.context_size,
         flash_attention: Some(args.flash_attention),
         ..LocalGeneratorOptions::default()
@@ -99,10 +101,16 @@ pub(crate) fn run(args: &GenerateArgs, settings: &Settings) -> anyhow::Result<Ex
         messages.push(ChatMessage::new(ChatRole::User, args.prompt.clone()));
         Prompt::Chat(messages)
     };
+    let max_tokens = match args.max_tokens {
+        Some(max_tokens) => max_tokens,
+        None => DEFAULT_MAX_TOKENS
+            .min(generator.completion_room(&prompt)?)
+            .max(1),
+    };
     let request = GenerationRequest {
         prompt,
         sampling: SamplingOptions {
-            max_tokens: args.max_tokens,
+            max_tokens,
             temperature: args.temperature,
             top_p: args.top_p,
             seed: args.seed,

@@ -72,6 +72,9 @@ pub(crate) struct TrainAttacksArgs {
     /// Cross-validation folds for the calibration
     #[arg(long, default_value_t = 5, value_parser = clap::value_parser!(u16).range(2..=20))]
     folds: u16,
+    /// Hash bits per n-gram block: the file holds 2^(bits+3) floats (18: 4 MB, 16: 1 MB)
+    #[arg(long, default_value_t = 18, value_parser = clap::value_parser!(u32).range(10..=24))]
+    bits: u32,
     /// Also fine-tune the embedding model on the prompts and stack it on the n-gram classifier
     /// (about 5 minutes per fold on 2 cores for the shared set; docs/guardrails.md)
     #[arg(long)]
@@ -289,6 +292,7 @@ fn train_attacks(args: &TrainAttacksArgs, settings: &Settings) -> anyhow::Result
     let records = read_prompts(&args.dataset)?;
     let options = TrainOptions {
         folds: usize::from(args.folds),
+        bits: args.bits,
         ..TrainOptions::default()
     };
     let encoder_folds = args
@@ -299,6 +303,11 @@ fn train_attacks(args: &TrainAttacksArgs, settings: &Settings) -> anyhow::Result
         let wanted = |provenance: &basalt_guard::attacks::Provenance| {
             provenance.dataset_sha256 == basalt_guard::attacks::digest(&records)
                 && provenance.folds == options.folds
+                // Calibrated with the false-positive margin (files from before it are not).
+                && provenance
+                    .calibration
+                    .iter()
+                    .all(|point| point.false_positive_upper.is_some())
                 && match (&provenance.encoder, args.encoder) {
                     (Some(stack), true) => stack.folds.len().max(1) == encoder_folds,
                     (None, false) => true,

@@ -5,6 +5,7 @@ mod bench;
 mod bench_answer;
 mod bench_guard;
 mod bench_kb;
+mod bench_share;
 mod bench_vectors;
 mod embed;
 mod eval;
@@ -186,6 +187,7 @@ pub(crate) fn load_engines(
         &path,
         &basalt_model::LocalGeneratorOptions {
             threads: settings.threads,
+            decode_threads: settings.decode_threads,
             context_size,
             gate,
             ..basalt_model::LocalGeneratorOptions::default()

@@ -39,7 +39,14 @@ pub(crate) struct ServeArgs {
     /// Requests that may wait for the model; more get 429 with Retry-After
     #[arg(long, default_value_t = 16, value_name = "N")]
     max_queue: usize,
-    /// Longest non-streamed request, in seconds
+    /// Requests one API key may have running or waiting at once; more get 429 with
+    /// Retry-After, so one key cannot keep the model from the others
+    #[arg(long, default_value_t = 4, value_name = "N")]
+    max_requests_per_key: usize,
+    /// Most completion tokens one request may ask for (max_tokens); more get 400
+    #[arg(long, default_value_t = 2048, value_name = "N")]
+    max_completion_tokens: usize,
+    /// Longest request (an answer, a stream, an upload's body), in seconds; then 504
     #[arg(long, default_value_t = 300, value_name = "SECONDS")]
     request_timeout: u64,
     /// Largest JSON request body, in MB
@@ -97,6 +104,8 @@ pub(crate) fn run(args: &ServeArgs, settings: &Settings) -> anyhow::Result<ExitC
     }
     let options = ServerOptions {
         max_queue: args.max_queue,
+        max_requests_per_key: args.max_requests_per_key.max(1),
+        max_completion_tokens: args.max_completion_tokens.max(1),
         request_timeout: Duration::from_secs(args.request_timeout.max(1)),
         body_limit: args.body_limit.max(1) << 20,
         upload_limit: args.upload_limit.max(1) << 20,
