@@ -2339,3 +2339,35 @@ fn prompt_attacks_over_http_block_questions_and_withhold_injected_passages() {
     );
     drop(server);
 }
+
+/// Issue 20: every route has a time budget. A request whose body never arrives (a client that
+/// sends the head and stops) gets 504 after `--request-timeout`, instead of holding a
+/// connection and a handler for as long as it likes.
+#[test]
+fn a_request_whose_body_never_arrives_gets_504_issue_20() {
+    use std::io::{Read, Write};
+    let ws = Workspace::new();
+    let _turn = cpu_turn();
+    let server = start_server(&ws, &["--local-demo", "--request-timeout", "2"]);
+    let mut stream = std::net::TcpStream::connect(("127.0.0.1", server.port)).expect("connects");
+    stream
+        .set_read_timeout(Some(std::time::Duration::from_secs(30)))
+        .expect("timeout");
+    let started = std::time::Instant::now();
+    stream
+        .write_all(
+            b"POST /v1/chat/completions HTTP/1.1\r\nHost: 127.0.0.1\r\n\
+              Content-Type: application/json\r\nContent-Length: 100\r\n\r\n{",
+        )
+        .expect("writes the head");
+    let mut response = Vec::new();
+    let _ = stream.read_to_end(&mut response);
+    let text = String::from_utf8_lossy(&response);
+    assert!(text.starts_with("HTTP/1.1 504"), "{text}");
+    assert!(text.contains("\"timeout\""), "{text}");
+    let waited = started.elapsed();
+    assert!(
+        waited >= std::time::Duration::from_secs(2) && waited < std::time::Duration::from_secs(20),
+        "answered after {waited:?}"
+    );
+}

@@ -482,7 +482,27 @@ pub fn router(state: AppState, options: &ServerOptions) -> Router {
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
         .layer(DefaultBodyLimit::max(options.body_limit))
+        .layer(axum::middleware::from_fn_with_state(
+            state.clone(),
+            time_budget,
+        ))
         .with_state(state)
+}
+
+/// Every request's time budget (`--request-timeout`): a handler that has not produced its
+/// response by then — one still reading a body that trickles in, say — gets 504, and its work
+/// is dropped. A streamed response has produced its head by then; its stream keeps the same
+/// budget on its own.
+async fn time_budget(
+    State(state): State<AppState>,
+    request: Request,
+    next: axum::middleware::Next,
+) -> axum::response::Response {
+    use axum::response::IntoResponse;
+    match tokio::time::timeout(state.request_timeout, next.run(request)).await {
+        Ok(response) => response,
+        Err(_) => ApiError::timed_out(state.request_timeout).into_response(),
+    }
 }
 
 #[derive(Debug, serde::Serialize, schemars::JsonSchema)]
