@@ -20,6 +20,7 @@ use crate::bert::BertEncoder;
 use crate::error::{ModelError, Result};
 use crate::gate::{InferenceGate, Priority};
 use crate::wordpiece::WordPieceTokenizer;
+use crate::worker::Worker;
 
 /// Turns text into unit-length vectors whose dot product is cosine similarity.
 pub trait Embedder: Send + Sync + std::fmt::Debug {
@@ -115,8 +116,8 @@ pub struct LocalEmbedder {
     info: EmbedderInfo,
     engine: EmbeddingEngine,
     tokenizer: WordPieceTokenizer,
-    bulk_jobs: Sender<EmbedJob>,
-    query_jobs: Sender<EmbedJob>,
+    bulk_jobs: Worker<EmbedJob>,
+    query_jobs: Worker<EmbedJob>,
 }
 
 impl std::fmt::Debug for EmbedJob {
@@ -208,7 +209,7 @@ impl LocalEmbedder {
     }
 
     /// Tokenizes `texts` and embeds them on the worker behind `jobs`.
-    fn run_texts(&self, jobs: &Sender<EmbedJob>, texts: &[String]) -> Result<Vec<Vec<f32>>> {
+    fn run_texts(&self, jobs: &Worker<EmbedJob>, texts: &[String]) -> Result<Vec<Vec<f32>>> {
         if texts.is_empty() {
             return Ok(Vec::new());
         }
@@ -219,10 +220,9 @@ impl LocalEmbedder {
         self.run(jobs, sequences)
     }
 
-    fn run(&self, jobs: &Sender<EmbedJob>, sequences: Vec<Vec<u32>>) -> Result<Vec<Vec<f32>>> {
+    fn run(&self, jobs: &Worker<EmbedJob>, sequences: Vec<Vec<u32>>) -> Result<Vec<Vec<f32>>> {
         let (reply, answer) = std::sync::mpsc::channel();
-        jobs.send(EmbedJob { sequences, reply })
-            .map_err(|_| ModelError::WorkerGone)?;
+        jobs.send(EmbedJob { sequences, reply })?;
         answer.recv().map_err(|_| ModelError::WorkerGone)?
     }
 }
@@ -322,7 +322,7 @@ fn spawn_embedding_worker(
     context_tokens: usize,
     max_sequences: usize,
     priority: Priority,
-) -> Result<Sender<EmbedJob>> {
+) -> Result<Worker<EmbedJob>> {
     match backend {
         Backend::Native(encoder, pool) => {
             let gate = options.gate.clone();
@@ -357,7 +357,7 @@ fn spawn_llama_worker(
     context_tokens: usize,
     max_sequences: usize,
     priority: Priority,
-) -> Result<Sender<EmbedJob>> {
+) -> Result<Worker<EmbedJob>> {
     let threads = i32::try_from(options.threads.max(1)).unwrap_or(1);
     let gate = options.gate.clone();
     let context_tokens_u32 = u32::try_from(context_tokens).unwrap_or(u32::MAX);

@@ -22,6 +22,7 @@ use crate::error::{ModelError, Result};
 use crate::gate::{InferenceGate, Priority};
 use crate::stop::StopMatcher;
 use crate::utf8::Utf8Stream;
+use crate::worker::Worker;
 
 /// Generates text from a prompt, streaming tokens as they come.
 pub trait Generator: Send + Sync + std::fmt::Debug {
@@ -231,7 +232,7 @@ struct GenerateJob {
 pub struct LocalGenerator {
     info: GeneratorInfo,
     model: Arc<LlamaModel>,
-    jobs: Sender<GenerateJob>,
+    jobs: Worker<GenerateJob>,
 }
 
 impl std::fmt::Debug for GenerateJob {
@@ -372,13 +373,11 @@ impl Generator for LocalGenerator {
             });
         }
         let (events, receiver) = std::sync::mpsc::channel();
-        self.jobs
-            .send(GenerateJob {
-                prompt_tokens,
-                sampling: request.sampling,
-                events,
-            })
-            .map_err(|_| ModelError::WorkerGone)?;
+        self.jobs.send(GenerateJob {
+            prompt_tokens,
+            sampling: request.sampling,
+            events,
+        })?;
         Ok(GenerationStream::new(receiver))
     }
 }
@@ -403,7 +402,7 @@ fn spawn_generation_worker(
     options: &LocalGeneratorOptions,
     decode_threads: usize,
     context_window: usize,
-) -> Result<Sender<GenerateJob>> {
+) -> Result<Worker<GenerateJob>> {
     let threads = i32::try_from(options.threads.max(1)).unwrap_or(1);
     let decode_threads = i32::try_from(decode_threads.max(1)).unwrap_or(1);
     let batch_size = options.batch_size.clamp(1, context_window);
