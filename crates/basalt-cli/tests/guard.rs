@@ -186,20 +186,22 @@ fn the_installed_prompt_attack_classifier_meets_its_floor_held_out() {
             .count() as u64;
         assert_eq!(stack["held_out"].as_u64(), Some(prompts), "{stack}");
         assert_eq!(stack["folds"].as_array().map(Vec::len), Some(5), "{stack}");
+        // With the false-positive margin (issue 20): 0.812 at 0.041, whose upper bound is
+        // 0.05; without it the threshold gave 0.854 at 0.050, and 6.1% on unseen prompts.
         let point = at_five(&stack["calibration"]);
-        assert!(point["recall"].as_f64() >= Some(0.85), "{stack}");
+        assert!(point["recall"].as_f64() >= Some(0.80), "{stack}");
         assert!(
-            point["false_positive_rate"].as_f64() <= Some(0.05),
+            point["false_positive_upper"].as_f64() <= Some(0.05),
             "{stack}"
         );
     } else {
         // The n-gram model `scripts/setup.sh` trains by default, in five-fold
-        // cross-validation (docs/guardrails.md: recall 0.78 at 5%).
+        // cross-validation (docs/guardrails.md: recall 0.763 at 0.041, upper bound 0.05).
         assert_eq!(provenance["folds"], 5, "{provenance}");
         let point = at_five(&provenance["calibration"]);
         assert!(point["recall"].as_f64() >= Some(0.70), "{provenance}");
         assert!(
-            point["false_positive_rate"].as_f64() <= Some(0.05),
+            point["false_positive_upper"].as_f64() <= Some(0.05),
             "{provenance}"
         );
     }
