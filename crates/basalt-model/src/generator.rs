@@ -388,7 +388,7 @@ impl Generator for LocalGenerator {
 /// other at every operation — which, when another process holds a core, costs far more than
 /// the split gains (docs/models.md, "Sharing a machine"). Larger models are bound by memory
 /// bandwidth, which more threads do use.
-pub fn decode_threads_for(parameters: u64, threads: usize) -> usize {
+pub(crate) fn decode_threads_for(parameters: u64, threads: usize) -> usize {
     const SMALL_MODEL: u64 = 500_000_000;
     if parameters < SMALL_MODEL {
         1

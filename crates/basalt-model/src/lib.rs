@@ -39,7 +39,7 @@ pub use gate::InferenceGate;
 pub use generator::{
     DEFAULT_MAX_TOKENS, FinishReason, GenerationEvent, GenerationRequest, GenerationStream,
     GenerationSummary, Generator, GeneratorInfo, LocalGenerator, LocalGeneratorOptions,
-    SamplingOptions, decode_threads_for,
+    SamplingOptions,
 };
 pub use llama::llama_system_info;
 pub use provision::{FetchReport, FileStatus, InstalledModel, fetch_models, inspect_models};
