@@ -43,6 +43,12 @@ struct State {
     waiting: usize,
 }
 
+/// Where a request stands once admitted: running now, or waiting for its slot.
+enum Place {
+    Now(Slot),
+    Queued(oneshot::Receiver<Slot>),
+}
+
 /// Held while a job runs; dropping it hands the slot to the next key in turn.
 #[derive(Debug)]
 pub struct Slot {
@@ -95,8 +101,8 @@ impl Scheduler {
     /// (ingestion jobs take a turn per embedding batch, so answers interleave with them).
     pub async fn background_turn(&self) -> Result<Slot, ApiError> {
         let receiver = match self.enqueue(BACKGROUND, false)? {
-            Ok(slot) => return Ok(slot),
-            Err(receiver) => receiver,
+            Place::Now(slot) => return Ok(slot),
+            Place::Queued(receiver) => receiver,
         };
         receiver
             .await
@@ -108,8 +114,8 @@ impl Scheduler {
     /// full; 503 when the wait would exceed the limit.
     pub async fn admit(&self, key: &str) -> Result<Slot, ApiError> {
         let receiver = match self.enqueue(key, true)? {
-            Ok(slot) => return Ok(slot),
-            Err(receiver) => receiver,
+            Place::Now(slot) => return Ok(slot),
+            Place::Queued(receiver) => receiver,
         };
         // Dropping the receiver (timeout, or the client went away) withdraws the request: the
         // slot it would have got goes to the next one.
@@ -132,12 +138,7 @@ impl Scheduler {
     }
 
     /// A slot at once if one is free and nobody waits, else a place in `key`'s queue.
-    #[allow(clippy::type_complexity)]
-    fn enqueue(
-        &self,
-        key: &str,
-        limited: bool,
-    ) -> Result<Result<Slot, oneshot::Receiver<Slot>>, ApiError> {
+    fn enqueue(&self, key: &str, limited: bool) -> Result<Place, ApiError> {
         let mut state = self.lock();
         state.forget_withdrawn();
         let active = state.active.get(key).copied().unwrap_or(0);
@@ -156,7 +157,7 @@ impl Scheduler {
         if state.free > 0 && state.waiting == 0 {
             state.free -= 1;
             *state.active.entry(key.to_owned()).or_default() += 1;
-            return Ok(Ok(Slot {
+            return Ok(Place::Now(Slot {
                 scheduler: Some(self.clone()),
                 key: key.to_owned(),
             }));
@@ -185,7 +186,7 @@ impl Scheduler {
             .get_mut(key)
             .expect("just inserted")
             .push_back(sender);
-        Ok(Err(receiver))
+        Ok(Place::Queued(receiver))
     }
 
     /// Gives the slot `key` held to the next key in turn that still has someone waiting.
