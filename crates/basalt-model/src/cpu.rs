@@ -64,15 +64,16 @@ pub struct CpuInfo {
 
 impl CpuInfo {
     pub fn detect() -> Self {
-        let model_name = std::fs::read_to_string("/proc/cpuinfo")
-            .ok()
-            .and_then(|text| {
-                text.lines()
-                    .find(|line| line.starts_with("model name"))
-                    .and_then(|line| line.split_once(':'))
-                    .map(|(_, name)| name.trim().to_owned())
-            })
-            .unwrap_or_else(|| std::env::consts::ARCH.to_owned());
+        let cpuinfo = std::fs::read_to_string("/proc/cpuinfo").unwrap_or_default();
+        let field = |name: &str| {
+            cpuinfo
+                .lines()
+                .find(|line| line.starts_with(name))
+                .and_then(|line| line.split_once(':'))
+                .map(|(_, value)| value.trim())
+        };
+        let model_name =
+            field("model name").map_or_else(|| std::env::consts::ARCH.to_owned(), str::to_owned);
         let mut features = Vec::new();
         #[cfg(target_arch = "x86_64")]
         {
@@ -92,15 +93,10 @@ impl CpuInfo {
                 "avxvnni"
             );
             // AMX is not yet detectable through std on stable Rust; the kernel lists it.
-            if let Ok(text) = std::fs::read_to_string("/proc/cpuinfo") {
-                let flags = text
-                    .lines()
-                    .find(|line| line.starts_with("flags"))
-                    .unwrap_or_default();
-                for (flag, name) in [("amx_tile", "amx-tile"), ("amx_int8", "amx-int8")] {
-                    if flags.split_whitespace().any(|word| word == flag) {
-                        features.push(name);
-                    }
+            let flags = field("flags").unwrap_or_default();
+            for (flag, name) in [("amx_tile", "amx-tile"), ("amx_int8", "amx-int8")] {
+                if flags.split_whitespace().any(|word| word == flag) {
+                    features.push(name);
                 }
             }
         }

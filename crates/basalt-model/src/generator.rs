@@ -35,11 +35,19 @@ pub trait Generator: Send + Sync + std::fmt::Debug {
     /// `max_tokens` 0, a bad temperature) are returned here, before any token.
     fn generate(&self, request: GenerationRequest) -> Result<GenerationStream>;
 
-    /// The most completion tokens the context window leaves after `prompt` (0 when the prompt
-    /// alone fills it): what a request that names no `max_tokens` may be given.
-    fn completion_room(&self, prompt: &Prompt) -> Result<usize> {
-        let prompt_tokens = self.tokenize_prompt(prompt)?.len();
-        Ok(self.info().context_window.saturating_sub(prompt_tokens))
+    /// The `max_tokens` a request for `prompt` gets: what it asked for, else
+    /// [`DEFAULT_MAX_TOKENS`] or what the context window leaves after the prompt, if less. A
+    /// prompt that fills the window alone gets 1, which [`Generator::generate`] then refuses
+    /// with the numbers.
+    fn max_tokens_for(&self, prompt: &Prompt, requested: Option<usize>) -> Result<usize> {
+        match requested {
+            Some(requested) => Ok(requested),
+            None => {
+                let prompt_tokens = self.tokenize_prompt(prompt)?.len();
+                let room = self.info().context_window.saturating_sub(prompt_tokens);
+                Ok(DEFAULT_MAX_TOKENS.min(room).max(1))
+            }
+        }
     }
 }
 

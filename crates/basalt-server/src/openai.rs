@@ -785,13 +785,7 @@ fn run_plain(
     guarded: &mut Guarded<'_>,
 ) -> Result<Completion, ApiError> {
     let prompt = Prompt::Chat(messages);
-    sampling.max_tokens = match max_tokens {
-        Some(max_tokens) => max_tokens,
-        // A prompt that fills the window is refused by `generate` with the numbers.
-        None => DEFAULT_MAX_TOKENS
-            .min(state.generator.completion_room(&prompt)?)
-            .max(1),
-    };
+    sampling.max_tokens = state.generator.max_tokens_for(&prompt, max_tokens)?;
     let stream = state
         .generator
         .generate(GenerationRequest { prompt, sampling })?;

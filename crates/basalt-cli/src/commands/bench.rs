@@ -202,12 +202,48 @@ struct PeerEmbedding {
     numbers: EmbeddingNumbers,
 }
 
+/// This binary's numbers over another engine's: rates (above 1 is faster) and the median query
+/// latency (below 1 is faster).
 #[derive(Debug, Serialize)]
-struct Ratios {
+struct RateRatios {
     decode_tokens_per_second: f64,
     prompt_tokens_per_second: f64,
     passages_per_second: f64,
     query_latency_median: f64,
+}
+
+impl RateRatios {
+    fn of(
+        ours: &Measurements,
+        generation: &GenerationNumbers,
+        embedding: &EmbeddingNumbers,
+    ) -> Self {
+        let ratio = |a: f64, b: f64| if b > 0.0 { a / b } else { 0.0 };
+        RateRatios {
+            decode_tokens_per_second: ratio(
+                ours.generation.decode_tokens_per_second,
+                generation.decode_tokens_per_second,
+            ),
+            prompt_tokens_per_second: ratio(
+                ours.generation.prompt_tokens_per_second,
+                generation.prompt_tokens_per_second,
+            ),
+            passages_per_second: ratio(
+                ours.embedding.passages_per_second,
+                embedding.passages_per_second,
+            ),
+            query_latency_median: ratio(
+                ours.embedding.query_latency_ms_median,
+                embedding.query_latency_ms_median,
+            ),
+        }
+    }
+}
+
+#[derive(Debug, Serialize)]
+struct Ratios {
+    #[serde(flatten)]
+    rates: RateRatios,
     /// Greedy ids of both engines agree up to here (of the shorter completion).
     matching_generated_tokens: usize,
     floors: Vec<Floor>,
@@ -282,12 +318,9 @@ struct Against {
     binary: PathBuf,
     build: Option<Build>,
     basalt: Measurements,
-    /// This binary's rates over the other's (query latency: the other's over this one's, so
-    /// that above 1 is better everywhere).
-    decode_tokens_per_second: f64,
-    prompt_tokens_per_second: f64,
-    passages_per_second: f64,
-    query_latency_median: f64,
+    /// This binary's numbers over the other's.
+    #[serde(flatten)]
+    rates: RateRatios,
     floors: Vec<Floor>,
 }
 
@@ -327,16 +360,15 @@ fn bench_models(args: &ModelsBenchArgs, settings: &Settings) -> anyhow::Result<E
     let generator_path = settings.models_dir.default_generation_model();
     // A shared machine drifts over minutes; alternating the engines and keeping each side's
     // best run keeps the drift from favouring whichever side runs first.
-    let rounds = if args.peers { args.rounds } else { 1 };
+    let rounds = if args.peers || args.against.is_some() {
+        args.rounds
+    } else {
+        1
+    };
     let mut basalt: Option<Measurements> = None;
     let mut peers: Option<PeerReport> = None;
     let mut prompt_ids = Vec::new();
     let mut embedding_engine = EmbeddingEngine::Native.as_str();
-    let rounds = if args.against.is_some() {
-        args.rounds
-    } else {
-        rounds
-    };
     let mut other: Option<(Option<Build>, Measurements)> = None;
     for round in 1..=rounds {
         if rounds > 1 {
@@ -747,23 +779,7 @@ fn against_ratios(
     other: Measurements,
     basalt: &Measurements,
 ) -> Against {
-    let ratio = |a: f64, b: f64| if b > 0.0 { a / b } else { 0.0 };
-    let decode = ratio(
-        basalt.generation.decode_tokens_per_second,
-        other.generation.decode_tokens_per_second,
-    );
-    let prompt = ratio(
-        basalt.generation.prompt_tokens_per_second,
-        other.generation.prompt_tokens_per_second,
-    );
-    let passages = ratio(
-        basalt.embedding.passages_per_second,
-        other.embedding.passages_per_second,
-    );
-    let latency = ratio(
-        other.embedding.query_latency_ms_median,
-        basalt.embedding.query_latency_ms_median,
-    );
+    let rates = RateRatios::of(basalt, &other.generation, &other.embedding);
     let at_least = |metric, ratio: f64| Floor {
         metric,
         ratio,
@@ -774,37 +790,27 @@ fn against_ratios(
         binary: binary.to_path_buf(),
         build,
         floors: vec![
-            at_least("decode tokens/s vs the other build", decode),
-            at_least("prompt tokens/s vs the other build", prompt),
-            at_least("passages/s vs the other build", passages),
+            at_least(
+                "decode tokens/s vs the other build",
+                rates.decode_tokens_per_second,
+            ),
+            at_least(
+                "prompt tokens/s vs the other build",
+                rates.prompt_tokens_per_second,
+            ),
+            at_least("passages/s vs the other build", rates.passages_per_second),
         ],
         basalt: other,
-        decode_tokens_per_second: decode,
-        prompt_tokens_per_second: prompt,
-        passages_per_second: passages,
-        query_latency_median: latency,
+        rates,
     }
 }
 
 fn ratios(basalt: &Measurements, peers: &PeerReport) -> Ratios {
-    let ratio = |a: f64, b: f64| if b > 0.0 { a / b } else { 0.0 };
     let peer_generation = &peers.llama_cpp_python.numbers;
-    let peer_embedding = &peers.sentence_transformers.numbers;
-    let decode = ratio(
-        basalt.generation.decode_tokens_per_second,
-        peer_generation.decode_tokens_per_second,
-    );
-    let prompt = ratio(
-        basalt.generation.prompt_tokens_per_second,
-        peer_generation.prompt_tokens_per_second,
-    );
-    let passages = ratio(
-        basalt.embedding.passages_per_second,
-        peer_embedding.passages_per_second,
-    );
-    let latency = ratio(
-        basalt.embedding.query_latency_ms_median,
-        peer_embedding.query_latency_ms_median,
+    let rates = RateRatios::of(
+        basalt,
+        peer_generation,
+        &peers.sentence_transformers.numbers,
     );
     let matching = basalt
         .generation
@@ -819,10 +825,23 @@ fn ratios(basalt: &Measurements, peers: &PeerReport) -> Ratios {
         floor: format!(">= {floor}"),
         met: ratio >= floor,
     };
+    let latency = rates.query_latency_median;
     let floors = vec![
-        at_least("decode tokens/s vs llama-cpp-python", decode, 0.9),
-        at_least("prompt tokens/s vs llama-cpp-python", prompt, 0.9),
-        at_least("passages/s vs sentence-transformers", passages, 0.7),
+        at_least(
+            "decode tokens/s vs llama-cpp-python",
+            rates.decode_tokens_per_second,
+            0.9,
+        ),
+        at_least(
+            "prompt tokens/s vs llama-cpp-python",
+            rates.prompt_tokens_per_second,
+            0.9,
+        ),
+        at_least(
+            "passages/s vs sentence-transformers",
+            rates.passages_per_second,
+            0.7,
+        ),
         Floor {
             metric: "query latency vs sentence-transformers",
             ratio: latency,
@@ -831,10 +850,7 @@ fn ratios(basalt: &Measurements, peers: &PeerReport) -> Ratios {
         },
     ];
     Ratios {
-        decode_tokens_per_second: decode,
-        prompt_tokens_per_second: prompt,
-        passages_per_second: passages,
-        query_latency_median: latency,
+        rates,
         matching_generated_tokens: matching,
         floors,
     }

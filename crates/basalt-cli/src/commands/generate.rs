@@ -6,8 +6,8 @@ use std::process::ExitCode;
 
 use anyhow::Context;
 use basalt_model::{
-    ChatMessage, ChatRole, DEFAULT_MAX_TOKENS, GenerationEvent, GenerationRequest, Generator,
-    LocalGenerator, LocalGeneratorOptions, Prompt, SamplingOptions,
+    ChatMessage, ChatRole, GenerationEvent, GenerationRequest, Generator, LocalGenerator,
+    LocalGeneratorOptions, Prompt, SamplingOptions,
 };
 use serde::Serialize;
 
@@ -101,12 +101,7 @@ pub(crate) fn run(args: &GenerateArgs, settings: &Settings) -> anyhow::Result<Ex
         messages.push(ChatMessage::new(ChatRole::User, args.prompt.clone()));
         Prompt::Chat(messages)
     };
-    let max_tokens = match args.max_tokens {
-        Some(max_tokens) => max_tokens,
-        None => DEFAULT_MAX_TOKENS
-            .min(generator.completion_room(&prompt)?)
-            .max(1),
-    };
+    let max_tokens = generator.max_tokens_for(&prompt, args.max_tokens)?;
     let request = GenerationRequest {
         prompt,
         sampling: SamplingOptions {
