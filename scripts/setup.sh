@@ -49,11 +49,13 @@ fi
 log "installing the default models into ${BASALT_MODELS_DIR:-~/.local/share/basalt/models}"
 "$bin" models fetch
 
-# The guardrails' prompt-attack classifier is trained here, from labelled prompts (it is not
-# shipped: the public set it learns from is licensed for evaluation only): the n-gram model, in
-# seconds. BASALT_ATTACK_ENCODER=1 also fine-tunes the embedding model on the same prompts and
-# stacks it on the n-gram model, once per cross-validation fold (about 27 minutes on 2 cores;
-# docs/guardrails.md). Skipped when a classifier trained that way on the same prompts exists.
+# Guardrails with a prompt_attacks policy work without this step: the binary carries a small
+# classifier trained only on redistributable prompts (docs/guardrails.md). Where the team's
+# labelled prompts are (../shared/data, licensed for evaluation only, so never shipped), a
+# stronger one is trained from them here and installed, which replaces the built-in one: the
+# n-gram model, in seconds. BASALT_ATTACK_ENCODER=1 also fine-tunes the embedding model on the
+# same prompts and stacks it on the n-gram model, once per cross-validation fold (about 27
+# minutes on 2 cores; docs/guardrails.md). Skipped when a classifier trained that way on the same prompts exists.
 prompts="${BASALT_SHARED_DATA:-../shared/data}/guardrails/prompt-attacks.jsonl"
 if [ -f "$prompts" ]; then
     if [ "${BASALT_ATTACK_ENCODER:-0}" = "1" ]; then
@@ -62,6 +64,7 @@ if [ -f "$prompts" ]; then
         "$bin" guard train-attacks --if-missing --dataset "$prompts" >&2
     fi
 else
-    log "no labelled prompts at $prompts: guardrails with a prompt_attacks policy need" \
-        "\`basalt guard train-attacks --dataset FILE.jsonl\` first (docs/guardrails.md)"
+    log "no labelled prompts at $prompts: guardrails with a prompt_attacks policy use the" \
+        "built-in classifier (\`basalt guard train-attacks --dataset FILE.jsonl\` trains" \
+        "a stronger one from your own; docs/guardrails.md)"
 fi

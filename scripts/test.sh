@@ -34,6 +34,8 @@ command -v node >/dev/null || tools+=(nodejs)
 command -v npm >/dev/null || tools+=(npm)
 # The portability test runs the binary as an older CPU would (qemu-x86_64 -cpu Haswell-v4).
 command -v qemu-x86_64 >/dev/null || tools+=(qemu-user)
+# The built-in prompt-attack classifier's check reads PyRIT's YAML templates.
+python3 -c "import yaml" 2>/dev/null || tools+=(python3-yaml)
 if ((${#tools[@]})); then
   echo "== installing ${tools[*]} (for the HTTPS, report, web UI and portability tests)" >&2
   sudo=""
@@ -58,3 +60,6 @@ cargo clippy --locked --workspace --all-targets -- -D warnings
 
 echo "== cargo test" >&2
 cargo test --locked --workspace -- --test-threads 2
+
+echo "== the built-in prompt-attack classifier is what its recipe trains" >&2
+scripts/train-builtin-attacks.sh --check target/debug/basalt

@@ -25,7 +25,7 @@ use std::sync::Arc;
 use regex::Regex;
 use serde::{Deserialize, Serialize};
 
-use crate::attacks::{AttackClassifier, DEFAULT_FALSE_POSITIVE_RATE};
+use crate::attacks::AttackClassifier;
 use crate::pii::{CustomPattern, Detector, EntityType, Finding};
 use crate::words::{WordFilter, WordMatch};
 
@@ -139,7 +139,8 @@ pub struct PromptAttackPolicy {
     #[serde(default, skip_serializing_if = "is_default")]
     pub documents: DocumentAction,
     /// The share of benign prompts the threshold lets be flagged, as calibrated when the
-    /// classifier was trained: 0.01–0.2 (default 0.05). Lower flags fewer prompts of both kinds.
+    /// classifier was trained: 0.01–0.2 (default 0.05 with a trained classifier, 0.01 with the
+    /// built-in one). Lower flags fewer prompts of both kinds.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub false_positive_rate: Option<f32>,
 }
@@ -592,7 +593,7 @@ impl Guardrail {
             .zip(self.attacks.as_ref())?;
         let rate = policy
             .false_positive_rate
-            .unwrap_or(DEFAULT_FALSE_POSITIVE_RATE);
+            .unwrap_or_else(|| classifier.default_rate());
         let judged = classifier.assess(text, rate, passage);
         judged.is_attack().then(|| Assessment {
             policy: "prompt_attacks",

@@ -50,7 +50,8 @@ impl From<basalt_guard::config::ConfigError> for ApiError {
     }
 }
 
-/// The prompt-attack classifier, read from its file when first needed.
+/// The prompt-attack classifier, read from its file when first needed (the built-in one when
+/// there is no file).
 #[derive(Debug)]
 pub(crate) struct ClassifierSlot {
     path: Option<std::path::PathBuf>,
@@ -67,7 +68,8 @@ impl ClassifierSlot {
 }
 
 impl AppState {
-    /// The prompt-attack classifier (a 503 that says how to install it when there is none).
+    /// The prompt-attack classifier: the trained one installed in the models directory, else
+    /// the built-in one (a 503 that says what to do when the installed file is damaged).
     async fn attack_classifier(&self) -> Result<Arc<AttackClassifier>, ApiError> {
         let slot = self.attack_classifier.clone();
         if let Some(classifier) = crate::lock(&slot.loaded).as_ref() {
@@ -80,14 +82,16 @@ impl AppState {
                 format!("the prompt_attacks policy needs the prompt-attack classifier: {message}"),
             )
         };
-        let Some(path) = slot.path.clone() else {
-            return Err(unavailable(
-                "this server was started without one".to_owned(),
-            ));
+        // Without a trained classifier at the path, the built-in one serves; a file that is
+        // there but unreadable is an error to fix, not a reason to fall back silently.
+        let classifier = match slot.path.clone() {
+            None => AttackClassifier::builtin(),
+            Some(path) => {
+                blocking(move || Ok::<_, ApiError>(AttackClassifier::load_or_builtin(&path)))
+                    .await?
+                    .map_err(|error| unavailable(error.to_string()))?
+            }
         };
-        let classifier = blocking(move || Ok::<_, ApiError>(AttackClassifier::load(&path)))
-            .await?
-            .map_err(|error| unavailable(error.to_string()))?;
         let classifier = Arc::new(classifier);
         *crate::lock(&slot.loaded) = Some(classifier.clone());
         Ok(classifier)

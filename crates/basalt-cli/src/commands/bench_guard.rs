@@ -7,7 +7,6 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use anyhow::Context;
-use basalt_guard::attacks::DEFAULT_FALSE_POSITIVE_RATE;
 use basalt_guard::{
     AttackClassifier, GuardModels, Guardrail, GuardrailConfig, Release, Source, StreamGuard,
 };
@@ -140,8 +139,9 @@ const TOPICS: &str = r#"[
 ]"#;
 
 pub(crate) fn run(args: &GuardBenchArgs, settings: &Settings) -> anyhow::Result<ExitCode> {
-    let classifier = AttackClassifier::load(&settings.models_dir.prompt_attack_classifier())
-        .context("the benchmark checks prompt attacks")?;
+    let classifier =
+        AttackClassifier::load_or_builtin(&settings.models_dir.prompt_attack_classifier())
+            .context("the benchmark checks prompt attacks")?;
     let path = settings.models_dir.default_embedding_model();
     let options = LocalEmbedderOptions {
         threads: settings.threads,
@@ -199,7 +199,7 @@ pub(crate) fn run(args: &GuardBenchArgs, settings: &Settings) -> anyhow::Result<
             .iter()
             .filter(|text| {
                 classifier
-                    .assess(text, DEFAULT_FALSE_POSITIVE_RATE, false)
+                    .assess(text, classifier.default_rate(), false)
                     .encoder
             })
             .count();

@@ -8,7 +8,7 @@ use std::process::ExitCode;
 use std::sync::Arc;
 
 use anyhow::Context;
-use basalt_guard::attacks::{AttackClassifier, DEFAULT_FALSE_POSITIVE_RATE, TrainOptions};
+use basalt_guard::attacks::{AttackClassifier, TrainOptions};
 use basalt_guard::eval::{Dataset, PromptRecord, evaluate_prompts, evaluate_spans, read_dataset};
 use basalt_guard::{GuardModels, Guardrail, GuardrailConfig, GuardrailStore, Source};
 use basalt_model::{Embedder, LocalEmbedder, LocalEmbedderOptions};
@@ -224,7 +224,7 @@ fn build(
     }
     if config.prompt_attacks.is_some() {
         let path = settings.models_dir.prompt_attack_classifier();
-        let classifier = AttackClassifier::load(&path)
+        let classifier = AttackClassifier::load_or_builtin(&path)
             .context("the guardrail's prompt_attacks policy needs the prompt-attack classifier")?;
         models.attacks = Some(Arc::new(classifier));
     }
@@ -486,30 +486,44 @@ fn eval_prompts(
     settings: &Settings,
     records: &[PromptRecord],
 ) -> anyhow::Result<ExitCode> {
-    if !(0.0..=1.0).contains(&args.false_positive_rate) {
+    let (path, classifier) = match &args.classifier {
+        Some(path) => (path.clone(), AttackClassifier::load(path)?),
+        None => {
+            let path = settings.models_dir.prompt_attack_classifier();
+            let classifier = AttackClassifier::load_or_builtin(&path)?;
+            (path, classifier)
+        }
+    };
+    let path = if classifier.is_builtin() {
+        PathBuf::from("(built in)")
+    } else {
+        path
+    };
+    let rate = args
+        .false_positive_rate
+        .unwrap_or_else(|| classifier.default_rate());
+    if !(0.0..=1.0).contains(&rate) {
         anyhow::bail!("--false-positive-rate must be between 0 and 1");
     }
-    let path = args
-        .classifier
-        .clone()
-        .unwrap_or_else(|| settings.models_dir.prompt_attack_classifier());
-    let classifier = AttackClassifier::load(&path)?;
     let threshold = if args.passages {
-        classifier.svm_threshold(args.false_positive_rate)
+        classifier.passage_threshold(rate)
     } else {
-        classifier.threshold(args.false_positive_rate)
+        classifier.threshold(rate)
     };
     let trained_on_it =
         classifier.provenance().dataset_sha256 == basalt_guard::attacks::digest(records);
     // Each text is scored once; the overall and per-source counts read the verdicts.
+    let judged: Vec<basalt_guard::attacks::AttackScore> = records
+        .iter()
+        .map(|record| classifier.assess(&record.text, rate, args.passages))
+        .collect();
     let verdicts: std::collections::HashMap<&str, bool> = records
         .iter()
-        .map(|record| {
-            let judged = classifier.assess(&record.text, args.false_positive_rate, args.passages);
-            (record.text.as_str(), judged.is_attack())
-        })
+        .zip(&judged)
+        .map(|(record, judged)| (record.text.as_str(), judged.is_attack()))
         .collect();
     let flagged = |text: &str| verdicts.get(text).copied().unwrap_or(false);
+    let on_this_data = OnThisData::of(records, &judged);
     let mut sources: std::collections::BTreeMap<String, Vec<PromptRecord>> = Default::default();
     for record in records {
         let source = record
@@ -528,22 +542,27 @@ fn eval_prompts(
             "records": records.len(),
             "classifier": path,
             "threshold": threshold,
-            "false_positive_rate_target": args.false_positive_rate,
+            "false_positive_rate_target": rate,
             "training_data": trained_on_it,
             "scored_as": if args.passages { "passages" } else { "prompts" },
             "prompt_attacks": overall,
             "per_source": per_source,
             "cross_validation": classifier.provenance(),
+            "on_this_data": on_this_data,
         }))?)?;
         return Ok(ExitCode::SUCCESS);
     }
+    let calibrated = if args.passages && classifier.is_builtin() {
+        "; the built-in classifier judges passages at its 0.01 point at most"
+    } else {
+        ""
+    };
     print_line(&format!(
         "prompt attacks, {} {}, classifier {} at threshold {threshold:.3} (calibrated for a \
-         false-positive rate of {})",
+         false-positive rate of {rate}{calibrated})",
         records.len(),
         if args.passages { "passages" } else { "prompts" },
         path.display(),
-        args.false_positive_rate
     ))?;
     print_line(&format!(
         "{:<20} {:>6} {:>6} {:>6} {:>6} {:>10} {:>8} {:>7} {:>7}",
@@ -569,6 +588,19 @@ fn eval_prompts(
         }
     }
     print_line(&row("all", &overall))?;
+    if let Some(on_this_data) = &on_this_data {
+        print_line(&format!(
+            "on this data: AUC {:.3}; with a threshold read off these prompts (in-sample, for \
+             comparing classifiers, not a calibration):",
+            on_this_data.auc
+        ))?;
+        for point in &on_this_data.operating_points {
+            print_line(&format!(
+                "  FPR at most {:.2}: recall {:.3} (threshold {:.3})",
+                point.target, point.recall, point.threshold
+            ))?;
+        }
+    }
     if trained_on_it {
         let provenance = classifier.provenance();
         print_line(&format!(
@@ -596,6 +628,30 @@ fn eval_prompts(
     Ok(ExitCode::SUCCESS)
 }
 
+/// How the classifier separates the attacks from the benign prompts of an evaluation set,
+/// whatever threshold it was calibrated with: the ranking's AUC, and the recall at each
+/// calibrated false-positive rate when the threshold is read off the set itself.
+#[derive(Debug, serde::Serialize)]
+struct OnThisData {
+    auc: f32,
+    operating_points: Vec<basalt_guard::attacks::Calibration>,
+}
+
+impl OnThisData {
+    /// `None` unless the set holds prompts of both kinds.
+    fn of(records: &[PromptRecord], judged: &[basalt_guard::attacks::AttackScore]) -> Option<Self> {
+        let labels: Vec<bool> = records.iter().map(|r| r.label == "attack").collect();
+        if !labels.contains(&true) || !labels.contains(&false) {
+            return None;
+        }
+        let scores: Vec<f32> = judged.iter().map(|judged| judged.score).collect();
+        Some(OnThisData {
+            auc: basalt_guard::attacks::auc(&scores, &labels),
+            operating_points: basalt_guard::attacks::calibrate(&scores, &labels),
+        })
+    }
+}
+
 fn outcome_name(outcome: &basalt_guard::Outcome) -> &'static str {
     match outcome {
         basalt_guard::Outcome::Passed => "passed",
@@ -614,9 +670,10 @@ pub(crate) struct EvalGuardrailsArgs {
     /// The prompt-attack classifier to score [default: <models dir>/prompt-attack/classifier.bin]
     #[arg(long, value_name = "FILE")]
     classifier: Option<PathBuf>,
-    /// The false-positive rate the classifier's threshold is calibrated for
-    #[arg(long, default_value_t = DEFAULT_FALSE_POSITIVE_RATE, value_name = "RATE")]
-    false_positive_rate: f32,
+    /// The false-positive rate the classifier's threshold is calibrated for [default: what a
+    /// guardrail uses: 0.05, or 0.01 with the built-in classifier]
+    #[arg(long, value_name = "RATE")]
+    false_positive_rate: Option<f32>,
     /// Score each labelled text as a retrieved passage (a window at a time, as the policy's
     /// `documents` side does) instead of as a prompt
     #[arg(long)]

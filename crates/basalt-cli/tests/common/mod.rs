@@ -135,10 +135,10 @@ pub fn models_dir() -> PathBuf {
     data_home.join("basalt/models")
 }
 
-/// A models directory of the test's own in `dir`: the installed models linked in, and a
-/// prompt-attack classifier trained on the shared prompt-attack data with `basalt guard
-/// train-attacks` (its report is returned).
-pub fn models_with_attack_classifier(dir: &std::path::Path) -> (PathBuf, Value) {
+/// A models directory of the test's own in `dir`: the installed models linked in, but no
+/// trained prompt-attack classifier, so guardrails use the built-in one (as for a user who
+/// brought no labelled prompts).
+pub fn models_without_attack_classifier(dir: &std::path::Path) -> PathBuf {
     let models = dir.join("models");
     std::fs::create_dir_all(&models).expect("models dir");
     for entry in std::fs::read_dir(models_dir()).expect("the installed models") {
@@ -148,6 +148,13 @@ pub fn models_with_attack_classifier(dir: &std::path::Path) -> (PathBuf, Value) 
                 .expect("link a model");
         }
     }
+    models
+}
+
+/// [`models_without_attack_classifier`], then a prompt-attack classifier trained on the shared
+/// prompt-attack data with `basalt guard train-attacks` (its report is returned).
+pub fn models_with_attack_classifier(dir: &std::path::Path) -> (PathBuf, Value) {
+    let models = models_without_attack_classifier(dir);
     let dataset = shared_data().join("guardrails/prompt-attacks.jsonl");
     let output = basalt(&[
         "--models-dir",
