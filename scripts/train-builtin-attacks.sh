@@ -22,7 +22,7 @@ shared="${BASALT_SHARED_DATA:-../shared/data}"
 committed=crates/basalt-guard/builtin/prompt-attack.bin
 # The documentation's snapshot: changing it (or anything else here) means training again and
 # committing the new file with the numbers in docs/guardrails.md measured again.
-docs_commit=4005f14
+docs_commit=4005f144735ae4aa1cb2c2af19ec2ee00d1cd692
 
 work=$(mktemp -d)
 trap 'rm -rf "$work"' EXIT
@@ -40,6 +40,14 @@ for wheel in "$work"/wheels/*.whl; do
     python3 -m zipfile -e "$wheel" "$work/packages"
 done
 mkdir -p "$work/docs"
+if ! git cat-file -e "$docs_commit^{commit}" 2>/dev/null; then
+    # A shallow clone: fetch that one commit.
+    git fetch --quiet --depth 1 origin "$docs_commit" || {
+        echo "commit $docs_commit (the documentation the classifier learnt from) is not in" \
+            "this clone and could not be fetched; clone with history" >&2
+        exit 1
+    }
+fi
 git archive "$docs_commit" README.md docs | tar -x -C "$work/docs"
 
 python3 scripts/builtin-attack-data.py "$shared" "$work/packages" "$work/docs" "$work/prompts.jsonl"
