@@ -3,8 +3,8 @@
 use std::collections::{HashMap, HashSet};
 use std::time::Instant;
 
-use basalt_index::{Filter, Fusion, Hit, Reader, SearchMode, SearchRequest};
-use basalt_kb::KnowledgeBase;
+use basalt_index::{Filter, Fusion, Hit, Reader, SearchMode};
+use basalt_kb::{KnowledgeBase, SearchOptions};
 use basalt_model::{
     Embedder, GenerationEvent, GenerationRequest, Generator, Prompt, SamplingOptions,
 };
@@ -375,27 +375,15 @@ fn retrieve(
     passages_wanted: usize,
 ) -> Result<Retrieved> {
     let vector = embedder.embed_query(query)?;
-    if vector.len() != kb.settings.embedding.dimension {
-        return Err(AnswerError::Kb(basalt_kb::KbError::ModelMismatch {
-            expected: kb.settings.embedding.dimension,
-            found: vector.len(),
-        }));
-    }
-    let request = SearchRequest {
-        text: query,
-        query_vector: Some(&vector),
-        mode: options.mode.unwrap_or(kb.settings.mode),
+    let search = SearchOptions {
+        mode: options.mode,
         k: passages_wanted * 3,
-        filter: options.filter.as_ref(),
-        reader: options.reader.as_ref(),
-        fusion: options.fusion.unwrap_or(kb.settings.fusion),
-        bm25: kb.settings.bm25,
-        exact: false,
+        filter: options.filter.clone(),
+        reader: options.reader.clone(),
+        fusion: options.fusion,
+        ..SearchOptions::default()
     };
-    let mut hits = kb
-        .store
-        .search(&request)
-        .map_err(basalt_kb::KbError::from)?;
+    let mut hits = kb.search_vector(query, &vector, &search)?;
     let mut withheld = Vec::new();
     if let Some(screen) = &options.screen {
         hits.retain(|hit| {
@@ -410,14 +398,15 @@ fn retrieve(
     let ranked = rank_sentences(embedder, &vector, &chunks)?;
     // The most similar chunk by vector alone (hybrid ranks need not put it first), among those
     // the screen let through.
-    let nearest = kb
-        .store
-        .search(&SearchRequest {
-            mode: SearchMode::Vector,
+    let nearest = kb.search_vector(
+        query,
+        &vector,
+        &SearchOptions {
+            mode: Some(SearchMode::Vector),
             k: 1 + withheld.len(),
-            ..request.clone()
-        })
-        .map_err(basalt_kb::KbError::from)?;
+            ..search
+        },
+    )?;
     let best_passage = nearest
         .iter()
         .find(|hit| !withheld.contains(&hit.chunk_id))

@@ -262,7 +262,7 @@ impl World {
                     .filter(|(_, doc)| doc.tenant == tenant_number)
                     .map(|(number, doc)| self.write(number, doc))
                     .collect();
-                kb.store.write(writes).expect("writes");
+                kb.write(writes).expect("writes");
                 kb
             })
             .collect()
@@ -378,7 +378,8 @@ fn check_world(world: &World) -> Result<(), TestCaseError> {
                 reader: Some(reader.clone()),
                 ..SearchOptions::default()
             };
-            let hits = basalt_kb::search(kb, Some(&embedder), &query, &options)
+            let hits = kb
+                .search(Some(&embedder), &query, &options)
                 .expect("searches")
                 .hits;
             for hit in &hits {

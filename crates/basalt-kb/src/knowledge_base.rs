@@ -14,8 +14,8 @@ use std::sync::Arc;
 
 use basalt_index::Sealer;
 use basalt_index::{
-    ANALYZERS, Bm25Params, DEFAULT_ANALYZER, Fusion, KnowledgeStore, SearchMode, StoreOptions,
-    TantivyStore, VectorIndex,
+    ANALYZERS, Bm25Params, DEFAULT_ANALYZER, DocumentRecord, DocumentWrite, Fusion, IndexStats,
+    KnowledgeStore, SearchMode, StoreOptions, TantivyStore, VectorIndex,
 };
 use basalt_model::{DEFAULT_EMBEDDING_MODEL, ModelsDir};
 use basalt_security::crypto::KeyProvider;
@@ -420,14 +420,47 @@ impl KbSettings {
     }
 }
 
-/// An open knowledge base: its settings and its index.
+/// An open knowledge base: its settings and its index, which only its verbs reach.
 #[derive(Debug)]
 pub struct KnowledgeBase {
     pub settings: KbSettings,
-    pub store: Box<dyn KnowledgeStore>,
+    pub(crate) store: Box<dyn KnowledgeStore>,
     /// The data key of an encrypted knowledge base: what else holds its content on disk (an
     /// upload waiting to be ingested) is sealed with it too.
     pub sealer: Option<Arc<dyn Sealer>>,
+}
+
+impl KnowledgeBase {
+    /// Adds or replaces documents with their chunks (ingestion does this; `ingest`).
+    pub fn write(&self, documents: Vec<DocumentWrite>) -> Result<()> {
+        Ok(self.store.write(documents)?)
+    }
+
+    /// Deletes documents by id; returns how many there were.
+    pub fn delete(&self, doc_ids: &[String]) -> Result<usize> {
+        Ok(self.store.delete(doc_ids)?)
+    }
+
+    /// One document's record.
+    pub fn document(&self, doc_id: &str) -> Result<Option<DocumentRecord>> {
+        Ok(self.store.document(doc_id)?)
+    }
+
+    /// Every document's record.
+    pub fn documents(&self) -> Result<Vec<DocumentRecord>> {
+        Ok(self.store.documents()?)
+    }
+
+    /// Document and chunk counts and the index's size.
+    pub fn stats(&self) -> Result<IndexStats> {
+        Ok(self.store.stats()?)
+    }
+
+    /// Settles merges and builds the vector graphs of merged segments now, not during a later
+    /// search.
+    pub fn finish_writes(&self) -> Result<()> {
+        Ok(self.store.finish_writes()?)
+    }
 }
 
 #[cfg(test)]
@@ -453,7 +486,7 @@ mod tests {
             .collect();
         assert_eq!(names, ["alpha", "beta"]);
         let kb = data.open("alpha").expect("opens");
-        assert_eq!(kb.store.stats().expect("stats").documents, 0);
+        assert_eq!(kb.stats().expect("stats").documents, 0);
         drop(kb);
         data.delete("alpha").expect("deletes");
         assert!(matches!(data.open("alpha"), Err(KbError::NotFound { .. })));

@@ -1,5 +1,5 @@
 //! Knowledge bases: the data directory that holds them ([`DataDir`]), ingestion from files into
-//! a knowledge base's index ([`ingest`]), search over it ([`search()`]), and retrieval
+//! a knowledge base's index ([`ingest`]), search over it ([`KnowledgeBase::search`]), and retrieval
 //! evaluation on BEIR-format datasets ([`eval`]), and encryption at rest of the knowledge bases
 //! created under a master key ([`DataDir::with_master_key`], [`rotate_master`]).
 
@@ -20,7 +20,7 @@ pub use pipeline::{
     AccessMap, DEFAULT_MAX_FILE_BYTES, Failure, IngestOptions, IngestProgress, IngestReport,
     SIDECAR_SUFFIX, StageTimings, ingest,
 };
-pub use search::{SearchOptions, SearchResults, SearchTimings, search};
+pub use search::{SearchOptions, SearchResults, SearchTimings};
 
 /// The current time as RFC 3339 UTC, to the second.
 pub fn now_rfc3339() -> String {

@@ -2,14 +2,13 @@
 //! search its records and verify its chain.
 
 use axum::extract::{Query, State};
-use axum::http::StatusCode;
 use axum::{Extension, Json};
 use basalt_security::audit::{Outcome, Query as RecordQuery, Record, Verification};
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
 use crate::auth::{AuthMode, Caller};
-use crate::error::ApiError;
+use crate::error::{ApiError, Code};
 use crate::{AppState, blocking};
 
 /// Who a key is, and what it may do across the tenant.
@@ -148,8 +147,7 @@ pub(crate) async fn verify_audit(
 ) -> Result<Json<AuditVerification>, ApiError> {
     if caller.tenant != basalt_security::DEFAULT_TENANT {
         return Err(ApiError::new(
-            StatusCode::FORBIDDEN,
-            "access_denied",
+            Code::AccessDenied,
             "the audit chain holds every tenant's records, so only principals of the default tenant verify it (`basalt audit verify` on the server)",
         ));
     }

@@ -14,13 +14,13 @@ use std::sync::{Arc, Mutex};
 use std::time::SystemTime;
 
 use axum::extract::{MatchedPath, RawPathParams, Request, State};
-use axum::http::{HeaderMap, HeaderValue, Method, StatusCode, header};
+use axum::http::{HeaderMap, HeaderValue, Method, header};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use basalt_security::audit::{AuditLog, Event, Outcome};
 use basalt_security::{Directory, Identity};
 
-use crate::error::ApiError;
+use crate::error::{ApiError, Code};
 use crate::ratelimit::{RateLimit, RateLimiter};
 use crate::{AppState, lock};
 
@@ -190,8 +190,7 @@ impl Security {
             detail: Some(decision.explain()),
         });
         Err(ApiError::new(
-            StatusCode::FORBIDDEN,
-            "access_denied",
+            Code::AccessDenied,
             format!(
                 "{} may not {action} on {resource}: {}",
                 caller.principal,
@@ -268,8 +267,7 @@ fn presented_key(headers: &HeaderMap) -> Option<&str> {
 }
 
 fn unauthenticated(message: &str) -> Response {
-    let mut response =
-        ApiError::new(StatusCode::UNAUTHORIZED, "unauthenticated", message).into_response();
+    let mut response = ApiError::new(Code::Unauthenticated, message).into_response();
     response.headers_mut().insert(
         header::WWW_AUTHENTICATE,
         HeaderValue::from_static("Bearer realm=\"basalt\""),
@@ -304,12 +302,8 @@ pub(crate) async fn guard(
         Some(Access::Action { action, resource }) => (action, resource),
         Some(Access::Caller { action }) => (action, "caller"),
         None => {
-            return ApiError::new(
-                StatusCode::FORBIDDEN,
-                "access_denied",
-                "this route has no access rule",
-            )
-            .into_response();
+            return ApiError::new(Code::AccessDenied, "this route has no access rule")
+                .into_response();
         }
     };
     let values: HashMap<&str, &str> = params
@@ -391,8 +385,7 @@ pub(crate) async fn guard(
                 detail: Some("rate_limited".into()),
             });
             let mut error = ApiError::new(
-                StatusCode::TOO_MANY_REQUESTS,
-                "rate_limited",
+                Code::RateLimited,
                 format!(
                     "this key sent more requests than its rate limit allows; retry in {wait} s"
                 ),
@@ -420,8 +413,7 @@ pub(crate) async fn guard(
     if !recorded {
         return with_request_id(
             ApiError::new(
-                StatusCode::SERVICE_UNAVAILABLE,
-                "audit_unavailable",
+                Code::AuditUnavailable,
                 "the audit log cannot be written, so the request is refused; see the server log",
             )
             .into_response(),

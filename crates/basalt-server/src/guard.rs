@@ -19,7 +19,7 @@ use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
 use crate::auth::Caller;
-use crate::error::ApiError;
+use crate::error::{ApiError, Code};
 use crate::kbs::Deleted;
 use crate::{ApiJson, AppState, blocking};
 
@@ -27,13 +27,11 @@ impl From<StoreError> for ApiError {
     fn from(error: StoreError) -> Self {
         match &error {
             StoreError::NotFound(_) | StoreError::NoVersion { .. } => {
-                ApiError::not_found("guardrail_not_found", error.to_string())
+                ApiError::new(Code::GuardrailNotFound, error.to_string())
             }
-            StoreError::InvalidName(_) | StoreError::Invalid(_) => ApiError::new(
-                StatusCode::BAD_REQUEST,
-                "invalid_guardrail",
-                error.to_string(),
-            ),
+            StoreError::InvalidName(_) | StoreError::Invalid(_) => {
+                ApiError::new(Code::InvalidGuardrail, error.to_string())
+            }
             StoreError::InvalidReference(_) => ApiError::invalid(error.to_string()),
             StoreError::Io { .. } => ApiError::internal(error.to_string()),
         }
@@ -42,11 +40,7 @@ impl From<StoreError> for ApiError {
 
 impl From<basalt_guard::config::ConfigError> for ApiError {
     fn from(error: basalt_guard::config::ConfigError) -> Self {
-        ApiError::new(
-            StatusCode::BAD_REQUEST,
-            "invalid_guardrail",
-            error.to_string(),
-        )
+        ApiError::new(Code::InvalidGuardrail, error.to_string())
     }
 }
 
@@ -77,8 +71,7 @@ impl AppState {
         }
         let unavailable = |message: String| {
             ApiError::new(
-                StatusCode::SERVICE_UNAVAILABLE,
-                "classifier_unavailable",
+                Code::ClassifierUnavailable,
                 format!("the prompt_attacks policy needs the prompt-attack classifier: {message}"),
             )
         };
@@ -316,8 +309,7 @@ pub(crate) async fn choose(
         && bound != requested
     {
         return Err(ApiError::new(
-            StatusCode::FORBIDDEN,
-            "guardrail_bound",
+            Code::GuardrailBound,
             format!(
                 "this API key is bound to guardrail {bound:?}; requests made with it cannot choose {requested:?}"
             ),

@@ -20,7 +20,7 @@ use serde_json::Value;
 use tokio::io::AsyncWriteExt;
 
 use crate::auth::Caller;
-use crate::error::ApiError;
+use crate::error::{ApiError, Code};
 use crate::jobs::{Job, JobProgress, JobStatus, UploadedFile};
 use crate::{ApiJson, AppState, blocking};
 
@@ -65,11 +65,10 @@ async fn view(state: &AppState, caller: &Caller, settings: KbSettings) -> Result
     let (documents, chunks) = blocking(move || {
         let counts = match reader {
             None => {
-                let stats = kb.store.stats()?;
+                let stats = kb.stats()?;
                 (stats.documents, stats.chunks)
             }
             Some(reader) => kb
-                .store
                 .documents()?
                 .iter()
                 .filter(|doc| reader.may_read(doc))
@@ -226,8 +225,7 @@ fn apply_search_settings(settings: &mut KbSettings, change: SearchSettings) {
 fn refuse_if_busy(state: &AppState, caller: &Caller, name: &str) -> Result<(), ApiError> {
     if state.jobs.busy(&caller.tenant, name) {
         let mut error = ApiError::new(
-            StatusCode::CONFLICT,
-            "knowledge_base_busy",
+            Code::KnowledgeBaseBusy,
             format!(
                 "an ingestion job for {name:?} is queued or running; retry when it ends (GET /v1/jobs?kb={name})"
             ),
@@ -313,7 +311,7 @@ pub(crate) async fn list_documents(
         return Err(ApiError::invalid("limit must be between 1 and 1000"));
     }
     let kb = state.knowledge_base(&caller, &name).await?;
-    let all = blocking(move || kb.store.documents().map_err(basalt_kb::KbError::from)).await?;
+    let all = blocking(move || kb.documents()).await?;
     let reader = caller.reader();
     let matching: Vec<DocumentRecord> = all
         .into_iter()
@@ -336,8 +334,8 @@ pub(crate) async fn list_documents(
 
 /// Also the answer for a document the caller may not read: it cannot tell the two apart.
 fn document_not_found(kb: &str, id: &str) -> ApiError {
-    ApiError::not_found(
-        "document_not_found",
+    ApiError::new(
+        Code::DocumentNotFound,
         format!("no document {id:?} in {kb:?}; GET /v1/kbs/{kb}/documents lists them"),
     )
 }
@@ -351,13 +349,7 @@ async fn readable_document(
 ) -> Result<(Arc<KnowledgeBase>, DocumentRecord), ApiError> {
     let kb = state.knowledge_base(caller, name).await?;
     let (lookup, store) = (id.to_owned(), kb.clone());
-    let found = blocking(move || {
-        store
-            .store
-            .document(&lookup)
-            .map_err(basalt_kb::KbError::from)
-    })
-    .await?;
+    let found = blocking(move || store.document(&lookup)).await?;
     let reader = caller.reader();
     found
         .filter(|doc| reader.is_none_or(|reader| reader.may_read(doc)))
@@ -387,8 +379,8 @@ pub(crate) async fn delete_document(
     let doomed = id.clone();
     let deleted = blocking(move || {
         let _slot = slot;
-        let deleted = kb.store.delete(std::slice::from_ref(&doomed))?;
-        kb.store.finish_writes()?;
+        let deleted = kb.delete(std::slice::from_ref(&doomed))?;
+        kb.finish_writes()?;
         Ok::<_, basalt_kb::KbError>(deleted)
     })
     .await?;
@@ -432,8 +424,7 @@ fn clean_name(raw: &str) -> Option<String> {
 fn multipart_error(error: &MultipartError) -> ApiError {
     if error.status() == StatusCode::PAYLOAD_TOO_LARGE {
         ApiError::new(
-            StatusCode::PAYLOAD_TOO_LARGE,
-            "body_too_large",
+            Code::BodyTooLarge,
             format!(
                 "the upload is over the server's limit ({}); send fewer or smaller files per request, or raise `basalt serve --upload-limit`",
                 error.body_text()
@@ -466,8 +457,7 @@ async fn spool(
         written += chunk.len() as u64;
         if written > max_bytes {
             return Err(ApiError::new(
-                StatusCode::PAYLOAD_TOO_LARGE,
-                "file_too_large",
+                Code::FileTooLarge,
                 format!(
                     "{:?} is over the {} MB file limit",
                     field.file_name().unwrap_or_default(),
@@ -526,8 +516,7 @@ async fn read_upload(
                 })?;
                 if Format::from_path(FsPath::new(&name)).is_none() {
                     return Err(ApiError::new(
-                        StatusCode::UNSUPPORTED_MEDIA_TYPE,
-                        "unsupported_file_type",
+                        Code::UnsupportedFileType,
                         format!(
                             "{name:?} is not a type Basalt reads: send .pdf, .docx, .html, .md, .txt, .csv, .json or .jsonl"
                         ),
@@ -602,8 +591,7 @@ impl<S: Send + Sync> FromRequest<S> for ApiMultipart {
             .map(ApiMultipart)
             .map_err(|rejection| {
                 ApiError::new(
-                    StatusCode::UNSUPPORTED_MEDIA_TYPE,
-                    "unsupported_media_type",
+                    Code::UnsupportedMediaType,
                     format!(
                         "upload files as multipart/form-data (curl -F file=@report.pdf): {}",
                         rejection.body_text()
@@ -719,8 +707,8 @@ pub(crate) async fn get_job(
 ) -> Result<Json<Job>, ApiError> {
     let job = state.jobs.get(&id).filter(|job| job.visible_to(&caller));
     job.map(Json).ok_or_else(|| {
-        ApiError::not_found(
-            "job_not_found",
+        ApiError::new(
+            Code::JobNotFound,
             format!("no job {id:?} (finished jobs are kept for the last 1000)"),
         )
     })

@@ -38,7 +38,7 @@ use serde::de::DeserializeOwned;
 use serde_json::Value;
 
 pub use auth::{AuthMode, DEMO_PRINCIPAL};
-pub use error::{ApiError, ErrorBody};
+pub use error::{ApiError, Code, ErrorBody};
 pub use jobs::{Job, JobStatus, Jobs};
 pub use ratelimit::RateLimit;
 pub use scheduler::{Scheduler, Slot};
@@ -185,8 +185,7 @@ impl AppState {
     fn check_max_tokens(&self, requested: Option<usize>) -> Result<(), ApiError> {
         match requested {
             Some(requested) if requested > self.max_completion_tokens => Err(ApiError::new(
-                axum::http::StatusCode::BAD_REQUEST,
-                "max_tokens_over_limit",
+                Code::MaxTokensOverLimit,
                 format!(
                     "max_tokens is {requested}, and this server gives one request at most {} \
                      completion tokens (its --max-completion-tokens); ask for fewer",
@@ -300,16 +299,14 @@ fn json_rejection(rejection: &JsonRejection) -> ApiError {
     let message = rejection.body_text();
     match rejection.status() {
         StatusCode::UNSUPPORTED_MEDIA_TYPE => ApiError::new(
-            StatusCode::UNSUPPORTED_MEDIA_TYPE,
-            "unsupported_media_type",
+            Code::UnsupportedMediaType,
             "send the body as JSON with Content-Type: application/json",
         ),
         StatusCode::PAYLOAD_TOO_LARGE => ApiError::new(
-            StatusCode::PAYLOAD_TOO_LARGE,
-            "body_too_large",
+            Code::BodyTooLarge,
             format!("the request body is over the server's limit: {message}"),
         ),
-        _ => ApiError::new(StatusCode::BAD_REQUEST, "invalid_json", message),
+        _ => ApiError::new(Code::InvalidJson, message),
     }
 }
 
@@ -533,13 +530,7 @@ async fn readyz(State(state): State<AppState>) -> Result<Json<Readiness>, ApiErr
     tokio::task::spawn_blocking(move || data_dir.list().map(|_| ()))
         .await
         .map_err(|error| ApiError::internal(error.to_string()))?
-        .map_err(|error| {
-            ApiError::new(
-                StatusCode::SERVICE_UNAVAILABLE,
-                "not_ready",
-                error.to_string(),
-            )
-        })?;
+        .map_err(|error| ApiError::new(Code::NotReady, error.to_string()))?;
     Ok(Json(Readiness {
         status: "ready",
         models: [state.chat_model.clone(), state.embedding_model.clone()],
@@ -548,13 +539,12 @@ async fn readyz(State(state): State<AppState>) -> Result<Json<Readiness>, ApiErr
 }
 
 async fn not_found() -> ApiError {
-    ApiError::not_found("not_found", "no such route; see the API documentation")
+    ApiError::new(Code::NotFound, "no such route; see the API documentation")
 }
 
 async fn method_not_allowed() -> ApiError {
     ApiError::new(
-        StatusCode::METHOD_NOT_ALLOWED,
-        "method_not_allowed",
+        Code::MethodNotAllowed,
         "this route does not accept that method",
     )
 }

@@ -21,7 +21,7 @@ use tokio::sync::mpsc;
 use tokio_stream::wrappers::ReceiverStream;
 
 use crate::auth::Caller;
-use crate::error::ApiError;
+use crate::error::{ApiError, Code};
 use crate::guard::{ActiveGuardrail, GuardrailTrace, OutputStream};
 use crate::kbs::Deleted;
 use crate::openai::{CancelOnDrop, final_message};
@@ -82,6 +82,7 @@ pub(crate) async fn search(
         fusion: request.fusion,
         exact: false,
         reader: caller.reader(),
+        bm25: None,
     };
     let kb = state.knowledge_base(&caller, &name).await?;
     // A key bound to a guardrail sees search hits as output of that guardrail: a search must not
@@ -92,8 +93,7 @@ pub(crate) async fn search(
     };
     let embedder = state.embedder.clone();
     let mut results =
-        blocking(move || basalt_kb::search(&kb, Some(embedder.as_ref()), &request.query, &options))
-            .await?;
+        blocking(move || kb.search(Some(embedder.as_ref()), &request.query, &options)).await?;
     if let Some(active) = &bound {
         for hit in &mut results.hits {
             hit.text = active.output_text(&hit.text);
@@ -484,8 +484,8 @@ fn own_session(state: &AppState, caller: &Caller, id: &str) -> Result<Session, A
 }
 
 fn session_not_found(id: &str) -> ApiError {
-    ApiError::not_found(
-        "session_not_found",
+    ApiError::new(
+        Code::SessionNotFound,
         format!("no session {id:?}: it never existed or expired; start one with POST /v1/sessions"),
     )
 }

@@ -22,7 +22,7 @@ use tokio::sync::mpsc;
 use tokio_stream::wrappers::ReceiverStream;
 
 use crate::auth::Caller;
-use crate::error::ApiError;
+use crate::error::{ApiError, Code};
 use crate::guard::{ActiveGuardrail, GuardrailTrace, OutputStream};
 use crate::{ApiJson, AppState, KB_MODEL_PREFIX};
 
@@ -145,8 +145,8 @@ pub(crate) async fn embeddings(
     ApiJson(request): ApiJson<EmbeddingsRequest>,
 ) -> Result<Json<EmbeddingList>, ApiError> {
     if request.model != state.embedding_model {
-        return Err(ApiError::not_found(
-            "model_not_found",
+        return Err(ApiError::new(
+            Code::ModelNotFound,
             format!(
                 "no embedding model {:?}; this server embeds with {:?}",
                 request.model, state.embedding_model
@@ -525,8 +525,8 @@ pub(crate) async fn chat_completions(
     } else if chat.model == state.chat_model {
         Target::Plain
     } else {
-        return Err(ApiError::not_found(
-            "model_not_found",
+        return Err(ApiError::new(
+            Code::ModelNotFound,
             format!(
                 "no model {:?}: use {:?}, or {KB_MODEL_PREFIX}NAME for a knowledge base (GET /v1/models lists them)",
                 chat.model, state.chat_model
@@ -1087,7 +1087,7 @@ mod tests {
             let Err(error) = request(body) else {
                 panic!("must be refused: {expected}");
             };
-            assert_eq!(error.status, axum::http::StatusCode::BAD_REQUEST);
+            assert_eq!(error.status(), axum::http::StatusCode::BAD_REQUEST);
             assert!(error.message.contains(expected), "{}", error.message);
         }
     }

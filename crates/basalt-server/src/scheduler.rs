@@ -9,10 +9,9 @@ use std::collections::{HashMap, VecDeque};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
-use axum::http::StatusCode;
 use tokio::sync::oneshot;
 
-use crate::error::ApiError;
+use crate::error::{ApiError, Code};
 
 /// The queue ingestion jobs wait in: one more party to the round robin, with no limits.
 const BACKGROUND: &str = "\0background";
@@ -124,8 +123,7 @@ impl Scheduler {
             Ok(Err(_)) => Err(ApiError::internal("the scheduler was shut down")),
             Err(_) => {
                 let mut error = ApiError::new(
-                    StatusCode::SERVICE_UNAVAILABLE,
-                    "queue_timeout",
+                    Code::QueueTimeout,
                     format!(
                         "waited {} s for the model without getting a turn; retry later",
                         self.limits.max_wait.as_secs()
@@ -144,8 +142,7 @@ impl Scheduler {
         let active = state.active.get(key).copied().unwrap_or(0);
         if limited && active >= self.limits.per_key {
             let mut error = ApiError::new(
-                StatusCode::TOO_MANY_REQUESTS,
-                "too_many_concurrent_requests",
+                Code::TooManyConcurrentRequests,
                 format!(
                     "this API key already has {active} requests running or waiting, as many as \
                      one key may (the server's --max-requests-per-key); wait for one to finish"
@@ -164,8 +161,7 @@ impl Scheduler {
         }
         if limited && state.waiting >= self.limits.max_waiting {
             let mut error = ApiError::new(
-                StatusCode::TOO_MANY_REQUESTS,
-                "queue_full",
+                Code::QueueFull,
                 format!(
                     "the server is busy ({} requests already waiting); retry shortly",
                     self.limits.max_waiting
@@ -266,6 +262,7 @@ impl State {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use axum::http::StatusCode;
 
     #[tokio::test]
     async fn one_runs_the_queue_waits_and_the_rest_is_refused() {
@@ -278,8 +275,8 @@ mod tests {
         tokio::time::sleep(Duration::from_millis(20)).await;
         assert_eq!(scheduler.waiting(), 1);
         let refused = scheduler.admit("c").await.expect_err("queue full");
-        assert_eq!(refused.status, StatusCode::TOO_MANY_REQUESTS);
-        assert_eq!(refused.code, "queue_full");
+        assert_eq!(refused.status(), StatusCode::TOO_MANY_REQUESTS);
+        assert_eq!(refused.code, Code::QueueFull);
         assert_eq!(refused.retry_after, Some(2));
         drop(first);
         let second = waiter
@@ -287,7 +284,7 @@ mod tests {
             .expect("joins")
             .expect("admitted after the first");
         let timed_out = scheduler.admit("c").await.expect_err("waits too long");
-        assert_eq!(timed_out.status, StatusCode::SERVICE_UNAVAILABLE);
+        assert_eq!(timed_out.status(), StatusCode::SERVICE_UNAVAILABLE);
         assert_eq!(timed_out.retry_after, Some(5));
         drop(second);
         scheduler.admit("c").await.expect("free again");
@@ -307,8 +304,8 @@ mod tests {
             .admit("greedy")
             .await
             .expect_err("third of one key");
-        assert_eq!(refused.status, StatusCode::TOO_MANY_REQUESTS);
-        assert_eq!(refused.code, "too_many_concurrent_requests");
+        assert_eq!(refused.status(), StatusCode::TOO_MANY_REQUESTS);
+        assert_eq!(refused.code, Code::TooManyConcurrentRequests);
         assert!(refused.retry_after.is_some());
         // Another key still gets in line.
         let other = {

@@ -158,8 +158,7 @@ pub(crate) fn search(args: &SearchBenchArgs, settings: &Settings) -> anyhow::Res
     let embedder = load_kb_embedder(&kb, settings)?;
     let queries = args.data.query_texts(args.queries.as_deref(), args.count)?;
     // Warm up: the first search of a process loads the index caches.
-    basalt_kb::search(
-        &kb,
+    kb.search(
         Some(&embedder),
         &queries[0],
         &SearchOptions {
@@ -196,8 +195,7 @@ pub(crate) fn search(args: &SearchBenchArgs, settings: &Settings) -> anyhow::Res
                                     ..SearchOptions::default()
                                 };
                                 let begun = Instant::now();
-                                let results =
-                                    basalt_kb::search(&kb, Some(&embedder), query, &options)?;
+                                let results = kb.search(Some(&embedder), query, &options)?;
                                 let total = begun.elapsed().as_secs_f64() * 1e3;
                                 mine.push((
                                     total,

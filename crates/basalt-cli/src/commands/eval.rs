@@ -6,9 +6,9 @@ use std::process::ExitCode;
 use std::time::Instant;
 
 use anyhow::Context;
-use basalt_index::{Bm25Params, Fusion, SearchMode, SearchRequest, VectorIndex};
+use basalt_index::{Bm25Params, Fusion, SearchMode, VectorIndex};
 use basalt_kb::eval::{Metrics, evaluate, load_qrels, load_queries, rank_documents};
-use basalt_kb::{IngestOptions, KbError, KbSettings};
+use basalt_kb::{IngestOptions, KbError, KbSettings, SearchOptions};
 use basalt_model::Embedder;
 use serde::Serialize;
 
@@ -196,7 +196,7 @@ pub(crate) fn run(command: EvalCommand, settings: &Settings) -> anyhow::Result<E
             report.failed[0].reason
         );
     }
-    let stats = kb.store.stats()?;
+    let stats = kb.stats()?;
     let judged: Vec<_> = queries
         .iter()
         .filter(|query| qrels.contains_key(&query.id))
@@ -229,17 +229,15 @@ pub(crate) fn run(command: EvalCommand, settings: &Settings) -> anyhow::Result<E
             let mut latencies = Vec::with_capacity(judged.len());
             for (query, vector) in judged.iter().zip(&vectors) {
                 let started = Instant::now();
-                let hits = kb.store.search(&SearchRequest {
-                    text: &query.text,
-                    query_vector: Some(vector),
-                    mode,
+                let options = SearchOptions {
+                    mode: Some(mode),
                     k: CHUNK_DEPTH,
-                    filter: None,
-                    reader: None,
-                    fusion,
-                    bm25,
+                    fusion: Some(fusion),
+                    bm25: Some(bm25),
                     exact,
-                })?;
+                    ..SearchOptions::default()
+                };
+                let hits = kb.search_vector(&query.text, vector, &options)?;
                 latencies.push(started.elapsed().as_secs_f64() * 1e3);
                 rankings.insert(query.id.clone(), rank_documents(&hits, 100));
             }

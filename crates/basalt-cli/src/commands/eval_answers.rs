@@ -14,8 +14,7 @@ use basalt_eval::gate::{self, Bound};
 use basalt_eval::metrics::{BleuStats, exact_match, rouge, token_f1};
 use basalt_eval::report::{CitationRecord, CitedPassage, RunInfo};
 use basalt_eval::{AnswerReport, QuestionRecord};
-use basalt_index::SearchRequest;
-use basalt_kb::{IngestOptions, KbError, KbSettings, KnowledgeBase, PromptTemplate};
+use basalt_kb::{IngestOptions, KbError, KbSettings, KnowledgeBase, PromptTemplate, SearchOptions};
 use basalt_model::{Embedder, Generator};
 use serde::Deserialize;
 
@@ -344,17 +343,11 @@ fn gold_recall(
         return Ok(None);
     }
     let vector = embedder.embed_query(question)?;
-    let hits = kb.store.search(&SearchRequest {
-        text: question,
-        query_vector: Some(&vector),
-        mode: kb.settings.mode,
+    let options = SearchOptions {
         k: depth * 4,
-        filter: None,
-        reader: None,
-        fusion: kb.settings.fusion,
-        bm25: kb.settings.bm25,
-        exact: false,
-    })?;
+        ..SearchOptions::default()
+    };
+    let hits = kb.search_vector(question, &vector, &options)?;
     let ranked = basalt_kb::eval::rank_documents(&hits, depth);
     let found = gold.iter().filter(|id| ranked.contains(id)).count();
     Ok(Some(found as f64 / gold.len() as f64))

@@ -219,7 +219,7 @@ fn list(data: &DataDir, json: bool) -> anyhow::Result<ExitCode> {
     for settings in data.list()? {
         let encrypted = data.is_encrypted(&settings.name);
         let stats = match data.open(&settings.name) {
-            Ok(kb) => Some(kb.store.stats()?),
+            Ok(kb) => Some(kb.stats()?),
             // Listed without its key: it exists, its content stays unread.
             Err(
                 basalt_kb::KbError::MasterKeyRequired { .. }
@@ -302,7 +302,7 @@ pub(crate) fn run_docs(command: DocsCommand, settings: &Settings) -> anyhow::Res
     match command {
         DocsCommand::List { kb, json } => {
             let kb = settings.data_dir.open(&kb)?;
-            let documents = kb.store.documents()?;
+            let documents = kb.documents()?;
             if json {
                 print_line(&serde_json::to_string_pretty(&documents)?)?;
             } else {
@@ -330,17 +330,16 @@ pub(crate) fn run_docs(command: DocsCommand, settings: &Settings) -> anyhow::Res
                 let wanted = wanted.display().to_string();
                 let under = format!("{}/", wanted.trim_end_matches('/'));
                 doomed.extend(
-                    kb.store
-                        .documents()?
+                    kb.documents()?
                         .into_iter()
                         .filter(|doc| doc.source == wanted || doc.source.starts_with(&under))
                         .map(|doc| doc.doc_id),
                 );
             }
-            let deleted = kb.store.delete(&doomed)?;
+            let deleted = kb.delete(&doomed)?;
             // Settle merges and rebuild the vector graphs of merged segments now, not during a
             // later search.
-            kb.store.finish_writes()?;
+            kb.finish_writes()?;
             if deleted == 0 {
                 eprintln!(
                     "error: no document matched; see `basalt docs list --kb {}`",

@@ -69,9 +69,9 @@ pub(crate) fn run(args: &SearchArgs, settings: &Settings) -> anyhow::Result<Exit
         fusion: args.fusion,
         exact: args.exact,
         reader,
+        bm25: None,
     };
-    let results = basalt_kb::search(
-        &kb,
+    let results = kb.search(
         embedder
             .as_ref()
             .map(|embedder| embedder as &dyn basalt_model::Embedder),
