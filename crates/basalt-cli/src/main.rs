@@ -36,7 +36,15 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     settings::init_tracing(cli.global.verbose);
     basalt_ingest::quiet_parser_panics();
-    let settings = match Settings::resolve(&cli.global) {
+    // Making a master key reads none: a key file configured but not made yet is what it is for.
+    let mut global = cli.global;
+    if matches!(
+        cli.command,
+        commands::Command::Keys(commands::security::KeysCommand::GenerateMaster { .. })
+    ) {
+        global.master_key_file = None;
+    }
+    let settings = match Settings::resolve(&global) {
         Ok(settings) => settings,
         Err(error) => {
             eprintln!("error: {error:#}");

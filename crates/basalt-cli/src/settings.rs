@@ -110,7 +110,15 @@ impl Settings {
             .unwrap_or_else(DataDir::from_env);
         let default_key = basalt_security::crypto::default_master_key_path();
         let master_key = match (&args.master_key_file, std::env::var("BASALT_MASTER_KEY")) {
-            (Some(path), _) => Some(MasterKey::from_file(path)?),
+            (Some(path), _) => Some(MasterKey::from_file(path).with_context(|| {
+                format!(
+                    "cannot read the master key file {} (--master-key-file or \
+                     BASALT_MASTER_KEY_FILE); make one with `basalt keys generate-master --out \
+                     {}`, or unset it to use the default key",
+                    path.display(),
+                    path.display()
+                )
+            })?),
             (None, Ok(hex)) if !hex.trim().is_empty() => Some(
                 MasterKey::from_hex(&hex)
                     .map_err(|error| anyhow::anyhow!("BASALT_MASTER_KEY: {error}"))?,

@@ -1558,7 +1558,20 @@ fn encrypted_knowledge_bases_hold_no_plaintext_and_survive_key_rotation() {
     std::fs::create_dir_all(&keys).expect("keys");
     let (old_key, new_key) = (keys.join("old.key"), keys.join("new.key"));
     let (old, new) = (old_key.display().to_string(), new_key.display().to_string());
-    ws.ok(&["keys", "generate-master", "--out", &old]);
+    // A key file named but not made yet: what to do, not only "No such file"; and making it
+    // works with the option already set.
+    common::assert_clean_failure(
+        &ws.run(&["--master-key-file", &old, "kb", "list"]),
+        "basalt keys generate-master --out",
+    );
+    ws.ok(&[
+        "--master-key-file",
+        &old,
+        "keys",
+        "generate-master",
+        "--out",
+        &old,
+    ]);
     common::assert_clean_failure(
         &ws.run(&["keys", "generate-master", "--out", &old]),
         "exists",

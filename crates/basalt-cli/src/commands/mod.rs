@@ -16,7 +16,7 @@ mod ingest;
 mod kb;
 mod models;
 mod search;
-mod security;
+pub(crate) mod security;
 mod serve;
 
 use std::process::ExitCode;
