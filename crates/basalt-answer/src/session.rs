@@ -2,7 +2,6 @@
 //! rewritten to stand alone before retrieval.
 
 use std::collections::HashMap;
-use std::hash::{BuildHasher, Hasher};
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
@@ -176,7 +175,7 @@ impl SessionStore {
             sessions.remove(&oldest);
         }
         let session = Session {
-            id: random_id(),
+            id: basalt_core::id::new_id("", 16),
             kb: kb.to_owned(),
             owner: owner.to_owned(),
             started: std::time::SystemTime::now()
@@ -261,23 +260,6 @@ pub struct SessionOverview {
     pub turns: usize,
     /// Its first question (empty before the first turn).
     pub title: String,
-}
-
-/// 128 bits from the standard library's randomly seeded hasher (fresh keys per call).
-fn random_id() -> String {
-    let mut id = String::with_capacity(32);
-    for part in 0..2_u64 {
-        let mut hasher = std::collections::hash_map::RandomState::new().build_hasher();
-        hasher.write_u64(part);
-        hasher.write_u128(
-            std::time::SystemTime::now()
-                .duration_since(std::time::UNIX_EPOCH)
-                .map(|elapsed| elapsed.as_nanos())
-                .unwrap_or_default(),
-        );
-        id.push_str(&format!("{:016x}", hasher.finish()));
-    }
-    id
 }
 
 #[cfg(test)]

@@ -611,14 +611,14 @@ impl AttackClassifier {
         // The encoder first: a classifier file that names an encoder always finds it whole.
         if let Some(encoder) = &self.encoder {
             let encoder_path = encoder_path(path);
-            basalt_security::write_atomically(&encoder_path, &encoder.to_bytes()).map_err(|e| {
+            basalt_core::fs::write_atomically(&encoder_path, &encoder.to_bytes()).map_err(|e| {
                 AttackError::File {
                     path: encoder_path.display().to_string(),
                     message: e.to_string(),
                 }
             })?;
         }
-        basalt_security::write_atomically(path, &bytes).map_err(|e| failed(e.to_string()))
+        basalt_core::fs::write_atomically(path, &bytes).map_err(|e| failed(e.to_string()))
     }
 
     /// The classifier that ships in the binary, for users who bring no labelled prompts: the
@@ -1132,7 +1132,7 @@ pub fn digest(records: &[PromptRecord]) -> String {
         hasher.update(record.text.as_bytes());
         hasher.update([0]);
     }
-    basalt_security::crypto::hex(&hasher.finalize())
+    basalt_core::hex::encode(&hasher.finalize())
 }
 
 /// Texts hidden in `text` as Base64 (24+ characters) or hex (32+ digits) that decode to
@@ -1148,7 +1148,7 @@ fn decoded_payloads(text: &str) -> Vec<String> {
             && run.len() % 2 == 0
             && run.bytes().all(|b| b.is_ascii_hexdigit())
         {
-            basalt_security::crypto::unhex(run)
+            basalt_core::hex::decode(run)
         } else if run.len() >= 24
             && run
                 .bytes()

@@ -115,7 +115,7 @@ impl GuardrailStore {
         let version = self.versions(name)?.last().map_or(1, |latest| latest + 1);
         let path = directory.join(format!("v{version}.json"));
         let bytes = serde_json::to_vec_pretty(config).expect("a configuration serializes");
-        basalt_security::write_atomically(&path, &bytes).map_err(io(&path))?;
+        basalt_core::fs::write_atomically(&path, &bytes).map_err(io(&path))?;
         Ok(StoredGuardrail {
             name: name.to_owned(),
             version,

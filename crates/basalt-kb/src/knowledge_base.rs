@@ -270,7 +270,7 @@ impl DataDir {
 
 const SETTINGS_FILE: &str = "kb.json";
 
-pub use basalt_security::write_atomically;
+pub(crate) use basalt_core::fs::write_atomically;
 
 /// Names are 1–64 ASCII letters, digits, `-`, `_` or `.`, not starting with `.`.
 pub fn validate_name(name: &str) -> Result<()> {
@@ -360,7 +360,7 @@ impl KbSettings {
     pub fn new(name: &str) -> Self {
         KbSettings {
             name: name.into(),
-            created_at: crate::now_rfc3339(),
+            created_at: basalt_core::clock::now_rfc3339(),
             embedding: EmbeddingSettings {
                 model: DEFAULT_EMBEDDING_MODEL.into(),
                 dimension: 384,

@@ -14,28 +14,10 @@ pub use encryption::{Rotation, rotate_master};
 pub use error::{KbError, Result};
 pub use knowledge_base::{
     AnswerSettings, ChunkingSettings, DEFAULT_TENANT, DataDir, EmbeddingSettings, KbSettings,
-    KnowledgeBase, PromptTemplate, validate_name, write_atomically,
+    KnowledgeBase, PromptTemplate, validate_name,
 };
 pub use pipeline::{
     AccessMap, DEFAULT_MAX_FILE_BYTES, Failure, IngestOptions, IngestProgress, IngestReport,
     SIDECAR_SUFFIX, StageTimings, ingest,
 };
 pub use search::{SearchOptions, SearchResults, SearchTimings};
-
-/// The current time as RFC 3339 UTC, to the second.
-pub fn now_rfc3339() -> String {
-    let now = time::OffsetDateTime::now_utc();
-    let format =
-        time::macros::format_description!("[year]-[month]-[day]T[hour]:[minute]:[second]Z");
-    now.format(&format)
-        .unwrap_or_else(|_| now.unix_timestamp().to_string())
-}
-
-/// Lower-case hex SHA-256.
-pub fn sha256_hex(bytes: &[u8]) -> String {
-    use sha2::Digest;
-    sha2::Sha256::digest(bytes)
-        .iter()
-        .map(|byte| format!("{byte:02x}"))
-        .collect()
-}

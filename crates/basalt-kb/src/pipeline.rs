@@ -20,7 +20,8 @@ use serde_json::Value;
 
 use crate::error::{KbError, Result};
 use crate::knowledge_base::KnowledgeBase;
-use crate::{now_rfc3339, sha256_hex};
+use basalt_core::clock::now_rfc3339;
+use basalt_core::hex::sha256 as sha256_hex;
 
 /// Files larger than this are refused unless the caller raises the limit.
 pub const DEFAULT_MAX_FILE_BYTES: u64 = 100 << 20;

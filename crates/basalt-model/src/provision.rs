@@ -344,7 +344,7 @@ fn write_verified(source: &mut impl Read, target: &Path, expected: Option<&str>)
     output
         .sync_all()
         .map_err(|e| ModelError::io(&temporary, e))?;
-    let hash = hex(&hasher.finalize());
+    let hash = basalt_core::hex::encode(&hasher.finalize());
     if let Some(expected) = expected
         && hash != expected
     {
@@ -367,11 +367,7 @@ pub(crate) fn sha256_file(path: &Path) -> Result<String> {
     let mut file = std::fs::File::open(path).map_err(|e| ModelError::io(path, e))?;
     let mut hasher = Sha256::new();
     std::io::copy(&mut file, &mut hasher).map_err(|e| ModelError::io(path, e))?;
-    Ok(hex(&hasher.finalize()))
-}
-
-fn hex(bytes: &[u8]) -> String {
-    bytes.iter().map(|byte| format!("{byte:02x}")).collect()
+    Ok(basalt_core::hex::encode(&hasher.finalize()))
 }
 
 #[cfg(test)]

@@ -83,7 +83,7 @@ impl Record {
         let mut unhashed = self.clone();
         unhashed.hash = String::new();
         let json = serde_json::to_string(&unhashed).unwrap_or_default();
-        crate::sha256_hex(&[self.prev.as_bytes(), b"\n", json.as_bytes()])
+        basalt_core::hex::sha256_parts(&[self.prev.as_bytes(), b"\n", json.as_bytes()])
     }
 }
 
@@ -131,7 +131,7 @@ impl AuditLog {
         };
         let mut record = Record {
             seq,
-            time: crate::now_rfc3339_millis(),
+            time: basalt_core::clock::now_rfc3339_millis(),
             request_id: event.request_id,
             principal: event.principal,
             key_id: event.key_id,

@@ -146,7 +146,7 @@ impl MasterKey {
         // The id is a hash of the key: it names the key without revealing it (2²⁵⁶ keys).
         let id = format!(
             "mk-{}",
-            &crate::sha256_hex(&[b"basalt master key id", &bytes])[..16]
+            &basalt_core::hex::sha256_parts(&[b"basalt master key id", &bytes])[..16]
         );
         Ok(MasterKey {
             key: DataKey::from_bytes(&bytes),
@@ -164,7 +164,7 @@ impl MasterKey {
 
     /// A new random key, as 64 hex digits.
     pub fn generate_hex() -> Result<String> {
-        crate::random_hex(32)
+        crate::random_secret(32)
     }
 
     /// Writes a new random key to `path` (mode 0600); never replaces an existing file.
@@ -180,7 +180,7 @@ impl MasterKey {
         // Written whole under a temporary name, then linked into place: a reader never sees a
         // half-written key, and of two processes creating it at once, one key wins.
         let temporary = path.with_extension(format!("tmp-{}", std::process::id()));
-        crate::write_private(&temporary, format!("{hex}\n").as_bytes()).map_err(io)?;
+        basalt_core::fs::write_private(&temporary, format!("{hex}\n").as_bytes()).map_err(io)?;
         let linked = std::fs::hard_link(&temporary, path);
         let _ = std::fs::remove_file(&temporary);
         linked.map_err(io)?;
@@ -255,8 +255,8 @@ impl Envelope {
         let envelope = Envelope {
             algorithm: ALGORITHM.into(),
             master_key_id: provider.key_id().to_owned(),
-            wrapped_key: hex(&provider.wrap(&bytes)?),
-            created_at: crate::now_rfc3339(),
+            wrapped_key: basalt_core::hex::encode(&provider.wrap(&bytes)?),
+            created_at: basalt_core::clock::now_rfc3339(),
         };
         Ok((envelope, DataKey::from_bytes(&bytes)))
     }
@@ -279,9 +279,10 @@ impl Envelope {
                 given: provider.key_id().to_owned(),
             });
         }
-        let wrapped = unhex(&self.wrapped_key).ok_or_else(|| SecurityError::Invalid {
-            message: "the wrapped data key is not hex".into(),
-        })?;
+        let wrapped =
+            basalt_core::hex::decode(&self.wrapped_key).ok_or_else(|| SecurityError::Invalid {
+                message: "the wrapped data key is not hex".into(),
+            })?;
         provider.unwrap(&wrapped)
     }
 
@@ -291,26 +292,10 @@ impl Envelope {
         Ok(Envelope {
             algorithm: ALGORITHM.into(),
             master_key_id: new.key_id().to_owned(),
-            wrapped_key: hex(&new.wrap(&bytes)?),
+            wrapped_key: basalt_core::hex::encode(&new.wrap(&bytes)?),
             created_at: self.created_at.clone(),
         })
     }
-}
-
-/// Lower-case hex of `bytes` (sealed bytes stored in JSON).
-pub fn hex(bytes: &[u8]) -> String {
-    bytes.iter().map(|byte| format!("{byte:02x}")).collect()
-}
-
-/// The bytes of [`hex`]'s output; `None` for anything else.
-pub fn unhex(text: &str) -> Option<Vec<u8>> {
-    if !text.len().is_multiple_of(2) {
-        return None;
-    }
-    (0..text.len())
-        .step_by(2)
-        .map(|index| u8::from_str_radix(text.get(index..index + 2)?, 16).ok())
-        .collect()
 }
 
 #[cfg(test)]

@@ -215,7 +215,8 @@ impl Directory {
             path: path.clone(),
             message: error.to_string(),
         })?;
-        crate::write_private(&path, &bytes).map_err(|error| SecurityError::io(&path, error))
+        basalt_core::fs::write_private(&path, &bytes)
+            .map_err(|error| SecurityError::io(&path, error))
     }
 
     /// Creates a principal, or adds groups to an existing one (its tenant cannot change).
@@ -338,15 +339,15 @@ impl Directory {
                 name: principal.to_owned(),
             });
         }
-        let id = crate::random_hex(6)?;
-        let secret = crate::random_hex(32)?;
-        let salt = crate::random_hex(16)?;
+        let id = crate::random_secret(6)?;
+        let secret = crate::random_secret(32)?;
+        let salt = crate::random_secret(16)?;
         let record = KeyRecord {
             id: id.clone(),
             principal: principal.to_owned(),
             hash: salted_hash(&salt, &secret),
             salt,
-            created_at: crate::now_rfc3339(),
+            created_at: basalt_core::clock::now_rfc3339(),
             expires_at,
             revoked_at: None,
             guardrail: None,
@@ -370,7 +371,8 @@ impl Directory {
     pub fn revoke_key(&mut self, id: &str) -> bool {
         match self.keys.iter_mut().find(|key| key.id == id) {
             Some(key) => {
-                key.revoked_at.get_or_insert_with(crate::now_rfc3339);
+                key.revoked_at
+                    .get_or_insert_with(basalt_core::clock::now_rfc3339);
                 true
             }
             None => false,
@@ -465,7 +467,7 @@ impl Directory {
 }
 
 fn salted_hash(salt: &str, secret: &str) -> String {
-    crate::sha256_hex(&[salt.as_bytes(), b":", secret.as_bytes()])
+    basalt_core::hex::sha256_parts(&[salt.as_bytes(), b":", secret.as_bytes()])
 }
 
 /// Equal-length comparison whose time does not depend on where the bytes differ.

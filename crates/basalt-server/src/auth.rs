@@ -284,7 +284,7 @@ pub(crate) async fn guard(
     next: Next,
 ) -> Response {
     let security = state.security.clone();
-    let request_id = format!("req-{}", crate::random_hex(8));
+    let request_id = basalt_core::id::new_id("req-", 8);
     let path = matched
         .as_ref()
         .map(MatchedPath::as_str)
@@ -329,7 +329,7 @@ pub(crate) async fn guard(
             let identity = match presented_key(request.headers()) {
                 None => Err((None, "no_key")),
                 Some(key) => directory
-                    .authenticate(key, &basalt_security::now_rfc3339())
+                    .authenticate(key, &basalt_core::clock::now_rfc3339())
                     .map_err(|(reason, key_id)| (key_id, reason.as_str())),
             };
             match identity {

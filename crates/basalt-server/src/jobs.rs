@@ -18,10 +18,10 @@ use std::collections::{BTreeMap, HashMap};
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, mpsc};
 
+use basalt_core::hex::{decode as unhex, encode as hex};
 use basalt_index::Sealer;
 use basalt_kb::{DataDir, IngestOptions, IngestProgress, IngestReport};
 use basalt_model::{Embedder, EmbedderInfo};
-use basalt_security::crypto::{hex, unhex};
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
@@ -344,7 +344,7 @@ impl Jobs {
             })
             .map_err(std::io::Error::other)?,
         };
-        basalt_kb::write_atomically(&self.dir.join(format!("{}.json", job.id)), &bytes)
+        basalt_core::fs::write_atomically(&self.dir.join(format!("{}.json", job.id)), &bytes)
     }
 
     /// Forgets the oldest finished jobs beyond [`KEEP_FINISHED`].
@@ -400,11 +400,11 @@ fn run(state: &AppState, id: &str) {
     };
     jobs.update(id, |job| {
         job.status = JobStatus::Running;
-        job.started_at = Some(basalt_kb::now_rfc3339());
+        job.started_at = Some(basalt_core::clock::now_rfc3339());
     });
     let outcome = ingest(state, &job);
     jobs.update(id, |job| {
-        job.finished_at = Some(basalt_kb::now_rfc3339());
+        job.finished_at = Some(basalt_core::clock::now_rfc3339());
         match outcome {
             Ok(report) => {
                 job.status = JobStatus::Completed;
@@ -505,5 +505,5 @@ impl Embedder for TurnTaking<'_> {
 
 /// A job id: `job-` and 96 random bits.
 pub(crate) fn new_id() -> String {
-    format!("job-{}", crate::random_hex(12))
+    basalt_core::id::new_id("job-", 12)
 }

@@ -631,7 +631,7 @@ pub(crate) async fn upload_documents(
         readers: upload.readers,
         encrypted: kb.sealer.is_some(),
         status: JobStatus::Queued,
-        created_at: basalt_kb::now_rfc3339(),
+        created_at: basalt_core::clock::now_rfc3339(),
         started_at: None,
         finished_at: None,
         progress: JobProgress {

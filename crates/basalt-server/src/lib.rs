@@ -601,19 +601,6 @@ async fn shutdown_signal() {
     }
 }
 
-/// `bytes` random bytes as hex, from the standard library's randomly keyed hasher.
-pub(crate) fn random_hex(bytes: usize) -> String {
-    use std::hash::{BuildHasher, Hasher};
-    let mut out = String::with_capacity(bytes * 2);
-    while out.len() < bytes * 2 {
-        let mut hasher = std::collections::hash_map::RandomState::new().build_hasher();
-        hasher.write_usize(out.len());
-        out.push_str(&format!("{:016x}", hasher.finish()));
-    }
-    out.truncate(bytes * 2);
-    out
-}
-
 /// Standard base64 with padding (RFC 4648), for `encoding_format: "base64"`.
 pub(crate) fn base64_encode(bytes: &[u8]) -> String {
     const ALPHABET: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
@@ -652,12 +639,5 @@ mod tests {
         ] {
             assert_eq!(base64_encode(input.as_bytes()), expected);
         }
-    }
-
-    #[test]
-    fn random_ids_differ() {
-        let (a, b) = (random_hex(12), random_hex(12));
-        assert_eq!(a.len(), 24);
-        assert_ne!(a, b);
     }
 }

@@ -67,7 +67,7 @@ fn now() -> u64 {
 }
 
 fn completion_id() -> String {
-    format!("chatcmpl-{}", crate::random_hex(12))
+    basalt_core::id::new_id("chatcmpl-", 12)
 }
 
 // ---------------------------------------------------------------------------------------------

@@ -167,7 +167,7 @@ pub(crate) fn run(command: EvalCommand, settings: &Settings) -> anyhow::Result<E
     let name = args
         .kb
         .clone()
-        .unwrap_or_else(|| format!("eval-{}", &basalt_kb::sha256_hex(&corpus_bytes)[..12]));
+        .unwrap_or_else(|| format!("eval-{}", &basalt_core::hex::sha256(&corpus_bytes)[..12]));
     drop(corpus_bytes);
     let queries = load_queries(&args.queries)?;
     let qrels = load_qrels(&args.qrels)?;

@@ -200,7 +200,10 @@ fn build_kb(settings: &Settings, questions: &[Question]) -> anyhow::Result<Strin
         "the datasets carry no passages to build a knowledge base from: name one with --kb"
     );
     let corpus = lines.join("\n") + "\n";
-    let name = format!("eval-{}", &basalt_kb::sha256_hex(corpus.as_bytes())[..12]);
+    let name = format!(
+        "eval-{}",
+        &basalt_core::hex::sha256(corpus.as_bytes())[..12]
+    );
     let data = &settings.data_dir;
     let directory = data.tenant_dir().join("eval-corpora");
     std::fs::create_dir_all(&directory)

@@ -168,7 +168,7 @@ fn audit(settings: &Settings, action: &str, resource: &str, detail: String) -> a
     let log = AuditLog::open(settings.data_dir.root())?;
     let user = std::env::var("USER").unwrap_or_else(|_| "unknown".into());
     log.append(Event {
-        request_id: format!("cli-{}", basalt_security::random_hex(8)?),
+        request_id: basalt_core::id::new_id("cli-", 8),
         principal: Some(format!("cli:{user}")),
         key_id: None,
         action: action.into(),
@@ -280,7 +280,7 @@ pub(crate) fn run_keys(command: KeysCommand, settings: &Settings) -> anyhow::Res
                 "{:<14} {:<20} {:<10} {:<21} expires",
                 "id", "principal", "state", "created"
             ))?;
-            let now = basalt_security::now_rfc3339();
+            let now = basalt_core::clock::now_rfc3339();
             for key in &directory.keys {
                 let state = if key.revoked_at.is_some() {
                     "revoked"

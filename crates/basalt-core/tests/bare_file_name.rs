@@ -6,7 +6,7 @@
 fn a_bare_file_name_is_written_in_the_working_directory() {
     let dir = tempfile::tempdir().expect("temporary directory");
     std::env::set_current_dir(dir.path()).expect("cd");
-    basalt_security::write_atomically(std::path::Path::new("plain.bin"), b"bytes")
+    basalt_core::fs::write_atomically(std::path::Path::new("plain.bin"), b"bytes")
         .expect("a bare file name is a file in the working directory");
     assert_eq!(
         std::fs::read(dir.path().join("plain.bin")).expect("read"),
