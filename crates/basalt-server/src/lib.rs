@@ -33,7 +33,7 @@ use axum::http::{Method, StatusCode};
 use axum::{Json, Router};
 use basalt_answer::{SessionPolicy, SessionStore};
 use basalt_kb::{DataDir, KnowledgeBase};
-use basalt_model::{LocalEmbedder, LocalGenerator};
+use basalt_model::{Embedder, Generator};
 use serde::de::DeserializeOwned;
 use serde_json::Value;
 
@@ -77,8 +77,8 @@ pub struct ServerOptions {
     pub auth: AuthMode,
     /// Requests each API key may send (none: unlimited).
     pub rate_limit: Option<RateLimit>,
-    /// The prompt-attack classifier guardrails with a `prompt_attacks` policy use (read when
-    /// first needed; none: such guardrails cannot be used).
+    /// The trained prompt-attack classifier guardrails with a `prompt_attacks` policy use (read
+    /// when first needed; none, or no file there: the built-in one).
     pub prompt_attack_classifier: Option<std::path::PathBuf>,
 }
 
@@ -107,8 +107,8 @@ type OpenKnowledgeBases = HashMap<(String, String), Arc<KnowledgeBase>>;
 /// What every handler shares.
 #[derive(Clone)]
 pub struct AppState {
-    embedder: Arc<LocalEmbedder>,
-    generator: Arc<LocalGenerator>,
+    embedder: Arc<dyn Embedder>,
+    generator: Arc<dyn Generator>,
     chat_model: String,
     embedding_model: String,
     data_dir: DataDir,
@@ -136,11 +136,12 @@ impl std::fmt::Debug for AppState {
 }
 
 impl AppState {
-    /// The shared state; starts the ingestion worker, which first resumes the jobs an earlier
-    /// run left unfinished. Fails when the data directory cannot hold the job records.
+    /// The shared state over the engines (the local models, or test doubles); starts the
+    /// ingestion worker, which first resumes the jobs an earlier run left unfinished. Fails when
+    /// the data directory cannot hold the job records.
     pub fn new(
-        embedder: LocalEmbedder,
-        generator: LocalGenerator,
+        embedder: Arc<dyn Embedder>,
+        generator: Arc<dyn Generator>,
         data_dir: DataDir,
         options: &ServerOptions,
     ) -> std::io::Result<Self> {
@@ -154,8 +155,8 @@ impl AppState {
         )
         .map_err(|error| std::io::Error::other(error.to_string()))?;
         let state = AppState {
-            embedder: Arc::new(embedder),
-            generator: Arc::new(generator),
+            embedder,
+            generator,
             chat_model: basalt_model::DEFAULT_GENERATION_MODEL.to_owned(),
             embedding_model: basalt_model::DEFAULT_EMBEDDING_MODEL.to_owned(),
             data_dir,

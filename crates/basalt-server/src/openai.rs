@@ -13,8 +13,8 @@ use axum::response::{IntoResponse, Response};
 use axum::{Extension, Json};
 use basalt_answer::{AnswerEvent, AnswerOptions, Engines, HistoryTurn};
 use basalt_model::{
-    ChatMessage, ChatRole, DEFAULT_MAX_TOKENS, Embedder, GenerationEvent, GenerationRequest,
-    Generator, Prompt, SamplingOptions,
+    ChatMessage, ChatRole, DEFAULT_MAX_TOKENS, GenerationEvent, GenerationRequest, Prompt,
+    SamplingOptions,
 };
 use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};

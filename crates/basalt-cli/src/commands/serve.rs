@@ -3,6 +3,7 @@
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::process::ExitCode;
+use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::Context;
@@ -128,12 +129,13 @@ pub(crate) fn run(args: &ServeArgs, settings: &Settings) -> anyhow::Result<ExitC
     };
     // Knowledge bases created over the API are encrypted: make sure there is a key.
     let data_dir = settings.data_dir_with_key()?;
-    let state = AppState::new(embedder, generator, data_dir, &options).with_context(|| {
-        format!(
-            "cannot keep ingestion jobs in {}",
-            settings.data_dir.root().display()
-        )
-    })?;
+    let state = AppState::new(Arc::new(embedder), Arc::new(generator), data_dir, &options)
+        .with_context(|| {
+            format!(
+                "cannot keep ingestion jobs in {}",
+                settings.data_dir.root().display()
+            )
+        })?;
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .enable_all()

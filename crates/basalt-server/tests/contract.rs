@@ -1,0 +1,309 @@
+//! The HTTP contract in-process: routes, authorization and errors, through `router()` with
+//! engine doubles (a bag-of-words embedder and a generator that says back the question), in
+//! milliseconds each. What needs the real models — answers, streaming from llama.cpp, the
+//! clients — is tested end to end in `crates/basalt-cli/tests/server.rs`.
+
+use std::sync::{Arc, mpsc};
+
+use axum::body::Body;
+use axum::http::{HeaderMap, Request, StatusCode, header};
+use basalt_kb::DataDir;
+use basalt_model::{
+    ChatRole, FinishReason, GenerationEvent, GenerationRequest, GenerationStream,
+    GenerationSummary, Generator, GeneratorInfo, ModelError, Prompt,
+};
+use basalt_security::{Directory, PrincipalKind};
+use basalt_server::{AppState, Code, ServerOptions, router};
+use serde_json::{Value, json};
+use tower::ServiceExt;
+
+/// Says back the last user message, a word a token.
+#[derive(Debug)]
+struct Echo(GeneratorInfo);
+
+impl Echo {
+    fn last_user(prompt: &Prompt) -> String {
+        match prompt {
+            Prompt::Chat(messages) => messages
+                .iter()
+                .rev()
+                .find(|message| message.role == ChatRole::User)
+                .map(|message| message.content.clone())
+                .unwrap_or_default(),
+            Prompt::Raw(text) => text.clone(),
+            Prompt::Tokens(_) => String::new(),
+        }
+    }
+}
+
+impl Generator for Echo {
+    fn info(&self) -> &GeneratorInfo {
+        &self.0
+    }
+
+    fn tokenize_prompt(&self, prompt: &Prompt) -> Result<Vec<u32>, ModelError> {
+        Ok(vec![1; Self::last_user(prompt).split_whitespace().count()])
+    }
+
+    fn generate(&self, request: GenerationRequest) -> Result<GenerationStream, ModelError> {
+        let (sender, receiver) = mpsc::channel();
+        let words: Vec<String> = Self::last_user(&request.prompt)
+            .split_whitespace()
+            .take(request.sampling.max_tokens)
+            .map(|word| format!("{word} "))
+            .collect();
+        for word in &words {
+            let _ = sender.send(Ok(GenerationEvent::Token {
+                id: 1,
+                text: word.clone(),
+            }));
+        }
+        let _ = sender.send(Ok(GenerationEvent::Done(GenerationSummary {
+            prompt_tokens: words.len(),
+            completion_tokens: words.len(),
+            finish_reason: FinishReason::Stop,
+            prompt_duration: std::time::Duration::ZERO,
+            decode_duration: std::time::Duration::ZERO,
+        })));
+        Ok(GenerationStream::new(receiver))
+    }
+}
+
+type Response = (StatusCode, HeaderMap, Value);
+
+/// A server over a fresh data directory, with an administrator's key and a reader's.
+struct Api {
+    _dir: tempfile::TempDir,
+    router: axum::Router,
+    admin: String,
+    reader: String,
+}
+
+impl Api {
+    fn new(options: &ServerOptions) -> Self {
+        let dir = tempfile::tempdir().expect("data dir");
+        let mut keys = Vec::new();
+        Directory::update(dir.path(), |directory| {
+            for (principal, policy) in [
+                ("admin", "AdministratorAccess"),
+                ("reader", "ReadOnlyAccess"),
+            ] {
+                directory.upsert_principal(principal, PrincipalKind::User, None, &[])?;
+                directory.attach(policy, principal, false)?;
+                let (_, secret) = directory.create_key(principal, None)?;
+                keys.push(secret.expose().to_owned());
+            }
+            Ok(())
+        })
+        .expect("keys");
+        let generator = Echo(GeneratorInfo {
+            model_name: "echo".into(),
+            context_window: 512,
+            stop_token_ids: Vec::new(),
+        });
+        let state = AppState::new(
+            Arc::new(basalt_guard::testing::BagOfWords::default()),
+            Arc::new(generator),
+            DataDir::new(dir.path()),
+            options,
+        )
+        .expect("state");
+        let router = router(state, options);
+        let reader = keys.pop().expect("reader");
+        let admin = keys.pop().expect("admin");
+        Api {
+            _dir: dir,
+            router,
+            admin,
+            reader,
+        }
+    }
+
+    /// Sends a request; returns the status, the headers and the body as JSON (null if empty).
+    async fn send(&self, request: Request<Body>) -> Response {
+        let response = self
+            .router
+            .clone()
+            .oneshot(request)
+            .await
+            .expect("response");
+        let status = response.status();
+        let headers = response.headers().clone();
+        let bytes = axum::body::to_bytes(response.into_body(), 1 << 20)
+            .await
+            .expect("body");
+        let body = if bytes.is_empty() {
+            Value::Null
+        } else {
+            serde_json::from_slice(&bytes)
+                .unwrap_or_else(|_| Value::String(String::from_utf8_lossy(&bytes).into_owned()))
+        };
+        (status, headers, body)
+    }
+
+    async fn call(
+        &self,
+        method: &str,
+        path: &str,
+        key: Option<&str>,
+        body: Option<&str>,
+    ) -> Response {
+        let mut builder = Request::builder().method(method).uri(path);
+        if let Some(key) = key {
+            builder = builder.header(header::AUTHORIZATION, format!("Bearer {key}"));
+        }
+        let request = match body {
+            Some(body) => builder
+                .header(header::CONTENT_TYPE, "application/json")
+                .body(Body::from(body.to_owned())),
+            None => builder.body(Body::empty()),
+        };
+        self.send(request.expect("request")).await
+    }
+}
+
+/// An error response has the status, the JSON body and the OpenAI type its code says.
+fn assert_error(response: &Response, code: Code) {
+    let (status, _, body) = response;
+    assert_eq!(*status, code.status(), "{body}");
+    assert_eq!(body["error"]["code"], code.name(), "{body}");
+    assert_eq!(body["error"]["type"], code.kind(), "{body}");
+    assert!(
+        body["error"]["message"]
+            .as_str()
+            .is_some_and(|message| !message.is_empty()),
+        "{body}"
+    );
+}
+
+#[tokio::test]
+async fn keys_decide_who_may_do_what() {
+    let api = Api::new(&ServerOptions::default());
+    // Public routes need no key.
+    let (status, _, body) = api.call("GET", "/healthz", None, None).await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    // Every other route does; the challenge says how to give one.
+    let response = api.call("GET", "/v1/models", None, None).await;
+    assert_error(&response, Code::Unauthenticated);
+    assert_eq!(
+        response.1[header::WWW_AUTHENTICATE],
+        r#"Bearer realm="basalt""#
+    );
+    let response = api
+        .call("GET", "/v1/models", Some("bsk_nope_nope"), None)
+        .await;
+    assert_error(&response, Code::Unauthenticated);
+    // A read-only principal reads, and may not create.
+    let (status, _, body) = api.call("GET", "/v1/models", Some(&api.reader), None).await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    assert!(
+        body["data"]
+            .as_array()
+            .is_some_and(|models| !models.is_empty()),
+        "{body}"
+    );
+    let create = Some(r#"{"name": "handbook", "encrypted": false}"#);
+    let response = api.call("POST", "/v1/kbs", Some(&api.reader), create).await;
+    assert_error(&response, Code::AccessDenied);
+    let (status, _, body) = api.call("POST", "/v1/kbs", Some(&api.admin), create).await;
+    assert_eq!(status, StatusCode::CREATED, "{body}");
+    let response = api.call("POST", "/v1/kbs", Some(&api.admin), create).await;
+    assert_error(&response, Code::KnowledgeBaseExists);
+    let response = api
+        .call("GET", "/v1/kbs/ghost", Some(&api.admin), None)
+        .await;
+    assert_error(&response, Code::KnowledgeBaseNotFound);
+}
+
+#[tokio::test]
+async fn malformed_requests_get_the_code_that_says_why() {
+    let api = Api::new(&ServerOptions {
+        max_completion_tokens: 64,
+        body_limit: 1 << 10,
+        ..ServerOptions::default()
+    });
+    let admin = Some(api.admin.as_str());
+    let chat = "/v1/chat/completions";
+    let response = api.call("GET", "/v1/nowhere", admin, None).await;
+    assert_error(&response, Code::NotFound);
+    assert_error(
+        &api.call("GET", chat, admin, None).await,
+        Code::MethodNotAllowed,
+    );
+    for malformed in ["{not json", r#"{"model": 7, "messages": []}"#] {
+        let response = api.call("POST", chat, admin, Some(malformed)).await;
+        assert_error(&response, Code::InvalidJson);
+    }
+    let plain_text = Request::builder()
+        .method("POST")
+        .uri(chat)
+        .header(header::AUTHORIZATION, format!("Bearer {}", api.admin))
+        .header(header::CONTENT_TYPE, "text/plain")
+        .body(Body::from("{}"))
+        .expect("request");
+    assert_error(&api.send(plain_text).await, Code::UnsupportedMediaType);
+    let ask = |content: String, extra: Value| {
+        let mut request = json!({"model": "smollm2-135m-instruct",
+            "messages": [{"role": "user", "content": content}]});
+        if let (Some(request), Some(extra)) = (request.as_object_mut(), extra.as_object()) {
+            request.extend(extra.clone());
+        }
+        request.to_string()
+    };
+    let big = ask("x".repeat(2 << 10), json!({}));
+    assert_error(
+        &api.call("POST", chat, admin, Some(&big)).await,
+        Code::BodyTooLarge,
+    );
+    let too_many = ask("hello".into(), json!({"max_tokens": 65}));
+    let response = api.call("POST", chat, admin, Some(&too_many)).await;
+    assert_error(&response, Code::MaxTokensOverLimit);
+    assert!(
+        response.2["error"]["message"].to_string().contains("64"),
+        "{}",
+        response.2
+    );
+    let unknown = ask("hi".into(), json!({"model": "gpt-9"}));
+    let response = api.call("POST", chat, admin, Some(&unknown)).await;
+    assert_error(&response, Code::ModelNotFound);
+    let missing = ask("hi".into(), json!({"model": "kb:missing"}));
+    let response = api.call("POST", chat, admin, Some(&missing)).await;
+    assert_error(&response, Code::KnowledgeBaseNotFound);
+    let two = ask("hi".into(), json!({"n": 2}));
+    let response = api.call("POST", chat, admin, Some(&two)).await;
+    assert_error(&response, Code::InvalidRequest);
+    for embeddings in [
+        r#"{"model": "all-minilm-l6-v2", "input": [1, 2]}"#,
+        r#"{"model": "all-minilm-l6-v2", "input": "x", "encoding_format": "int8"}"#,
+    ] {
+        let response = api
+            .call("POST", "/v1/embeddings", admin, Some(embeddings))
+            .await;
+        assert_error(&response, Code::InvalidRequest);
+    }
+}
+
+#[tokio::test]
+async fn a_chat_completion_runs_through_the_engine_it_was_given() {
+    let api = Api::new(&ServerOptions::default());
+    let request = json!({"model": "smollm2-135m-instruct", "max_tokens": 3,
+        "messages": [{"role": "user", "content": "one two three four"}]})
+    .to_string();
+    let (status, _, body) = api
+        .call(
+            "POST",
+            "/v1/chat/completions",
+            Some(&api.admin),
+            Some(&request),
+        )
+        .await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    assert_eq!(body["object"], "chat.completion");
+    assert_eq!(body["choices"][0]["message"]["content"], "one two three ");
+    assert_eq!(body["usage"]["completion_tokens"], 3);
+    assert!(
+        body["id"]
+            .as_str()
+            .is_some_and(|id| id.starts_with("chatcmpl-"))
+    );
+}
