@@ -27,6 +27,8 @@ pub use pipeline::{
     answer, relevance, strip_markers,
 };
 pub use prompt::{DEFAULT_TEMPLATE_VERSION, HistoryTurn, default_template, location};
+pub use session::conformance as session_conformance;
 pub use session::{
-    HISTORY_TURNS, Session, SessionOverview, SessionPolicy, SessionStore, Turn, standalone_query,
+    HISTORY_TURNS, Session, SessionError, SessionOverview, SessionPolicy, SessionStore, Sessions,
+    Turn, standalone_query,
 };

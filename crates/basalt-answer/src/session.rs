@@ -137,6 +137,35 @@ impl Default for SessionPolicy {
     }
 }
 
+/// The store of sessions could not be reached (a shared one: a database that is down).
+#[derive(Debug, Clone, thiserror::Error)]
+#[error("the session store is unavailable: {0}")]
+pub struct SessionError(pub String);
+
+/// Where conversation sessions are kept, behind one seam: the embedded [`SessionStore`] keeps
+/// them in memory; a shared store (PostgreSQL, for several replicas) implements the same
+/// verbs and must pass [`conformance::sessions`].
+pub trait Sessions: Send + Sync + std::fmt::Debug {
+    fn policy(&self) -> SessionPolicy;
+
+    /// Starts a session over `kb` for `owner`; its id is 128 random bits, hex. When the store
+    /// holds `max_sessions`, the least recently used one goes first.
+    fn create(&self, kb: &str, owner: &str) -> Result<Session, SessionError>;
+
+    /// A live session (touching it), or `None` when unknown or expired.
+    fn get(&self, id: &str) -> Result<Option<Session>, SessionError>;
+
+    /// Records a turn (its prompt dropped unless the policy retains prompts); false when the
+    /// session is unknown or expired.
+    fn record(&self, id: &str, turn: Turn) -> Result<bool, SessionError>;
+
+    /// `owner`'s live sessions, most recently used first, without touching them.
+    fn list(&self, owner: &str) -> Result<Vec<SessionOverview>, SessionError>;
+
+    /// Forgets a session; false when there was none.
+    fn delete(&self, id: &str) -> Result<bool, SessionError>;
+}
+
 /// Sessions in memory: nothing of a conversation is written to disk.
 #[derive(Debug, Default)]
 pub struct SessionStore {
@@ -152,18 +181,24 @@ impl SessionStore {
         }
     }
 
-    pub fn policy(&self) -> SessionPolicy {
-        self.policy
-    }
-
     fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<String, Session>> {
         self.sessions
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner)
     }
 
-    /// Starts a session over `kb` for `owner`; its id is 128 random bits, hex.
-    pub fn create(&self, kb: &str, owner: &str) -> Session {
+    fn expire(&self, sessions: &mut HashMap<String, Session>) {
+        let ttl = self.policy.ttl;
+        sessions.retain(|_, session| session.last_used.is_some_and(|used| used.elapsed() < ttl));
+    }
+}
+
+impl Sessions for SessionStore {
+    fn policy(&self) -> SessionPolicy {
+        self.policy
+    }
+
+    fn create(&self, kb: &str, owner: &str) -> Result<Session, SessionError> {
         let mut sessions = self.lock();
         self.expire(&mut sessions);
         if sessions.len() >= self.policy.max_sessions.max(1)
@@ -185,37 +220,36 @@ impl SessionStore {
             last_used: Some(Instant::now()),
         };
         sessions.insert(session.id.clone(), session.clone());
-        session
+        Ok(session)
     }
 
-    /// A live session (touching it), or `None` when unknown or expired.
-    pub fn get(&self, id: &str) -> Option<Session> {
+    fn get(&self, id: &str) -> Result<Option<Session>, SessionError> {
         let mut sessions = self.lock();
         self.expire(&mut sessions);
-        let session = sessions.get_mut(id)?;
-        session.last_used = Some(Instant::now());
-        Some(session.clone())
+        Ok(sessions.get_mut(id).map(|session| {
+            session.last_used = Some(Instant::now());
+            session.clone()
+        }))
     }
 
-    /// Records a turn; `prompt` is dropped unless the policy retains prompts.
-    pub fn record(&self, id: &str, mut turn: Turn) -> bool {
+    fn record(&self, id: &str, mut turn: Turn) -> Result<bool, SessionError> {
         if !self.policy.retain_prompts {
             turn.prompt = None;
         }
         let mut sessions = self.lock();
-        match sessions.get_mut(id) {
+        self.expire(&mut sessions);
+        Ok(match sessions.get_mut(id) {
             Some(session) => {
                 session.turns.push(turn);
                 session.last_used = Some(Instant::now());
                 true
             }
             None => false,
-        }
+        })
     }
 
-    /// `owner`'s live sessions, most recently used first (not touching them), as overviews
-    /// built under the lock: a list never copies the turns and their cited passages.
-    pub fn list(&self, owner: &str) -> Vec<SessionOverview> {
+    /// Overviews built under the lock: a list never copies the turns and their cited passages.
+    fn list(&self, owner: &str) -> Result<Vec<SessionOverview>, SessionError> {
         let mut sessions = self.lock();
         self.expire(&mut sessions);
         let mut owned: Vec<&Session> = sessions
@@ -223,7 +257,7 @@ impl SessionStore {
             .filter(|session| session.owner == owner)
             .collect();
         owned.sort_by_key(|session| std::cmp::Reverse(session.last_used));
-        owned
+        Ok(owned
             .into_iter()
             .map(|session| SessionOverview {
                 id: session.id.clone(),
@@ -236,16 +270,11 @@ impl SessionStore {
                     .map(|turn| turn.question.clone())
                     .unwrap_or_default(),
             })
-            .collect()
+            .collect())
     }
 
-    pub fn delete(&self, id: &str) -> bool {
-        self.lock().remove(id).is_some()
-    }
-
-    fn expire(&self, sessions: &mut HashMap<String, Session>) {
-        let ttl = self.policy.ttl;
-        sessions.retain(|_, session| session.last_used.is_some_and(|used| used.elapsed() < ttl));
+    fn delete(&self, id: &str) -> Result<bool, SessionError> {
+        Ok(self.lock().remove(id).is_some())
     }
 }
 
@@ -300,41 +329,105 @@ mod tests {
     }
 
     #[test]
-    fn sessions_expire_forget_prompts_and_stay_bounded() {
-        let store = SessionStore::new(SessionPolicy {
-            ttl: Duration::from_millis(200),
+    fn the_in_memory_store_passes_the_conformance_suite() {
+        super::conformance::sessions(&|policy| Box::new(SessionStore::new(policy)));
+    }
+}
+
+/// The behaviour every [`Sessions`] store must have, run against the embedded one here and
+/// against any other (a PostgreSQL store) in its own tests.
+pub mod conformance {
+    use std::time::Duration;
+
+    use super::{SessionPolicy, Sessions, Turn};
+
+    fn turn(question: &str) -> Turn {
+        Turn {
+            question: question.into(),
+            answer: "an answer".into(),
+            query: question.into(),
+            abstained: false,
+            citations: Vec::new(),
+            prompt: Some("secret document text".into()),
+        }
+    }
+
+    /// `make` opens an empty store with the policy given. Takes about half a second (it waits
+    /// for sessions to expire).
+    pub fn sessions(make: &dyn Fn(SessionPolicy) -> Box<dyn Sessions>) {
+        let policy = SessionPolicy {
+            ttl: Duration::from_millis(300),
             retain_prompts: false,
             max_sessions: 2,
-        });
-        let session = store.create("kb", "alice");
-        assert_eq!(session.id.len(), 32);
-        let other = store.create("kb", "bob");
-        assert_eq!(store.list("bob").len(), 1, "only bob's own");
-        assert_eq!(store.list("bob")[0].id, other.id);
-        assert_eq!(store.list("bob")[0].title, "", "no turn yet");
-        assert!(store.delete(&other.id));
-        assert!(store.record(
-            &session.id,
-            Turn {
-                question: "q".into(),
-                answer: "a".into(),
-                query: "q".into(),
-                abstained: false,
-                citations: Vec::new(),
-                prompt: Some("secret document text".into()),
-            }
-        ));
-        let kept = store.get(&session.id).expect("live");
+        };
+        let store = make(policy);
+        assert_eq!(store.policy().max_sessions, 2);
+        let first = store.create("kb", "alice").expect("create");
+        assert_eq!(first.id.len(), 32);
+        assert!(first.id.bytes().all(|byte| byte.is_ascii_hexdigit()));
+        assert_eq!((first.kb.as_str(), first.owner.as_str()), ("kb", "alice"));
+        assert!(first.turns.is_empty());
+        let other = store.create("kb", "bob").expect("create");
+        assert_ne!(first.id, other.id);
+
+        // Lists are per owner, with no turns yet.
+        let listed = store.list("bob").expect("list");
+        assert_eq!(listed.len(), 1, "only bob's own");
+        assert_eq!(
+            (listed[0].id.as_str(), listed[0].title.as_str()),
+            (other.id.as_str(), "")
+        );
+        assert!(store.delete(&other.id).expect("delete"));
+        assert!(!store.delete(&other.id).expect("delete again"));
+        assert!(store.get(&other.id).expect("get").is_none());
+
+        // Turns are kept without their prompts (the policy does not retain them).
+        assert!(store.record(&first.id, turn("q1")).expect("record"));
+        assert!(store.record(&first.id, turn("q2")).expect("record"));
+        let kept = store.get(&first.id).expect("get").expect("live");
+        assert_eq!(kept.turns.len(), 2);
         assert_eq!(kept.turns[0].prompt, None);
-        let listed = store.list("alice");
-        assert_eq!((listed[0].turns, listed[0].title.as_str()), (1, "q"));
-        assert_eq!(kept.history().len(), 1);
-        let second = store.create("kb", "alice");
-        let third = store.create("kb", "alice");
-        assert_ne!(second.id, third.id);
-        assert!(store.get(&session.id).is_none(), "the oldest went first");
-        std::thread::sleep(Duration::from_millis(250));
-        assert!(store.get(&third.id).is_none(), "expired");
-        assert!(!store.record(&third.id, kept.turns[0].clone()));
+        assert_eq!(kept.history().len(), 2);
+        let listed = store.list("alice").expect("list");
+        assert_eq!((listed[0].turns, listed[0].title.as_str()), (2, "q1"));
+        assert!(!store.record("no-such-session", turn("q")).expect("record"));
+
+        // Bounded: the least recently used goes first.
+        let second = store.create("kb", "alice").expect("create");
+        assert!(
+            store.get(&first.id).expect("get").is_some(),
+            "touched: now the newest"
+        );
+        let third = store.create("kb", "alice").expect("create");
+        assert!(
+            store.get(&second.id).expect("get").is_none(),
+            "the least recently used"
+        );
+        let listed = store.list("alice").expect("list");
+        let ids: Vec<&str> = listed.iter().map(|overview| overview.id.as_str()).collect();
+        assert_eq!(
+            ids,
+            [third.id.as_str(), first.id.as_str()],
+            "most recently used first"
+        );
+
+        // Unused sessions expire, and a turn for one is refused.
+        std::thread::sleep(Duration::from_millis(400));
+        assert!(store.get(&third.id).expect("get").is_none(), "expired");
+        assert!(!store.record(&third.id, turn("late")).expect("record"));
+        assert!(store.list("alice").expect("list").is_empty());
+
+        // A store that retains prompts keeps them.
+        let keeping = make(SessionPolicy {
+            retain_prompts: true,
+            ..policy
+        });
+        let session = keeping.create("kb", "carol").expect("create");
+        assert!(keeping.record(&session.id, turn("q")).expect("record"));
+        let kept = keeping.get(&session.id).expect("get").expect("live");
+        assert_eq!(
+            kept.turns[0].prompt.as_deref(),
+            Some("secret document text")
+        );
     }
 }

@@ -106,6 +106,8 @@ codes! {
         "the data directory is unreadable";
     AuditUnavailable = "audit_unavailable", SERVICE_UNAVAILABLE,
         "the audit log cannot be written, so nothing that must be audited is done";
+    SessionStoreUnavailable = "session_store_unavailable", SERVICE_UNAVAILABLE,
+        "the store that keeps conversation sessions cannot be reached (`Retry-After`)";
     ClassifierUnavailable = "classifier_unavailable", SERVICE_UNAVAILABLE,
         "the installed prompt-attack classifier is damaged; the message says what to do";
     Timeout = "timeout", GATEWAY_TIMEOUT,
@@ -263,6 +265,14 @@ impl From<basalt_answer::AnswerError> for ApiError {
             AnswerError::Kb(error) => error.into(),
             AnswerError::Model(error) => error.into(),
         }
+    }
+}
+
+impl From<basalt_answer::SessionError> for ApiError {
+    fn from(error: basalt_answer::SessionError) -> Self {
+        let mut unavailable = Self::new(Code::SessionStoreUnavailable, error.to_string());
+        unavailable.retry_after = Some(5);
+        unavailable
     }
 }
 

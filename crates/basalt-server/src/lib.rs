@@ -31,7 +31,7 @@ use axum::extract::rejection::JsonRejection;
 use axum::extract::{DefaultBodyLimit, FromRequest, Request, State};
 use axum::http::{Method, StatusCode};
 use axum::{Json, Router};
-use basalt_answer::{SessionPolicy, SessionStore};
+use basalt_answer::{SessionPolicy, SessionStore, Sessions};
 use basalt_kb::{DataDir, KnowledgeBase};
 use basalt_model::{Embedder, Generator};
 use serde::de::DeserializeOwned;
@@ -117,7 +117,7 @@ pub struct AppState {
     request_timeout: Duration,
     max_completion_tokens: usize,
     jobs: Arc<Jobs>,
-    sessions: Arc<SessionStore>,
+    sessions: Arc<dyn Sessions>,
     /// The OpenAPI document, built once.
     openapi: Arc<Value>,
     security: Arc<Security>,

@@ -383,12 +383,11 @@ pub(crate) async fn answer(
     let session_id = request.session_id.clone();
     let record = move |state: &AppState, answer: &Answer, verdict: Verdict| {
         if let Some(id) = &session_id {
-            state.sessions.record(
-                id,
-                // As the model saw it: what the guardrail anonymized stays out of the history
-                // later turns send to the model.
-                Turn::new(&asked, answer),
-            );
+            // As the model saw it: what the guardrail anonymized stays out of the history later
+            // turns send to the model. A store that fails loses the turn, not the answer.
+            if let Err(error) = state.sessions.record(id, Turn::new(&asked, answer)) {
+                tracing::warn!(%error, session = %id, "the turn was not recorded");
+            }
         }
         AnswerResponse {
             answer: answer.clone(),
@@ -479,6 +478,7 @@ fn own_session(state: &AppState, caller: &Caller, id: &str) -> Result<Session, A
     state
         .sessions
         .get(id)
+        .map_err(ApiError::from)?
         .filter(|session| session.owner == caller.principal)
         .ok_or_else(|| session_not_found(id))
 }
@@ -502,7 +502,7 @@ pub(crate) async fn create_session(
     state
         .with_tenant_data(&caller, move |data| data.settings(&kb))
         .await?;
-    let session = state.sessions.create(&request.kb, &caller.principal);
+    let session = state.sessions.create(&request.kb, &caller.principal)?;
     Ok((StatusCode::CREATED, Json(session_view(&state, session))))
 }
 
@@ -526,10 +526,10 @@ pub(crate) struct SessionList {
 pub(crate) async fn list_sessions(
     State(state): State<AppState>,
     Extension(caller): Extension<Caller>,
-) -> Json<SessionList> {
+) -> Result<Json<SessionList>, ApiError> {
     let sessions = state
         .sessions
-        .list(&caller.principal)
+        .list(&caller.principal)?
         .into_iter()
         .map(|overview| SessionSummary {
             id: overview.id,
@@ -539,7 +539,7 @@ pub(crate) async fn list_sessions(
             title: overview.title,
         })
         .collect();
-    Json(SessionList { sessions })
+    Ok(Json(SessionList { sessions }))
 }
 
 pub(crate) async fn get_session(
@@ -557,7 +557,7 @@ pub(crate) async fn delete_session(
     Path(id): Path<String>,
 ) -> Result<Json<Deleted>, ApiError> {
     own_session(&state, &caller, &id)?;
-    if state.sessions.delete(&id) {
+    if state.sessions.delete(&id)? {
         Ok(Json(Deleted { deleted: id }))
     } else {
         Err(session_not_found(&id))

@@ -6,7 +6,9 @@ use std::process::ExitCode;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 
-use basalt_answer::{Answer, AnswerEvent, AnswerOptions, Engines, SessionPolicy, SessionStore};
+use basalt_answer::{
+    Answer, AnswerEvent, AnswerOptions, Engines, SessionPolicy, SessionStore, Sessions,
+};
 use basalt_guard::{Guardrail, GuardrailStore, Outcome, Release, Source, StreamGuard};
 use basalt_index::SearchMode;
 use basalt_kb::KnowledgeBase;
@@ -285,7 +287,7 @@ pub(crate) fn ask(args: &AskArgs, settings: &Settings) -> anyhow::Result<ExitCod
 pub(crate) fn chat(args: &ChatArgs, settings: &Settings) -> anyhow::Result<ExitCode> {
     let loaded = Loaded::new(&args.answer, settings)?;
     let sessions = SessionStore::new(SessionPolicy::default());
-    let session = sessions.create(&args.answer.kb, "cli");
+    let session = sessions.create(&args.answer.kb, "cli")?;
     eprintln!(
         "Chatting with knowledge base {}. An empty line, /exit or Ctrl-D ends the session.",
         args.answer.kb
@@ -302,7 +304,7 @@ pub(crate) fn chat(args: &ChatArgs, settings: &Settings) -> anyhow::Result<ExitC
             break;
         }
         let history = sessions
-            .get(&session.id)
+            .get(&session.id)?
             .map(|session| session.history())
             .unwrap_or_default();
         let answer = match loaded.answer(question, &history, false) {
@@ -314,7 +316,7 @@ pub(crate) fn chat(args: &ChatArgs, settings: &Settings) -> anyhow::Result<ExitC
         };
         print_line("")?;
         print_sources(&answer)?;
-        sessions.record(&session.id, basalt_answer::Turn::new(question, &answer));
+        sessions.record(&session.id, basalt_answer::Turn::new(question, &answer))?;
     }
     Ok(ExitCode::SUCCESS)
 }
