@@ -1197,7 +1197,7 @@ impl KnowledgeStore for TantivyStore {
                         .or_insert_with(|| {
                             request
                                 .reader
-                                .is_none_or(|reader| reader.may_read(&chunk.record))
+                                .is_none_or(|reader| chunk.record.readable_by(reader))
                                 && request
                                     .filter
                                     .is_none_or(|filter| filter.matches(&chunk.record, chunk.page))

@@ -38,57 +38,14 @@ pub struct DocumentRecord {
     pub readers: Vec<String>,
 }
 
-/// The identity a search runs for: a principal and its groups. Searches, answers and document
-/// listings made for a reader see only the documents it may read ([`Reader::may_read`]); the
-/// restriction is applied inside the index search, before the top k are chosen.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Reader {
-    /// `principal:NAME` and `group:NAME` for each group, sorted.
-    identities: Vec<String>,
-}
+pub use basalt_core::access::{Reader, validate_reader};
 
-impl Reader {
-    pub fn new<'a>(principal: &str, groups: impl IntoIterator<Item = &'a str>) -> Reader {
-        let mut identities: Vec<String> = std::iter::once(format!("principal:{principal}"))
-            .chain(groups.into_iter().map(|group| format!("group:{group}")))
-            .collect();
-        identities.sort();
-        identities.dedup();
-        Reader { identities }
-    }
-
-    /// A document with no readers is shared with everyone who may read its knowledge base;
-    /// otherwise one of its readers must be this principal or one of its groups.
-    pub fn may_read(&self, document: &DocumentRecord) -> bool {
-        self.admits(&document.readers)
-    }
-
-    /// Whether a reader list lets this reader in (an empty list lets everyone in).
-    pub fn admits(&self, readers: &[String]) -> bool {
-        readers.is_empty()
-            || readers
-                .iter()
-                .any(|reader| self.identities.binary_search(reader).is_ok())
-    }
-}
-
-/// Checks one entry of a document's readers: `principal:NAME` or `group:NAME`, the name
-/// 1–128 characters without whitespace or commas.
-pub fn validate_reader(entry: &str) -> std::result::Result<(), String> {
-    let name = entry
-        .strip_prefix("principal:")
-        .or_else(|| entry.strip_prefix("group:"));
-    match name {
-        Some(name)
-            if !name.is_empty()
-                && name.chars().count() <= 128
-                && !name.chars().any(|c| c.is_whitespace() || c == ',') =>
-        {
-            Ok(())
-        }
-        _ => Err(format!(
-            "reader {entry:?} is not `principal:NAME` or `group:NAME`"
-        )),
+impl DocumentRecord {
+    /// Whether `reader` may read this document: one with no readers is shared with everyone
+    /// who may read its knowledge base; otherwise one of its readers must be the principal or
+    /// one of its groups.
+    pub fn readable_by(&self, reader: &Reader) -> bool {
+        reader.admits(&self.readers)
     }
 }
 
@@ -335,43 +292,4 @@ pub struct Hit {
 pub struct IndexStats {
     pub documents: u64,
     pub chunks: u64,
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn readers_admit_their_principals_and_groups_only() {
-        let alice = Reader::new("alice", ["eng", "hr"]);
-        let entries = |list: &[&str]| {
-            list.iter()
-                .map(|entry| (*entry).to_owned())
-                .collect::<Vec<_>>()
-        };
-        assert!(alice.admits(&[]), "no readers: shared");
-        assert!(alice.admits(&entries(&["principal:alice"])));
-        assert!(alice.admits(&entries(&["principal:bob", "group:hr"])));
-        assert!(!alice.admits(&entries(&["principal:bob", "group:sales"])));
-        // A group named like the principal is not the principal, and the reverse.
-        assert!(!alice.admits(&entries(&["group:alice"])));
-        assert!(!Reader::new("eng", []).admits(&entries(&["group:eng"])));
-    }
-
-    #[test]
-    fn reader_entries_are_checked() {
-        for good in ["principal:alice", "group:eng", "principal:a@b.example"] {
-            assert!(validate_reader(good).is_ok(), "{good}");
-        }
-        for bad in [
-            "alice",
-            "group:",
-            "user:alice",
-            "group:a b",
-            "principal:a,b",
-            "",
-        ] {
-            assert!(validate_reader(bad).is_err(), "{bad}");
-        }
-    }
 }

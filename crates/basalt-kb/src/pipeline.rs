@@ -438,7 +438,7 @@ impl Run<'_> {
                 .document(&doc_id)
                 .map_err(|error| error.to_string())?;
             if let (Some(existing), Some(replacer)) = (&existing, &self.options.replacer)
-                && !replacer.may_read(existing)
+                && !existing.readable_by(replacer)
             {
                 return Err(format!(
                     "a document from {source:?} exists that you may not read, so it cannot be replaced; upload under another name"

@@ -487,24 +487,10 @@ pub fn validate_tenant_name(tenant: &str) -> Result<()> {
     validate_name("tenant", tenant)
 }
 
-/// Names of principals, groups, tenants and policies: 1–64 letters, digits, `-`, `_`, `.`,
-/// `@`, not starting with `.`.
+/// Names of principals, groups, tenants and policies (`basalt_core::access`).
 fn validate_name(what: &'static str, name: &str) -> Result<()> {
-    let valid = !name.is_empty()
-        && name.len() <= 64
-        && !name.starts_with('.')
-        && name
-            .bytes()
-            .all(|byte| byte.is_ascii_alphanumeric() || b"-_.@".contains(&byte));
-    if valid {
-        Ok(())
-    } else {
-        Err(SecurityError::Invalid {
-            message: format!(
-                "invalid {what} name {name:?}: use 1–64 letters, digits, '-', '_', '.' or '@'"
-            ),
-        })
-    }
+    basalt_core::access::check_identity_name(what, name)
+        .map_err(|message| SecurityError::Invalid { message })
 }
 
 #[cfg(test)]

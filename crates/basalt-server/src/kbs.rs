@@ -71,7 +71,7 @@ async fn view(state: &AppState, caller: &Caller, settings: KbSettings) -> Result
             Some(reader) => kb
                 .documents()?
                 .iter()
-                .filter(|doc| reader.may_read(doc))
+                .filter(|doc| doc.readable_by(&reader))
                 .fold((0, 0), |(documents, chunks), doc| {
                     (documents + 1, chunks + u64::from(doc.chunk_count))
                 }),
@@ -315,7 +315,7 @@ pub(crate) async fn list_documents(
     let reader = caller.reader();
     let matching: Vec<DocumentRecord> = all
         .into_iter()
-        .filter(|doc| reader.as_ref().is_none_or(|reader| reader.may_read(doc)))
+        .filter(|doc| reader.as_ref().is_none_or(|reader| doc.readable_by(reader)))
         .filter(|doc| {
             query
                 .source_prefix
@@ -352,7 +352,7 @@ async fn readable_document(
     let found = blocking(move || store.document(&lookup)).await?;
     let reader = caller.reader();
     found
-        .filter(|doc| reader.is_none_or(|reader| reader.may_read(doc)))
+        .filter(|doc| reader.is_none_or(|reader| doc.readable_by(&reader)))
         .map(|doc| (kb, doc))
         .ok_or_else(|| document_not_found(name, id))
 }
