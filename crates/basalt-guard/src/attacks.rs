@@ -647,12 +647,12 @@ impl AttackClassifier {
     }
 
     /// The classifier at `path`, or the built-in one when there is no file there: a trained
-    /// classifier replaces the built-in one by being installed at that path.
+    /// classifier replaces the built-in one by being installed at that path. A file that is
+    /// there but cannot be read (permissions, damage) is an error, not the built-in one.
     pub fn load_or_builtin(path: &Path) -> Result<Self, AttackError> {
-        if path.exists() {
-            Self::load(path)
-        } else {
-            Ok(Self::builtin())
+        match std::fs::symlink_metadata(path) {
+            Err(error) if error.kind() == std::io::ErrorKind::NotFound => Ok(Self::builtin()),
+            _ => Self::load(path),
         }
     }
 
@@ -1255,6 +1255,13 @@ mod tests {
         builtin.save(&path).expect("save");
         let trained = AttackClassifier::load_or_builtin(&path).expect("load");
         assert!(!trained.is_builtin());
+        // Something there that cannot be read is an error, not the built-in one.
+        #[cfg(unix)]
+        {
+            let dangling = dir.path().join("dangling.bin");
+            std::os::unix::fs::symlink(dir.path().join("gone.bin"), &dangling).expect("link");
+            assert!(AttackClassifier::load_or_builtin(&dangling).is_err());
+        }
         assert_eq!(trained.default_rate(), DEFAULT_FALSE_POSITIVE_RATE);
     }
 
