@@ -71,12 +71,15 @@ impl Generator for Echo {
 
 type Response = (StatusCode, HeaderMap, Value);
 
-/// A server over a fresh data directory, with an administrator's key and a reader's.
+/// A server over a fresh data directory, with keys: an administrator's, a reader's, one of a
+/// principal with no policy, and a revoked one.
 struct Api {
     _dir: tempfile::TempDir,
     router: axum::Router,
     admin: String,
     reader: String,
+    nobody: String,
+    revoked: String,
 }
 
 impl Api {
@@ -85,12 +88,19 @@ impl Api {
         let mut keys = Vec::new();
         Directory::update(dir.path(), |directory| {
             for (principal, policy) in [
-                ("admin", "AdministratorAccess"),
-                ("reader", "ReadOnlyAccess"),
+                ("admin", Some("AdministratorAccess")),
+                ("reader", Some("ReadOnlyAccess")),
+                ("nobody", None),
+                ("gone", Some("AdministratorAccess")),
             ] {
                 directory.upsert_principal(principal, PrincipalKind::User, None, &[])?;
-                directory.attach(policy, principal, false)?;
-                let (_, secret) = directory.create_key(principal, None)?;
+                if let Some(policy) = policy {
+                    directory.attach(policy, principal, false)?;
+                }
+                let (record, secret) = directory.create_key(principal, None)?;
+                if principal == "gone" {
+                    directory.revoke_key(&record.id);
+                }
                 keys.push(secret.expose().to_owned());
             }
             Ok(())
@@ -109,6 +119,8 @@ impl Api {
         )
         .expect("state");
         let router = router(state, options);
+        let revoked = keys.pop().expect("revoked");
+        let nobody = keys.pop().expect("nobody");
         let reader = keys.pop().expect("reader");
         let admin = keys.pop().expect("admin");
         Api {
@@ -116,6 +128,8 @@ impl Api {
             router,
             admin,
             reader,
+            nobody,
+            revoked,
         }
     }
 
@@ -213,6 +227,72 @@ async fn keys_decide_who_may_do_what() {
         .call("GET", "/v1/kbs/ghost", Some(&api.admin), None)
         .await;
     assert_error(&response, Code::KnowledgeBaseNotFound);
+}
+
+/// Every protected route of the OpenAPI document: no key, an unknown key or a revoked one is
+/// 401; a key whose principal has no policy is 403 on every route with a resource (never a
+/// 500, never the handler's own answer), and may still ask who it is.
+#[tokio::test]
+async fn every_protected_route_refuses_missing_keys_and_missing_permissions() {
+    let api = Api::new(&ServerOptions::default());
+    let (status, _, document) = api.call("GET", "/openapi.json", None, None).await;
+    assert_eq!(status, StatusCode::OK, "the API description is public");
+    let mut protected = 0;
+    for (path, operations) in document["paths"].as_object().expect("paths") {
+        for (method, operation) in operations.as_object().expect("operations") {
+            if operation.get("security").is_none() {
+                continue;
+            }
+            protected += 1;
+            let concrete = path
+                .replace("{kb}", "payroll")
+                .replace("{id}", "zz-missing")
+                .replace("{name}", "zz-missing");
+            let method = method.to_uppercase();
+            for key in [
+                None,
+                Some("bsk_000000000000_nope"),
+                Some(api.revoked.as_str()),
+            ] {
+                let response = api.call(&method, &concrete, key, Some("{}")).await;
+                assert_error(&response, Code::Unauthenticated);
+            }
+            let response = api
+                .call(&method, &concrete, Some(&api.nobody), Some("{}"))
+                .await;
+            if operation.get("x-basalt-resource").is_none() {
+                // Any valid key may ask who it is, and is told it may do nothing.
+                assert_eq!(
+                    response.0,
+                    StatusCode::OK,
+                    "{method} {path}: {}",
+                    response.2
+                );
+                assert_eq!(response.2["principal"], "nobody", "{}", response.2);
+                assert_eq!(response.2["actions"], json!([]), "{}", response.2);
+            } else {
+                assert_error(&response, Code::AccessDenied);
+            }
+        }
+    }
+    assert!(protected >= 19, "{protected} protected routes");
+
+    // Every refusal is in the audit trail, and the trail is intact.
+    let audit = |query: &str| format!("/v1/audit?{query}&limit=10000");
+    let admin = Some(api.admin.as_str());
+    let query = audit("outcome=unauthenticated");
+    let (status, _, records) = api.call("GET", &query, admin, None).await;
+    assert_eq!(status, StatusCode::OK, "{records}");
+    let count = |records: &Value| records["records"].as_array().map_or(0, Vec::len);
+    assert!(count(&records) >= protected * 3, "{records}");
+    let query = audit("outcome=denied&principal=nobody");
+    let (_, _, records) = api.call("GET", &query, admin, None).await;
+    assert!(count(&records) >= protected - 1, "{records}");
+    let (status, _, verified) = api
+        .call("GET", "/v1/audit/verify", Some(&api.admin), None)
+        .await;
+    assert_eq!(status, StatusCode::OK, "{verified}");
+    assert_eq!(verified["intact"], true, "{verified}");
 }
 
 #[tokio::test]
