@@ -24,5 +24,6 @@ pub mod words;
 pub use attacks::AttackClassifier;
 pub use config::{Action, Checked, GuardModels, Guardrail, GuardrailConfig, Outcome, Source};
 pub use pii::{CustomPattern, Detector, EntityType, Finding};
-pub use store::{GuardrailStore, StoreError};
+pub use store::conformance as guardrail_conformance;
+pub use store::{GuardrailConfigs, GuardrailStore, StoreError};
 pub use stream::{Release, StreamGuard};

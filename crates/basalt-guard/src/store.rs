@@ -64,6 +64,37 @@ pub struct GuardrailSummary {
     pub description: String,
 }
 
+/// Where one tenant's guardrail configurations are kept, behind one seam: the embedded
+/// [`GuardrailStore`] keeps them as files; a shared store (PostgreSQL, for several replicas)
+/// implements the same verbs and must pass [`conformance::guardrail_configs`].
+pub trait GuardrailConfigs: Send + Sync + std::fmt::Debug {
+    /// Validates `config` and stores it as the next version of `name` (1 for a new name).
+    fn save(&self, name: &str, config: &GuardrailConfig) -> Result<StoredGuardrail, StoreError>;
+
+    /// Version `version` of `name`, or its latest.
+    fn load(&self, name: &str, version: Option<u32>) -> Result<StoredGuardrail, StoreError>;
+
+    /// Every guardrail with its latest version, by name.
+    fn list(&self) -> Result<Vec<GuardrailSummary>, StoreError>;
+
+    /// Deletes every version of `name`.
+    fn delete(&self, name: &str) -> Result<(), StoreError>;
+
+    /// The guardrail a reference names: `NAME` (its latest version) or `NAME:VERSION`, as
+    /// requests, keys and knowledge bases name one.
+    fn load_reference(&self, reference: &str) -> Result<StoredGuardrail, StoreError> {
+        match reference.rsplit_once(':') {
+            Some((name, version)) => {
+                let version = version
+                    .parse()
+                    .map_err(|_| StoreError::InvalidReference(reference.to_owned()))?;
+                self.load(name, Some(version))
+            }
+            None => self.load(reference, None),
+        }
+    }
+}
+
 /// The guardrails of one data directory.
 #[derive(Debug, Clone)]
 pub struct GuardrailStore {
@@ -102,13 +133,10 @@ impl GuardrailStore {
         versions.sort_unstable();
         Ok(versions)
     }
+}
 
-    /// Validates `config` and stores it as the next version of `name`.
-    pub fn save(
-        &self,
-        name: &str,
-        config: &GuardrailConfig,
-    ) -> Result<StoredGuardrail, StoreError> {
+impl GuardrailConfigs for GuardrailStore {
+    fn save(&self, name: &str, config: &GuardrailConfig) -> Result<StoredGuardrail, StoreError> {
         config.validate()?;
         let directory = self.directory(name)?;
         std::fs::create_dir_all(&directory).map_err(io(&directory))?;
@@ -123,8 +151,7 @@ impl GuardrailStore {
         })
     }
 
-    /// Version `version` of `name`, or its latest.
-    pub fn load(&self, name: &str, version: Option<u32>) -> Result<StoredGuardrail, StoreError> {
+    fn load(&self, name: &str, version: Option<u32>) -> Result<StoredGuardrail, StoreError> {
         let versions = self.versions(name)?;
         let Some(&latest) = versions.last() else {
             return Err(StoreError::NotFound(name.to_owned()));
@@ -147,21 +174,7 @@ impl GuardrailStore {
         })
     }
 
-    /// The guardrail a reference names: `NAME` (its latest version) or `NAME:VERSION`, as
-    /// requests, keys and knowledge bases name one.
-    pub fn load_reference(&self, reference: &str) -> Result<StoredGuardrail, StoreError> {
-        match reference.rsplit_once(':') {
-            Some((name, version)) => {
-                let version = version
-                    .parse()
-                    .map_err(|_| StoreError::InvalidReference(reference.to_owned()))?;
-                self.load(name, Some(version))
-            }
-            None => self.load(reference, None),
-        }
-    }
-
-    pub fn list(&self) -> Result<Vec<GuardrailSummary>, StoreError> {
+    fn list(&self) -> Result<Vec<GuardrailSummary>, StoreError> {
         let entries = match std::fs::read_dir(&self.root) {
             Ok(entries) => entries,
             Err(error) if error.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),
@@ -187,8 +200,7 @@ impl GuardrailStore {
         Ok(summaries)
     }
 
-    /// Deletes every version of `name`.
-    pub fn delete(&self, name: &str) -> Result<(), StoreError> {
+    fn delete(&self, name: &str) -> Result<(), StoreError> {
         if self.versions(name)?.is_empty() {
             return Err(StoreError::NotFound(name.to_owned()));
         }
@@ -202,9 +214,20 @@ mod tests {
     use super::*;
 
     #[test]
-    fn versions_accumulate_and_stay_readable() {
+    fn the_file_store_passes_the_conformance_suite() {
         let dir = tempfile::tempdir().expect("tempdir");
-        let store = GuardrailStore::new(dir.path());
+        conformance::guardrail_configs(&GuardrailStore::new(dir.path()));
+    }
+}
+
+/// The behaviour every [`GuardrailConfigs`] store must have, run against the embedded one here
+/// and against any other (a PostgreSQL store) in its own tests.
+pub mod conformance {
+    use super::{GuardrailConfigs, StoreError};
+    use crate::config::GuardrailConfig;
+
+    /// `store` must be empty.
+    pub fn guardrail_configs(store: &dyn GuardrailConfigs) {
         assert!(store.list().expect("list").is_empty());
         let mut config = GuardrailConfig {
             description: "first".into(),

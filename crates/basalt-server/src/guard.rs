@@ -11,8 +11,8 @@ use axum::{Extension, Json};
 use basalt_answer::Answer;
 use basalt_guard::config::Assessment;
 use basalt_guard::{
-    AttackClassifier, Checked, GuardModels, Guardrail, GuardrailConfig, GuardrailStore, Outcome,
-    Release, Source, StoreError, StreamGuard,
+    AttackClassifier, Checked, GuardModels, Guardrail, GuardrailConfig, GuardrailConfigs,
+    GuardrailStore, Outcome, Release, Source, StoreError, StreamGuard,
 };
 use basalt_security::audit::Event;
 use schemars::JsonSchema;
@@ -90,11 +90,12 @@ impl AppState {
         Ok(classifier)
     }
 
-    /// The guardrails of the caller's tenant.
-    fn guardrails(&self, caller: &Caller) -> Result<GuardrailStore, ApiError> {
-        Ok(GuardrailStore::new(
+    /// The guardrail configurations of the caller's tenant (the one place the server picks
+    /// their store).
+    fn guardrails(&self, caller: &Caller) -> Result<Box<dyn GuardrailConfigs>, ApiError> {
+        Ok(Box::new(GuardrailStore::new(
             &self.tenant_data(&caller.tenant)?.tenant_dir(),
-        ))
+        )))
     }
 }
 

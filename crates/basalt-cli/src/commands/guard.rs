@@ -10,7 +10,9 @@ use std::sync::Arc;
 use anyhow::Context;
 use basalt_guard::attacks::{AttackClassifier, TrainOptions};
 use basalt_guard::eval::{Dataset, PromptRecord, evaluate_prompts, evaluate_spans, read_dataset};
-use basalt_guard::{GuardModels, Guardrail, GuardrailConfig, GuardrailStore, Source};
+use basalt_guard::{
+    GuardModels, Guardrail, GuardrailConfig, GuardrailConfigs, GuardrailStore, Source,
+};
 use basalt_model::{Embedder, LocalEmbedder, LocalEmbedderOptions};
 
 use super::print_line;
