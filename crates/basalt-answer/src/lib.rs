@@ -5,7 +5,9 @@
 //! passages do not hold the answer, the answer is the fixed [`NOT_FOUND_ANSWER`], flagged as
 //! abstained. Sessions keep conversations in memory and rewrite follow-ups before retrieval.
 //!
-//! No HTTP here: the CLI and the server are thin layers over [`answer`].
+//! No HTTP here: the CLI and the server are thin layers over [`GuardedTurn`], which runs one
+//! conversation turn — a knowledge-base answer or a plain chat completion — through a guardrail
+//! and reports what it shows as [`TurnEvent`]s.
 
 pub mod calibrate;
 mod citations;
@@ -16,6 +18,7 @@ mod pipeline;
 mod prompt;
 mod session;
 mod text;
+mod turn;
 
 pub use citations::{Citation, CitationKind, Reference, Span};
 pub use error::{AnswerError, Result};
@@ -32,3 +35,4 @@ pub use session::{
     HISTORY_TURNS, Session, SessionError, SessionOverview, SessionPolicy, SessionStore, Sessions,
     Turn, standalone_query,
 };
+pub use turn::{Ask, Finish, GuardAction, GuardReport, GuardedTurn, Reply, TurnEvent};

@@ -10,15 +10,12 @@
 //! `BASALT_ACL_CASES` sets the number of worlds (default 2,000), e.g. `BASALT_ACL_CASES=20000`.
 
 use std::collections::BTreeSet;
-use std::sync::mpsc;
 
 use basalt_answer::{AnswerEvent, AnswerOptions, Engines};
 use basalt_index::{ChunkRecord, DocumentRecord, DocumentWrite, Reader, SearchMode};
 use basalt_kb::{DataDir, KbSettings, KnowledgeBase, SearchOptions};
-use basalt_model::{
-    ChatRole, Embedder, EmbedderInfo, FinishReason, GenerationEvent, GenerationRequest,
-    GenerationStream, GenerationSummary, Generator, GeneratorInfo, ModelError, Prompt,
-};
+use basalt_model::testing::Scripted;
+use basalt_model::{ChatRole, Embedder, EmbedderInfo, ModelError, Prompt};
 use proptest::prelude::*;
 
 const DIMENSION: usize = 32;
@@ -81,20 +78,9 @@ impl Embedder for HashEmbedder {
 
 /// The leakiest model there is: it says back every word of the user's message (the sources
 /// and the question), and cites source 1.
-#[derive(Debug)]
-struct EchoGenerator(GeneratorInfo);
-
-impl EchoGenerator {
-    fn new() -> Self {
-        EchoGenerator(GeneratorInfo {
-            model_name: "echo".into(),
-            context_window: 1 << 16,
-            stop_token_ids: Vec::new(),
-        })
-    }
-
-    fn prompt_text(prompt: &Prompt) -> String {
-        match prompt {
+fn echo_generator() -> Scripted {
+    Scripted::new(|prompt| {
+        let said = match prompt {
             Prompt::Chat(messages) => messages
                 .iter()
                 .filter(|message| message.role == ChatRole::User)
@@ -103,42 +89,10 @@ impl EchoGenerator {
                 .join(" "),
             Prompt::Raw(text) => text.clone(),
             Prompt::Tokens(_) => String::new(),
-        }
-    }
-}
-
-impl Generator for EchoGenerator {
-    fn info(&self) -> &GeneratorInfo {
-        &self.0
-    }
-
-    fn tokenize_prompt(&self, prompt: &Prompt) -> Result<Vec<u32>, ModelError> {
-        Ok(vec![
-            0;
-            Self::prompt_text(prompt).split_whitespace().count()
-        ])
-    }
-
-    fn generate(&self, request: GenerationRequest) -> Result<GenerationStream, ModelError> {
-        let text = Self::prompt_text(&request.prompt);
-        let (sender, receiver) = mpsc::channel();
-        let mut count = 0;
-        for word in text.split_whitespace().chain(["[1]."]) {
-            count += 1;
-            let _ = sender.send(Ok(GenerationEvent::Token {
-                id: 0,
-                text: format!("{word} "),
-            }));
-        }
-        let _ = sender.send(Ok(GenerationEvent::Done(GenerationSummary {
-            prompt_tokens: 0,
-            completion_tokens: count,
-            finish_reason: FinishReason::Stop,
-            prompt_duration: std::time::Duration::ZERO,
-            decode_duration: std::time::Duration::ZERO,
-        })));
-        Ok(GenerationStream::new(receiver))
-    }
+        };
+        format!("{said} [1].")
+    })
+    .with_context_window(1 << 16)
 }
 
 #[derive(Debug, Clone)]
@@ -356,7 +310,7 @@ fn check_world(world: &World) -> Result<(), TestCaseError> {
     .expect("temp dir");
     let kbs = world.build(&DataDir::new(dir.path()));
     let embedder = HashEmbedder::new();
-    let generator = EchoGenerator::new();
+    let generator = echo_generator();
     for (principal, words, k) in &world.queries {
         let (principal, k) = (*principal, *k);
         let kb = &kbs[world.principals[principal].tenant];
@@ -497,7 +451,7 @@ fn the_echo_model_would_leak_without_the_reader() {
     };
     let dir = tempfile::tempdir().expect("temp dir");
     let kbs = world.build(&DataDir::new(dir.path()));
-    let (embedder, generator) = (HashEmbedder::new(), EchoGenerator::new());
+    let (embedder, generator) = (HashEmbedder::new(), echo_generator());
     let engines = Engines {
         embedder: &embedder,
         generator: &generator,

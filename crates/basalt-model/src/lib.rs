@@ -22,6 +22,7 @@ mod provision;
 mod safetensors;
 mod simd;
 mod stop;
+pub mod testing;
 mod utf8;
 mod wordpiece;
 mod worker;

@@ -1,6 +1,7 @@
 //! Guardrails over HTTP: each tenant's configurations (create, list, get, delete), the
 //! standalone check (`POST /v1/guardrails/{name}/apply`, like Bedrock's ApplyGuardrail), and
-//! what chat completions and answers run on their input and their output.
+//! which guardrail a request runs through (`basalt_answer::GuardedTurn` runs it), loaded once
+//! per version.
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
@@ -8,11 +9,10 @@ use std::sync::{Arc, Mutex};
 use axum::extract::{Path, Query, State};
 use axum::http::StatusCode;
 use axum::{Extension, Json};
-use basalt_answer::Answer;
 use basalt_guard::config::Assessment;
 use basalt_guard::{
     AttackClassifier, Checked, GuardModels, Guardrail, GuardrailConfig, GuardrailConfigs,
-    GuardrailStore, Outcome, Release, Source, StoreError, StreamGuard,
+    GuardrailStore, Outcome, Source, StoreError,
 };
 use basalt_security::audit::Event;
 use schemars::JsonSchema;
@@ -322,50 +322,7 @@ pub(crate) async fn choose(
     }
 }
 
-/// What a guardrail did to one request, for the response (`guardrail_trace: true`).
-#[derive(Debug, Clone, Default, Serialize, JsonSchema)]
-pub(crate) struct GuardrailTrace {
-    pub(crate) name: String,
-    pub(crate) version: u32,
-    /// `none`, `intervened` (anonymized or blocked), or `flagged` (the grounding check fell
-    /// short with its action set to flag).
-    pub(crate) action: &'static str,
-    /// Findings in the input, with what was done (byte offsets into each checked text).
-    pub(crate) input: Vec<Assessment>,
-    pub(crate) output: Vec<Assessment>,
-    /// The contextual grounding scores of a knowledge-base answer, when the guardrail has a
-    /// grounding policy.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub(crate) grounding: Option<basalt_answer::GroundingReport>,
-    /// Chunks retrieval found but the prompt-attack policy left out of the prompt: they read
-    /// as instructions to the model (indirect prompt injection).
-    #[serde(skip_serializing_if = "Vec::is_empty")]
-    pub(crate) withheld_passages: Vec<String>,
-}
-
-impl GuardrailTrace {
-    /// Adds output findings; any that acted makes the trace `intervened`.
-    pub(crate) fn record_output(&mut self, assessments: &[Assessment]) {
-        if assessments.iter().any(|assessment| {
-            assessment.action != basalt_guard::Action::None
-                && assessment.policy != "contextual_grounding"
-        }) {
-            self.action = "intervened";
-        }
-        self.output.extend_from_slice(assessments);
-    }
-}
-
 impl ActiveGuardrail {
-    pub(crate) fn trace(&self) -> GuardrailTrace {
-        GuardrailTrace {
-            name: self.name.clone(),
-            version: self.version,
-            action: "none",
-            ..GuardrailTrace::default()
-        }
-    }
-
     /// Records a blocked request in the audit trail (which policies acted; never the text).
     pub(crate) fn audit_block(
         &self,
@@ -403,103 +360,5 @@ impl ActiveGuardrail {
     /// `text` as output may show it: anonymized, or the blocked message.
     pub(crate) fn output_text(&self, text: &str) -> String {
         self.guardrail.check(text, Source::Output).text
-    }
-
-    /// Checks every text of a request's input. `Err` carries the blocked message.
-    pub(crate) fn check_input<'a>(
-        &self,
-        texts: impl Iterator<Item = &'a mut String>,
-        trace: &mut GuardrailTrace,
-    ) -> Result<(), String> {
-        for text in texts {
-            let checked = self.guardrail.check(text, Source::Input);
-            trace.input.extend(checked.assessments);
-            match checked.outcome {
-                Outcome::Passed => {}
-                Outcome::Anonymized => {
-                    trace.action = "intervened";
-                    *text = checked.text;
-                }
-                Outcome::Blocked => {
-                    trace.action = "intervened";
-                    return Err(checked.text);
-                }
-            }
-        }
-        Ok(())
-    }
-
-    /// Checks a finished answer as output, grounding included (see
-    /// `basalt_answer::check_answer_grounded`); true when it is blocked.
-    pub(crate) fn check_answer(
-        &self,
-        embedder: &dyn basalt_model::Embedder,
-        question: &str,
-        answer: &mut Answer,
-        trace: &mut GuardrailTrace,
-    ) -> Result<bool, ApiError> {
-        let checked =
-            basalt_answer::check_answer_grounded(&self.guardrail, embedder, question, answer)?;
-        trace.record_output(&checked.assessments);
-        if !answer.withheld_passages.is_empty() {
-            trace.withheld_passages = answer.withheld_passages.clone();
-            trace.action = "intervened";
-        }
-        if checked.blocked {
-            trace.action = "intervened";
-        } else if checked.ungrounded && trace.action == "none" {
-            trace.action = "flagged";
-        }
-        trace.grounding = checked.grounding;
-        Ok(checked.blocked)
-    }
-}
-
-/// Streamed output through a guardrail: pieces go in, checked windows come out.
-#[derive(Debug)]
-pub(crate) struct OutputStream<'a> {
-    stream: StreamGuard<'a>,
-}
-
-impl<'a> OutputStream<'a> {
-    pub(crate) fn new(active: &'a ActiveGuardrail) -> Self {
-        OutputStream {
-            stream: StreamGuard::new(&active.guardrail),
-        }
-    }
-
-    /// For a knowledge-base answer (see `StreamGuard::for_answer`): when the guardrail blocks
-    /// ungrounded answers, nothing is released while it streams; the caller sends the checked
-    /// answer at the end. Blocked words still stop the generation early.
-    pub(crate) fn for_answer(active: &'a ActiveGuardrail) -> Self {
-        OutputStream {
-            stream: StreamGuard::for_answer(&active.guardrail),
-        }
-    }
-
-    /// Whether the caller must send the checked answer itself at the end.
-    pub(crate) fn holds_all(&self) -> bool {
-        self.stream.holds_all()
-    }
-
-    /// The text that may be shown now; `Err` with the blocked message once the output is
-    /// blocked (the caller stops generating).
-    pub(crate) fn push(&mut self, piece: &str) -> Result<String, String> {
-        released(self.stream.push(piece))
-    }
-
-    pub(crate) fn finish(&mut self) -> Result<String, String> {
-        released(self.stream.finish())
-    }
-
-    pub(crate) fn assessments(&self) -> &[Assessment] {
-        self.stream.assessments()
-    }
-}
-
-fn released(release: Release) -> Result<String, String> {
-    match release {
-        Release::Text(text) => Ok(text),
-        Release::Blocked(message) => Err(message),
     }
 }

@@ -20,6 +20,7 @@ mod openapi;
 mod ratelimit;
 mod scheduler;
 mod tls;
+mod turn;
 mod ui;
 
 use std::collections::HashMap;

@@ -3,15 +3,13 @@
 //! field is a 400, so a typo never silently changes a query.
 
 use std::convert::Infallible;
-use std::sync::Arc;
-use std::sync::atomic::AtomicBool;
 
 use axum::extract::{Path, State};
 use axum::http::StatusCode;
 use axum::response::sse::{Event, KeepAlive, Sse};
 use axum::response::{IntoResponse, Response};
 use axum::{Extension, Json};
-use basalt_answer::{Answer, AnswerEvent, AnswerOptions, Engines, Session, Turn};
+use basalt_answer::{Answer, AnswerOptions, Ask, GuardedTurn, Reply, Session, Turn, TurnEvent};
 use basalt_index::{Filter, Fusion, SearchMode};
 use basalt_kb::{SearchOptions, SearchResults};
 use schemars::JsonSchema;
@@ -22,9 +20,8 @@ use tokio_stream::wrappers::ReceiverStream;
 
 use crate::auth::Caller;
 use crate::error::{ApiError, Code};
-use crate::guard::{ActiveGuardrail, GuardrailTrace, OutputStream};
 use crate::kbs::Deleted;
-use crate::openai::{CancelOnDrop, final_message};
+use crate::turn::{CancelOnDrop, GuardrailTrace, Progress, Running};
 use crate::{ApiJson, AppState, blocking};
 
 #[derive(Debug, Deserialize, JsonSchema)]
@@ -152,27 +149,6 @@ pub(crate) struct AnswerResponse {
     guardrail: Option<GuardrailTrace>,
 }
 
-/// What the answer worker reports to the response.
-enum Progress {
-    Event(Event),
-    Done(Box<Answer>, Verdict),
-    Failed(ApiError),
-}
-
-/// What the guardrail made of an answer.
-#[derive(Debug, Default)]
-struct Verdict {
-    blocked: bool,
-    trace: Option<GuardrailTrace>,
-}
-
-/// Stops the answer's generation (a blocked output must not keep the model busy).
-fn options_cancel(options: &AnswerOptions) {
-    if let Some(cancel) = &options.cancel {
-        cancel.store(true, std::sync::atomic::Ordering::Relaxed);
-    }
-}
-
 fn sse(name: &str, data: &impl Serialize) -> Event {
     Event::default()
         .event(name)
@@ -205,13 +181,11 @@ pub(crate) async fn answer(
         None => Vec::new(),
     };
     state.check_max_tokens(request.max_tokens)?;
-    let cancel = Arc::new(AtomicBool::new(false));
-    let mut options = AnswerOptions {
+    let options = AnswerOptions {
         passages: request.passages,
         filter: parse_filter(request.filter.as_deref())?,
         min_relevance: request.min_relevance,
         max_tokens: request.max_tokens,
-        cancel: Some(cancel.clone()),
         reader: caller.reader(),
         ..AnswerOptions::default()
     };
@@ -223,197 +197,42 @@ pub(crate) async fn answer(
         kb.settings.answer.guardrail.as_deref(),
     )
     .await?;
-    options.screen = active.as_ref().map(|active| active.guardrail.clone());
-    let mut question = request.question.clone();
-    let mut trace = active.as_ref().map(ActiveGuardrail::trace);
-    let mut blocked_input = None;
-    if let (Some(active), Some(trace)) = (&active, &mut trace)
-        && let Err(message) = active.check_input(std::iter::once(&mut question), trace)
-    {
-        active.audit_block(&state, &caller, basalt_guard::Source::Input, &trace.input);
-        blocked_input = Some(message);
-    }
-    let slot = match blocked_input {
-        Some(_) => None,
-        None => Some(state.scheduler.admit(caller.queue_key()).await?),
+    let ask = Ask::Kb {
+        kb,
+        question: request.question,
+        history,
+        options: Box::new(options),
     };
-    let (sender, mut receiver) = mpsc::channel::<Progress>(64);
-    let asked = question.clone();
-    let worker_state = state.clone();
-    let worker_caller = caller.clone();
-    let streaming = request.stream;
+    let turn = GuardedTurn::new(ask, active.as_ref().map(|active| active.guardrail.clone()));
+    let asked = turn.question().to_owned();
+    let running = crate::turn::start(&state, &caller, turn, active.clone()).await?;
+    let session_id = request.session_id;
     let trace_wanted = request.guardrail_trace;
-    drop(tokio::task::spawn_blocking(move || {
-        let _slot = slot;
-        let mut trace = trace.unwrap_or_default();
-        if let Some(message) = blocked_input {
-            let verdict = Verdict {
-                blocked: true,
-                trace: trace_wanted.then_some(trace),
-            };
-            let answer = Answer::plain(message, question.clone());
-            let _ = sender.blocking_send(Progress::Done(Box::new(answer), verdict));
-            return;
-        }
-        let engines = Engines {
-            embedder: worker_state.embedder.as_ref(),
-            generator: worker_state.generator.as_ref(),
-        };
-        let mut output = active.as_ref().map(OutputStream::for_answer);
-        let mut blocked: Option<String> = None;
-        let mut observe = |event: AnswerEvent<'_>| {
-            if !streaming || blocked.is_some() {
-                return;
-            }
-            let event = match event {
-                AnswerEvent::Sources(sources) => {
-                    let mut sources = sources.to_vec();
-                    if let Some(active) = &active {
-                        for source in &mut sources {
-                            source.text = active.output_text(&source.text);
-                        }
-                    }
-                    sse("sources", &json!({"sources": sources}))
-                }
-                AnswerEvent::Delta(text) => match &mut output {
-                    None => sse("delta", &json!({"text": text})),
-                    Some(output) => match output.push(text) {
-                        Ok(text) if text.is_empty() => return,
-                        Ok(text) => sse("delta", &json!({"text": text})),
-                        Err(message) => {
-                            blocked = Some(message.clone());
-                            options_cancel(&options);
-                            sse("replace", &json!({"text": message}))
-                        }
-                    },
-                },
-                AnswerEvent::Replace(text) => match &active {
-                    None => sse("replace", &json!({"text": text})),
-                    Some(active) => {
-                        // A replacement is whole text: checked whole, and the window restarts.
-                        output = Some(OutputStream::for_answer(active));
-                        if active.guardrail.blocks_ungrounded() {
-                            // Held for the grounding check, like the deltas.
-                            return;
-                        }
-                        sse("replace", &json!({"text": active.output_text(text)}))
-                    }
-                },
-            };
-            let _ = sender.blocking_send(Progress::Event(event));
-        };
-        let result =
-            basalt_answer::answer(&kb, engines, &question, &history, &options, &mut observe);
-        // What the stream still holds back (the end of the last sentence) goes out too.
-        if result.is_ok()
-            && blocked.is_none()
-            && let Some(output) = &mut output
-        {
-            let event = match output.finish() {
-                Ok(rest) if rest.is_empty() => None,
-                Ok(rest) => Some(sse("delta", &json!({"text": rest}))),
-                Err(message) => {
-                    let event = sse("replace", &json!({"text": message}));
-                    blocked = Some(message);
-                    Some(event)
-                }
-            };
-            if let Some(event) = event {
-                let _ = sender.blocking_send(Progress::Event(event));
-            }
-        }
-        let progress = match (result, blocked) {
-            (_, Some(message)) => {
-                if let Some(output) = &output {
-                    trace.record_output(output.assessments());
-                }
-                trace.action = "intervened";
-                let verdict = Verdict {
-                    blocked: true,
-                    trace: trace_wanted.then_some(trace.clone()),
-                };
-                if let Some(active) = &active {
-                    active.audit_block(
-                        &worker_state,
-                        &worker_caller,
-                        basalt_guard::Source::Output,
-                        &trace.output,
-                    );
-                }
-                Progress::Done(Box::new(Answer::plain(message, question.clone())), verdict)
-            }
-            (Ok(mut answer), None) => {
-                let mut verdict = Verdict::default();
-                if let Some(active) = &active {
-                    verdict.blocked = match active.check_answer(
-                        worker_state.embedder.as_ref(),
-                        &question,
-                        &mut answer,
-                        &mut trace,
-                    ) {
-                        Ok(blocked) => blocked,
-                        Err(error) => {
-                            let _ = sender.blocking_send(Progress::Failed(error));
-                            return;
-                        }
-                    };
-                    // Held back for the grounding check: the checked answer goes out now.
-                    if streaming && output.as_ref().is_some_and(OutputStream::holds_all) {
-                        let name = if verdict.blocked { "replace" } else { "delta" };
-                        let event = sse(name, &json!({"text": answer.answer}));
-                        let _ = sender.blocking_send(Progress::Event(event));
-                    }
-                    if verdict.blocked {
-                        let output = trace.output.clone();
-                        active.audit_block(
-                            &worker_state,
-                            &worker_caller,
-                            basalt_guard::Source::Output,
-                            &output,
-                        );
-                    }
-                    verdict.trace = trace_wanted.then_some(trace);
-                }
-                Progress::Done(Box::new(answer), verdict)
-            }
-            (Err(error), None) => Progress::Failed(error.into()),
-        };
-        let _ = sender.blocking_send(progress);
-    }));
-    let session_id = request.session_id.clone();
-    let record = move |state: &AppState, answer: &Answer, verdict: Verdict| {
+    let respond = move |state: &AppState, reply: Reply| {
         if let Some(id) = &session_id {
             // As the model saw it: what the guardrail anonymized stays out of the history later
             // turns send to the model. A store that fails loses the turn, not the answer.
-            if let Err(error) = state.sessions.record(id, Turn::new(&asked, answer)) {
+            if let Err(error) = state.sessions.record(id, Turn::new(&asked, &reply.answer)) {
                 tracing::warn!(%error, session = %id, "the turn was not recorded");
             }
         }
         AnswerResponse {
-            answer: answer.clone(),
+            guardrail: GuardrailTrace::of(trace_wanted, active.as_ref(), &reply),
+            guardrail_blocked: reply.blocked.is_some(),
+            answer: reply.answer,
             session_id: session_id.clone(),
-            guardrail_blocked: verdict.blocked,
-            guardrail: verdict.trace,
         }
     };
 
-    if !streaming {
-        let answer =
-            final_message(
-                cancel,
-                &mut receiver,
-                state.request_timeout,
-                |progress| match progress {
-                    Progress::Event(_) => None,
-                    Progress::Done(answer, verdict) => Some(Ok((answer, verdict))),
-                    Progress::Failed(error) => Some(Err(error)),
-                },
-            )
-            .await?;
-        let (answer, verdict) = answer;
-        return Ok(Json(record(&state, &answer, verdict)).into_response());
+    if !request.stream {
+        let reply = running.reply(state.request_timeout).await?;
+        return Ok(Json(respond(&state, reply)).into_response());
     }
 
+    let Running {
+        progress: mut receiver,
+        cancel,
+    } = running;
     let (events, stream) = mpsc::channel::<Result<Event, Infallible>>(64);
     let timeout = state.request_timeout;
     tokio::spawn(async move {
@@ -421,10 +240,16 @@ pub(crate) async fn answer(
         let relay = async {
             while let Some(progress) = receiver.recv().await {
                 let (event, last) = match progress {
-                    Progress::Event(event) => (event, false),
-                    Progress::Done(answer, verdict) => {
-                        (sse("answer", &record(&state, &answer, verdict)), true)
+                    Progress::Event(TurnEvent::Sources(sources)) => {
+                        (sse("sources", &json!({"sources": sources})), false)
                     }
+                    Progress::Event(TurnEvent::Delta(text)) => {
+                        (sse("delta", &json!({"text": text})), false)
+                    }
+                    Progress::Event(TurnEvent::Replace(text) | TurnEvent::Blocked(text)) => {
+                        (sse("replace", &json!({"text": text})), false)
+                    }
+                    Progress::Done(reply) => (sse("answer", &respond(&state, *reply)), true),
                     Progress::Failed(error) => (sse("error", &error.body()), true),
                 };
                 if events.send(Ok(event)).await.is_err() || last {

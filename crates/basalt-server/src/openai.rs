@@ -3,19 +3,14 @@
 //! answers carry citations and sources as extra fields of the message.
 
 use std::convert::Infallible;
-use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use axum::extract::State;
 use axum::response::sse::{Event, KeepAlive, Sse};
 use axum::response::{IntoResponse, Response};
 use axum::{Extension, Json};
-use basalt_answer::{AnswerEvent, AnswerOptions, Engines, HistoryTurn};
-use basalt_model::{
-    ChatMessage, ChatRole, DEFAULT_MAX_TOKENS, GenerationEvent, GenerationRequest, Prompt,
-    SamplingOptions,
-};
+use basalt_answer::{AnswerOptions, Ask, GuardedTurn, HistoryTurn, Reply, TurnEvent};
+use basalt_model::{ChatMessage, ChatRole, DEFAULT_MAX_TOKENS, SamplingOptions};
 use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
 use tokio::sync::mpsc;
@@ -23,41 +18,8 @@ use tokio_stream::wrappers::ReceiverStream;
 
 use crate::auth::Caller;
 use crate::error::{ApiError, Code};
-use crate::guard::{ActiveGuardrail, GuardrailTrace, OutputStream};
+use crate::turn::{CancelOnDrop, GuardrailTrace, Progress, Running};
 use crate::{ApiJson, AppState, KB_MODEL_PREFIX};
-
-/// Sets the flag when the request goes away (client disconnect, timeout), so the blocking
-/// generation stops at its next token.
-pub(crate) struct CancelOnDrop(pub(crate) Arc<AtomicBool>);
-
-impl Drop for CancelOnDrop {
-    fn drop(&mut self) {
-        self.0.store(true, Ordering::Relaxed);
-    }
-}
-
-/// Waits for the worker's last message (`finish` picks it out, skipping progress) within the
-/// request timeout. If the request goes away first — the client disconnected, or the timeout
-/// passed — the work is cancelled.
-pub(crate) async fn final_message<M, T>(
-    cancel: Arc<AtomicBool>,
-    receiver: &mut mpsc::Receiver<M>,
-    timeout: std::time::Duration,
-    finish: impl Fn(M) -> Option<Result<T, ApiError>>,
-) -> Result<T, ApiError> {
-    let _guard = CancelOnDrop(cancel);
-    let collect = async {
-        while let Some(message) = receiver.recv().await {
-            if let Some(result) = finish(message) {
-                return result;
-            }
-        }
-        Err(ApiError::internal("the work stopped unexpectedly"))
-    };
-    tokio::time::timeout(timeout, collect)
-        .await
-        .unwrap_or_else(|_| Err(ApiError::timed_out(timeout)))
-}
 
 fn now() -> u64 {
     SystemTime::now()
@@ -426,27 +388,6 @@ impl UsageOut {
     }
 }
 
-/// What a finished completion produced.
-struct Completion {
-    content: String,
-    finish_reason: &'static str,
-    usage: UsageOut,
-    /// Extra message fields of a knowledge-base answer.
-    extra: Option<KbFields>,
-}
-
-impl Completion {
-    /// A completion the guardrail stopped: its message, with finish reason `content_filter`.
-    fn filtered(content: String, usage: UsageOut) -> Self {
-        Completion {
-            content,
-            finish_reason: "content_filter",
-            usage,
-            extra: None,
-        }
-    }
-}
-
 /// What a `kb:NAME` answer adds to the assistant message (and to the last streamed delta).
 #[derive(Debug, Clone, Serialize, schemars::JsonSchema)]
 pub(crate) struct KbFields {
@@ -460,6 +401,21 @@ pub(crate) struct KbFields {
     sources: Vec<basalt_answer::Reference>,
     removed_markers: usize,
     template_version: String,
+}
+
+impl KbFields {
+    fn of(answer: &basalt_answer::Answer) -> Self {
+        KbFields {
+            answer: answer.answer.clone(),
+            abstained: answer.abstained,
+            abstain_reason: answer.abstain_reason,
+            extractive: answer.extractive,
+            citations: answer.citations.clone(),
+            sources: answer.sources.clone(),
+            removed_markers: answer.removed_markers,
+            template_version: answer.template_version.clone(),
+        }
+    }
 }
 
 #[derive(Debug, Serialize, schemars::JsonSchema)]
@@ -494,18 +450,30 @@ pub(crate) struct ChatCompletion {
     usage: UsageOut,
 }
 
-/// Events of a streamed completion, sent from the blocking worker to the SSE response.
-enum Piece {
-    Delta(String),
-    /// The completion, and the guardrail's trace when the request asked for it.
-    Done(Box<(Completion, Option<GuardrailTrace>)>),
-    Failed(ApiError),
-}
-
-/// The guardrail a completion runs through (if any) and what it found so far.
-struct Guarded<'a> {
-    active: Option<&'a ActiveGuardrail>,
-    trace: GuardrailTrace,
+/// The last message of a chat as a knowledge-base question, and the user–assistant pairs
+/// before it as the conversation's earlier turns. A client's system messages are ignored: the
+/// KB's own template holds the instructions, and a request may not replace them.
+fn kb_question(messages: Vec<ChatMessage>) -> (String, Vec<HistoryTurn>) {
+    let mut history = Vec::new();
+    let mut pending: Option<String> = None;
+    let mut question = String::new();
+    let last = messages.len() - 1;
+    for (index, message) in messages.into_iter().enumerate() {
+        match message.role {
+            ChatRole::User if index == last => question = message.content,
+            ChatRole::User => pending = Some(message.content),
+            ChatRole::Assistant => {
+                if let Some(asked) = pending.take() {
+                    history.push(HistoryTurn {
+                        question: asked,
+                        answer: message.content,
+                    });
+                }
+            }
+            ChatRole::System => {}
+        }
+    }
+    (question, history)
 }
 
 pub(crate) async fn chat_completions(
@@ -515,15 +483,15 @@ pub(crate) async fn chat_completions(
 ) -> Result<Response, ApiError> {
     let chat = validate(request)?;
     state.check_max_tokens(chat.max_tokens)?;
-    let target = if let Some(name) = chat.model.strip_prefix(KB_MODEL_PREFIX) {
+    let kb = if let Some(name) = chat.model.strip_prefix(KB_MODEL_PREFIX) {
         // Answering from a knowledge base is reading it: the caller needs kb:Answer on it,
         // checked before its existence is revealed.
         state
             .security
             .require(&caller, "kb:Answer", &format!("kb/{name}"))?;
-        Target::Kb(state.knowledge_base(&caller, name).await?, caller.reader())
+        Some(state.knowledge_base(&caller, name).await?)
     } else if chat.model == state.chat_model {
-        Target::Plain
+        None
     } else {
         return Err(ApiError::new(
             Code::ModelNotFound,
@@ -533,7 +501,7 @@ pub(crate) async fn chat_completions(
             ),
         ));
     };
-    if let Target::Kb(..) = &target
+    if kb.is_some()
         && chat
             .messages
             .last()
@@ -543,10 +511,9 @@ pub(crate) async fn chat_completions(
             "a knowledge-base answer needs the last message to be the user's question",
         ));
     }
-    let kb_guardrail = match &target {
-        Target::Kb(kb, _) => kb.settings.answer.guardrail.clone(),
-        Target::Plain => None,
-    };
+    let kb_guardrail = kb
+        .as_ref()
+        .and_then(|kb| kb.settings.answer.guardrail.clone());
     let active = crate::guard::choose(
         &state,
         &caller,
@@ -554,110 +521,53 @@ pub(crate) async fn chat_completions(
         kb_guardrail.as_deref(),
     )
     .await?;
-    let mut messages = chat.messages;
-    let mut trace = active.as_ref().map(ActiveGuardrail::trace);
-    let mut blocked_input = None;
-    if let (Some(active), Some(trace)) = (&active, &mut trace) {
-        let inputs = messages
-            .iter_mut()
-            .filter(|message| message.role == ChatRole::User)
-            .map(|message| &mut message.content);
-        if let Err(message) = active.check_input(inputs, trace) {
-            active.audit_block(&state, &caller, basalt_guard::Source::Input, &trace.input);
-            blocked_input = Some(message);
-        }
-    }
-    // A blocked input never reaches the model, so it waits for no turn.
-    let slot = match blocked_input {
-        Some(_) => None,
-        None => Some(state.scheduler.admit(caller.queue_key()).await?),
-    };
-    let cancel = Arc::new(AtomicBool::new(false));
-    let (sender, mut receiver) = mpsc::channel::<Piece>(64);
-    let trace_wanted = chat.guardrail_trace;
-    let worker = {
-        let state = state.clone();
-        let caller = caller.clone();
-        let cancel = cancel.clone();
-        let sampling = chat.sampling.clone();
-        let max_tokens = chat.max_tokens;
-        tokio::task::spawn_blocking(move || {
-            let _slot = slot;
-            let mut guarded = Guarded {
-                active: active.as_ref(),
-                trace: trace.unwrap_or_default(),
-            };
-            let result = if let Some(message) = blocked_input {
-                let _ = sender.blocking_send(Piece::Delta(message.clone()));
-                Ok(Completion::filtered(message, UsageOut::new(0, 0)))
-            } else {
-                match target {
-                    Target::Plain => run_plain(
-                        &state,
-                        messages,
-                        (sampling, max_tokens),
-                        &cancel,
-                        &sender,
-                        &mut guarded,
-                    ),
-                    Target::Kb(kb, reader) => {
-                        let context = KbContext {
-                            kb: &kb,
-                            reader,
-                            cancel: &cancel,
-                        };
-                        run_kb(
-                            &state,
-                            &context,
-                            messages,
-                            (&sampling, max_tokens),
-                            &sender,
-                            &mut guarded,
-                        )
-                    }
-                }
-            };
-            if let (Some(active), Ok(completion)) = (guarded.active, &result)
-                && completion.finish_reason == "content_filter"
-                && guarded
-                    .trace
-                    .input
-                    .iter()
-                    .all(|a| a.action != basalt_guard::Action::Block)
-            {
-                let output = guarded.trace.output.clone();
-                active.audit_block(&state, &caller, basalt_guard::Source::Output, &output);
+    let knowledge = kb.is_some();
+    let ask = match kb {
+        Some(kb) => {
+            let (question, history) = kb_question(chat.messages);
+            Ask::Kb {
+                kb,
+                question,
+                history,
+                options: Box::new(AnswerOptions {
+                    max_tokens: chat.max_tokens,
+                    temperature: chat.sampling.temperature,
+                    seed: chat.sampling.seed,
+                    reader: caller.reader(),
+                    ..AnswerOptions::default()
+                }),
             }
-            let result = result.map(|completion| {
-                (
-                    completion,
-                    (trace_wanted && guarded.active.is_some()).then_some(guarded.trace),
-                )
-            });
-            let piece = match result {
-                Ok(done) => Piece::Done(Box::new(done)),
-                Err(error) => Piece::Failed(error),
-            };
-            let _ = sender.blocking_send(piece);
-        })
+        }
+        None => Ask::Chat {
+            messages: chat.messages,
+            sampling: chat.sampling,
+            max_tokens: chat.max_tokens,
+        },
     };
-    drop(worker);
+    let turn = GuardedTurn::new(ask, active.as_ref().map(|active| active.guardrail.clone()));
+    let running = crate::turn::start(&state, &caller, turn, active.clone()).await?;
+    let trace_wanted = chat.guardrail_trace;
+    // The assistant message's content, its extra fields, the finish reason and the usage.
+    let finished = move |reply: Reply| {
+        let trace = GuardrailTrace::of(trace_wanted, active.as_ref(), &reply);
+        let extra = (knowledge && reply.blocked.is_none()).then(|| KbFields::of(&reply.answer));
+        let usage = UsageOut::new(
+            reply.answer.usage.prompt_tokens,
+            reply.answer.usage.completion_tokens,
+        );
+        (
+            reply.answer.answer,
+            extra,
+            trace,
+            reply.finish.openai(),
+            usage,
+        )
+    };
     let id = completion_id();
     let created = now();
     if !chat.stream {
-        let completion =
-            final_message(
-                cancel,
-                &mut receiver,
-                state.request_timeout,
-                |piece| match piece {
-                    Piece::Delta(_) => None,
-                    Piece::Done(done) => Some(Ok(*done)),
-                    Piece::Failed(error) => Some(Err(error)),
-                },
-            )
-            .await?;
-        let (completion, guardrail) = completion;
+        let reply = running.reply(state.request_timeout).await?;
+        let (content, kb, guardrail, finish_reason, usage) = finished(reply);
         return Ok(Json(ChatCompletion {
             id,
             object: "chat.completion",
@@ -667,18 +577,22 @@ pub(crate) async fn chat_completions(
                 index: 0,
                 message: MessageOut {
                     role: "assistant",
-                    content: completion.content,
-                    kb: completion.extra,
+                    content,
+                    kb,
                     guardrail,
                 },
-                finish_reason: completion.finish_reason,
+                finish_reason,
             }],
-            usage: completion.usage,
+            usage,
         })
         .into_response());
     }
 
     // Streaming: OpenAI's chat.completion.chunk events, then [DONE].
+    let Running {
+        progress: mut receiver,
+        cancel,
+    } = running;
     let (events, stream) = mpsc::channel::<Result<Event, Infallible>>(64);
     let model = chat.model.clone();
     let include_usage = chat.include_usage;
@@ -704,20 +618,26 @@ pub(crate) async fn chat_completions(
         }
         // True when the stream ended normally, false when the client went away.
         let relay = async {
-            while let Some(piece) = receiver.recv().await {
-                let event = match piece {
-                    Piece::Delta(text) => send(chunk(json!({"content": text}), None)),
-                    Piece::Done(done) => {
-                        let (completion, trace) = *done;
-                        let mut delta = completion
-                            .extra
+            // An OpenAI stream cannot take text back: a replacement or the guardrail's message
+            // follows what was shown, after a blank line.
+            let mut shown = false;
+            while let Some(progress) = receiver.recv().await {
+                let text = match progress {
+                    Progress::Event(TurnEvent::Sources(_)) => continue,
+                    Progress::Event(TurnEvent::Delta(text)) => text,
+                    Progress::Event(TurnEvent::Replace(text) | TurnEvent::Blocked(text)) => {
+                        if shown { format!("\n\n{text}") } else { text }
+                    }
+                    Progress::Done(reply) => {
+                        let (_, extra, trace, finish_reason, usage) = finished(*reply);
+                        let mut delta = extra
                             .and_then(|extra| serde_json::to_value(extra).ok())
                             .unwrap_or_else(|| json!({}));
                         if let (Some(trace), Some(fields)) = (trace, delta.as_object_mut()) {
                             fields.insert("guardrail".into(), json!(trace));
                         }
                         if events
-                            .send(send(chunk(delta, Some(completion.finish_reason))))
+                            .send(send(chunk(delta, Some(finish_reason))))
                             .await
                             .is_err()
                         {
@@ -726,18 +646,26 @@ pub(crate) async fn chat_completions(
                         if include_usage {
                             let usage = json!({
                                 "id": id, "object": "chat.completion.chunk", "created": created,
-                                "model": model, "choices": [], "usage": completion.usage,
+                                "model": model, "choices": [], "usage": usage,
                             });
                             let _ = events.send(send(usage)).await;
                         }
                         break;
                     }
-                    Piece::Failed(error) => {
+                    Progress::Failed(error) => {
                         let _ = events.send(send(json!(error.body()))).await;
                         break;
                     }
                 };
-                if events.send(event).await.is_err() {
+                if text.is_empty() {
+                    continue;
+                }
+                shown = true;
+                if events
+                    .send(send(chunk(json!({"content": text}), None)))
+                    .await
+                    .is_err()
+                {
                     // The client went away: dropping the guard cancels the generation.
                     return false;
                 }
@@ -759,287 +687,6 @@ pub(crate) async fn chat_completions(
     Ok(Sse::new(ReceiverStream::new(stream))
         .keep_alive(KeepAlive::default())
         .into_response())
-}
-
-enum Target {
-    Plain,
-    /// A knowledge base, read as the caller may read it.
-    Kb(Arc<basalt_kb::KnowledgeBase>, Option<basalt_index::Reader>),
-}
-
-/// What a knowledge-base answer runs over.
-struct KbContext<'a> {
-    kb: &'a basalt_kb::KnowledgeBase,
-    reader: Option<basalt_index::Reader>,
-    cancel: &'a Arc<AtomicBool>,
-}
-
-/// `(sampling, max_tokens)`: the sampling options, and `max_tokens` as the request gave it
-/// (absent, the completion gets what the context window leaves, up to [`DEFAULT_MAX_TOKENS`]).
-fn run_plain(
-    state: &AppState,
-    messages: Vec<ChatMessage>,
-    (mut sampling, max_tokens): (SamplingOptions, Option<usize>),
-    cancel: &AtomicBool,
-    sender: &mpsc::Sender<Piece>,
-    guarded: &mut Guarded<'_>,
-) -> Result<Completion, ApiError> {
-    let prompt = Prompt::Chat(messages);
-    sampling.max_tokens = state.generator.max_tokens_for(&prompt, max_tokens)?;
-    let stream = state
-        .generator
-        .generate(GenerationRequest { prompt, sampling })?;
-    let mut output = guarded.active.map(OutputStream::new);
-    let mut content = String::new();
-    let mut completion_tokens = 0;
-    let mut summary = None;
-    for event in stream {
-        if cancel.load(Ordering::Relaxed) {
-            return Err(ApiError::internal("cancelled"));
-        }
-        match event? {
-            GenerationEvent::Token { text, .. } => {
-                completion_tokens += 1;
-                if text.is_empty() {
-                    continue;
-                }
-                let shown = match &mut output {
-                    Some(output) => output.push(&text),
-                    None => Ok(text),
-                };
-                match shown {
-                    Ok(shown) => release(&mut content, shown, sender)?,
-                    Err(message) => {
-                        // Dropping the generation stream stops the model.
-                        let usage = UsageOut::new(0, completion_tokens);
-                        return Ok(block_output(
-                            &content,
-                            message,
-                            usage,
-                            sender,
-                            guarded,
-                            output.as_ref(),
-                        ));
-                    }
-                }
-            }
-            GenerationEvent::Done(done) => {
-                summary = Some(done);
-                break;
-            }
-        }
-    }
-    let usage = summary
-        .as_ref()
-        .map_or(UsageOut::new(0, completion_tokens), |summary| {
-            UsageOut::new(summary.prompt_tokens, summary.completion_tokens)
-        });
-    if let Some(output) = &mut output {
-        if let Some(blocked) = finish_output(output, &mut content, usage, sender, guarded)? {
-            return Ok(blocked);
-        }
-        guarded.trace.record_output(output.assessments());
-    }
-    Ok(Completion {
-        content,
-        finish_reason: summary.map_or("stop", |summary| summary.finish_reason.as_str()),
-        usage,
-        extra: None,
-    })
-}
-
-/// Sends released text to the client and keeps it for the final message.
-fn release(
-    content: &mut String,
-    text: String,
-    sender: &mpsc::Sender<Piece>,
-) -> Result<(), ApiError> {
-    if text.is_empty() {
-        return Ok(());
-    }
-    content.push_str(&text);
-    sender
-        .blocking_send(Piece::Delta(text))
-        .map_err(|_| ApiError::internal("cancelled"))
-}
-
-/// Releases what the stream still holds back; the blocked completion if that is blocked.
-fn finish_output(
-    output: &mut OutputStream<'_>,
-    shown: &mut String,
-    usage: UsageOut,
-    sender: &mpsc::Sender<Piece>,
-    guarded: &mut Guarded<'_>,
-) -> Result<Option<Completion>, ApiError> {
-    match output.finish() {
-        Ok(rest) => {
-            release(shown, rest, sender)?;
-            Ok(None)
-        }
-        Err(message) => Ok(Some(block_output(
-            shown,
-            message,
-            usage,
-            sender,
-            guarded,
-            Some(output),
-        ))),
-    }
-}
-
-/// The output was blocked: the client, which saw only checked text, gets the blocked message
-/// after it; the completion is that message, finished by `content_filter`.
-fn block_output(
-    shown: &str,
-    message: String,
-    usage: UsageOut,
-    sender: &mpsc::Sender<Piece>,
-    guarded: &mut Guarded<'_>,
-    output: Option<&OutputStream<'_>>,
-) -> Completion {
-    if let Some(output) = output {
-        guarded.trace.record_output(output.assessments());
-    }
-    guarded.trace.action = "intervened";
-    let delta = if shown.is_empty() {
-        message.clone()
-    } else {
-        format!("\n\n{message}")
-    };
-    let _ = sender.blocking_send(Piece::Delta(delta));
-    Completion::filtered(message, usage)
-}
-
-fn run_kb(
-    state: &AppState,
-    context: &KbContext<'_>,
-    messages: Vec<ChatMessage>,
-    (sampling, max_tokens): (&SamplingOptions, Option<usize>),
-    sender: &mpsc::Sender<Piece>,
-    guarded: &mut Guarded<'_>,
-) -> Result<Completion, ApiError> {
-    let KbContext { kb, cancel, .. } = context;
-    let mut history = Vec::new();
-    let mut pending: Option<String> = None;
-    let mut question = String::new();
-    let last = messages.len() - 1;
-    for (index, message) in messages.into_iter().enumerate() {
-        match message.role {
-            ChatRole::User if index == last => question = message.content,
-            ChatRole::User => pending = Some(message.content),
-            ChatRole::Assistant => {
-                if let Some(asked) = pending.take() {
-                    history.push(HistoryTurn {
-                        question: asked,
-                        answer: message.content,
-                    });
-                }
-            }
-            // The KB's own template holds the instructions; a client's system message is
-            // ignored rather than allowed to replace them.
-            ChatRole::System => {}
-        }
-    }
-    let options = AnswerOptions {
-        max_tokens,
-        temperature: sampling.temperature,
-        seed: sampling.seed,
-        cancel: Some((*cancel).clone()),
-        reader: context.reader.clone(),
-        screen: guarded.active.map(|active| active.guardrail.clone()),
-        ..AnswerOptions::default()
-    };
-    let engines = Engines {
-        embedder: state.embedder.as_ref(),
-        generator: state.generator.as_ref(),
-    };
-    let mut output = guarded.active.map(OutputStream::for_answer);
-    let mut shown = String::new();
-    let mut gone = false;
-    let mut blocked: Option<String> = None;
-    let mut observe = |event: AnswerEvent<'_>| {
-        if gone || blocked.is_some() {
-            return;
-        }
-        let text = match event {
-            AnswerEvent::Delta(text) => text.to_owned(),
-            AnswerEvent::Replace(text) => format!("\n\n{text}"),
-            AnswerEvent::Sources(_) => return,
-        };
-        let released = match &mut output {
-            Some(output) => output.push(&text),
-            None => Ok(text),
-        };
-        match released {
-            Ok(released) => {
-                if release(&mut shown, released, sender).is_err() {
-                    gone = true;
-                    cancel.store(true, Ordering::Relaxed);
-                }
-            }
-            Err(message) => {
-                blocked = Some(message);
-                cancel.store(true, Ordering::Relaxed);
-            }
-        }
-    };
-    let result = basalt_answer::answer(kb, engines, &question, &history, &options, &mut observe);
-    if let Some(message) = blocked {
-        return Ok(block_output(
-            &shown,
-            message,
-            UsageOut::new(0, 0),
-            sender,
-            guarded,
-            output.as_ref(),
-        ));
-    }
-    let mut answer = result?;
-    if gone {
-        return Err(ApiError::internal("cancelled"));
-    }
-    let usage = UsageOut::new(answer.usage.prompt_tokens, answer.usage.completion_tokens);
-    if let Some(active) = guarded.active {
-        if let Some(output) = &mut output
-            && let Some(blocked) = finish_output(output, &mut shown, usage, sender, guarded)?
-        {
-            return Ok(blocked);
-        }
-        // The whole answer and its passages, checked once more as one output.
-        if active.check_answer(
-            state.embedder.as_ref(),
-            &question,
-            &mut answer,
-            &mut guarded.trace,
-        )? {
-            return Ok(block_output(
-                &shown,
-                answer.answer.clone(),
-                usage,
-                sender,
-                guarded,
-                None,
-            ));
-        }
-        if output.as_ref().is_some_and(OutputStream::holds_all) {
-            release(&mut shown, answer.answer.clone(), sender)?;
-        }
-    }
-    Ok(Completion {
-        content: answer.answer.clone(),
-        finish_reason: "stop",
-        usage,
-        extra: Some(KbFields {
-            answer: answer.answer,
-            abstained: answer.abstained,
-            abstain_reason: answer.abstain_reason,
-            extractive: answer.extractive,
-            citations: answer.citations,
-            sources: answer.sources,
-            removed_markers: answer.removed_markers,
-            template_version: answer.template_version,
-        }),
-    })
 }
 
 #[cfg(test)]

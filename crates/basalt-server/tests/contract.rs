@@ -3,71 +3,16 @@
 //! milliseconds each. What needs the real models — answers, streaming from llama.cpp, the
 //! clients — is tested end to end in `crates/basalt-cli/tests/server.rs`.
 
-use std::sync::{Arc, mpsc};
+use std::sync::Arc;
 
 use axum::body::Body;
 use axum::http::{HeaderMap, Request, StatusCode, header};
 use basalt_kb::DataDir;
-use basalt_model::{
-    ChatRole, FinishReason, GenerationEvent, GenerationRequest, GenerationStream,
-    GenerationSummary, Generator, GeneratorInfo, ModelError, Prompt,
-};
+use basalt_model::testing::Scripted;
 use basalt_security::{Directory, PrincipalKind};
 use basalt_server::{AppState, Code, ServerOptions, router};
 use serde_json::{Value, json};
 use tower::ServiceExt;
-
-/// Says back the last user message, a word a token.
-#[derive(Debug)]
-struct Echo(GeneratorInfo);
-
-impl Echo {
-    fn last_user(prompt: &Prompt) -> String {
-        match prompt {
-            Prompt::Chat(messages) => messages
-                .iter()
-                .rev()
-                .find(|message| message.role == ChatRole::User)
-                .map(|message| message.content.clone())
-                .unwrap_or_default(),
-            Prompt::Raw(text) => text.clone(),
-            Prompt::Tokens(_) => String::new(),
-        }
-    }
-}
-
-impl Generator for Echo {
-    fn info(&self) -> &GeneratorInfo {
-        &self.0
-    }
-
-    fn tokenize_prompt(&self, prompt: &Prompt) -> Result<Vec<u32>, ModelError> {
-        Ok(vec![1; Self::last_user(prompt).split_whitespace().count()])
-    }
-
-    fn generate(&self, request: GenerationRequest) -> Result<GenerationStream, ModelError> {
-        let (sender, receiver) = mpsc::channel();
-        let words: Vec<String> = Self::last_user(&request.prompt)
-            .split_whitespace()
-            .take(request.sampling.max_tokens)
-            .map(|word| format!("{word} "))
-            .collect();
-        for word in &words {
-            let _ = sender.send(Ok(GenerationEvent::Token {
-                id: 1,
-                text: word.clone(),
-            }));
-        }
-        let _ = sender.send(Ok(GenerationEvent::Done(GenerationSummary {
-            prompt_tokens: words.len(),
-            completion_tokens: words.len(),
-            finish_reason: FinishReason::Stop,
-            prompt_duration: std::time::Duration::ZERO,
-            decode_duration: std::time::Duration::ZERO,
-        })));
-        Ok(GenerationStream::new(receiver))
-    }
-}
 
 type Response = (StatusCode, HeaderMap, Value);
 
@@ -106,11 +51,7 @@ impl Api {
             Ok(())
         })
         .expect("keys");
-        let generator = Echo(GeneratorInfo {
-            model_name: "echo".into(),
-            context_window: 512,
-            stop_token_ids: Vec::new(),
-        });
+        let generator = Scripted::echo();
         let state = AppState::new(
             Arc::new(basalt_guard::testing::BagOfWords::default()),
             Arc::new(generator),

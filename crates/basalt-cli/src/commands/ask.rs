@@ -7,9 +7,10 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 
 use basalt_answer::{
-    Answer, AnswerEvent, AnswerOptions, Engines, SessionPolicy, SessionStore, Sessions,
+    Answer, AnswerOptions, Ask, Engines, GuardedTurn, SessionPolicy, SessionStore, Sessions,
+    TurnEvent,
 };
-use basalt_guard::{Guardrail, GuardrailStore, Outcome, Release, Source, StreamGuard};
+use basalt_guard::{Guardrail, GuardrailStore};
 use basalt_index::SearchMode;
 use basalt_kb::KnowledgeBase;
 use basalt_model::{LocalEmbedder, LocalGenerator};
@@ -89,7 +90,7 @@ pub(crate) struct ChatArgs {
 
 /// A knowledge base and the engines that answer from it, sharing one inference gate.
 struct Loaded {
-    kb: KnowledgeBase,
+    kb: Arc<KnowledgeBase>,
     embedder: Arc<LocalEmbedder>,
     generator: LocalGenerator,
     options: AnswerOptions,
@@ -100,7 +101,7 @@ impl Loaded {
     fn new(args: &AnswerArgs, settings: &Settings) -> anyhow::Result<Self> {
         let filter = super::parse_filter(args.filter.as_deref())?;
         let (data, reader) = super::tenant_data_as(settings, args.as_principal.as_deref())?;
-        let kb = data.open(&args.kb)?;
+        let kb = Arc::new(data.open(&args.kb)?);
         let (embedder, generator) =
             super::load_answer_engines(&kb, settings, args.model.as_deref(), args.context_size)?;
         let embedder = Arc::new(embedder);
@@ -143,131 +144,51 @@ impl Loaded {
         }
     }
 
-    /// Answers, streaming the text to stdout unless `quiet`; with a guardrail, the question is
-    /// checked first and the streamed text goes out a checked window at a time.
+    /// Answers, streaming the text to stdout unless `quiet`, through the guardrail if there is
+    /// one (see `basalt_answer::GuardedTurn`).
     fn answer(
         &self,
         question: &str,
         history: &[basalt_answer::HistoryTurn],
         quiet: bool,
     ) -> anyhow::Result<Answer> {
-        let mut question = question.to_owned();
-        if let Some(guardrail) = &self.guardrail {
-            let checked = guardrail.check(&question, Source::Input);
-            if checked.outcome == Outcome::Blocked {
-                if !quiet {
-                    print_line(&checked.text)?;
-                }
-                return Ok(Answer::plain(checked.text, question));
-            }
-            question = checked.text;
-        }
-        // An answer that must pass the grounding check is shown only once it has.
-        let hold_all = self
-            .guardrail
-            .as_deref()
-            .is_some_and(Guardrail::blocks_ungrounded);
-        let quiet_stream = quiet || hold_all;
+        let ask = Ask::Kb {
+            kb: self.kb.clone(),
+            question: question.to_owned(),
+            history: history.to_vec(),
+            options: Box::new(self.options.clone()),
+        };
+        let turn = GuardedTurn::new(ask, self.guardrail.clone());
+        let cancel = Arc::new(AtomicBool::new(false));
         let stdout = std::io::stdout();
         let mut failed = None;
         let mut printed = false;
-        let mut output = self.guardrail.as_deref().map(StreamGuard::new);
-        let mut blocked = false;
-        // The blocked message was printed while streaming.
-        let mut announced = false;
-        let cancel = Arc::new(AtomicBool::new(false));
-        let mut observe = |event: AnswerEvent<'_>| {
-            if failed.is_some() || blocked {
+        let mut show = |event: TurnEvent| {
+            if quiet || failed.is_some() {
                 return;
             }
-            if quiet_stream {
-                // Still watched for blocked words, which stop the generation early.
-                if let (Some(output), AnswerEvent::Delta(text)) = (&mut output, &event)
-                    && let Release::Blocked(_) = output.push(text)
-                {
-                    blocked = true;
-                    cancel.store(true, Ordering::Relaxed);
-                }
-                return;
-            }
-            let mut text = match event {
-                AnswerEvent::Delta(text) => text.to_owned(),
-                AnswerEvent::Replace(text) if printed => format!(
+            let text = match event {
+                TurnEvent::Sources(_) => return,
+                TurnEvent::Delta(text) => text,
+                TurnEvent::Replace(text) if printed => format!(
                     "\n\n(The text above is withdrawn: it was not supported by the sources.)\n{text}"
                 ),
-                AnswerEvent::Replace(text) => text.to_owned(),
-                AnswerEvent::Sources(_) => return,
+                TurnEvent::Blocked(text) if printed => format!("\n{text}"),
+                TurnEvent::Replace(text) | TurnEvent::Blocked(text) => text,
             };
-            if let Some(output) = &mut output {
-                match output.push(&text) {
-                    Release::Text(released) => text = released,
-                    Release::Blocked(message) => {
-                        blocked = true;
-                        announced = true;
-                        cancel.store(true, Ordering::Relaxed);
-                        text = format!("\n{message}");
-                    }
-                }
-            }
             printed |= !text.is_empty();
             let mut lock = stdout.lock();
             if let Err(error) = lock.write_all(text.as_bytes()).and_then(|()| lock.flush()) {
+                // Stops the generation: nobody reads it.
+                cancel.store(true, Ordering::Relaxed);
                 failed = Some(error);
             }
         };
-        let options = AnswerOptions {
-            cancel: Some(cancel.clone()),
-            ..self.options.clone()
-        };
-        let result = basalt_answer::answer(
-            &self.kb,
-            self.engines(),
-            &question,
-            history,
-            &options,
-            &mut observe,
-        );
-        if let Some(guardrail) = &self.guardrail {
-            // What the stream still holds: released now, or blocked like the rest.
-            let rest = match output.as_mut().map(StreamGuard::finish) {
-                Some(Release::Text(rest)) => rest,
-                Some(Release::Blocked(_)) => {
-                    blocked = true;
-                    String::new()
-                }
-                None => String::new(),
-            };
-            if blocked {
-                let message = guardrail.config().messages.blocked_output.clone();
-                if !quiet && !announced {
-                    print_line(&format!("\n{message}"))?;
-                }
-                return Ok(Answer::plain(message, question));
-            }
-            if !quiet_stream && !rest.is_empty() {
-                let mut lock = stdout.lock();
-                lock.write_all(rest.as_bytes())?;
-                lock.flush()?;
-            }
-        }
-        let mut answer = result?;
-        if let Some(guardrail) = &self.guardrail {
-            let check = basalt_answer::check_answer_grounded(
-                guardrail,
-                self.embedder.as_ref(),
-                &question,
-                &mut answer,
-            )?;
-            if hold_all && !quiet {
-                print_line(&answer.answer)?;
-            } else if check.blocked && !quiet {
-                print_line(&format!("\n{}", answer.answer))?;
-            }
-        }
+        let reply = turn.run(self.engines(), &cancel, &mut show);
         match failed {
             Some(error) if error.kind() == std::io::ErrorKind::BrokenPipe => std::process::exit(0),
             Some(error) => Err(error.into()),
-            None => Ok(answer),
+            None => Ok(reply?.answer),
         }
     }
 }

@@ -1,0 +1,117 @@
+//! A deterministic generator for tests of logic that needs one (answer pipelines, guarded
+//! turns, the HTTP contract): it replies with text a function makes from the prompt, a word a
+//! token. Never a stand-in for the real model where a user would run it.
+
+use std::sync::mpsc;
+use std::time::Duration;
+
+use crate::chat::{ChatRole, Prompt};
+use crate::error::ModelError;
+use crate::generator::{
+    FinishReason, GenerationEvent, GenerationRequest, GenerationStream, GenerationSummary,
+    Generator, GeneratorInfo,
+};
+
+/// Replies with `reply(prompt)`, one whitespace-separated word (and the space after it) a
+/// token, up to `max_tokens`; a prompt counts one token a word of its user messages.
+pub struct Scripted {
+    info: GeneratorInfo,
+    reply: Box<dyn Fn(&Prompt) -> String + Send + Sync>,
+}
+
+impl std::fmt::Debug for Scripted {
+    fn fmt(&self, formatter: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        formatter
+            .debug_struct("Scripted")
+            .field("info", &self.info)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Scripted {
+    /// Replies with `reply(prompt)`; a 512-token context window.
+    pub fn new(reply: impl Fn(&Prompt) -> String + Send + Sync + 'static) -> Self {
+        Scripted {
+            info: GeneratorInfo {
+                model_name: "scripted".into(),
+                context_window: 512,
+                stop_token_ids: Vec::new(),
+            },
+            reply: Box::new(reply),
+        }
+    }
+
+    /// The same, with a context window of `tokens`.
+    pub fn with_context_window(mut self, tokens: usize) -> Self {
+        self.info.context_window = tokens;
+        self
+    }
+
+    /// Always replies with `text`.
+    pub fn saying(text: &str) -> Self {
+        let text = text.to_owned();
+        Scripted::new(move |_| text.clone())
+    }
+
+    /// Says back the last user message.
+    pub fn echo() -> Self {
+        Scripted::new(|prompt| last_user(prompt).to_owned())
+    }
+}
+
+/// The prompt's text as a user wrote it: the last user message of a chat.
+pub fn last_user(prompt: &Prompt) -> &str {
+    match prompt {
+        Prompt::Chat(messages) => messages
+            .iter()
+            .rev()
+            .find(|message| message.role == ChatRole::User)
+            .map_or("", |message| message.content.as_str()),
+        Prompt::Raw(text) => text,
+        Prompt::Tokens(_) => "",
+    }
+}
+
+impl Generator for Scripted {
+    fn info(&self) -> &GeneratorInfo {
+        &self.info
+    }
+
+    fn tokenize_prompt(&self, prompt: &Prompt) -> Result<Vec<u32>, ModelError> {
+        let words = match prompt {
+            Prompt::Chat(messages) => messages
+                .iter()
+                .map(|message| message.content.split_whitespace().count())
+                .sum(),
+            Prompt::Raw(text) => text.split_whitespace().count(),
+            Prompt::Tokens(tokens) => tokens.len(),
+        };
+        Ok(vec![1; words])
+    }
+
+    fn generate(&self, request: GenerationRequest) -> Result<GenerationStream, ModelError> {
+        let prompt_tokens = self.tokenize_prompt(&request.prompt)?.len();
+        let reply = (self.reply)(&request.prompt);
+        let words: Vec<&str> = reply.split_whitespace().collect();
+        let max_tokens = request.sampling.max_tokens;
+        let (sender, receiver) = mpsc::channel();
+        for word in words.iter().take(max_tokens) {
+            let _ = sender.send(Ok(GenerationEvent::Token {
+                id: 1,
+                text: format!("{word} "),
+            }));
+        }
+        let _ = sender.send(Ok(GenerationEvent::Done(GenerationSummary {
+            prompt_tokens,
+            completion_tokens: words.len().min(max_tokens),
+            finish_reason: if words.len() > max_tokens {
+                FinishReason::Length
+            } else {
+                FinishReason::Stop
+            },
+            prompt_duration: Duration::ZERO,
+            decode_duration: Duration::ZERO,
+        })));
+        Ok(GenerationStream::new(receiver))
+    }
+}
