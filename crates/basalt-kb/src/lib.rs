@@ -3,6 +3,7 @@
 //! evaluation on BEIR-format datasets ([`eval`]), and encryption at rest of the knowledge bases
 //! created under a master key ([`DataDir::with_master_key`], [`rotate_master`]).
 
+mod catalog;
 mod encryption;
 mod error;
 pub mod eval;
@@ -10,6 +11,8 @@ mod knowledge_base;
 mod pipeline;
 mod search;
 
+pub use catalog::KbCatalog;
+pub use catalog::conformance as catalog_conformance;
 pub use encryption::{Rotation, rotate_master};
 pub use error::{KbError, Result};
 pub use knowledge_base::{

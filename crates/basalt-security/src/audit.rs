@@ -13,6 +13,9 @@
 //! commands writing at once keep one chain; each record is synced before the call returns.
 //! Removing records from the *end* leaves a valid shorter chain: keep a copy of the last hash
 //! elsewhere (`basalt audit verify` prints it) to detect that too.
+//!
+//! Callers use the trail through [`AuditTrail`]; [`AuditLog`] is its embedded implementation,
+//! and [`conformance`] is what any other (a shared database's) must pass too.
 
 use std::fs::{File, OpenOptions};
 use std::io::{BufRead, BufReader, Read, Seek, SeekFrom, Write};
@@ -87,7 +90,33 @@ impl Record {
     }
 }
 
-/// The log of one data directory.
+/// Where audit records go: one linear hash chain, whoever appends (threads, processes, or
+/// replicas over a shared store).
+pub trait AuditTrail: Send + Sync + std::fmt::Debug {
+    /// Appends one record chained to the last, durably: once this returns, it survives a
+    /// crash.
+    fn append(&self, event: Event) -> Result<Record>;
+
+    /// Every record as stored, oldest first (lines that are not records are left out; `verify`
+    /// reports them).
+    fn records(&self) -> Result<Vec<Record>>;
+
+    /// Walks the whole trail and checks every link of the chain.
+    fn verify(&self) -> Result<Verification>;
+
+    /// The newest `limit` records matching `query`, oldest first.
+    fn search(&self, query: &Query, limit: usize) -> Result<Vec<Record>> {
+        let matching: Vec<Record> = self
+            .records()?
+            .into_iter()
+            .filter(|record| query.matches(record))
+            .collect();
+        let skip = matching.len().saturating_sub(limit);
+        Ok(matching.into_iter().skip(skip).collect())
+    }
+}
+
+/// The log of one data directory: `<data dir>/audit/audit.jsonl`.
 #[derive(Debug)]
 pub struct AuditLog {
     path: PathBuf,
@@ -100,24 +129,25 @@ impl AuditLog {
         data_dir.join("audit").join("audit.jsonl")
     }
 
-    pub fn open(data_dir: &Path) -> Result<Self> {
-        let path = Self::path(data_dir);
-        if let Some(parent) = path.parent() {
-            std::fs::create_dir_all(parent).map_err(|error| SecurityError::io(parent, error))?;
-        }
-        Ok(AuditLog {
-            path,
+    /// The log of `data_dir` (created with its first record).
+    pub fn open(data_dir: &Path) -> Self {
+        AuditLog {
+            path: Self::path(data_dir),
             append: Mutex::new(()),
-        })
+        }
     }
+}
 
-    /// Appends one record, durably; returns it.
-    pub fn append(&self, event: Event) -> Result<Record> {
+impl AuditTrail for AuditLog {
+    fn append(&self, event: Event) -> Result<Record> {
         let _guard = self
             .append
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner);
         let io = |error: std::io::Error| SecurityError::io(&self.path, error);
+        if let Some(parent) = self.path.parent() {
+            std::fs::create_dir_all(parent).map_err(|error| SecurityError::io(parent, error))?;
+        }
         let mut file = OpenOptions::new()
             .read(true)
             .append(true)
@@ -152,6 +182,22 @@ impl AuditLog {
         file.sync_data().map_err(io)?;
         file.unlock().map_err(io)?;
         Ok(record)
+    }
+
+    fn records(&self) -> Result<Vec<Record>> {
+        let text = match std::fs::read_to_string(&self.path) {
+            Ok(text) => text,
+            Err(error) if error.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),
+            Err(error) => return Err(SecurityError::io(&self.path, error)),
+        };
+        Ok(text
+            .lines()
+            .filter_map(|line| serde_json::from_str(line).ok())
+            .collect())
+    }
+
+    fn verify(&self) -> Result<Verification> {
+        verify_file(&self.path)
     }
 }
 
@@ -199,10 +245,9 @@ pub struct BadRecord {
     pub problem: String,
 }
 
-/// Walks the whole log and checks every link of the chain.
-pub fn verify(data_dir: &Path) -> Result<Verification> {
-    let path = AuditLog::path(data_dir);
-    let file = match File::open(&path) {
+/// Walks the whole file and checks every link of the chain.
+fn verify_file(path: &Path) -> Result<Verification> {
+    let file = match File::open(path) {
         Ok(file) => file,
         Err(error) if error.kind() == std::io::ErrorKind::NotFound => {
             return Ok(Verification {
@@ -211,13 +256,13 @@ pub fn verify(data_dir: &Path) -> Result<Verification> {
                 first_bad: None,
             });
         }
-        Err(error) => return Err(SecurityError::io(&path, error)),
+        Err(error) => return Err(SecurityError::io(path, error)),
     };
     let mut previous_hash = GENESIS.to_owned();
     let mut count = 0;
     for (index, line) in BufReader::new(file).split(b'\n').enumerate() {
         let line_number = index as u64 + 1;
-        let line = line.map_err(|error| SecurityError::io(&path, error))?;
+        let line = line.map_err(|error| SecurityError::io(path, error))?;
         let bad = |problem: String| {
             Ok(Verification {
                 records: count,
@@ -296,28 +341,151 @@ impl Query {
     }
 }
 
-/// The newest `limit` records matching `query`, oldest first.
-pub fn search(data_dir: &Path, query: &Query, limit: usize) -> Result<Vec<Record>> {
-    let matching: Vec<Record> = read(data_dir)?
-        .into_iter()
-        .filter(|record| query.matches(record))
-        .collect();
-    let skip = matching.len().saturating_sub(limit);
-    Ok(matching.into_iter().skip(skip).collect())
-}
+/// The behaviour every [`AuditTrail`] must have; `open` gives a new handle on one empty trail
+/// each time it is called (another process, another replica).
+///
+/// # Panics
+/// When the trail falls short, with what it did.
+pub fn conformance(open: &dyn Fn() -> Box<dyn AuditTrail>) {
+    let trail = open();
+    let empty = trail.verify().expect("verifies an empty trail");
+    assert_eq!((empty.records, empty.last_hash.as_str()), (0, GENESIS));
+    assert!(trail.records().expect("reads").is_empty());
 
-/// Reads records (all of them; the caller filters and limits).
-pub fn read(data_dir: &Path) -> Result<Vec<Record>> {
-    let path = AuditLog::path(data_dir);
-    let text = match std::fs::read_to_string(&path) {
-        Ok(text) => text,
-        Err(error) if error.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),
-        Err(error) => return Err(SecurityError::io(&path, error)),
+    let event = |index: usize| Event {
+        request_id: format!("req-{index}"),
+        principal: Some(
+            if index.is_multiple_of(2) {
+                "alice"
+            } else {
+                "bob"
+            }
+            .into(),
+        ),
+        key_id: index.is_multiple_of(3).then(|| format!("key{index}")),
+        action: if index.is_multiple_of(3) {
+            "kb:Search"
+        } else {
+            "guardrail:Apply"
+        }
+        .into(),
+        resource: format!("basalt:{}:kb/k", if index < 6 { "default" } else { "acme" }),
+        outcome: (index % 4 == 1).then_some(Outcome::Denied),
+        status: Some(200 + index as u16),
+        detail: (index == 2).then(|| "a note".into()),
     };
-    Ok(text
-        .lines()
-        .filter_map(|line| serde_json::from_str(line).ok())
-        .collect())
+    // Two handles and four threads appending at once keep one linear chain.
+    let other = open();
+    let handles = [&trail, &other];
+    std::thread::scope(|scope| {
+        for thread in 0..4 {
+            let handle = handles[thread % 2];
+            scope.spawn(move || {
+                for index in (thread..12).step_by(4) {
+                    let record = handle.append(event(index)).expect("appends");
+                    assert_eq!(record.request_id, format!("req-{index}"));
+                }
+            });
+        }
+    });
+    let records = open()
+        .records()
+        .expect("a new handle reads what others appended");
+    assert_eq!(records.len(), 12, "{records:?}");
+    let mut previous = GENESIS.to_owned();
+    for (index, record) in records.iter().enumerate() {
+        assert_eq!(record.seq, index as u64 + 1, "one sequence: {records:?}");
+        assert_eq!(record.prev, previous, "each record links to the one before");
+        assert_eq!(
+            record.hash,
+            record.expected_hash(),
+            "hashes as the file format says"
+        );
+        assert!(!record.time.is_empty());
+        previous.clone_from(&record.hash);
+        // Every field comes back as it was given.
+        let number: usize = record.request_id[4..].parse().expect("request id");
+        let given = event(number);
+        assert_eq!(
+            (
+                &record.principal,
+                &record.key_id,
+                &record.action,
+                &record.resource
+            ),
+            (
+                &given.principal,
+                &given.key_id,
+                &given.action,
+                &given.resource
+            )
+        );
+        assert_eq!(record.outcome, given.outcome.unwrap_or(Outcome::Allowed));
+        assert_eq!(
+            (record.status, &record.detail),
+            (given.status, &given.detail)
+        );
+    }
+    let verification = trail.verify().expect("verifies");
+    assert_eq!(verification.records, 12);
+    assert_eq!(verification.last_hash, previous);
+    assert_eq!(verification.first_bad, None);
+
+    // Searches: every condition holds, the newest `limit`, oldest first.
+    let ids = |query: &Query, limit: usize| -> Vec<String> {
+        trail
+            .search(query, limit)
+            .expect("searches")
+            .into_iter()
+            .map(|record| record.request_id)
+            .collect()
+    };
+    let in_order = |wanted: &[usize]| -> Vec<String> {
+        let mut wanted: Vec<&Record> = records
+            .iter()
+            .filter(|record| wanted.contains(&record.request_id[4..].parse().unwrap_or(99)))
+            .collect();
+        wanted.sort_by_key(|record| record.seq);
+        wanted
+            .iter()
+            .map(|record| record.request_id.clone())
+            .collect()
+    };
+    let searches = Query {
+        action: Some("KB:*".into()),
+        ..Query::default()
+    };
+    assert_eq!(
+        ids(&searches, 100),
+        in_order(&[0, 3, 6, 9]),
+        "actions match case-insensitively"
+    );
+    assert_eq!(
+        ids(&searches, 2),
+        in_order(&[0, 3, 6, 9])[2..],
+        "the newest two"
+    );
+    let denied_bob = Query {
+        principal: Some("bob".into()),
+        outcome: Some(Outcome::Denied),
+        ..Query::default()
+    };
+    assert_eq!(ids(&denied_bob, 100), in_order(&[1, 5, 9]));
+    let acme = Query {
+        resource_prefixes: vec!["basalt:acme:".into()],
+        ..Query::default()
+    };
+    assert_eq!(ids(&acme, 100), in_order(&[6, 7, 8, 9, 10, 11]));
+    let future = Query {
+        since: Some("9999-01-01T00:00:00Z".into()),
+        ..Query::default()
+    };
+    assert!(ids(&future, 100).is_empty());
+    let past = Query {
+        since: Some("2000-01-01T00:00:00Z".into()),
+        ..Query::default()
+    };
+    assert_eq!(ids(&past, 100).len(), 12);
 }
 
 #[cfg(test)]
@@ -343,7 +511,7 @@ mod tests {
 
     fn written(records: usize) -> (tempfile::TempDir, Vec<String>) {
         let dir = tempfile::tempdir().expect("temp dir");
-        let log = AuditLog::open(dir.path()).expect("opens");
+        let log = AuditLog::open(dir.path());
         for index in 0..records {
             log.append(event(index)).expect("appends");
         }
@@ -358,23 +526,41 @@ mod tests {
     }
 
     fn first_bad(dir: &Path) -> Option<u64> {
-        verify(dir).expect("verifies").first_bad.map(|bad| bad.line)
+        AuditLog::open(dir)
+            .verify()
+            .expect("verifies")
+            .first_bad
+            .map(|bad| bad.line)
+    }
+
+    #[test]
+    fn the_file_log_passes_the_conformance_suite() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        conformance(&|| Box::new(AuditLog::open(dir.path())));
     }
 
     #[test]
     fn an_intact_log_verifies() {
         let (dir, lines) = written(6);
         assert_eq!(lines.len(), 6);
-        let verification = verify(dir.path()).expect("verifies");
+        let verification = AuditLog::open(dir.path()).verify().expect("verifies");
         assert_eq!(verification.records, 6);
         assert_eq!(verification.first_bad, None);
         // Appending after a reopen continues the chain.
         AuditLog::open(dir.path())
-            .expect("opens")
             .append(event(7))
             .expect("appends");
-        assert_eq!(verify(dir.path()).expect("verifies").records, 7);
-        assert_eq!(read(dir.path()).expect("reads").len(), 7);
+        assert_eq!(
+            AuditLog::open(dir.path())
+                .verify()
+                .expect("verifies")
+                .records,
+            7
+        );
+        assert_eq!(
+            AuditLog::open(dir.path()).records().expect("reads").len(),
+            7
+        );
     }
 
     #[test]
@@ -386,7 +572,9 @@ mod tests {
             principal: Some("alice".into()),
             ..Query::default()
         };
-        let found = search(dir.path(), &denied, 2).expect("searches");
+        let found = AuditLog::open(dir.path())
+            .search(&denied, 2)
+            .expect("searches");
         let ids: Vec<&str> = found
             .iter()
             .map(|record| record.request_id.as_str())
@@ -401,7 +589,8 @@ mod tests {
             ..Query::default()
         };
         assert!(
-            search(dir.path(), &nobody, 10)
+            AuditLog::open(dir.path())
+                .search(&nobody, 10)
                 .expect("searches")
                 .is_empty()
         );
@@ -410,7 +599,8 @@ mod tests {
             ..Query::default()
         };
         assert!(
-            search(dir.path(), &future, 10)
+            AuditLog::open(dir.path())
+                .search(&future, 10)
                 .expect("searches")
                 .is_empty()
         );

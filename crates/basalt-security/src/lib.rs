@@ -8,6 +8,7 @@ pub mod audit;
 pub mod crypto;
 mod directory;
 mod error;
+mod identities;
 pub mod policy;
 mod secret;
 
@@ -16,6 +17,8 @@ pub use directory::{
     Principal, PrincipalKind, READ_ONLY_ACCESS, resource_name, validate_tenant_name,
 };
 pub use error::{Result, SecurityError};
+pub use identities::conformance as identities_conformance;
+pub use identities::{DirectoryFile, Identities, update as update_identities};
 pub use policy::{Decision, PolicyDocument};
 pub use secret::Secret;
 

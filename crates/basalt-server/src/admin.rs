@@ -125,8 +125,7 @@ pub(crate) async fn search_audit(
         since: query.since,
         resource_prefixes: tenant_prefixes(&caller),
     };
-    let root = state.data_dir.root().to_owned();
-    let records = blocking(move || basalt_security::audit::search(&root, &query, limit)).await?;
+    let records = blocking(move || state.security.audit.search(&query, limit)).await?;
     Ok(Json(AuditRecords { records }))
 }
 
@@ -151,8 +150,7 @@ pub(crate) async fn verify_audit(
             "the audit chain holds every tenant's records, so only principals of the default tenant verify it (`basalt audit verify` on the server)",
         ));
     }
-    let root = state.data_dir.root().to_owned();
-    let verification = blocking(move || basalt_security::audit::verify(&root)).await?;
+    let verification = blocking(move || state.security.audit.verify()).await?;
     Ok(Json(AuditVerification {
         intact: verification.first_bad.is_none(),
         verification,

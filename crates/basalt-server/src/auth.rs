@@ -10,19 +10,18 @@
 
 use std::collections::HashMap;
 use std::path::PathBuf;
-use std::sync::{Arc, Mutex};
-use std::time::SystemTime;
+use std::sync::Arc;
 
 use axum::extract::{MatchedPath, RawPathParams, Request, State};
 use axum::http::{HeaderMap, HeaderValue, Method, header};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
-use basalt_security::audit::{AuditLog, Event, Outcome};
-use basalt_security::{Directory, Identity};
+use basalt_security::audit::{AuditLog, AuditTrail, Event, Outcome};
+use basalt_security::{Directory, DirectoryFile, Identities, Identity};
 
+use crate::AppState;
 use crate::error::{ApiError, Code};
 use crate::ratelimit::{RateLimit, RateLimiter};
-use crate::{AppState, lock};
 
 /// Who may call a route.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -84,20 +83,12 @@ impl Caller {
     }
 }
 
-/// The identity directory as last read, with the file's modification time and length then.
-#[derive(Debug)]
-struct LoadedDirectory {
-    stamp: Option<(SystemTime, u64)>,
-    directory: Arc<Directory>,
-}
-
-/// The directory (reloaded when its file changes), the audit log, and each route's access.
+/// The identity directory, the audit trail, and each route's access.
 #[derive(Debug)]
 pub(crate) struct Security {
-    data_dir: PathBuf,
     mode: AuthMode,
-    directory: Mutex<LoadedDirectory>,
-    pub(crate) audit: AuditLog,
+    identities: Box<dyn Identities>,
+    pub(crate) audit: Box<dyn AuditTrail>,
     routes: HashMap<(Method, String), Access>,
     rate_limiter: Option<RateLimiter>,
 }
@@ -109,41 +100,25 @@ impl Security {
         routes: HashMap<(Method, String), Access>,
         rate_limit: Option<RateLimit>,
     ) -> basalt_security::Result<Self> {
-        let audit = AuditLog::open(&data_dir)?;
-        let directory = Directory::load(&data_dir)?;
+        let audit = Box::new(AuditLog::open(&data_dir));
+        let identities = Box::new(DirectoryFile::new(data_dir));
+        // A damaged directory is said at start, not at the first request.
+        identities.current()?;
         Ok(Security {
-            data_dir,
             mode,
-            directory: Mutex::new(LoadedDirectory {
-                stamp: None,
-                directory: Arc::new(directory),
-            }),
+            identities,
             audit,
             routes,
             rate_limiter: rate_limit.map(RateLimiter::new),
         })
     }
 
-    /// The directory as on disk now (read again only when the file changed).
+    /// The directory as stored now (a key or policy changed by another process applies at
+    /// once).
     fn directory(&self) -> Result<Arc<Directory>, ApiError> {
-        let path = Directory::path(&self.data_dir);
-        let stamp = std::fs::metadata(&path).ok().map(|metadata| {
-            (
-                metadata.modified().unwrap_or(SystemTime::UNIX_EPOCH),
-                metadata.len(),
-            )
-        });
-        let mut cached = lock(&self.directory);
-        if cached.stamp != stamp {
-            let directory = Directory::load(&self.data_dir).map_err(|error| {
-                ApiError::internal(format!("cannot read the identity directory: {error}"))
-            })?;
-            *cached = LoadedDirectory {
-                stamp,
-                directory: Arc::new(directory),
-            };
-        }
-        Ok(cached.directory.clone())
+        self.identities.current().map_err(|error| {
+            ApiError::internal(format!("cannot read the identity directory: {error}"))
+        })
     }
 
     /// The reader a principal is now (its current groups; none when it is gone).

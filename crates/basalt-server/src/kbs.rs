@@ -95,7 +95,7 @@ pub(crate) async fn list_kbs(
     State(state): State<AppState>,
     Extension(caller): Extension<Caller>,
 ) -> Result<Json<KbList>, ApiError> {
-    let all = state.with_tenant_data(&caller, |data| data.list()).await?;
+    let all = state.with_catalog(&caller, |data| data.list()).await?;
     let mut knowledge_bases = Vec::with_capacity(all.len());
     for settings in all {
         knowledge_bases.push(view(&state, &caller, settings).await?);
@@ -163,7 +163,7 @@ pub(crate) async fn create_kb(
     let created = settings.clone();
     let encrypted = request.encrypted.unwrap_or(true);
     state
-        .with_tenant_data(&caller, move |data| data.create_with(&created, encrypted))
+        .with_catalog(&caller, move |data| data.create_with(&created, encrypted))
         .await?;
     let mut headers = HeaderMap::new();
     if let Ok(location) = HeaderValue::from_str(&format!("/v1/kbs/{}", settings.name)) {
@@ -182,7 +182,7 @@ pub(crate) async fn get_kb(
     Path(name): Path<String>,
 ) -> Result<Json<KbView>, ApiError> {
     let settings = state
-        .with_tenant_data(&caller, move |data| data.settings(&name))
+        .with_catalog(&caller, move |data| data.settings(&name))
         .await?;
     Ok(Json(view(&state, &caller, settings).await?))
 }
@@ -245,12 +245,12 @@ pub(crate) async fn update_kb(
     refuse_if_busy(&state, &caller, &name)?;
     let lookup = name.clone();
     let mut settings = state
-        .with_tenant_data(&caller, move |data| data.settings(&lookup))
+        .with_catalog(&caller, move |data| data.settings(&lookup))
         .await?;
     apply_search_settings(&mut settings, change);
     let updated = settings.clone();
     state
-        .with_tenant_data(&caller, move |data| data.update(&updated))
+        .with_catalog(&caller, move |data| data.update(&updated))
         .await?;
     state.forget_knowledge_base(&caller.tenant, &name);
     Ok(Json(view(&state, &caller, settings).await?))
@@ -271,7 +271,7 @@ pub(crate) async fn delete_kb(
     state.forget_knowledge_base(&caller.tenant, &name);
     let doomed = name.clone();
     state
-        .with_tenant_data(&caller, move |data| data.delete(&doomed))
+        .with_catalog(&caller, move |data| data.delete(&doomed))
         .await?;
     Ok(Json(Deleted { deleted: name }))
 }

@@ -33,7 +33,7 @@ use axum::extract::{DefaultBodyLimit, FromRequest, Request, State};
 use axum::http::{Method, StatusCode};
 use axum::{Json, Router};
 use basalt_answer::{SessionPolicy, SessionStore, Sessions};
-use basalt_kb::{DataDir, KnowledgeBase};
+use basalt_kb::{DataDir, KbCatalog, KnowledgeBase};
 use basalt_model::{Embedder, Generator};
 use serde::de::DeserializeOwned;
 use serde_json::Value;
@@ -203,6 +203,11 @@ impl AppState {
         self.data_dir.for_tenant(tenant)
     }
 
+    /// The knowledge bases of `tenant` (the one place the server picks their catalog).
+    fn catalog(&self, tenant: &str) -> basalt_kb::Result<Box<dyn KbCatalog>> {
+        Ok(Box::new(self.tenant_data(tenant)?))
+    }
+
     /// An open knowledge base of `tenant`, kept open between requests (its search caches stay
     /// warm, and ingestion jobs and requests share its one index writer).
     /// The settings are read again each time (a small file), so a knowledge base deleted or
@@ -212,9 +217,9 @@ impl AppState {
         tenant: &str,
         name: &str,
     ) -> basalt_kb::Result<Arc<KnowledgeBase>> {
-        let data = self.tenant_data(tenant)?;
+        let catalog = self.catalog(tenant)?;
         let key = (tenant.to_owned(), name.to_owned());
-        let settings = match data.settings(name) {
+        let settings = match catalog.settings(name) {
             Ok(settings) => settings,
             Err(error) => {
                 lock(&self.knowledge_bases).remove(&key);
@@ -227,7 +232,7 @@ impl AppState {
         {
             return Ok(kb.clone());
         }
-        let kb = Arc::new(data.open_settings(settings)?);
+        let kb = Arc::new(catalog.open_settings(settings)?);
         open.insert(key, kb.clone());
         Ok(kb)
     }
@@ -243,14 +248,14 @@ impl AppState {
         blocking(move || state.open_knowledge_base(&tenant, &name)).await
     }
 
-    /// Runs `work` on the caller's tenant's data directory, off the async threads.
-    async fn with_tenant_data<T: Send + 'static>(
+    /// Runs `work` on the caller's tenant's knowledge-base catalog, off the async threads.
+    async fn with_catalog<T: Send + 'static>(
         &self,
         caller: &Caller,
-        work: impl FnOnce(DataDir) -> basalt_kb::Result<T> + Send + 'static,
+        work: impl FnOnce(&dyn KbCatalog) -> basalt_kb::Result<T> + Send + 'static,
     ) -> Result<T, ApiError> {
-        let data = self.tenant_data(&caller.tenant)?;
-        blocking(move || work(data)).await
+        let catalog = self.catalog(&caller.tenant)?;
+        blocking(move || work(catalog.as_ref())).await
     }
 
     /// Closes a knowledge base (after its settings changed, or before it is deleted).

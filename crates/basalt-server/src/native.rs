@@ -325,7 +325,7 @@ pub(crate) async fn create_session(
         .require(&caller, "kb:Answer", &format!("kb/{}", request.kb))?;
     let kb = request.kb.clone();
     state
-        .with_tenant_data(&caller, move |data| data.settings(&kb))
+        .with_catalog(&caller, move |data| data.settings(&kb))
         .await?;
     let session = state.sessions.create(&request.kb, &caller.principal)?;
     Ok((StatusCode::CREATED, Json(session_view(&state, session))))

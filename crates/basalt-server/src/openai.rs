@@ -70,7 +70,7 @@ pub(crate) async fn models(
         ModelCard::new(state.chat_model.clone()),
         ModelCard::new(state.embedding_model.clone()),
     ];
-    let kbs = state.with_tenant_data(&caller, |data| data.list()).await?;
+    let kbs = state.with_catalog(&caller, |data| data.list()).await?;
     for kb in kbs {
         data.push(ModelCard::new(format!("{KB_MODEL_PREFIX}{}", kb.name)));
     }

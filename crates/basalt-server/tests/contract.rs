@@ -328,3 +328,83 @@ async fn a_chat_completion_runs_through_the_engine_it_was_given() {
             .is_some_and(|id| id.starts_with("chatcmpl-"))
     );
 }
+
+/// A guardrail on a plain chat completion, as the turn runs it: a blocked question is
+/// `content_filter` with nothing generated; what output anonymizes never leaves, streamed or
+/// not; the trace says what was found.
+#[tokio::test]
+async fn a_guardrail_shapes_a_chat_completion_streamed_or_not() {
+    let api = Api::new(&ServerOptions::default());
+    let guardrail = json!({"name": "shield", "config": {
+        "word_filters": {"words": ["falcon"]},
+        "sensitive_information": {"entities": [{"type": "EMAIL", "input": "none", "output": "anonymize"}]}}})
+    .to_string();
+    let (status, _, body) = api
+        .call("POST", "/v1/guardrails", Some(&api.admin), Some(&guardrail))
+        .await;
+    assert_eq!(status, StatusCode::CREATED, "{body}");
+    let complete = async |content: &str, stream: bool| {
+        let request = json!({"model": "smollm2-135m-instruct", "guardrail": "shield",
+            "guardrail_trace": true, "stream": stream,
+            "messages": [{"role": "user", "content": content}]})
+        .to_string();
+        let response = api
+            .call(
+                "POST",
+                "/v1/chat/completions",
+                Some(&api.admin),
+                Some(&request),
+            )
+            .await;
+        assert_eq!(response.0, StatusCode::OK, "{}", response.2);
+        response
+    };
+
+    let (_, _, body) = complete("Where does the falcon fly?", false).await;
+    assert_eq!(
+        body["choices"][0]["finish_reason"], "content_filter",
+        "{body}"
+    );
+    assert_eq!(
+        body["usage"]["completion_tokens"], 0,
+        "no model ran: {body}"
+    );
+    let message = &body["choices"][0]["message"];
+    assert!(
+        !message["content"]
+            .as_str()
+            .unwrap_or_default()
+            .contains("falcon")
+    );
+    assert_eq!(message["guardrail"]["action"], "intervened", "{body}");
+    assert_eq!(message["guardrail"]["input"][0]["policy"], "word_filters");
+
+    let (_, _, body) = complete("Write to ana@example.com today.", false).await;
+    let message = &body["choices"][0]["message"];
+    assert_eq!(message["content"], "Write to {EMAIL} today. ", "{body}");
+    assert_eq!(body["choices"][0]["finish_reason"], "stop");
+    assert_eq!(message["guardrail"]["output"][0]["name"], "EMAIL", "{body}");
+
+    let (_, headers, body) = complete("Write to ana@example.com today.", true).await;
+    assert!(
+        headers[header::CONTENT_TYPE]
+            .to_str()
+            .is_ok_and(|kind| kind.starts_with("text/event-stream"))
+    );
+    let text = body.as_str().expect("an event stream");
+    let chunks: Vec<Value> = text
+        .lines()
+        .filter_map(|line| line.strip_prefix("data: "))
+        .filter(|data| *data != "[DONE]")
+        .map(|data| serde_json::from_str(data).expect("a JSON chunk"))
+        .collect();
+    let content: String = chunks
+        .iter()
+        .filter_map(|chunk| chunk["choices"][0]["delta"]["content"].as_str())
+        .collect();
+    assert_eq!(content, "Write to {EMAIL} today. ", "{text}");
+    assert!(!text.contains("ana@"), "{text}");
+    let last = chunks.last().expect("chunks");
+    assert_eq!(last["choices"][0]["finish_reason"], "stop", "{text}");
+    assert!(text.trim_end().ends_with("data: [DONE]"), "{text}");
+}

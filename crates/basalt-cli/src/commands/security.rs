@@ -5,7 +5,7 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 use anyhow::Context;
-use basalt_security::audit::{AuditLog, Event, Outcome};
+use basalt_security::audit::{AuditLog, AuditTrail, Event, Outcome};
 use basalt_security::{Directory, PolicyDocument, PrincipalKind};
 
 use super::print_line;
@@ -165,7 +165,7 @@ pub(crate) enum AuditCommand {
 
 /// Records an administrative action taken from the command line.
 fn audit(settings: &Settings, action: &str, resource: &str, detail: String) -> anyhow::Result<()> {
-    let log = AuditLog::open(settings.data_dir.root())?;
+    let log = AuditLog::open(settings.data_dir.root());
     let user = std::env::var("USER").unwrap_or_else(|_| "unknown".into());
     log.append(Event {
         request_id: basalt_core::id::new_id("cli-", 8),
@@ -518,9 +518,10 @@ fn target(args: &AttachArgs) -> (&str, bool) {
 
 pub(crate) fn run_audit(command: AuditCommand, settings: &Settings) -> anyhow::Result<ExitCode> {
     let root = settings.data_dir.root();
+    let trail = AuditLog::open(root);
     match command {
         AuditCommand::Verify { json } => {
-            let verification = basalt_security::audit::verify(root)?;
+            let verification = trail.verify()?;
             if json {
                 print_line(&serde_json::to_string_pretty(&verification)?)?;
             } else if let Some(bad) = &verification.first_bad {
@@ -544,7 +545,7 @@ pub(crate) fn run_audit(command: AuditCommand, settings: &Settings) -> anyhow::R
             })
         }
         AuditCommand::Tail { lines } => {
-            let records = basalt_security::audit::read(root)?;
+            let records = trail.records()?;
             for record in records.iter().skip(records.len().saturating_sub(lines)) {
                 print_line(&serde_json::to_string(record)?)?;
             }
@@ -572,7 +573,7 @@ pub(crate) fn run_audit(command: AuditCommand, settings: &Settings) -> anyhow::R
                 since,
                 ..basalt_security::audit::Query::default()
             };
-            for record in basalt_security::audit::search(root, &query, lines)? {
+            for record in trail.search(&query, lines)? {
                 print_line(&serde_json::to_string(&record)?)?;
             }
             Ok(ExitCode::SUCCESS)
