@@ -7,6 +7,7 @@ mod catalog;
 mod encryption;
 mod error;
 pub mod eval;
+pub mod jobs;
 mod knowledge_base;
 mod pipeline;
 mod search;
@@ -15,6 +16,8 @@ pub use catalog::KbCatalog;
 pub use catalog::conformance as catalog_conformance;
 pub use encryption::{Rotation, rotate_master};
 pub use error::{KbError, Result};
+pub use jobs::conformance as job_queue_conformance;
+pub use jobs::{FileJobQueue, Job, JobProgress, JobQueue, JobStatus, Lease, UploadedFile};
 pub use knowledge_base::{
     AnswerSettings, ChunkingSettings, DEFAULT_TENANT, DataDir, EmbeddingSettings, KbSettings,
     KnowledgeBase, PromptTemplate, validate_name,

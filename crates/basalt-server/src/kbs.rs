@@ -21,8 +21,8 @@ use tokio::io::AsyncWriteExt;
 
 use crate::auth::Caller;
 use crate::error::{ApiError, Code};
-use crate::jobs::{Job, JobProgress, JobStatus, UploadedFile};
 use crate::{ApiJson, AppState, blocking};
+use basalt_kb::{Job, UploadedFile};
 
 /// A knowledge base with its size.
 #[derive(Debug, Serialize, JsonSchema)]
@@ -223,7 +223,7 @@ fn apply_search_settings(settings: &mut KbSettings, change: SearchSettings) {
 }
 
 fn refuse_if_busy(state: &AppState, caller: &Caller, name: &str) -> Result<(), ApiError> {
-    if state.jobs.busy(&caller.tenant, name) {
+    if state.jobs.busy(&caller.tenant, name)? {
         let mut error = ApiError::new(
             Code::KnowledgeBaseBusy,
             format!(
@@ -611,7 +611,7 @@ pub(crate) async fn upload_documents(
 ) -> Result<(StatusCode, HeaderMap, Json<Job>), ApiError> {
     // Opening it also proves the master key is at hand for an encrypted one.
     let kb = state.knowledge_base(&caller, &name).await?;
-    let id = crate::jobs::new_id();
+    let id = Job::new_id();
     let dir = state.jobs.upload_dir(&id);
     tokio::fs::create_dir_all(&dir)
         .await
@@ -624,34 +624,21 @@ pub(crate) async fn upload_documents(
         }
     };
     let job = Job {
-        id: id.clone(),
-        kb: name,
-        tenant: caller.tenant.clone(),
         owner: caller.key_id.as_ref().map(|_| caller.principal.clone()),
         readers: upload.readers,
         encrypted: kb.sealer.is_some(),
-        status: JobStatus::Queued,
-        created_at: basalt_core::clock::now_rfc3339(),
-        started_at: None,
-        finished_at: None,
-        progress: JobProgress {
-            files_total: upload.files.len() as u64,
-            bytes_total: upload.files.iter().map(|file| file.bytes).sum(),
-            ..JobProgress::default()
-        },
-        files: upload.files,
         tags: upload.tags,
         metadata: upload.metadata,
-        report: None,
-        error: None,
+        ..Job::new(id.clone(), &caller.tenant, &name, upload.files)
     };
     let jobs = state.jobs.clone();
     let submitted = job.clone();
     let spooled = dir.clone();
     let sealer = kb.sealer.clone();
     let result = tokio::task::spawn_blocking(move || {
-        sync_dir(&spooled)?;
+        sync_dir(&spooled).map_err(|error| error.to_string())?;
         jobs.submit(submitted, sealer)
+            .map_err(|error| error.to_string())
     })
     .await
     .map_err(|error| ApiError::internal(error.to_string()))?;
@@ -694,10 +681,10 @@ pub(crate) async fn list_jobs(
     State(state): State<AppState>,
     Extension(caller): Extension<Caller>,
     Query(query): Query<JobsQuery>,
-) -> Json<JobList> {
-    Json(JobList {
-        jobs: state.jobs.list(&caller, query.kb.as_deref()),
-    })
+) -> Result<Json<JobList>, ApiError> {
+    Ok(Json(JobList {
+        jobs: state.jobs.list(&caller, query.kb.as_deref())?,
+    }))
 }
 
 pub(crate) async fn get_job(
@@ -705,7 +692,7 @@ pub(crate) async fn get_job(
     Extension(caller): Extension<Caller>,
     Path(id): Path<String>,
 ) -> Result<Json<Job>, ApiError> {
-    let job = state.jobs.get(&id).filter(|job| job.visible_to(&caller));
+    let job = state.jobs.get(&caller, &id)?;
     job.map(Json).ok_or_else(|| {
         ApiError::new(
             Code::JobNotFound,

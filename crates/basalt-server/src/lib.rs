@@ -39,8 +39,9 @@ use serde::de::DeserializeOwned;
 use serde_json::Value;
 
 pub use auth::{AuthMode, DEMO_PRINCIPAL};
+pub use basalt_kb::{Job, JobStatus};
 pub use error::{ApiError, Code, ErrorBody};
-pub use jobs::{Job, JobStatus, Jobs};
+pub use jobs::Jobs;
 pub use ratelimit::RateLimit;
 pub use scheduler::{Scheduler, Slot};
 pub use tls::TlsConfig;
@@ -382,7 +383,7 @@ fn routes(options: &ServerOptions) -> Api {
             kbs::list_documents,
         )
         .add(
-            Operation::new(M::POST, "/v1/kbs/{kb}/documents", "uploadDocuments", "documents", "Upload files (multipart); answers 202 with an ingestion job to follow at /v1/jobs/{id}", Access::Action { action: "kb:Ingest", resource: "kb/{kb}" }, json(schema::<jobs::Job>))
+            Operation::new(M::POST, "/v1/kbs/{kb}/documents", "uploadDocuments", "documents", "Upload files (multipart); answers 202 with an ingestion job to follow at /v1/jobs/{id}", Access::Action { action: "kb:Ingest", resource: "kb/{kb}" }, json(schema::<Job>))
                 .body(Body::Multipart(schema::<kbs::UploadForm>))
                 .status(202)
                 .body_limit(options.upload_limit),
@@ -402,7 +403,7 @@ fn routes(options: &ServerOptions) -> Api {
             kbs::list_jobs,
         )
         .add(
-            Operation::new(M::GET, "/v1/jobs/{id}", "getJob", "documents", "An ingestion job: status, progress, per-file failures", Access::Action { action: "kb:GetJob", resource: "job/{id}" }, json(schema::<jobs::Job>)),
+            Operation::new(M::GET, "/v1/jobs/{id}", "getJob", "documents", "An ingestion job: status, progress, per-file failures", Access::Action { action: "kb:GetJob", resource: "job/{id}" }, json(schema::<Job>)),
             kbs::get_job,
         )
         .add(

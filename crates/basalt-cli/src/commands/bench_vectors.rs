@@ -1,15 +1,14 @@
 //! `basalt bench vectors`: exact scan against HNSW graphs at a size where the difference shows,
-//! on seeded synthetic vectors written through the real store (tantivy index, graph files).
+//! on seeded synthetic vectors written through a real knowledge base (tantivy index, graph
+//! files).
 
 use std::collections::BTreeMap;
 use std::process::ExitCode;
 use std::time::Instant;
 
 use anyhow::Context;
-use basalt_index::{
-    ChunkRecord, DocumentRecord, DocumentWrite, KnowledgeStore, SearchMode, SearchRequest,
-    StoreOptions, TantivyStore, VectorIndex,
-};
+use basalt_index::{ChunkRecord, DocumentRecord, DocumentWrite, SearchMode, VectorIndex};
+use basalt_kb::{DataDir, KbSettings, SearchOptions};
 use serde::Serialize;
 
 use super::bench::ReportArgs;
@@ -157,16 +156,20 @@ pub(crate) fn run(args: &VectorBenchArgs, _settings: &Settings) -> anyhow::Resul
 }
 
 fn measure(args: &VectorBenchArgs, dir: &std::path::Path) -> anyhow::Result<VectorBench> {
-    let index_dir = dir.join("index");
-    let store = TantivyStore::open(
-        &index_dir,
-        &StoreOptions {
-            dimension: args.dimension,
-            analyzer: basalt_index::DEFAULT_ANALYZER.into(),
-            vector_index: VectorIndex::Auto,
-        },
-    )
-    .with_context(|| format!("while creating a scratch index in {}", index_dir.display()))?;
+    let data = DataDir::new(dir);
+    let mut settings = KbSettings::new("vectors");
+    settings.embedding.model = "synthetic".into();
+    settings.embedding.dimension = args.dimension;
+    settings.vector_index = VectorIndex::Auto;
+    let context = || {
+        format!(
+            "while creating a scratch knowledge base in {}",
+            dir.display()
+        )
+    };
+    data.create_with(&settings, false).with_context(context)?;
+    let store = data.open("vectors").with_context(context)?;
+    let index_dir = data.kb_path("vectors").join("index");
     let mut generator = Generator::new(args.dimension, (args.chunks / 100).max(1));
     const CHUNKS_PER_DOCUMENT: usize = 10;
     const CHUNKS_PER_COMMIT: usize = 10_000;
@@ -224,17 +227,13 @@ fn measure(args: &VectorBenchArgs, dir: &std::path::Path) -> anyhow::Result<Vect
     let queries: Vec<Vec<f32>> = (0..args.queries).map(|_| generator.vector()).collect();
     let search = |vector: &[f32], exact: bool| -> anyhow::Result<(f64, Vec<String>)> {
         let begun = Instant::now();
-        let hits = store.search(&SearchRequest {
-            text: "",
-            query_vector: Some(vector),
-            mode: SearchMode::Vector,
+        let options = SearchOptions {
+            mode: Some(SearchMode::Vector),
             k: args.k,
-            filter: None,
-            reader: None,
-            fusion: Default::default(),
-            bm25: Default::default(),
             exact,
-        })?;
+            ..SearchOptions::default()
+        };
+        let hits = store.search_vector("", vector, &options)?;
         let elapsed = begun.elapsed().as_secs_f64() * 1e3;
         Ok((elapsed, hits.into_iter().map(|hit| hit.chunk_id).collect()))
     };
