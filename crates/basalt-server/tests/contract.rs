@@ -10,7 +10,7 @@ use axum::http::{HeaderMap, Request, StatusCode, header};
 use basalt_kb::DataDir;
 use basalt_model::testing::Scripted;
 use basalt_security::{Directory, PrincipalKind};
-use basalt_server::{AppState, Code, ServerOptions, router};
+use basalt_server::{AppState, Code, RateLimit, ServerOptions, router};
 use serde_json::{Value, json};
 use tower::ServiceExt;
 
@@ -407,4 +407,301 @@ async fn a_guardrail_shapes_a_chat_completion_streamed_or_not() {
     let last = chunks.last().expect("chunks");
     assert_eq!(last["choices"][0]["finish_reason"], "stop", "{text}");
     assert!(text.trim_end().ends_with("data: [DONE]"), "{text}");
+}
+
+/// A multipart body of `parts` (name, file name, bytes) and its content type.
+fn multipart(parts: &[(&str, Option<&str>, &[u8])]) -> (String, Vec<u8>) {
+    const BOUNDARY: &str = "basalt-contract-boundary";
+    let mut body = Vec::new();
+    for (name, file_name, bytes) in parts {
+        body.extend_from_slice(format!("--{BOUNDARY}\r\n").as_bytes());
+        let disposition = match file_name {
+            Some(file) => format!("form-data; name=\"{name}\"; filename=\"{file}\""),
+            None => format!("form-data; name=\"{name}\""),
+        };
+        body.extend_from_slice(format!("Content-Disposition: {disposition}\r\n\r\n").as_bytes());
+        body.extend_from_slice(bytes);
+        body.extend_from_slice(b"\r\n");
+    }
+    body.extend_from_slice(format!("--{BOUNDARY}--\r\n").as_bytes());
+    (format!("multipart/form-data; boundary={BOUNDARY}"), body)
+}
+
+/// The native routes' refusals, each with its status and code, before any model runs: every
+/// documented route is served; bad knowledge-base settings, uploads, document queries,
+/// sessions and settings changes are refused as the error table says.
+#[tokio::test]
+async fn the_native_routes_refuse_bad_requests_with_their_codes() {
+    let api = Api::new(&ServerOptions {
+        upload_limit: 1 << 20,
+        ..ServerOptions::default()
+    });
+    let admin = Some(api.admin.as_str());
+
+    // Every route the OpenAPI document lists exists, and its bodies are strict.
+    let (_, _, document) = api.call("GET", "/openapi.json", None, None).await;
+    let paths = document["paths"].as_object().expect("paths");
+    assert!(paths.len() >= 15, "{}", paths.len());
+    for (path, operations) in paths {
+        for method in operations.as_object().expect("operations").keys() {
+            let concrete = path
+                .replace("{kb}", "zz-missing")
+                .replace("{id}", "zz-missing")
+                .replace("{name}", "zz-missing");
+            let method = method.to_uppercase();
+            let (status, _, body) = api.call(&method, &concrete, admin, Some("{}")).await;
+            let routed = !(status == StatusCode::NOT_FOUND && body["error"]["code"] == "not_found")
+                && status != StatusCode::METHOD_NOT_ALLOWED;
+            assert!(
+                routed,
+                "{method} {path} is documented but not served: {status} {body}"
+            );
+        }
+    }
+    assert_eq!(
+        document["components"]["schemas"]["CreateKb"]["additionalProperties"],
+        false
+    );
+    assert!(
+        paths["/v1/kbs/{kb}/documents"]["post"]["requestBody"]["content"]
+            .get("multipart/form-data")
+            .is_some()
+    );
+
+    // Knowledge bases.
+    let (status, _, created) = api
+        .call(
+            "POST",
+            "/v1/kbs",
+            admin,
+            Some(r#"{"name": "api", "chunk_tokens": 128, "encrypted": false}"#),
+        )
+        .await;
+    assert_eq!(status, StatusCode::CREATED, "{created}");
+    assert_eq!(created["chunking"]["max_tokens"], 128);
+    assert_eq!(created["documents"], 0);
+    for (body, code) in [
+        (
+            r#"{"name": "api", "encrypted": false}"#,
+            Code::KnowledgeBaseExists,
+        ),
+        (
+            r#"{"name": "../x", "encrypted": false}"#,
+            Code::InvalidRequest,
+        ),
+        (
+            r#"{"name": "y", "chunk_tokens": 9999, "encrypted": false}"#,
+            Code::InvalidRequest,
+        ),
+        (r#"{"name": "y", "shards": 3}"#, Code::InvalidJson),
+    ] {
+        assert_error(&api.call("POST", "/v1/kbs", admin, Some(body)).await, code);
+    }
+
+    // Uploads.
+    let upload = async |kb: &str, parts: &[(&str, Option<&str>, &[u8])]| {
+        let (content_type, body) = multipart(parts);
+        let request = Request::builder()
+            .method("POST")
+            .uri(format!("/v1/kbs/{kb}/documents"))
+            .header(header::AUTHORIZATION, format!("Bearer {}", api.admin))
+            .header(header::CONTENT_TYPE, content_type)
+            .body(Body::from(body))
+            .expect("request");
+        api.send(request).await
+    };
+    let big = vec![b'a'; 3 << 19];
+    for (kb, parts, code) in [
+        (
+            "api",
+            vec![("file", Some("tool.exe"), &b"MZ"[..])],
+            Code::UnsupportedFileType,
+        ),
+        ("api", vec![("tags", None, &b"x"[..])], Code::InvalidRequest),
+        (
+            "api",
+            vec![("colour", None, &b"x"[..])],
+            Code::InvalidRequest,
+        ),
+        (
+            "api",
+            vec![("metadata", None, &b"[1]"[..])],
+            Code::InvalidRequest,
+        ),
+        (
+            "missing",
+            vec![("file", Some("a.txt"), &b"x"[..])],
+            Code::KnowledgeBaseNotFound,
+        ),
+        (
+            "api",
+            vec![("file", Some("big.txt"), &big[..])],
+            Code::BodyTooLarge,
+        ),
+    ] {
+        assert_error(&upload(kb, &parts).await, code);
+    }
+    let json_upload = api
+        .call("POST", "/v1/kbs/api/documents", admin, Some("{}"))
+        .await;
+    assert_error(&json_upload, Code::UnsupportedMediaType);
+
+    // Documents.
+    for (path, code) in [
+        ("/v1/kbs/api/documents/nope", Code::DocumentNotFound),
+        ("/v1/kbs/api/documents?limit=0", Code::InvalidRequest),
+    ] {
+        assert_error(&api.call("GET", path, admin, None).await, code);
+    }
+
+    // Sessions: of a knowledge base that exists, used with that one only, gone once deleted.
+    let missing = api
+        .call("POST", "/v1/sessions", admin, Some(r#"{"kb": "missing"}"#))
+        .await;
+    assert_error(&missing, Code::KnowledgeBaseNotFound);
+    let (status, _, other) = api
+        .call(
+            "POST",
+            "/v1/kbs",
+            admin,
+            Some(r#"{"name": "other", "encrypted": false}"#),
+        )
+        .await;
+    assert_eq!(status, StatusCode::CREATED, "{other}");
+    let (status, _, session) = api
+        .call("POST", "/v1/sessions", admin, Some(r#"{"kb": "api"}"#))
+        .await;
+    assert_eq!(status, StatusCode::CREATED, "{session}");
+    assert_eq!(session["retains_prompts"], false);
+    let id = session["id"].as_str().expect("session id");
+    let ask = json!({"question": "x?", "session_id": id}).to_string();
+    let elsewhere = api
+        .call("POST", "/v1/kbs/other/answer", admin, Some(&ask))
+        .await;
+    assert_error(&elsewhere, Code::InvalidRequest);
+    let (status, _, _) = api
+        .call("DELETE", &format!("/v1/sessions/{id}"), admin, None)
+        .await;
+    assert_eq!(status, StatusCode::OK);
+    let gone = api
+        .call("POST", "/v1/kbs/api/answer", admin, Some(&ask))
+        .await;
+    assert_error(&gone, Code::SessionNotFound);
+
+    // Settings: search-time ones change, index-shaping ones are refused.
+    let (status, _, changed) = api
+        .call(
+            "PATCH",
+            "/v1/kbs/api",
+            admin,
+            Some(r#"{"mode": "bm25", "answer": {"passages": 3}}"#),
+        )
+        .await;
+    assert_eq!(status, StatusCode::OK, "{changed}");
+    assert_eq!(changed["mode"], "bm25");
+    let reshaped = api
+        .call(
+            "PATCH",
+            "/v1/kbs/api",
+            admin,
+            Some(r#"{"analyzer": "french"}"#),
+        )
+        .await;
+    assert_error(&reshaped, Code::InvalidJson);
+
+    // Deleted: gone from the catalog.
+    let (status, _, _) = api.call("DELETE", "/v1/kbs/api", admin, None).await;
+    assert_eq!(status, StatusCode::OK);
+    assert_error(
+        &api.call("GET", "/v1/kbs/api", admin, None).await,
+        Code::KnowledgeBaseNotFound,
+    );
+}
+
+/// Rate limits are per key: a key past its burst gets 429 with `Retry-After`, another key is
+/// not held back, and health checks are never limited.
+#[tokio::test]
+async fn each_key_has_its_own_rate_limit() {
+    let api = Api::new(&ServerOptions {
+        rate_limit: Some(RateLimit {
+            per_second: 0.2,
+            burst: 2.0,
+        }),
+        ..ServerOptions::default()
+    });
+    let reader = Some(api.reader.as_str());
+    for _ in 0..2 {
+        let (status, _, body) = api.call("GET", "/v1/kbs", reader, None).await;
+        assert_eq!(status, StatusCode::OK, "{body}");
+    }
+    let limited = api.call("GET", "/v1/kbs", reader, None).await;
+    assert_error(&limited, Code::RateLimited);
+    assert!(
+        limited.1.contains_key(header::RETRY_AFTER),
+        "{:?}",
+        limited.1
+    );
+    let (status, _, body) = api.call("GET", "/v1/kbs", Some(&api.admin), None).await;
+    assert_eq!(status, StatusCode::OK, "another key is not limited: {body}");
+    for _ in 0..5 {
+        let (status, _, _) = api.call("GET", "/healthz", None, None).await;
+        assert_eq!(status, StatusCode::OK);
+    }
+}
+
+/// Guardrail configurations over HTTP: created in versions, refused with what is wrong, listed,
+/// applied by a read-only principal (who may not create one), and unknown ones are 404.
+#[tokio::test]
+async fn guardrail_configurations_are_created_checked_and_applied() {
+    let api = Api::new(&ServerOptions::default());
+    let (admin, reader) = (Some(api.admin.as_str()), Some(api.reader.as_str()));
+    let config = json!({"name": "pii", "config": {"description": "support",
+        "sensitive_information": {"entities": [
+            {"type": "EMAIL", "input": "anonymize", "output": "anonymize"}]}}})
+    .to_string();
+    for version in [1, 2] {
+        let (status, _, body) = api
+            .call("POST", "/v1/guardrails", admin, Some(&config))
+            .await;
+        assert_eq!(status, StatusCode::CREATED, "{body}");
+        assert_eq!(body["version"], version, "{body}");
+    }
+    for (body, code) in [
+        (
+            r#"{"name": "bad", "config": {"word_filter": {}}}"#,
+            Code::InvalidJson,
+        ),
+        (
+            r#"{"name": "bad", "config": {"sensitive_information": {"entities": [{"type": "EMIAL"}]}}}"#,
+            Code::InvalidGuardrail,
+        ),
+    ] {
+        assert_error(
+            &api.call("POST", "/v1/guardrails", admin, Some(body)).await,
+            code,
+        );
+    }
+    let (status, _, listed) = api.call("GET", "/v1/guardrails", reader, None).await;
+    assert_eq!(status, StatusCode::OK, "{listed}");
+    assert_eq!(listed["guardrails"][0]["name"], "pii");
+    assert_eq!(listed["guardrails"][0]["latest_version"], 2);
+
+    let apply = r#"{"source": "output", "text": "Write to ana@example.com"}"#;
+    let (status, _, applied) = api
+        .call("POST", "/v1/guardrails/pii/apply", reader, Some(apply))
+        .await;
+    assert_eq!(status, StatusCode::OK, "{applied}");
+    assert_eq!(applied["action"], "intervened");
+    assert_eq!(applied["text"], "Write to {EMAIL}");
+    assert_eq!(applied["assessments"][0]["name"], "EMAIL");
+    assert_error(
+        &api.call("POST", "/v1/guardrails", reader, Some(&config))
+            .await,
+        Code::AccessDenied,
+    );
+    assert_error(
+        &api.call("POST", "/v1/guardrails/nope/apply", reader, Some(apply))
+            .await,
+        Code::GuardrailNotFound,
+    );
 }
