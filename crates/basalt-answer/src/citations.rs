@@ -219,6 +219,16 @@ pub struct Span {
     pub end: usize,
 }
 
+impl Span {
+    /// The characters of `text` this span covers.
+    pub(crate) fn of(&self, text: &str) -> String {
+        text.chars()
+            .skip(self.start)
+            .take(self.end - self.start)
+            .collect()
+    }
+}
+
 /// How a span came to cite its references.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, schemars::JsonSchema)]
 #[serde(rename_all = "lowercase")]

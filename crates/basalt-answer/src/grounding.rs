@@ -71,12 +71,7 @@ pub fn score_grounding(
     let mut passage_sentences: Vec<(usize, String)> = Vec::new();
     for (index, source) in sources.iter().enumerate() {
         for span in sentences(&source.text) {
-            let text: String = source
-                .text
-                .chars()
-                .skip(span.start)
-                .take(span.end - span.start)
-                .collect();
+            let text = span.of(&source.text);
             if !content_words(&text).is_empty() && passage_sentences.len() < MAX_SOURCE_SENTENCES {
                 passage_sentences.push((index, text));
             }

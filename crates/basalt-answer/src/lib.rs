@@ -19,6 +19,7 @@ mod prompt;
 mod session;
 mod text;
 mod turn;
+mod verify;
 
 pub use citations::{Citation, CitationKind, Reference, Span};
 pub use error::{AnswerError, Result};

@@ -14,6 +14,7 @@ use crate::citations::{Citation, Marker, MarkerFilter, Reference, cite};
 use crate::error::{AnswerError, Result};
 use crate::prompt::{HistoryTurn, default_template, messages};
 use crate::text::content_words;
+use crate::verify::Gate;
 
 /// The answer given when the documents do not hold one; always exactly this text.
 pub const NOT_FOUND_ANSWER: &str = "I could not find the answer to this question in the documents.";
@@ -31,13 +32,10 @@ pub const DEFAULT_MIN_RELEVANCE: f32 = 0.59;
 /// short (prompt evaluation dominates the time to first token on a CPU).
 pub const DEFAULT_CONTEXT_TOKENS: usize = 128;
 
-/// Below this share of its content words found in the passages, a generated answer is replaced
-/// by the passage sentence that best matches the question.
+/// Below this share of its content words found in the passages, a generated sentence is not
+/// shown; when no sentence of a generation passes, the answer is the passage sentence that best
+/// matches the question.
 pub const MIN_GROUNDING: f64 = 0.5;
-
-/// Characters of the model's reply held back before any is shown, so that a reply that is the
-/// "not found" phrase is never streamed as if it were an answer.
-const HOLD_BACK_CHARS: usize = 24;
 
 /// Per-question choices; `None` takes the knowledge base's setting or Basalt's default.
 #[derive(Debug, Clone, Default)]
@@ -84,6 +82,9 @@ pub struct AnswerTimings {
     pub retrieval_ms: f64,
     /// From the start until the first token of the answer was generated.
     pub first_token_ms: f64,
+    /// From the start until the first verified text was shown (a checked sentence, the
+    /// extractive answer, or "not found").
+    pub first_shown_ms: f64,
     pub generation_ms: f64,
     pub total_ms: f64,
 }
@@ -93,9 +94,11 @@ pub struct AnswerTimings {
 pub struct Answer {
     pub answer: String,
     pub abstained: bool,
-    /// The generated text was not supported by the passages and was replaced by the passage
+    /// No generated sentence passed the check against the passages: the answer is the passage
     /// sentence that best matches the question.
     pub extractive: bool,
+    /// Generated sentences that failed the check against the passages; none was shown.
+    pub unverified_sentences: usize,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub abstain_reason: Option<AbstainReason>,
     pub citations: Vec<Citation>,
@@ -131,6 +134,7 @@ impl Answer {
             answer: text,
             abstained: false,
             extractive: false,
+            unverified_sentences: 0,
             abstain_reason: None,
             citations: Vec::new(),
             sources: Vec::new(),
@@ -147,14 +151,13 @@ impl Answer {
     }
 }
 
-/// What an answer stream reports, in order: the sources once, text deltas, then the result.
+/// What an answer stream reports, in order: the sources once, then text. Text is only ever
+/// added: each piece is a sentence that passed the check against the passages (or the
+/// extractive answer, or "not found"), and nothing shown is taken back.
 #[derive(Debug)]
 pub enum AnswerEvent<'a> {
     Sources(&'a [Reference]),
     Delta(&'a str),
-    /// Everything streamed so far is withdrawn; this is the answer instead (an unsupported
-    /// generation replaced by a passage sentence, or "not found" after some text was shown).
-    Replace(&'a str),
 }
 
 /// The engines an answer needs.
@@ -205,7 +208,7 @@ pub fn answer(
     result.timings.retrieval_ms = retrieval_ms;
     if relevance.is_none_or(|score| score < min_relevance) {
         let reason = AbstainReason::NoRelevantPassages;
-        return Ok(abstain(result, reason, started, false, observe));
+        return Ok(abstain(result, reason, started, observe));
     }
 
     // Context: the best sentences within the budget, grouped by passage, best passage first,
@@ -258,8 +261,8 @@ pub fn answer(
     })?;
     let generation_started = Instant::now();
     let mut filter = MarkerFilter::new(sources.len());
+    let mut gate = Gate::new(&sources);
     let mut text = String::new();
-    let mut shown = 0;
     let mut first_token_ms = None;
     let mut summary = None;
     let mut generated = 0;
@@ -276,14 +279,12 @@ pub fn answer(
                 generated += 1;
                 first_token_ms.get_or_insert_with(|| elapsed_ms(started));
                 text.push_str(&filter.push(&piece));
-                if says_not_found(&text) || is_degenerate(&text) {
+                if (gate.released.is_empty() && says_not_found(&text)) || is_degenerate(&text) {
                     // Dropping the stream stops the generation.
                     break;
                 }
-                if text.chars().count() >= HOLD_BACK_CHARS && shown < text.len() {
-                    observe(AnswerEvent::Delta(&text[shown..]));
-                    shown = text.len();
-                }
+                let released = gate.advance(&text, &filter.markers, false);
+                show(&released, &mut result, started, observe);
             }
             GenerationEvent::Done(done) => summary = Some(done),
         }
@@ -304,15 +305,24 @@ pub fn answer(
         };
     }
     result.removed_markers = filter.removed;
-    result.sources = sources;
-    if says_not_found(&text) || text.trim().is_empty() {
-        let reason = AbstainReason::ModelFoundNoAnswer;
-        return Ok(abstain(result, reason, started, shown > 0, observe));
+    let said_not_found = gate.released.is_empty() && says_not_found(&text);
+    if !said_not_found {
+        let released = gate.advance(&text, &filter.markers, true);
+        show(&released, &mut result, started, observe);
     }
-    let mut markers = filter.markers;
-    result.grounding = grounding(&text, &result.sources);
-    if result.grounding < MIN_GROUNDING || is_degenerate(&text) || is_vacuous(&text) {
-        // The model wandered off the passages: answer with the sentence that matches the
+    result.unverified_sentences = gate.dropped;
+    let (mut answer, mut markers) = (
+        std::mem::take(&mut gate.released),
+        std::mem::take(&mut gate.markers),
+    );
+    drop(gate);
+    result.sources = sources;
+    if said_not_found || (answer.is_empty() && text.trim().is_empty()) {
+        let reason = AbstainReason::ModelFoundNoAnswer;
+        return Ok(abstain(result, reason, started, observe));
+    }
+    if answer.is_empty() {
+        // No generated sentence held up: answer with the passage sentence that matches the
         // question best, cited.
         let number = result
             .sources
@@ -321,20 +331,18 @@ pub fn answer(
             .map_or(1, |source| source.number);
         let body = best_sentence.trim().to_owned();
         let start = body.chars().count() + 1;
-        text = format!("{body} [{number}]");
+        answer = format!("{body} [{number}]");
         markers = vec![Marker {
             start,
-            end: text.chars().count(),
+            end: answer.chars().count(),
             sources: vec![number],
         }];
         result.extractive = true;
-        result.grounding = grounding(&text, &result.sources);
-        observe(AnswerEvent::Replace(&text));
-    } else if shown < text.len() {
-        observe(AnswerEvent::Delta(&text[shown..]));
+        show(&answer, &mut result, started, observe);
     }
-    result.citations = cite(&text, &markers, &result.sources);
-    result.answer = text;
+    result.grounding = grounding(&answer, &result.sources);
+    result.citations = cite(&answer, &markers, &result.sources);
+    result.answer = answer;
     result.timings.total_ms = elapsed_ms(started);
     Ok(result)
 }
@@ -441,22 +449,34 @@ pub fn relevance(
     Ok(retrieve(kb, embedder, question, options, passages)?.relevance())
 }
 
+/// Shows verified text (nothing when `piece` is empty), noting when the first was shown.
+fn show(
+    piece: &str,
+    result: &mut Answer,
+    started: Instant,
+    observe: &mut dyn FnMut(AnswerEvent<'_>),
+) {
+    if piece.is_empty() {
+        return;
+    }
+    if result.timings.first_shown_ms == 0.0 {
+        result.timings.first_shown_ms = elapsed_ms(started);
+    }
+    observe(AnswerEvent::Delta(piece));
+}
+
 fn abstain(
     mut result: Answer,
     reason: AbstainReason,
     started: Instant,
-    retract: bool,
     observe: &mut dyn FnMut(AnswerEvent<'_>),
 ) -> Answer {
     result.answer = NOT_FOUND_ANSWER.into();
     result.abstained = true;
     result.abstain_reason = Some(reason);
     result.citations.clear();
-    if retract {
-        observe(AnswerEvent::Replace(NOT_FOUND_ANSWER));
-    } else {
-        observe(AnswerEvent::Delta(NOT_FOUND_ANSWER));
-    }
+    result.timings.first_shown_ms = elapsed_ms(started);
+    observe(AnswerEvent::Delta(NOT_FOUND_ANSWER));
     result.timings.total_ms = elapsed_ms(started);
     result
 }
@@ -642,7 +662,7 @@ const FILLER: &str = "answer answers question questions context passage passages
                       information provided based given following source sources text here below";
 
 /// An answer with no content beyond [`FILLER`] words.
-fn is_vacuous(text: &str) -> bool {
+pub(crate) fn is_vacuous(text: &str) -> bool {
     let filler: HashSet<String> = content_words(FILLER).into_iter().collect();
     content_words(&strip_markers(text))
         .iter()
@@ -771,7 +791,7 @@ fn select_passages(hits: &[Hit], wanted: usize) -> Vec<Reference> {
 }
 
 /// Share of the answer's content words (markers aside) that occur in the passages.
-fn grounding(answer: &str, sources: &[Reference]) -> f64 {
+pub(crate) fn grounding(answer: &str, sources: &[Reference]) -> f64 {
     let words = content_words(answer);
     let words: Vec<&String> = words
         .iter()

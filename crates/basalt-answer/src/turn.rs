@@ -57,17 +57,15 @@ impl Ask {
     }
 }
 
-/// What a turn shows, in order: its sources once, then text. Everything in an event has passed
-/// the guardrail's checks so far.
+/// What a turn shows, in order: its sources once, then text. Text is only added — each piece
+/// a sentence checked against the passages and by the guardrail — unless the guardrail blocks
+/// the turn, whose message then replaces it.
 #[derive(Debug, Clone, PartialEq)]
 pub enum TurnEvent {
     /// The passages the answer is drawn from, as output may show them (knowledge bases only).
     Sources(Vec<Reference>),
     /// More of the answer.
     Delta(String),
-    /// What was shown so far is withdrawn; this is the answer instead (a generation the
-    /// passages do not support replaced by a passage sentence, or "not found" after some text).
-    Replace(String),
     /// The guardrail blocked the turn: what was shown is withdrawn, and this is its message.
     /// Nothing follows.
     Blocked(String),
@@ -415,13 +413,7 @@ fn chat(
 /// What a turn has shown: text goes out through the guardrail's window, if there is one.
 struct Shown<'g, 'e> {
     guardrail: Option<&'g Guardrail>,
-    /// The window; a replacement starts a new one.
     window: Option<StreamGuard<'g>>,
-    /// A knowledge-base answer's window (it holds everything back when the guardrail blocks
-    /// ungrounded answers).
-    knowledge: bool,
-    /// Findings of earlier windows and of replacements.
-    earlier: Vec<Assessment>,
     /// Text released so far.
     released: String,
     /// The guardrail's message once the output is blocked; nothing is shown after it.
@@ -437,25 +429,17 @@ impl<'g, 'e> Shown<'g, 'e> {
         cancel: &'e Arc<AtomicBool>,
         emit: &'e mut dyn FnMut(TurnEvent),
     ) -> Self {
-        let mut shown = Shown {
+        Shown {
             guardrail,
-            window: None,
-            knowledge,
-            earlier: Vec::new(),
+            window: guardrail.map(|guardrail| match knowledge {
+                true => StreamGuard::for_answer(guardrail),
+                false => StreamGuard::new(guardrail),
+            }),
             released: String::new(),
             blocked: None,
             cancel,
             emit,
-        };
-        shown.window = shown.new_window();
-        shown
-    }
-
-    fn new_window(&self) -> Option<StreamGuard<'g>> {
-        self.guardrail.map(|guardrail| match self.knowledge {
-            true => StreamGuard::for_answer(guardrail),
-            false => StreamGuard::new(guardrail),
-        })
+        }
     }
 
     fn holds_all(&self) -> bool {
@@ -463,11 +447,10 @@ impl<'g, 'e> Shown<'g, 'e> {
     }
 
     fn findings(&self) -> Vec<Assessment> {
-        let mut findings = self.earlier.clone();
-        if let Some(window) = &self.window {
-            findings.extend_from_slice(window.assessments());
-        }
-        findings
+        self.window
+            .as_ref()
+            .map(|window| window.assessments().to_vec())
+            .unwrap_or_default()
     }
 
     fn observe(&mut self, event: &AnswerEvent<'_>) {
@@ -484,7 +467,6 @@ impl<'g, 'e> Shown<'g, 'e> {
                 }
             }
             AnswerEvent::Delta(text) => self.delta(text),
-            AnswerEvent::Replace(text) => self.replace(text),
         }
     }
 
@@ -516,35 +498,6 @@ impl<'g, 'e> Shown<'g, 'e> {
             }
             Release::Blocked(message) => self.block(message),
         }
-    }
-
-    /// A replacement is whole text: checked whole, and the window starts again after it.
-    fn replace(&mut self, text: &str) {
-        if self.blocked.is_some() {
-            return;
-        }
-        let Some(guardrail) = self.guardrail else {
-            self.released = text.to_owned();
-            (self.emit)(TurnEvent::Replace(text.to_owned()));
-            return;
-        };
-        if let Some(window) = self.new_window() {
-            let old = self.window.replace(window);
-            self.earlier
-                .extend(old.iter().flat_map(|old| old.assessments().iter().cloned()));
-        }
-        if self.holds_all() {
-            // Nothing is shown before the grounding check; the checked answer goes out then.
-            return;
-        }
-        let checked = guardrail.check(text, Source::Output);
-        self.earlier.extend(checked.assessments);
-        if checked.outcome == Outcome::Blocked {
-            self.block(checked.text);
-            return;
-        }
-        self.released.clone_from(&checked.text);
-        (self.emit)(TurnEvent::Replace(checked.text));
     }
 
     fn block(&mut self, message: String) {

@@ -16,7 +16,8 @@ use basalt_model::testing::Scripted;
 use basalt_model::{ChatMessage, ChatRole, SamplingOptions};
 
 const POLICY: &str = "Refunds are paid to the card used for the purchase within five days. \
-                      Questions about refunds go to desk@example.com by email.";
+                      Questions about refunds go to desk@example.com by email. \
+                      Refunds for Project Falcon are paid by the finance team.";
 
 struct Fixture {
     _dir: tempfile::TempDir,
@@ -100,7 +101,7 @@ fn shown(events: &[TurnEvent]) -> String {
         match event {
             TurnEvent::Sources(_) => {}
             TurnEvent::Delta(delta) => text.push_str(delta),
-            TurnEvent::Replace(whole) | TurnEvent::Blocked(whole) => whole.clone_into(&mut text),
+            TurnEvent::Blocked(whole) => whole.clone_into(&mut text),
         }
     }
     text
@@ -183,8 +184,8 @@ fn a_blocked_question_runs_no_model_and_a_blocked_answer_stops_the_stream() {
     assert!(reply.answer.sources.is_empty());
 
     // The answer: the stream ends with the guardrail's message, nothing after it.
-    let said = "Refunds are paid to the card used for the purchase. Project Falcon pays them \
-                within five days [1].";
+    let said = "Refunds are paid to the card used for the purchase [1]. Refunds for Project \
+                Falcon are paid by the finance team [1].";
     let (events, reply, _) = ask(&fixture, "Where are refunds paid?", said, guardrail(words));
     assert!(
         matches!(events.last(), Some(TurnEvent::Blocked(_))),
@@ -277,4 +278,41 @@ fn a_plain_chat_streams_through_the_same_guard() {
     );
     assert_eq!(reply.finish, Finish::Blocked);
     assert!(!shown(&events).contains("helps"));
+}
+
+#[test]
+fn a_generated_sentence_the_passages_do_not_support_is_never_shown() {
+    let fixture = fixture();
+    let said = "Refunds are paid to the card used for the purchase within five days [1]. \
+                The CEO owns three yachts. Refunds take 30 days [1].";
+    let (events, reply, _) = ask(&fixture, "Where are refunds paid?", said, None);
+    let streamed = shown(&events);
+    assert_eq!(
+        streamed,
+        "Refunds are paid to the card used for the purchase within five days [1]."
+    );
+    assert_eq!(streamed, reply.answer.answer);
+    assert_eq!(reply.answer.unverified_sentences, 2, "{reply:?}");
+    assert!(!reply.answer.extractive);
+
+    // Nothing holds up: the passage sentence is the answer, and the only text shown.
+    let (events, reply, _) = ask(
+        &fixture,
+        "To which card are refunds paid?",
+        "The CEO owns three yachts.",
+        None,
+    );
+    let texts: Vec<&TurnEvent> = events
+        .iter()
+        .filter(|event| !matches!(event, TurnEvent::Sources(_)))
+        .collect();
+    assert_eq!(texts.len(), 1, "{events:?}");
+    assert!(reply.answer.extractive, "{reply:?}");
+    assert_eq!(shown(&events), reply.answer.answer);
+    assert!(
+        reply.answer.answer.starts_with("Refunds are paid"),
+        "{}",
+        reply.answer.answer
+    );
+    assert!(reply.answer.timings.first_shown_ms >= reply.answer.timings.first_token_ms);
 }

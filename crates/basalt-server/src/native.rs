@@ -246,7 +246,7 @@ pub(crate) async fn answer(
                     Progress::Event(TurnEvent::Delta(text)) => {
                         (sse("delta", &json!({"text": text})), false)
                     }
-                    Progress::Event(TurnEvent::Replace(text) | TurnEvent::Blocked(text)) => {
+                    Progress::Event(TurnEvent::Blocked(text)) => {
                         (sse("replace", &json!({"text": text})), false)
                     }
                     Progress::Done(reply) => (sse("answer", &respond(&state, *reply)), true),

@@ -618,15 +618,19 @@ pub(crate) async fn chat_completions(
         }
         // True when the stream ended normally, false when the client went away.
         let relay = async {
-            // An OpenAI stream cannot take text back: a replacement or the guardrail's message
-            // follows what was shown, after a blank line.
+            // An OpenAI stream cannot take text back: the guardrail's message follows what was
+            // shown, after a blank line.
             let mut shown = false;
             while let Some(progress) = receiver.recv().await {
                 let text = match progress {
                     Progress::Event(TurnEvent::Sources(_)) => continue,
                     Progress::Event(TurnEvent::Delta(text)) => text,
-                    Progress::Event(TurnEvent::Replace(text) | TurnEvent::Blocked(text)) => {
-                        if shown { format!("\n\n{text}") } else { text }
+                    Progress::Event(TurnEvent::Blocked(text)) => {
+                        if shown {
+                            format!("\n\n{text}")
+                        } else {
+                            text
+                        }
                     }
                     Progress::Done(reply) => {
                         let (_, extra, trace, finish_reason, usage) = finished(*reply);

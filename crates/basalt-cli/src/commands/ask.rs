@@ -170,11 +170,8 @@ impl Loaded {
             let text = match event {
                 TurnEvent::Sources(_) => return,
                 TurnEvent::Delta(text) => text,
-                TurnEvent::Replace(text) if printed => format!(
-                    "\n\n(The text above is withdrawn: it was not supported by the sources.)\n{text}"
-                ),
                 TurnEvent::Blocked(text) if printed => format!("\n{text}"),
-                TurnEvent::Replace(text) | TurnEvent::Blocked(text) => text,
+                TurnEvent::Blocked(text) => text,
             };
             printed |= !text.is_empty();
             let mut lock = stdout.lock();

@@ -42,6 +42,12 @@ struct AnswerBench {
     /// evaluation.
     first_token_p50_ms: f64,
     first_token_p95_ms: f64,
+    /// From the question to the first text shown: a sentence that passed the check against
+    /// the passages, the extractive answer, or "not found" (the user waits this long).
+    first_shown_p50_ms: f64,
+    first_shown_p95_ms: f64,
+    /// How much later the first verified text shows than the first token (same answers).
+    shown_over_token_p50: f64,
     retrieval_p50_ms: f64,
     total_p50_ms: f64,
     prompt_tokens_p50: f64,
@@ -49,6 +55,10 @@ struct AnswerBench {
     /// Answers that cite at least one passage, and markers removed for naming no passage.
     answers_with_citations: usize,
     removed_markers: usize,
+    /// Generated sentences never shown (they failed the check), and answers where none passed
+    /// (extractive).
+    unverified_sentences: usize,
+    extractive_answers: usize,
 }
 
 pub(crate) fn run(args: &AnswerBenchArgs, settings: &Settings) -> anyhow::Result<ExitCode> {
@@ -69,6 +79,8 @@ pub(crate) fn run(args: &AnswerBenchArgs, settings: &Settings) -> anyhow::Result
     // Warm up: the first answer of a process pays for cache fills.
     basalt_answer::answer(&kb, engines, &questions[0], &[], &options, &mut |_| {})?;
     let mut first = Vec::new();
+    let mut shown = Vec::new();
+    let (mut unverified, mut extractive) = (0, 0);
     let mut retrieval = Vec::new();
     let mut total = Vec::new();
     let mut prompt_tokens = Vec::new();
@@ -76,6 +88,9 @@ pub(crate) fn run(args: &AnswerBenchArgs, settings: &Settings) -> anyhow::Result
     for question in &questions {
         let answer = basalt_answer::answer(&kb, engines, question, &[], &options, &mut |_| {})?;
         first.push(answer.timings.first_token_ms);
+        shown.push(answer.timings.first_shown_ms);
+        unverified += answer.unverified_sentences;
+        extractive += usize::from(answer.extractive);
         retrieval.push(answer.timings.retrieval_ms);
         total.push(answer.timings.total_ms);
         prompt_tokens.push(answer.usage.prompt_tokens as f64);
@@ -87,11 +102,16 @@ pub(crate) fn run(args: &AnswerBenchArgs, settings: &Settings) -> anyhow::Result
         values.sort_by(f64::total_cmp);
         super::bench::percentile(values, p)
     };
+    let first_token_p50_ms = percentile(&mut first, 0.5);
+    let first_shown_p50_ms = percentile(&mut shown, 0.5);
     let bench = AnswerBench {
         questions: questions.len(),
         passages: args.passages,
         threads: settings.threads,
-        first_token_p50_ms: percentile(&mut first, 0.5),
+        first_token_p50_ms,
+        first_shown_p50_ms,
+        first_shown_p95_ms: percentile(&mut shown, 0.95),
+        shown_over_token_p50: first_shown_p50_ms / first_token_p50_ms.max(1e-9),
         first_token_p95_ms: percentile(&mut first, 0.95),
         retrieval_p50_ms: percentile(&mut retrieval, 0.5),
         total_p50_ms: percentile(&mut total, 0.5),
@@ -99,6 +119,8 @@ pub(crate) fn run(args: &AnswerBenchArgs, settings: &Settings) -> anyhow::Result
         completion_tokens_mean: completion as f64 / questions.len() as f64,
         answers_with_citations: cited,
         removed_markers: removed,
+        unverified_sentences: unverified,
+        extractive_answers: extractive,
     };
     let json = serde_json::to_string_pretty(&bench)?;
     args.report.emit(&json, || {
@@ -115,8 +137,17 @@ pub(crate) fn run(args: &AnswerBenchArgs, settings: &Settings) -> anyhow::Result
             bench.total_p50_ms
         ))?;
         print_line(&format!(
-            "{} of {} answers cite a passage; {} markers naming no passage were removed",
-            bench.answers_with_citations, bench.questions, bench.removed_markers
+            "first verified text p50 {:.0} ms, p95 {:.0} ms ({:.2}× the first token)",
+            bench.first_shown_p50_ms, bench.first_shown_p95_ms, bench.shown_over_token_p50
+        ))?;
+        print_line(&format!(
+            "{} of {} answers cite a passage; {} markers naming no passage were removed; \
+             {} generated sentences failed the check and were not shown; {} answers extractive",
+            bench.answers_with_citations,
+            bench.questions,
+            bench.removed_markers,
+            bench.unverified_sentences,
+            bench.extractive_answers
         ))
     })?;
     Ok(ExitCode::SUCCESS)
