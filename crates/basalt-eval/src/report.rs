@@ -37,6 +37,13 @@ pub struct QuestionRecord {
     pub gold_answers: Vec<String>,
     pub answer: String,
     pub abstained: bool,
+    /// No generated sentence passed the check against the passages: the answer is a passage
+    /// sentence, not the model's words.
+    #[serde(default)]
+    pub extractive: bool,
+    /// Generated sentences that failed the check and were never shown.
+    #[serde(default)]
+    pub unverified_sentences: usize,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub abstain_reason: Option<String>,
     /// The cosine of the question with the best passage sentence retrieved (what the
@@ -141,6 +148,22 @@ pub const METRICS: &[(&str, &str)] = &[
         "share of answer sentences supported by the passages they cite",
     ),
     (
+        "faithfulness_model_written",
+        "faithfulness of the answers in the model's words",
+    ),
+    (
+        "faithfulness_extractive",
+        "faithfulness of the extractive answers (a passage sentence)",
+    ),
+    (
+        "extractive_rate",
+        "answers that are a passage sentence because no generated sentence passed the check",
+    ),
+    (
+        "unverified_sentences_mean",
+        "generated sentences per answer that failed the check and were not shown",
+    ),
+    (
         "citation_precision",
         "cited passages that support the span citing them",
     ),
@@ -233,6 +256,25 @@ impl AnswerReport {
             answered.iter().filter_map(|r| r.faithfulness).collect(),
             Higher,
         );
+        for (name, extractive) in [
+            ("faithfulness_model_written", false),
+            ("faithfulness_extractive", true),
+        ] {
+            put(
+                name,
+                answered
+                    .iter()
+                    .filter(|r| r.extractive == extractive)
+                    .filter_map(|r| r.faithfulness)
+                    .collect(),
+                Higher,
+            );
+        }
+        put(
+            "extractive_rate",
+            answered.iter().map(|r| flag(r.extractive)).collect(),
+            Lower,
+        );
         let cited: Vec<f64> = answered
             .iter()
             .flat_map(|r| &r.citations)
@@ -266,6 +308,14 @@ impl AnswerReport {
         first.sort_by(f64::total_cmp);
         let mut total: Vec<f64> = records.iter().map(|r| r.total_ms).collect();
         total.sort_by(f64::total_cmp);
+        put(
+            "unverified_sentences_mean",
+            generated
+                .iter()
+                .map(|r| r.unverified_sentences as f64)
+                .collect(),
+            Lower,
+        );
         put(
             "prompt_tokens_mean",
             records.iter().map(|r| r.prompt_tokens as f64).collect(),
@@ -677,6 +727,8 @@ pub(crate) mod tests {
                 }]
             },
             sentences: usize::from(!abstained),
+            extractive: false,
+            unverified_sentences: 0,
             gold_recall: answerable.then_some(1.0),
             first_token_ms: 100.0,
             total_ms: 300.0,
@@ -702,19 +754,26 @@ pub(crate) mod tests {
 
     #[test]
     fn aggregates_rates_and_means_over_the_right_questions() {
-        let records = vec![
+        let mut records = vec![
             record("a", true, false),
             record("b", true, false),
             record("c", true, true),
             record("d", false, true),
             record("e", false, false),
         ];
+        records[1].extractive = true;
+        records[0].unverified_sentences = 5;
         let report = AnswerReport::new(run(), records, 12.5);
         let value = |name: &str| report.value(name).expect(name);
         assert!((value("answer_rate") - 2.0 / 3.0).abs() < 1e-12);
         assert!((value("abstention_rate") - 0.5).abs() < 1e-12);
         // Faithfulness over the three answers: 1, 0.5, 1.
         assert!((value("faithfulness") - 2.5 / 3.0).abs() < 1e-12);
+        // "b" (0.5) is the extractive one: the model wrote "a" and "e" (1 each).
+        assert_eq!(value("faithfulness_model_written"), 1.0);
+        assert_eq!(value("faithfulness_extractive"), 0.5);
+        assert!((value("extractive_rate") - 1.0 / 3.0).abs() < 1e-12);
+        assert!((value("unverified_sentences_mean") - 1.0).abs() < 1e-12);
         assert!((value("citation_precision") - 2.0 / 3.0).abs() < 1e-12);
         assert_eq!(report.metrics["rouge1"].count, 3);
         assert_eq!(value("bleu"), 12.5);

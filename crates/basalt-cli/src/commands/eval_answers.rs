@@ -440,6 +440,8 @@ pub(crate) fn run(args: &AnswersArgs, settings: &Settings) -> anyhow::Result<Exi
             gold_answers: question.answers,
             answer: answer.answer,
             abstained: answer.abstained,
+            extractive: answer.extractive,
+            unverified_sentences: answer.unverified_sentences,
             abstain_reason: answer
                 .abstain_reason
                 .and_then(|reason| serde_json::to_value(reason).ok())
