@@ -245,6 +245,40 @@ pub struct Citation {
     pub span: Span,
     pub kind: CitationKind,
     pub references: Vec<Reference>,
+    /// Where in each reference's text the support is: the passage sentence sharing most of the
+    /// span's words (a reference sharing none has no entry).
+    pub support: Vec<Support>,
+}
+
+/// The sentence of passage `number` that supports a citation: character offsets into that
+/// reference's `text`, end exclusive.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, schemars::JsonSchema)]
+pub struct Support {
+    pub number: usize,
+    pub start: usize,
+    pub end: usize,
+}
+
+/// The sentence of `reference` that shares most content words with `text`, if any does.
+fn support_in(text: &str, reference: &Reference) -> Option<Support> {
+    let wanted: std::collections::HashSet<String> = content_words(text).into_iter().collect();
+    sentences(&reference.text)
+        .into_iter()
+        .map(|span| {
+            let shared = content_words(&span.of(&reference.text))
+                .into_iter()
+                .collect::<std::collections::HashSet<_>>()
+                .intersection(&wanted)
+                .count();
+            (span, shared)
+        })
+        .filter(|(_, shared)| *shared > 0)
+        .max_by_key(|(span, shared)| (*shared, std::cmp::Reverse(span.start)))
+        .map(|(span, _)| Support {
+            number: reference.number,
+            start: span.start,
+            end: span.end,
+        })
 }
 
 /// Share of a sentence's content words a passage must hold to be matched to it.
@@ -313,13 +347,20 @@ pub(crate) fn cite(answer: &str, markers: &[Marker], sources: &[Reference]) -> V
         } else {
             (CitationKind::Cited, numbers)
         };
+        let references: Vec<Reference> = numbers
+            .iter()
+            .filter_map(|number| sources.get(number - 1).cloned())
+            .collect();
+        let plain = crate::pipeline::strip_markers(&text);
+        let support = references
+            .iter()
+            .filter_map(|reference| support_in(&plain, reference))
+            .collect();
         citations.push(Citation {
             span: *span,
             kind,
-            references: numbers
-                .iter()
-                .filter_map(|number| sources.get(number - 1).cloned())
-                .collect(),
+            references,
+            support,
         });
     }
     citations
@@ -328,6 +369,38 @@ pub(crate) fn cite(answer: &str, markers: &[Marker], sources: &[Reference]) -> V
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn each_citation_says_which_passage_sentence_supports_it() {
+        let passage = Reference {
+            number: 1,
+            chunk_id: "c".into(),
+            doc_id: "d".into(),
+            title: None,
+            source: "handbook.md".into(),
+            page: None,
+            heading_path: Vec::new(),
+            text: "Sabbaticals last six weeks. The waiting period for the dental plan is 7 days."
+                .into(),
+            score: 1.0,
+        };
+        let answer = "The dental plan's waiting period is 7 days [1].";
+        let marker = Marker {
+            start: 43,
+            end: 46,
+            sources: vec![1],
+        };
+        let citations = cite(answer, &[marker], std::slice::from_ref(&passage));
+        let support = citations[0].support[0];
+        assert_eq!(support.number, 1);
+        let held: String = passage
+            .text
+            .chars()
+            .skip(support.start)
+            .take(support.end - support.start)
+            .collect();
+        assert_eq!(held, "The waiting period for the dental plan is 7 days.");
+    }
 
     fn run(sources: usize, pieces: &[&str]) -> (String, MarkerFilter) {
         let mut filter = MarkerFilter::new(sources);

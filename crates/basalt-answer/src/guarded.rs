@@ -104,28 +104,38 @@ pub fn check_answer(guardrail: &Guardrail, answer: &mut Answer) -> AnswerCheck {
         }
         Outcome::Passed => {}
     }
-    let passages = answer
-        .sources
-        .iter_mut()
-        .map(|source| &mut source.text)
-        .chain(
-            answer
-                .citations
-                .iter_mut()
-                .flat_map(|citation| citation.references.iter_mut())
-                .map(|reference| &mut reference.text),
-        );
-    for text in passages {
+    let mut check_passage = |text: &mut String| {
         let checked = guardrail.check(text, Source::Output);
+        let original = text.clone();
         match checked.outcome {
             Outcome::Passed => {}
             Outcome::Anonymized => {
                 result.anonymized = true;
-                *text = checked.text;
+                text.clone_from(&checked.text);
             }
             Outcome::Blocked => result.blocked = true,
         }
-        result.assessments.extend(checked.assessments);
+        result
+            .assessments
+            .extend(checked.assessments.iter().cloned());
+        (original, checked)
+    };
+    for source in &mut answer.sources {
+        check_passage(&mut source.text);
+    }
+    for citation in &mut answer.citations {
+        for reference in &mut citation.references {
+            let (original, checked) = check_passage(&mut reference.text);
+            // The supporting sentence moves with what was anonymized before it.
+            for support in citation
+                .support
+                .iter_mut()
+                .filter(|support| support.number == reference.number)
+            {
+                support.start = char_offset_after(&original, &checked, support.start);
+                support.end = char_offset_after(&original, &checked, support.end);
+            }
+        }
     }
     // The same passage is checked as a source and as a citation's reference: once is enough.
     let mut seen = HashSet::new();
@@ -153,7 +163,7 @@ fn char_offset_after(original: &str, checked: &Checked, offset: usize) -> usize 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::citations::{Citation, CitationKind, Reference, Span};
+    use crate::citations::{Citation, CitationKind, Reference, Span, Support};
     use basalt_guard::GuardrailConfig;
 
     fn guardrail(json: &str) -> Guardrail {
@@ -175,11 +185,18 @@ mod tests {
                 span: Span { start: 0, end: 26 },
                 kind: CitationKind::Cited,
                 references: vec![passage.clone()],
+                support: Vec::new(),
             },
             Citation {
                 span: Span { start: 27, end: 37 },
                 kind: CitationKind::Cited,
                 references: vec![passage],
+                // The whole passage sentence, which the anonymized email shortens.
+                support: vec![Support {
+                    number: 1,
+                    start: 0,
+                    end: 49,
+                }],
             },
         ];
         answer
@@ -214,6 +231,11 @@ mod tests {
         assert_eq!(
             answer.citations[1].references[0].text,
             answer.sources[0].text
+        );
+        let support = answer.citations[1].support[0];
+        assert_eq!(
+            (support.start, support.end),
+            (0, answer.sources[0].text.chars().count())
         );
         assert_eq!(check.assessments.len(), 3, "{:?}", check.assessments);
     }

@@ -21,7 +21,7 @@ mod text;
 mod turn;
 mod verify;
 
-pub use citations::{Citation, CitationKind, Reference, Span};
+pub use citations::{Citation, CitationKind, Reference, Span, Support};
 pub use error::{AnswerError, Result};
 pub use grounding::{GroundingReport, SentenceSupport, score_grounding};
 pub use guarded::{AnswerCheck, check_answer, check_answer_grounded};

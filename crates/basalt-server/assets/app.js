@@ -692,6 +692,11 @@ function renderAnswer(message, answer) {
   message.scrollIntoView({ block: "end" });
 }
 
+/// The sentence of passage `number` the server says supports `citation` (character offsets).
+function supportOf(citation, number) {
+  return ((citation && citation.support) || []).find((support) => support.number === number) || null;
+}
+
 /// Where in the answer each `[n]` marker stands, and which citation covers it.
 function citedText(answer) {
   const chars = Array.from(answer.answer);
@@ -705,14 +710,18 @@ function citedText(answer) {
       (answer.sources || []).find((source) => source.number === number);
     if (!reference) return null;
     const span = citation ? chars.slice(citation.span.start, citation.span.end).join("") : "";
-    return { reference, span };
+    return { reference, span, support: supportOf(citation, number) };
   };
   // Citations Basalt matched (no marker in the text) get their links after their span.
   const after = new Map();
   for (const citation of citations.filter((c) => c.kind === "matched")) {
     const list = after.get(citation.span.end) || [];
     for (const reference of citation.references) {
-      list.push({ reference, span: chars.slice(citation.span.start, citation.span.end).join("") });
+      list.push({
+        reference,
+        span: chars.slice(citation.span.start, citation.span.end).join(""),
+        support: supportOf(citation, reference.number),
+      });
     }
     after.set(citation.span.end, list);
   }
@@ -771,7 +780,17 @@ function contentWords(text) {
 }
 
 /// The passage's sentences, each marked when it shares most of the cited span's words.
-function highlightedPassage(text, span) {
+function highlightedPassage(text, span, support) {
+  if (support) {
+    // The server's supporting sentence, by character offsets.
+    const chars = Array.from(text);
+    const fragment = document.createDocumentFragment();
+    fragment.append(chars.slice(0, support.start).join(""));
+    fragment.append(el("mark", {}, chars.slice(support.start, support.end).join("")));
+    fragment.append(chars.slice(support.end).join(""));
+    return fragment;
+  }
+  // Without one (an older server), guess by word overlap.
   const sentences = text.match(/[^.!?\n]+(?:[.!?]+["')\]]*|\n+|$)\s*/g) || [text];
   const wanted = contentWords(span.replace(/\[\d+\]/g, ""));
   const overlap = sentences.map((sentence) => {
@@ -794,7 +813,7 @@ function highlightedPassage(text, span) {
 }
 
 function openPassage(cited, opener) {
-  const { reference, span } = cited;
+  const { reference, span, support } = cited;
   $("passage").hidden = false;
   $("passage").opener = opener;
   $("passage-title").textContent = `[${reference.number}] ${reference.title || reference.source}`;
@@ -805,7 +824,7 @@ function openPassage(cited, opener) {
   row("Page", reference.page ? String(reference.page) : null);
   row("Section", (reference.heading_path || []).join(" › ") || null);
   row("Supports", span || null);
-  $("passage-text").replaceChildren(highlightedPassage(reference.text, span));
+  $("passage-text").replaceChildren(highlightedPassage(reference.text, span, support));
   $("passage-title").focus();
   const mark = $("passage-text").querySelector("mark");
   if (mark) mark.scrollIntoView({ block: "nearest" });
