@@ -302,6 +302,12 @@ fn names(sentence: &str) -> Vec<String> {
         .split_whitespace()
         .skip(1)
         .map(|word| word.trim_matches(|c: char| !c.is_alphanumeric()))
+        // A possessive is the name ("Canada's" → "Canada").
+        .map(|word| {
+            word.strip_suffix("'s")
+                .or_else(|| word.strip_suffix("’s"))
+                .unwrap_or(word)
+        })
         .filter(|word| {
             let mut characters = word.chars();
             characters.next().is_some_and(char::is_uppercase)
@@ -455,6 +461,10 @@ mod tests {
             &["Employees at Initech may take a sabbatical [1]."],
         );
         assert!(shown.is_empty(), "{shown:?}");
+        assert_eq!(
+            names("The Dental Plan's waiting period"),
+            ["Dental", "Plan"]
+        );
     }
 
     #[test]
