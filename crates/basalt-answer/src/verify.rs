@@ -104,7 +104,9 @@ impl<'a> Gate<'a> {
             if content_words(&strip_markers(&unit)).is_empty() {
                 continue;
             }
-            if !self.supported(&unit, &cited) {
+            if let Err(reason) = self.supported(&unit, &cited) {
+                // `RUST_LOG=basalt_answer=debug` shows what was not shown, and why.
+                tracing::debug!(sentence = %unit, reason, "a generated sentence was not shown");
                 self.dropped += 1;
                 continue;
             }
@@ -125,19 +127,22 @@ impl<'a> Gate<'a> {
         out
     }
 
-    /// Whether `unit` (with its markers, citing `cited`) may be shown.
-    fn supported(&mut self, unit: &str, cited: &[usize]) -> bool {
+    /// Whether `unit` (with its markers, citing `cited`) may be shown; if not, why.
+    fn supported(&mut self, unit: &str, cited: &[usize]) -> Result<(), &'static str> {
         let plain = without_list_number(&strip_markers(unit));
         let normalized = plain
             .split_whitespace()
             .collect::<Vec<_>>()
             .join(" ")
             .to_lowercase();
-        if !self.seen.insert(normalized) || is_vacuous(&plain) {
-            return false;
+        if !self.seen.insert(normalized) {
+            return Err("a repeat");
+        }
+        if is_vacuous(&plain) {
+            return Err("says nothing about the documents");
         }
         if grounding(&plain, self.sources) < MIN_GROUNDING {
-            return false;
+            return Err("most of its words are not in the passages");
         }
         let evidence: Vec<&Evidence> = self
             .evidence
@@ -156,7 +161,7 @@ impl<'a> Gate<'a> {
                 .filter(|e| overlap(e) == best)
                 .any(|e| wanted.is_subset(&e.numbers));
             if !held {
-                return false;
+                return Err("a number or date is not in the passage sentence it rests on");
             }
         }
         // Names: in the passages it cites (or any passage when it cites none).
@@ -170,9 +175,14 @@ impl<'a> Gate<'a> {
                     .chain(source.title.iter().flat_map(|title| content_words(title)))
             })
             .collect();
-        names(&plain)
+        let named = names(&plain)
             .iter()
-            .all(|name| content_words(name).iter().all(|word| known.contains(word)))
+            .all(|name| content_words(name).iter().all(|word| known.contains(word)));
+        if named {
+            Ok(())
+        } else {
+            Err("a name is not in the passages it cites")
+        }
     }
 }
 
