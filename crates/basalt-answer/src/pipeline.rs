@@ -718,7 +718,7 @@ fn elapsed_ms(since: Instant) -> f64 {
 }
 
 /// Whether the model's reply (so far) is the "not found" phrase or a plain refusal.
-fn says_not_found(text: &str) -> bool {
+pub(crate) fn says_not_found(text: &str) -> bool {
     let normalized: String = text
         .trim()
         .trim_start_matches(|c: char| !c.is_alphanumeric())

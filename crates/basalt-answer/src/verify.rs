@@ -7,7 +7,7 @@
 use std::collections::HashSet;
 
 use crate::citations::{Marker, Reference};
-use crate::pipeline::{MIN_GROUNDING, grounding, is_vacuous, strip_markers};
+use crate::pipeline::{MIN_GROUNDING, grounding, is_vacuous, says_not_found, strip_markers};
 use crate::text::{content_words, sentences};
 
 /// A sentence of a passage: its words (numbers aside) and its numbers.
@@ -140,6 +140,10 @@ impl<'a> Gate<'a> {
         }
         if is_vacuous(&plain) {
             return Err("says nothing about the documents");
+        }
+        if says_not_found(&plain) {
+            // After an answer, "NOT FOUND" contradicts it rather than adding to it.
+            return Err("says the passages do not hold the answer");
         }
         if grounding(&plain, self.sources) < MIN_GROUNDING {
             return Err("most of its words are not in the passages");
@@ -437,6 +441,10 @@ mod tests {
             assert!(shown.is_empty(), "{wrong}: {shown:?}");
             assert_eq!(gate.dropped, 1);
         }
+        // "NOT FOUND" after an answer is not shown as part of it.
+        let (shown, gate) = stream(&sources, &["A sabbatical is six weeks [1]. NOT FOUND."]);
+        assert_eq!(shown, ["A sabbatical is six weeks [1]."]);
+        assert_eq!(gate.dropped, 1);
         // Written out or in digits, the same number.
         let (shown, _) = stream(&sources, &["A sabbatical is 6 weeks long [1]."]);
         assert_eq!(shown.len(), 1);
