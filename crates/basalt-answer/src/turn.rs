@@ -263,6 +263,7 @@ impl GuardedTurn {
             } => chat(
                 engines.generator,
                 messages,
+                question.clone(),
                 sampling,
                 max_tokens,
                 &mut shown,
@@ -352,20 +353,16 @@ impl GuardedTurn {
     }
 }
 
-/// A plain chat completion, streamed through `shown`.
+/// A plain chat completion of `messages` (whose question is `asked`), streamed through
+/// `shown`.
 fn chat(
     generator: &dyn Generator,
     messages: Vec<ChatMessage>,
+    asked: String,
     mut sampling: SamplingOptions,
     max_tokens: Option<usize>,
     shown: &mut Shown<'_, '_>,
 ) -> Result<(Answer, Finish)> {
-    let asked = messages
-        .iter()
-        .rev()
-        .find(|message| message.role == ChatRole::User)
-        .map(|message| message.content.clone())
-        .unwrap_or_default();
     let prompt = Prompt::Chat(messages);
     sampling.max_tokens = generator.max_tokens_for(&prompt, max_tokens)?;
     let stream = generator.generate(GenerationRequest { prompt, sampling })?;

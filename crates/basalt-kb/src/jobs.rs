@@ -483,18 +483,16 @@ impl JobQueue for FileJobQueue {
         // changes too often to write each time, and a stop re-queues the job anyway.
         let written = job.lease.as_ref().map_or(0, |lease| lease.expires_ms);
         if renewed.saturating_sub(written) * 2 > lease.as_millis() as u64 {
-            let mut changed = job.clone();
-            changed.lease = Some(Lease {
-                worker: worker.to_owned(),
-                expires_ms: renewed,
-            });
             drop(table);
             return Ok(self
                 .change(id, |job| {
                     if !job.leased_to(worker) {
                         return false;
                     }
-                    *job = changed;
+                    job.lease = Some(Lease {
+                        worker: worker.to_owned(),
+                        expires_ms: renewed,
+                    });
                     true
                 })?
                 .unwrap_or(false));
