@@ -16,6 +16,7 @@ mod grounding;
 mod guarded;
 mod pipeline;
 mod prompt;
+pub mod select;
 mod session;
 mod text;
 mod turn;
@@ -27,8 +28,8 @@ pub use grounding::{GroundingReport, SentenceSupport, score_grounding};
 pub use guarded::{AnswerCheck, check_answer, check_answer_grounded};
 pub use pipeline::{
     AbstainReason, Answer, AnswerEvent, AnswerOptions, AnswerTimings, DEFAULT_CONTEXT_TOKENS,
-    DEFAULT_MIN_RELEVANCE, DEFAULT_PASSAGES, Engines, MIN_GROUNDING, NOT_FOUND_ANSWER, Usage,
-    answer, relevance, strip_markers,
+    DEFAULT_MIN_RELEVANCE, DEFAULT_PASSAGES, Engines, MIN_GROUNDING, NOT_FOUND_ANSWER,
+    SelectorInput, Usage, answer, relevance, selector_candidates, strip_markers,
 };
 pub use prompt::{DEFAULT_TEMPLATE_VERSION, HistoryTurn, default_template, location};
 pub use session::conformance as session_conformance;

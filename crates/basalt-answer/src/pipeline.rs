@@ -4,7 +4,7 @@ use std::collections::{HashMap, HashSet};
 use std::time::Instant;
 
 use basalt_index::{Filter, Fusion, Hit, Reader, SearchMode};
-use basalt_kb::{KnowledgeBase, SearchOptions};
+use basalt_kb::{AnswerStyle, KnowledgeBase, SearchOptions};
 use basalt_model::{
     Embedder, GenerationEvent, GenerationRequest, Generator, Prompt, SamplingOptions,
 };
@@ -13,6 +13,7 @@ use serde::Serialize;
 use crate::citations::{Citation, Marker, MarkerFilter, Reference, cite};
 use crate::error::{AnswerError, Result};
 use crate::prompt::{HistoryTurn, default_template, messages};
+use crate::select::{self, Candidate, Selector};
 use crate::text::content_words;
 use crate::verify::Gate;
 
@@ -47,6 +48,8 @@ pub struct AnswerOptions {
     /// Answer only from documents this reader may read (`None`: every document).
     pub reader: Option<Reader>,
     pub min_relevance: Option<f32>,
+    /// Quote the passages or let the model write (default: the KB's, else extractive).
+    pub style: Option<AnswerStyle>,
     /// Passage text budget in embedding-model tokens (default [`DEFAULT_CONTEXT_TOKENS`]).
     pub context_tokens: Option<usize>,
     /// Most tokens to generate (default 256).
@@ -214,11 +217,22 @@ pub fn answer(
     // Context: the best sentences within the budget, grouped by passage, best passage first,
     // as many passages as fit the model's window.
     let max_tokens = options.max_tokens.unwrap_or(256).max(1);
-    let floor = ranked
-        .first()
-        .map_or(f32::MIN, |best| best.score - SENTENCE_SPREAD);
+    let floor = best_cosine(&ranked).map_or(f32::MIN, |best| best - SENTENCE_SPREAD);
     let mut sources = compose_passages(engines.embedder, &chunks, &ranked, budget, floor)?;
-    let best_sentence = extractive_choice(&ranked, &sources, question);
+    let quoted = extractive_choice(&ranked, &sources, extractive_margin());
+    if options.style.or(settings.style).unwrap_or_default() == AnswerStyle::Extractive {
+        observe(AnswerEvent::Sources(&sources));
+        result.sources = sources;
+        let (answer, markers) = quote(&quoted, &result.sources);
+        result.extractive = true;
+        show(&answer, &mut result, started, observe);
+        result.timings.first_token_ms = result.timings.first_shown_ms;
+        result.grounding = grounding(&answer, &result.sources);
+        result.citations = cite(&answer, &markers, &result.sources);
+        result.answer = answer;
+        result.timings.total_ms = elapsed_ms(started);
+        return Ok(result);
+    }
     let window = engines.generator.info().context_window;
     let (prompt, prompt_tokens) = loop {
         let prompt = Prompt::Chat(messages(&template, &sources, question, history));
@@ -322,21 +336,9 @@ pub fn answer(
         return Ok(abstain(result, reason, started, observe));
     }
     if answer.is_empty() {
-        // No generated sentence held up: answer with the passage sentence that matches the
-        // question best, cited.
-        let number = result
-            .sources
-            .iter()
-            .find(|source| source.text.contains(best_sentence.as_str()))
-            .map_or(1, |source| source.number);
-        let body = best_sentence.trim().to_owned();
-        let start = body.chars().count() + 1;
-        answer = format!("{body} [{number}]");
-        markers = vec![Marker {
-            start,
-            end: answer.chars().count(),
-            sources: vec![number],
-        }];
+        // No generated sentence held up: answer with the passage sentence the selector
+        // judges to answer, cited.
+        (answer, markers) = quote(&quoted, &result.sources);
         result.extractive = true;
         show(&answer, &mut result, started, observe);
     }
@@ -351,6 +353,8 @@ pub fn answer(
 struct Retrieved {
     chunks: Vec<Reference>,
     ranked: Vec<Sentence>,
+    /// The selector's features of each of `ranked`.
+    features: Vec<[f32; select::DIMENSIONS]>,
     /// Chunk ids the screen left out.
     withheld: Vec<String>,
     /// Cosine of the query with the most similar chunk, as a whole.
@@ -365,7 +369,7 @@ impl Retrieved {
     /// ClapNQ questions better than either (ROC AUC 0.879 against 0.852 and 0.859; see
     /// docs/answers.md).
     fn relevance(&self) -> Option<f32> {
-        let sentence = self.ranked.first()?.score;
+        let sentence = best_cosine(&self.ranked)?;
         Some(
             self.best_passage
                 .map_or(sentence, |passage| (sentence + passage) / 2.0),
@@ -403,7 +407,7 @@ fn retrieve(
         });
     }
     let chunks = select_passages(&hits, passages_wanted);
-    let ranked = rank_sentences(embedder, &vector, &chunks)?;
+    let (ranked, features) = rank_sentences(embedder, query, &vector, &chunks)?;
     // The most similar chunk by vector alone (hybrid ranks need not put it first), among those
     // the screen let through.
     let nearest = kb.search_vector(
@@ -427,6 +431,7 @@ fn retrieve(
     Ok(Retrieved {
         chunks,
         ranked,
+        features,
         withheld,
         best_passage,
     })
@@ -447,6 +452,64 @@ pub fn relevance(
         .unwrap_or(DEFAULT_PASSAGES)
         .max(1);
     Ok(retrieve(kb, embedder, question, options, passages)?.relevance())
+}
+
+/// What an answer to a question would choose from: the sentences as the selector sees them.
+#[derive(Debug, Clone)]
+pub struct SelectorInput {
+    /// The relevance the answer would be judged by ([`relevance`]).
+    pub relevance: Option<f32>,
+    /// Each sentence's text and features, best first by the built-in selector.
+    pub candidates: Vec<(String, [f32; select::DIMENSIONS])>,
+}
+
+/// The sentences an answer to `question` would choose from, as the selector sees them.
+/// `basalt eval selector` fits and measures selectors on these.
+pub fn selector_candidates(
+    kb: &KnowledgeBase,
+    embedder: &dyn Embedder,
+    question: &str,
+    options: &AnswerOptions,
+) -> Result<SelectorInput> {
+    let passages = options
+        .passages
+        .or(kb.settings.answer.passages)
+        .unwrap_or(DEFAULT_PASSAGES)
+        .max(1);
+    let retrieved = retrieve(kb, embedder, question, options, passages)?;
+    Ok(SelectorInput {
+        relevance: retrieved.relevance(),
+        candidates: retrieved
+            .ranked
+            .into_iter()
+            .map(|sentence| sentence.text)
+            .zip(retrieved.features)
+            .collect(),
+    })
+}
+
+/// An extractive answer: `sentences` quoted, each cited to the passage that holds it.
+fn quote(sentences: &[String], sources: &[Reference]) -> (String, Vec<Marker>) {
+    let mut answer = String::new();
+    let mut markers = Vec::new();
+    for sentence in sentences {
+        let number = sources
+            .iter()
+            .find(|source| source.text.contains(sentence.as_str()))
+            .map_or(1, |source| source.number);
+        if !answer.is_empty() {
+            answer.push(' ');
+        }
+        answer.push_str(sentence.trim());
+        let start = answer.chars().count() + 1;
+        answer.push_str(&format!(" [{number}]"));
+        markers.push(Marker {
+            start,
+            end: answer.chars().count(),
+            sources: vec![number],
+        });
+    }
+    (answer, markers)
 }
 
 /// Shows verified text (nothing when `piece` is empty), noting when the first was shown.
@@ -481,13 +544,24 @@ fn abstain(
     result
 }
 
-/// A sentence of a retrieved chunk and its similarity to the question.
+/// A sentence of a retrieved chunk, its similarity to the question and the selector's score.
 #[derive(Debug, Clone)]
 struct Sentence {
     chunk: usize,
     position: usize,
     text: String,
+    /// Cosine with the question.
     score: f32,
+    /// How likely it is the sentence that answers ([`Selector`]).
+    merit: f32,
+}
+
+/// The highest cosine among `sentences`.
+fn best_cosine(sentences: &[Sentence]) -> Option<f32> {
+    sentences
+        .iter()
+        .map(|sentence| sentence.score)
+        .reduce(f32::max)
 }
 
 /// Longest sentence considered, in characters (a table row run together can be enormous).
@@ -501,14 +575,16 @@ const SENTENCE_SPREAD: f32 = 0.25;
 /// of the retrieval time.
 const MAX_RANKED_SENTENCES: usize = 12;
 
-/// Every sentence of `chunks`, scored by cosine with the question (one batched embedding at
-/// interactive priority), best first.
+/// Every sentence of `chunks` (up to [`MAX_RANKED_SENTENCES`]), scored by cosine with the
+/// question (one batched embedding at interactive priority) and by the selector, best merit
+/// first; and each one's selector features, in the same order.
 fn rank_sentences(
     embedder: &dyn Embedder,
+    question: &str,
     query: &[f32],
     chunks: &[Reference],
-) -> Result<Vec<Sentence>> {
-    let mut sentences = Vec::new();
+) -> Result<(Vec<Sentence>, Vec<[f32; select::DIMENSIONS]>)> {
+    let mut candidates = Vec::new();
     for (chunk, reference) in chunks.iter().enumerate() {
         for (position, span) in crate::text::sentences(&reference.text)
             .into_iter()
@@ -522,24 +598,49 @@ fn rank_sentences(
                 .collect();
             // A hard-wrapped sentence reads as one line in the prompt.
             let text = text.split_whitespace().collect::<Vec<_>>().join(" ");
-            if content_words(&text).is_empty() || sentences.len() == MAX_RANKED_SENTENCES {
+            if content_words(&text).is_empty() || candidates.len() == MAX_RANKED_SENTENCES {
                 continue;
             }
-            sentences.push(Sentence {
+            candidates.push(Candidate {
                 chunk,
                 position,
                 text,
-                score: 0.0,
+                cosine: 0.0,
             });
         }
     }
-    let texts: Vec<String> = sentences.iter().map(|s| s.text.clone()).collect();
+    let texts: Vec<String> = candidates.iter().map(|c| c.text.clone()).collect();
     let vectors = embedder.embed_queries(&texts)?;
-    for (sentence, vector) in sentences.iter_mut().zip(vectors) {
-        sentence.score = vector.iter().zip(query).map(|(a, b)| a * b).sum();
+    for (candidate, vector) in candidates.iter_mut().zip(vectors) {
+        candidate.cosine = vector.iter().zip(query).map(|(a, b)| a * b).sum();
     }
-    sentences.sort_by(|left, right| right.score.total_cmp(&left.score));
-    Ok(sentences)
+    let features = select::features(question, &candidates, chunks);
+    let selector = Selector::builtin();
+    let mut ranked: Vec<(Sentence, [f32; select::DIMENSIONS])> = candidates
+        .into_iter()
+        .zip(features)
+        .map(|(candidate, row)| {
+            let sentence = Sentence {
+                chunk: candidate.chunk,
+                position: candidate.position,
+                text: candidate.text,
+                score: candidate.cosine,
+                merit: selector.score(&row),
+            };
+            (sentence, row)
+        })
+        .collect();
+    ranked.sort_by(|left, right| right.0.merit.total_cmp(&left.0.merit));
+    for (sentence, _) in ranked.iter().take(5) {
+        tracing::debug!(
+            merit = sentence.merit,
+            cosine = sentence.score,
+            passage = sentence.chunk,
+            text = %sentence.text.chars().take(100).collect::<String>(),
+            "candidate sentence"
+        );
+    }
+    Ok(ranked.into_iter().unzip())
 }
 
 /// The passages the model reads: the best sentences scoring at least `floor`, within `budget`
@@ -556,7 +657,7 @@ fn compose_passages(
     let mut used = 0;
     for sentence in ranked {
         if !kept.is_empty() && sentence.score < floor {
-            break;
+            continue;
         }
         let tokens = embedder.count_tokens(&sentence.text)?.saturating_sub(2);
         if !kept.is_empty() && used + tokens > budget {
@@ -599,51 +700,48 @@ fn compose_passages(
         .collect())
 }
 
-/// How far below the best sentence's score another may be and still be the extractive answer.
-const EXTRACTIVE_SPREAD: f32 = 0.08;
+/// How far below the best sentence's selector score the next may be and still be quoted with
+/// it (`BASALT_EXTRACTIVE_MARGIN` overrides, for fitting it).
+const EXTRACTIVE_MARGIN: f32 = 1.0;
 
-/// The sentence an extractive answer quotes: among the sentences the model was shown that score
-/// close to the best, the one that reads as an answer. A short fragment (a code span, a heading,
-/// a command) can embed closest to a question that names it ("`X-Api-Key: <key>`" for "How is
-/// an API key stored?") while saying nothing; a full sentence sharing the question's words is
-/// preferred.
-fn extractive_choice(ranked: &[Sentence], sources: &[Reference], question: &str) -> String {
-    let Some(best) = ranked.first() else {
-        return String::new();
-    };
-    let asked: HashSet<String> = content_words(question).into_iter().collect();
-    let merit = |sentence: &Sentence| {
-        let words = content_words(&sentence.text);
-        let shared = words
-            .iter()
-            .collect::<HashSet<_>>()
-            .into_iter()
-            .filter(|word| asked.contains(*word))
-            .count();
-        let penalty = if is_fragment(&sentence.text) {
-            0.1
-        } else {
-            0.0
-        };
-        sentence.score + 0.02 * shared.min(4) as f32 - penalty
-    };
-    ranked
+fn extractive_margin() -> f32 {
+    std::env::var("BASALT_EXTRACTIVE_MARGIN")
+        .ok()
+        .and_then(|value| value.parse().ok())
+        .unwrap_or(EXTRACTIVE_MARGIN)
+}
+
+/// The sentences an extractive answer quotes: the selector's best among the sentences the
+/// model was shown, and the next best with it when its score is within `margin` of the
+/// best's, in the order they come in their passages.
+fn extractive_choice(ranked: &[Sentence], sources: &[Reference], margin: f32) -> Vec<String> {
+    let shown: Vec<&Sentence> = ranked
         .iter()
-        .take_while(|sentence| sentence.score >= best.score - EXTRACTIVE_SPREAD)
         .filter(|sentence| {
             sources
                 .iter()
                 .any(|s| s.text.contains(sentence.text.as_str()))
         })
-        .max_by(|left, right| merit(left).total_cmp(&merit(right)))
-        .unwrap_or(best)
-        .text
-        .clone()
+        .collect();
+    let Some(best) = shown.first().or(ranked.first().as_ref()).copied() else {
+        return Vec::new();
+    };
+    let mut chosen = vec![best];
+    if let Some(next) = shown.get(1)
+        && next.merit >= best.merit - margin
+    {
+        chosen.push(next);
+    }
+    chosen.sort_by_key(|sentence| (sentence.chunk, sentence.position));
+    chosen
+        .into_iter()
+        .map(|sentence| sentence.text.clone())
+        .collect()
 }
 
 /// Text that is not a sentence of prose: under six words, a heading, table row, command or code
 /// line, or mostly symbols.
-fn is_fragment(text: &str) -> bool {
+pub(crate) fn is_fragment(text: &str) -> bool {
     let trimmed = text.trim();
     if trimmed.starts_with(['#', '|', '$', '`', '{', '<']) {
         return true;

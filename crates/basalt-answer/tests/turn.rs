@@ -11,7 +11,7 @@ use basalt_answer::{
 };
 use basalt_guard::testing::BagOfWords;
 use basalt_guard::{Guardrail, GuardrailConfig, Source};
-use basalt_kb::{DataDir, IngestOptions, KbSettings, KnowledgeBase};
+use basalt_kb::{AnswerStyle, DataDir, IngestOptions, KbSettings, KnowledgeBase};
 use basalt_model::testing::Scripted;
 use basalt_model::{ChatMessage, ChatRole, SamplingOptions};
 
@@ -57,13 +57,23 @@ fn guardrail(json: &str) -> Option<Arc<Guardrail>> {
     Some(Arc::new(Guardrail::new(config).expect("guardrail")))
 }
 
-/// Runs a question on the fixture's knowledge base with a generator that says `reply`,
-/// counting the generations it starts.
+/// Runs a question on the fixture's knowledge base with a generator that says `reply` (the
+/// model writes the answer), counting the generations it starts.
 fn ask(
     fixture: &Fixture,
     question: &str,
     reply: &str,
     guard: Option<Arc<Guardrail>>,
+) -> (Vec<TurnEvent>, Reply, usize) {
+    ask_in_style(fixture, question, reply, guard, AnswerStyle::Generative)
+}
+
+fn ask_in_style(
+    fixture: &Fixture,
+    question: &str,
+    reply: &str,
+    guard: Option<Arc<Guardrail>>,
+    style: AnswerStyle,
 ) -> (Vec<TurnEvent>, Reply, usize) {
     let started = Arc::new(AtomicUsize::new(0));
     let counter = started.clone();
@@ -79,6 +89,7 @@ fn ask(
         history: Vec::new(),
         options: Box::new(AnswerOptions {
             min_relevance: Some(-1.0),
+            style: Some(style),
             ..AnswerOptions::default()
         }),
     };
@@ -123,6 +134,32 @@ fn without_a_guardrail_the_stream_is_the_answer() {
     assert_eq!(reply.finish, Finish::Stop);
     assert!(reply.blocked.is_none() && reply.guard.is_none());
     assert!(!reply.answer.citations.is_empty());
+}
+
+#[test]
+fn an_extractive_answer_quotes_the_passage_and_runs_no_model() {
+    let fixture = fixture();
+    let (events, reply, generations) = ask_in_style(
+        &fixture,
+        "Which card are refunds paid to?",
+        "The model is never asked [1].",
+        None,
+        AnswerStyle::Extractive,
+    );
+    assert_eq!(generations, 0);
+    assert_eq!(shown(&events), reply.answer.answer);
+    assert!(reply.answer.extractive, "{reply:?}");
+    assert!(
+        reply
+            .answer
+            .answer
+            .starts_with("Refunds are paid to the card used for the purchase within five days."),
+        "{reply:?}"
+    );
+    assert_eq!(reply.answer.citations.len(), 1);
+    assert_eq!(reply.answer.usage.completion_tokens, 0);
+    // The default style is extractive.
+    assert_eq!(AnswerStyle::default(), AnswerStyle::Extractive);
 }
 
 #[test]

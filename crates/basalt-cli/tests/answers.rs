@@ -84,6 +84,8 @@ fn ask_answers_with_citations_abstains_and_survives_hostile_documents() {
         "--json",
         "--max-tokens",
         "48",
+        "--style",
+        "generative",
         "How many days of paid vacation does every employee receive per year?",
     ]);
     assert_eq!(answer["abstained"], false, "{answer}");
@@ -99,6 +101,25 @@ fn ask_answers_with_citations_abstains_and_survives_hostile_documents() {
     assert!(answer["timings"]["first_token_ms"].as_f64().unwrap_or(0.0) > 0.0);
     assert_eq!(answer["template_version"], "basalt-rag-1");
     check_citations(&answer);
+
+    // By default the answer quotes the sentence that holds the fact; no model writes.
+    let quoted = ws.json(&[
+        "ask",
+        "--kb",
+        "handbook",
+        "--json",
+        "How many days of paid vacation does every employee receive per year?",
+    ]);
+    assert_eq!(quoted["extractive"], true, "{quoted}");
+    assert!(
+        quoted["answer"]
+            .as_str()
+            .is_some_and(|text| text.contains("27 days")),
+        "{quoted}"
+    );
+    assert_eq!(quoted["usage"]["completion_tokens"], 0, "{quoted}");
+    assert!(quoted["timings"]["first_shown_ms"].as_f64().unwrap_or(0.0) > 0.0);
+    check_citations(&quoted);
 
     // Nothing in the documents is about this: the fixed "not found" answer, no model call.
     let unrelated = ws.json(&[
@@ -195,6 +216,10 @@ fn eval_answers_on_clapnq_reports_renders_and_gates() {
             "--out",
             &out,
         ];
+        // The model writes the baseline's answers; the later runs quote (the default).
+        if limit == "25" {
+            args.extend_from_slice(&["--style", "generative"]);
+        }
         args.extend_from_slice(extra);
         ws.run(&args)
     };
@@ -236,6 +261,7 @@ fn eval_answers_on_clapnq_reports_renders_and_gates() {
     }
     assert!(metric("bleu") > 1.0);
     assert!(metric("first_token_p50_ms") > 0.0 && metric("tokens_per_second") > 0.0);
+    assert!(metric("first_shown_p50_ms") > 0.0);
     for file in ["report.json", "report.md", "report.html"] {
         assert!(baseline.join(file).is_file(), "{file}");
     }
@@ -282,6 +308,7 @@ fn eval_answers_on_clapnq_reports_renders_and_gates() {
     };
     let (a, b) = (read(&first), read(&second));
     assert_eq!(b["run"]["template_version"], "test-template-2");
+    assert_eq!(a["metrics"]["extractive_rate"]["value"], 1.0, "{a}");
     for (name, value) in a["metrics"].as_object().expect("metrics") {
         if name.ends_with("_ms") || name == "tokens_per_second" {
             continue;

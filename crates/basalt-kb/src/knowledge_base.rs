@@ -321,10 +321,43 @@ pub struct AnswerSettings {
     /// "not found in the documents" without asking the model.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub min_relevance: Option<f32>,
+    /// How answers are written: quoted from the passages (`extractive`, the default) or
+    /// written by the model (`generative`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub style: Option<AnswerStyle>,
     /// The guardrail (`NAME` or `NAME:VERSION`) every answer from this knowledge base passes,
     /// on its question and on its answer, unless a request names another.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub guardrail: Option<String>,
+}
+
+/// How an answer is written.
+#[derive(
+    Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema,
+)]
+#[serde(rename_all = "snake_case")]
+pub enum AnswerStyle {
+    /// The passage sentence the selector judges to answer the question, quoted and cited; no
+    /// model writes anything. Right for a small local model, which misstates what it reads.
+    #[default]
+    Extractive,
+    /// The model writes the answer from the passages, shown a sentence at a time once each
+    /// passes the grounding check.
+    Generative,
+}
+
+impl std::str::FromStr for AnswerStyle {
+    type Err = String;
+
+    fn from_str(text: &str) -> Result<Self, Self::Err> {
+        match text {
+            "extractive" => Ok(Self::Extractive),
+            "generative" => Ok(Self::Generative),
+            other => Err(format!(
+                "unknown answer style {other:?}: use extractive or generative"
+            )),
+        }
+    }
 }
 
 /// A versioned prompt template. Placeholders: in `passage`, `{n}`, `{title}`, `{location}`

@@ -118,7 +118,11 @@ pub(crate) struct AnswerRequest {
     /// Abstain below this question–passage similarity (default: the knowledge base's).
     #[serde(default)]
     min_relevance: Option<f32>,
-    /// Stream server-sent events: `sources`, `delta`, `replace`, then `answer` (or `error`).
+    /// `extractive` (quote the sentence that answers) or `generative` (the model writes;
+    /// default: the knowledge base's `answer.style`, else extractive).
+    #[serde(default)]
+    style: Option<basalt_kb::AnswerStyle>,
+    /// Stream server-sent events: `sources`, `delta`, then `answer` (or `error`).
     #[serde(default)]
     stream: bool,
     /// Continue a conversation (`POST /v1/sessions`): earlier turns give follow-ups context,
@@ -185,6 +189,7 @@ pub(crate) async fn answer(
         passages: request.passages,
         filter: parse_filter(request.filter.as_deref())?,
         min_relevance: request.min_relevance,
+        style: request.style,
         max_tokens: request.max_tokens,
         reader: caller.reader(),
         ..AnswerOptions::default()

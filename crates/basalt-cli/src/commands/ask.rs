@@ -37,6 +37,10 @@ pub(crate) struct AnswerArgs {
     /// [default: the KB's, else 0.59]
     #[arg(long, value_name = "COSINE")]
     min_relevance: Option<f32>,
+    /// extractive (quote the sentence that answers) or generative (the model writes)
+    /// [default: the KB's answer.style, else extractive]
+    #[arg(long, value_name = "STYLE")]
+    style: Option<basalt_kb::AnswerStyle>,
     /// Budget for passage text in the prompt, in embedding-model tokens: the sentences most
     /// similar to the question [default: 128]
     #[arg(long, value_name = "N")]
@@ -125,6 +129,7 @@ impl Loaded {
                 fusion: None,
                 filter,
                 min_relevance: args.min_relevance,
+                style: args.style,
                 context_tokens: args.context_tokens,
                 max_tokens: Some(args.max_tokens),
                 temperature: args.temperature,

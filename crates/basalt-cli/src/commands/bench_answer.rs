@@ -29,6 +29,10 @@ pub(crate) struct AnswerBenchArgs {
     /// Most tokens per answer
     #[arg(long, default_value_t = 64)]
     max_tokens: usize,
+    /// generative (the model writes: what this bench is for) or extractive (quoted answers,
+    /// the default style of `ask`)
+    #[arg(long, default_value = "generative", value_name = "STYLE")]
+    style: basalt_kb::AnswerStyle,
     #[command(flatten)]
     report: ReportArgs,
 }
@@ -69,6 +73,7 @@ pub(crate) fn run(args: &AnswerBenchArgs, settings: &Settings) -> anyhow::Result
         passages: Some(args.passages),
         // Every question goes to the model: this measures generation, not abstention.
         min_relevance: Some(-1.0),
+        style: Some(args.style),
         max_tokens: Some(args.max_tokens),
         ..AnswerOptions::default()
     };

@@ -40,6 +40,14 @@ pub(crate) enum EvalCommand {
         after_help = "Example:\n  basalt eval compare eval/baseline eval/new-prompt --out eval/compare"
     )]
     Compare(super::eval_answers::CompareArgs),
+    /// Fit the answer-sentence selector on part of a QA dataset (and SciFact's rationales)
+    /// and measure it on the rest, against cosine alone and the built-in weights
+    #[command(
+        after_help = "Example:\n  basalt eval selector --dataset clapnq-dev/answerable.jsonl \\\n    \
+        --scifact scifact-train --scifact-kb scifact\n\n\
+        docs/answers.md says how the built-in weights were made."
+    )]
+    Selector(super::eval_selector::SelectorArgs),
     /// Precision, recall and F1 of the sensitive-information detectors on labelled entity spans
     #[command(
         after_help = "Example:\n  basalt eval guardrails --dataset guardrails/pii-spans.jsonl"
@@ -161,6 +169,7 @@ pub(crate) fn run(command: EvalCommand, settings: &Settings) -> anyhow::Result<E
         EvalCommand::Answers(args) => return super::eval_answers::run(&args, settings),
         EvalCommand::Guardrails(args) => return super::guard::eval(&args, settings),
         EvalCommand::Compare(args) => return super::eval_answers::compare(&args),
+        EvalCommand::Selector(args) => return super::eval_selector::run(&args, settings),
     };
     let corpus_bytes = std::fs::read(&args.corpus)
         .with_context(|| format!("while reading the corpus {}", args.corpus.display()))?;

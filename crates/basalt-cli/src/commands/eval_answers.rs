@@ -45,6 +45,9 @@ pub(crate) struct AnswersArgs {
     /// Least relevance before the model is asked [default: the KB's, else the built-in]
     #[arg(long)]
     min_relevance: Option<f32>,
+    /// extractive or generative [default: the KB's answer.style, else extractive]
+    #[arg(long, value_name = "STYLE")]
+    style: Option<basalt_kb::AnswerStyle>,
     /// Most tokens per answer
     #[arg(long, default_value_t = 128)]
     max_tokens: usize,
@@ -68,11 +71,11 @@ pub(crate) struct AnswersArgs {
 
 /// One question as read from a dataset.
 #[derive(Debug, Clone)]
-struct Question {
-    id: String,
-    text: String,
-    answers: Vec<String>,
-    answerable: bool,
+pub(crate) struct Question {
+    pub(crate) id: String,
+    pub(crate) text: String,
+    pub(crate) answers: Vec<String>,
+    pub(crate) answerable: bool,
     gold_passages: Vec<String>,
     passages: Vec<Passage>,
 }
@@ -111,7 +114,7 @@ struct RawOutput {
     answer: String,
 }
 
-fn load(path: &Path, limit: Option<usize>) -> anyhow::Result<Vec<Question>> {
+pub(crate) fn load(path: &Path, limit: Option<usize>) -> anyhow::Result<Vec<Question>> {
     let text = std::fs::read_to_string(path)
         .with_context(|| format!("while reading the questions {}", path.display()))?;
     let mut questions = Vec::new();
@@ -181,7 +184,7 @@ fn passage_id(question: &str, number: usize, passage: &Passage) -> String {
 }
 
 /// A knowledge base of the questions' passages, named after their hash, built once and reused.
-fn build_kb(settings: &Settings, questions: &[Question]) -> anyhow::Result<String> {
+pub(crate) fn build_kb(settings: &Settings, questions: &[Question]) -> anyhow::Result<String> {
     let mut seen = HashSet::new();
     let mut lines = Vec::new();
     for question in questions {
@@ -389,6 +392,7 @@ pub(crate) fn run(args: &AnswersArgs, settings: &Settings) -> anyhow::Result<Exi
     let options = AnswerOptions {
         passages: args.passages,
         min_relevance: args.min_relevance,
+        style: args.style,
         max_tokens: Some(args.max_tokens),
         ..AnswerOptions::default()
     };
@@ -448,6 +452,7 @@ pub(crate) fn run(args: &AnswersArgs, settings: &Settings) -> anyhow::Result<Exi
                 .and_then(|value| value.as_str().map(str::to_owned)),
             relevance: answer.relevance,
             first_token_ms: answer.timings.first_token_ms,
+            first_shown_ms: answer.timings.first_shown_ms,
             total_ms: answer.timings.total_ms,
             generation_ms: answer.timings.generation_ms,
             prompt_tokens: answer.usage.prompt_tokens,

@@ -10,6 +10,7 @@ mod bench_vectors;
 mod embed;
 mod eval;
 mod eval_answers;
+mod eval_selector;
 mod generate;
 mod guard;
 mod ingest;
