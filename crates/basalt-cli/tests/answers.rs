@@ -252,6 +252,9 @@ fn eval_answers_on_clapnq_reports_renders_and_gates() {
         "token_f1",
         "faithfulness",
         "citation_coverage",
+        "fact_support",
+        "rouge_l_model_written",
+        "rouge_l_extractive",
     ] {
         assert!(
             (0.05..=1.0).contains(&metric(name)),

@@ -314,9 +314,110 @@ pub fn exact_match(prediction: &str, references: &[String]) -> bool {
         .any(|reference| squad_tokens(reference) == predicted)
 }
 
+/// The numbers and names of an answer, as an outside check sees them — written apart from the
+/// answer pipeline's own check, so the pipeline does not grade itself: every run of digits
+/// (with its `,` or `.` separators, trailing `%` dropped) and every capitalised word that does
+/// not open a sentence. A list's enumerator ("1." or "2)" opening a sentence) is not a fact.
+pub fn facts(text: &str) -> Vec<String> {
+    let mut found = Vec::new();
+    let mut opens_sentence = true;
+    for raw in text.split_whitespace() {
+        let word = bare(raw);
+        let enumerator = opens_sentence
+            && raw.ends_with(['.', ')'])
+            && !word.is_empty()
+            && word.chars().all(|c| c.is_ascii_digit());
+        if enumerator {
+            continue;
+        }
+        if word.chars().any(|c| c.is_ascii_digit()) {
+            let number: String = word
+                .chars()
+                .filter(|c| c.is_ascii_digit() || *c == '.')
+                .collect();
+            let number = number.trim_matches('.').to_owned();
+            if !number.is_empty() && !found.contains(&number) {
+                found.push(number);
+            }
+        } else if !opens_sentence
+            && word.chars().next().is_some_and(char::is_uppercase)
+            && word.chars().count() > 1
+            && !found.iter().any(|known| known == word)
+        {
+            found.push(word.to_owned());
+        }
+        opens_sentence = raw.ends_with(['.', '!', '?', ':']) || raw.starts_with('[');
+    }
+    found
+}
+
+/// A word without the punctuation around it or a possessive `'s`.
+fn bare(raw: &str) -> &str {
+    let word = raw.trim_matches(|c: char| !c.is_alphanumeric());
+    word.strip_suffix("'s")
+        .or_else(|| word.strip_suffix("\u{2019}s"))
+        .unwrap_or(word)
+}
+
+/// The facts of `answer` ([`facts`]) that none of `passages` holds: a number is looked for
+/// among the passages' numbers (separators ignored), a name as a word of the passages.
+pub fn unsupported_facts(answer: &str, passages: &[&str]) -> (usize, Vec<String>) {
+    let mut numbers = std::collections::HashSet::new();
+    let mut words = std::collections::HashSet::new();
+    for passage in passages {
+        for raw in passage.split_whitespace() {
+            let word = bare(raw);
+            if word.chars().any(|c| c.is_ascii_digit()) {
+                let number: String = word
+                    .chars()
+                    .filter(|c| c.is_ascii_digit() || *c == '.')
+                    .collect();
+                numbers.insert(number.trim_matches('.').replace('.', ""));
+            }
+            for part in word.split(|c: char| !c.is_alphanumeric()) {
+                words.insert(part.to_owned());
+            }
+            words.insert(word.to_owned());
+        }
+    }
+    let found = facts(answer);
+    let missing = found
+        .iter()
+        .filter(|fact| {
+            if fact.chars().any(|c| c.is_ascii_digit()) {
+                !numbers.contains(&fact.replace('.', ""))
+            } else {
+                !words.contains(fact.as_str())
+            }
+        })
+        .cloned()
+        .collect();
+    (found.len(), missing)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn facts_not_in_the_cited_passages_are_found() {
+        let passage = "The sabbatical lasts 6 weeks after 5 years. Severance is at most 4 months, \
+                       paid by Acme Payroll.";
+        let (checked, missing) = unsupported_facts(
+            "A sabbatical lasts 3 months. Severance is paid by Acme Payroll within 1,000 days.",
+            &[passage],
+        );
+        // 3, Acme, Payroll, 1000 ("Severance" opens a sentence).
+        assert_eq!(checked, 4);
+        assert_eq!(missing, ["3", "1000"]);
+        let (_, missing) = unsupported_facts("It took 4 months, said Acme's team.", &[passage]);
+        assert!(missing.is_empty(), "{missing:?}");
+        assert_eq!(
+            facts("In 2019 Marie Curie won."),
+            ["2019", "Marie", "Curie"]
+        );
+        assert_eq!(facts("1. Paris is big. 2) It has 3 airports."), ["3"]);
+    }
 
     fn refs(texts: &[&str]) -> Vec<String> {
         texts.iter().map(|t| (*t).to_owned()).collect()

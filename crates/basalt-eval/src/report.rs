@@ -26,6 +26,14 @@ pub struct CitedPassage {
 pub struct CitationRecord {
     pub text: String,
     pub passages: Vec<CitedPassage>,
+    /// `cited`: the answer's own marker names the passages; `matched`: a sentence without a
+    /// marker, attributed to the passage holding most of its words.
+    #[serde(default = "cited")]
+    pub kind: String,
+}
+
+fn cited() -> String {
+    "cited".into()
 }
 
 /// One question's result.
@@ -44,6 +52,12 @@ pub struct QuestionRecord {
     /// Generated sentences that failed the check and were never shown.
     #[serde(default)]
     pub unverified_sentences: usize,
+    /// Numbers and names in the answer, and those no passage it cites holds (an outside check,
+    /// `metrics::unsupported_facts`, not the pipeline's own).
+    #[serde(default)]
+    pub facts_checked: usize,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub unsupported_facts: Vec<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub abstain_reason: Option<String>,
     /// The cosine of the question with the best passage sentence retrieved (what the
@@ -159,8 +173,26 @@ pub const METRICS: &[(&str, &str)] = &[
         "faithfulness of the extractive answers (a passage sentence)",
     ),
     (
+        "rouge_l_model_written",
+        "ROUGE-L of the answers in the model's words",
+    ),
+    ("rouge_l_extractive", "ROUGE-L of the quoted answers"),
+    (
+        "token_f1_model_written",
+        "token F1 of the answers in the model's words",
+    ),
+    ("token_f1_extractive", "token F1 of the quoted answers"),
+    (
+        "fact_support",
+        "answers whose every number and name is in a passage they cite (an outside check)",
+    ),
+    (
+        "fact_support_model_written",
+        "fact support of the answers in the model's words",
+    ),
+    (
         "extractive_rate",
-        "answers that are a passage sentence because no generated sentence passed the check",
+        "answers that quote the passages (the extractive style, or no generated sentence passed)",
     ),
     (
         "unverified_sentences_mean",
@@ -169,6 +201,14 @@ pub const METRICS: &[(&str, &str)] = &[
     (
         "citation_precision",
         "cited passages that support the span citing them",
+    ),
+    (
+        "citation_precision_cited",
+        "citation precision of the answer's own markers",
+    ),
+    (
+        "citation_precision_matched",
+        "citation precision of citations matched to unmarked sentences",
     ),
     (
         "citation_coverage",
@@ -280,11 +320,60 @@ impl AnswerReport {
                 Higher,
             );
         }
+        for (part, extractive) in [("model_written", false), ("extractive", true)] {
+            let written = || {
+                answerable
+                    .iter()
+                    .filter(move |r| !r.abstained && r.extractive == extractive)
+            };
+            put(
+                &format!("rouge_l_{part}"),
+                written()
+                    .filter_map(|r| r.rouge.map(|x| x.rouge_l))
+                    .collect(),
+                Higher,
+            );
+            put(
+                &format!("token_f1_{part}"),
+                written().filter_map(|r| r.token_f1).collect(),
+                Higher,
+            );
+        }
+        put(
+            "fact_support",
+            answered
+                .iter()
+                .map(|r| flag(r.unsupported_facts.is_empty()))
+                .collect(),
+            Higher,
+        );
+        put(
+            "fact_support_model_written",
+            answered
+                .iter()
+                .filter(|r| !r.extractive)
+                .map(|r| flag(r.unsupported_facts.is_empty()))
+                .collect(),
+            Higher,
+        );
         put(
             "extractive_rate",
             answered.iter().map(|r| flag(r.extractive)).collect(),
             Lower,
         );
+        for kind in ["cited", "matched"] {
+            put(
+                &format!("citation_precision_{kind}"),
+                answered
+                    .iter()
+                    .flat_map(|r| &r.citations)
+                    .filter(|c| c.kind == kind)
+                    .flat_map(|c| &c.passages)
+                    .map(|p| flag(p.supported))
+                    .collect(),
+                Higher,
+            );
+        }
         let cited: Vec<f64> = answered
             .iter()
             .flat_map(|r| &r.citations)
@@ -742,11 +831,14 @@ pub(crate) mod tests {
                         support: 0.8,
                         supported: id != "b",
                     }],
+                    kind: "cited".into(),
                 }]
             },
             sentences: usize::from(!abstained),
             extractive: false,
             unverified_sentences: 0,
+            facts_checked: 1,
+            unsupported_facts: Vec::new(),
             gold_recall: answerable.then_some(1.0),
             first_token_ms: 100.0,
             first_shown_ms: 150.0,

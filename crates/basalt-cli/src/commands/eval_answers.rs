@@ -317,7 +317,15 @@ fn support(
                 cited.push(reference.clone());
             }
         }
-        records.push(CitationRecord { text, passages });
+        let kind = serde_json::to_value(citation.kind)?
+            .as_str()
+            .unwrap_or("cited")
+            .to_owned();
+        records.push(CitationRecord {
+            text,
+            passages,
+            kind,
+        });
     }
     // Sentences are counted as the scorer splits them (those with content words).
     let report = score_grounding(embedder, question, &answer.answer, &cited)?;
@@ -423,6 +431,17 @@ pub(crate) fn run(args: &AnswersArgs, settings: &Settings) -> anyhow::Result<Exi
             bleu.add(&BleuStats::of(&plain, &question.answers));
         }
         let (faithfulness, citations, sentences) = support(&embedder, &question.text, &answer)?;
+        let (facts_checked, unsupported_facts) = if answer.abstained {
+            (0, Vec::new())
+        } else {
+            let mut cited: Vec<&str> = Vec::new();
+            for reference in answer.citations.iter().flat_map(|c| &c.references) {
+                if !cited.contains(&reference.text.as_str()) {
+                    cited.push(&reference.text);
+                }
+            }
+            basalt_eval::metrics::unsupported_facts(&plain, &cited)
+        };
         let recall = gold_recall(
             &kb,
             &embedder,
@@ -446,6 +465,8 @@ pub(crate) fn run(args: &AnswersArgs, settings: &Settings) -> anyhow::Result<Exi
             abstained: answer.abstained,
             extractive: answer.extractive,
             unverified_sentences: answer.unverified_sentences,
+            facts_checked,
+            unsupported_facts,
             abstain_reason: answer
                 .abstain_reason
                 .and_then(|reason| serde_json::to_value(reason).ok())
