@@ -10,6 +10,14 @@
 //! and is never lowered below [`MIN_THRESHOLD`] or raised above [`MAX_THRESHOLD`].
 //! On a KB that does cover general knowledge the probes score high and the threshold rises
 //! with them, which is the cautious direction.
+//!
+//! Off-topic probes only say how low the threshold may go. Over a manual they score so low
+//! (0.1–0.3) that the threshold falls to its floor, and a question on the manual's subject
+//! that the manual does not answer is then answered with whatever sentence is nearest. So
+//! the knowledge base's own topics are asked too: "What is {title}?" for its documents'
+//! titles and the section headings retrieval finds for them (five words at most). Those it can answer, and the
+//! threshold is raised to the score [`TOPIC_QUANTILE`] of them stay under — the level of a
+//! question squarely about one of its topics.
 
 use basalt_kb::KnowledgeBase;
 use basalt_model::Embedder;
@@ -32,6 +40,18 @@ pub const MIN_THRESHOLD: f32 = 0.3;
 /// The most threshold calibration sets: the ClapNQ-calibrated default is 0.59.
 pub const MAX_THRESHOLD: f32 = 0.7;
 
+/// The share of the knowledge base's own topic questions the threshold may leave below it.
+pub const TOPIC_QUANTILE: f32 = 0.1;
+
+/// Most topic questions asked (spread evenly over the sorted titles and headings).
+const MAX_TOPICS: usize = 40;
+
+/// Longest title or heading asked about, in words.
+const MAX_TOPIC_WORDS: usize = 5;
+
+/// Fewer topic questions than this say nothing about the knowledge base: they are not used.
+const MIN_TOPICS: usize = 5;
+
 /// The scores of the probes and the threshold they give.
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct Calibration {
@@ -44,6 +64,10 @@ pub struct Calibration {
     pub median: f32,
     /// Every probe with its relevance (0 when retrieval found nothing), highest first.
     pub scores: Vec<ProbeScore>,
+    /// The knowledge base's own topics asked as questions, and the relevance [`TOPIC_QUANTILE`]
+    /// of them score under (`None` when there were too few topics to ask).
+    pub topics: Vec<ProbeScore>,
+    pub topic_floor: Option<f32>,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize)]
@@ -78,20 +102,90 @@ pub fn calibrate(
         });
     }
     scores.sort_by(|left, right| right.relevance.total_cmp(&left.relevance));
-    Ok(from_scores(scores))
+    let mut topics = Vec::new();
+    for question in topic_questions(kb, embedder)? {
+        let score = relevance(kb, embedder, &question, &options)?.unwrap_or(0.0);
+        topics.push(ProbeScore {
+            question,
+            relevance: score,
+        });
+    }
+    topics.sort_by(|left, right| left.relevance.total_cmp(&right.relevance));
+    Ok(from_scores(scores, topics))
 }
 
-fn from_scores(scores: Vec<ProbeScore>) -> Calibration {
+/// "What is {topic}?" for the knowledge base's document titles and the section headings a
+/// search for each title finds, sorted, at most [`MAX_TOPICS`] spread evenly over them.
+fn topic_questions(kb: &KnowledgeBase, embedder: &dyn Embedder) -> Result<Vec<String>> {
+    let mut topics = std::collections::BTreeSet::new();
+    // A topic is a short name ("Refunds", "Parental leave"), not a paper's title: a long
+    // title asked back scores like a quotation of the text.
+    let fits = |text: &str| {
+        (2..=60).contains(&text.chars().count())
+            && text.split_whitespace().count() <= MAX_TOPIC_WORDS
+    };
+    let titles: Vec<String> = kb
+        .documents()?
+        .into_iter()
+        .filter_map(|document| document.title)
+        .map(|title| title.split_whitespace().collect::<Vec<_>>().join(" "))
+        .filter(|title| fits(title))
+        .collect::<std::collections::BTreeSet<_>>()
+        .into_iter()
+        .collect();
+    let search = basalt_kb::SearchOptions {
+        k: 5,
+        ..basalt_kb::SearchOptions::default()
+    };
+    for title in spread(&titles, MAX_TOPICS) {
+        for hit in kb.search(Some(embedder), title, &search)?.hits {
+            if let Some(heading) = hit.heading_path.last() {
+                let heading = heading.trim_matches(|c: char| "#*`_ ".contains(c));
+                if fits(heading) {
+                    topics.insert(heading.to_owned());
+                }
+            }
+        }
+        topics.insert(title.clone());
+    }
+    let topics: Vec<String> = topics.into_iter().collect();
+    Ok(spread(&topics, MAX_TOPICS)
+        .into_iter()
+        .map(|topic| format!("What is {topic}?"))
+        .collect())
+}
+
+/// At most `most` of `items`, spread evenly over them.
+fn spread<T>(items: &[T], most: usize) -> Vec<&T> {
+    if items.len() <= most {
+        return items.iter().collect();
+    }
+    (0..most)
+        .map(|index| &items[index * items.len() / most])
+        .collect()
+}
+
+/// The threshold from the off-topic probes' scores (highest first) and the topic questions'
+/// (lowest first): a margin above the third-highest probe, raised to the topics' quantile,
+/// within the bounds.
+fn from_scores(scores: Vec<ProbeScore>, topics: Vec<ProbeScore>) -> Calibration {
     let at = |index: usize| scores.get(index).map_or(0.0, |score| score.relevance);
     let (highest, third_highest) = (at(0), at(2));
     let median = at(scores.len() / 2);
+    let topic_floor = (topics.len() >= MIN_TOPICS).then(|| {
+        let index = ((topics.len() as f32 * TOPIC_QUANTILE) as usize).min(topics.len() - 1);
+        topics[index].relevance
+    });
+    let threshold = (third_highest + MARGIN).max(topic_floor.unwrap_or(f32::MIN));
     Calibration {
-        threshold: (third_highest + MARGIN).clamp(MIN_THRESHOLD, MAX_THRESHOLD),
+        threshold: threshold.clamp(MIN_THRESHOLD, MAX_THRESHOLD),
         probes: scores.len(),
         highest,
         third_highest,
         median,
         scores,
+        topics,
+        topic_floor,
     }
 }
 
@@ -111,12 +205,33 @@ mod tests {
 
     #[test]
     fn threshold_is_a_margin_above_the_third_highest_probe_within_bounds() {
-        let calibration = from_scores(scores(&[0.92, 0.9, 0.41, 0.3, 0.2, 0.1]));
+        let none = || scores(&[]);
+        let calibration = from_scores(scores(&[0.92, 0.9, 0.41, 0.3, 0.2, 0.1]), none());
         assert!((calibration.threshold - 0.46).abs() < 1e-6);
         assert_eq!(calibration.median, 0.3);
-        assert!((from_scores(scores(&[0.2, 0.1, 0.1])).threshold - MIN_THRESHOLD).abs() < 1e-6);
-        assert!((from_scores(scores(&[0.9, 0.8, 0.8])).threshold - MAX_THRESHOLD).abs() < 1e-6);
-        assert!((from_scores(scores(&[])).threshold - MIN_THRESHOLD).abs() < 1e-6);
+        let threshold = |probes: &[f32]| from_scores(scores(probes), none()).threshold;
+        assert!((threshold(&[0.2, 0.1, 0.1]) - MIN_THRESHOLD).abs() < 1e-6);
+        assert!((threshold(&[0.9, 0.8, 0.8]) - MAX_THRESHOLD).abs() < 1e-6);
+        assert!((threshold(&[]) - MIN_THRESHOLD).abs() < 1e-6);
+    }
+
+    #[test]
+    fn the_knowledge_bases_own_topics_raise_the_threshold_to_their_low_quantile() {
+        let probes = || scores(&[0.3, 0.25, 0.2, 0.1]);
+        // Ten topics, lowest first: the 10% quantile is the second lowest.
+        let topics: Vec<f32> = (0..10).map(|i| 0.4 + 0.02 * i as f32).collect();
+        let calibration = from_scores(probes(), scores(&topics));
+        assert!((calibration.topic_floor.expect("topics") - 0.42).abs() < 1e-6);
+        assert!((calibration.threshold - 0.42).abs() < 1e-6);
+        // Too few topics: the probes alone decide.
+        let calibration = from_scores(probes(), scores(&[0.6, 0.7]));
+        assert_eq!(calibration.topic_floor, None);
+        assert!((calibration.threshold - MIN_THRESHOLD).abs() < 1e-6);
+        // Topics scoring under the probes do not lower it.
+        let low: Vec<f32> = (0..10).map(|_| 0.1).collect();
+        let calibration = from_scores(scores(&[0.6, 0.55, 0.5]), scores(&low));
+        assert!((calibration.threshold - 0.55).abs() < 1e-6);
+        assert_eq!(spread(&[1, 2, 3, 4], 2), [&1, &3]);
     }
 
     #[test]

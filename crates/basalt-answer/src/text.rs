@@ -16,11 +16,18 @@ const STOP_WORDS: &[&str] = &[
 /// Lower-cased, lightly stemmed words and numbers of `text` that carry meaning (no function
 /// words), so "averages" in an answer meets "average" in a passage.
 pub(crate) fn content_words(text: &str) -> Vec<String> {
+    unstemmed_content_words(text)
+        .into_iter()
+        .map(|word| stem(&word).to_owned())
+        .collect()
+}
+
+/// [`content_words`] as they are written (lower-cased), for a search to analyze itself.
+pub(crate) fn unstemmed_content_words(text: &str) -> Vec<String> {
     text.split(|c: char| !c.is_alphanumeric())
         .filter(|word| !word.is_empty())
         .map(str::to_lowercase)
         .filter(|word| !STOP_WORDS.contains(&word.as_str()))
-        .map(|word| stem(&word).to_owned())
         .collect()
 }
 

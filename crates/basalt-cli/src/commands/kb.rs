@@ -148,6 +148,18 @@ fn calibrate(args: &CalibrateArgs, settings: &Settings) -> anyhow::Result<ExitCo
         "{} off-topic probes: highest {:.3}, third {:.3}, median {:.3}",
         result.probes, result.highest, result.third_highest, result.median
     ))?;
+    match result.topic_floor {
+        Some(floor) => print_line(&format!(
+            "{} questions on its own topics (\"{}\", …): {:.0}% score under {floor:.3}",
+            result.topics.len(),
+            result
+                .topics
+                .first()
+                .map_or("", |topic| topic.question.as_str()),
+            calibrate::TOPIC_QUANTILE * 100.0
+        ))?,
+        None => print_line("too few titles and headings to ask about its own topics")?,
+    }
     let before = previous.map_or_else(
         || format!("the default {}", basalt_answer::DEFAULT_MIN_RELEVANCE),
         |value| format!("{value:.3}"),
