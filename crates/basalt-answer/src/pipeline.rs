@@ -389,6 +389,9 @@ impl Retrieved {
 /// the docs cannot answer; on ClapNQ's halves it changes the ROC AUC by under 0.003).
 const UNKNOWN_WORD_PENALTY: f32 = 0.2;
 
+/// Most of a question's words looked up for [`unknown_words`].
+const MAX_LOOKUPS: usize = 24;
+
 /// The share of `query`'s content words that no passage `options` lets the reader see holds
 /// (a keyword search for each finds nothing).
 fn unknown_words(
@@ -398,6 +401,8 @@ fn unknown_words(
     options: &AnswerOptions,
 ) -> Result<f32> {
     let mut words = crate::text::unstemmed_content_words(query);
+    // A pasted paragraph is not looked up word by word: its first words say enough.
+    words.truncate(MAX_LOOKUPS);
     words.sort();
     words.dedup();
     if words.is_empty() {

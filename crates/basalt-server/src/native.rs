@@ -122,7 +122,8 @@ pub(crate) struct AnswerRequest {
     /// default: the knowledge base's `answer.style`, else extractive).
     #[serde(default)]
     style: Option<basalt_kb::AnswerStyle>,
-    /// Stream server-sent events: `sources`, `delta`, then `answer` (or `error`).
+    /// Stream server-sent events: `sources`, `delta`, `replace` (a guardrail blocked the
+    /// question or the answer), then `answer` (or `error`).
     #[serde(default)]
     stream: bool,
     /// Continue a conversation (`POST /v1/sessions`): earlier turns give follow-ups context,

@@ -285,6 +285,11 @@ pub(crate) struct ChatRequest {
     /// Basalt: add what the guardrail found and did to the message (`guardrail`).
     #[serde(default)]
     guardrail_trace: bool,
+    /// Basalt, for a `kb:NAME` model: `extractive` (quote the sentences that answer) or
+    /// `generative` (the model writes); default: the knowledge base's `answer.style`, else
+    /// extractive.
+    #[serde(default)]
+    style: Option<basalt_kb::AnswerStyle>,
 }
 
 /// A validated chat request.
@@ -299,6 +304,7 @@ struct Chat {
     sampling: SamplingOptions,
     guardrail: Option<String>,
     guardrail_trace: bool,
+    style: Option<basalt_kb::AnswerStyle>,
 }
 
 fn text_of(content: Option<Content>, index: usize) -> Result<String, ApiError> {
@@ -368,6 +374,7 @@ fn validate(request: ChatRequest) -> Result<Chat, ApiError> {
         },
         guardrail: request.guardrail,
         guardrail_trace: request.guardrail_trace,
+        style: request.style,
     })
 }
 
@@ -534,6 +541,7 @@ pub(crate) async fn chat_completions(
                     temperature: chat.sampling.temperature,
                     seed: chat.sampling.seed,
                     reader: caller.reader(),
+                    style: chat.style,
                     ..AnswerOptions::default()
                 }),
             }

@@ -290,6 +290,19 @@ async fn malformed_requests_get_the_code_that_says_why() {
     let missing = ask("hi".into(), json!({"model": "kb:missing"}));
     let response = api.call("POST", chat, admin, Some(&missing)).await;
     assert_error(&response, Code::KnowledgeBaseNotFound);
+    let style = ask(
+        "hi".into(),
+        json!({"model": "kb:missing", "style": "poetic"}),
+    );
+    let response = api.call("POST", chat, admin, Some(&style)).await;
+    assert_error(&response, Code::InvalidJson);
+    assert!(
+        response.2["error"]["message"]
+            .to_string()
+            .contains("extractive"),
+        "the message names the styles there are: {}",
+        response.2
+    );
     let two = ask("hi".into(), json!({"n": 2}));
     let response = api.call("POST", chat, admin, Some(&two)).await;
     assert_error(&response, Code::InvalidRequest);
