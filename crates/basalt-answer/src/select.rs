@@ -2,14 +2,16 @@
 //!
 //! One MiniLM cosine scores a sentence alone, out of its context, and prefers a sentence that
 //! names the question's subject over the one that answers it ("An API key acts as one
-//! principal." over "Only a salted SHA-256 of the secret is stored."). The selector scores each
-//! candidate with a linear model over [`FEATURES`]: the cosine, the cosine of its neighbours,
-//! where its passage ranked, how many of the question's words the sentence, its neighbours and
-//! its passage's title and headings hold, whether it is prose or a fragment, and whether it holds
-//! a number when the question asks for one. The weights are fitted by [`fit`] (a listwise
-//! softmax over each question's candidates, by gradient descent) with `basalt eval selector`
-//! on data the team may train on (ClapNQ's first half, SciFact's training rationales); the
-//! built-in ones ([`Selector::builtin`]) and how they were made are in docs/answers.md.
+//! principal." over "Only a salted SHA-256 of the secret is stored." — a case this selector
+//! does not yet get right either; docs/answers.md). The selector scores each candidate with a
+//! linear model over [`FEATURES`]: the cosine, the cosine of its neighbours, where its passage
+//! ranked, how many of the question's words the sentence, its neighbours and its passage's
+//! title and headings hold, whether it is prose or a fragment, and whether it holds a number
+//! when the question asks for one. The weights are fitted by [`fit`] (a listwise softmax over
+//! each question's candidates, by gradient descent) with `basalt eval selector` on data the
+//! team may train on (ClapNQ's dev questions and SciFact's training rationales, at even
+//! positions); the built-in ones ([`Selector::builtin`]) and how they were made are in
+//! docs/answers.md.
 
 use std::collections::HashSet;
 
@@ -207,8 +209,8 @@ pub struct Selector {
 }
 
 impl Selector {
-    /// The weights Basalt ships: fitted with `basalt eval selector` on ClapNQ's first half
-    /// (answerable questions at even positions) and SciFact's training rationales; see
+    /// The weights Basalt ships: fitted with `basalt eval selector` on the ClapNQ dev
+    /// questions and SciFact training claims at even positions (the odd ones held out); see
     /// docs/answers.md for the command and the held-out figures.
     pub const fn builtin() -> Self {
         Self {
