@@ -373,6 +373,7 @@ fn cross_encoder(
     let base = settings.models_dir.default_embedding_model();
     let threads = std::thread::available_parallelism().map_or(2, usize::from);
     let started = std::time::Instant::now();
+    let progress = super::fine_tuning_progress(args.json);
     let borrowed: Vec<&str> = texts.iter().map(String::as_str).collect();
     let encoder = basalt_model::FineTunedClassifier::train(
         &base,
@@ -382,11 +383,12 @@ fn cross_encoder(
         threads,
         &options,
         &mut |step, steps, loss| {
-            if step % 50 == 0 {
-                eprintln!("step {step}/{steps} loss {loss:.4}");
-            }
+            progress.set_length(steps as u64);
+            progress.set_position(step as u64);
+            progress.set_message(format!("{loss:.4}"));
         },
     )?;
+    progress.finish_and_clear();
     print_line(&format!(
         "fine-tuned in {:.0} s",
         started.elapsed().as_secs_f64()

@@ -339,15 +339,7 @@ fn train_attacks(args: &TrainAttacksArgs, settings: &Settings) -> anyhow::Result
             .base_model
             .clone()
             .unwrap_or_else(|| settings.models_dir.default_embedding_model());
-        let progress = indicatif::ProgressBar::new(0).with_style(
-            indicatif::ProgressStyle::with_template(
-                "fine-tuning {bar:30} {pos}/{len} steps, loss {msg}, {elapsed} ({eta} left)",
-            )
-            .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar()),
-        );
-        if args.json {
-            progress.set_draw_target(indicatif::ProgressDrawTarget::hidden());
-        }
+        let progress = super::fine_tuning_progress(args.json);
         let mut average = None::<f32>;
         let held_out = classifier
             .add_encoder(

@@ -208,3 +208,18 @@ pub(crate) fn print_line(text: &str) -> anyhow::Result<()> {
         other => Ok(other?),
     }
 }
+
+/// A progress bar for a fine-tuning run (steps, smoothed loss as the message); drawn nowhere
+/// when `hidden` (the output is JSON).
+pub(crate) fn fine_tuning_progress(hidden: bool) -> indicatif::ProgressBar {
+    let progress = indicatif::ProgressBar::new(0).with_style(
+        indicatif::ProgressStyle::with_template(
+            "fine-tuning {bar:30} {pos}/{len} steps, loss {msg}, {elapsed} ({eta} left)",
+        )
+        .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar()),
+    );
+    if hidden {
+        progress.set_draw_target(indicatif::ProgressDrawTarget::hidden());
+    }
+    progress
+}
