@@ -185,11 +185,6 @@ pub fn answer(
     }
     let settings = &kb.settings.answer;
     let template = settings.template.clone().unwrap_or_else(default_template);
-    let passages_wanted = options
-        .passages
-        .or(settings.passages)
-        .unwrap_or(DEFAULT_PASSAGES)
-        .max(1);
     let min_relevance = options
         .min_relevance
         .or(settings.min_relevance)
@@ -199,7 +194,7 @@ pub fn answer(
         .unwrap_or(DEFAULT_CONTEXT_TOKENS)
         .max(16);
     let query = crate::session::standalone_query(question, history);
-    let retrieved = retrieve(kb, engines.embedder, &query, options, passages_wanted)?;
+    let retrieved = retrieve(kb, engines.embedder, &query, options)?;
     let relevance = retrieved.relevance();
     let (chunks, ranked) = (retrieved.chunks, retrieved.ranked);
     let retrieval_ms = elapsed_ms(started);
@@ -227,11 +222,7 @@ pub fn answer(
         result.extractive = true;
         show(&answer, &mut result, started, observe);
         result.timings.first_token_ms = result.timings.first_shown_ms;
-        result.grounding = grounding(&answer, &result.sources);
-        result.citations = cite(&answer, &markers, &result.sources);
-        result.answer = answer;
-        result.timings.total_ms = elapsed_ms(started);
-        return Ok(result);
+        return Ok(finish(result, answer, &markers, started));
     }
     let window = engines.generator.info().context_window;
     let (prompt, prompt_tokens) = loop {
@@ -342,11 +333,16 @@ pub fn answer(
         result.extractive = true;
         show(&answer, &mut result, started, observe);
     }
+    Ok(finish(result, answer, &markers, started))
+}
+
+/// The answer as shown: its grounding, its citations, the total time.
+fn finish(mut result: Answer, answer: String, markers: &[Marker], started: Instant) -> Answer {
     result.grounding = grounding(&answer, &result.sources);
-    result.citations = cite(&answer, &markers, &result.sources);
+    result.citations = cite(&answer, markers, &result.sources);
     result.answer = answer;
     result.timings.total_ms = elapsed_ms(started);
-    Ok(result)
+    result
 }
 
 /// What retrieval found for an answer.
@@ -431,8 +427,12 @@ fn retrieve(
     embedder: &dyn Embedder,
     query: &str,
     options: &AnswerOptions,
-    passages_wanted: usize,
 ) -> Result<Retrieved> {
+    let passages_wanted = options
+        .passages
+        .or(kb.settings.answer.passages)
+        .unwrap_or(DEFAULT_PASSAGES)
+        .max(1);
     let vector = embedder.embed_query(query)?;
     let search = SearchOptions {
         mode: options.mode,
@@ -496,12 +496,7 @@ pub fn relevance(
     question: &str,
     options: &AnswerOptions,
 ) -> Result<Option<f32>> {
-    let passages = options
-        .passages
-        .or(kb.settings.answer.passages)
-        .unwrap_or(DEFAULT_PASSAGES)
-        .max(1);
-    Ok(retrieve(kb, embedder, question, options, passages)?.relevance())
+    Ok(retrieve(kb, embedder, question, options)?.relevance())
 }
 
 /// What an answer to a question would choose from: the sentences as the selector sees them.
@@ -521,12 +516,7 @@ pub fn selector_candidates(
     question: &str,
     options: &AnswerOptions,
 ) -> Result<SelectorInput> {
-    let passages = options
-        .passages
-        .or(kb.settings.answer.passages)
-        .unwrap_or(DEFAULT_PASSAGES)
-        .max(1);
-    let retrieved = retrieve(kb, embedder, question, options, passages)?;
+    let retrieved = retrieve(kb, embedder, question, options)?;
     Ok(SelectorInput {
         relevance: retrieved.relevance(),
         candidates: retrieved

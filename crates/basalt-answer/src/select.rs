@@ -65,19 +65,24 @@ pub fn features(
         .iter()
         .map(|candidate| candidate.cosine)
         .fold(f32::MIN, f32::max);
-    let coverage = |text: &str| -> f32 {
-        if asked.is_empty() {
-            return 0.0;
-        }
-        let words: HashSet<String> = content_words(text).into_iter().collect();
-        asked.iter().filter(|word| words.contains(*word)).count() as f32 / asked.len() as f32
-    };
-    // A question word most candidates hold (the subject) says less about which one answers
-    // than a word few hold: weights from the candidates' own document frequencies.
+    // Each candidate's content words, found once.
     let sets: Vec<HashSet<String>> = candidates
         .iter()
         .map(|candidate| content_words(&candidate.text).into_iter().collect())
         .collect();
+    // The share of the question's words that any of `held` holds.
+    let coverage = |held: &[&HashSet<String>]| -> f32 {
+        if asked.is_empty() {
+            return 0.0;
+        }
+        let found = asked
+            .iter()
+            .filter(|word| held.iter().any(|set| set.contains(*word)))
+            .count();
+        found as f32 / asked.len() as f32
+    };
+    // A question word most candidates hold (the subject) says less about which one answers
+    // than a word few hold: weights from the candidates' own document frequencies.
     let rarity: Vec<(&String, f32)> = asked
         .iter()
         .map(|word| {
@@ -97,7 +102,7 @@ pub fn features(
     let at = |chunk: usize, position: usize| {
         candidates
             .iter()
-            .find(|other| other.chunk == chunk && other.position == position)
+            .position(|other| other.chunk == chunk && other.position == position)
     };
     candidates
         .iter()
@@ -108,7 +113,7 @@ pub fn features(
                 .filter(|other| other.chunk == candidate.chunk)
                 .map(|other| other.cosine)
                 .fold(f32::MIN, f32::max);
-            let neighbours: Vec<&Candidate> = [
+            let neighbours: Vec<usize> = [
                 candidate.position.checked_sub(1),
                 Some(candidate.position + 1),
             ]
@@ -119,19 +124,25 @@ pub fn features(
             let neighbour_cosine = if neighbours.is_empty() {
                 candidate.cosine
             } else {
-                neighbours.iter().map(|n| n.cosine).sum::<f32>() / neighbours.len() as f32
+                neighbours
+                    .iter()
+                    .map(|&n| candidates[n].cosine)
+                    .sum::<f32>()
+                    / neighbours.len() as f32
             };
-            let context = neighbours
+            let context: Vec<&HashSet<String>> = neighbours
                 .iter()
-                .map(|n| n.text.as_str())
-                .chain([candidate.text.as_str()])
-                .collect::<Vec<_>>()
-                .join(" ");
-            let heading = chunks.get(candidate.chunk).map_or(String::new(), |chunk| {
-                let mut parts: Vec<&str> = chunk.title.iter().map(String::as_str).collect();
-                parts.extend(chunk.heading_path.iter().map(String::as_str));
-                parts.join(" ")
-            });
+                .map(|&n| &sets[n])
+                .chain([&sets[index]])
+                .collect();
+            let heading: HashSet<String> =
+                chunks
+                    .get(candidate.chunk)
+                    .map_or_else(HashSet::new, |chunk| {
+                        let mut parts: Vec<&str> = chunk.title.iter().map(String::as_str).collect();
+                        parts.extend(chunk.heading_path.iter().map(String::as_str));
+                        content_words(&parts.join(" ")).into_iter().collect()
+                    });
             let holds_number = candidate.text.chars().any(|c| c.is_ascii_digit());
             let rare = if rarity_total > 0.0 {
                 rarity
@@ -155,9 +166,9 @@ pub fn features(
                 1.0 / (1.0 + candidate.chunk as f32),
                 passage_best,
                 neighbour_cosine,
-                coverage(&candidate.text),
+                coverage(&[&sets[index]]),
                 coverage(&context),
-                coverage(&heading),
+                coverage(&[&heading]),
                 f32::from(u8::from(crate::pipeline::is_fragment(&candidate.text))),
                 f32::from(u8::from(candidate.position == 0)),
                 f32::from(u8::from(wants_number && holds_number)),

@@ -121,13 +121,6 @@ struct Rationale {
     rationale: Vec<String>,
 }
 
-#[derive(Deserialize)]
-struct Query {
-    #[serde(rename = "_id")]
-    id: String,
-    text: String,
-}
-
 pub(crate) fn run(args: &SelectorArgs, settings: &Settings) -> anyhow::Result<ExitCode> {
     anyhow::ensure!(
         !args.dataset.is_empty() || args.scifact.is_some(),
@@ -191,7 +184,7 @@ pub(crate) fn run(args: &SelectorArgs, settings: &Settings) -> anyhow::Result<Ex
         })?;
         let embedder = super::load_kb_embedder(&kb, settings)?;
         let claims: HashMap<String, String> =
-            read_lines::<Query>(&directory.join("queries.jsonl"))?
+            basalt_kb::eval::load_queries(&directory.join("queries.jsonl"))?
                 .into_iter()
                 .map(|query| (query.id, query.text))
                 .collect();
@@ -253,31 +246,22 @@ pub(crate) fn run(args: &SelectorArgs, settings: &Settings) -> anyhow::Result<Ex
             .iter()
             .filter(|example| example.source == source && example.held_out && example.answerable)
             .collect();
-        let groups: Vec<&Group> = chosen.iter().map(|example| &example.group).collect();
-        let rouge_l = |selector: &Selector| {
-            let rescored: Vec<Group> = chosen
-                .iter()
-                .map(|example| Group {
-                    features: example.group.features.clone(),
-                    gains: example.rouge_l.clone(),
-                })
-                .collect();
-            mean_top_gain(&rescored.iter().collect::<Vec<_>>(), selector)
-        };
-        if groups.is_empty() {
+        if chosen.is_empty() {
             continue;
         }
+        let gain = |selector: &Selector| mean_at_top(&chosen, selector, |e| &e.group.gains);
+        let rouge_l = |selector: &Selector| mean_at_top(&chosen, selector, |e| &e.rouge_l);
         held_out.push(SourceResult {
             source,
-            questions: groups.len(),
-            cosine: mean_top_gain(&groups, &Selector::cosine()),
-            builtin: mean_top_gain(&groups, &Selector::builtin()),
-            fitted: mean_top_gain(&groups, &fitted),
-            oracle: groups
+            questions: chosen.len(),
+            cosine: gain(&Selector::cosine()),
+            builtin: gain(&Selector::builtin()),
+            fitted: gain(&fitted),
+            oracle: chosen
                 .iter()
-                .map(|group| f64::from(group.gains.iter().copied().fold(0.0, f32::max)))
+                .map(|e| f64::from(e.group.gains.iter().copied().fold(0.0, f32::max)))
                 .sum::<f64>()
-                / groups.len() as f64,
+                / chosen.len() as f64,
             cosine_rouge_l: rouge_l(&Selector::cosine()),
             builtin_rouge_l: rouge_l(&Selector::builtin()),
             fitted_rouge_l: rouge_l(&fitted),
@@ -478,20 +462,26 @@ fn part_of(text: &str, answers: &[String]) -> f32 {
         .fold(0.0, f32::max)
 }
 
-/// The mean gain of the candidate `selector` puts first.
-fn mean_top_gain(groups: &[&Group], selector: &Selector) -> f64 {
-    let total: f64 = groups
+/// The mean over `chosen` of `value` (a number per candidate: its gain, its ROUGE-L) at the
+/// candidate `selector` puts first.
+fn mean_at_top(
+    chosen: &[&Example],
+    selector: &Selector,
+    value: impl Fn(&Example) -> &[f32],
+) -> f64 {
+    let total: f64 = chosen
         .iter()
-        .map(|group| {
-            group
+        .map(|example| {
+            example
+                .group
                 .features
                 .iter()
-                .zip(&group.gains)
+                .zip(value(example))
                 .max_by(|left, right| selector.score(left.0).total_cmp(&selector.score(right.0)))
-                .map_or(0.0, |(_, gain)| f64::from(*gain))
+                .map_or(0.0, |(_, value)| f64::from(*value))
         })
         .sum();
-    total / groups.len().max(1) as f64
+    total / chosen.len().max(1) as f64
 }
 
 fn read_lines<T: serde::de::DeserializeOwned>(path: &std::path::Path) -> anyhow::Result<Vec<T>> {
