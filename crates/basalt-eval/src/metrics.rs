@@ -330,13 +330,8 @@ pub fn facts(text: &str) -> Vec<String> {
         if enumerator {
             continue;
         }
-        if word.chars().any(|c| c.is_ascii_digit()) {
-            let number: String = word
-                .chars()
-                .filter(|c| c.is_ascii_digit() || *c == '.')
-                .collect();
-            let number = number.trim_matches('.').to_owned();
-            if !number.is_empty() && !found.contains(&number) {
+        if let Some(number) = number(word) {
+            if !found.contains(&number) {
                 found.push(number);
             }
         } else if !opens_sentence
@@ -349,6 +344,19 @@ pub fn facts(text: &str) -> Vec<String> {
         opens_sentence = raw.ends_with(['.', '!', '?', ':']) || raw.starts_with('[');
     }
     found
+}
+
+/// The number a word holds, if it has a digit: its digits and decimal points ("1,000" is
+/// "1000", "3.5%" is "3.5").
+fn number(word: &str) -> Option<String> {
+    if !word.chars().any(|c| c.is_ascii_digit()) {
+        return None;
+    }
+    let digits: String = word
+        .chars()
+        .filter(|c| c.is_ascii_digit() || *c == '.')
+        .collect();
+    Some(digits.trim_matches('.').to_owned())
 }
 
 /// A word without the punctuation around it or a possessive `'s`.
@@ -367,12 +375,8 @@ pub fn unsupported_facts(answer: &str, passages: &[&str]) -> (usize, Vec<String>
     for passage in passages {
         for raw in passage.split_whitespace() {
             let word = bare(raw);
-            if word.chars().any(|c| c.is_ascii_digit()) {
-                let number: String = word
-                    .chars()
-                    .filter(|c| c.is_ascii_digit() || *c == '.')
-                    .collect();
-                numbers.insert(number.trim_matches('.').replace('.', ""));
+            if let Some(number) = number(word) {
+                numbers.insert(number.replace('.', ""));
             }
             for part in word.split(|c: char| !c.is_alphanumeric()) {
                 words.insert(part.to_owned());
