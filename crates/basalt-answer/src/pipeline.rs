@@ -212,9 +212,13 @@ pub fn answer(
     // Context: the best sentences within the budget, grouped by passage, best passage first,
     // as many passages as fit the model's window.
     let max_tokens = options.max_tokens.unwrap_or(256).max(1);
-    let floor = best_cosine(&ranked).map_or(f32::MIN, |best| best - SENTENCE_SPREAD);
+    let margin = extractive_margin();
+    let floor = Floor {
+        cosine: best_cosine(&ranked).map_or(f32::MIN, |best| best - SENTENCE_SPREAD),
+        merit: ranked.first().map_or(f32::MIN, |best| best.merit - margin),
+    };
     let mut sources = compose_passages(engines.embedder, &chunks, &ranked, budget, floor)?;
-    let quoted = extractive_choice(&ranked, &sources, extractive_margin());
+    let quoted = extractive_choice(&ranked, &sources, margin);
     if options.style.or(settings.style).unwrap_or_default() == AnswerStyle::Extractive {
         observe(AnswerEvent::Sources(&sources));
         result.sources = sources;
@@ -683,20 +687,31 @@ fn rank_sentences(
     Ok(ranked.into_iter().unzip())
 }
 
-/// The passages the model reads: the best sentences scoring at least `floor`, within `budget`
-/// tokens (the best one always), each chunk's kept sentences in their original order (`…` where some were left
-/// out), chunks ordered by their best sentence and numbered from 1.
+/// Which sentences may enter the passages the model reads.
+#[derive(Debug, Clone, Copy)]
+struct Floor {
+    /// Cosines below this are too far from the best one.
+    cosine: f32,
+    /// A sentence whose selector score is at least this is kept whatever its cosine: it may be
+    /// quoted as the answer ("Only a salted SHA-256 of the secret is stored." answers "How is
+    /// an API key stored?" at cosine 0.32, where the best cosine is 0.65).
+    merit: f32,
+}
+
+/// The passages the model reads: the best sentences above `floor`, within `budget` tokens (the
+/// best one always), each chunk's kept sentences in their original order (`…` where some were
+/// left out), chunks ordered by their best sentence and numbered from 1.
 fn compose_passages(
     embedder: &dyn Embedder,
     chunks: &[Reference],
     ranked: &[Sentence],
     budget: usize,
-    floor: f32,
+    floor: Floor,
 ) -> Result<Vec<Reference>> {
     let mut kept: Vec<&Sentence> = Vec::new();
     let mut used = 0;
     for sentence in ranked {
-        if !kept.is_empty() && sentence.score < floor {
+        if !kept.is_empty() && sentence.score < floor.cosine && sentence.merit < floor.merit {
             continue;
         }
         let tokens = embedder.count_tokens(&sentence.text)?.saturating_sub(2);

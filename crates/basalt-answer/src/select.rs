@@ -2,8 +2,8 @@
 //!
 //! One MiniLM cosine scores a sentence alone, out of its context, and prefers a sentence that
 //! names the question's subject over the one that answers it ("An API key acts as one
-//! principal." over "Only a salted SHA-256 of the secret is stored." — a case this selector
-//! does not yet get right either; docs/answers.md). The selector scores each candidate with a
+//! principal." over "Only a salted SHA-256 of the secret is stored."; docs/answers.md). The
+//! selector scores each candidate with a
 //! linear model over [`FEATURES`]: the cosine, the cosine of its neighbours, where its passage
 //! ranked, how many of the question's words the sentence, its neighbours and its passage's
 //! title and headings hold, whether it is prose or a fragment, and whether it holds a number
@@ -16,7 +16,7 @@
 use std::collections::HashSet;
 
 use crate::citations::Reference;
-use crate::text::content_words;
+use crate::text::{content_words, prose_words};
 
 /// The features of a candidate sentence, in [`Selector`] weight order.
 pub const FEATURES: [&str; 15] = [
@@ -65,10 +65,10 @@ pub fn features(
         .iter()
         .map(|candidate| candidate.cosine)
         .fold(f32::MIN, f32::max);
-    // Each candidate's content words, found once.
+    // Each candidate's content words outside inline code, found once.
     let sets: Vec<HashSet<String>> = candidates
         .iter()
-        .map(|candidate| content_words(&candidate.text).into_iter().collect())
+        .map(|candidate| prose_words(&candidate.text).into_iter().collect())
         .collect();
     // The share of the question's words that any of `held` holds.
     let coverage = |held: &[&HashSet<String>]| -> f32 {
@@ -92,7 +92,7 @@ pub fn features(
         })
         .collect();
     let rarity_total: f32 = rarity.iter().map(|(_, weight)| weight).sum();
-    let question_pairs = bigrams(question);
+    let question_pairs = bigrams(&content_words(question));
     let mut by_cosine: Vec<usize> = (0..candidates.len()).collect();
     by_cosine.sort_by(|&a, &b| candidates[b].cosine.total_cmp(&candidates[a].cosine));
     let mut cosine_rank = vec![0; candidates.len()];
@@ -157,7 +157,7 @@ pub fn features(
             let pairs = if question_pairs.is_empty() {
                 0.0
             } else {
-                let own = bigrams(&candidate.text);
+                let own = bigrams(&prose_words(&candidate.text));
                 question_pairs.intersection(&own).count() as f32 / question_pairs.len() as f32
             };
             [
@@ -181,9 +181,9 @@ pub fn features(
         .collect()
 }
 
-/// Adjacent pairs of content words, as "first second".
-fn bigrams(text: &str) -> HashSet<String> {
-    content_words(text)
+/// Adjacent pairs of `words`, as "first second".
+fn bigrams(words: &[String]) -> HashSet<String> {
+    words
         .windows(2)
         .map(|pair| format!("{} {}", pair[0], pair[1]))
         .collect()

@@ -22,6 +22,25 @@ pub(crate) fn content_words(text: &str) -> Vec<String> {
         .collect()
 }
 
+/// [`content_words`] of `text`'s prose: words inside inline code (`` `api_key` ``,
+/// `` `X-Api-Key: <key>` ``) are identifiers, and a sentence that holds a question's words only
+/// there ("… as their `api_key`") seldom says what the question asks. An unclosed backtick
+/// leaves the rest of the text as it is.
+pub(crate) fn prose_words(text: &str) -> Vec<String> {
+    let mut prose = String::with_capacity(text.len());
+    let mut rest = text;
+    while let Some(open) = rest.find('`') {
+        let Some(close) = rest[open + 1..].find('`') else {
+            break;
+        };
+        prose.push_str(&rest[..open]);
+        prose.push(' ');
+        rest = &rest[open + 1 + close + 1..];
+    }
+    prose.push_str(rest);
+    content_words(&prose)
+}
+
 /// [`content_words`] as they are written (lower-cased), for a search to analyze itself.
 pub(crate) fn unstemmed_content_words(text: &str) -> Vec<String> {
     text.split(|c: char| !c.is_alphanumeric())
@@ -96,9 +115,7 @@ pub(crate) fn sentences(text: &str) -> Vec<Span> {
             line_start = index + 1;
             hard
         } else {
-            matches!(character, '.' | '!' | '?')
-                && next_is_space
-                && !is_list_number(&characters[line_start..index])
+            next_is_space && ends_sentence(&characters[line_start..=index])
         };
         if ends {
             push(start, index + 1, &mut spans);
@@ -107,6 +124,25 @@ pub(crate) fn sentences(text: &str) -> Vec<Span> {
     }
     push(start, characters.len(), &mut spans);
     spans
+}
+
+/// Whether `line` (up to a character followed by whitespace) ends a sentence: it ends in `.`,
+/// `!` or `?`, perhaps followed by closing emphasis, quotes or brackets ("**Sabbatical.** Staff
+/// …", "He said "no." Then …", "(… guessed.) Next"), and is not a numbered list item's number.
+fn ends_sentence(line: &[char]) -> bool {
+    let closers = line.iter().rev().take_while(|&&c| is_closer(c)).count();
+    let Some(mark) = line.len().checked_sub(closers + 1) else {
+        return false;
+    };
+    matches!(line[mark], '.' | '!' | '?') && !is_list_number(&line[..mark])
+}
+
+/// A character that may follow a sentence's `.`, `!` or `?`: emphasis, a quote, a bracket.
+fn is_closer(character: char) -> bool {
+    matches!(
+        character,
+        '*' | '_' | '"' | '\'' | ')' | ']' | '\u{201d}' | '\u{2019}'
+    )
 }
 
 /// The line that starts at `from` (without its line break).
@@ -173,6 +209,24 @@ mod tests {
         assert!(sentences("  ").is_empty());
     }
 
+    #[test]
+    fn sentences_end_after_closing_emphasis_quotes_and_brackets() {
+        let text = "**Sabbatical.** Staff get six weeks. He said \"no.\" Then (it was late.) Next.";
+        assert_eq!(
+            split(text),
+            [
+                "**Sabbatical.**",
+                "Staff get six weeks.",
+                "He said \"no.\"",
+                "Then (it was late.)",
+                "Next."
+            ]
+        );
+        // Closers with no mark before them end nothing; a list number stays with its item.
+        assert_eq!(split("A *b* c (d) e."), ["A *b* c (d) e."]);
+        assert_eq!(split("1. First step."), ["1. First step."]);
+    }
+
     fn split(text: &str) -> Vec<String> {
         sentences(text)
             .iter()
@@ -205,6 +259,16 @@ mod tests {
                 "After the fence",
             ]
         );
+    }
+
+    #[test]
+    fn prose_words_skip_inline_code() {
+        assert_eq!(
+            prose_words("Keys go in `api_key` or `X-Api-Key` headers."),
+            ["key", "go", "header"]
+        );
+        // An unclosed backtick is text, not code.
+        assert_eq!(prose_words("a `b c"), ["b", "c"]);
     }
 
     #[test]

@@ -440,6 +440,23 @@ fn calibration_fits_the_relevance_threshold_to_a_knowledge_base_of_manuals() {
         "off-topic questions past the threshold: {passed:?}"
     );
 
+    // The quickstart's own question and the README's API example are answered (quoted, the
+    // default style) with the sentence that holds the fact, not one that only names the subject.
+    for (question, fact) in [
+        (
+            "How is an API key stored?",
+            "salted SHA-256 of the secret is stored",
+        ),
+        ("How are chunks sized?", "256 for MiniLM"),
+    ] {
+        let answer = ws.json(&["ask", "--kb", "own", "--json", question]);
+        let text = answer["answer"].as_str().unwrap_or_default();
+        assert!(
+            answer["extractive"] == true && text.contains(fact),
+            "{question} -> {answer}"
+        );
+    }
+
     assert_clean_failure(
         &ws.run(&["kb", "calibrate", "nope"]),
         "basalt kb create nope",
