@@ -128,7 +128,7 @@ fn topic_questions(kb: &KnowledgeBase, embedder: &dyn Embedder) -> Result<Vec<St
         .documents()?
         .into_iter()
         .filter_map(|document| document.title)
-        .map(|title| title.split_whitespace().collect::<Vec<_>>().join(" "))
+        .map(|title| topic_name(&title))
         .filter(|title| fits(title))
         .collect::<std::collections::BTreeSet<_>>()
         .into_iter()
@@ -140,9 +140,9 @@ fn topic_questions(kb: &KnowledgeBase, embedder: &dyn Embedder) -> Result<Vec<St
     for title in spread(&titles, MAX_TOPICS) {
         for hit in kb.search(Some(embedder), title, &search)?.hits {
             if let Some(heading) = hit.heading_path.last() {
-                let heading = heading.trim_matches(|c: char| "#*`_ ".contains(c));
-                if fits(heading) {
-                    topics.insert(heading.to_owned());
+                let heading = topic_name(heading);
+                if fits(&heading) {
+                    topics.insert(heading);
                 }
             }
         }
@@ -153,6 +153,28 @@ fn topic_questions(kb: &KnowledgeBase, embedder: &dyn Embedder) -> Result<Vec<St
         .into_iter()
         .map(|topic| format!("What is {topic}?"))
         .collect())
+}
+
+/// The name a title or heading gives its topic: without a site's name after a dash or bar
+/// ("Files — Debian Policy Manual v4.6.2.0", "Refunds | Acme Help"), a section number
+/// ("9.2.2. UID and GID classes") or Markdown marks, whitespace collapsed.
+fn topic_name(text: &str) -> String {
+    let own = [" — ", " – ", " | ", " - "]
+        .iter()
+        .filter_map(|separator| text.find(separator))
+        .min()
+        .map_or(text, |end| &text[..end]);
+    let words: Vec<&str> = own
+        .split_whitespace()
+        .map(|word| word.trim_matches(|c: char| "#*`_".contains(c)))
+        .filter(|word| !word.is_empty())
+        .collect();
+    let numbered = words.first().is_some_and(|first| {
+        first.starts_with(|c: char| c.is_ascii_digit())
+            && first.contains('.')
+            && first.chars().all(|c| c.is_ascii_digit() || c == '.')
+    });
+    words[usize::from(numbered)..].join(" ")
 }
 
 /// At most `most` of `items`, spread evenly over them.
@@ -192,6 +214,22 @@ fn from_scores(scores: Vec<ProbeScore>, topics: Vec<ProbeScore>) -> Calibration 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn topic_names_drop_site_names_section_numbers_and_marks() {
+        assert_eq!(
+            topic_name("10. Files — Debian Policy Manual v4.6.2.0"),
+            "Files"
+        );
+        assert_eq!(
+            topic_name("9.2.2. UID and GID classes"),
+            "UID and GID classes"
+        );
+        assert_eq!(topic_name("Refunds | Acme  Help"), "Refunds");
+        assert_eq!(topic_name("## **Parental leave**"), "Parental leave");
+        assert_eq!(topic_name("2024 goals"), "2024 goals");
+        assert_eq!(topic_name("Follow-up rules"), "Follow-up rules");
+    }
 
     fn scores(values: &[f32]) -> Vec<ProbeScore> {
         values

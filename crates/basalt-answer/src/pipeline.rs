@@ -799,7 +799,8 @@ fn extractive_choice(ranked: &[Sentence], sources: &[Reference], margin: f32) ->
 }
 
 /// Whether a sentence reads as prose that can be quoted as an answer: not a heading, table
-/// row, shell line, code fence or markup, and at least five words, most of them words. (A
+/// row, shell line, code fence or markup, and at least five words (or a label and its
+/// definition, "65534: User nobody."), most of them words. (A
 /// sentence opening with inline code, "`basalt serve` serves …", is prose.)
 fn is_prose(text: &str) -> bool {
     let trimmed = text.trim();
@@ -807,18 +808,18 @@ fn is_prose(text: &str) -> bool {
         return false;
     }
     let (words, wordy) = word_counts(trimmed);
-    words >= 5 && wordy * 2 >= words
+    (words >= 5 || crate::text::is_definition(trimmed)) && wordy * 2 >= words
 }
 
-/// Text that is not a sentence of prose: under six words, a heading, table row, command or code
-/// line, or mostly symbols.
+/// Text that is not a sentence of prose: under six words (unless it is a label and its
+/// definition), a heading, table row, command or code line, or mostly symbols.
 pub(crate) fn is_fragment(text: &str) -> bool {
     let trimmed = text.trim();
     if trimmed.starts_with(['#', '|', '$', '`', '{', '<']) {
         return true;
     }
     let (words, wordy) = word_counts(trimmed);
-    words < 6 || wordy * 3 < words * 2
+    (words < 6 && !crate::text::is_definition(trimmed)) || wordy * 3 < words * 2
 }
 
 /// How many whitespace-separated words `text` has, and how many of them are mostly letters.

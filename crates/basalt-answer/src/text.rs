@@ -6,11 +6,11 @@ use crate::citations::Span;
 const STOP_WORDS: &[&str] = &[
     "a", "about", "after", "all", "also", "an", "and", "any", "are", "as", "at", "be", "been",
     "before", "but", "by", "can", "could", "did", "do", "does", "for", "from", "had", "has",
-    "have", "he", "her", "his", "how", "i", "if", "in", "into", "is", "it", "its", "more", "most",
-    "no", "not", "of", "on", "one", "or", "other", "our", "she", "so", "such", "than", "that",
-    "the", "their", "them", "then", "there", "these", "they", "this", "those", "to", "too", "up",
-    "was", "we", "were", "what", "when", "where", "which", "while", "who", "why", "will", "with",
-    "would", "you", "your",
+    "have", "he", "her", "his", "how", "i", "if", "in", "into", "is", "it", "its", "may", "might",
+    "more", "most", "must", "no", "not", "of", "on", "one", "or", "other", "our", "shall", "she",
+    "should", "so", "such", "than", "that", "the", "their", "them", "then", "there", "these",
+    "they", "this", "those", "to", "too", "up", "was", "we", "were", "what", "when", "where",
+    "which", "while", "who", "why", "will", "with", "would", "you", "your",
 ];
 
 /// Lower-cased, lightly stemmed words and numbers of `text` that carry meaning (no function
@@ -123,7 +123,59 @@ pub(crate) fn sentences(text: &str) -> Vec<Span> {
         }
     }
     push(start, characters.len(), &mut spans);
-    spans
+    with_labels_joined(&characters, spans)
+}
+
+/// Most words in a label ("65534:", "Sabbatical:", "Notice period:") that opens the sentence
+/// after it.
+const MAX_LABEL_WORDS: usize = 4;
+
+/// Whether `text` is a label and its definition ("65534: User nobody.", "Sabbatical: six
+/// weeks."): a statement, however short, not a scrap.
+pub(crate) fn is_definition(text: &str) -> bool {
+    let Some((label, definition)) = text.split_once(':') else {
+        return false;
+    };
+    let definition = definition.trim();
+    let label_words = label.split_whitespace().count();
+    (1..=MAX_LABEL_WORDS).contains(&label_words)
+        && definition.split_whitespace().count() >= 2
+        && definition.ends_with(['.', '!', '?'])
+}
+
+/// Joins a label — a few words ending in `:`, a definition list's term or a run-in heading
+/// on a line of its own — to the sentence after it: "65534: User nobody." says what neither
+/// part says alone.
+fn with_labels_joined(characters: &[char], spans: Vec<Span>) -> Vec<Span> {
+    let mut joined: Vec<Span> = Vec::with_capacity(spans.len());
+    let mut label: Option<usize> = None;
+    for span in spans {
+        let start = label.take().unwrap_or(span.start);
+        let text = &characters[span.start..span.end];
+        let words = text
+            .split(|c| c.is_whitespace())
+            .filter(|word| !word.is_empty())
+            .count();
+        if text.last() == Some(&':') && words <= MAX_LABEL_WORDS && !starts_fence(text) {
+            label = Some(start);
+            continue;
+        }
+        joined.push(Span {
+            start,
+            end: span.end,
+        });
+    }
+    // A label with nothing after it stays a sentence of its own.
+    if let Some(start) = label {
+        let end = characters.len()
+            - characters
+                .iter()
+                .rev()
+                .take_while(|c| c.is_whitespace())
+                .count();
+        joined.push(Span { start, end });
+    }
+    joined
 }
 
 /// Whether `line` (up to a character followed by whitespace) ends a sentence: it ends in `.`,
@@ -207,6 +259,35 @@ mod tests {
         let text = "First one. Second, v1.2 here!\n\nThird ";
         assert_eq!(split(text), ["First one.", "Second, v1.2 here!", "Third"]);
         assert!(sentences("  ").is_empty());
+    }
+
+    #[test]
+    fn definitions_are_a_label_and_a_closed_statement() {
+        assert!(is_definition("65534:\n\nUser nobody."));
+        assert!(is_definition("Sabbatical: six weeks after five years."));
+        assert!(!is_definition("65535:"));
+        assert!(!is_definition("Run this: now"));
+        assert!(!is_definition(
+            "Keys are created on the command line and shown once: a b."
+        ));
+    }
+
+    #[test]
+    fn a_label_opens_the_sentence_after_it() {
+        let text = "65534:\n\nUser nobody. The gid is nogroup.\n\nReserved ids:\n\n65535:";
+        assert_eq!(
+            split(text),
+            [
+                "65534:\n\nUser nobody.",
+                "The gid is nogroup.",
+                "Reserved ids:\n\n65535:"
+            ]
+        );
+        // A long lead-in is a sentence of its own.
+        assert_eq!(
+            split("Keys are made on the command line:\n\nRun it."),
+            ["Keys are made on the command line:", "Run it."]
+        );
     }
 
     #[test]
