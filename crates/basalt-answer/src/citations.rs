@@ -229,6 +229,37 @@ impl Span {
     }
 }
 
+/// The passage (index into `passages`, each its content words) holding the largest share of
+/// `words`, the last of equals, and that share: the passage an uncited sentence rests on.
+pub(crate) fn best_holder(
+    words: &[String],
+    passages: &[std::collections::HashSet<String>],
+) -> Option<(usize, f64)> {
+    if words.is_empty() {
+        return None;
+    }
+    passages
+        .iter()
+        .enumerate()
+        .map(|(index, passage)| {
+            let held = words.iter().filter(|word| passage.contains(*word)).count();
+            (index, held as f64 / words.len() as f64)
+        })
+        .max_by(|left, right| left.1.total_cmp(&right.1))
+}
+
+/// The passage an uncited sentence is matched to (index into `passages`, each its content
+/// words): the one holding the largest share of its words, when that share is at least
+/// [`MATCH_SUPPORT`].
+pub(crate) fn matched_source(
+    text: &str,
+    passages: &[std::collections::HashSet<String>],
+) -> Option<usize> {
+    best_holder(&content_words(text), passages)
+        .filter(|(_, share)| *share >= MATCH_SUPPORT)
+        .map(|(index, _)| index)
+}
+
 /// How a span came to cite its references.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, schemars::JsonSchema)]
 #[serde(rename_all = "lowercase")]
@@ -326,23 +357,9 @@ pub(crate) fn cite(answer: &str, markers: &[Marker], sources: &[Reference]) -> V
             .take(span.end - span.start)
             .collect();
         let (kind, numbers) = if numbers.is_empty() {
-            let words = content_words(&text);
-            if words.len() < 3 {
-                continue;
-            }
-            let best = source_words
-                .iter()
-                .enumerate()
-                .map(|(index, passage)| {
-                    let held = words.iter().filter(|word| passage.contains(*word)).count();
-                    (index, held as f64 / words.len() as f64)
-                })
-                .max_by(|left, right| left.1.total_cmp(&right.1));
-            match best {
-                Some((index, support)) if support >= MATCH_SUPPORT => {
-                    (CitationKind::Matched, vec![index + 1])
-                }
-                _ => continue,
+            match matched_source(&text, &source_words) {
+                Some(index) => (CitationKind::Matched, vec![index + 1]),
+                None => continue,
             }
         } else {
             (CitationKind::Cited, numbers)

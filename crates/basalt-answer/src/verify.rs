@@ -6,7 +6,7 @@
 
 use std::collections::HashSet;
 
-use crate::citations::{Marker, Reference};
+use crate::citations::{Marker, Reference, matched_source};
 use crate::pipeline::{MIN_GROUNDING, grounding, is_vacuous, says_not_found, strip_markers};
 use crate::text::{content_words, sentences};
 
@@ -22,6 +22,8 @@ struct Evidence {
 #[derive(Debug)]
 pub(crate) struct Gate<'a> {
     sources: &'a [Reference],
+    /// Each source's content words.
+    passage_words: Vec<HashSet<String>>,
     evidence: Vec<Evidence>,
     /// Sentences of the generated text judged so far.
     judged: usize,
@@ -48,6 +50,10 @@ impl<'a> Gate<'a> {
         }
         Gate {
             sources,
+            passage_words: sources
+                .iter()
+                .map(|source| content_words(&source.text).into_iter().collect())
+                .collect(),
             evidence,
             judged: 0,
             released: String::new(),
@@ -86,13 +92,26 @@ impl<'a> Gate<'a> {
             }
             self.judged += 1;
             let (mut from, mut to) = (starts[index], next.unwrap_or(characters.len()));
+            let filler = filler_lead(&characters[from..to]);
+            from += filler;
             while from < to && characters[from].is_whitespace() {
                 from += 1;
             }
             while to > from && characters[to - 1].is_whitespace() {
                 to -= 1;
             }
-            let unit: String = characters[from..to].iter().collect();
+            let mut unit: String = characters[from..to].iter().collect();
+            if filler > 0 {
+                // What followed the filler starts the sentence now (one character for one, so
+                // the markers' offsets hold).
+                let mut rest = unit.chars();
+                if let Some(letter) = rest.next() {
+                    let upper: Vec<char> = letter.to_uppercase().collect();
+                    if upper.len() == 1 {
+                        unit = upper.into_iter().chain(rest).collect();
+                    }
+                }
+            }
             let own: Vec<&Marker> = markers
                 .iter()
                 .filter(|marker| marker.start >= from && marker.start < to)
@@ -168,11 +187,26 @@ impl<'a> Gate<'a> {
                 return Err("a number or date is not in the passage sentence it rests on");
             }
         }
-        // Names: in the passages it cites (or any passage when it cites none).
+        // Names: in the passages it cites, or, when it cites none, in the passage it rests on
+        // (its "matched" citation; a sentence no passage can be matched to is not shown): a name
+        // from another passage joined to this one's words is a new claim.
+        let resting = if cited.is_empty() {
+            Some(
+                matched_source(&plain, &self.passage_words)
+                    .ok_or("no passage holds enough of its words to cite")?,
+            )
+        } else {
+            None
+        };
         let known: HashSet<String> = self
             .sources
             .iter()
-            .filter(|source| cited.is_empty() || cited.contains(&source.number))
+            .enumerate()
+            .filter(|(index, source)| match resting {
+                Some(resting) => *index == resting,
+                None => cited.is_empty() || cited.contains(&source.number),
+            })
+            .map(|(_, source)| source)
             .flat_map(|source| {
                 content_words(&source.text)
                     .into_iter()
@@ -188,6 +222,21 @@ impl<'a> Gate<'a> {
             Err("a name is not in the passages it cites")
         }
     }
+}
+
+/// How many characters of `unit` open it with filler ending in a colon ("The answer to the
+/// question is:", even twice over), which is not shown: it says nothing about the documents.
+fn filler_lead(unit: &[char]) -> usize {
+    let mut skipped = 0;
+    while let Some(colon) = unit[skipped..].iter().position(|&c| c == ':') {
+        let lead: String = unit[skipped..skipped + colon].iter().collect();
+        let rest: String = unit[skipped + colon + 1..].iter().collect();
+        if lead.trim().is_empty() || !is_vacuous(&lead) || is_vacuous(&rest) {
+            break;
+        }
+        skipped += colon + 1;
+    }
+    skipped
 }
 
 /// `text` without a list item's number (`2. `, `3) `), which is not a claim.
@@ -479,9 +528,37 @@ mod tests {
             &["Employees at Initech may take a sabbatical [1]."],
         );
         assert!(shown.is_empty(), "{shown:?}");
+        // Uncited, a sentence rests on the passage holding most of its words: a name only
+        // another passage holds is not support.
+        let sources = vec![
+            source(1, "Toby leaves for Costa Rica at the end of the season."),
+            source(2, "Kevin Flenderson and Dwight run the office."),
+        ];
+        let (shown, _) = stream(&sources, &["Toby Flenderson leaves for Costa Rica."]);
+        assert!(shown.is_empty(), "{shown:?}");
+        let (shown, _) = stream(&sources, &["Toby leaves for Costa Rica."]);
+        assert_eq!(shown, ["Toby leaves for Costa Rica."]);
         assert_eq!(
             names("The Dental Plan's waiting period"),
             ["Dental", "Plan"]
+        );
+    }
+
+    #[test]
+    fn filler_before_a_colon_is_not_shown() {
+        let sources = handbook();
+        let (shown, gate) = stream(
+            &sources,
+            &["The answer to the question is: The answer is: the sabbatical lasts six weeks [1]."],
+        );
+        assert_eq!(shown, ["The sabbatical lasts six weeks [1]."]);
+        assert_eq!(gate.markers.len(), 1);
+        // Filler with nothing after it is still dropped, and a label that says something stays.
+        let (shown, _) = stream(&sources, &["The answer is: [1]."]);
+        assert!(shown.is_empty(), "{shown:?}");
+        assert_eq!(
+            filler_lead(&"Sabbatical: six weeks".chars().collect::<Vec<_>>()),
+            0
         );
     }
 

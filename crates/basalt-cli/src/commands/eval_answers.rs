@@ -434,10 +434,14 @@ pub(crate) fn run(args: &AnswersArgs, settings: &Settings) -> anyhow::Result<Exi
         let (facts_checked, unsupported_facts) = if answer.abstained {
             (0, Vec::new())
         } else {
+            // A cited passage is shown with its title ("Toby Flenderson" names the page whose
+            // passage says only "Toby"): both count as what the citation holds.
             let mut cited: Vec<&str> = Vec::new();
             for reference in answer.citations.iter().flat_map(|c| &c.references) {
-                if !cited.contains(&reference.text.as_str()) {
-                    cited.push(&reference.text);
+                for held in reference.title.iter().chain([&reference.text]) {
+                    if !cited.contains(&held.as_str()) {
+                        cited.push(held);
+                    }
                 }
             }
             basalt_eval::metrics::unsupported_facts(&plain, &cited)
