@@ -630,18 +630,43 @@ fn rank_sentences(
 ) -> Result<(Vec<Sentence>, Vec<[f32; select::DIMENSIONS]>)> {
     let mut candidates = Vec::new();
     for (chunk, reference) in chunks.iter().enumerate() {
-        for (position, span) in crate::text::sentences(&reference.text)
+        let texts: Vec<String> = crate::text::sentences(&reference.text)
             .into_iter()
-            .enumerate()
-        {
-            let text: String = reference
-                .text
-                .chars()
-                .skip(span.start)
-                .take((span.end - span.start).min(MAX_SENTENCE_CHARS))
-                .collect();
-            // A hard-wrapped sentence reads as one line in the prompt.
-            let text = text.split_whitespace().collect::<Vec<_>>().join(" ");
+            .map(|span| {
+                let text: String = reference
+                    .text
+                    .chars()
+                    .skip(span.start)
+                    .take((span.end - span.start).min(MAX_SENTENCE_CHARS))
+                    .collect();
+                // A hard-wrapped sentence reads as one line in the prompt.
+                text.split_whitespace().collect::<Vec<_>>().join(" ")
+            })
+            .collect();
+        let mut header: Option<Vec<String>> = None;
+        for (position, text) in texts.iter().enumerate() {
+            // A table row says something only with its header: "| Vacation | 25 days |" is
+            // read, embedded and quoted as "Leave type: Vacation; Length: 25 days."
+            let text = match crate::text::table_row(text) {
+                Some(cells) if crate::text::is_table_rule(&cells) => continue,
+                Some(cells)
+                    if texts
+                        .get(position + 1)
+                        .and_then(|next| crate::text::table_row(next))
+                        .is_some_and(|next| crate::text::is_table_rule(&next)) =>
+                {
+                    header = Some(cells);
+                    continue;
+                }
+                Some(cells) => header
+                    .as_deref()
+                    .and_then(|header| crate::text::table_statement(header, &cells))
+                    .unwrap_or_else(|| text.clone()),
+                None => {
+                    header = None;
+                    text.clone()
+                }
+            };
             if content_words(&text).is_empty() || candidates.len() == MAX_RANKED_SENTENCES {
                 continue;
             }

@@ -143,6 +143,48 @@ pub(crate) fn is_definition(text: &str) -> bool {
         && definition.ends_with(['.', '!', '?'])
 }
 
+/// The cells of a Markdown table row ("| a | b |"), trimmed; `None` for any other text.
+pub(crate) fn table_row(text: &str) -> Option<Vec<String>> {
+    let inner = text.trim().strip_prefix('|')?;
+    let inner = inner.strip_suffix('|').unwrap_or(inner);
+    Some(
+        inner
+            .split('|')
+            .map(|cell| cell.trim().to_owned())
+            .collect(),
+    )
+}
+
+/// Whether `cells` are a table's header rule (`|---|:--:|`).
+pub(crate) fn is_table_rule(cells: &[String]) -> bool {
+    cells.iter().all(|cell| {
+        let dashes = cell.trim_matches(':');
+        !dashes.is_empty() && dashes.chars().all(|c| c == '-')
+    })
+}
+
+/// A table row as a statement, each cell after its column's header: "Leave type: Vacation;
+/// Length: 25 days a year." `None` when the row and the header do not line up.
+pub(crate) fn table_statement(header: &[String], cells: &[String]) -> Option<String> {
+    if header.len() != cells.len() {
+        return None;
+    }
+    let parts: Vec<String> = header
+        .iter()
+        .zip(cells)
+        .filter(|(_, cell)| !cell.is_empty())
+        .map(|(name, cell)| {
+            let cell = cell.trim_end_matches(['.', ';']);
+            if name.is_empty() {
+                cell.to_owned()
+            } else {
+                format!("{name}: {cell}")
+            }
+        })
+        .collect();
+    (!parts.is_empty()).then(|| format!("{}.", parts.join("; ")))
+}
+
 /// Joins a label — a few words ending in `:`, a definition list's term or a run-in heading
 /// on a line of its own — to the sentence after it: "65534: User nobody." says what neither
 /// part says alone.
@@ -259,6 +301,23 @@ mod tests {
         let text = "First one. Second, v1.2 here!\n\nThird ";
         assert_eq!(split(text), ["First one.", "Second, v1.2 here!", "Third"]);
         assert!(sentences("  ").is_empty());
+    }
+
+    #[test]
+    fn table_rows_read_with_their_header() {
+        let header = table_row("| Leave type | Length |").expect("a row");
+        assert!(is_table_rule(&table_row("|---|:--:|").expect("a row")));
+        assert!(!is_table_rule(&header));
+        let row = table_row("| Vacation | 25 days. |").expect("a row");
+        assert_eq!(
+            table_statement(&header, &row).as_deref(),
+            Some("Leave type: Vacation; Length: 25 days.")
+        );
+        assert_eq!(
+            table_statement(&header, &table_row("| a |").expect("a row")),
+            None
+        );
+        assert_eq!(table_row("Not a row"), None);
     }
 
     #[test]

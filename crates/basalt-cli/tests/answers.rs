@@ -19,6 +19,35 @@ Every employee receives 27 days of paid vacation per year. Unused vacation days 
 over until the end of March of the following year.
 ";
 
+/// A handbook whose facts sit in a table and a definition list, next to prose that names the
+/// same things with other numbers.
+const LEAVE: &str = "\
+# Leave policy
+
+Everyone at Northwind accrues paid leave from their first day. Requests go to your manager in \
+the HR portal at least two weeks ahead.
+
+## Leave types
+
+| Leave type | Length | Who approves |
+|---|---|---|
+| Vacation | 25 days a year | Your manager |
+| Sabbatical | 6 weeks after 5 years of service | The VP of People |
+| Parental leave | 16 weeks, fully paid | HR |
+
+Unused vacation days carry over to the next year, up to 5 days.
+
+## Notice periods
+
+Probation:
+
+Two weeks on either side.
+
+After probation:
+
+One month, or three months for directors.
+";
+
 /// A document that tries to break out of its place in the prompt.
 const HOSTILE: &str = "\
 # Printer maintenance
@@ -347,6 +376,49 @@ fn eval_answers_on_clapnq_reports_renders_and_gates() {
     ]);
     assert_eq!(compared["runs"].as_array().map(Vec::len), Some(2));
     assert!(ws.dir.path().join("compare/compare.html").is_file());
+}
+
+/// A fact in a table row is quoted with its header, and a definition list's term with its
+/// definition; prose that names the same thing with another number does not win.
+#[test]
+fn quotes_read_table_rows_with_their_header_and_terms_with_their_definition() {
+    let ws = Workspace::new();
+    let docs = ws.docs();
+    std::fs::create_dir_all(&docs).expect("docs dir");
+    std::fs::write(docs.join("leave.md"), LEAVE).expect("write");
+    ws.ok(&["kb", "create", "leave"]);
+    ws.ok(&["ingest", "--kb", "leave", &docs.display().to_string()]);
+    for (question, fact) in [
+        (
+            "How many vacation days do I get?",
+            "Leave type: Vacation; Length: 25 days a year",
+        ),
+        (
+            "Who approves a sabbatical?",
+            "Who approves: The VP of People",
+        ),
+        ("How long is parental leave?", "16 weeks, fully paid"),
+        (
+            "What is the notice period during probation?",
+            "Probation: Two weeks on either side.",
+        ),
+    ] {
+        let answer = ws.json(&[
+            "ask",
+            "--kb",
+            "leave",
+            "--json",
+            "--min-relevance",
+            "0.3",
+            question,
+        ]);
+        let text = answer["answer"].as_str().unwrap_or_default();
+        assert!(
+            answer["extractive"] == true && text.contains(fact),
+            "{question} -> {answer}"
+        );
+        check_citations(&answer);
+    }
 }
 
 /// Questions Basalt's own documentation answers (the quickstart's knowledge base).
