@@ -811,7 +811,11 @@ fn extractive_choice(ranked: &[Sentence], sources: &[Reference], margin: f32) ->
         return Vec::new();
     };
     let mut chosen = vec![best];
-    if let Some(next) = shown.get(1)
+    // The next best that says something else: overlapping chunks hold the same sentence twice.
+    if let Some(next) = shown
+        .iter()
+        .skip(1)
+        .find(|sentence| sentence.text != best.text)
         && next.merit >= best.merit - margin
     {
         chosen.push(next);
@@ -1045,6 +1049,37 @@ mod tests {
         assert_eq!(ids, ["a#0", "a#1", "c#0"]);
         assert_eq!(chosen[2].number, 3);
         assert_eq!(select_passages(&hits, 1).len(), 1);
+    }
+
+    #[test]
+    fn a_quote_does_not_repeat_a_sentence_two_chunks_hold() {
+        let said = "Plain text documentation is compressed with gzip unless it is small.";
+        let other = "Large documentation goes into a separate documentation package.";
+        let sentence = |chunk: usize, text: &str, merit: f32| Sentence {
+            chunk,
+            position: 0,
+            text: text.into(),
+            score: merit,
+            merit,
+        };
+        let ranked = [
+            sentence(0, said, 3.0),
+            sentence(1, said, 2.9),
+            sentence(1, other, 2.5),
+        ];
+        let sources = [Reference {
+            number: 1,
+            chunk_id: "d#0".into(),
+            doc_id: "d".into(),
+            title: None,
+            source: "d.txt".into(),
+            page: None,
+            heading_path: Vec::new(),
+            text: format!("{said} {other}"),
+            score: 1.0,
+        }];
+        assert_eq!(extractive_choice(&ranked, &sources, 1.0), [said, other]);
+        assert_eq!(extractive_choice(&ranked, &sources, 0.2), [said]);
     }
 
     #[test]
