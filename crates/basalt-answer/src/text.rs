@@ -130,16 +130,18 @@ pub(crate) fn sentences(text: &str) -> Vec<Span> {
 /// after it.
 const MAX_LABEL_WORDS: usize = 4;
 
-/// Whether `text` is a label and its definition ("65534: User nobody.", "Sabbatical: six
-/// weeks."): a statement, however short, not a scrap.
+/// Whether `text` is a label and its definition ("65534: User nobody.", "The format is:
+/// [epoch:]upstream_version."), three words or more: a statement, however short, not a scrap.
 pub(crate) fn is_definition(text: &str) -> bool {
     let Some((label, definition)) = text.split_once(':') else {
         return false;
     };
     let definition = definition.trim();
     let label_words = label.split_whitespace().count();
+    let definition_words = definition.split_whitespace().count();
     (1..=MAX_LABEL_WORDS).contains(&label_words)
-        && definition.split_whitespace().count() >= 2
+        && definition_words >= 1
+        && label_words + definition_words >= 3
         && definition.ends_with(['.', '!', '?'])
 }
 
@@ -325,6 +327,8 @@ mod tests {
         assert!(is_definition("65534:\n\nUser nobody."));
         assert!(is_definition("Sabbatical: six weeks after five years."));
         assert!(!is_definition("65535:"));
+        assert!(is_definition("The format is: [epoch:]version."));
+        assert!(!is_definition("Note: this."));
         assert!(!is_definition("Run this: now"));
         assert!(!is_definition(
             "Keys are created on the command line and shown once: a b."
