@@ -190,18 +190,33 @@ pub(crate) fn table_statement(header: &[String], cells: &[String]) -> Option<Str
 /// Joins a label — a few words ending in `:`, a definition list's term or a run-in heading
 /// on a line of its own — to the sentence after it: "65534: User nobody." says what neither
 /// part says alone.
+///
+/// A heading is not a label, and a label before a code block, a table, a heading or a list
+/// ("For example:", then a fence) stays a sentence of its own: joined, the code would read as
+/// prose.
 fn with_labels_joined(characters: &[char], spans: Vec<Span>) -> Vec<Span> {
     let mut joined: Vec<Span> = Vec::with_capacity(spans.len());
-    let mut label: Option<usize> = None;
+    // The label waiting for its sentence: where it starts and ends.
+    let mut label: Option<Span> = None;
     for span in spans {
-        let start = label.take().unwrap_or(span.start);
         let text = &characters[span.start..span.end];
+        let start = match label.take() {
+            Some(pending) if !is_structural(text) => pending.start,
+            Some(pending) => {
+                joined.push(pending);
+                span.start
+            }
+            None => span.start,
+        };
         let words = text
             .split(|c| c.is_whitespace())
             .filter(|word| !word.is_empty())
             .count();
-        if text.last() == Some(&':') && words <= MAX_LABEL_WORDS && !starts_fence(text) {
-            label = Some(start);
+        if text.last() == Some(&':') && words <= MAX_LABEL_WORDS && !is_structural(text) {
+            label = Some(Span {
+                start,
+                end: span.end,
+            });
             continue;
         }
         joined.push(Span {
@@ -210,15 +225,7 @@ fn with_labels_joined(characters: &[char], spans: Vec<Span>) -> Vec<Span> {
         });
     }
     // A label with nothing after it stays a sentence of its own.
-    if let Some(start) = label {
-        let end = characters.len()
-            - characters
-                .iter()
-                .rev()
-                .take_while(|c| c.is_whitespace())
-                .count();
-        joined.push(Span { start, end });
-    }
+    joined.extend(label);
     joined
 }
 
@@ -350,6 +357,15 @@ mod tests {
         assert_eq!(
             split("Keys are made on the command line:\n\nRun it."),
             ["Keys are made on the command line:", "Run it."]
+        );
+        // Nor is a label joined to code, a table or a list, and a heading is no label.
+        assert_eq!(
+            split("For example:\n\n```\nrun it\n```"),
+            ["For example:", "```\nrun it\n```"]
+        );
+        assert_eq!(
+            split("## Notes:\n\nIt works well."),
+            ["## Notes:", "It works well."]
         );
     }
 
