@@ -1,8 +1,9 @@
 //! Verified release: a generated answer is shown a sentence at a time, and a sentence only once
 //! it passes a check against the passages — its words come from them, its numbers and dates
 //! from the passage sentence it rests on (a number the passage holds for something else is not
-//! support), its names from the passages it cites. A sentence that fails is never shown; the
-//! answer is the sentences that passed, with their citation markers.
+//! support), its names from that sentence, its neighbours or the passage's title. A sentence
+//! that fails is never shown; the answer is the sentences that passed, with their citation
+//! markers.
 
 use std::collections::HashSet;
 
@@ -198,28 +199,57 @@ impl<'a> Gate<'a> {
         } else {
             None
         };
-        let known: HashSet<String> = self
+        let allowed = |number: usize| match resting {
+            Some(resting) => number == resting + 1,
+            None => cited.is_empty() || cited.contains(&number),
+        };
+        let named: Vec<String> = names(&plain)
+            .iter()
+            .flat_map(|name| content_words(name))
+            .collect();
+        if named.is_empty() {
+            return Ok(());
+        }
+        // In the passage sentences it rests on — those sharing most of its other words — or
+        // their neighbours, or the passage's title: a name from elsewhere in the passage,
+        // joined to this sentence's words, puts it in another relation.
+        let others: HashSet<String> = plain_words(&plain)
+            .into_iter()
+            .filter(|word| !named.contains(word))
+            .collect();
+        let candidates: Vec<usize> = (0..self.evidence.len())
+            .filter(|&index| allowed(self.evidence[index].source))
+            .collect();
+        let overlap = |index: usize| others.intersection(&self.evidence[index].words).count();
+        let best = candidates
+            .iter()
+            .map(|&index| overlap(index))
+            .max()
+            .unwrap_or(0);
+        let mut known: HashSet<&String> = HashSet::new();
+        for &index in candidates.iter().filter(|&&index| overlap(index) == best) {
+            let source = self.evidence[index].source;
+            for near in index.saturating_sub(1)..=index + 1 {
+                if let Some(evidence) = self.evidence.get(near)
+                    && evidence.source == source
+                {
+                    known.extend(&evidence.words);
+                }
+            }
+        }
+        let titles: HashSet<String> = self
             .sources
             .iter()
-            .enumerate()
-            .filter(|(index, source)| match resting {
-                Some(resting) => *index == resting,
-                None => cited.is_empty() || cited.contains(&source.number),
-            })
-            .map(|(_, source)| source)
-            .flat_map(|source| {
-                content_words(&source.text)
-                    .into_iter()
-                    .chain(source.title.iter().flat_map(|title| content_words(title)))
-            })
+            .filter(|source| allowed(source.number))
+            .flat_map(|source| source.title.iter().flat_map(|title| content_words(title)))
             .collect();
-        let named = names(&plain)
+        if named
             .iter()
-            .all(|name| content_words(name).iter().all(|word| known.contains(word)));
-        if named {
+            .all(|word| known.contains(word) || titles.contains(word))
+        {
             Ok(())
         } else {
-            Err("a name is not in the passages it cites")
+            Err("a name is not in the passage sentence it rests on")
         }
     }
 }
@@ -538,6 +568,17 @@ mod tests {
         assert!(shown.is_empty(), "{shown:?}");
         let (shown, _) = stream(&sources, &["Toby leaves for Costa Rica."]);
         assert_eq!(shown, ["Toby leaves for Costa Rica."]);
+        // A name from a sentence of the same passage that this one does not rest on puts it
+        // in another relation; the sentence it rests on, or its neighbour, is support.
+        let sources = vec![source(
+            1,
+            "Dental claims go to Acme Insurance. The cafeteria serves lunch at noon. \
+             Staff meals are cheap. Vision claims are handled by Orbit Health.",
+        )];
+        let (shown, _) = stream(&sources, &["Dental claims go to Orbit Health [1]."]);
+        assert!(shown.is_empty(), "{shown:?}");
+        let (shown, _) = stream(&sources, &["Dental claims go to Acme Insurance [1]."]);
+        assert_eq!(shown.len(), 1);
         assert_eq!(
             names("The Dental Plan's waiting period"),
             ["Dental", "Plan"]
