@@ -643,29 +643,13 @@ fn rank_sentences(
                 text.split_whitespace().collect::<Vec<_>>().join(" ")
             })
             .collect();
-        let mut header: Option<Vec<String>> = None;
-        for (position, text) in texts.iter().enumerate() {
-            // A table row says something only with its header: "| Vacation | 25 days |" is
-            // read, embedded and quoted as "Leave type: Vacation; Length: 25 days."
-            let text = match crate::text::table_row(text) {
-                Some(cells) if crate::text::is_table_rule(&cells) => continue,
-                Some(cells)
-                    if texts
-                        .get(position + 1)
-                        .and_then(|next| crate::text::table_row(next))
-                        .is_some_and(|next| crate::text::is_table_rule(&next)) =>
-                {
-                    header = Some(cells);
-                    continue;
-                }
-                Some(cells) => header
-                    .as_deref()
-                    .and_then(|header| crate::text::table_statement(header, &cells))
-                    .unwrap_or_else(|| text.clone()),
-                None => {
-                    header = None;
-                    text.clone()
-                }
+        // A table row is read with its header; the header and its rule are not sentences.
+        for (position, text) in crate::text::with_table_headers(&texts)
+            .into_iter()
+            .enumerate()
+        {
+            let Some(text) = text else {
+                continue;
             };
             if content_words(&text).is_empty() || candidates.len() == MAX_RANKED_SENTENCES {
                 continue;

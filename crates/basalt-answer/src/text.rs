@@ -145,8 +145,41 @@ pub(crate) fn is_definition(text: &str) -> bool {
         && definition.ends_with(['.', '!', '?'])
 }
 
+/// `sentences` (in their order) with each Markdown table row read with its header, as
+/// [`table_statement`] says it: a row says something only with its header ("| Vacation | 25
+/// days |" under "| Leave type | Length |"). A header and its rule are `None`: they are not
+/// sentences. A row whose header is not among `sentences` stays as it is.
+pub(crate) fn with_table_headers(sentences: &[String]) -> Vec<Option<String>> {
+    let mut header: Option<Vec<String>> = None;
+    let opens_table = |next: Option<&String>| {
+        next.and_then(|next| table_row(next))
+            .is_some_and(|cells| is_table_rule(&cells))
+    };
+    sentences
+        .iter()
+        .enumerate()
+        .map(|(position, text)| match table_row(text) {
+            Some(cells) if is_table_rule(&cells) => None,
+            Some(cells) if opens_table(sentences.get(position + 1)) => {
+                header = Some(cells);
+                None
+            }
+            Some(cells) => Some(
+                header
+                    .as_deref()
+                    .and_then(|header| table_statement(header, &cells))
+                    .unwrap_or_else(|| text.clone()),
+            ),
+            None => {
+                header = None;
+                Some(text.clone())
+            }
+        })
+        .collect()
+}
+
 /// The cells of a Markdown table row ("| a | b |"), trimmed; `None` for any other text.
-pub(crate) fn table_row(text: &str) -> Option<Vec<String>> {
+fn table_row(text: &str) -> Option<Vec<String>> {
     let inner = text.trim().strip_prefix('|')?;
     let inner = inner.strip_suffix('|').unwrap_or(inner);
     Some(
@@ -158,7 +191,7 @@ pub(crate) fn table_row(text: &str) -> Option<Vec<String>> {
 }
 
 /// Whether `cells` are a table's header rule (`|---|:--:|`).
-pub(crate) fn is_table_rule(cells: &[String]) -> bool {
+fn is_table_rule(cells: &[String]) -> bool {
     cells.iter().all(|cell| {
         let dashes = cell.trim_matches(':');
         !dashes.is_empty() && dashes.chars().all(|c| c == '-')
@@ -167,7 +200,7 @@ pub(crate) fn is_table_rule(cells: &[String]) -> bool {
 
 /// A table row as a statement, each cell after its column's header: "Leave type: Vacation;
 /// Length: 25 days a year." `None` when the row and the header do not line up.
-pub(crate) fn table_statement(header: &[String], cells: &[String]) -> Option<String> {
+fn table_statement(header: &[String], cells: &[String]) -> Option<String> {
     if header.len() != cells.len() {
         return None;
     }
@@ -327,6 +360,31 @@ mod tests {
             None
         );
         assert_eq!(table_row("Not a row"), None);
+    }
+
+    #[test]
+    fn a_table_is_read_row_by_row_with_its_header() {
+        let sentences: Vec<String> = [
+            "Leave is accrued.",
+            "| Leave type | Length |",
+            "|---|---|",
+            "| Vacation | 25 days |",
+            "After the table.",
+            "| Orphan | row |",
+        ]
+        .map(String::from)
+        .into();
+        assert_eq!(
+            with_table_headers(&sentences),
+            [
+                Some("Leave is accrued.".to_owned()),
+                None,
+                None,
+                Some("Leave type: Vacation; Length: 25 days.".to_owned()),
+                Some("After the table.".to_owned()),
+                Some("| Orphan | row |".to_owned()),
+            ]
+        );
     }
 
     #[test]

@@ -147,6 +147,29 @@ impl<'a> Gate<'a> {
         out
     }
 
+    /// The passage sentences (indices into `evidence`) a generated sentence with these `words`
+    /// rests on: among those of the passages `allowed` admits (by number), the ones sharing
+    /// most of the words.
+    fn resting_sentences(
+        &self,
+        words: &HashSet<String>,
+        allowed: impl Fn(usize) -> bool,
+    ) -> Vec<usize> {
+        let candidates: Vec<usize> = (0..self.evidence.len())
+            .filter(|&index| allowed(self.evidence[index].source))
+            .collect();
+        let overlap = |index: usize| words.intersection(&self.evidence[index].words).count();
+        let best = candidates
+            .iter()
+            .map(|&index| overlap(index))
+            .max()
+            .unwrap_or(0);
+        candidates
+            .into_iter()
+            .filter(|&index| overlap(index) == best)
+            .collect()
+    }
+
     /// Whether `unit` (with its markers, citing `cited`) may be shown; if not, why.
     fn supported(&mut self, unit: &str, cited: &[usize]) -> Result<(), &'static str> {
         let plain = without_list_number(&strip_markers(unit));
@@ -168,22 +191,16 @@ impl<'a> Gate<'a> {
         if grounding(&plain, self.sources) < MIN_GROUNDING {
             return Err("most of its words are not in the passages");
         }
-        let evidence: Vec<&Evidence> = self
-            .evidence
-            .iter()
-            .filter(|evidence| cited.is_empty() || cited.contains(&evidence.source))
-            .collect();
         // Numbers and dates: in a passage sentence that is, by its other words, the one this
         // sentence rests on.
         let wanted = numbers(&plain);
         if !wanted.is_empty() {
-            let words = plain_words(&plain);
-            let overlap = |evidence: &Evidence| words.intersection(&evidence.words).count();
-            let best = evidence.iter().map(|e| overlap(e)).max().unwrap_or(0);
-            let held = evidence
-                .iter()
-                .filter(|e| overlap(e) == best)
-                .any(|e| wanted.is_subset(&e.numbers));
+            let held = self
+                .resting_sentences(&plain_words(&plain), |source| {
+                    cited.is_empty() || cited.contains(&source)
+                })
+                .into_iter()
+                .any(|index| wanted.is_subset(&self.evidence[index].numbers));
             if !held {
                 return Err("a number or date is not in the passage sentence it rests on");
             }
@@ -217,17 +234,8 @@ impl<'a> Gate<'a> {
             .into_iter()
             .filter(|word| !named.contains(word))
             .collect();
-        let candidates: Vec<usize> = (0..self.evidence.len())
-            .filter(|&index| allowed(self.evidence[index].source))
-            .collect();
-        let overlap = |index: usize| others.intersection(&self.evidence[index].words).count();
-        let best = candidates
-            .iter()
-            .map(|&index| overlap(index))
-            .max()
-            .unwrap_or(0);
         let mut known: HashSet<&String> = HashSet::new();
-        for &index in candidates.iter().filter(|&&index| overlap(index) == best) {
+        for index in self.resting_sentences(&others, allowed) {
             let source = self.evidence[index].source;
             for near in index.saturating_sub(1)..=index + 1 {
                 if let Some(evidence) = self.evidence.get(near)
