@@ -71,6 +71,9 @@ pub enum AbstainReason {
     NoRelevantPassages,
     /// The model said the passages do not hold the answer.
     ModelFoundNoAnswer,
+    /// The question asks for a number, an amount or a date, and none of the sentences that
+    /// best answer it states one.
+    NoNumberStated,
 }
 
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, schemars::JsonSchema)]
@@ -219,6 +222,11 @@ pub fn answer(
     };
     let mut sources = compose_passages(engines.embedder, &chunks, &ranked, budget, floor)?;
     let quoted = extractive_choice(&ranked, &sources, margin);
+    if crate::select::asks_for_quantity(&query) && !states_number_near_best(&ranked, margin, &query)
+    {
+        let reason = AbstainReason::NoNumberStated;
+        return Ok(abstain(result, reason, started, observe));
+    }
     if options.style.or(settings.style).unwrap_or_default() == AnswerStyle::Extractive {
         observe(AnswerEvent::Sources(&sources));
         result.sources = sources;
@@ -775,6 +783,20 @@ fn extractive_margin() -> f32 {
         .unwrap_or(EXTRACTIVE_MARGIN)
 }
 
+/// Whether a sentence the selector scores within `margin` of the best states a number, an
+/// amount or a date that `question` does not already hold. "What's the annual deductible?"
+/// over a handbook that only names the insurer is not answered by "Medical insurance is
+/// provided via Blue Cross Blue Shield PPO."
+fn states_number_near_best(ranked: &[Sentence], margin: f32, question: &str) -> bool {
+    let Some(best) = ranked.first() else {
+        return false;
+    };
+    ranked
+        .iter()
+        .take_while(|sentence| sentence.merit >= best.merit - margin)
+        .any(|sentence| crate::select::states_number(&sentence.text, question))
+}
+
 /// The sentences an extractive answer quotes: the selector's best among the sentences the
 /// model was shown, and the next best with it when its score is within `margin` of the
 /// best's, in the order they come in their passages. A fragment (a heading, a command, a few
@@ -1064,6 +1086,25 @@ mod tests {
         }];
         assert_eq!(extractive_choice(&ranked, &sources, 1.0), [said, other]);
         assert_eq!(extractive_choice(&ranked, &sources, 0.2), [said]);
+    }
+
+    #[test]
+    fn a_number_is_looked_for_among_the_sentences_near_the_best() {
+        let sentence = |text: &str, merit: f32| Sentence {
+            chunk: 0,
+            position: 0,
+            text: text.into(),
+            score: merit,
+            merit,
+        };
+        let question = "What is the annual deductible on how many plans?";
+        let ranked = [
+            sentence("Medical insurance is provided via Blue Cross.", 3.0),
+            sentence("Employee-only medical coverage costs $50.43.", 2.5),
+        ];
+        assert!(states_number_near_best(&ranked, 1.0, question));
+        assert!(!states_number_near_best(&ranked, 0.2, question));
+        assert!(!states_number_near_best(&[], 1.0, question));
     }
 
     #[test]

@@ -143,7 +143,7 @@ pub fn features(
                         parts.extend(chunk.heading_path.iter().map(String::as_str));
                         content_words(&parts.join(" ")).into_iter().collect()
                     });
-            let holds_number = candidate.text.chars().any(|c| c.is_ascii_digit());
+            let holds_number = states_number(&candidate.text, question);
             let rare = if rarity_total > 0.0 {
                 rarity
                     .iter()
@@ -189,10 +189,30 @@ fn bigrams(words: &[String]) -> HashSet<String> {
         .collect()
 }
 
-/// Whether a question asks for a number, a quantity, a date or a duration.
-fn asks_for_number(question: &str) -> bool {
-    let lower = question.to_lowercase();
-    [
+/// Whether a question asks for a number, a quantity, a frequency, a date or a time: "How many
+/// days …", "How often …", "Until what date …", or "When is …" (a "when" that opens the
+/// question or a clause of it, not the conditional "… get tracked when a customer sees …").
+pub(crate) fn asks_for_number(question: &str) -> bool {
+    let words = question_words(question);
+    asks_for_quantity(question)
+        || words.iter().enumerate().any(|(index, word)| {
+            const AUXILIARIES: [&str; 12] = [
+                "is", "are", "was", "were", "do", "does", "did", "will", "can", "should", "must",
+                "would",
+            ];
+            word == "when"
+                && (index == 0
+                    || words
+                        .get(index + 1)
+                        .is_some_and(|next| AUXILIARIES.contains(&next.as_str())))
+        })
+}
+
+/// Whether a question asks for a quantity, a frequency or a date in words that admit nothing
+/// else: "How many …", "How long …", "What year …". A "when" question is not one: "When do
+/// you need to blind bake pastry?" is answered by a condition.
+pub(crate) fn asks_for_quantity(question: &str) -> bool {
+    const PHRASES: [&str; 20] = [
         "how many",
         "how much",
         "how long",
@@ -201,16 +221,90 @@ fn asks_for_number(question: &str) -> bool {
         "how far",
         "how big",
         "how large",
+        "how soon",
+        "how frequently",
         "what year",
         "which year",
         "what date",
-        "when ",
+        "what day",
+        "which day",
+        "what time",
         "what percentage",
+        "what percent",
         "what age",
         "number of",
-    ]
-    .iter()
-    .any(|phrase| lower.contains(phrase))
+    ];
+    let padded = format!(" {} ", question_words(question).join(" "));
+    PHRASES
+        .iter()
+        .any(|phrase| padded.contains(&format!(" {phrase} ")))
+}
+
+/// A question's words, lower-cased, apostrophes kept ("what's").
+fn question_words(question: &str) -> Vec<String> {
+    question
+        .split(|c: char| !c.is_alphanumeric() && c != '\'' && c != '\u{2019}')
+        .filter(|word| !word.is_empty())
+        .map(str::to_lowercase)
+        .collect()
+}
+
+/// Whether `text` states a number, an amount or a date that `question` does not already
+/// hold: a number ("8", "1:1", "$200"), a number word ("four weeks", "twice a week", "a few
+/// hours", "half"), or a month or weekday name. Words the question holds are left out: in
+/// "How often must I answer the daily question?", "the daily question …" echoes the question
+/// and "… at least twice a week" answers it.
+pub(crate) fn states_number(text: &str, question: &str) -> bool {
+    // Besides the number words up to ninety the verifier reads as numbers.
+    const WORDS: [&str; 34] = [
+        "hundred",
+        "thousand",
+        "million",
+        "billion",
+        "dozen",
+        "half",
+        "once",
+        "twice",
+        "few",
+        "several",
+        "daily",
+        "weekly",
+        "monthly",
+        "yearly",
+        "annually",
+        "quarterly",
+        "january",
+        "february",
+        "march",
+        "april",
+        "june",
+        "july",
+        "august",
+        "september",
+        "october",
+        "november",
+        "december",
+        "monday",
+        "tuesday",
+        "wednesday",
+        "thursday",
+        "friday",
+        "saturday",
+        "sunday",
+    ];
+    let tokens = |text: &str| -> Vec<String> {
+        text.split(|c: char| !c.is_alphanumeric())
+            .filter(|token| !token.is_empty())
+            .map(str::to_lowercase)
+            .collect()
+    };
+    let asked: HashSet<String> = tokens(question).into_iter().collect();
+    tokens(text).iter().any(|token| {
+        !asked.contains(token)
+            && (token.chars().any(|c| c.is_ascii_digit())
+                || WORDS.contains(&token.as_str())
+                || crate::verify::is_number_word(token))
+    })
 }
 
 /// A linear scorer over [`FEATURES`]: higher is more likely the sentence that answers.
@@ -394,6 +488,47 @@ mod tests {
         assert!((rows[1][index("neighbour_cosine")] - 0.6).abs() < 1e-6);
         assert!(rows[1][index("question_words")] > rows[0][index("question_words")]);
         assert_eq!(rows[0][index("first_in_passage")], 1.0);
+    }
+
+    #[test]
+    fn questions_asking_for_numbers_and_sentences_stating_them() {
+        for question in [
+            "How often am I required to answer the daily question?",
+            "Until what date do summer hours last?",
+            "When is open enrollment?",
+            "I'm leaving. When do I get my last paycheck?",
+            "How many days is the paid sabbatical?",
+        ] {
+            assert!(asks_for_number(question), "{question}");
+        }
+        for question in [
+            "Where do exceptions get tracked when a customer sees an error?",
+            "Who should I tag when I log a bug?",
+            "What daycare does the company use?",
+        ] {
+            assert!(!asks_for_number(question), "{question}");
+        }
+        // A "when" question may be answered by a condition: it asks for a number only as a
+        // feature, never as a reason to decline.
+        assert!(!asks_for_quantity("When do you need to blind bake pastry?"));
+        assert!(asks_for_quantity("How long is the cooldown?"));
+
+        let question = "How often must I answer the daily question?";
+        assert!(states_number(
+            "You must answer it at least twice a week.",
+            question
+        ));
+        assert!(states_number("It pays $200/month.", question));
+        assert!(states_number("Reviews happen in March.", question));
+        // Words the question holds are no answer to it.
+        assert!(!states_number(
+            "First, there is the daily question of what you did.",
+            question
+        ));
+        assert!(!states_number(
+            "After 8 months you may ask again.",
+            "What happens after 8 months?"
+        ));
     }
 
     #[test]

@@ -321,6 +321,11 @@ fn plain_words(text: &str) -> HashSet<String> {
         .collect()
 }
 
+/// Whether `word` (lower case) is a number word up to ninety: "four", "twenty", "sixty".
+pub(crate) fn is_number_word(word: &str) -> bool {
+    NUMBER_WORDS.contains(&word) || TENS.iter().any(|(name, _)| *name == word)
+}
+
 const NUMBER_WORDS: [&str; 21] = [
     "zero",
     "one",
