@@ -124,6 +124,10 @@ pub struct Answer {
     /// The query retrieval ran (a follow-up is rewritten to stand alone).
     pub query: String,
     pub template_version: String,
+    /// The chat model that was asked to write the answer (absent when none was: a quote or a
+    /// "not found" decided before generation).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub model: Option<String>,
     pub usage: Usage,
     pub timings: AnswerTimings,
     /// The messages the model was given, as text (empty when it was not asked). Never
@@ -150,6 +154,7 @@ impl Answer {
             grounding: 1.0,
             query,
             template_version: String::new(),
+            model: None,
             usage: Usage::default(),
             timings: AnswerTimings::default(),
             prompt_text: String::new(),
@@ -265,6 +270,7 @@ pub fn answer(
             .join("\n\n");
     }
     observe(AnswerEvent::Sources(&sources));
+    result.model = Some(engines.generator.info().model_name.clone());
 
     // Generation, with markers filtered as the text streams.
     let stream = engines.generator.generate(GenerationRequest {

@@ -3,14 +3,13 @@
 
 mod common;
 
-use std::io::{Read, Write};
 use std::net::TcpStream;
 use std::process::Command;
 use std::time::{Duration, Instant};
 
 use common::{
-    Server, Workspace, basalt_now, cpu_turn, models_without_attack_classifier, start_server_when,
-    write_hr_docs_with_an_injection,
+    Server, Workspace, basalt_now, cpu_turn, models_without_attack_classifier, raw_request,
+    start_server_when, write_hr_docs_with_an_injection,
 };
 use serde_json::Value;
 
@@ -42,47 +41,6 @@ fn request(port: u16, method: &str, path: &str, headers: &[&str], body: &[u8]) -
     let mut all: Vec<&str> = headers.to_vec();
     all.extend(authorization.as_deref());
     raw_request(port, method, path, &all, body)
-}
-
-fn raw_request(
-    port: u16,
-    method: &str,
-    path: &str,
-    headers: &[&str],
-    body: &[u8],
-) -> (u16, String) {
-    let Ok(mut stream) = TcpStream::connect(("127.0.0.1", port)) else {
-        // Not listening (yet): status 0.
-        return (0, String::new());
-    };
-    stream
-        .set_read_timeout(Some(Duration::from_secs(120)))
-        .expect("timeout");
-    let mut head = format!(
-        "{method} {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\nContent-Length: {}\r\n",
-        body.len()
-    );
-    for header in headers {
-        head.push_str(header);
-        head.push_str("\r\n");
-    }
-    head.push_str("\r\n");
-    stream.write_all(head.as_bytes()).expect("writes");
-    // A server may answer (413) before reading a large body; a reset while writing is fine.
-    let _ = stream.write_all(body);
-    let mut response = Vec::new();
-    let _ = stream.read_to_end(&mut response);
-    let text = String::from_utf8_lossy(&response).into_owned();
-    let status = text
-        .split_whitespace()
-        .nth(1)
-        .and_then(|code| code.parse().ok())
-        .unwrap_or(0);
-    let body = text
-        .split_once("\r\n\r\n")
-        .map(|(_, body)| body.to_owned())
-        .unwrap_or_default();
-    (status, body)
 }
 
 fn post_json(port: u16, path: &str, body: &str) -> (u16, String) {

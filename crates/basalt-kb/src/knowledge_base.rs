@@ -329,6 +329,10 @@ pub struct AnswerSettings {
     /// on its question and on its answer, unless a request names another.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub guardrail: Option<String>,
+    /// The chat model that writes generative answers: a name registered with `basalt models
+    /// add` (a model served elsewhere) [default: the embedded model].
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub model: Option<String>,
 }
 
 /// How an answer is written.

@@ -52,6 +52,9 @@ pub enum ModelError {
     #[error("inference failed: {0}")]
     Inference(String),
 
+    #[error("model server of {model}: {reason}")]
+    Remote { model: String, reason: String },
+
     #[error("the inference worker stopped unexpectedly; restart the process")]
     WorkerGone,
 

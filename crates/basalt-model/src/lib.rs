@@ -19,6 +19,7 @@ mod gguf;
 mod llama;
 mod matmul;
 mod provision;
+mod remote;
 mod safetensors;
 mod simd;
 mod stop;
@@ -44,3 +45,4 @@ pub use generator::{
 };
 pub use llama::llama_system_info;
 pub use provision::{FetchReport, FileStatus, InstalledModel, fetch_models, inspect_models};
+pub use remote::{ApiKeySource, RemoteChatOptions, RemoteGenerator, RemoteModel, RemoteModels};

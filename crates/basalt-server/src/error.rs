@@ -98,6 +98,8 @@ codes! {
         "the key is over its `--rate-limit` (`Retry-After`)";
     InternalError = "internal_error", INTERNAL_SERVER_ERROR,
         "a fault of the server's; the message says what failed, and the log has more";
+    ModelServerUnavailable = "model_server_unavailable", BAD_GATEWAY,
+        "a chat model served elsewhere (`basalt models add`) refused the request or did not answer after its retries; the message says which model and why";
     QueueTimeout = "queue_timeout", SERVICE_UNAVAILABLE,
         "no turn for the request within 60 s (`Retry-After`)";
     Busy = "busy", SERVICE_UNAVAILABLE,
@@ -248,6 +250,9 @@ impl From<basalt_model::ModelError> for ApiError {
             basalt_model::ModelError::PromptTooLong { .. }
             | basalt_model::ModelError::CompletionTooLong { .. } => {
                 Self::new(Code::ContextLengthExceeded, error.to_string())
+            }
+            basalt_model::ModelError::Remote { .. } => {
+                Self::new(Code::ModelServerUnavailable, error.to_string())
             }
             other => Self::internal(other.to_string()),
         }

@@ -14,6 +14,7 @@ mod error;
 mod guard;
 mod jobs;
 mod kbs;
+mod models;
 mod native;
 mod openai;
 mod openapi;
@@ -125,6 +126,8 @@ pub struct AppState {
     security: Arc<Security>,
     loaded_guardrails: Arc<Mutex<guard::LoadedGuardrails>>,
     attack_classifier: Arc<guard::ClassifierSlot>,
+    /// Chat models served elsewhere (`basalt models add`).
+    chat_models: Arc<models::ChatModels>,
 }
 
 impl std::fmt::Debug for AppState {
@@ -156,6 +159,7 @@ impl AppState {
             options.rate_limit,
         )
         .map_err(|error| std::io::Error::other(error.to_string()))?;
+        let chat_models = Arc::new(models::ChatModels::new(data_dir.root()));
         let state = AppState {
             embedder,
             generator,
@@ -179,9 +183,28 @@ impl AppState {
             attack_classifier: Arc::new(guard::ClassifierSlot::new(
                 options.prompt_attack_classifier.clone(),
             )),
+            chat_models,
         };
         Jobs::start(&state);
         Ok(state)
+    }
+
+    /// The chat model `name` names for a turn: `None` for the embedded model (its own name),
+    /// else the registered remote model; an unknown name is `model_not_found`.
+    fn chat_model_named(&self, name: &str) -> Result<Option<Arc<dyn Generator>>, ApiError> {
+        if name == self.chat_model {
+            return Ok(None);
+        }
+        self.chat_models.remote(name)?.map(Some).ok_or_else(|| {
+            ApiError::new(
+                Code::ModelNotFound,
+                format!(
+                    "no model {name:?}: use {:?}, a registered model, or {}NAME for a \
+                     knowledge base (GET /v1/models lists them)",
+                    self.chat_model, KB_MODEL_PREFIX
+                ),
+            )
+        })
     }
 
     /// Refuses a `max_tokens` above the server's per-request budget (`--max-completion-tokens`).

@@ -137,6 +137,11 @@ pub(crate) struct AnswerRequest {
     /// Add what the guardrail found and did (`guardrail`).
     #[serde(default)]
     guardrail_trace: bool,
+    /// The chat model that writes a generative answer: a model registered with `basalt models
+    /// add`, or the embedded one's name (default: the knowledge base's `answer.model`, else
+    /// the embedded model).
+    #[serde(default)]
+    model: Option<String>,
 }
 
 /// An answer, with the session it was recorded in.
@@ -196,6 +201,10 @@ pub(crate) async fn answer(
         ..AnswerOptions::default()
     };
     let kb = state.knowledge_base(&caller, &name).await?;
+    let generator = match request.model.as_deref() {
+        Some(model) => state.chat_model_named(model)?,
+        None => state.chat_models.for_knowledge_base(&kb)?,
+    };
     let active = crate::guard::choose(
         &state,
         &caller,
@@ -211,7 +220,7 @@ pub(crate) async fn answer(
     };
     let turn = GuardedTurn::new(ask, active.as_ref().map(|active| active.guardrail.clone()));
     let asked = turn.question().to_owned();
-    let running = crate::turn::start(&state, &caller, turn, active.clone()).await?;
+    let running = crate::turn::start(&state, &caller, turn, active.clone(), generator).await?;
     let session_id = request.session_id;
     let trace_wanted = request.guardrail_trace;
     let respond = move |state: &AppState, reply: Reply| {

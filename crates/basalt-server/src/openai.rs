@@ -70,6 +70,9 @@ pub(crate) async fn models(
         ModelCard::new(state.chat_model.clone()),
         ModelCard::new(state.embedding_model.clone()),
     ];
+    for name in state.chat_models.names()? {
+        data.push(ModelCard::new(name));
+    }
     let kbs = state.with_catalog(&caller, |data| data.list()).await?;
     for kb in kbs {
         data.push(ModelCard::new(format!("{KB_MODEL_PREFIX}{}", kb.name)));
@@ -490,23 +493,17 @@ pub(crate) async fn chat_completions(
 ) -> Result<Response, ApiError> {
     let chat = validate(request)?;
     state.check_max_tokens(chat.max_tokens)?;
-    let kb = if let Some(name) = chat.model.strip_prefix(KB_MODEL_PREFIX) {
+    let (kb, generator) = if let Some(name) = chat.model.strip_prefix(KB_MODEL_PREFIX) {
         // Answering from a knowledge base is reading it: the caller needs kb:Answer on it,
         // checked before its existence is revealed.
         state
             .security
             .require(&caller, "kb:Answer", &format!("kb/{name}"))?;
-        Some(state.knowledge_base(&caller, name).await?)
-    } else if chat.model == state.chat_model {
-        None
+        let kb = state.knowledge_base(&caller, name).await?;
+        let generator = state.chat_models.for_knowledge_base(&kb)?;
+        (Some(kb), generator)
     } else {
-        return Err(ApiError::new(
-            Code::ModelNotFound,
-            format!(
-                "no model {:?}: use {:?}, or {KB_MODEL_PREFIX}NAME for a knowledge base (GET /v1/models lists them)",
-                chat.model, state.chat_model
-            ),
-        ));
+        (None, state.chat_model_named(&chat.model)?)
     };
     if kb.is_some()
         && chat
@@ -553,7 +550,7 @@ pub(crate) async fn chat_completions(
         },
     };
     let turn = GuardedTurn::new(ask, active.as_ref().map(|active| active.guardrail.clone()));
-    let running = crate::turn::start(&state, &caller, turn, active.clone()).await?;
+    let running = crate::turn::start(&state, &caller, turn, active.clone(), generator).await?;
     let trace_wanted = chat.guardrail_trace;
     // The assistant message's content, its extra fields, the finish reason and the usage.
     let finished = move |reply: Reply| {

@@ -84,11 +84,13 @@ impl Running {
 }
 
 /// Starts `turn` for `caller`, guarded by `active` (the guardrail the turn was checked with).
+/// `generator` writes it when given (a model served elsewhere), else the embedded model.
 pub(crate) async fn start(
     state: &AppState,
     caller: &Caller,
     turn: GuardedTurn,
     active: Option<ActiveGuardrail>,
+    generator: Option<Arc<dyn basalt_model::Generator>>,
 ) -> Result<Running, ApiError> {
     let slot = match (turn.blocked_input(), &active) {
         (Some(_), Some(active)) => {
@@ -102,11 +104,12 @@ pub(crate) async fn start(
     let state = state.clone();
     let caller = caller.clone();
     let flag = cancel.clone();
+    let generator = generator.unwrap_or_else(|| state.generator.clone());
     drop(tokio::task::spawn_blocking(move || {
         let _slot = slot;
         let engines = Engines {
             embedder: state.embedder.as_ref(),
-            generator: state.generator.as_ref(),
+            generator: generator.as_ref(),
         };
         let result = turn.run(engines, &flag, &mut |event| {
             // A response that is gone has set the flag: the turn stops at its next token.

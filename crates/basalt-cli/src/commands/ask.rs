@@ -1,7 +1,6 @@
 //! `basalt ask` and `basalt chat`: grounded answers with numbered sources, streamed.
 
 use std::io::{BufRead, Write};
-use std::path::PathBuf;
 use std::process::ExitCode;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -13,7 +12,7 @@ use basalt_answer::{
 use basalt_guard::{Guardrail, GuardrailStore};
 use basalt_index::SearchMode;
 use basalt_kb::KnowledgeBase;
-use basalt_model::{LocalEmbedder, LocalGenerator};
+use basalt_model::{Generator, LocalEmbedder};
 
 use super::print_line;
 use crate::settings::Settings;
@@ -59,9 +58,11 @@ pub(crate) struct AnswerArgs {
     /// knowledge base's answer.guardrail, if any]
     #[arg(long, value_name = "NAME[:VERSION]")]
     guardrail: Option<String>,
-    /// Chat GGUF to load [default: the installed SmolLM2-135M-Instruct]
-    #[arg(long, value_name = "PATH")]
-    model: Option<PathBuf>,
+    /// Chat model: a name registered with `basalt models add` (a model served elsewhere), or
+    /// a GGUF file to load [default: the knowledge base's answer.model, else the installed
+    /// SmolLM2-135M-Instruct]
+    #[arg(long, value_name = "NAME|PATH")]
+    model: Option<String>,
     /// Context window in tokens [default: the model's, at most 8192]
     #[arg(long, value_name = "N")]
     context_size: Option<usize>,
@@ -96,7 +97,7 @@ pub(crate) struct ChatArgs {
 struct Loaded {
     kb: Arc<KnowledgeBase>,
     embedder: Arc<LocalEmbedder>,
-    generator: LocalGenerator,
+    generator: Box<dyn Generator>,
     options: AnswerOptions,
     guardrail: Option<Arc<Guardrail>>,
 }
@@ -107,7 +108,7 @@ impl Loaded {
         let (data, reader) = super::tenant_data_as(settings, args.as_principal.as_deref())?;
         let kb = Arc::new(data.open(&args.kb)?);
         let (embedder, generator) =
-            super::load_answer_engines(&kb, settings, args.model.as_deref(), args.context_size)?;
+            super::load_chosen_engines(&kb, settings, args.model.as_deref(), args.context_size)?;
         let embedder = Arc::new(embedder);
         let guardrail = args
             .guardrail
@@ -145,7 +146,7 @@ impl Loaded {
     fn engines(&self) -> Engines<'_> {
         Engines {
             embedder: self.embedder.as_ref(),
-            generator: &self.generator,
+            generator: self.generator.as_ref(),
         }
     }
 

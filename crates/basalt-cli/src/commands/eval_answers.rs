@@ -15,7 +15,7 @@ use basalt_eval::metrics::{BleuStats, exact_match, rouge, token_f1};
 use basalt_eval::report::{CitationRecord, CitedPassage, RunInfo};
 use basalt_eval::{AnswerReport, QuestionRecord};
 use basalt_kb::{IngestOptions, KbError, KbSettings, KnowledgeBase, PromptTemplate, SearchOptions};
-use basalt_model::{Embedder, Generator};
+use basalt_model::Embedder;
 use serde::Deserialize;
 
 use super::print_line;
@@ -42,6 +42,10 @@ pub(crate) struct AnswersArgs {
     /// Passages per answer [default: the KB's, else 5]
     #[arg(long)]
     passages: Option<usize>,
+    /// Chat model: a name registered with `basalt models add`, or a GGUF file [default: the
+    /// knowledge base's answer.model, else the installed SmolLM2-135M-Instruct]
+    #[arg(long, value_name = "NAME|PATH")]
+    model: Option<String>,
     /// Least relevance before the model is asked [default: the KB's, else the built-in]
     #[arg(long)]
     min_relevance: Option<f32>,
@@ -392,10 +396,11 @@ pub(crate) fn run(args: &AnswersArgs, settings: &Settings) -> anyhow::Result<Exi
     if let Some(path) = &args.prompt_template {
         kb.settings.answer.template = Some(read_template(path)?);
     }
-    let (embedder, generator) = super::load_answer_engines(&kb, settings, None, None)?;
+    let (embedder, generator) =
+        super::load_chosen_engines(&kb, settings, args.model.as_deref(), None)?;
     let engines = Engines {
         embedder: &embedder,
-        generator: &generator,
+        generator: generator.as_ref(),
     };
     let options = AnswerOptions {
         passages: args.passages,

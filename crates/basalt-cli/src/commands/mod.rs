@@ -162,6 +162,62 @@ pub(crate) fn load_answer_engines(
     load_engines(settings, &embedding, model, context_size)
 }
 
+/// The engines an answer needs, with the chat model `model` names: a model registered with
+/// `basalt models add` (served elsewhere), else a GGUF path; without one, the knowledge base's
+/// `answer.model` (which must be registered), else the installed default.
+pub(crate) fn load_chosen_engines(
+    kb: &basalt_kb::KnowledgeBase,
+    settings: &Settings,
+    model: Option<&str>,
+    context_size: Option<usize>,
+) -> anyhow::Result<(
+    basalt_model::LocalEmbedder,
+    Box<dyn basalt_model::Generator>,
+)> {
+    let registry = basalt_model::RemoteModels::new(settings.data_dir.root());
+    let remote = match (model, kb.settings.answer.model.as_deref()) {
+        (Some(name), _) => registry.get(name)?,
+        (None, Some(name)) => Some(registry.get(name)?.ok_or_else(|| {
+            anyhow::anyhow!(
+                "knowledge base {}'s answer.model is {name}, which is not a registered model; \
+                 register it with `basalt models add {name} …` or change the setting",
+                kb.settings.name
+            )
+        })?),
+        (None, None) => None,
+    };
+    match remote {
+        Some(remote) => {
+            let embedding = kb.settings.model_path(&settings.models_dir);
+            let embedder = load_embedder(settings, &embedding, basalt_model::InferenceGate::new())?;
+            Ok((embedder, Box::new(remote.generator()?)))
+        }
+        None => {
+            let (embedder, generator) =
+                load_answer_engines(kb, settings, model.map(std::path::Path::new), context_size)?;
+            Ok((embedder, Box::new(generator)))
+        }
+    }
+}
+
+/// The embedding model at `embedding`, taking turns at `gate`.
+fn load_embedder(
+    settings: &Settings,
+    embedding: &std::path::Path,
+    gate: basalt_model::InferenceGate,
+) -> anyhow::Result<basalt_model::LocalEmbedder> {
+    use anyhow::Context;
+    basalt_model::LocalEmbedder::load(
+        embedding,
+        &basalt_model::LocalEmbedderOptions {
+            threads: settings.threads,
+            gate,
+            ..basalt_model::LocalEmbedderOptions::default()
+        },
+    )
+    .with_context(|| format!("while loading the embedding model {}", embedding.display()))
+}
+
 /// An embedding model (at `embedding`) and a chat model sharing one inference gate.
 pub(crate) fn load_engines(
     settings: &Settings,
@@ -171,15 +227,7 @@ pub(crate) fn load_engines(
 ) -> anyhow::Result<(basalt_model::LocalEmbedder, basalt_model::LocalGenerator)> {
     use anyhow::Context;
     let gate = basalt_model::InferenceGate::new();
-    let embedder = basalt_model::LocalEmbedder::load(
-        embedding,
-        &basalt_model::LocalEmbedderOptions {
-            threads: settings.threads,
-            gate: gate.clone(),
-            ..basalt_model::LocalEmbedderOptions::default()
-        },
-    )
-    .with_context(|| format!("while loading the embedding model {}", embedding.display()))?;
+    let embedder = load_embedder(settings, embedding, gate.clone())?;
     let path = model.map_or_else(
         || settings.models_dir.default_generation_model(),
         std::path::Path::to_path_buf,

@@ -1,9 +1,10 @@
-//! `basalt models fetch|list`: install the default models and show their state.
+//! `basalt models fetch|list|add|remove`: install the default models and show their state;
+//! register chat models served elsewhere (OpenAI-compatible servers).
 
 use std::process::ExitCode;
 
 use anyhow::Context;
-use basalt_model::{FileStatus, fetch_models, inspect_models};
+use basalt_model::{FileStatus, RemoteModel, RemoteModels, fetch_models, inspect_models};
 use serde::Serialize;
 
 use super::print_line;
@@ -17,7 +18,8 @@ pub(crate) enum ModelsCommand {
         #[arg(long, env = "BASALT_PYTHON", default_value = "python3")]
         python: String,
     },
-    /// Show the installed models and the state of each file
+    /// Show the installed models and the state of each file, and the registered remote models
+    /// with their health
     List {
         /// Hash every file again instead of comparing sizes with the install record
         #[arg(long)]
@@ -26,12 +28,77 @@ pub(crate) enum ModelsCommand {
         #[arg(long)]
         json: bool,
     },
+    /// Register a chat model served elsewhere, by a name `ask --model`, a knowledge base's
+    /// `answer.model` and API requests can choose (replaces one of the same name)
+    #[command(
+        after_help = "Example:\n  export GPU_BOX_KEY=…\n  basalt models add big --openai-url http://gpu-box:8000/v1 \\\n    \
+        --remote-model meta-llama/Llama-3.1-70B-Instruct --api-key-env GPU_BOX_KEY\n\n\
+        The key is never stored: it is read from the variable or file at each request."
+    )]
+    Add {
+        /// The name Basalt knows it by (letters, digits, '-', '_', '.')
+        name: String,
+        /// Base URL of an OpenAI-compatible API, up to the version: http://host:8000/v1
+        #[arg(long, value_name = "URL")]
+        openai_url: String,
+        /// The model id the server expects
+        #[arg(long, value_name = "ID")]
+        remote_model: String,
+        /// Environment variable holding the API key
+        #[arg(long, value_name = "VAR", conflicts_with = "api_key_file")]
+        api_key_env: Option<String>,
+        /// File whose first line is the API key
+        #[arg(long, value_name = "FILE")]
+        api_key_file: Option<std::path::PathBuf>,
+        /// The model's context window in tokens
+        #[arg(long, default_value_t = 8192, value_name = "N")]
+        context_window: usize,
+    },
+    /// Forget a registered remote model
+    Remove { name: String },
 }
 
 pub(crate) fn run(command: ModelsCommand, settings: &Settings) -> anyhow::Result<ExitCode> {
     match command {
         ModelsCommand::Fetch { python } => fetch(&python, settings),
         ModelsCommand::List { verify, json } => list(verify, json, settings),
+        ModelsCommand::Add {
+            name,
+            openai_url,
+            remote_model,
+            api_key_env,
+            api_key_file,
+            context_window,
+        } => {
+            let model = RemoteModel {
+                name,
+                provider: "openai".to_string(),
+                base_url: openai_url.trim_end_matches('/').to_string(),
+                model: remote_model,
+                api_key_env,
+                api_key_file,
+                context_window,
+            };
+            let registry = RemoteModels::new(settings.data_dir.root());
+            registry.add(model.clone())?;
+            let health = match model.generator()?.health() {
+                Ok(took) => format!("answers ({} ms)", took.as_millis()),
+                Err(reason) => format!("not reachable now: {reason}"),
+            };
+            print_line(&format!(
+                "registered {} → {} at {}; {health}",
+                model.name, model.model, model.base_url
+            ))?;
+            Ok(ExitCode::SUCCESS)
+        }
+        ModelsCommand::Remove { name } => {
+            if RemoteModels::new(settings.data_dir.root()).remove(&name)? {
+                print_line(&format!("removed {name}"))?;
+                Ok(ExitCode::SUCCESS)
+            } else {
+                anyhow::bail!("no remote model is named {name}; `basalt models list` shows them")
+            }
+        }
     }
 }
 
@@ -65,6 +132,20 @@ struct ModelJson<'a> {
     files: Vec<FileJson<'a>>,
 }
 
+/// A registered remote model as `models list --json` shows it.
+#[derive(Serialize)]
+struct RemoteJson<'a> {
+    name: &'a str,
+    kind: &'static str,
+    provider: &'a str,
+    base_url: &'a str,
+    model: &'a str,
+    context_window: usize,
+    ready: bool,
+    /// Milliseconds `GET {base_url}/models` took, or why it failed.
+    health: Result<u128, String>,
+}
+
 #[derive(Serialize)]
 struct FileJson<'a> {
     name: &'a str,
@@ -76,8 +157,33 @@ struct FileJson<'a> {
 fn list(verify: bool, json: bool, settings: &Settings) -> anyhow::Result<ExitCode> {
     let models = inspect_models(&settings.models_dir, verify);
     let all_ready = models.iter().all(|model| model.is_ready());
+    let remote = RemoteModels::new(settings.data_dir.root()).list()?;
+    let health: Vec<Result<u128, String>> = remote
+        .iter()
+        .map(|model| {
+            model
+                .generator()
+                .map_err(|error| error.to_string())
+                .and_then(|generator| generator.health())
+                .map(|took| took.as_millis())
+        })
+        .collect();
+    let remote_json: Vec<RemoteJson<'_>> = remote
+        .iter()
+        .zip(&health)
+        .map(|(model, health)| RemoteJson {
+            name: &model.name,
+            kind: "remote chat",
+            provider: &model.provider,
+            base_url: &model.base_url,
+            model: &model.model,
+            context_window: model.context_window,
+            ready: health.is_ok(),
+            health: health.clone(),
+        })
+        .collect();
     if json {
-        let out: Vec<ModelJson<'_>> = models
+        let local: Vec<ModelJson<'_>> = models
             .iter()
             .map(|model| ModelJson {
                 name: model.spec.name,
@@ -99,6 +205,15 @@ fn list(verify: bool, json: bool, settings: &Settings) -> anyhow::Result<ExitCod
                     .collect(),
             })
             .collect();
+        let mut out = serde_json::to_value(local)?;
+        if let Some(array) = out.as_array_mut() {
+            array.extend(
+                remote_json
+                    .iter()
+                    .map(serde_json::to_value)
+                    .collect::<Result<Vec<_>, _>>()?,
+            );
+        }
         print_line(&serde_json::to_string_pretty(&out)?)?;
     } else {
         print_line(&format!(
@@ -126,6 +241,16 @@ fn list(verify: bool, json: bool, settings: &Settings) -> anyhow::Result<ExitCod
                 };
                 print_line(&format!("  {label:<8} {name:<36} {detail}"))?;
             }
+        }
+        for model in &remote_json {
+            let state = match &model.health {
+                Ok(millis) => format!("answers, {millis} ms"),
+                Err(reason) => format!("NOT REACHABLE: {reason}"),
+            };
+            print_line(&format!(
+                "\n{} (remote chat, {}: {} at {}, {} tokens; {state})",
+                model.name, model.provider, model.model, model.base_url, model.context_window
+            ))?;
         }
         if !all_ready {
             eprintln!(

@@ -304,3 +304,46 @@ pub fn start_server_when(ws: &Workspace, extra: &[&str], ready: impl Fn(u16) -> 
     }
     server
 }
+
+/// One HTTP/1.1 request on a fresh connection to 127.0.0.1:`port`; the status (0 when nothing
+/// listens) and the body.
+pub fn raw_request(
+    port: u16,
+    method: &str,
+    path: &str,
+    headers: &[&str],
+    body: &[u8],
+) -> (u16, String) {
+    let Ok(mut stream) = std::net::TcpStream::connect(("127.0.0.1", port)) else {
+        // Not listening (yet): status 0.
+        return (0, String::new());
+    };
+    stream
+        .set_read_timeout(Some(std::time::Duration::from_secs(120)))
+        .expect("timeout");
+    let mut head = format!(
+        "{method} {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\nContent-Length: {}\r\n",
+        body.len()
+    );
+    for header in headers {
+        head.push_str(header);
+        head.push_str("\r\n");
+    }
+    head.push_str("\r\n");
+    std::io::Write::write_all(&mut stream, head.as_bytes()).expect("writes");
+    // A server may answer (413) before reading a large body; a reset while writing is fine.
+    let _ = std::io::Write::write_all(&mut stream, body);
+    let mut response = Vec::new();
+    let _ = std::io::Read::read_to_end(&mut stream, &mut response);
+    let text = String::from_utf8_lossy(&response).into_owned();
+    let status = text
+        .split_whitespace()
+        .nth(1)
+        .and_then(|code| code.parse().ok())
+        .unwrap_or(0);
+    let body = text
+        .split_once("\r\n\r\n")
+        .map(|(_, body)| body.to_owned())
+        .unwrap_or_default();
+    (status, body)
+}

@@ -1,0 +1,227 @@
+//! Chat models served elsewhere (`basalt models add`): answers written by a model behind an
+//! OpenAI-compatible HTTP API. The model server here is a second, real `basalt serve` on
+//! 127.0.0.1 with its own data directory and API key.
+
+mod common;
+
+use common::{Workspace, assert_clean_failure, raw_request, start_server_when, stderr};
+use serde_json::Value;
+
+/// `method path` on 127.0.0.1:`port` with `key` and a JSON `body`; the status and the body.
+fn http(port: u16, method: &str, path: &str, key: &str, body: &str) -> (u16, String) {
+    let authorization = format!("Authorization: Bearer {key}");
+    raw_request(
+        port,
+        method,
+        path,
+        &[authorization.as_str(), "Content-Type: application/json"],
+        body.as_bytes(),
+    )
+}
+
+fn get(port: u16, path: &str, key: &str) -> (u16, String) {
+    http(port, "GET", path, key, "")
+}
+
+/// The JSON object in an HTTP body (a chunked body has its sizes around it).
+fn json_in(body: &str) -> Value {
+    let start = body.find('{').unwrap_or(0);
+    let end = body.rfind('}').map_or(body.len(), |end| end + 1);
+    serde_json::from_str(&body[start..end]).unwrap_or_else(|error| panic!("{error}: {body}"))
+}
+
+/// An API key with every permission, created with the CLI.
+fn admin_key(ws: &Workspace) -> String {
+    ws.json(&[
+        "keys",
+        "create",
+        "--json",
+        "--principal",
+        "admin",
+        "--policy",
+        "AdministratorAccess",
+    ])["key"]
+        .as_str()
+        .expect("the new key")
+        .to_owned()
+}
+
+#[test]
+fn a_registered_remote_model_writes_answers_the_same_checks_apply_to() {
+    // The model server: another Basalt, which asks for its own API key.
+    let model_server = Workspace::new();
+    let key = admin_key(&model_server);
+    let server = start_server_when(&model_server, &[], |port| {
+        get(port, "/healthz", "").0 == 200
+    });
+    let (status, body) = get(server.port, "/v1/models", &key);
+    assert_eq!(status, 200, "{body}");
+    let remote_id = json_in(&body)["data"]
+        .as_array()
+        .and_then(|models| {
+            models
+                .iter()
+                .filter_map(|model| model["id"].as_str())
+                .find(|id| !id.starts_with("kb:") && !id.to_lowercase().contains("minilm"))
+        })
+        .expect("a chat model")
+        .to_owned();
+
+    // Basalt with a knowledge base, answering with the model served elsewhere. The key is in
+    // a file; Basalt stores only where it is.
+    let ws = Workspace::new();
+    let docs = ws.docs();
+    std::fs::create_dir_all(&docs).expect("docs dir");
+    std::fs::write(
+        docs.join("leave.md"),
+        "# Leave policy\n\nParental leave is 16 weeks, fully paid, for every parent. Vacation \
+         is 25 days a year; unused days carry over, up to 5 days.\n",
+    )
+    .expect("write");
+    ws.ok(&["kb", "create", "leave"]);
+    ws.ok(&["ingest", "--kb", "leave", &docs.display().to_string()]);
+    let key_file = ws.dir.path().join("remote.key");
+    std::fs::write(&key_file, format!("{key}\n")).expect("key file");
+    let url = format!("http://127.0.0.1:{}/v1", server.port);
+    let key_path = key_file.display().to_string();
+    let added = ws.ok(&[
+        "models",
+        "add",
+        "big",
+        "--openai-url",
+        &url,
+        "--remote-model",
+        &remote_id,
+        "--api-key-file",
+        &key_path,
+    ]);
+    assert!(added.contains("answers"), "{added}");
+    let registry =
+        std::fs::read_to_string(ws.dir.path().join("data/models.json")).expect("models.json");
+    assert!(
+        !registry.contains(&key),
+        "the key is never stored: {registry}"
+    );
+    let listed = ws.json(&["models", "list", "--json"]);
+    let big = listed
+        .as_array()
+        .and_then(|models| models.iter().find(|model| model["name"] == "big"))
+        .unwrap_or_else(|| panic!("big is listed: {listed}"));
+    assert_eq!(big["kind"], "remote chat", "{big}");
+    assert_eq!(big["ready"], true, "{big}");
+
+    let ask_args = |model: Option<&'static str>| {
+        let mut args = vec![
+            "ask",
+            "--kb",
+            "leave",
+            "--style",
+            "generative",
+            "--min-relevance",
+            "0.2",
+            "--max-tokens",
+            "48",
+            "--json",
+            "How long is parental leave?",
+        ];
+        if let Some(model) = model {
+            args.extend(["--model", model]);
+        }
+        args
+    };
+    let check = |answer: &Value| {
+        assert_eq!(answer["model"], "big", "{answer}");
+        assert_eq!(answer["abstained"], false, "{answer}");
+        assert!(
+            answer["usage"]["completion_tokens"].as_u64().unwrap_or(0) > 0,
+            "the remote's own count: {answer}"
+        );
+        let text = answer["answer"].as_str().unwrap_or_default();
+        assert!(text.contains("16 weeks"), "{answer}");
+        assert!(
+            answer["citations"]
+                .as_array()
+                .is_some_and(|citations| !citations.is_empty()),
+            "{answer}"
+        );
+    };
+    check(&ws.json(&ask_args(Some("big"))));
+
+    // The knowledge base's answer.model chooses it when the request does not.
+    let settings_path = ws.dir.path().join("data/kb/leave/kb.json");
+    let mut settings: Value =
+        serde_json::from_str(&std::fs::read_to_string(&settings_path).expect("kb.json"))
+            .expect("JSON settings");
+    settings["answer"]["model"] = "big".into();
+    std::fs::write(&settings_path, settings.to_string()).expect("kb.json");
+    check(&ws.json(&ask_args(None)));
+
+    // Over HTTP: the model by name, and a knowledge base whose answer.model it is.
+    let admin = admin_key(&ws);
+    let front = start_server_when(&ws, &[], |port| get(port, "/healthz", "").0 == 200);
+    let (status, body) = get(front.port, "/v1/models", &admin);
+    assert!(status == 200 && body.contains("\"big\""), "{body}");
+    let (status, body) = http(
+        front.port,
+        "POST",
+        "/v1/chat/completions",
+        &admin,
+        r#"{"model": "big", "max_tokens": 8, "messages": [{"role": "user", "content": "Say hello."}]}"#,
+    );
+    assert_eq!(status, 200, "{body}");
+    let reply = json_in(&body);
+    assert!(
+        reply["usage"]["completion_tokens"].as_u64().unwrap_or(0) > 0,
+        "{reply}"
+    );
+    let (status, body) = http(
+        front.port,
+        "POST",
+        "/v1/kbs/leave/answer",
+        &admin,
+        r#"{"question": "How long is parental leave?", "style": "generative", "min_relevance": 0.2, "max_tokens": 48}"#,
+    );
+    assert_eq!(status, 200, "{body}");
+    check(&json_in(&body));
+    let (status, body) = http(
+        front.port,
+        "POST",
+        "/v1/chat/completions",
+        &admin,
+        r#"{"model": "nobody", "messages": [{"role": "user", "content": "Hi"}]}"#,
+    );
+    assert!(status == 404 && body.contains("model_not_found"), "{body}");
+    drop(front);
+
+    // A wrong key is the server's 401, said plainly, and the key is not repeated back.
+    std::fs::write(&key_file, "bsk_wrong_key_for_the_test\n").expect("key file");
+    let wrong = ws.run(&ask_args(Some("big")));
+    assert_clean_failure(&wrong, "model server of big: HTTP 401");
+    assert!(!stderr(&wrong).contains("bsk_wrong_key_for_the_test"));
+    std::fs::write(&key_file, format!("{key}\n")).expect("key file");
+    // A key variable that is not set is named.
+    ws.ok(&[
+        "models",
+        "add",
+        "unset",
+        "--openai-url",
+        &url,
+        "--remote-model",
+        &remote_id,
+        "--api-key-env",
+        "BASALT_TEST_SURELY_UNSET_KEY",
+    ]);
+    assert_clean_failure(
+        &ws.run(&ask_args(Some("unset"))),
+        "BASALT_TEST_SURELY_UNSET_KEY",
+    );
+    drop(server);
+    // The server gone: a clear error once the retries are spent, not a hang or a panic.
+    assert_clean_failure(&ws.run(&ask_args(Some("big"))), "model server of big");
+
+    ws.ok(&["models", "remove", "big"]);
+    assert_clean_failure(
+        &ws.run(&["models", "remove", "big"]),
+        "no remote model is named big",
+    );
+}

@@ -1,0 +1,685 @@
+//! Chat models served elsewhere: any server with an OpenAI-compatible `POST
+//! {base_url}/chat/completions` (vLLM, Ollama, llama.cpp's server, an OpenAI-compatible gateway,
+//! another Basalt), behind the same [`Generator`] trait as the local engine, so retrieval, the
+//! grounding check, citations, guardrails and the audit trail stay Basalt's.
+//!
+//! The answer streams (`"stream": true`, server-sent events) and is cut off when the caller
+//! drops the [`GenerationStream`]: the reading thread stops and closes the connection, so the
+//! server sees the client go. A request that fails before any text arrived (a refused
+//! connection, 429, a 5xx, a timeout) is retried with exponential backoff; once text has been
+//! streamed nothing is retried, since it has been shown. The API key is read from an
+//! environment variable or a file when the request is made, sent only in the `Authorization`
+//! header, and replaced by `***` in every error message.
+
+use std::io::{BufRead, BufReader};
+use std::sync::mpsc::Sender;
+use std::time::{Duration, Instant};
+
+use crate::chat::{ChatMessage, ChatRole, Prompt};
+use crate::error::{ModelError, Result};
+use crate::generator::{
+    FinishReason, GenerationEvent, GenerationRequest, GenerationStream, GenerationSummary,
+    Generator, GeneratorInfo,
+};
+
+/// Where a remote model's API key comes from. The key itself is never stored by Basalt.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ApiKeySource {
+    /// No key (a server on the local network that asks for none).
+    None,
+    /// The environment variable of this name, read at each request.
+    Env(String),
+    /// The first line of this file, read at each request.
+    File(std::path::PathBuf),
+}
+
+impl ApiKeySource {
+    fn read(&self) -> Result<Option<String>> {
+        match self {
+            ApiKeySource::None => Ok(None),
+            ApiKeySource::Env(name) => std::env::var(name).map(Some).map_err(|_| {
+                ModelError::InvalidRequest(format!(
+                    "the API key variable {name} is not set; export it or point the model at \
+                     another key (`basalt models add … --api-key-env VAR`)"
+                ))
+            }),
+            ApiKeySource::File(path) => {
+                let text =
+                    std::fs::read_to_string(path).map_err(|error| ModelError::io(path, error))?;
+                let key = text.lines().next().unwrap_or_default().trim().to_string();
+                if key.is_empty() {
+                    return Err(ModelError::InvalidRequest(format!(
+                        "the API key file {} is empty",
+                        path.display()
+                    )));
+                }
+                Ok(Some(key))
+            }
+        }
+    }
+}
+
+/// How to reach an OpenAI-compatible chat model.
+#[derive(Debug, Clone)]
+pub struct RemoteChatOptions {
+    /// The name Basalt knows the model by (`basalt models add NAME …`).
+    pub name: String,
+    /// The API's base URL, up to and including the version: `http://gpu-box:8000/v1`.
+    pub base_url: String,
+    /// The model id the server expects in `"model"`.
+    pub model: String,
+    pub api_key: ApiKeySource,
+    /// The model's context window in tokens, as its server configures it.
+    pub context_window: usize,
+    /// Longest wait for the connection and the response headers of one attempt.
+    pub timeout: Duration,
+    /// Longest pause between two pieces of a streaming answer.
+    pub read_timeout: Duration,
+    /// Attempts after the first when it fails before any text arrived.
+    pub retries: u32,
+    /// Wait before the first retry; doubled for each next one.
+    pub backoff: Duration,
+}
+
+impl RemoteChatOptions {
+    pub fn new(name: &str, base_url: &str, model: &str) -> Self {
+        RemoteChatOptions {
+            name: name.to_string(),
+            base_url: base_url.trim_end_matches('/').to_string(),
+            model: model.to_string(),
+            api_key: ApiKeySource::None,
+            context_window: 8192,
+            timeout: Duration::from_secs(30),
+            read_timeout: Duration::from_secs(60),
+            retries: 2,
+            backoff: Duration::from_millis(500),
+        }
+    }
+}
+
+/// A chat model behind an OpenAI-compatible HTTP API.
+#[derive(Debug)]
+pub struct RemoteGenerator {
+    info: GeneratorInfo,
+    options: RemoteChatOptions,
+    agent: ureq::Agent,
+    breaker: std::sync::Arc<std::sync::Mutex<Breaker>>,
+}
+
+/// Requests that fail in a row (each after its retries) before the model is not called for
+/// [`BREAKER_PAUSE`]: a server that is down fails every request at once instead of holding
+/// each for its timeouts and retries.
+const BREAKER_FAILURES: u32 = 3;
+const BREAKER_PAUSE: Duration = Duration::from_secs(30);
+
+/// A circuit breaker: closed while calls succeed, open for a while after
+/// [`BREAKER_FAILURES`] failures in a row, then half open (one call decides).
+#[derive(Debug, Default)]
+struct Breaker {
+    failures: u32,
+    open_until: Option<Instant>,
+}
+
+impl Breaker {
+    /// Why no call may be made at `now`, if none may.
+    fn refuses(&self, now: Instant) -> Option<String> {
+        let until = self.open_until?;
+        (now < until).then(|| {
+            format!(
+                "{} requests in a row failed, so it is not called for another {} s; check it \
+                 with `basalt models list`",
+                self.failures,
+                until.duration_since(now).as_secs().max(1)
+            )
+        })
+    }
+
+    fn record(&mut self, succeeded: bool, now: Instant) {
+        if succeeded {
+            *self = Breaker::default();
+        } else {
+            self.failures += 1;
+            if self.failures >= BREAKER_FAILURES {
+                self.open_until = Some(now + BREAKER_PAUSE);
+            }
+        }
+    }
+}
+
+impl RemoteGenerator {
+    pub fn new(options: RemoteChatOptions) -> Result<Self> {
+        if !(options.base_url.starts_with("http://") || options.base_url.starts_with("https://")) {
+            return Err(ModelError::InvalidRequest(format!(
+                "the base URL of model {} must start with http:// or https://, got {}",
+                options.name, options.base_url
+            )));
+        }
+        let agent = ureq::Agent::config_builder()
+            .timeout_connect(Some(options.timeout))
+            .timeout_recv_response(Some(options.timeout))
+            .timeout_per_read(Some(options.read_timeout))
+            .http_status_as_error(false)
+            .build()
+            .into();
+        Ok(RemoteGenerator {
+            info: GeneratorInfo {
+                model_name: options.name.clone(),
+                context_window: options.context_window,
+                stop_token_ids: Vec::new(),
+            },
+            options,
+            agent,
+            breaker: std::sync::Arc::default(),
+        })
+    }
+
+    /// Whether the server answers `GET {base_url}/models` with success, and how fast.
+    pub fn health(&self) -> std::result::Result<Duration, String> {
+        let started = Instant::now();
+        let key = self
+            .options
+            .api_key
+            .read()
+            .map_err(|error| error.to_string())?;
+        let mut request = self.agent.get(format!("{}/models", self.options.base_url));
+        if let Some(key) = &key {
+            request = request.header("Authorization", format!("Bearer {key}"));
+        }
+        match request.call() {
+            Ok(response) if response.status().is_success() => Ok(started.elapsed()),
+            Ok(response) => Err(format!("HTTP {}", response.status().as_u16())),
+            Err(error) => Err(redact(&error.to_string(), key.as_deref())),
+        }
+    }
+
+    fn body(&self, messages: &[ChatMessage], request: &GenerationRequest) -> String {
+        let messages: Vec<serde_json::Value> = messages
+            .iter()
+            .map(|message| {
+                serde_json::json!({"role": message.role.as_str(), "content": message.content})
+            })
+            .collect();
+        let mut body = serde_json::json!({
+            "model": self.options.model,
+            "messages": messages,
+            "stream": true,
+            "stream_options": {"include_usage": true},
+            "max_tokens": request.sampling.max_tokens,
+            "temperature": request.sampling.temperature,
+            "top_p": request.sampling.top_p,
+        });
+        if let Some(seed) = request.sampling.seed {
+            body["seed"] = seed.into();
+        }
+        if !request.sampling.stop.is_empty() {
+            body["stop"] = request.sampling.stop.clone().into();
+        }
+        body.to_string()
+    }
+}
+
+/// A rough count of the tokens `text` makes for a model whose tokenizer Basalt does not have:
+/// one per three bytes, which overestimates English for the BPE vocabularies of current models
+/// (about four bytes a token), so passages chosen to fit the window do fit.
+fn estimated_tokens(text: &str) -> usize {
+    text.len().div_ceil(3)
+}
+
+impl Generator for RemoteGenerator {
+    fn info(&self) -> &GeneratorInfo {
+        &self.info
+    }
+
+    /// An estimate: the server tokenizes, Basalt only needs the length to fit passages into
+    /// the window (see [`estimated_tokens`]). The ids are all 0.
+    fn tokenize_prompt(&self, prompt: &Prompt) -> Result<Vec<u32>> {
+        let count = match prompt {
+            // Each message costs a few tokens of its template.
+            Prompt::Chat(messages) => messages
+                .iter()
+                .map(|message| estimated_tokens(&message.content) + 4)
+                .sum(),
+            Prompt::Raw(text) => estimated_tokens(text),
+            Prompt::Tokens(_) => return Err(tokens_refused(&self.options.name)),
+        };
+        Ok(vec![0; count])
+    }
+
+    fn generate(&self, request: GenerationRequest) -> Result<GenerationStream> {
+        if request.sampling.max_tokens == 0 {
+            return Err(ModelError::InvalidRequest(
+                "max_tokens must be at least 1".to_string(),
+            ));
+        }
+        let messages = match &request.prompt {
+            Prompt::Chat(messages) => messages.clone(),
+            Prompt::Raw(text) => vec![ChatMessage::new(ChatRole::User, text.clone())],
+            Prompt::Tokens(_) => return Err(tokens_refused(&self.options.name)),
+        };
+        let prompt_tokens = self.tokenize_prompt(&request.prompt)?.len();
+        let refused = self
+            .breaker
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .refuses(Instant::now());
+        if let Some(reason) = refused {
+            return Err(ModelError::Remote {
+                model: self.options.name.clone(),
+                reason,
+            });
+        }
+        let key = self.options.api_key.read()?;
+        let body = self.body(&messages, &request);
+        let (events, receiver) = std::sync::mpsc::channel();
+        let call = Call {
+            agent: self.agent.clone(),
+            url: format!("{}/chat/completions", self.options.base_url),
+            name: self.options.name.clone(),
+            key,
+            body,
+            retries: self.options.retries,
+            backoff: self.options.backoff,
+            estimated_prompt_tokens: prompt_tokens,
+        };
+        let breaker = self.breaker.clone();
+        std::thread::Builder::new()
+            .name("basalt-remote".to_string())
+            .spawn(move || {
+                let outcome = call.run(&events);
+                breaker
+                    .lock()
+                    .unwrap_or_else(std::sync::PoisonError::into_inner)
+                    .record(outcome.is_ok(), Instant::now());
+                if let Err(error) = outcome {
+                    let _ = events.send(Err(error));
+                }
+            })
+            .map_err(|error| ModelError::Inference(format!("could not start a thread: {error}")))?;
+        Ok(GenerationStream::new(receiver))
+    }
+}
+
+fn tokens_refused(name: &str) -> ModelError {
+    ModelError::InvalidRequest(format!(
+        "model {name} is served remotely and takes text, not token ids"
+    ))
+}
+
+/// `text` with the API key, if it occurs, replaced by `***`.
+fn redact(text: &str, key: Option<&str>) -> String {
+    match key {
+        Some(key) if !key.is_empty() => text.replace(key, "***"),
+        _ => text.to_string(),
+    }
+}
+
+/// One streaming request, run on its own thread.
+struct Call {
+    agent: ureq::Agent,
+    url: String,
+    name: String,
+    key: Option<String>,
+    body: String,
+    retries: u32,
+    backoff: Duration,
+    estimated_prompt_tokens: usize,
+}
+
+/// What one attempt came to.
+enum Attempt {
+    /// The answer streamed to its end, or the caller went away.
+    Done,
+    /// Failed before any text was sent: worth another try.
+    Retry(String, Option<Duration>),
+}
+
+impl Call {
+    fn run(&self, events: &Sender<Result<GenerationEvent>>) -> Result<()> {
+        let mut wait = self.backoff;
+        let mut attempt = 0;
+        loop {
+            match self.attempt(events)? {
+                Attempt::Done => return Ok(()),
+                Attempt::Retry(reason, retry_after) => {
+                    if attempt >= self.retries {
+                        return Err(self.error(&format!(
+                            "{reason} (after {} attempts); check that the server is up with \
+                             `basalt models list`",
+                            attempt + 1
+                        )));
+                    }
+                    attempt += 1;
+                    // A server's Retry-After is honoured up to 30 s.
+                    let pause =
+                        retry_after.map_or(wait, |after| after.min(Duration::from_secs(30)));
+                    tracing::warn!(model = %self.name, %reason, ?pause, "retrying the model server");
+                    std::thread::sleep(pause);
+                    wait *= 2;
+                }
+            }
+        }
+    }
+
+    fn error(&self, reason: &str) -> ModelError {
+        ModelError::Remote {
+            model: self.name.clone(),
+            reason: redact(reason, self.key.as_deref()),
+        }
+    }
+
+    fn attempt(&self, events: &Sender<Result<GenerationEvent>>) -> Result<Attempt> {
+        let started = Instant::now();
+        let mut request = self
+            .agent
+            .post(&self.url)
+            .header("Content-Type", "application/json")
+            .header("Accept", "text/event-stream");
+        if let Some(key) = &self.key {
+            request = request.header("Authorization", format!("Bearer {key}"));
+        }
+        let response = match request.send(self.body.as_str()) {
+            Ok(response) => response,
+            Err(error) => return Ok(Attempt::Retry(error.to_string(), None)),
+        };
+        let status = response.status().as_u16();
+        if status != 200 {
+            let retry_after = response
+                .headers()
+                .get("retry-after")
+                .and_then(|value| value.to_str().ok())
+                .and_then(|value| value.trim().parse::<u64>().ok())
+                .map(Duration::from_secs);
+            let text = response
+                .into_body()
+                .read_to_string()
+                .unwrap_or_default()
+                .chars()
+                .take(300)
+                .collect::<String>();
+            let reason = format!("HTTP {status}: {}", text.trim());
+            if status == 429 || status >= 500 {
+                return Ok(Attempt::Retry(reason, retry_after));
+            }
+            return Err(self.error(&reason));
+        }
+        let reader = BufReader::new(response.into_body().into_reader());
+        let mut first_token = None;
+        let mut completion_tokens = 0;
+        let mut usage: Option<(usize, usize)> = None;
+        let mut finish_reason = FinishReason::Length;
+        for line in reader.lines() {
+            let line = match line {
+                Ok(line) => line,
+                Err(error) if first_token.is_none() => {
+                    return Ok(Attempt::Retry(error.to_string(), None));
+                }
+                Err(error) => return Err(self.error(&format!("the answer broke off: {error}"))),
+            };
+            let Some(data) = line.strip_prefix("data:").map(str::trim) else {
+                continue;
+            };
+            if data == "[DONE]" {
+                break;
+            }
+            let chunk: serde_json::Value = serde_json::from_str(data).map_err(|error| {
+                self.error(&format!(
+                    "the server sent an event that is not JSON: {error}"
+                ))
+            })?;
+            if let Some(message) = chunk["error"]["message"].as_str() {
+                return Err(self.error(message));
+            }
+            if let (Some(prompt), Some(completion)) = (
+                chunk["usage"]["prompt_tokens"].as_u64(),
+                chunk["usage"]["completion_tokens"].as_u64(),
+            ) {
+                usage = Some((prompt as usize, completion as usize));
+            }
+            let choice = &chunk["choices"][0];
+            match choice["finish_reason"].as_str() {
+                Some("stop") => finish_reason = FinishReason::Stop,
+                Some(_) => finish_reason = FinishReason::Length,
+                None => {}
+            }
+            let Some(text) = choice["delta"]["content"].as_str() else {
+                continue;
+            };
+            if text.is_empty() {
+                continue;
+            }
+            first_token.get_or_insert_with(|| started.elapsed());
+            completion_tokens += 1;
+            let event = GenerationEvent::Token {
+                id: 0,
+                text: text.to_string(),
+            };
+            if events.send(Ok(event)).is_err() {
+                // The caller dropped the stream: returning drops the reader, which closes the
+                // connection, and the server stops generating.
+                return Ok(Attempt::Done);
+            }
+        }
+        let prompt_duration = first_token.unwrap_or_else(|| started.elapsed());
+        let (prompt_tokens, completion_tokens) =
+            usage.unwrap_or((self.estimated_prompt_tokens, completion_tokens));
+        let summary = GenerationSummary {
+            prompt_tokens,
+            completion_tokens,
+            finish_reason,
+            prompt_duration,
+            decode_duration: started.elapsed().saturating_sub(prompt_duration),
+        };
+        let _ = events.send(Ok(GenerationEvent::Done(summary)));
+        Ok(Attempt::Done)
+    }
+}
+
+/// A model served elsewhere, as registered with `basalt models add`: everything needed to reach
+/// it except the key, which stays in the environment or a file.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct RemoteModel {
+    pub name: String,
+    /// The API it speaks: `openai` (an OpenAI-compatible chat completions API).
+    pub provider: String,
+    pub base_url: String,
+    /// The model id the server expects.
+    pub model: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub api_key_env: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub api_key_file: Option<std::path::PathBuf>,
+    pub context_window: usize,
+}
+
+impl RemoteModel {
+    /// The generator that calls it.
+    pub fn generator(&self) -> Result<RemoteGenerator> {
+        let mut options = RemoteChatOptions::new(&self.name, &self.base_url, &self.model);
+        options.context_window = self.context_window;
+        options.api_key = match (&self.api_key_env, &self.api_key_file) {
+            (Some(name), _) => ApiKeySource::Env(name.clone()),
+            (None, Some(path)) => ApiKeySource::File(path.clone()),
+            (None, None) => ApiKeySource::None,
+        };
+        RemoteGenerator::new(options)
+    }
+}
+
+/// The models registered in a data directory (`models.json`): names a request, a knowledge
+/// base (`answer.model`) or `basalt ask --model` can choose.
+#[derive(Debug, Clone)]
+pub struct RemoteModels {
+    path: std::path::PathBuf,
+}
+
+#[derive(Debug, Default, serde::Serialize, serde::Deserialize)]
+struct RemoteModelsFile {
+    models: Vec<RemoteModel>,
+}
+
+impl RemoteModels {
+    /// The registry of the data directory `data_dir`.
+    pub fn new(data_dir: &std::path::Path) -> Self {
+        RemoteModels {
+            path: data_dir.join("models.json"),
+        }
+    }
+
+    pub fn list(&self) -> Result<Vec<RemoteModel>> {
+        Ok(self.read()?.models)
+    }
+
+    pub fn get(&self, name: &str) -> Result<Option<RemoteModel>> {
+        Ok(self.list()?.into_iter().find(|model| model.name == name))
+    }
+
+    /// Adds `model`, or replaces the one of the same name.
+    pub fn add(&self, model: RemoteModel) -> Result<()> {
+        if model.name.is_empty()
+            || !model
+                .name
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'))
+        {
+            return Err(ModelError::InvalidRequest(format!(
+                "a model name is letters, digits, '-', '_' and '.', got {:?}",
+                model.name
+            )));
+        }
+        if model.provider != "openai" {
+            return Err(ModelError::InvalidRequest(format!(
+                "provider {:?} is not one Basalt speaks; use \"openai\" (an OpenAI-compatible \
+                 chat completions API)",
+                model.provider
+            )));
+        }
+        model.generator()?;
+        let mut file = self.read()?;
+        file.models.retain(|other| other.name != model.name);
+        file.models.push(model);
+        file.models.sort_by(|a, b| a.name.cmp(&b.name));
+        self.write(&file)
+    }
+
+    /// Removes the model `name`; false when there was none.
+    pub fn remove(&self, name: &str) -> Result<bool> {
+        let mut file = self.read()?;
+        let before = file.models.len();
+        file.models.retain(|model| model.name != name);
+        if file.models.len() == before {
+            return Ok(false);
+        }
+        self.write(&file)?;
+        Ok(true)
+    }
+
+    fn read(&self) -> Result<RemoteModelsFile> {
+        match std::fs::read_to_string(&self.path) {
+            Ok(text) => serde_json::from_str(&text).map_err(|error| {
+                ModelError::InvalidRequest(format!(
+                    "{} is not a valid models file: {error}; fix or delete it",
+                    self.path.display()
+                ))
+            }),
+            Err(error) if error.kind() == std::io::ErrorKind::NotFound => {
+                Ok(RemoteModelsFile::default())
+            }
+            Err(error) => Err(ModelError::io(&self.path, error)),
+        }
+    }
+
+    /// Writes the file whole and renames it into place, so a crash leaves the old or the new.
+    fn write(&self, file: &RemoteModelsFile) -> Result<()> {
+        if let Some(parent) = self.path.parent() {
+            std::fs::create_dir_all(parent).map_err(|error| ModelError::io(parent, error))?;
+        }
+        let temporary = self.path.with_extension("json.tmp");
+        let text = serde_json::to_string_pretty(file)
+            .map_err(|error| ModelError::Inference(error.to_string()))?;
+        std::fs::write(&temporary, text).map_err(|error| ModelError::io(&temporary, error))?;
+        std::fs::rename(&temporary, &self.path).map_err(|error| ModelError::io(&self.path, error))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn keys_are_redacted_and_token_counts_estimated() {
+        assert_eq!(
+            redact("401 for key sk-secret-123", Some("sk-secret-123")),
+            "401 for key ***"
+        );
+        assert_eq!(redact("no key here", None), "no key here");
+        assert_eq!(estimated_tokens("abcdefg"), 3);
+        let generator = RemoteGenerator::new(RemoteChatOptions::new(
+            "big",
+            "http://127.0.0.1:9/v1/",
+            "llama-70b",
+        ))
+        .expect("a valid URL");
+        assert_eq!(generator.options.base_url, "http://127.0.0.1:9/v1");
+        let prompt = Prompt::Chat(vec![ChatMessage::new(ChatRole::User, "abcdef")]);
+        assert_eq!(generator.tokenize_prompt(&prompt).expect("counts").len(), 6);
+        assert!(generator.tokenize_prompt(&Prompt::Tokens(vec![1])).is_err());
+        assert!(RemoteGenerator::new(RemoteChatOptions::new("x", "ftp://host", "m")).is_err());
+    }
+
+    #[test]
+    fn the_breaker_opens_after_failures_in_a_row_and_closes_on_success() {
+        let start = Instant::now();
+        let mut breaker = Breaker::default();
+        breaker.record(false, start);
+        breaker.record(false, start);
+        assert!(
+            breaker.refuses(start).is_none(),
+            "two failures leave it closed"
+        );
+        breaker.record(false, start);
+        let reason = breaker.refuses(start).expect("open after three");
+        assert!(reason.contains("3 requests in a row failed"), "{reason}");
+        assert!(
+            breaker.refuses(start + BREAKER_PAUSE).is_none(),
+            "half open later"
+        );
+        breaker.record(true, start + BREAKER_PAUSE);
+        breaker.record(false, start + BREAKER_PAUSE);
+        assert!(
+            breaker.refuses(start + BREAKER_PAUSE).is_none(),
+            "a success resets it"
+        );
+    }
+
+    #[test]
+    fn the_registry_adds_replaces_and_removes() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let models = RemoteModels::new(dir.path());
+        assert!(models.list().expect("empty").is_empty());
+        let mut model = RemoteModel {
+            name: "big".to_string(),
+            provider: "openai".to_string(),
+            base_url: "http://127.0.0.1:8000/v1".to_string(),
+            model: "llama-70b".to_string(),
+            api_key_env: Some("BIG_KEY".to_string()),
+            api_key_file: None,
+            context_window: 8192,
+        };
+        models.add(model.clone()).expect("added");
+        model.context_window = 4096;
+        models.add(model.clone()).expect("replaced");
+        assert_eq!(models.list().expect("one"), [model.clone()]);
+        assert_eq!(models.get("big").expect("read"), Some(model.clone()));
+        model.name = "no spaces allowed".to_string();
+        assert!(models.add(model).is_err());
+        assert!(models.remove("big").expect("removed"));
+        assert!(!models.remove("big").expect("gone"));
+    }
+
+    #[test]
+    fn a_missing_key_variable_is_a_clear_error() {
+        let source = ApiKeySource::Env("BASALT_TEST_SURELY_UNSET_KEY".to_string());
+        let error = source.read().expect_err("unset").to_string();
+        assert!(error.contains("BASALT_TEST_SURELY_UNSET_KEY"), "{error}");
+    }
+}

@@ -1,0 +1,81 @@
+//! Which chat model writes a turn: the embedded one, or a model served elsewhere that was
+//! registered with `basalt models add` (the data directory's `models.json`, read at each
+//! request, so a model added through one process is usable through every replica at once).
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+
+use basalt_model::{Generator, RemoteModel, RemoteModels};
+
+use crate::error::{ApiError, Code};
+
+/// A registered model as it was when its client was made, and the client.
+type Client = (RemoteModel, Arc<dyn Generator>);
+
+/// The registered remote models and, for each, the client that calls it (kept between
+/// requests for its connection pool and its circuit breaker).
+#[derive(Debug)]
+pub(crate) struct ChatModels {
+    registry: RemoteModels,
+    clients: Mutex<HashMap<String, Client>>,
+}
+
+impl ChatModels {
+    pub(crate) fn new(data_dir: &std::path::Path) -> Self {
+        ChatModels {
+            registry: RemoteModels::new(data_dir),
+            clients: Mutex::new(HashMap::new()),
+        }
+    }
+
+    /// The registered remote models' names.
+    pub(crate) fn names(&self) -> Result<Vec<String>, ApiError> {
+        Ok(self
+            .registry
+            .list()?
+            .into_iter()
+            .map(|model| model.name)
+            .collect())
+    }
+
+    /// The client of the remote model `name`, or `None` when no model of that name is
+    /// registered.
+    pub(crate) fn remote(&self, name: &str) -> Result<Option<Arc<dyn Generator>>, ApiError> {
+        let Some(model) = self.registry.get(name)? else {
+            return Ok(None);
+        };
+        let mut clients = self
+            .clients
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        if let Some((known, client)) = clients.get(name)
+            && *known == model
+        {
+            return Ok(Some(client.clone()));
+        }
+        let client: Arc<dyn Generator> = Arc::new(model.generator()?);
+        clients.insert(name.to_owned(), (model, client.clone()));
+        Ok(Some(client))
+    }
+
+    /// The model a knowledge base's `answer.model` names (an error when it names none that is
+    /// registered), or `None` for the embedded model.
+    pub(crate) fn for_knowledge_base(
+        &self,
+        kb: &basalt_kb::KnowledgeBase,
+    ) -> Result<Option<Arc<dyn Generator>>, ApiError> {
+        let Some(name) = kb.settings.answer.model.as_deref() else {
+            return Ok(None);
+        };
+        self.remote(name)?.map(Some).ok_or_else(|| {
+            ApiError::new(
+                Code::ModelNotFound,
+                format!(
+                    "knowledge base {:?} answers with model {name:?}, which is not registered; \
+                     an administrator registers it with `basalt models add {name} …`",
+                    kb.settings.name
+                ),
+            )
+        })
+    }
+}
