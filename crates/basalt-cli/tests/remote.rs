@@ -158,13 +158,32 @@ fn a_registered_remote_model_writes_answers_the_same_checks_apply_to() {
 
     // Over HTTP: the model by name, and a knowledge base whose answer.model it is.
     let admin = admin_key(&ws);
+    let policy = ws.dir.path().join("small-only.json");
+    std::fs::write(
+        &policy,
+        r#"{"Statement": [
+            {"Effect": "Allow", "Action": "model:*", "Resource": "basalt:*:model/*"},
+            {"Effect": "Deny", "Action": "model:Chat", "Resource": "basalt:*:model/big"}]}"#,
+    )
+    .expect("policy");
+    ws.ok(&["policy", "put", "small-only", &policy.display().to_string()]);
+    let limited = ws.json(&[
+        "keys",
+        "create",
+        "--json",
+        "--principal",
+        "intern",
+        "--policy",
+        "small-only",
+    ])["key"]
+        .as_str()
+        .expect("key")
+        .to_owned();
     let front = start_server_when(&ws, &[], |port| get(port, "/healthz", "").0 == 200);
+    let chat = |key: &str, body: &str| http(front.port, "POST", "/v1/chat/completions", key, body);
     let (status, body) = get(front.port, "/v1/models", &admin);
     assert!(status == 200 && body.contains("\"big\""), "{body}");
-    let (status, body) = http(
-        front.port,
-        "POST",
-        "/v1/chat/completions",
+    let (status, body) = chat(
         &admin,
         r#"{"model": "big", "max_tokens": 8, "messages": [{"role": "user", "content": "Say hello."}]}"#,
     );
@@ -174,6 +193,17 @@ fn a_registered_remote_model_writes_answers_the_same_checks_apply_to() {
         reply["usage"]["completion_tokens"].as_u64().unwrap_or(0) > 0,
         "{reply}"
     );
+    // A policy keeps the remote model from a principal that may chat with the embedded one.
+    let (status, body) = chat(
+        &limited,
+        r#"{"model": "big", "max_tokens": 8, "messages": [{"role": "user", "content": "Say hello."}]}"#,
+    );
+    assert!(status == 403 && body.contains("access_denied"), "{body}");
+    let (status, body) = chat(
+        &limited,
+        r#"{"model": "smollm2-135m-instruct", "max_tokens": 4, "messages": [{"role": "user", "content": "Hi"}]}"#,
+    );
+    assert_eq!(status, 200, "{body}");
     let (status, body) = http(
         front.port,
         "POST",
@@ -183,10 +213,7 @@ fn a_registered_remote_model_writes_answers_the_same_checks_apply_to() {
     );
     assert_eq!(status, 200, "{body}");
     check(&json_in(&body));
-    let (status, body) = http(
-        front.port,
-        "POST",
-        "/v1/chat/completions",
+    let (status, body) = chat(
         &admin,
         r#"{"model": "nobody", "messages": [{"role": "user", "content": "Hi"}]}"#,
     );

@@ -190,12 +190,23 @@ impl AppState {
     }
 
     /// The chat model `name` names for a turn: `None` for the embedded model (its own name),
-    /// else the registered remote model; an unknown name is `model_not_found`.
-    fn chat_model_named(&self, name: &str) -> Result<Option<Arc<dyn Generator>>, ApiError> {
+    /// else the registered remote model, which `caller` needs `model:Chat` on `model/NAME` for
+    /// (a policy can keep an expensive model to some principals); an unknown name is
+    /// `model_not_found`.
+    fn chat_model_named(
+        &self,
+        caller: &Caller,
+        name: &str,
+    ) -> Result<Option<Arc<dyn Generator>>, ApiError> {
         if name == self.chat_model {
             return Ok(None);
         }
-        self.chat_models.remote(name)?.map(Some).ok_or_else(|| {
+        let remote = self.chat_models.remote(name)?;
+        if remote.is_some() {
+            self.security
+                .require(caller, "model:Chat", &format!("model/{name}"))?;
+        }
+        remote.map(Some).ok_or_else(|| {
             ApiError::new(
                 Code::ModelNotFound,
                 format!(

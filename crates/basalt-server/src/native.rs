@@ -202,7 +202,7 @@ pub(crate) async fn answer(
     };
     let kb = state.knowledge_base(&caller, &name).await?;
     let generator = match request.model.as_deref() {
-        Some(model) => state.chat_model_named(model)?,
+        Some(model) => state.chat_model_named(&caller, model)?,
         None => state.chat_models.for_knowledge_base(&kb)?,
     };
     let active = crate::guard::choose(

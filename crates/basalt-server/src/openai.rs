@@ -503,7 +503,7 @@ pub(crate) async fn chat_completions(
         let generator = state.chat_models.for_knowledge_base(&kb)?;
         (Some(kb), generator)
     } else {
-        (None, state.chat_model_named(&chat.model)?)
+        (None, state.chat_model_named(&caller, &chat.model)?)
     };
     if kb.is_some()
         && chat
