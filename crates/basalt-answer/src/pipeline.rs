@@ -124,8 +124,9 @@ pub struct Answer {
     /// The query retrieval ran (a follow-up is rewritten to stand alone).
     pub query: String,
     pub template_version: String,
-    /// The chat model that was asked to write the answer (absent when none was: a quote or a
-    /// "not found" decided before generation).
+    /// The chat model that was asked to write the answer — the fallback when the knowledge
+    /// base's model failed (absent when none was asked: a quote or a "not found" decided
+    /// before generation).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub model: Option<String>,
     pub usage: Usage,
@@ -316,6 +317,9 @@ pub fn answer(
     result.timings.first_token_ms = first_token_ms.unwrap_or_else(|| elapsed_ms(started));
     result.timings.generation_ms = elapsed_ms(generation_started);
     if let Some(summary) = summary {
+        if let Some(fallback) = &summary.fallback_model {
+            result.model = Some(fallback.clone());
+        }
         result.usage = Usage {
             prompt_tokens: summary.prompt_tokens,
             completion_tokens: summary.completion_tokens,

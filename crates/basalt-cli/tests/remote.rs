@@ -245,6 +245,18 @@ fn a_registered_remote_model_writes_answers_the_same_checks_apply_to() {
     drop(server);
     // The server gone: a clear error once the retries are spent, not a hang or a panic.
     assert_clean_failure(&ws.run(&ask_args(Some("big"))), "model server of big");
+    // Unless the knowledge base has a fallback: the embedded model writes, and says so.
+    settings["answer"]["fallback_model"] = "smollm2-135m-instruct".into();
+    std::fs::write(&settings_path, settings.to_string()).expect("kb.json");
+    let answer = ws.json(&ask_args(None));
+    assert_eq!(answer["model"], "smollm2-135m-instruct", "{answer}");
+    assert_eq!(answer["abstained"], false, "{answer}");
+    assert!(
+        answer["answer"]
+            .as_str()
+            .is_some_and(|text| text.contains("16 weeks")),
+        "{answer}"
+    );
 
     ws.ok(&["models", "remove", "big"]);
     assert_clean_failure(

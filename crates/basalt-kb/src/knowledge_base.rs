@@ -333,6 +333,11 @@ pub struct AnswerSettings {
     /// add` (a model served elsewhere) [default: the embedded model].
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub model: Option<String>,
+    /// The chat model that writes when `model` fails before writing anything (a server down,
+    /// a refused key): another registered name, or the embedded model's
+    /// (`smollm2-135m-instruct`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub fallback_model: Option<String>,
 }
 
 /// How an answer is written.

@@ -151,6 +151,9 @@ pub struct GenerationSummary {
     pub prompt_duration: Duration,
     /// Time spent decoding the completion tokens after the first.
     pub decode_duration: Duration,
+    /// The model that generated, when it is not the one the request went to: the fallback of
+    /// a model that failed ([`crate::FallbackGenerator`]).
+    pub fallback_model: Option<String>,
 }
 
 /// One step of a generation.
@@ -214,6 +217,8 @@ pub struct LocalGeneratorOptions {
     pub flash_attention: Option<bool>,
     /// Shared with the other engines of the process.
     pub gate: InferenceGate,
+    /// The name answers and the API give the model [default: the GGUF's `general.name`].
+    pub name: Option<String>,
 }
 
 impl Default for LocalGeneratorOptions {
@@ -225,6 +230,7 @@ impl Default for LocalGeneratorOptions {
             batch_size: 512,
             flash_attention: Some(false),
             gate: InferenceGate::new(),
+            name: None,
         }
     }
 }
@@ -275,9 +281,12 @@ impl LocalGenerator {
             .filter(|&token| model.vocab().is_eog(token))
             .filter_map(|token| u32::try_from(token.0).ok())
             .collect();
-        let model_name = model
-            .meta_val_str("general.name")
-            .unwrap_or_else(|_| path.display().to_string());
+        let model_name = match &options.name {
+            Some(name) => name.clone(),
+            None => model
+                .meta_val_str("general.name")
+                .unwrap_or_else(|_| path.display().to_string()),
+        };
         let decode_threads = options
             .decode_threads
             .unwrap_or_else(|| decode_threads_for(model.n_params(), options.threads));
@@ -563,6 +572,7 @@ fn run_generation(
         finish_reason,
         prompt_duration,
         decode_duration: decode_started.elapsed(),
+        fallback_model: None,
     };
     let _ = job.events.send(Ok(GenerationEvent::Done(summary)));
     Ok(())

@@ -468,10 +468,111 @@ impl Call {
             finish_reason,
             prompt_duration,
             decode_duration: started.elapsed().saturating_sub(prompt_duration),
+            fallback_model: None,
         };
         let _ = events.send(Ok(GenerationEvent::Done(summary)));
         Ok(Attempt::Done)
     }
+}
+
+/// A model and the one that writes when it fails: a request the first model fails before it
+/// produced any text (a server down, a refused key, a timeout after the retries, an open
+/// circuit breaker) goes to the second, and the summary names it
+/// ([`GenerationSummary::fallback_model`]). Once text has streamed nothing is switched.
+#[derive(Debug)]
+pub struct FallbackGenerator {
+    primary: std::sync::Arc<dyn Generator>,
+    fallback: std::sync::Arc<dyn Generator>,
+    info: GeneratorInfo,
+}
+
+impl FallbackGenerator {
+    pub fn new(
+        primary: std::sync::Arc<dyn Generator>,
+        fallback: std::sync::Arc<dyn Generator>,
+    ) -> Self {
+        let mut info = primary.info().clone();
+        // A prompt must fit whichever model writes.
+        info.context_window = info.context_window.min(fallback.info().context_window);
+        FallbackGenerator {
+            primary,
+            fallback,
+            info,
+        }
+    }
+}
+
+impl Generator for FallbackGenerator {
+    fn info(&self) -> &GeneratorInfo {
+        &self.info
+    }
+
+    /// The longer of the two counts, so a prompt fitted to it fits both.
+    fn tokenize_prompt(&self, prompt: &Prompt) -> Result<Vec<u32>> {
+        let primary = self.primary.tokenize_prompt(prompt)?;
+        match self.fallback.tokenize_prompt(prompt) {
+            Ok(fallback) if fallback.len() > primary.len() => Ok(fallback),
+            _ => Ok(primary),
+        }
+    }
+
+    fn generate(&self, request: GenerationRequest) -> Result<GenerationStream> {
+        let fall_back = |error: ModelError, request: GenerationRequest| {
+            let name = self.fallback.info().model_name.clone();
+            tracing::warn!(model = %self.info.model_name, %error, fallback = %name, "the model failed; its fallback writes");
+            Ok(named(self.fallback.generate(request)?, name))
+        };
+        let mut primary = match self.primary.generate(request.clone()) {
+            Ok(stream) => stream,
+            Err(error) => return fall_back(error, request),
+        };
+        // The first event says whether the primary is answering.
+        match primary.next() {
+            Some(Err(error)) => fall_back(error, request),
+            first => {
+                let (events, receiver) = std::sync::mpsc::channel();
+                std::thread::Builder::new()
+                    .name("basalt-fallback".to_string())
+                    .spawn(move || {
+                        for event in first.into_iter().chain(primary) {
+                            if events.send(event).is_err() {
+                                return;
+                            }
+                        }
+                    })
+                    .map_err(|error| {
+                        ModelError::Inference(format!("could not start a thread: {error}"))
+                    })?;
+                Ok(GenerationStream::new(receiver))
+            }
+        }
+    }
+}
+
+/// `stream` with its summary naming `model` as the one that generated.
+fn named(stream: GenerationStream, model: String) -> GenerationStream {
+    let (events, receiver) = std::sync::mpsc::channel();
+    let relay = std::thread::Builder::new()
+        .name("basalt-fallback".to_string())
+        .spawn(move || {
+            for event in stream {
+                let event = match event {
+                    Ok(GenerationEvent::Done(mut summary)) => {
+                        summary.fallback_model = Some(model.clone());
+                        Ok(GenerationEvent::Done(summary))
+                    }
+                    other => other,
+                };
+                if events.send(event).is_err() {
+                    return;
+                }
+            }
+        });
+    if relay.is_err() {
+        // No thread: the stream ends with the worker-gone error its reader reports.
+        tracing::warn!("could not start a thread to relay the fallback's answer");
+    }
+    GenerationStream::new(receiver)
 }
 
 /// A model served elsewhere, as registered with `basalt models add`: everything needed to reach
@@ -649,6 +750,70 @@ mod tests {
             breaker.refuses(start + BREAKER_PAUSE).is_none(),
             "a success resets it"
         );
+    }
+
+    /// A model whose server is down: its stream fails before any text.
+    #[derive(Debug)]
+    struct Down(GeneratorInfo);
+
+    impl Generator for Down {
+        fn info(&self) -> &GeneratorInfo {
+            &self.0
+        }
+
+        fn tokenize_prompt(&self, _: &Prompt) -> Result<Vec<u32>> {
+            Ok(vec![0; 3])
+        }
+
+        fn generate(&self, _: GenerationRequest) -> Result<GenerationStream> {
+            let (events, receiver) = std::sync::mpsc::channel();
+            let down = ModelError::Remote {
+                model: "big".into(),
+                reason: "connection refused".into(),
+            };
+            events.send(Err(down)).expect("sent");
+            Ok(GenerationStream::new(receiver))
+        }
+    }
+
+    fn run(generator: &dyn Generator) -> (String, Option<String>) {
+        let request = GenerationRequest {
+            prompt: Prompt::Chat(vec![ChatMessage::new(ChatRole::User, "hello there")]),
+            sampling: crate::SamplingOptions::default(),
+        };
+        let (mut text, mut fallback) = (String::new(), None);
+        for event in generator.generate(request).expect("starts") {
+            match event.expect("no error reaches the caller") {
+                GenerationEvent::Token { text: piece, .. } => text.push_str(&piece),
+                GenerationEvent::Done(summary) => fallback = summary.fallback_model,
+            }
+        }
+        (text, fallback)
+    }
+
+    #[test]
+    fn a_fallback_writes_when_the_model_fails_before_any_text() {
+        let info = |name: &str, window| GeneratorInfo {
+            model_name: name.into(),
+            context_window: window,
+            stop_token_ids: Vec::new(),
+        };
+        let backup: std::sync::Arc<dyn Generator> =
+            std::sync::Arc::new(crate::testing::Scripted::saying("from the backup"));
+        let down =
+            FallbackGenerator::new(std::sync::Arc::new(Down(info("big", 8192))), backup.clone());
+        assert_eq!(down.info().model_name, "big");
+        assert_eq!(down.info().context_window, 512, "the smaller window");
+        assert_eq!(
+            run(&down),
+            ("from the backup ".to_string(), Some("scripted".to_string()))
+        );
+        // A model that answers keeps the answer, and no fallback is named.
+        let up = FallbackGenerator::new(
+            std::sync::Arc::new(crate::testing::Scripted::saying("from the model")),
+            backup,
+        );
+        assert_eq!(run(&up), ("from the model ".to_string(), None));
     }
 
     #[test]

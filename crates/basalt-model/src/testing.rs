@@ -111,6 +111,7 @@ impl Generator for Scripted {
             },
             prompt_duration: Duration::ZERO,
             decode_duration: Duration::ZERO,
+            fallback_model: None,
         })));
         Ok(GenerationStream::new(receiver))
     }

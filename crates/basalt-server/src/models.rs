@@ -58,6 +58,39 @@ impl ChatModels {
         Ok(Some(client))
     }
 
+    /// `primary` for an answer from `kb`, with the knowledge base's `answer.fallback_model`
+    /// (a registered model, or `local`, the embedded one, by its name) writing when `primary`
+    /// fails before it wrote anything.
+    pub(crate) fn with_fallback(
+        &self,
+        kb: &basalt_kb::KnowledgeBase,
+        primary: Arc<dyn Generator>,
+        local: &Arc<dyn Generator>,
+    ) -> Result<Arc<dyn Generator>, ApiError> {
+        let Some(name) = kb.settings.answer.fallback_model.as_deref() else {
+            return Ok(primary);
+        };
+        let fallback =
+            if name == local.info().model_name || name == basalt_model::DEFAULT_GENERATION_MODEL {
+                local.clone()
+            } else {
+                self.remote(name)?.ok_or_else(|| {
+                    ApiError::new(
+                        Code::ModelNotFound,
+                        format!(
+                            "knowledge base {:?} falls back to model {name:?}, which is not \
+                         registered; an administrator registers it with `basalt models add \
+                         {name} …`",
+                            kb.settings.name
+                        ),
+                    )
+                })?
+            };
+        Ok(Arc::new(basalt_model::FallbackGenerator::new(
+            primary, fallback,
+        )))
+    }
+
     /// The model a knowledge base's `answer.model` names (an error when it names none that is
     /// registered), or `None` for the embedded model.
     pub(crate) fn for_knowledge_base(

@@ -204,7 +204,13 @@ pub(crate) async fn answer(
     let generator = match request.model.as_deref() {
         Some(model) => state.chat_model_named(&caller, model)?,
         None => state.chat_models.for_knowledge_base(&kb)?,
-    };
+    }
+    .map(|primary| {
+        state
+            .chat_models
+            .with_fallback(&kb, primary, &state.generator)
+    })
+    .transpose()?;
     let active = crate::guard::choose(
         &state,
         &caller,

@@ -21,6 +21,7 @@ pub(crate) mod security;
 mod serve;
 
 use std::process::ExitCode;
+use std::sync::Arc;
 
 use crate::settings::Settings;
 
@@ -186,16 +187,37 @@ pub(crate) fn load_chosen_engines(
         })?),
         (None, None) => None,
     };
-    match remote {
-        Some(remote) => {
-            let embedding = kb.settings.model_path(&settings.models_dir);
-            let embedder = load_embedder(settings, &embedding, basalt_model::InferenceGate::new())?;
-            Ok((embedder, Box::new(remote.generator()?)))
+    let Some(remote) = remote else {
+        let (embedder, generator) =
+            load_answer_engines(kb, settings, model.map(std::path::Path::new), context_size)?;
+        return Ok((embedder, Box::new(generator)));
+    };
+    let primary = remote.generator()?;
+    let embedder_alone = || {
+        let embedding = kb.settings.model_path(&settings.models_dir);
+        load_embedder(settings, &embedding, basalt_model::InferenceGate::new())
+    };
+    match kb.settings.answer.fallback_model.as_deref() {
+        None => Ok((embedder_alone()?, Box::new(primary))),
+        Some(basalt_model::DEFAULT_GENERATION_MODEL) => {
+            let (embedder, local) = load_answer_engines(kb, settings, None, context_size)?;
+            let fallback = basalt_model::FallbackGenerator::new(Arc::new(primary), Arc::new(local));
+            Ok((embedder, Box::new(fallback)))
         }
-        None => {
-            let (embedder, generator) =
-                load_answer_engines(kb, settings, model.map(std::path::Path::new), context_size)?;
-            Ok((embedder, Box::new(generator)))
+        Some(name) => {
+            let other = registry.get(name)?.ok_or_else(|| {
+                anyhow::anyhow!(
+                    "knowledge base {}'s answer.fallback_model is {name}, which is neither a \
+                     registered model nor {}; register it or change the setting",
+                    kb.settings.name,
+                    basalt_model::DEFAULT_GENERATION_MODEL
+                )
+            })?;
+            let fallback = basalt_model::FallbackGenerator::new(
+                Arc::new(primary),
+                Arc::new(other.generator()?),
+            );
+            Ok((embedder_alone()?, Box::new(fallback)))
         }
     }
 }
@@ -232,6 +254,9 @@ pub(crate) fn load_engines(
         || settings.models_dir.default_generation_model(),
         std::path::Path::to_path_buf,
     );
+    // The default model goes by the name the API lists it under.
+    let name = (path == settings.models_dir.default_generation_model())
+        .then(|| basalt_model::DEFAULT_GENERATION_MODEL.to_owned());
     let generator = basalt_model::LocalGenerator::load(
         &path,
         &basalt_model::LocalGeneratorOptions {
@@ -239,6 +264,7 @@ pub(crate) fn load_engines(
             decode_threads: settings.decode_threads,
             context_size,
             gate,
+            name,
             ..basalt_model::LocalGeneratorOptions::default()
         },
     )
