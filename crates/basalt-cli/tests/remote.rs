@@ -182,7 +182,19 @@ fn a_registered_remote_model_writes_answers_the_same_checks_apply_to() {
     let front = start_server_when(&ws, &[], |port| get(port, "/healthz", "").0 == 200);
     let chat = |key: &str, body: &str| http(front.port, "POST", "/v1/chat/completions", key, body);
     let (status, body) = get(front.port, "/v1/models", &admin);
-    assert!(status == 200 && body.contains("\"big\""), "{body}");
+    assert_eq!(status, 200, "{body}");
+    let card = |listing: &Value| {
+        listing["data"]
+            .as_array()
+            .and_then(|models| models.iter().find(|model| model["id"] == "big"))
+            .cloned()
+            .unwrap_or_else(|| panic!("big is listed: {listing}"))
+    };
+    let big = card(&json_in(&body));
+    assert!(
+        big["provider"] == "openai" && big["available"] == true,
+        "{big}"
+    );
     let (status, body) = chat(
         &admin,
         r#"{"model": "big", "max_tokens": 8, "messages": [{"role": "user", "content": "Say hello."}]}"#,
@@ -218,7 +230,6 @@ fn a_registered_remote_model_writes_answers_the_same_checks_apply_to() {
         r#"{"model": "nobody", "messages": [{"role": "user", "content": "Hi"}]}"#,
     );
     assert!(status == 404 && body.contains("model_not_found"), "{body}");
-    drop(front);
 
     // A wrong key is the server's 401, said plainly, and the key is not repeated back.
     std::fs::write(&key_file, "bsk_wrong_key_for_the_test\n").expect("key file");
@@ -243,6 +254,27 @@ fn a_registered_remote_model_writes_answers_the_same_checks_apply_to() {
         "BASALT_TEST_SURELY_UNSET_KEY",
     );
     drop(server);
+    // Over HTTP the server gone is 502 model_server_unavailable. After three failures in a row
+    // the circuit breaker opens: /v1/models says so, and the next request fails at once.
+    let hello =
+        r#"{"model": "big", "max_tokens": 8, "messages": [{"role": "user", "content": "Hi"}]}"#;
+    for _ in 0..3 {
+        let (status, body) = chat(&admin, hello);
+        assert!(
+            status == 502 && body.contains("model_server_unavailable"),
+            "{body}"
+        );
+    }
+    let big = card(&json_in(&get(front.port, "/v1/models", &admin).1));
+    assert_eq!(big["available"], false, "{big}");
+    let started = std::time::Instant::now();
+    let (status, body) = chat(&admin, hello);
+    assert!(
+        status == 502 && body.contains("not called for another"),
+        "{body}"
+    );
+    assert!(started.elapsed() < std::time::Duration::from_millis(500));
+    drop(front);
     // The server gone: a clear error once the retries are spent, not a hang or a panic.
     assert_clean_failure(&ws.run(&ask_args(Some("big"))), "model server of big");
     // Unless the knowledge base has a fallback: the embedded model writes, and says so.

@@ -173,6 +173,16 @@ impl RemoteGenerator {
         })
     }
 
+    /// False while its circuit breaker is open (requests failed [`BREAKER_FAILURES`] times in
+    /// a row lately), when requests fail at once without calling the server.
+    pub fn available(&self) -> bool {
+        self.breaker
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .refuses(Instant::now())
+            .is_none()
+    }
+
     /// Whether the server answers `GET {base_url}/models` with success, and how fast.
     pub fn health(&self) -> std::result::Result<Duration, String> {
         let started = Instant::now();

@@ -5,12 +5,12 @@
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 
-use basalt_model::{Generator, RemoteModel, RemoteModels};
+use basalt_model::{Generator, RemoteGenerator, RemoteModel, RemoteModels};
 
 use crate::error::{ApiError, Code};
 
 /// A registered model as it was when its client was made, and the client.
-type Client = (RemoteModel, Arc<dyn Generator>);
+type Client = (RemoteModel, Arc<RemoteGenerator>);
 
 /// The registered remote models and, for each, the client that calls it (kept between
 /// requests for its connection pool and its circuit breaker).
@@ -28,14 +28,15 @@ impl ChatModels {
         }
     }
 
-    /// The registered remote models' names.
-    pub(crate) fn names(&self) -> Result<Vec<String>, ApiError> {
-        Ok(self
-            .registry
-            .list()?
-            .into_iter()
-            .map(|model| model.name)
-            .collect())
+    /// The registered remote models: each one's name, provider, and whether it is available
+    /// (its circuit breaker closed).
+    pub(crate) fn listed(&self) -> Result<Vec<(String, String, bool)>, ApiError> {
+        let mut listed = Vec::new();
+        for model in self.registry.list()? {
+            let available = self.client(&model)?.available();
+            listed.push((model.name, model.provider, available));
+        }
+        Ok(listed)
     }
 
     /// The client of the remote model `name`, or `None` when no model of that name is
@@ -44,18 +45,24 @@ impl ChatModels {
         let Some(model) = self.registry.get(name)? else {
             return Ok(None);
         };
+        let client: Arc<dyn Generator> = self.client(&model)?;
+        Ok(Some(client))
+    }
+
+    /// The client made for `model`, made again when its registration changed.
+    fn client(&self, model: &RemoteModel) -> Result<Arc<RemoteGenerator>, ApiError> {
         let mut clients = self
             .clients
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner);
-        if let Some((known, client)) = clients.get(name)
-            && *known == model
+        if let Some((known, client)) = clients.get(&model.name)
+            && known == model
         {
-            return Ok(Some(client.clone()));
+            return Ok(client.clone());
         }
-        let client: Arc<dyn Generator> = Arc::new(model.generator()?);
-        clients.insert(name.to_owned(), (model, client.clone()));
-        Ok(Some(client))
+        let client = Arc::new(model.generator()?);
+        clients.insert(model.name.clone(), (model.clone(), client.clone()));
+        Ok(client)
     }
 
     /// `primary` for an answer from `kb`, with the knowledge base's `answer.fallback_model`

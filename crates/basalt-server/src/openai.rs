@@ -42,6 +42,13 @@ pub(crate) struct ModelCard {
     object: &'static str,
     created: u64,
     owned_by: &'static str,
+    /// For a chat model served elsewhere (`basalt models add`): the API it speaks (`openai`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    provider: Option<String>,
+    /// For a chat model served elsewhere: false while its circuit breaker is open (its
+    /// requests failed three times in a row lately and fail at once for 30 s).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    available: Option<bool>,
 }
 
 impl ModelCard {
@@ -51,6 +58,8 @@ impl ModelCard {
             object: "model",
             created: 0,
             owned_by: "basalt",
+            provider: None,
+            available: None,
         }
     }
 }
@@ -70,8 +79,11 @@ pub(crate) async fn models(
         ModelCard::new(state.chat_model.clone()),
         ModelCard::new(state.embedding_model.clone()),
     ];
-    for name in state.chat_models.names()? {
-        data.push(ModelCard::new(name));
+    for (name, provider, available) in state.chat_models.listed()? {
+        let mut card = ModelCard::new(name);
+        card.provider = Some(provider);
+        card.available = Some(available);
+        data.push(card);
     }
     let kbs = state.with_catalog(&caller, |data| data.list()).await?;
     for kb in kbs {
