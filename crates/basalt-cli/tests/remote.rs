@@ -46,17 +46,22 @@ fn admin_key(ws: &Workspace) -> String {
         .to_owned()
 }
 
-#[test]
-fn a_registered_remote_model_writes_answers_the_same_checks_apply_to() {
-    // The model server: another Basalt, which asks for its own API key.
-    let model_server = Workspace::new();
-    let key = admin_key(&model_server);
-    let server = start_server_when(&model_server, &[], |port| {
-        get(port, "/healthz", "").0 == 200
-    });
+/// The model server: a second Basalt on 127.0.0.1 that asks for its own API key.
+struct ModelServer {
+    server: common::Server,
+    key: String,
+    /// The id of its chat model.
+    id: String,
+    _data: Workspace,
+}
+
+fn start_model_server() -> ModelServer {
+    let data = Workspace::new();
+    let key = admin_key(&data);
+    let server = start_server_when(&data, &[], |port| get(port, "/healthz", "").0 == 200);
     let (status, body) = get(server.port, "/v1/models", &key);
     assert_eq!(status, 200, "{body}");
-    let remote_id = json_in(&body)["data"]
+    let id = json_in(&body)["data"]
         .as_array()
         .and_then(|models| {
             models
@@ -66,6 +71,42 @@ fn a_registered_remote_model_writes_answers_the_same_checks_apply_to() {
         })
         .expect("a chat model")
         .to_owned();
+    ModelServer {
+        server,
+        key,
+        id,
+        _data: data,
+    }
+}
+
+/// Registers the model server's chat model in `ws` as `big`, its key in a file (Basalt stores
+/// only where the key is); returns the key file and what `models add` printed.
+fn register(ws: &Workspace, port: u16, id: &str, key: &str) -> (std::path::PathBuf, String) {
+    let key_file = ws.dir.path().join("remote.key");
+    std::fs::write(&key_file, format!("{key}\n")).expect("key file");
+    let added = ws.ok(&[
+        "models",
+        "add",
+        "big",
+        "--openai-url",
+        &format!("http://127.0.0.1:{port}/v1"),
+        "--remote-model",
+        id,
+        "--api-key-file",
+        &key_file.display().to_string(),
+    ]);
+    (key_file, added)
+}
+
+#[test]
+fn a_registered_remote_model_writes_answers_the_same_checks_apply_to() {
+    // `_data` first: bindings drop in reverse, so the server is killed before its directory goes.
+    let ModelServer {
+        _data,
+        server,
+        key,
+        id: remote_id,
+    } = start_model_server();
 
     // Basalt with a knowledge base, answering with the model served elsewhere. The key is in
     // a file; Basalt stores only where it is.
@@ -80,22 +121,9 @@ fn a_registered_remote_model_writes_answers_the_same_checks_apply_to() {
     .expect("write");
     ws.ok(&["kb", "create", "leave"]);
     ws.ok(&["ingest", "--kb", "leave", &docs.display().to_string()]);
-    let key_file = ws.dir.path().join("remote.key");
-    std::fs::write(&key_file, format!("{key}\n")).expect("key file");
-    let url = format!("http://127.0.0.1:{}/v1", server.port);
-    let key_path = key_file.display().to_string();
-    let added = ws.ok(&[
-        "models",
-        "add",
-        "big",
-        "--openai-url",
-        &url,
-        "--remote-model",
-        &remote_id,
-        "--api-key-file",
-        &key_path,
-    ]);
+    let (key_file, added) = register(&ws, server.port, &remote_id, &key);
     assert!(added.contains("answers"), "{added}");
+    let url = format!("http://127.0.0.1:{}/v1", server.port);
     let registry =
         std::fs::read_to_string(ws.dir.path().join("data/models.json")).expect("models.json");
     assert!(
@@ -295,4 +323,62 @@ fn a_registered_remote_model_writes_answers_the_same_checks_apply_to() {
         &ws.run(&["models", "remove", "big"]),
         "no remote model is named big",
     );
+}
+
+/// A client that hangs up stops the model served elsewhere, not only Basalt's side of it: the
+/// model server (which runs one request at a time) is free for the next request at once
+/// instead of finishing a long answer nobody reads.
+#[test]
+fn a_client_that_goes_away_stops_the_remote_model() {
+    let ModelServer {
+        _data,
+        server,
+        key,
+        id,
+    } = start_model_server();
+    let ws = Workspace::new();
+    register(&ws, server.port, &id, &key);
+    let admin = admin_key(&ws);
+    let front = start_server_when(&ws, &[], |port| get(port, "/healthz", "").0 == 200);
+
+    // A long answer, streamed through Basalt; the client reads its first piece and hangs up.
+    let body = r#"{"model": "big", "stream": true, "max_tokens": 2000, "temperature": 0.8,
+        "seed": 7, "messages": [{"role": "user",
+        "content": "Write a very long story about a lighthouse keeper, chapter after chapter."}]}"#;
+    let mut stream = std::net::TcpStream::connect(("127.0.0.1", front.port)).expect("connects");
+    let request = format!(
+        "POST /v1/chat/completions HTTP/1.1\r\nHost: 127.0.0.1\r\nAuthorization: Bearer {admin}\r\n\
+         Content-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}",
+        body.len()
+    );
+    std::io::Write::write_all(&mut stream, request.as_bytes()).expect("sends");
+    let mut received = Vec::new();
+    let mut buffer = [0u8; 4096];
+    while !String::from_utf8_lossy(&received).contains("\"content\"") {
+        let read = std::io::Read::read(&mut stream, &mut buffer).expect("reads");
+        assert!(read > 0, "{}", String::from_utf8_lossy(&received));
+        received.extend_from_slice(&buffer[..read]);
+    }
+    let hung_up = std::time::Instant::now();
+    drop(stream);
+
+    // The model server answers a short request soon: the long one stopped.
+    let (status, answer) = http(
+        server.port,
+        "POST",
+        "/v1/chat/completions",
+        &key,
+        &format!(
+            r#"{{"model": "{id}", "max_tokens": 4, "messages": [{{"role": "user", "content": "Hi"}}]}}"#
+        ),
+    );
+    assert_eq!(status, 200, "{answer}");
+    let waited = hung_up.elapsed();
+    // 2,000 tokens take about 15 s here; a stopped answer frees the server within a second or
+    // two (the hang-up is noticed at the next token on each side).
+    assert!(
+        waited < std::time::Duration::from_secs(5),
+        "the model server was busy for {waited:?} after the client left"
+    );
+    drop(front);
 }
