@@ -382,3 +382,140 @@ fn a_client_that_goes_away_stops_the_remote_model() {
     );
     drop(front);
 }
+
+/// A model server with a certificate signed by the company's own authority (made here with
+/// openssl): refused until the authority is trusted with `--ca-file`.
+#[test]
+fn a_remote_model_over_https_is_trusted_through_its_ca_file() {
+    let data = Workspace::new();
+    let dir = data.dir.path();
+    let openssl = |args: &[&str]| {
+        let made = std::process::Command::new("openssl")
+            .args(args)
+            .current_dir(dir)
+            .output()
+            .expect("openssl runs (scripts/setup.sh installs it)");
+        assert!(made.status.success(), "{args:?}: {}", stderr(&made));
+    };
+    let ec = [
+        "-newkey",
+        "ec",
+        "-pkeyopt",
+        "ec_paramgen_curve:prime256v1",
+        "-nodes",
+    ];
+    let mut authority = vec!["req", "-x509", "-days", "1", "-subj", "/CN=Basalt Test CA"];
+    authority.extend(ec);
+    authority.extend(["-keyout", "ca.key", "-out", "ca.pem"]);
+    openssl(&authority);
+    let mut request = vec!["req", "-subj", "/CN=127.0.0.1"];
+    request.extend(ec);
+    request.extend(["-keyout", "server.key", "-out", "server.csr"]);
+    openssl(&request);
+    std::fs::write(
+        dir.join("server.ext"),
+        "subjectAltName=IP:127.0.0.1\nbasicConstraints=CA:FALSE\n",
+    )
+    .expect("extensions");
+    openssl(&[
+        "x509",
+        "-req",
+        "-in",
+        "server.csr",
+        "-CA",
+        "ca.pem",
+        "-CAkey",
+        "ca.key",
+        "-CAcreateserial",
+        "-days",
+        "1",
+        "-extfile",
+        "server.ext",
+        "-out",
+        "server.pem",
+    ]);
+    let path = |name: &str| dir.join(name).display().to_string();
+    let (cert, tls_key, authority) = (path("server.pem"), path("server.key"), path("ca.pem"));
+    let key = admin_key(&data);
+    let tls = ["--tls-cert", cert.as_str(), "--tls-key", tls_key.as_str()];
+    let server = start_server_when(&data, &tls, |port| {
+        std::process::Command::new("curl")
+            .args(["-sS", "--max-time", "5", "--cacert", &authority])
+            .arg(format!("https://127.0.0.1:{port}/healthz"))
+            .output()
+            .is_ok_and(|output| output.status.success())
+    });
+
+    let ws = Workspace::new();
+    let docs = ws.docs();
+    std::fs::create_dir_all(&docs).expect("docs dir");
+    std::fs::write(
+        docs.join("leave.md"),
+        "# Leave\n\nParental leave is 16 weeks, fully paid, for every parent.\n",
+    )
+    .expect("write");
+    ws.ok(&["kb", "create", "leave"]);
+    ws.ok(&["ingest", "--kb", "leave", &docs.display().to_string()]);
+    let key_file = ws.dir.path().join("remote.key");
+    std::fs::write(&key_file, &key).expect("key file");
+    let url = format!("https://127.0.0.1:{}/v1", server.port);
+    let key_path = key_file.display().to_string();
+    let add = |extra: &[&str]| {
+        let mut args = vec![
+            "models",
+            "add",
+            "secure",
+            "--openai-url",
+            &url,
+            "--remote-model",
+            "smollm2-135m-instruct",
+            "--api-key-file",
+            &key_path,
+        ];
+        args.extend_from_slice(extra);
+        ws.ok(&args)
+    };
+    let ask = [
+        "ask",
+        "--kb",
+        "leave",
+        "--model",
+        "secure",
+        "--style",
+        "generative",
+        "--min-relevance",
+        "0.2",
+        "--max-tokens",
+        "24",
+        "--json",
+        "How long is parental leave?",
+    ];
+    // Without the authority the certificate is not trusted: registering says the server is
+    // not reachable, and a question fails with the reason instead of talking to it.
+    let untrusted = add(&[]);
+    assert!(untrusted.contains("not reachable now"), "{untrusted}");
+    assert_clean_failure(&ws.run(&ask), "model server of secure");
+    let trusted = add(&["--ca-file", &authority]);
+    assert!(trusted.contains("answers"), "{trusted}");
+    let answer = ws.json(&ask);
+    assert_eq!(answer["model"], "secure", "{answer}");
+    assert!(
+        answer["usage"]["completion_tokens"].as_u64().unwrap_or(0) > 0,
+        "{answer}"
+    );
+    // A file with no certificate in it is refused when the model is registered.
+    assert_clean_failure(
+        &ws.run(&[
+            "models",
+            "add",
+            "broken",
+            "--openai-url",
+            &url,
+            "--remote-model",
+            "x",
+            "--ca-file",
+            &key_path,
+        ]),
+        "holds no PEM certificate",
+    );
+}

@@ -79,6 +79,9 @@ pub struct RemoteChatOptions {
     pub retries: u32,
     /// Wait before the first retry; doubled for each next one.
     pub backoff: Duration,
+    /// PEM certificates to trust for an `https://` URL instead of the public roots (a server
+    /// with a company's own certificate authority, or a self-signed one).
+    pub ca_file: Option<std::path::PathBuf>,
 }
 
 impl RemoteChatOptions {
@@ -93,6 +96,7 @@ impl RemoteChatOptions {
             read_timeout: Duration::from_secs(60),
             retries: 2,
             backoff: Duration::from_millis(500),
+            ca_file: None,
         }
     }
 }
@@ -154,13 +158,20 @@ impl RemoteGenerator {
                 options.name, options.base_url
             )));
         }
-        let agent = ureq::Agent::config_builder()
+        let mut config = ureq::Agent::config_builder()
             .timeout_connect(Some(options.timeout))
             .timeout_recv_response(Some(options.timeout))
             .timeout_per_read(Some(options.read_timeout))
-            .http_status_as_error(false)
-            .build()
-            .into();
+            .http_status_as_error(false);
+        if let Some(path) = &options.ca_file {
+            let roots = trusted_certificates(path)?;
+            config = config.tls_config(
+                ureq::tls::TlsConfig::builder()
+                    .root_certs(ureq::tls::RootCerts::new_with_certs(&roots))
+                    .build(),
+            );
+        }
+        let agent = config.build().into();
         Ok(RemoteGenerator {
             info: GeneratorInfo {
                 model_name: options.name.clone(),
@@ -226,6 +237,25 @@ impl RemoteGenerator {
         }
         body.to_string()
     }
+}
+
+/// The certificates of the PEM file at `path`.
+fn trusted_certificates(path: &std::path::Path) -> Result<Vec<ureq::tls::Certificate<'static>>> {
+    let pem = std::fs::read(path).map_err(|error| ModelError::io(path, error))?;
+    let certificates: Vec<_> = ureq::tls::parse_pem(&pem)
+        .filter_map(|item| match item {
+            Ok(ureq::tls::PemItem::Certificate(certificate)) => Some(certificate),
+            _ => None,
+        })
+        .collect();
+    if certificates.is_empty() {
+        return Err(ModelError::InvalidRequest(format!(
+            "{} holds no PEM certificate (-----BEGIN CERTIFICATE-----); give the certificate \
+             of the authority that signed the model server's",
+            path.display()
+        )));
+    }
+    Ok(certificates)
 }
 
 /// A rough count of the tokens `text` makes for a model whose tokenizer Basalt does not have:
@@ -600,6 +630,9 @@ pub struct RemoteModel {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub api_key_file: Option<std::path::PathBuf>,
     pub context_window: usize,
+    /// PEM certificates to trust for its `https://` URL instead of the public roots.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ca_file: Option<std::path::PathBuf>,
 }
 
 impl RemoteModel {
@@ -607,6 +640,7 @@ impl RemoteModel {
     pub fn generator(&self) -> Result<RemoteGenerator> {
         let mut options = RemoteChatOptions::new(&self.name, &self.base_url, &self.model);
         options.context_window = self.context_window;
+        options.ca_file.clone_from(&self.ca_file);
         options.api_key = match (&self.api_key_env, &self.api_key_file) {
             (Some(name), _) => ApiKeySource::Env(name.clone()),
             (None, Some(path)) => ApiKeySource::File(path.clone()),
@@ -839,6 +873,7 @@ mod tests {
             api_key_env: Some("BIG_KEY".to_string()),
             api_key_file: None,
             context_window: 8192,
+            ca_file: None,
         };
         models.add(model.clone()).expect("added");
         model.context_window = 4096;

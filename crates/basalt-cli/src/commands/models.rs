@@ -53,6 +53,10 @@ pub(crate) enum ModelsCommand {
         /// The model's context window in tokens
         #[arg(long, default_value_t = 8192, value_name = "N")]
         context_window: usize,
+        /// PEM certificates to trust for an https:// URL instead of the public roots (a
+        /// company's own certificate authority)
+        #[arg(long, value_name = "FILE")]
+        ca_file: Option<std::path::PathBuf>,
     },
     /// Forget a registered remote model
     Remove { name: String },
@@ -69,6 +73,7 @@ pub(crate) fn run(command: ModelsCommand, settings: &Settings) -> anyhow::Result
             api_key_env,
             api_key_file,
             context_window,
+            ca_file,
         } => {
             let model = RemoteModel {
                 name,
@@ -78,6 +83,7 @@ pub(crate) fn run(command: ModelsCommand, settings: &Settings) -> anyhow::Result
                 api_key_env,
                 api_key_file,
                 context_window,
+                ca_file,
             };
             let registry = RemoteModels::new(settings.data_dir.root());
             registry.add(model.clone())?;
