@@ -353,6 +353,9 @@ fn redact(text: &str, key: Option<&str>) -> String {
     }
 }
 
+/// Most of a non-streamed answer body that is read.
+const MAX_PLAIN_BODY: usize = 4 << 20;
+
 /// One streaming request, run on its own thread.
 struct Call {
     agent: ureq::Agent,
@@ -398,6 +401,33 @@ impl Call {
                 }
             }
         }
+    }
+
+    /// The text of a completion chunk (`part` "delta") or a whole completion (`part`
+    /// "message"), noting its usage and finish reason; a server's error object is an error.
+    fn read_chunk(
+        &self,
+        chunk: &serde_json::Value,
+        part: &str,
+        usage: &mut Option<(usize, usize)>,
+        finish_reason: &mut FinishReason,
+    ) -> Result<Option<String>> {
+        if let Some(message) = chunk["error"]["message"].as_str() {
+            return Err(self.error(message));
+        }
+        if let (Some(prompt), Some(completion)) = (
+            chunk["usage"]["prompt_tokens"].as_u64(),
+            chunk["usage"]["completion_tokens"].as_u64(),
+        ) {
+            *usage = Some((prompt as usize, completion as usize));
+        }
+        let choice = &chunk["choices"][0];
+        match choice["finish_reason"].as_str() {
+            Some("stop") => *finish_reason = FinishReason::Stop,
+            Some(_) => *finish_reason = FinishReason::Length,
+            None => {}
+        }
+        Ok(choice[part]["content"].as_str().map(str::to_string))
     }
 
     fn error(&self, reason: &str) -> ModelError {
@@ -447,6 +477,9 @@ impl Call {
         let mut completion_tokens = 0;
         let mut usage: Option<(usize, usize)> = None;
         let mut finish_reason = FinishReason::Length;
+        // A server that ignores `"stream": true` answers with one JSON body instead of events.
+        let mut plain = String::new();
+        let mut streamed = false;
         for line in reader.lines() {
             let line = match line {
                 Ok(line) => line,
@@ -456,8 +489,13 @@ impl Call {
                 Err(error) => return Err(self.error(&format!("the answer broke off: {error}"))),
             };
             let Some(data) = line.strip_prefix("data:").map(str::trim) else {
+                if !streamed && plain.len() < MAX_PLAIN_BODY {
+                    plain.push_str(&line);
+                    plain.push('\n');
+                }
                 continue;
             };
+            streamed = true;
             if data == "[DONE]" {
                 break;
             }
@@ -466,37 +504,29 @@ impl Call {
                     "the server sent an event that is not JSON: {error}"
                 ))
             })?;
-            if let Some(message) = chunk["error"]["message"].as_str() {
-                return Err(self.error(message));
-            }
-            if let (Some(prompt), Some(completion)) = (
-                chunk["usage"]["prompt_tokens"].as_u64(),
-                chunk["usage"]["completion_tokens"].as_u64(),
-            ) {
-                usage = Some((prompt as usize, completion as usize));
-            }
-            let choice = &chunk["choices"][0];
-            match choice["finish_reason"].as_str() {
-                Some("stop") => finish_reason = FinishReason::Stop,
-                Some(_) => finish_reason = FinishReason::Length,
-                None => {}
-            }
-            let Some(text) = choice["delta"]["content"].as_str() else {
+            let text = self.read_chunk(&chunk, "delta", &mut usage, &mut finish_reason)?;
+            let Some(text) = text.filter(|text| !text.is_empty()) else {
                 continue;
             };
-            if text.is_empty() {
-                continue;
-            }
             first_token.get_or_insert_with(|| started.elapsed());
             completion_tokens += 1;
-            let event = GenerationEvent::Token {
-                id: 0,
-                text: text.to_string(),
-            };
+            let event = GenerationEvent::Token { id: 0, text };
             if events.send(Ok(event)).is_err() {
                 // The caller dropped the stream: returning drops the reader, which closes the
                 // connection, and the server stops generating.
                 return Ok(Attempt::Done);
+            }
+        }
+        if !streamed && !plain.trim().is_empty() {
+            let body: serde_json::Value = serde_json::from_str(&plain).map_err(|error| {
+                self.error(&format!(
+                    "the answer is neither server-sent events nor JSON: {error}"
+                ))
+            })?;
+            if let Some(text) = self.read_chunk(&body, "message", &mut usage, &mut finish_reason)? {
+                first_token.get_or_insert_with(|| started.elapsed());
+                completion_tokens += 1;
+                let _ = events.send(Ok(GenerationEvent::Token { id: 0, text }));
             }
         }
         let prompt_duration = first_token.unwrap_or_else(|| started.elapsed());
@@ -749,6 +779,119 @@ impl RemoteModels {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A peer on 127.0.0.1 that answers each connection with the next of `responses` (raw
+    /// HTTP) and records the requests: for the client's handling of what servers send.
+    fn peer(responses: Vec<String>) -> (u16, std::thread::JoinHandle<Vec<String>>) {
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("binds");
+        let port = listener.local_addr().expect("address").port();
+        let handle = std::thread::spawn(move || {
+            let mut requests = Vec::new();
+            for response in responses {
+                let (mut stream, _) = listener.accept().expect("accepts");
+                let mut request = Vec::new();
+                let mut buffer = [0u8; 8192];
+                // The head, then the body its Content-Length announces.
+                while let Ok(read) = std::io::Read::read(&mut stream, &mut buffer) {
+                    request.extend_from_slice(&buffer[..read]);
+                    let text = String::from_utf8_lossy(&request).to_string();
+                    if let Some((head, body)) = text.split_once("\r\n\r\n") {
+                        let length = head
+                            .lines()
+                            .find_map(|line| {
+                                line.to_lowercase()
+                                    .strip_prefix("content-length:")
+                                    .map(|v| v.trim().parse::<usize>().unwrap_or(0))
+                            })
+                            .unwrap_or(0);
+                        if body.len() >= length {
+                            break;
+                        }
+                    }
+                    if read == 0 {
+                        break;
+                    }
+                }
+                requests.push(String::from_utf8_lossy(&request).to_string());
+                let _ = std::io::Write::write_all(&mut stream, response.as_bytes());
+            }
+            requests
+        });
+        (port, handle)
+    }
+
+    fn response(status: &str, content_type: &str, body: &str) -> String {
+        format!(
+            "HTTP/1.1 {status}\r\nContent-Type: {content_type}\r\nContent-Length: {}\r\n\
+             Connection: close\r\n\r\n{body}",
+            body.len()
+        )
+    }
+
+    /// A client of the peer at `port` whose key (if any) is in a file of `dir`.
+    fn client(port: u16, key: &str, dir: &tempfile::TempDir) -> RemoteGenerator {
+        let url = format!("http://127.0.0.1:{port}/v1");
+        let mut options = RemoteChatOptions::new("big", &url, "m");
+        options.backoff = Duration::from_millis(10);
+        let file = dir.path().join("key");
+        std::fs::write(&file, key).expect("key file");
+        options.api_key = ApiKeySource::File(file);
+        RemoteGenerator::new(options).expect("client")
+    }
+
+    fn collect(generator: &RemoteGenerator) -> Result<(String, GenerationSummary)> {
+        let request = GenerationRequest {
+            prompt: Prompt::Chat(vec![ChatMessage::new(ChatRole::User, "hello")]),
+            sampling: crate::SamplingOptions::default(),
+        };
+        let mut text = String::new();
+        for event in generator.generate(request)? {
+            match event? {
+                GenerationEvent::Token { text: piece, .. } => text.push_str(&piece),
+                GenerationEvent::Done(summary) => return Ok((text, summary)),
+            }
+        }
+        Err(ModelError::WorkerGone)
+    }
+
+    #[test]
+    fn a_server_that_answers_busy_then_with_plain_json_is_read() {
+        let plain = r#"{"choices": [{"message": {"role": "assistant", "content": "Plain answer."},
+            "finish_reason": "stop"}], "usage": {"prompt_tokens": 5, "completion_tokens": 3}}"#;
+        let (port, requests) = peer(vec![
+            response("503 Service Unavailable", "application/json", "{}"),
+            response("200 OK", "application/json", plain),
+        ]);
+        let dir = tempfile::tempdir().expect("temp dir");
+        let (text, summary) = collect(&client(port, "sk-test-123", &dir)).expect("answered");
+        assert_eq!(text, "Plain answer.");
+        assert_eq!((summary.prompt_tokens, summary.completion_tokens), (5, 3));
+        assert_eq!(summary.finish_reason, FinishReason::Stop);
+        let requests = requests.join().expect("peer");
+        assert_eq!(requests.len(), 2, "retried once after the 503");
+        assert!(
+            requests[1].contains("authorization: Bearer sk-test-123"),
+            "{}",
+            requests[1]
+        );
+        assert!(requests[1].contains("\"stream\":true"), "{}", requests[1]);
+    }
+
+    #[test]
+    fn a_refused_key_is_not_retried_and_not_repeated() {
+        let (port, requests) = peer(vec![response(
+            "401 Unauthorized",
+            "application/json",
+            r#"{"error": {"message": "bad key sk-test-456"}}"#,
+        )]);
+        let dir = tempfile::tempdir().expect("temp dir");
+        let error = collect(&client(port, "sk-test-456", &dir))
+            .expect_err("refused")
+            .to_string();
+        assert!(error.contains("model server of big: HTTP 401"), "{error}");
+        assert!(!error.contains("sk-test-456"), "{error}");
+        assert_eq!(requests.join().expect("peer").len(), 1);
+    }
 
     #[test]
     fn keys_are_redacted_and_token_counts_estimated() {
