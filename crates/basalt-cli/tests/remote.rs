@@ -319,6 +319,11 @@ fn a_registered_remote_model_writes_answers_the_same_checks_apply_to() {
     );
 
     ws.ok(&["models", "remove", "big"]);
+    let trail = ws.ok(&["audit", "tail"]);
+    assert!(
+        trail.contains("admin:RegisterModel") && trail.contains("admin:RemoveModel"),
+        "{trail}"
+    );
     assert_clean_failure(
         &ws.run(&["models", "remove", "big"]),
         "no remote model is named big",

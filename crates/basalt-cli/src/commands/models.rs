@@ -87,6 +87,14 @@ pub(crate) fn run(command: ModelsCommand, settings: &Settings) -> anyhow::Result
             };
             let registry = RemoteModels::new(settings.data_dir.root());
             registry.add(model.clone())?;
+            // Questions and passages will go to this address: who pointed Basalt at it is
+            // recorded.
+            super::security::audit(
+                settings,
+                "admin:RegisterModel",
+                &format!("model/{}", model.name),
+                format!("{} {} at {}", model.provider, model.model, model.base_url),
+            )?;
             let health = match model.generator()?.health() {
                 Ok(took) => format!("answers ({} ms)", took.as_millis()),
                 Err(reason) => format!("not reachable now: {reason}"),
@@ -99,6 +107,12 @@ pub(crate) fn run(command: ModelsCommand, settings: &Settings) -> anyhow::Result
         }
         ModelsCommand::Remove { name } => {
             if RemoteModels::new(settings.data_dir.root()).remove(&name)? {
+                super::security::audit(
+                    settings,
+                    "admin:RemoveModel",
+                    &format!("model/{name}"),
+                    String::new(),
+                )?;
                 print_line(&format!("removed {name}"))?;
                 Ok(ExitCode::SUCCESS)
             } else {

@@ -164,7 +164,12 @@ pub(crate) enum AuditCommand {
 }
 
 /// Records an administrative action taken from the command line.
-fn audit(settings: &Settings, action: &str, resource: &str, detail: String) -> anyhow::Result<()> {
+pub(crate) fn audit(
+    settings: &Settings,
+    action: &str,
+    resource: &str,
+    detail: String,
+) -> anyhow::Result<()> {
     let log = AuditLog::open(settings.data_dir.root());
     let user = std::env::var("USER").unwrap_or_else(|_| "unknown".into());
     log.append(Event {
