@@ -183,6 +183,9 @@ fn a_registered_remote_model_writes_answers_the_same_checks_apply_to() {
     settings["answer"]["model"] = "big".into();
     std::fs::write(&settings_path, settings.to_string()).expect("kb.json");
     check(&ws.json(&ask_args(None)));
+    // The embedded model's name still picks the embedded model.
+    let local = ws.json(&ask_args(Some("smollm2-135m-instruct")));
+    assert_eq!(local["model"], "smollm2-135m-instruct", "{local}");
 
     // Over HTTP: the model by name, and a knowledge base whose answer.model it is.
     let admin = admin_key(&ws);

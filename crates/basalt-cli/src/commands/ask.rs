@@ -58,9 +58,9 @@ pub(crate) struct AnswerArgs {
     /// knowledge base's answer.guardrail, if any]
     #[arg(long, value_name = "NAME[:VERSION]")]
     guardrail: Option<String>,
-    /// Chat model: a name registered with `basalt models add` (a model served elsewhere), or
-    /// a GGUF file to load [default: the knowledge base's answer.model, else the installed
-    /// SmolLM2-135M-Instruct]
+    /// Chat model: a name registered with `basalt models add` (a model served elsewhere), a
+    /// GGUF file to load, or smollm2-135m-instruct (the embedded one) [default: the knowledge
+    /// base's answer.model, else the installed SmolLM2-135M-Instruct]
     #[arg(long, value_name = "NAME|PATH")]
     model: Option<String>,
     /// Context window in tokens [default: the model's, at most 8192]

@@ -42,8 +42,9 @@ pub(crate) struct AnswersArgs {
     /// Passages per answer [default: the KB's, else 5]
     #[arg(long)]
     passages: Option<usize>,
-    /// Chat model: a name registered with `basalt models add`, or a GGUF file [default: the
-    /// knowledge base's answer.model, else the installed SmolLM2-135M-Instruct]
+    /// Chat model: a name registered with `basalt models add`, a GGUF file, or
+    /// smollm2-135m-instruct [default: the knowledge base's answer.model, else the installed
+    /// SmolLM2-135M-Instruct]
     #[arg(long, value_name = "NAME|PATH")]
     model: Option<String>,
     /// Least relevance before the model is asked [default: the KB's, else the built-in]

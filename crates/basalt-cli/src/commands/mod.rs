@@ -188,8 +188,11 @@ pub(crate) fn load_chosen_engines(
         (None, None) => None,
     };
     let Some(remote) = remote else {
-        let (embedder, generator) =
-            load_answer_engines(kb, settings, model.map(std::path::Path::new), context_size)?;
+        // The embedded model's own name picks it, over a knowledge base's answer.model too.
+        let path = model
+            .filter(|name| *name != basalt_model::DEFAULT_GENERATION_MODEL)
+            .map(std::path::Path::new);
+        let (embedder, generator) = load_answer_engines(kb, settings, path, context_size)?;
         return Ok((embedder, Box::new(generator)));
     };
     let primary = remote.generator()?;
