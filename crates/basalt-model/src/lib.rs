@@ -46,5 +46,6 @@ pub use generator::{
 pub use llama::llama_system_info;
 pub use provision::{FetchReport, FileStatus, InstalledModel, fetch_models, inspect_models};
 pub use remote::{
-    ApiKeySource, FallbackGenerator, RemoteChatOptions, RemoteGenerator, RemoteModel, RemoteModels,
+    ApiKeySource, ChatModel, FallbackGenerator, RemoteChatOptions, RemoteGenerator, RemoteModel,
+    RemoteModels,
 };

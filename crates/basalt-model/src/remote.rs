@@ -590,7 +590,7 @@ impl Generator for FallbackGenerator {
         let fall_back = |error: ModelError, request: GenerationRequest| {
             let name = self.fallback.info().model_name.clone();
             tracing::warn!(model = %self.info.model_name, %error, fallback = %name, "the model failed; its fallback writes");
-            Ok(named(self.fallback.generate(request)?, name))
+            relay(self.fallback.generate(request)?, Some(name))
         };
         let mut primary = match self.primary.generate(request.clone()) {
             Ok(stream) => stream,
@@ -599,50 +599,36 @@ impl Generator for FallbackGenerator {
         // The first event says whether the primary is answering.
         match primary.next() {
             Some(Err(error)) => fall_back(error, request),
-            first => {
-                let (events, receiver) = std::sync::mpsc::channel();
-                std::thread::Builder::new()
-                    .name("basalt-fallback".to_string())
-                    .spawn(move || {
-                        for event in first.into_iter().chain(primary) {
-                            if events.send(event).is_err() {
-                                return;
-                            }
-                        }
-                    })
-                    .map_err(|error| {
-                        ModelError::Inference(format!("could not start a thread: {error}"))
-                    })?;
-                Ok(GenerationStream::new(receiver))
-            }
+            first => relay(first.into_iter().chain(primary), None),
         }
     }
 }
 
-/// `stream` with its summary naming `model` as the one that generated.
-fn named(stream: GenerationStream, model: String) -> GenerationStream {
-    let (events, receiver) = std::sync::mpsc::channel();
-    let relay = std::thread::Builder::new()
+/// `events` as a stream, relayed by a thread of its own; its summary names `fallback_model`
+/// as the model that generated, when there is one.
+fn relay(
+    events: impl Iterator<Item = Result<GenerationEvent>> + Send + 'static,
+    fallback_model: Option<String>,
+) -> Result<GenerationStream> {
+    let (sender, receiver) = std::sync::mpsc::channel();
+    std::thread::Builder::new()
         .name("basalt-fallback".to_string())
         .spawn(move || {
-            for event in stream {
+            for event in events {
                 let event = match event {
-                    Ok(GenerationEvent::Done(mut summary)) => {
-                        summary.fallback_model = Some(model.clone());
+                    Ok(GenerationEvent::Done(mut summary)) if fallback_model.is_some() => {
+                        summary.fallback_model.clone_from(&fallback_model);
                         Ok(GenerationEvent::Done(summary))
                     }
                     other => other,
                 };
-                if events.send(event).is_err() {
+                if sender.send(event).is_err() {
                     return;
                 }
             }
-        });
-    if relay.is_err() {
-        // No thread: the stream ends with the worker-gone error its reader reports.
-        tracing::warn!("could not start a thread to relay the fallback's answer");
-    }
-    GenerationStream::new(receiver)
+        })
+        .map_err(|error| ModelError::Inference(format!("could not start a thread: {error}")))?;
+    Ok(GenerationStream::new(receiver))
 }
 
 /// A model served elsewhere, as registered with `basalt models add`: everything needed to reach
@@ -680,6 +666,15 @@ impl RemoteModel {
     }
 }
 
+/// What a chat model's name picks.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ChatModel {
+    /// The embedded SmolLM2-135M-Instruct.
+    Embedded,
+    /// A model served elsewhere, registered with `basalt models add`.
+    Remote(RemoteModel),
+}
+
 /// The models registered in a data directory (`models.json`): names a request, a knowledge
 /// base (`answer.model`) or `basalt ask --model` can choose.
 #[derive(Debug, Clone)]
@@ -706,6 +701,16 @@ impl RemoteModels {
 
     pub fn get(&self, name: &str) -> Result<Option<RemoteModel>> {
         Ok(self.list()?.into_iter().find(|model| model.name == name))
+    }
+
+    /// The chat model `name` picks: the embedded one by its name
+    /// ([`crate::DEFAULT_GENERATION_MODEL`]), else the one registered under it; `None` when
+    /// neither.
+    pub fn resolve(&self, name: &str) -> Result<Option<ChatModel>> {
+        if name == crate::DEFAULT_GENERATION_MODEL {
+            return Ok(Some(ChatModel::Embedded));
+        }
+        Ok(self.get(name)?.map(ChatModel::Remote))
     }
 
     /// Adds `model`, or replaces the one of the same name.

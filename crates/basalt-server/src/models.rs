@@ -5,7 +5,7 @@
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 
-use basalt_model::{Generator, RemoteGenerator, RemoteModel, RemoteModels};
+use basalt_model::{ChatModel, Generator, RemoteGenerator, RemoteModel, RemoteModels};
 
 use crate::error::{ApiError, Code};
 
@@ -77,22 +77,21 @@ impl ChatModels {
         let Some(name) = kb.settings.answer.fallback_model.as_deref() else {
             return Ok(primary);
         };
-        let fallback =
-            if name == local.info().model_name || name == basalt_model::DEFAULT_GENERATION_MODEL {
-                local.clone()
-            } else {
-                self.remote(name)?.ok_or_else(|| {
-                    ApiError::new(
-                        Code::ModelNotFound,
-                        format!(
-                            "knowledge base {:?} falls back to model {name:?}, which is not \
+        let fallback = match self.registry.resolve(name)? {
+            Some(ChatModel::Embedded) => local.clone(),
+            Some(ChatModel::Remote(model)) => self.client(&model)?,
+            None => {
+                return Err(ApiError::new(
+                    Code::ModelNotFound,
+                    format!(
+                        "knowledge base {:?} falls back to model {name:?}, which is not \
                          registered; an administrator registers it with `basalt models add \
                          {name} …`",
-                            kb.settings.name
-                        ),
-                    )
-                })?
-            };
+                        kb.settings.name
+                    ),
+                ));
+            }
+        };
         Ok(Arc::new(basalt_model::FallbackGenerator::new(
             primary, fallback,
         )))

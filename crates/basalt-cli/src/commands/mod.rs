@@ -175,6 +175,7 @@ pub(crate) fn load_chosen_engines(
     basalt_model::LocalEmbedder,
     Box<dyn basalt_model::Generator>,
 )> {
+    use basalt_model::ChatModel;
     let registry = basalt_model::RemoteModels::new(settings.data_dir.root());
     let remote = match (model, kb.settings.answer.model.as_deref()) {
         (Some(name), _) => registry.get(name)?,
@@ -200,28 +201,28 @@ pub(crate) fn load_chosen_engines(
         let embedding = kb.settings.model_path(&settings.models_dir);
         load_embedder(settings, &embedding, basalt_model::InferenceGate::new())
     };
-    match kb.settings.answer.fallback_model.as_deref() {
-        None => Ok((embedder_alone()?, Box::new(primary))),
-        Some(basalt_model::DEFAULT_GENERATION_MODEL) => {
+    let Some(name) = kb.settings.answer.fallback_model.as_deref() else {
+        return Ok((embedder_alone()?, Box::new(primary)));
+    };
+    match registry.resolve(name)? {
+        Some(ChatModel::Embedded) => {
             let (embedder, local) = load_answer_engines(kb, settings, None, context_size)?;
             let fallback = basalt_model::FallbackGenerator::new(Arc::new(primary), Arc::new(local));
             Ok((embedder, Box::new(fallback)))
         }
-        Some(name) => {
-            let other = registry.get(name)?.ok_or_else(|| {
-                anyhow::anyhow!(
-                    "knowledge base {}'s answer.fallback_model is {name}, which is neither a \
-                     registered model nor {}; register it or change the setting",
-                    kb.settings.name,
-                    basalt_model::DEFAULT_GENERATION_MODEL
-                )
-            })?;
+        Some(ChatModel::Remote(other)) => {
             let fallback = basalt_model::FallbackGenerator::new(
                 Arc::new(primary),
                 Arc::new(other.generator()?),
             );
             Ok((embedder_alone()?, Box::new(fallback)))
         }
+        None => anyhow::bail!(
+            "knowledge base {}'s answer.fallback_model is {name}, which is neither a registered \
+             model nor {}; register it or change the setting",
+            kb.settings.name,
+            basalt_model::DEFAULT_GENERATION_MODEL
+        ),
     }
 }
 
