@@ -16,6 +16,13 @@ if ! python3 -c "import openai" 2>/dev/null; then
     python3 -m pip install --quiet --disable-pip-version-check --break-system-packages "openai==3.57.0"
 fi
 
+# The Bedrock test drives `basalt serve` with boto3 and the AWS CLI, unchanged.
+if ! python3 -c "import boto3, awscli" 2>/dev/null; then
+  echo "== installing boto3 and awscli (for the Bedrock test)" >&2
+  python3 -m pip install --quiet --disable-pip-version-check "boto3==1.43.11" "awscli==1.45.11" 2>/dev/null ||
+    python3 -m pip install --quiet --disable-pip-version-check --break-system-packages "boto3==1.43.11" "awscli==1.45.11"
+fi
+
 # The metric test checks ROUGE and BLEU against the reference Python implementations.
 if ! python3 -c "import rouge_score, sacrebleu" 2>/dev/null; then
   echo "== installing rouge-score and sacrebleu (for the metric test)" >&2

@@ -203,7 +203,10 @@ pub fn answer(
         .unwrap_or(DEFAULT_CONTEXT_TOKENS)
         .max(16);
     let query = crate::session::standalone_query(question, history);
-    let retrieved = retrieve(kb, engines.embedder, &query, options)?;
+    // A follow-up retrieves with the earlier question too, but its sentences are chosen for
+    // what it asks itself: "Who do the requests go to?" after a question about vacation days.
+    let focus = Some(question.trim()).filter(|focus| *focus != query);
+    let retrieved = retrieve(kb, engines.embedder, &query, focus, options)?;
     let relevance = retrieved.relevance();
     let (chunks, ranked) = (retrieved.chunks, retrieved.ranked);
     let retrieval_ms = elapsed_ms(started);
@@ -375,6 +378,9 @@ struct Retrieved {
     features: Vec<[f32; select::DIMENSIONS]>,
     /// Chunk ids the screen left out.
     withheld: Vec<String>,
+    /// Cosine of the query with its most similar sentence of the passages (with the whole
+    /// query, also when `ranked` is ranked for a follow-up's own question).
+    best_sentence: Option<f32>,
     /// Cosine of the query with the most similar chunk, as a whole.
     best_passage: Option<f32>,
     /// Share of the query's content words no passage holds.
@@ -394,7 +400,7 @@ impl Retrieved {
     /// embeds close to a manual on deployment or leave, but a manual that never names them
     /// does not answer it.
     fn relevance(&self) -> Option<f32> {
-        let sentence = best_cosine(&self.ranked)?;
+        let sentence = self.best_sentence?;
         let similarity = self
             .best_passage
             .map_or(sentence, |passage| (sentence + passage) / 2.0);
@@ -443,11 +449,13 @@ fn unknown_words(
 }
 
 /// Retrieval, the first half of an answer: the KB's search for passages, less those the
-/// screen withholds, then the sentences of the distinct best ones ranked against the query.
+/// screen withholds, then the sentences of the distinct best ones ranked against the query
+/// (against `focus` instead when given: a follow-up's own question).
 fn retrieve(
     kb: &KnowledgeBase,
     embedder: &dyn Embedder,
     query: &str,
+    focus: Option<&str>,
     options: &AnswerOptions,
 ) -> Result<Retrieved> {
     let passages_wanted = options
@@ -476,7 +484,12 @@ fn retrieve(
         });
     }
     let chunks = select_passages(&hits, passages_wanted);
-    let (ranked, features) = rank_sentences(embedder, query, &vector, &chunks)?;
+    let (mut ranked, mut features) = rank_sentences(embedder, query, &vector, &chunks)?;
+    let best_sentence = best_cosine(&ranked);
+    if let Some(focus) = focus {
+        let focus_vector = embedder.embed_query(focus)?;
+        (ranked, features) = rank_sentences(embedder, focus, &focus_vector, &chunks)?;
+    }
     // The most similar chunk by vector alone (hybrid ranks need not put it first), among those
     // the screen let through.
     let nearest = kb.search_vector(
@@ -494,7 +507,7 @@ fn retrieve(
         .map(|hit| hit.score);
     let unknown_words = unknown_words(kb, query, &vector, options)?;
     tracing::debug!(
-        sentence = best_cosine(&ranked),
+        sentence = best_sentence,
         passage = best_passage,
         unknown_words,
         "relevance parts"
@@ -504,6 +517,7 @@ fn retrieve(
         ranked,
         features,
         withheld,
+        best_sentence,
         best_passage,
         unknown_words,
     })
@@ -518,7 +532,7 @@ pub fn relevance(
     question: &str,
     options: &AnswerOptions,
 ) -> Result<Option<f32>> {
-    Ok(retrieve(kb, embedder, question, options)?.relevance())
+    Ok(retrieve(kb, embedder, question, None, options)?.relevance())
 }
 
 /// What an answer to a question would choose from: the sentences as the selector sees them.
@@ -538,7 +552,7 @@ pub fn selector_candidates(
     question: &str,
     options: &AnswerOptions,
 ) -> Result<SelectorInput> {
-    let retrieved = retrieve(kb, embedder, question, options)?;
+    let retrieved = retrieve(kb, embedder, question, None, options)?;
     Ok(SelectorInput {
         relevance: retrieved.relevance(),
         candidates: retrieved

@@ -396,54 +396,7 @@ fn a_client_that_goes_away_stops_the_remote_model() {
 #[test]
 fn a_remote_model_over_https_is_trusted_through_its_ca_file() {
     let data = Workspace::new();
-    let dir = data.dir.path();
-    let openssl = |args: &[&str]| {
-        let made = std::process::Command::new("openssl")
-            .args(args)
-            .current_dir(dir)
-            .output()
-            .expect("openssl runs (scripts/setup.sh installs it)");
-        assert!(made.status.success(), "{args:?}: {}", stderr(&made));
-    };
-    let ec = [
-        "-newkey",
-        "ec",
-        "-pkeyopt",
-        "ec_paramgen_curve:prime256v1",
-        "-nodes",
-    ];
-    let mut authority = vec!["req", "-x509", "-days", "1", "-subj", "/CN=Basalt Test CA"];
-    authority.extend(ec);
-    authority.extend(["-keyout", "ca.key", "-out", "ca.pem"]);
-    openssl(&authority);
-    let mut request = vec!["req", "-subj", "/CN=127.0.0.1"];
-    request.extend(ec);
-    request.extend(["-keyout", "server.key", "-out", "server.csr"]);
-    openssl(&request);
-    std::fs::write(
-        dir.join("server.ext"),
-        "subjectAltName=IP:127.0.0.1\nbasicConstraints=CA:FALSE\n",
-    )
-    .expect("extensions");
-    openssl(&[
-        "x509",
-        "-req",
-        "-in",
-        "server.csr",
-        "-CA",
-        "ca.pem",
-        "-CAkey",
-        "ca.key",
-        "-CAcreateserial",
-        "-days",
-        "1",
-        "-extfile",
-        "server.ext",
-        "-out",
-        "server.pem",
-    ]);
-    let path = |name: &str| dir.join(name).display().to_string();
-    let (cert, tls_key, authority) = (path("server.pem"), path("server.key"), path("ca.pem"));
+    let [cert, tls_key, authority] = common::tls_files(data.dir.path());
     let key = admin_key(&data);
     let tls = ["--tls-cert", cert.as_str(), "--tls-key", tls_key.as_str()];
     let server = start_server_when(&data, &tls, |port| {

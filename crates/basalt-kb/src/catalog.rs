@@ -36,6 +36,31 @@ pub trait KbCatalog: Send + Sync + std::fmt::Debug {
     fn open(&self, name: &str) -> Result<KnowledgeBase> {
         self.open_settings(self.settings(name)?)
     }
+
+    /// The name of the knowledge base `id` names: its own name, else the one whose
+    /// [`bedrock_id`] it is.
+    fn name_of(&self, id: &str) -> Result<String> {
+        match self.settings(id) {
+            Ok(settings) => Ok(settings.name),
+            Err(KbError::NotFound { .. }) | Err(KbError::BadName { .. }) => self
+                .list()?
+                .into_iter()
+                .find(|settings| bedrock_id(&settings.name) == id)
+                .map(|settings| settings.name)
+                .ok_or_else(|| KbError::NotFound {
+                    name: id.to_owned(),
+                }),
+            Err(error) => Err(error),
+        }
+    }
+}
+
+/// The id Bedrock clients address knowledge base `name` by: ten capitals and digits (what
+/// Bedrock's ids look like, and what botocore accepts), derived from the name, so it stays the
+/// same for as long as the name does.
+pub fn bedrock_id(name: &str) -> String {
+    basalt_core::hex::sha256_parts(&[b"basalt bedrock knowledge base id:", name.as_bytes()])[..10]
+        .to_ascii_uppercase()
 }
 
 impl KbCatalog for DataDir {

@@ -12,8 +12,8 @@ mod knowledge_base;
 mod pipeline;
 mod search;
 
-pub use catalog::KbCatalog;
 pub use catalog::conformance as catalog_conformance;
+pub use catalog::{KbCatalog, bedrock_id};
 pub use encryption::{Rotation, rotate_master};
 pub use error::{KbError, Result};
 pub use jobs::conformance as job_queue_conformance;

@@ -79,6 +79,25 @@ pub struct KeyRecord {
     /// made with this key passes; requests cannot choose another.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub guardrail: Option<String>,
+    /// For an AWS access key (`keys create --aws`): the secret access key, sealed by the master
+    /// key (hex), because SigV4 needs the secret itself to check a signature. Such a key has no
+    /// `bsk_` form.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    sealed_secret: Option<SealedSecret>,
+}
+
+/// An AWS secret access key as stored: sealed by the master key named.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+struct SealedSecret {
+    master_key_id: String,
+    sealed: String,
+}
+
+impl KeyRecord {
+    /// True for an AWS access key (`keys create --aws`), which signs requests with SigV4.
+    pub fn is_aws(&self) -> bool {
+        self.sealed_secret.is_some()
+    }
 }
 
 /// The directory's file.
@@ -118,6 +137,8 @@ pub enum KeyRefusal {
     Revoked,
     Expired,
     PrincipalGone,
+    /// An AWS key whose secret this server's master key cannot unseal.
+    SealedElsewhere,
 }
 
 impl KeyRefusal {
@@ -129,6 +150,7 @@ impl KeyRefusal {
             KeyRefusal::Revoked => "revoked_key",
             KeyRefusal::Expired => "expired_key",
             KeyRefusal::PrincipalGone => "principal_deleted",
+            KeyRefusal::SealedElsewhere => "secret_sealed_by_another_master_key",
         }
     }
 }
@@ -351,9 +373,105 @@ impl Directory {
             expires_at,
             revoked_at: None,
             guardrail: None,
+            sealed_secret: None,
         };
         self.keys.push(record.clone());
         Ok((record, Secret::new(format!("bsk_{id}_{secret}"))))
+    }
+
+    /// Creates an AWS access key for an existing principal: an access key id (`BSKA` and 16
+    /// capitals or digits, the shape AWS tools expect) and a secret access key, which is stored
+    /// sealed by `master` (SigV4 needs it to check signatures) and returned once.
+    pub fn create_aws_key(
+        &mut self,
+        principal: &str,
+        expires_at: Option<String>,
+        master: &dyn crate::crypto::KeyProvider,
+    ) -> Result<(KeyRecord, Secret)> {
+        if !self.principals.contains_key(principal) {
+            return Err(SecurityError::NotFound {
+                what: "principal",
+                name: principal.to_owned(),
+            });
+        }
+        let id = format!("BSKA{}", crate::random_secret(8)?.to_ascii_uppercase());
+        let secret = crate::random_secret(32)?;
+        let bytes: [u8; 32] = basalt_core::hex::decode(&secret)
+            .and_then(|bytes| bytes.try_into().ok())
+            .ok_or_else(|| SecurityError::Random("a secret of the wrong length".into()))?;
+        let record = KeyRecord {
+            id,
+            principal: principal.to_owned(),
+            salt: String::new(),
+            hash: String::new(),
+            created_at: basalt_core::clock::now_rfc3339(),
+            expires_at,
+            revoked_at: None,
+            guardrail: None,
+            sealed_secret: Some(SealedSecret {
+                master_key_id: master.key_id().to_owned(),
+                sealed: basalt_core::hex::encode(&master.wrap(&bytes)?),
+            }),
+        };
+        self.keys.push(record.clone());
+        Ok((record, Secret::new(secret)))
+    }
+
+    /// The identity of AWS access key `access_key_id` and its secret (to check the request's
+    /// signature with), unsealed by `master`. Refused like [`Directory::authenticate`]; a key
+    /// sealed by another master key is refused as unknown, with the reason in the audit detail.
+    pub fn authenticate_aws(
+        &self,
+        access_key_id: &str,
+        now_rfc3339: &str,
+        master: Option<&dyn crate::crypto::KeyProvider>,
+    ) -> std::result::Result<(Identity, Secret), (KeyRefusal, Option<String>)> {
+        let Some((record, sealed)) = self.keys.iter().find_map(|key| {
+            (key.id == access_key_id)
+                .then_some(key.sealed_secret.as_ref().map(|sealed| (key, sealed)))
+                .flatten()
+        }) else {
+            return Err((KeyRefusal::Unknown, Some(access_key_id.to_owned())));
+        };
+        let secret = master
+            .filter(|master| master.key_id() == sealed.master_key_id)
+            .and_then(|master| {
+                master
+                    .unwrap(&basalt_core::hex::decode(&sealed.sealed)?)
+                    .ok()
+            })
+            .ok_or((KeyRefusal::SealedElsewhere, Some(record.id.clone())))?;
+        let identity = self.admit(record, now_rfc3339)?;
+        Ok((identity, Secret::new(basalt_core::hex::encode(&secret))))
+    }
+
+    /// Re-seals with `new` every AWS secret access key `old` sealed (a master-key rotation);
+    /// returns how many. Keys sealed by another master key are left as they are.
+    pub fn reseal_aws_keys(
+        &mut self,
+        old: &dyn crate::crypto::KeyProvider,
+        new: &dyn crate::crypto::KeyProvider,
+    ) -> Result<usize> {
+        let mut resealed = 0;
+        for key in &mut self.keys {
+            let Some(sealed) = key.sealed_secret.as_mut() else {
+                continue;
+            };
+            if sealed.master_key_id != old.key_id() {
+                continue;
+            }
+            let bytes =
+                basalt_core::hex::decode(&sealed.sealed).ok_or_else(|| SecurityError::Invalid {
+                    message: format!("AWS key {}: its sealed secret is not hex", key.id),
+                })?;
+            let secret = old.unwrap(&bytes)?;
+            *sealed = SealedSecret {
+                master_key_id: new.key_id().to_owned(),
+                sealed: basalt_core::hex::encode(&new.wrap(&secret)?),
+            };
+            resealed += 1;
+        }
+        Ok(resealed)
     }
 
     /// Binds key `id` to a guardrail; false when there is no such key.
@@ -391,14 +509,24 @@ impl Directory {
         else {
             return Err((KeyRefusal::Malformed, None));
         };
-        let Some(record) = self.keys.iter().find(|key| key.id == id) else {
+        let Some(record) = self.keys.iter().find(|key| key.id == id && !key.is_aws()) else {
             return Err((KeyRefusal::Unknown, Some(id.to_owned())));
         };
-        let refuse = |reason| Err((reason, Some(record.id.clone())));
         let expected = salted_hash(&record.salt, secret);
-        if !constant_time_eq(expected.as_bytes(), record.hash.as_bytes()) {
-            return refuse(KeyRefusal::WrongSecret);
+        if !crate::sigv4::constant_time_eq(expected.as_bytes(), record.hash.as_bytes()) {
+            return Err((KeyRefusal::WrongSecret, Some(record.id.clone())));
         }
+        self.admit(record, now_rfc3339)
+    }
+
+    /// The identity of a key whose secret checked out, unless it is revoked, expired or its
+    /// principal is gone.
+    fn admit(
+        &self,
+        record: &KeyRecord,
+        now_rfc3339: &str,
+    ) -> std::result::Result<Identity, (KeyRefusal, Option<String>)> {
+        let refuse = |reason| Err((reason, Some(record.id.clone())));
         if record.revoked_at.is_some() {
             return refuse(KeyRefusal::Revoked);
         }
@@ -470,18 +598,6 @@ fn salted_hash(salt: &str, secret: &str) -> String {
     basalt_core::hex::sha256_parts(&[salt.as_bytes(), b":", secret.as_bytes()])
 }
 
-/// Equal-length comparison whose time does not depend on where the bytes differ.
-fn constant_time_eq(left: &[u8], right: &[u8]) -> bool {
-    if left.len() != right.len() {
-        return false;
-    }
-    let difference = left
-        .iter()
-        .zip(right)
-        .fold(0_u8, |acc, (a, b)| acc | (a ^ b));
-    std::hint::black_box(difference) == 0
-}
-
 /// Checks a tenant name (the rule of every identity-directory name).
 pub fn validate_tenant_name(tenant: &str) -> Result<()> {
     validate_name("tenant", tenant)
@@ -496,6 +612,84 @@ fn validate_name(what: &'static str, name: &str) -> Result<()> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn aws_keys_are_sealed_unsealed_only_by_their_master_key_and_resealed_on_rotation() {
+        let master =
+            |digit: &str| crate::crypto::MasterKey::from_hex(&digit.repeat(64)).expect("a key");
+        let (first, second) = (master("1"), master("2"));
+        let mut directory = directory();
+        let now = "2026-12-07T00:00:00Z";
+        let (record, secret) = directory
+            .create_aws_key("alice", None, &first)
+            .expect("created");
+        assert!(record.is_aws() && record.id.starts_with("BSKA") && record.id.len() == 20);
+        let stored = serde_json::to_string(&directory).expect("json");
+        assert!(
+            !stored.contains(secret.expose()),
+            "the secret is stored sealed"
+        );
+        let (identity, unsealed) = directory
+            .authenticate_aws(&record.id, now, Some(&first))
+            .expect("authenticates");
+        assert_eq!(
+            (identity.principal.as_str(), identity.tenant.as_str()),
+            ("alice", "acme")
+        );
+        assert_eq!(unsealed.expose(), secret.expose());
+        let refusal = |result: std::result::Result<
+            (Identity, Secret),
+            (KeyRefusal, Option<String>),
+        >| { result.map(|_| ()).map_err(|(reason, _)| reason) };
+        assert_eq!(
+            refusal(directory.authenticate_aws(&record.id, now, Some(&second))),
+            Err(KeyRefusal::SealedElsewhere)
+        );
+        assert_eq!(
+            refusal(directory.authenticate_aws(&record.id, now, None)),
+            Err(KeyRefusal::SealedElsewhere)
+        );
+        assert_eq!(
+            refusal(directory.authenticate_aws("BSKA0000000000000000", now, Some(&first))),
+            Err(KeyRefusal::Unknown)
+        );
+        // An AWS key has no `bsk_` form, and a `bsk_` key is no AWS key.
+        assert!(matches!(
+            directory.authenticate(&format!("bsk_{}_{}", record.id, secret.expose()), now),
+            Err((KeyRefusal::Unknown, _))
+        ));
+        let (api, _) = directory.create_key("alice", None).expect("an API key");
+        assert_eq!(
+            refusal(directory.authenticate_aws(&api.id, now, Some(&first))),
+            Err(KeyRefusal::Unknown)
+        );
+
+        assert_eq!(
+            directory
+                .reseal_aws_keys(&first, &second)
+                .expect("resealed"),
+            1
+        );
+        assert_eq!(
+            directory
+                .reseal_aws_keys(&first, &second)
+                .expect("none left"),
+            0
+        );
+        let (_, unsealed) = directory
+            .authenticate_aws(&record.id, now, Some(&second))
+            .expect("the new master key unseals it");
+        assert_eq!(unsealed.expose(), secret.expose());
+        assert_eq!(
+            refusal(directory.authenticate_aws(&record.id, now, Some(&first))),
+            Err(KeyRefusal::SealedElsewhere)
+        );
+        directory.revoke_key(&record.id);
+        assert_eq!(
+            refusal(directory.authenticate_aws(&record.id, now, Some(&second))),
+            Err(KeyRefusal::Revoked)
+        );
+    }
 
     fn directory() -> Directory {
         let mut directory = Directory::default();

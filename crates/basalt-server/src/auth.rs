@@ -2,8 +2,9 @@
 //! every route: the route table gives each route its action and resource, so no handler can
 //! forget the check.
 //!
-//! A request presents `Authorization: Bearer bsk_…` (what the OpenAI SDK sends) or
-//! `X-Api-Key: bsk_…`. The key names a principal; the principal's policies (its own and its
+//! A request presents `Authorization: Bearer bsk_…` (what the OpenAI SDK sends, and boto3 with
+//! `AWS_BEARER_TOKEN_BEDROCK`), `X-Api-Key: bsk_…`, or an AWS SigV4 signature made with an
+//! access key from `basalt keys create --aws` (boto3, the AWS CLI). The key names a principal; the principal's policies (its own and its
 //! groups') decide whether it may do the route's action on the route's resource,
 //! `basalt:<tenant>:<path>`. No key or a bad key is `401`, a denied action `403`; both are
 //! audited, as is every allowed request with its final status.
@@ -17,7 +18,7 @@ use axum::http::{HeaderMap, HeaderValue, Method, header};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use basalt_security::audit::{AuditLog, AuditTrail, Event, Outcome};
-use basalt_security::{Directory, DirectoryFile, Identities, Identity};
+use basalt_security::{Directory, DirectoryFile, Identities, Identity, sigv4};
 
 use crate::AppState;
 use crate::error::{ApiError, Code};
@@ -91,6 +92,9 @@ pub(crate) struct Security {
     pub(crate) audit: Box<dyn AuditTrail>,
     routes: HashMap<(Method, String), Access>,
     rate_limiter: Option<RateLimiter>,
+    /// Largest body a SigV4-signed request may have: its body is read whole to check the
+    /// signature's payload hash.
+    signed_body_limit: usize,
 }
 
 impl Security {
@@ -99,6 +103,7 @@ impl Security {
         mode: AuthMode,
         routes: HashMap<(Method, String), Access>,
         rate_limit: Option<RateLimit>,
+        signed_body_limit: usize,
     ) -> basalt_security::Result<Self> {
         let audit = Box::new(AuditLog::open(&data_dir));
         let identities = Box::new(DirectoryFile::new(data_dir));
@@ -110,6 +115,7 @@ impl Security {
             audit,
             routes,
             rate_limiter: rate_limit.map(RateLimiter::new),
+            signed_body_limit,
         })
     }
 
@@ -301,11 +307,24 @@ pub(crate) async fn guard(
                 Ok(directory) => directory,
                 Err(error) => return error.into_response(),
             };
-            let identity = match presented_key(request.headers()) {
-                None => Err((None, "no_key")),
-                Some(key) => directory
-                    .authenticate(key, &basalt_core::clock::now_rfc3339())
-                    .map_err(|(reason, key_id)| (key_id, reason.as_str())),
+            let signed = request
+                .headers()
+                .get(header::AUTHORIZATION)
+                .and_then(|value| value.to_str().ok())
+                .and_then(sigv4::Authorization::parse);
+            let identity = match signed {
+                Some(authorization) => {
+                    let (checked, rebuilt) =
+                        check_signature(&state, &directory, authorization, request).await;
+                    request = rebuilt;
+                    checked
+                }
+                None => match presented_key(request.headers()) {
+                    None => Err((None, "no_key", None)),
+                    Some(key) => directory
+                        .authenticate(key, &basalt_core::clock::now_rfc3339())
+                        .map_err(|(reason, key_id)| (key_id, reason.as_str(), None)),
+                },
             };
             match identity {
                 Ok(Identity {
@@ -322,7 +341,7 @@ pub(crate) async fn guard(
                     request_id: request_id.clone(),
                     guardrail,
                 },
-                Err((key_id, reason)) => {
+                Err((key_id, reason, error)) => {
                     let resource = basalt_security::resource_name("-", &resource_path);
                     security.record(Event {
                         request_id: request_id.clone(),
@@ -334,6 +353,9 @@ pub(crate) async fn guard(
                         status: Some(401),
                         detail: Some(reason.to_owned()),
                     });
+                    if let Some(error) = error {
+                        return with_request_id(error.into_response(), &request_id);
+                    }
                     let message = if directory.keys.is_empty() {
                         "this server has no API keys yet: create one with `basalt keys create --principal admin --policy AdministratorAccess` and send it as `Authorization: Bearer <key>`"
                     } else if reason == "no_key" {
@@ -397,6 +419,141 @@ pub(crate) async fn guard(
     }
     request.extensions_mut().insert(caller);
     with_request_id(next.run(request).await, &request_id)
+}
+
+/// Why a request was not authenticated: the key id (when known), the reason for the audit
+/// record, and the error to answer with (`None`: the generic 401).
+type Refusal = (Option<String>, &'static str, Option<ApiError>);
+
+/// Checks a SigV4-signed request: reads its body (at most the JSON body limit) to hash it,
+/// unseals the access key's secret with the master key and compares signatures. Returns the
+/// request with its body restored.
+async fn check_signature(
+    state: &AppState,
+    directory: &Directory,
+    authorization: Result<sigv4::Authorization, sigv4::Refusal>,
+    request: Request,
+) -> (Result<Identity, Refusal>, Request) {
+    let (parts, body) = request.into_parts();
+    let bytes = match axum::body::to_bytes(body, state.security.signed_body_limit).await {
+        Ok(bytes) => bytes,
+        Err(_) => {
+            let error = ApiError::new(
+                Code::BodyTooLarge,
+                format!(
+                    "a SigV4-signed request's body is read whole to check its signature, and \
+                     this one is over the server's limit of {} bytes (--body-limit)",
+                    state.security.signed_body_limit
+                ),
+            );
+            let refusal = (None, "body_too_large", Some(error));
+            return (
+                Err(refusal),
+                Request::from_parts(parts, axum::body::Body::empty()),
+            );
+        }
+    };
+    let headers: Vec<(&str, &str)> = parts
+        .headers
+        .iter()
+        .filter_map(|(name, value)| Some((name.as_str(), value.to_str().ok()?)))
+        .collect();
+    let payload = basalt_core::hex::sha256(&bytes);
+    let received = sigv4::Received {
+        method: parts.method.as_str(),
+        path: parts.uri.path(),
+        query: parts.uri.query().unwrap_or_default(),
+        headers: &headers,
+        payload_sha256: &payload,
+    };
+    let checked = verify_signature(state, directory, authorization, &received);
+    drop(headers);
+    (
+        checked,
+        Request::from_parts(parts, axum::body::Body::from(bytes)),
+    )
+}
+
+fn verify_signature(
+    state: &AppState,
+    directory: &Directory,
+    authorization: Result<sigv4::Authorization, sigv4::Refusal>,
+    received: &sigv4::Received<'_>,
+) -> Result<Identity, Refusal> {
+    let invalid = |key_id: Option<String>, reason, code, message: String| {
+        Err((key_id, reason, Some(ApiError::new(code, message))))
+    };
+    let authorization = match authorization {
+        Ok(authorization) => authorization,
+        Err(refusal) => {
+            let message = match refusal {
+                sigv4::Refusal::Malformed(message) => message,
+                _ => "the Authorization header cannot be read as AWS4-HMAC-SHA256".into(),
+            };
+            return invalid(None, "malformed_signature", Code::InvalidSignature, message);
+        }
+    };
+    let key_id = Some(authorization.access_key_id.clone());
+    if authorization.service != "bedrock" {
+        return invalid(
+            key_id,
+            "wrong_service",
+            Code::InvalidSignature,
+            format!(
+                "the credential is scoped to service {:?}; Basalt's AWS-compatible routes are \
+                 signed for service \"bedrock\" (bedrock-runtime and bedrock-agent-runtime clients do \
+                 this)",
+                authorization.service
+            ),
+        );
+    }
+    let (identity, secret) = directory
+        .authenticate_aws(
+            &authorization.access_key_id,
+            &basalt_core::clock::now_rfc3339(),
+            state.data_dir.master_key(),
+        )
+        .map_err(|(reason, key_id)| {
+            let message = format!(
+                "The security token included in the request is invalid: access key {:?} is \
+                 not a valid Basalt AWS key (unknown, revoked, expired, or sealed by another \
+                 master key); make one with `basalt keys create --aws`",
+                authorization.access_key_id
+            );
+            (
+                key_id,
+                reason.as_str(),
+                Some(ApiError::new(Code::Unauthenticated, message)),
+            )
+        })?;
+    match sigv4::verify(&authorization, received, secret.expose(), sigv4::now_unix()) {
+        Ok(()) => Ok(identity),
+        Err(sigv4::Refusal::Expired { request }) => invalid(
+            key_id,
+            "signature_expired",
+            Code::SignatureExpired,
+            format!(
+                "Signature expired: {request} is more than {} s from the server's time {}; \
+                 check the client's clock",
+                sigv4::MAX_SKEW_SECONDS,
+                basalt_core::clock::now_rfc3339()
+            ),
+        ),
+        Err(sigv4::Refusal::Malformed(message)) => invalid(
+            key_id,
+            "malformed_signature",
+            Code::InvalidSignature,
+            message,
+        ),
+        Err(sigv4::Refusal::WrongSignature) => invalid(
+            key_id,
+            "wrong_signature",
+            Code::InvalidSignature,
+            "The request signature we calculated does not match the signature you provided. \
+             Check your AWS secret access key and signing method."
+                .into(),
+        ),
+    }
 }
 
 /// The resource path of a template like `kb/{kb}/document/{id}`, in one pass, so a value that

@@ -56,6 +56,10 @@ codes! {
         "a guardrail configuration that does not validate; the message names the field";
     Unauthenticated = "unauthenticated", UNAUTHORIZED,
         "no API key, or one that is unknown, revoked or expired (`WWW-Authenticate: Bearer`)";
+    InvalidSignature = "invalid_signature", FORBIDDEN,
+        "an AWS SigV4 request (`keys create --aws`) whose signature does not match, or whose `Authorization` header cannot be read; the message says which";
+    SignatureExpired = "signature_expired", FORBIDDEN,
+        "an AWS SigV4 request dated more than 5 minutes from the server's clock";
     AccessDenied = "access_denied", FORBIDDEN,
         "the key's principal may not do the route's action on its resource; the message says why";
     GuardrailBound = "guardrail_bound", FORBIDDEN,
@@ -117,6 +121,51 @@ codes! {
 }
 
 impl Code {
+    /// The exception Bedrock's API returns for this error, with its status: what botocore
+    /// turns into the exception class (`client.exceptions.ValidationException`, …).
+    pub fn bedrock(self) -> (&'static str, StatusCode) {
+        use Code as C;
+        let (name, status) = match self {
+            C::Unauthenticated => ("UnrecognizedClientException", 403),
+            C::InvalidSignature | C::SignatureExpired => ("InvalidSignatureException", 403),
+            C::AccessDenied | C::GuardrailBound => ("AccessDeniedException", 403),
+            C::ModelNotFound
+            | C::KnowledgeBaseNotFound
+            | C::DocumentNotFound
+            | C::JobNotFound
+            | C::SessionNotFound
+            | C::GuardrailNotFound
+            | C::NotFound => ("ResourceNotFoundException", 404),
+            C::KnowledgeBaseExists | C::KnowledgeBaseBusy => ("ConflictException", 409),
+            C::QueueFull | C::TooManyConcurrentRequests | C::RateLimited => {
+                ("ThrottlingException", 429)
+            }
+            C::Cancelled | C::Timeout => ("ModelTimeoutException", 408),
+            C::InternalError => ("InternalServerException", 500),
+            C::ModelServerUnavailable
+            | C::QueueTimeout
+            | C::Busy
+            | C::NotReady
+            | C::AuditUnavailable
+            | C::SessionStoreUnavailable
+            | C::ClassifierUnavailable => ("ServiceUnavailableException", 503),
+            C::InvalidJson
+            | C::InvalidRequest
+            | C::ContextLengthExceeded
+            | C::MaxTokensOverLimit
+            | C::InvalidGuardrail
+            | C::MethodNotAllowed
+            | C::BodyTooLarge
+            | C::FileTooLarge
+            | C::UnsupportedMediaType
+            | C::UnsupportedFileType => ("ValidationException", 400),
+        };
+        (
+            name,
+            StatusCode::from_u16(status).unwrap_or(StatusCode::BAD_REQUEST),
+        )
+    }
+
     /// OpenAI's `type` field, derived from the status.
     pub fn kind(self) -> &'static str {
         match self.status().as_u16() {
@@ -215,6 +264,8 @@ pub struct ErrorDetail {
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
         let mut response = (self.status(), Json(self.body())).into_response();
+        // For the layer that answers Bedrock's routes in Bedrock's error shape.
+        response.extensions_mut().insert(self.clone());
         if let Some(seconds) = self.retry_after
             && let Ok(value) = HeaderValue::from_str(&seconds.to_string())
         {

@@ -33,6 +33,9 @@ pub(crate) struct KbView {
     chunks: u64,
     /// Encrypted at rest with its own data key.
     encrypted: bool,
+    /// The id Bedrock clients use for it (`knowledgeBaseId` of Retrieve and
+    /// RetrieveAndGenerate): ten capitals and digits derived from the name.
+    bedrock_id: String,
     /// What the caller's policies let it do with this knowledge base (`kb:Search`,
     /// `kb:Ingest`, …), so a client can offer only those. Each request is still checked.
     actions: Vec<&'static str>,
@@ -83,6 +86,7 @@ async fn view(state: &AppState, caller: &Caller, settings: KbSettings) -> Result
         .security
         .permitted(caller, &KB_ACTIONS, &settings.name);
     Ok(KbView {
+        bedrock_id: basalt_kb::bedrock_id(&settings.name),
         settings,
         documents,
         chunks,

@@ -10,6 +10,8 @@
 
 mod admin;
 mod auth;
+mod bedrock;
+mod bedrock_agent;
 mod error;
 mod guard;
 mod jobs;
@@ -157,6 +159,7 @@ impl AppState {
             options.auth,
             Api::access_table(&operations),
             options.rate_limit,
+            options.body_limit,
         )
         .map_err(|error| std::io::Error::other(error.to_string()))?;
         let chat_models = Arc::new(models::ChatModels::new(data_dir.root()));
@@ -493,6 +496,46 @@ fn routes(options: &ServerOptions) -> Api {
             guard::apply_guardrail,
         )
         .add(
+            Operation::new(M::POST, "/model/{modelId}/converse", "bedrockConverse", "bedrock", "Bedrock Runtime Converse: a chat turn with the embedded model, a registered one, or kb:NAME; guardrailConfig applies a Basalt guardrail", Access::Action { action: "model:Chat", resource: "model/{modelId}" }, json(schema::<Value>))
+                .body(Body::Json(schema::<bedrock::ConverseRequest>)),
+            bedrock::converse,
+        )
+        .add(
+            Operation::new(M::POST, "/model/{modelId}/converse-stream", "bedrockConverseStream", "bedrock", "Bedrock Runtime ConverseStream: Converse as AWS event-stream messages", Access::Action { action: "model:Chat", resource: "model/{modelId}" }, Reply::EventStream("messageStart, contentBlockDelta…, contentBlockStop, messageStop, metadata; an exception message on failure"))
+                .body(Body::Json(schema::<bedrock::ConverseRequest>)),
+            bedrock::converse_stream,
+        )
+        .add(
+            Operation::new(M::POST, "/model/{modelId}/invoke", "bedrockInvokeModel", "bedrock", "Bedrock Runtime InvokeModel for the embedding model, with Amazon Titan Text Embeddings' request and response", Access::Action { action: "model:Embed", resource: "model/{modelId}" }, json(schema::<Value>))
+                .body(Body::Json(schema::<bedrock::TitanEmbeddingRequest>)),
+            bedrock::invoke_model,
+        )
+        .add(
+            Operation::new(M::POST, "/model/{modelId}/count-tokens", "bedrockCountTokens", "bedrock", "Bedrock Runtime CountTokens: the tokens a Converse request's messages are for the model", Access::Action { action: "model:CountTokens", resource: "model/{modelId}" }, json(schema::<Value>))
+                .body(Body::Json(schema::<bedrock::CountTokensRequest>)),
+            bedrock::count_tokens,
+        )
+        .add(
+            Operation::new(M::POST, "/guardrail/{guardrailIdentifier}/version/{guardrailVersion}/apply", "bedrockApplyGuardrail", "bedrock", "Bedrock Runtime ApplyGuardrail: a Basalt guardrail's verdict in Bedrock's assessment shape (version DRAFT is the latest)", Access::Action { action: "guardrail:Apply", resource: "guardrail/{guardrailIdentifier}" }, json(schema::<Value>))
+                .body(Body::Json(schema::<bedrock::ApplyGuardrailRequest>)),
+            bedrock::apply_guardrail,
+        )
+        .add(
+            Operation::new(M::POST, "/knowledgebases/{knowledgeBaseId}/retrieve", "bedrockRetrieve", "bedrock", "Bedrock Agent Runtime Retrieve: search a knowledge base (by its bedrock_id or name; kb:Search on it) with Bedrock's filters and paging", Access::Caller { action: "kb:Search" }, json(schema::<Value>))
+                .body(Body::Json(schema::<bedrock_agent::RetrieveRequest>)),
+            bedrock_agent::retrieve,
+        )
+        .add(
+            Operation::new(M::POST, "/retrieveAndGenerate", "bedrockRetrieveAndGenerate", "bedrock", "Bedrock Agent Runtime RetrieveAndGenerate: a grounded answer with citations (kb:Answer on the knowledge base); sessionId continues a conversation", Access::Caller { action: "kb:Answer" }, json(schema::<Value>))
+                .body(Body::Json(schema::<bedrock_agent::RagRequest>)),
+            bedrock_agent::retrieve_and_generate,
+        )
+        .add(
+            Operation::new(M::POST, "/retrieveAndGenerateStream", "bedrockRetrieveAndGenerateStream", "bedrock", "Bedrock Agent Runtime RetrieveAndGenerateStream: the answer as AWS event-stream messages", Access::Caller { action: "kb:Answer" }, Reply::EventStream("output…, then citation… and guardrail; the session id in x-amzn-bedrock-knowledge-base-session-id"))
+                .body(Body::Json(schema::<bedrock_agent::RagRequest>)),
+            bedrock_agent::retrieve_and_generate_stream,
+        )
+        .add(
             Operation::new(M::GET, "/v1/audit", "searchAudit", "audit", "Audit records matching a principal, action pattern, outcome and start time", Access::Action { action: "audit:Read", resource: "audit" }, json(schema::<admin::AuditRecords>))
                 .query(inline::<admin::AuditQuery>),
             admin::search_audit,
@@ -521,6 +564,8 @@ pub fn router(state: AppState, options: &ServerOptions) -> Router {
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
         .layer(DefaultBodyLimit::max(options.body_limit))
+        // Bedrock's routes answer errors in Bedrock's shape, whoever raised them.
+        .layer(axum::middleware::from_fn(bedrock::errors))
         .layer(axum::middleware::from_fn_with_state(
             state.clone(),
             time_budget,

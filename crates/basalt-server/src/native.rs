@@ -320,7 +320,11 @@ fn session_view(state: &AppState, session: Session) -> SessionView {
 }
 
 /// A live session the caller started; anyone else's is as unknown as a missing one.
-fn own_session(state: &AppState, caller: &Caller, id: &str) -> Result<Session, ApiError> {
+pub(crate) fn own_session(
+    state: &AppState,
+    caller: &Caller,
+    id: &str,
+) -> Result<Session, ApiError> {
     state
         .sessions
         .get(id)

@@ -18,6 +18,7 @@ use tokio_stream::wrappers::ReceiverStream;
 
 use crate::auth::Caller;
 use crate::error::{ApiError, Code};
+use crate::guard::ActiveGuardrail;
 use crate::turn::{CancelOnDrop, GuardrailTrace, Progress, Running};
 use crate::{ApiJson, AppState, KB_MODEL_PREFIX};
 
@@ -498,20 +499,40 @@ fn kb_question(messages: Vec<ChatMessage>) -> (String, Vec<HistoryTurn>) {
     (question, history)
 }
 
-pub(crate) async fn chat_completions(
-    State(state): State<AppState>,
-    Extension(caller): Extension<Caller>,
-    ApiJson(request): ApiJson<ChatRequest>,
-) -> Result<Response, ApiError> {
-    let chat = validate(request)?;
+/// A chat turn as the OpenAI and Bedrock routes both ask for it.
+pub(crate) struct ChatTurn {
+    /// The embedded model's name, a registered model, or `kb:NAME`.
+    pub(crate) model: String,
+    pub(crate) messages: Vec<ChatMessage>,
+    pub(crate) max_tokens: Option<usize>,
+    pub(crate) sampling: SamplingOptions,
+    pub(crate) guardrail: Option<String>,
+    pub(crate) style: Option<basalt_kb::AnswerStyle>,
+}
+
+/// A started chat turn: its progress, the guardrail it runs through, and whether it answers
+/// from a knowledge base.
+pub(crate) struct StartedChat {
+    pub(crate) running: Running,
+    pub(crate) active: Option<ActiveGuardrail>,
+    pub(crate) knowledge: bool,
+}
+
+/// Starts a chat turn: a plain chat with the named model, or a `kb:NAME` answer (which needs
+/// `kb:Answer` on it), through the guardrail the key, the request or the knowledge base names.
+pub(crate) async fn start_chat(
+    state: &AppState,
+    caller: &Caller,
+    chat: ChatTurn,
+) -> Result<StartedChat, ApiError> {
     state.check_max_tokens(chat.max_tokens)?;
     let (kb, generator) = if let Some(name) = chat.model.strip_prefix(KB_MODEL_PREFIX) {
         // Answering from a knowledge base is reading it: the caller needs kb:Answer on it,
         // checked before its existence is revealed.
         state
             .security
-            .require(&caller, "kb:Answer", &format!("kb/{name}"))?;
-        let kb = state.knowledge_base(&caller, name).await?;
+            .require(caller, "kb:Answer", &format!("kb/{name}"))?;
+        let kb = state.knowledge_base(caller, name).await?;
         let generator = state
             .chat_models
             .for_knowledge_base(&kb)?
@@ -523,7 +544,7 @@ pub(crate) async fn chat_completions(
             .transpose()?;
         (Some(kb), generator)
     } else {
-        (None, state.chat_model_named(&caller, &chat.model)?)
+        (None, state.chat_model_named(caller, &chat.model)?)
     };
     if kb.is_some()
         && chat
@@ -539,8 +560,8 @@ pub(crate) async fn chat_completions(
         .as_ref()
         .and_then(|kb| kb.settings.answer.guardrail.clone());
     let active = crate::guard::choose(
-        &state,
-        &caller,
+        state,
+        caller,
         chat.guardrail.as_deref(),
         kb_guardrail.as_deref(),
     )
@@ -570,8 +591,39 @@ pub(crate) async fn chat_completions(
         },
     };
     let turn = GuardedTurn::new(ask, active.as_ref().map(|active| active.guardrail.clone()));
-    let running = crate::turn::start(&state, &caller, turn, active.clone(), generator).await?;
+    let running = crate::turn::start(state, caller, turn, active.clone(), generator).await?;
+    Ok(StartedChat {
+        running,
+        active,
+        knowledge,
+    })
+}
+
+pub(crate) async fn chat_completions(
+    State(state): State<AppState>,
+    Extension(caller): Extension<Caller>,
+    ApiJson(request): ApiJson<ChatRequest>,
+) -> Result<Response, ApiError> {
+    let chat = validate(request)?;
     let trace_wanted = chat.guardrail_trace;
+    let (model, stream, include_usage) = (chat.model.clone(), chat.stream, chat.include_usage);
+    let StartedChat {
+        running,
+        active,
+        knowledge,
+    } = start_chat(
+        &state,
+        &caller,
+        ChatTurn {
+            model: chat.model,
+            messages: chat.messages,
+            max_tokens: chat.max_tokens,
+            sampling: chat.sampling,
+            guardrail: chat.guardrail,
+            style: chat.style,
+        },
+    )
+    .await?;
     // The assistant message's content, its extra fields, the finish reason and the usage.
     let finished = move |reply: Reply| {
         let trace = GuardrailTrace::of(trace_wanted, active.as_ref(), &reply);
@@ -590,14 +642,14 @@ pub(crate) async fn chat_completions(
     };
     let id = completion_id();
     let created = now();
-    if !chat.stream {
+    if !stream {
         let reply = running.reply(state.request_timeout).await?;
         let (content, kb, guardrail, finish_reason, usage) = finished(reply);
         return Ok(Json(ChatCompletion {
             id,
             object: "chat.completion",
             created,
-            model: chat.model,
+            model,
             choices: vec![Choice {
                 index: 0,
                 message: MessageOut {
@@ -619,8 +671,6 @@ pub(crate) async fn chat_completions(
         cancel,
     } = running;
     let (events, stream) = mpsc::channel::<Result<Event, Infallible>>(64);
-    let model = chat.model.clone();
-    let include_usage = chat.include_usage;
     let timeout = state.request_timeout;
     tokio::spawn(async move {
         let _guard = CancelOnDrop(cancel);

@@ -44,6 +44,8 @@ pub(crate) enum Reply {
     Json(SchemaFn),
     /// JSON, or server-sent events when the request asks for `stream: true`.
     JsonOrEvents(SchemaFn, &'static str),
+    /// AWS event-stream messages (`application/vnd.amazon.eventstream`), described in words.
+    EventStream(&'static str),
 }
 
 /// One route: its method, path, documentation and schemas.
@@ -217,16 +219,18 @@ pub(crate) fn document(operations: &[Operation]) -> Value {
                 });
             }
         }
-        let (reply, events) = match operation.reply {
-            Reply::Json(reply) => (reply(&mut responses), None),
-            Reply::JsonOrEvents(reply, events) => (reply(&mut responses), Some(events)),
+        let content = match operation.reply {
+            Reply::Json(reply) => json!({"application/json": {"schema": reply(&mut responses)}}),
+            Reply::JsonOrEvents(reply, events) => json!({
+                "application/json": {"schema": reply(&mut responses)},
+                "text/event-stream": {"schema": {"type": "string", "description": events}},
+            }),
+            Reply::EventStream(events) => json!({
+                "application/vnd.amazon.eventstream": {
+                    "schema": {"type": "string", "description": events},
+                },
+            }),
         };
-        let mut content = json!({"application/json": {"schema": reply}});
-        if let Some(events) = events {
-            content["text/event-stream"] = json!({
-                "schema": {"type": "string", "description": events},
-            });
-        }
         item["responses"] = json!({
             operation.status.to_string(): {"description": "success", "content": content},
             "default": {

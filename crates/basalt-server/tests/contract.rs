@@ -170,6 +170,40 @@ async fn keys_decide_who_may_do_what() {
     assert_error(&response, Code::KnowledgeBaseNotFound);
 }
 
+/// An error of a Bedrock route: Bedrock's status and exception name for the code, as botocore
+/// reads them (`x-amzn-ErrorType`, `{"message"}`).
+fn assert_bedrock_error(response: &Response, code: Code) {
+    let (status, headers, body) = response;
+    let (name, expected) = code.bedrock();
+    assert_eq!(*status, expected, "{body}");
+    assert_eq!(headers["x-amzn-errortype"], name, "{body}");
+    assert!(
+        body["message"]
+            .as_str()
+            .is_some_and(|message| !message.is_empty()),
+        "{body}"
+    );
+}
+
+/// A valid body for each Bedrock operation (a denial must not hide behind a 400).
+fn bedrock_body(operation: &str) -> &'static str {
+    match operation {
+        "bedrockConverse" | "bedrockConverseStream" => {
+            r#"{"messages": [{"role": "user", "content": [{"text": "Hi"}]}]}"#
+        }
+        "bedrockInvokeModel" => r#"{"inputText": "Hi"}"#,
+        "bedrockCountTokens" => {
+            r#"{"input": {"converse": {"messages": [{"role": "user", "content": [{"text": "Hi"}]}]}}}"#
+        }
+        "bedrockApplyGuardrail" => r#"{"source": "INPUT", "content": [{"text": {"text": "Hi"}}]}"#,
+        "bedrockRetrieve" => r#"{"retrievalQuery": {"text": "Hi"}}"#,
+        _ => {
+            r#"{"input": {"text": "Hi"}, "retrieveAndGenerateConfiguration": {"type": "KNOWLEDGE_BASE",
+                "knowledgeBaseConfiguration": {"knowledgeBaseId": "payroll", "modelArn": "m"}}}"#
+        }
+    }
+}
+
 /// Every protected route of the OpenAPI document: no key, an unknown key or a revoked one is
 /// 401; a key whose principal has no policy is 403 on every route with a resource (never a
 /// 500, never the handler's own answer), and may still ask who it is.
@@ -187,21 +221,35 @@ async fn every_protected_route_refuses_missing_keys_and_missing_permissions() {
             protected += 1;
             let concrete = path
                 .replace("{kb}", "payroll")
+                .replace("{knowledgeBaseId}", "payroll")
+                .replace("{modelId}", "zz-missing")
+                .replace("{guardrailIdentifier}", "zz-missing")
+                .replace("{guardrailVersion}", "DRAFT")
                 .replace("{id}", "zz-missing")
                 .replace("{name}", "zz-missing");
             let method = method.to_uppercase();
+            // Bedrock's routes answer in Bedrock's error shape; a refusal comes first all the same.
+            let bedrock = operation["tags"] == json!(["bedrock"]);
+            let (body, check): (&str, fn(&Response, Code)) = if bedrock {
+                let id = operation["operationId"].as_str().unwrap_or_default();
+                (bedrock_body(id), assert_bedrock_error)
+            } else {
+                ("{}", assert_error)
+            };
             for key in [
                 None,
                 Some("bsk_000000000000_nope"),
                 Some(api.revoked.as_str()),
             ] {
-                let response = api.call(&method, &concrete, key, Some("{}")).await;
-                assert_error(&response, Code::Unauthenticated);
+                let response = api.call(&method, &concrete, key, Some(body)).await;
+                check(&response, Code::Unauthenticated);
             }
             let response = api
-                .call(&method, &concrete, Some(&api.nobody), Some("{}"))
+                .call(&method, &concrete, Some(&api.nobody), Some(body))
                 .await;
-            if operation.get("x-basalt-resource").is_none() {
+            if bedrock {
+                check(&response, Code::AccessDenied);
+            } else if operation.get("x-basalt-resource").is_none() {
                 // Any valid key may ask who it is, and is told it may do nothing.
                 assert_eq!(
                     response.0,
@@ -717,4 +765,114 @@ async fn guardrail_configurations_are_created_checked_and_applied() {
             .await,
         Code::GuardrailNotFound,
     );
+}
+
+/// Document-level access on the Bedrock routes, with the worst possible model (it says back its
+/// whole prompt, passages included): a document the caller may not read reaches no result,
+/// answer, citation or stream of Retrieve, RetrieveAndGenerate(Stream) or Converse(Stream) on
+/// `kb:NAME`, while a caller who may read it sees it through the same calls.
+#[tokio::test]
+async fn bedrock_routes_never_show_a_document_its_caller_may_not_read() {
+    let api = Api::new(&ServerOptions::default());
+    let admin = Some(api.admin.as_str());
+    let create = r#"{"name": "payroll", "encrypted": false,
+        "answer": {"style": "generative", "min_relevance": -1.0}}"#;
+    let (status, _, created) = api.call("POST", "/v1/kbs", admin, Some(create)).await;
+    assert_eq!(status, StatusCode::CREATED, "{created}");
+    let kb_id = created["bedrock_id"]
+        .as_str()
+        .expect("bedrock_id")
+        .to_owned();
+    for (file, text, readers) in [
+        (
+            "holiday.md",
+            "# Holiday\n\nHoliday travel policy granite river.\n",
+            "",
+        ),
+        (
+            "salary.md",
+            "# Salary\n\nHoliday salary zanzibarsecret quartz budget.\n",
+            "principal:admin",
+        ),
+    ] {
+        let mut parts = vec![("file", Some(file), text.as_bytes())];
+        if !readers.is_empty() {
+            parts.push(("readers", None, readers.as_bytes()));
+        }
+        let (content_type, body) = multipart(&parts);
+        let request = Request::builder()
+            .method("POST")
+            .uri("/v1/kbs/payroll/documents")
+            .header(header::AUTHORIZATION, format!("Bearer {}", api.admin))
+            .header(header::CONTENT_TYPE, content_type)
+            .body(Body::from(body))
+            .expect("request");
+        let (status, _, job) = api.send(request).await;
+        assert_eq!(status, StatusCode::ACCEPTED, "{job}");
+        let path = format!("/v1/jobs/{}", job["id"].as_str().expect("job id"));
+        let mut waited = 0;
+        loop {
+            let (_, _, job) = api.call("GET", &path, admin, None).await;
+            if job["status"] == "completed" {
+                assert_eq!(job["report"]["failed"], json!([]), "{job}");
+                break;
+            }
+            assert!(waited < 300 && job["status"] != "failed", "{job}");
+            waited += 1;
+            tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+        }
+    }
+    let question = "holiday salary zanzibarsecret quartz budget";
+    let converse =
+        json!({"messages": [{"role": "user", "content": [{"text": question}]}]}).to_string();
+    let retrieve = json!({"retrievalQuery": {"text": question},
+        "retrievalConfiguration": {"vectorSearchConfiguration": {"numberOfResults": 100}}})
+    .to_string();
+    let rag = json!({"input": {"text": question}, "retrieveAndGenerateConfiguration": {
+        "type": "KNOWLEDGE_BASE",
+        "knowledgeBaseConfiguration": {"knowledgeBaseId": kb_id, "modelArn": "any"}}})
+    .to_string();
+    let calls = [
+        (format!("/knowledgebases/{kb_id}/retrieve"), retrieve),
+        ("/retrieveAndGenerate".to_owned(), rag.clone()),
+        ("/retrieveAndGenerateStream".to_owned(), rag),
+        ("/model/kb:payroll/converse".to_owned(), converse.clone()),
+        ("/model/kb:payroll/converse-stream".to_owned(), converse),
+    ];
+    for (path, body) in &calls {
+        let shown = |key: &str| {
+            let request = Request::builder()
+                .method("POST")
+                .uri(path.as_str())
+                .header(header::AUTHORIZATION, format!("Bearer {key}"))
+                .header(header::CONTENT_TYPE, "application/json")
+                .body(Body::from(body.clone()))
+                .expect("request");
+            let router = api.router.clone();
+            async move {
+                let response = router.oneshot(request).await.expect("response");
+                let status = response.status();
+                let bytes = axum::body::to_bytes(response.into_body(), 1 << 22)
+                    .await
+                    .expect("body");
+                (status, String::from_utf8_lossy(&bytes).into_owned())
+            }
+        };
+        let (status, seen) = shown(&api.admin).await;
+        assert_eq!(status, StatusCode::OK, "{path}: {seen}");
+        assert!(
+            seen.contains("zanzibarsecret"),
+            "{path}: its reader sees it: {seen}"
+        );
+        let (status, seen) = shown(&api.reader).await;
+        assert_eq!(status, StatusCode::OK, "{path}: {seen}");
+        assert!(
+            seen.contains("granite"),
+            "{path}: the shared document shows: {seen}"
+        );
+        assert!(
+            !seen.contains("zanzibarsecret") && !seen.contains("quartz budget"),
+            "{path}: a document the reader may not read leaked: {seen}"
+        );
+    }
 }

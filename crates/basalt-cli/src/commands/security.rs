@@ -5,6 +5,7 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 use anyhow::Context;
+use basalt_kb::DataDir;
 use basalt_security::audit::{AuditLog, AuditTrail, Event, Outcome};
 use basalt_security::{Directory, PolicyDocument, PrincipalKind};
 
@@ -17,7 +18,8 @@ pub(crate) enum KeysCommand {
     #[command(after_help = "Examples:\n  \
         basalt keys create --principal admin --policy AdministratorAccess\n  \
         basalt keys create --principal alice --groups eng,hr\n  \
-        basalt keys create --principal indexer --service --policy ingest-only --expires-in-days 90")]
+        basalt keys create --principal indexer --service --policy ingest-only --expires-in-days 90\n  \
+        basalt keys create --aws --principal app --policy ReadOnlyAccess   # for boto3 and the AWS CLI")]
     Create(CreateKeyArgs),
     /// List keys (ids, principals, state; never secrets)
     List {
@@ -84,6 +86,11 @@ pub(crate) struct CreateKeyArgs {
     /// chat completion and answer made with it passes that guardrail, and cannot choose another
     #[arg(long, value_name = "NAME[:VERSION]")]
     guardrail: Option<String>,
+    /// Make an AWS access key (an access key id and a secret access key) for boto3, the AWS
+    /// CLI and the AWS SDKs, which sign requests with SigV4 (service `bedrock`, any region).
+    /// The secret is stored sealed with the master key, because checking a signature needs it
+    #[arg(long)]
+    aws: bool,
     /// Print JSON (with the key) instead of text
     #[arg(long)]
     json: bool,
@@ -220,6 +227,9 @@ pub(crate) fn run_keys(command: KeysCommand, settings: &Settings) -> anyhow::Res
             } else {
                 PrincipalKind::User
             };
+            // An AWS key's secret is sealed by the master key (made now if there is none).
+            let keyed = args.aws.then(|| settings.data_dir_with_key()).transpose()?;
+            let master = keyed.as_ref().and_then(DataDir::master_key);
             let (record, secret) = Directory::update(root, |directory| {
                 directory.upsert_principal(
                     &args.principal,
@@ -230,7 +240,12 @@ pub(crate) fn run_keys(command: KeysCommand, settings: &Settings) -> anyhow::Res
                 for policy in &args.policies {
                     directory.attach(policy, &args.principal, false)?;
                 }
-                let (record, secret) = directory.create_key(&args.principal, expires_at.clone())?;
+                let (record, secret) = match &master {
+                    Some(master) => {
+                        directory.create_aws_key(&args.principal, expires_at.clone(), *master)?
+                    }
+                    None => directory.create_key(&args.principal, expires_at.clone())?,
+                };
                 if let Some(guardrail) = &args.guardrail {
                     directory.bind_guardrail(&record.id, guardrail);
                 }
@@ -242,7 +257,27 @@ pub(crate) fn run_keys(command: KeysCommand, settings: &Settings) -> anyhow::Res
                 &format!("key/{}", record.id),
                 format!("principal {}", record.principal),
             )?;
-            if args.json {
+            if args.aws {
+                let access = serde_json::json!({
+                    "id": record.id,
+                    "principal": record.principal,
+                    "expires_at": record.expires_at,
+                    "guardrail": args.guardrail,
+                    "aws_access_key_id": record.id,
+                    "aws_secret_access_key": secret.expose(),
+                });
+                if args.json {
+                    print_line(&serde_json::to_string_pretty(&access)?)?;
+                } else {
+                    print_line(&format!("AWS_ACCESS_KEY_ID={}", record.id))?;
+                    print_line(&format!("AWS_SECRET_ACCESS_KEY={}", secret.expose()))?;
+                    eprintln!(
+                        "created AWS access key {} for {} — store the secret now: it is not shown \
+                         again. Point boto3 at this server with endpoint_url (service bedrock, any region)",
+                        record.id, record.principal
+                    );
+                }
+            } else if args.json {
                 print_line(&serde_json::to_string_pretty(&serde_json::json!({
                     "id": record.id,
                     "principal": record.principal,
@@ -275,6 +310,7 @@ pub(crate) fn run_keys(command: KeysCommand, settings: &Settings) -> anyhow::Res
                             "id": key.id, "principal": key.principal,
                             "created_at": key.created_at, "expires_at": key.expires_at,
                             "revoked_at": key.revoked_at, "guardrail": key.guardrail,
+                            "kind": if key.is_aws() { "aws" } else { "api" },
                         })
                     })
                     .collect();
@@ -282,7 +318,7 @@ pub(crate) fn run_keys(command: KeysCommand, settings: &Settings) -> anyhow::Res
                 return Ok(ExitCode::SUCCESS);
             }
             print_line(&format!(
-                "{:<14} {:<20} {:<10} {:<21} expires",
+                "{:<20} {:<20} {:<10} {:<21} expires",
                 "id", "principal", "state", "created"
             ))?;
             let now = basalt_core::clock::now_rfc3339();
@@ -299,7 +335,7 @@ pub(crate) fn run_keys(command: KeysCommand, settings: &Settings) -> anyhow::Res
                     "active"
                 };
                 print_line(&format!(
-                    "{:<14} {:<20} {:<10} {:<21} {}",
+                    "{:<20} {:<20} {:<10} {:<21} {}",
                     key.id,
                     key.principal,
                     state,
@@ -347,13 +383,16 @@ pub(crate) fn run_keys(command: KeysCommand, settings: &Settings) -> anyhow::Res
             })?;
             let new = basalt_security::crypto::MasterKey::from_file(&new_key_file)?;
             let rotation = basalt_kb::rotate_master(root, old, &new)?;
+            // AWS access keys' secrets are sealed by the master key too.
+            let resealed =
+                Directory::update(root, |directory| directory.reseal_aws_keys(old, &new))?;
             use basalt_security::crypto::KeyProvider;
             audit(
                 settings,
                 "admin:RotateMasterKey",
                 "master-key",
                 format!(
-                    "{} -> {}: {} rotated, {} already",
+                    "{} -> {}: {} rotated, {} already, {resealed} AWS key(s) re-sealed",
                     old.key_id(),
                     new.key_id(),
                     rotation.rotated.len(),
@@ -364,7 +403,7 @@ pub(crate) fn run_keys(command: KeysCommand, settings: &Settings) -> anyhow::Res
                 print_line(&serde_json::to_string_pretty(&rotation)?)?;
             } else {
                 print_line(&format!(
-                    "re-wrapped {} knowledge base key(s) with master key {} ({} already were, {} not encrypted); now set BASALT_MASTER_KEY_FILE={}",
+                    "re-wrapped {} knowledge base key(s) with master key {} ({} already were, {} not encrypted) and re-sealed {resealed} AWS access key(s); now set BASALT_MASTER_KEY_FILE={}",
                     rotation.rotated.len(),
                     new.key_id(),
                     rotation.already.len(),

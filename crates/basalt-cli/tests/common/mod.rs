@@ -347,3 +347,55 @@ pub fn raw_request(
         .unwrap_or_default();
     (status, body)
 }
+
+/// A server certificate for 127.0.0.1 signed by a test authority, made in `dir` with openssl:
+/// [certificate, key, the authority's certificate] as paths.
+pub fn tls_files(dir: &std::path::Path) -> [String; 3] {
+    let openssl = |args: &[&str]| {
+        let made = std::process::Command::new("openssl")
+            .args(args)
+            .current_dir(dir)
+            .output()
+            .expect("openssl runs (scripts/setup.sh installs it)");
+        assert!(made.status.success(), "{args:?}: {}", stderr(&made));
+    };
+    let ec = [
+        "-newkey",
+        "ec",
+        "-pkeyopt",
+        "ec_paramgen_curve:prime256v1",
+        "-nodes",
+    ];
+    let mut authority = vec!["req", "-x509", "-days", "1", "-subj", "/CN=Basalt Test CA"];
+    authority.extend(ec);
+    authority.extend(["-keyout", "ca.key", "-out", "ca.pem"]);
+    openssl(&authority);
+    let mut request = vec!["req", "-subj", "/CN=127.0.0.1"];
+    request.extend(ec);
+    request.extend(["-keyout", "server.key", "-out", "server.csr"]);
+    openssl(&request);
+    std::fs::write(
+        dir.join("server.ext"),
+        "subjectAltName=IP:127.0.0.1\nbasicConstraints=CA:FALSE\n",
+    )
+    .expect("extensions");
+    openssl(&[
+        "x509",
+        "-req",
+        "-in",
+        "server.csr",
+        "-CA",
+        "ca.pem",
+        "-CAkey",
+        "ca.key",
+        "-CAcreateserial",
+        "-days",
+        "1",
+        "-extfile",
+        "server.ext",
+        "-out",
+        "server.pem",
+    ]);
+    let path = |name: &str| dir.join(name).display().to_string();
+    [path("server.pem"), path("server.key"), path("ca.pem")]
+}
