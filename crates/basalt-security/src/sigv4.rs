@@ -141,6 +141,15 @@ pub fn verify(
             authorization.date
         )));
     }
+    // A declared payload hash is what the signature covers: it must be the body's.
+    if let Some(declared) = received.header_values("x-amz-content-sha256").first()
+        && !declared.eq_ignore_ascii_case(received.payload_sha256)
+    {
+        return Err(Refusal::Malformed(format!(
+            "x-amz-content-sha256 {declared:?} is not the SHA-256 of the body (unsigned \
+             payloads are not accepted)"
+        )));
+    }
     if (now_unix - signed_at).abs() > MAX_SKEW_SECONDS {
         return Err(Refusal::Expired {
             request: amz_date.to_owned(),
@@ -387,6 +396,20 @@ mod tests {
             verify(&authorization, &changed, SECRET, now),
             Err(Refusal::WrongSignature)
         );
+        // A declared body hash that is not the body's is refused, even when signed.
+        let declared = [
+            ("Host", "example.amazonaws.com"),
+            ("X-Amz-Date", "20150830T123600Z"),
+            ("X-Amz-Content-Sha256", "UNSIGNED-PAYLOAD"),
+        ];
+        let unsigned = Received {
+            headers: &declared,
+            ..received
+        };
+        assert!(matches!(
+            verify(&authorization, &unsigned, SECRET, now),
+            Err(Refusal::Malformed(_))
+        ));
     }
 
     #[test]

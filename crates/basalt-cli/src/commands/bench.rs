@@ -46,6 +46,9 @@ pub(crate) enum BenchCommand {
         after_help = "Example:\n  basalt bench sharing --json --out target/bench-sharing.json"
     )]
     Sharing(super::bench_share::SharingBenchArgs),
+    /// Time to first token through a chat model served elsewhere against the remote's own
+    #[command(after_help = "Example:\n  basalt bench remote --json --out target/bench-remote.json")]
+    Remote(super::bench_remote::RemoteBenchArgs),
 }
 
 /// Where a benchmark's report goes.
@@ -352,6 +355,7 @@ pub(crate) fn run(command: BenchCommand, settings: &Settings) -> anyhow::Result<
         BenchCommand::Answer(args) => super::bench_answer::run(&args, settings),
         BenchCommand::Guardrails(args) => super::bench_guard::run(&args, settings),
         BenchCommand::Sharing(args) => super::bench_share::run(&args, settings),
+        BenchCommand::Remote(args) => super::bench_remote::run(&args, settings),
     }
 }
 

@@ -236,10 +236,10 @@ fn print_table(report: &SharingReport) -> anyhow::Result<()> {
 }
 
 /// This executable run as separate processes over one scratch data directory.
-struct Basalt<'a> {
-    executable: PathBuf,
-    data_dir: PathBuf,
-    settings: &'a Settings,
+pub(crate) struct Basalt<'a> {
+    pub(crate) executable: PathBuf,
+    pub(crate) data_dir: PathBuf,
+    pub(crate) settings: &'a Settings,
 }
 
 impl Basalt<'_> {
@@ -259,7 +259,7 @@ impl Basalt<'_> {
         command
     }
 
-    fn run(&self, args: &[&str]) -> anyhow::Result<()> {
+    pub(crate) fn run(&self, args: &[&str]) -> anyhow::Result<()> {
         let status = self
             .command(args)
             .status()
@@ -277,7 +277,7 @@ impl Basalt<'_> {
     }
 
     /// `basalt serve --local-demo` on a free loopback port, once it answers.
-    fn serve(&self) -> anyhow::Result<Server> {
+    pub(crate) fn serve(&self) -> anyhow::Result<Server> {
         let port = std::net::TcpListener::bind("127.0.0.1:0")?
             .local_addr()?
             .port();
@@ -299,9 +299,9 @@ impl Basalt<'_> {
 }
 
 /// A server child process, stopped when dropped.
-struct Server {
+pub(crate) struct Server {
     child: Child,
-    port: u16,
+    pub(crate) port: u16,
 }
 
 impl Drop for Server {

@@ -5,6 +5,7 @@ mod bench;
 mod bench_answer;
 mod bench_guard;
 mod bench_kb;
+mod bench_remote;
 mod bench_share;
 mod bench_vectors;
 mod embed;
