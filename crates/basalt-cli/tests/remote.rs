@@ -30,6 +30,41 @@ fn json_in(body: &str) -> Value {
     serde_json::from_str(&body[start..end]).unwrap_or_else(|error| panic!("{error}: {body}"))
 }
 
+/// Knowledge base `leave` in `ws`, holding one leave policy.
+fn leave_kb(ws: &Workspace) {
+    let docs = ws.docs();
+    std::fs::create_dir_all(&docs).expect("docs dir");
+    std::fs::write(
+        docs.join("leave.md"),
+        "# Leave policy\n\nParental leave is 16 weeks, fully paid, for every parent. Vacation \
+         is 25 days a year; unused days carry over, up to 5 days.\n",
+    )
+    .expect("write");
+    ws.ok(&["kb", "create", "leave"]);
+    ws.ok(&["ingest", "--kb", "leave", &docs.display().to_string()]);
+}
+
+/// `ask` with the leave question, written by `model` (default: the knowledge base's choice).
+fn leave_question(model: Option<&'static str>) -> Vec<&'static str> {
+    let mut args = vec![
+        "ask",
+        "--kb",
+        "leave",
+        "--style",
+        "generative",
+        "--min-relevance",
+        "0.2",
+        "--max-tokens",
+        "48",
+        "--json",
+        "How long is parental leave?",
+    ];
+    if let Some(model) = model {
+        args.extend(["--model", model]);
+    }
+    args
+}
+
 /// An API key with every permission, created with the CLI.
 fn admin_key(ws: &Workspace) -> String {
     ws.json(&[
@@ -111,16 +146,7 @@ fn a_registered_remote_model_writes_answers_the_same_checks_apply_to() {
     // Basalt with a knowledge base, answering with the model served elsewhere. The key is in
     // a file; Basalt stores only where it is.
     let ws = Workspace::new();
-    let docs = ws.docs();
-    std::fs::create_dir_all(&docs).expect("docs dir");
-    std::fs::write(
-        docs.join("leave.md"),
-        "# Leave policy\n\nParental leave is 16 weeks, fully paid, for every parent. Vacation \
-         is 25 days a year; unused days carry over, up to 5 days.\n",
-    )
-    .expect("write");
-    ws.ok(&["kb", "create", "leave"]);
-    ws.ok(&["ingest", "--kb", "leave", &docs.display().to_string()]);
+    leave_kb(&ws);
     let (key_file, added) = register(&ws, server.port, &remote_id, &key);
     assert!(added.contains("answers"), "{added}");
     let url = format!("http://127.0.0.1:{}/v1", server.port);
@@ -138,25 +164,6 @@ fn a_registered_remote_model_writes_answers_the_same_checks_apply_to() {
     assert_eq!(big["kind"], "remote chat", "{big}");
     assert_eq!(big["ready"], true, "{big}");
 
-    let ask_args = |model: Option<&'static str>| {
-        let mut args = vec![
-            "ask",
-            "--kb",
-            "leave",
-            "--style",
-            "generative",
-            "--min-relevance",
-            "0.2",
-            "--max-tokens",
-            "48",
-            "--json",
-            "How long is parental leave?",
-        ];
-        if let Some(model) = model {
-            args.extend(["--model", model]);
-        }
-        args
-    };
     let check = |answer: &Value| {
         assert_eq!(answer["model"], "big", "{answer}");
         assert_eq!(answer["abstained"], false, "{answer}");
@@ -173,7 +180,7 @@ fn a_registered_remote_model_writes_answers_the_same_checks_apply_to() {
             "{answer}"
         );
     };
-    check(&ws.json(&ask_args(Some("big"))));
+    check(&ws.json(&leave_question(Some("big"))));
 
     // The knowledge base's answer.model chooses it when the request does not.
     let settings_path = ws.dir.path().join("data/kb/leave/kb.json");
@@ -182,9 +189,9 @@ fn a_registered_remote_model_writes_answers_the_same_checks_apply_to() {
             .expect("JSON settings");
     settings["answer"]["model"] = "big".into();
     std::fs::write(&settings_path, settings.to_string()).expect("kb.json");
-    check(&ws.json(&ask_args(None)));
+    check(&ws.json(&leave_question(None)));
     // The embedded model's name still picks the embedded model.
-    let local = ws.json(&ask_args(Some("smollm2-135m-instruct")));
+    let local = ws.json(&leave_question(Some("smollm2-135m-instruct")));
     assert_eq!(local["model"], "smollm2-135m-instruct", "{local}");
 
     // Over HTTP: the model by name, and a knowledge base whose answer.model it is.
@@ -264,7 +271,7 @@ fn a_registered_remote_model_writes_answers_the_same_checks_apply_to() {
 
     // A wrong key is the server's 401, said plainly, and the key is not repeated back.
     std::fs::write(&key_file, "bsk_wrong_key_for_the_test\n").expect("key file");
-    let wrong = ws.run(&ask_args(Some("big")));
+    let wrong = ws.run(&leave_question(Some("big")));
     assert_clean_failure(&wrong, "model server of big: HTTP 401");
     assert!(!stderr(&wrong).contains("bsk_wrong_key_for_the_test"));
     std::fs::write(&key_file, format!("{key}\n")).expect("key file");
@@ -281,7 +288,7 @@ fn a_registered_remote_model_writes_answers_the_same_checks_apply_to() {
         "BASALT_TEST_SURELY_UNSET_KEY",
     ]);
     assert_clean_failure(
-        &ws.run(&ask_args(Some("unset"))),
+        &ws.run(&leave_question(Some("unset"))),
         "BASALT_TEST_SURELY_UNSET_KEY",
     );
     drop(server);
@@ -307,11 +314,11 @@ fn a_registered_remote_model_writes_answers_the_same_checks_apply_to() {
     assert!(started.elapsed() < std::time::Duration::from_millis(500));
     drop(front);
     // The server gone: a clear error once the retries are spent, not a hang or a panic.
-    assert_clean_failure(&ws.run(&ask_args(Some("big"))), "model server of big");
+    assert_clean_failure(&ws.run(&leave_question(Some("big"))), "model server of big");
     // Unless the knowledge base has a fallback: the embedded model writes, and says so.
     settings["answer"]["fallback_model"] = "smollm2-135m-instruct".into();
     std::fs::write(&settings_path, settings.to_string()).expect("kb.json");
-    let answer = ws.json(&ask_args(None));
+    let answer = ws.json(&leave_question(None));
     assert_eq!(answer["model"], "smollm2-135m-instruct", "{answer}");
     assert_eq!(answer["abstained"], false, "{answer}");
     assert!(
@@ -479,4 +486,98 @@ fn a_remote_model_over_https_is_trusted_through_its_ca_file() {
         ]),
         "holds no PEM certificate",
     );
+}
+
+/// Bedrock as the provider: a second Basalt speaks Bedrock's API, and this one calls its
+/// ConverseStream signed with SigV4 (an AWS key the remote made with `keys create --aws`, read
+/// from variables this one names). Greedy decoding gives the embedded model's own answer, word
+/// for word; a wrong secret is a clear error that never shows the secret.
+#[test]
+fn a_second_basalt_serves_as_bedrock_and_writes_the_embedded_models_answer() {
+    let remote = Workspace::new();
+    let master = remote.dir.path().join("master.key").display().to_string();
+    remote.ok(&["keys", "generate-master", "--out", &master]);
+    let created = remote.json(&[
+        "--master-key-file",
+        &master,
+        "keys",
+        "create",
+        "--aws",
+        "--json",
+        "--principal",
+        "front",
+        "--policy",
+        "AdministratorAccess",
+    ]);
+    let field = |name: &str| created[name].as_str().expect("the key").to_owned();
+    let (access_key, secret) = (field("aws_access_key_id"), field("aws_secret_access_key"));
+    let server = start_server_when(&remote, &["--master-key-file", &master], |port| {
+        get(port, "/healthz", "").0 == 200
+    });
+
+    let ws = Workspace::new();
+    leave_kb(&ws);
+    let data = ws.data();
+    let with_credentials = |args: &[&str], secret: &str| {
+        let mut all = vec!["--data-dir", data.as_str()];
+        all.extend_from_slice(args);
+        common::basalt_with(&all, |command| {
+            command
+                .env("BSMOL_ID", &access_key)
+                .env("BSMOL_SECRET", secret);
+        })
+    };
+    let url = format!("http://127.0.0.1:{}", server.port);
+    let added = with_credentials(
+        &[
+            "models",
+            "add",
+            "bsmol",
+            "--bedrock-url",
+            &url,
+            "--region",
+            "eu-west-1",
+            "--remote-model",
+            "smollm2-135m-instruct",
+            "--aws-access-key-env",
+            "BSMOL_ID",
+            "--aws-secret-key-env",
+            "BSMOL_SECRET",
+        ],
+        &secret,
+    );
+    assert!(added.status.success(), "{}", stderr(&added));
+    assert!(
+        common::stdout(&added).contains("answers"),
+        "{}",
+        common::stdout(&added)
+    );
+    let registry =
+        std::fs::read_to_string(ws.dir.path().join("data/models.json")).expect("models.json");
+    assert!(
+        registry.contains("\"bedrock\"") && !registry.contains(&secret),
+        "{registry}"
+    );
+
+    let local = ws.json(&leave_question(None));
+    let through = leave_question(Some("bsmol"));
+    let output = with_credentials(&through, &secret);
+    assert!(output.status.success(), "{}", stderr(&output));
+    let answer: Value = serde_json::from_slice(&output.stdout).expect("JSON");
+    assert_eq!(answer["model"], "bsmol", "{answer}");
+    assert_eq!(answer["abstained"], false, "{answer}");
+    assert_eq!(
+        answer["answer"], local["answer"],
+        "greedy decoding through Bedrock's API gives the embedded model's answer"
+    );
+    assert!(
+        answer["usage"]["completion_tokens"].as_u64().unwrap_or(0) > 0,
+        "the remote's own count: {answer}"
+    );
+
+    let wrong = "0".repeat(64);
+    let refused = with_credentials(&through, &wrong);
+    assert_clean_failure(&refused, "403");
+    assert!(!stderr(&refused).contains(&wrong), "{}", stderr(&refused));
+    drop(server);
 }

@@ -8,3 +8,4 @@ pub mod clock;
 pub mod fs;
 pub mod hex;
 pub mod id;
+pub mod sigv4;

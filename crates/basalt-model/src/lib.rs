@@ -5,6 +5,7 @@
 //! Callers depend on the traits only, so a remote provider (an OpenAI-compatible server, Bedrock)
 //! can be added as another implementation without touching them.
 
+pub mod bedrock;
 mod bert;
 mod catalog;
 mod chat;
@@ -46,6 +47,6 @@ pub use generator::{
 pub use llama::llama_system_info;
 pub use provision::{FetchReport, FileStatus, InstalledModel, fetch_models, inspect_models};
 pub use remote::{
-    ApiKeySource, ChatModel, FallbackGenerator, RemoteChatOptions, RemoteGenerator, RemoteModel,
-    RemoteModels,
+    ApiKeySource, ChatModel, FallbackGenerator, Protocol, RemoteChatOptions, RemoteGenerator,
+    RemoteModel, RemoteModels,
 };

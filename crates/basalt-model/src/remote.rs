@@ -1,7 +1,8 @@
 //! Chat models served elsewhere: any server with an OpenAI-compatible `POST
 //! {base_url}/chat/completions` (vLLM, Ollama, llama.cpp's server, an OpenAI-compatible gateway,
-//! another Basalt), behind the same [`Generator`] trait as the local engine, so retrieval, the
-//! grounding check, citations, guardrails and the audit trail stay Basalt's.
+//! another Basalt) or Amazon Bedrock's ConverseStream (Bedrock itself, another Basalt; see
+//! [`crate::bedrock`]), behind the same [`Generator`] trait as the local engine, so retrieval,
+//! the grounding check, citations, guardrails and the audit trail stay Basalt's.
 //!
 //! The answer streams (`"stream": true`, server-sent events) and is cut off when the caller
 //! drops the [`GenerationStream`]: the reading thread stops and closes the connection, so the
@@ -59,13 +60,27 @@ impl ApiKeySource {
     }
 }
 
-/// How to reach an OpenAI-compatible chat model.
+/// The API a remote chat model speaks.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Protocol {
+    /// OpenAI-compatible chat completions: `POST {base_url}/chat/completions`, server-sent events.
+    OpenAi,
+    /// Amazon Bedrock's ConverseStream (or any server speaking it, such as another Basalt):
+    /// `POST {base_url}/model/{id}/converse-stream`, AWS event stream, signed with SigV4 unless
+    /// a Bedrock API key is configured as the API key.
+    Bedrock(crate::bedrock::BedrockAccess),
+}
+
+/// How to reach a remote chat model.
 #[derive(Debug, Clone)]
 pub struct RemoteChatOptions {
     /// The name Basalt knows the model by (`basalt models add NAME …`).
     pub name: String,
-    /// The API's base URL, up to and including the version: `http://gpu-box:8000/v1`.
+    /// The API's base URL: up to and including the version for OpenAI's
+    /// (`http://gpu-box:8000/v1`), the endpoint for Bedrock's
+    /// (`https://bedrock-runtime.us-east-1.amazonaws.com`).
     pub base_url: String,
+    pub protocol: Protocol,
     /// The model id the server expects in `"model"`.
     pub model: String,
     pub api_key: ApiKeySource,
@@ -90,6 +105,7 @@ impl RemoteChatOptions {
             name: name.to_string(),
             base_url: base_url.trim_end_matches('/').to_string(),
             model: model.to_string(),
+            protocol: Protocol::OpenAi,
             api_key: ApiKeySource::None,
             context_window: 8192,
             timeout: Duration::from_secs(30),
@@ -194,7 +210,8 @@ impl RemoteGenerator {
             .is_none()
     }
 
-    /// Whether the server answers `GET {base_url}/models` with success, and how fast.
+    /// Whether the server answers `GET {base_url}/models` (Bedrock: a signed `CountTokens`)
+    /// with success, and how fast.
     pub fn health(&self) -> std::result::Result<Duration, String> {
         let started = Instant::now();
         let key = self
@@ -202,6 +219,36 @@ impl RemoteGenerator {
             .api_key
             .read()
             .map_err(|error| error.to_string())?;
+        if let Protocol::Bedrock(access) = &self.options.protocol {
+            let url = format!(
+                "{}{}",
+                self.options.base_url,
+                crate::bedrock::operation_path(&self.options.model, "count-tokens")
+            );
+            let body = r#"{"input": {"converse": {"messages": [{"role": "user", "content": [{"text": "Hi"}]}]}}}"#;
+            let credentials = match &key {
+                Some(_) => None,
+                None => Some(access.credentials().map_err(|error| error.to_string())?),
+            };
+            let mut request = self.agent.post(&url);
+            for (name, value) in
+                crate::bedrock::signed_headers(&url, body, &access.region, credentials.as_ref())
+            {
+                request = request.header(name, value);
+            }
+            if let Some(key) = &key {
+                request = request.header("Authorization", format!("Bearer {key}"));
+            }
+            let secret = credentials.as_ref().map(|(_, secret)| secret.as_str());
+            return match request.send(body) {
+                // A model that cannot count tokens still answers, with a ValidationException.
+                Ok(response) if response.status().is_success() || response.status() == 400 => {
+                    Ok(started.elapsed())
+                }
+                Ok(response) => Err(format!("HTTP {}", response.status().as_u16())),
+                Err(error) => Err(redact(&redact(&error.to_string(), key.as_deref()), secret)),
+            };
+        }
         let mut request = self.agent.get(format!("{}/models", self.options.base_url));
         if let Some(key) = &key {
             request = request.header("Authorization", format!("Bearer {key}"));
@@ -309,14 +356,36 @@ impl Generator for RemoteGenerator {
             });
         }
         let key = self.options.api_key.read()?;
-        let body = self.body(&messages, &request);
+        let (url, body, bedrock) = match &self.options.protocol {
+            Protocol::OpenAi => (
+                format!("{}/chat/completions", self.options.base_url),
+                self.body(&messages, &request),
+                None,
+            ),
+            Protocol::Bedrock(access) => (
+                format!(
+                    "{}{}",
+                    self.options.base_url,
+                    crate::bedrock::operation_path(&self.options.model, "converse-stream")
+                ),
+                crate::bedrock::converse_body(&messages, &request),
+                Some(BedrockCall {
+                    region: access.region.clone(),
+                    credentials: match key {
+                        Some(_) => None,
+                        None => Some(access.credentials()?),
+                    },
+                }),
+            ),
+        };
         let (events, receiver) = std::sync::mpsc::channel();
         let call = Call {
             agent: self.agent.clone(),
-            url: format!("{}/chat/completions", self.options.base_url),
+            url,
             name: self.options.name.clone(),
             key,
             body,
+            bedrock,
             retries: self.options.retries,
             backoff: self.options.backoff,
             estimated_prompt_tokens: prompt_tokens,
@@ -363,9 +432,17 @@ struct Call {
     name: String,
     key: Option<String>,
     body: String,
+    /// How to sign for Bedrock's protocol (none: OpenAI's).
+    bedrock: Option<BedrockCall>,
     retries: u32,
     backoff: Duration,
     estimated_prompt_tokens: usize,
+}
+
+/// A Bedrock call's signing: the region, and the credentials unless a bearer key is used.
+struct BedrockCall {
+    region: String,
+    credentials: Option<(String, String)>,
 }
 
 /// What one attempt came to.
@@ -431,19 +508,39 @@ impl Call {
     }
 
     fn error(&self, reason: &str) -> ModelError {
+        let secret = self
+            .bedrock
+            .as_ref()
+            .and_then(|bedrock| bedrock.credentials.as_ref())
+            .map(|(_, secret)| secret.as_str());
         ModelError::Remote {
             model: self.name.clone(),
-            reason: redact(reason, self.key.as_deref()),
+            reason: redact(&redact(reason, self.key.as_deref()), secret),
         }
     }
 
     fn attempt(&self, events: &Sender<Result<GenerationEvent>>) -> Result<Attempt> {
         let started = Instant::now();
-        let mut request = self
-            .agent
-            .post(&self.url)
-            .header("Content-Type", "application/json")
-            .header("Accept", "text/event-stream");
+        let mut request = self.agent.post(&self.url);
+        match &self.bedrock {
+            None => {
+                request = request
+                    .header("Content-Type", "application/json")
+                    .header("Accept", "text/event-stream");
+            }
+            Some(bedrock) => {
+                // Signed at each attempt: a signature is good for five minutes.
+                for (name, value) in crate::bedrock::signed_headers(
+                    &self.url,
+                    &self.body,
+                    &bedrock.region,
+                    bedrock.credentials.as_ref(),
+                ) {
+                    request = request.header(name, value);
+                }
+                request = request.header("Accept", "application/vnd.amazon.eventstream");
+            }
+        }
         if let Some(key) = &self.key {
             request = request.header("Authorization", format!("Bearer {key}"));
         }
@@ -471,6 +568,9 @@ impl Call {
                 return Ok(Attempt::Retry(reason, retry_after));
             }
             return Err(self.error(&reason));
+        }
+        if self.bedrock.is_some() {
+            return self.read_converse_stream(response.into_body().into_reader(), events, started);
         }
         let reader = BufReader::new(response.into_body().into_reader());
         let mut first_token = None;
@@ -529,9 +629,32 @@ impl Call {
                 let _ = events.send(Ok(GenerationEvent::Token { id: 0, text }));
             }
         }
+        self.finish(
+            events,
+            started,
+            first_token,
+            usage,
+            completion_tokens,
+            finish_reason,
+        )
+    }
+}
+
+impl Call {
+    /// Sends the summary of an answer that streamed to its end: the server's token counts
+    /// when it gave them, else the estimate and the pieces counted.
+    fn finish(
+        &self,
+        events: &Sender<Result<GenerationEvent>>,
+        started: Instant,
+        first_token: Option<Duration>,
+        usage: Option<(usize, usize)>,
+        pieces: usize,
+        finish_reason: FinishReason,
+    ) -> Result<Attempt> {
         let prompt_duration = first_token.unwrap_or_else(|| started.elapsed());
         let (prompt_tokens, completion_tokens) =
-            usage.unwrap_or((self.estimated_prompt_tokens, completion_tokens));
+            usage.unwrap_or((self.estimated_prompt_tokens, pieces));
         let summary = GenerationSummary {
             prompt_tokens,
             completion_tokens,
@@ -542,6 +665,70 @@ impl Call {
         };
         let _ = events.send(Ok(GenerationEvent::Done(summary)));
         Ok(Attempt::Done)
+    }
+
+    /// Relays a ConverseStream answer (Bedrock's protocol).
+    fn read_converse_stream(
+        &self,
+        reader: impl std::io::Read,
+        events: &Sender<Result<GenerationEvent>>,
+        started: Instant,
+    ) -> Result<Attempt> {
+        use crate::bedrock::StreamEvent;
+        let mut first_token = None;
+        let mut completion_tokens = 0;
+        let mut usage: Option<(usize, usize)> = None;
+        let mut finish_reason = FinishReason::Length;
+        let mut retry = None;
+        let mut gone = false;
+        let read = crate::bedrock::read_stream(reader, &mut |event| {
+            match event {
+                StreamEvent::Text(text) if !text.is_empty() => {
+                    first_token.get_or_insert_with(|| started.elapsed());
+                    completion_tokens += 1;
+                    if events
+                        .send(Ok(GenerationEvent::Token { id: 0, text }))
+                        .is_err()
+                    {
+                        // The caller dropped the stream: the connection closes with the reader.
+                        gone = true;
+                        return Ok(false);
+                    }
+                }
+                StreamEvent::Stop(reason) => finish_reason = reason,
+                StreamEvent::Usage { input, output } => usage = Some((input, output)),
+                StreamEvent::Exception { kind, message } => {
+                    let reason = format!("{kind}: {message}");
+                    if first_token.is_none() && crate::bedrock::retryable(&kind) {
+                        retry = Some(reason);
+                        return Ok(false);
+                    }
+                    return Err(self.error(&reason));
+                }
+                StreamEvent::Text(_) | StreamEvent::Other => {}
+            }
+            Ok(true)
+        });
+        if gone {
+            return Ok(Attempt::Done);
+        }
+        if let Some(reason) = retry {
+            return Ok(Attempt::Retry(reason, None));
+        }
+        if let Err(reason) = read {
+            if first_token.is_none() {
+                return Ok(Attempt::Retry(reason, None));
+            }
+            return Err(self.error(&format!("the answer broke off: {reason}")));
+        }
+        self.finish(
+            events,
+            started,
+            first_token,
+            usage,
+            completion_tokens,
+            finish_reason,
+        )
     }
 }
 
@@ -636,7 +823,8 @@ fn relay(
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct RemoteModel {
     pub name: String,
-    /// The API it speaks: `openai` (an OpenAI-compatible chat completions API).
+    /// The API it speaks: `openai` (an OpenAI-compatible chat completions API) or `bedrock`
+    /// (Bedrock's ConverseStream).
     pub provider: String,
     pub base_url: String,
     /// The model id the server expects.
@@ -649,12 +837,32 @@ pub struct RemoteModel {
     /// PEM certificates to trust for its `https://` URL instead of the public roots.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub ca_file: Option<std::path::PathBuf>,
+    /// For `bedrock`: the region requests are signed for.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub region: Option<String>,
+    /// For `bedrock`: the variables holding the access key id and the secret access key
+    /// (default `AWS_ACCESS_KEY_ID`, `AWS_SECRET_ACCESS_KEY`), unless an API key is set.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub aws_access_key_env: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub aws_secret_key_env: Option<String>,
 }
 
 impl RemoteModel {
     /// The generator that calls it.
     pub fn generator(&self) -> Result<RemoteGenerator> {
         let mut options = RemoteChatOptions::new(&self.name, &self.base_url, &self.model);
+        if self.provider == "bedrock" {
+            let mut access =
+                crate::bedrock::BedrockAccess::new(self.region.as_deref().unwrap_or("us-east-1"));
+            if let Some(name) = &self.aws_access_key_env {
+                access.access_key_env.clone_from(name);
+            }
+            if let Some(name) = &self.aws_secret_key_env {
+                access.secret_key_env.clone_from(name);
+            }
+            options.protocol = Protocol::Bedrock(access);
+        }
         options.context_window = self.context_window;
         options.ca_file.clone_from(&self.ca_file);
         options.api_key = match (&self.api_key_env, &self.api_key_file) {
@@ -672,7 +880,7 @@ pub enum ChatModel {
     /// The embedded SmolLM2-135M-Instruct.
     Embedded,
     /// A model served elsewhere, registered with `basalt models add`.
-    Remote(RemoteModel),
+    Remote(Box<RemoteModel>),
 }
 
 /// The models registered in a data directory (`models.json`): names a request, a knowledge
@@ -710,7 +918,9 @@ impl RemoteModels {
         if name == crate::DEFAULT_GENERATION_MODEL {
             return Ok(Some(ChatModel::Embedded));
         }
-        Ok(self.get(name)?.map(ChatModel::Remote))
+        Ok(self
+            .get(name)?
+            .map(|model| ChatModel::Remote(Box::new(model))))
     }
 
     /// Adds `model`, or replaces the one of the same name.
@@ -726,10 +936,10 @@ impl RemoteModels {
                 model.name
             )));
         }
-        if model.provider != "openai" {
+        if model.provider != "openai" && model.provider != "bedrock" {
             return Err(ModelError::InvalidRequest(format!(
                 "provider {:?} is not one Basalt speaks; use \"openai\" (an OpenAI-compatible \
-                 chat completions API)",
+                 chat completions API) or \"bedrock\" (Bedrock's ConverseStream)",
                 model.provider
             )));
         }
@@ -1022,6 +1232,9 @@ mod tests {
             api_key_file: None,
             context_window: 8192,
             ca_file: None,
+            region: None,
+            aws_access_key_env: None,
+            aws_secret_key_env: None,
         };
         models.add(model.clone()).expect("added");
         model.context_window = 4096;

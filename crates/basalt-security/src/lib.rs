@@ -11,7 +11,7 @@ mod error;
 mod identities;
 pub mod policy;
 mod secret;
-pub mod sigv4;
+pub use basalt_core::sigv4;
 
 pub use directory::{
     ADMINISTRATOR_ACCESS, DEFAULT_TENANT, Directory, Group, Identity, KeyRecord, KeyRefusal,

@@ -1,5 +1,5 @@
 //! `basalt models fetch|list|add|remove`: install the default models and show their state;
-//! register chat models served elsewhere (OpenAI-compatible servers).
+//! register chat models served elsewhere (OpenAI-compatible servers, Bedrock).
 
 use std::process::ExitCode;
 
@@ -32,58 +32,90 @@ pub(crate) enum ModelsCommand {
     /// `answer.model` and API requests can choose (replaces one of the same name)
     #[command(
         after_help = "Example:\n  export GPU_BOX_KEY=…\n  basalt models add big --openai-url http://gpu-box:8000/v1 \\\n    \
-        --remote-model meta-llama/Llama-3.1-70B-Instruct --api-key-env GPU_BOX_KEY\n\n\
-        The key is never stored: it is read from the variable or file at each request."
+        --remote-model meta-llama/Llama-3.1-70B-Instruct --api-key-env GPU_BOX_KEY\n  \
+        basalt models add claude --bedrock-url https://bedrock-runtime.us-east-1.amazonaws.com \\\n    \
+        --region us-east-1 --remote-model anthropic.claude-3-5-haiku-20241022-v1:0\n\n\
+        The key is never stored: it is read from the variable or file at each request (Bedrock: \
+        AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY, or a Bedrock API key with --api-key-env)."
     )]
-    Add {
-        /// The name Basalt knows it by (letters, digits, '-', '_', '.')
-        name: String,
-        /// Base URL of an OpenAI-compatible API, up to the version: http://host:8000/v1
-        #[arg(long, value_name = "URL")]
-        openai_url: String,
-        /// The model id the server expects
-        #[arg(long, value_name = "ID")]
-        remote_model: String,
-        /// Environment variable holding the API key
-        #[arg(long, value_name = "VAR", conflicts_with = "api_key_file")]
-        api_key_env: Option<String>,
-        /// File whose first line is the API key
-        #[arg(long, value_name = "FILE")]
-        api_key_file: Option<std::path::PathBuf>,
-        /// The model's context window in tokens
-        #[arg(long, default_value_t = 8192, value_name = "N")]
-        context_window: usize,
-        /// PEM certificates to trust for an https:// URL instead of the public roots (a
-        /// company's own certificate authority)
-        #[arg(long, value_name = "FILE")]
-        ca_file: Option<std::path::PathBuf>,
-    },
+    Add(Box<AddModelArgs>),
     /// Forget a registered remote model
     Remove { name: String },
+}
+
+/// Where a remote chat model is and how to reach it.
+#[derive(Debug, clap::Args)]
+#[command(group(clap::ArgGroup::new("endpoint").required(true).args(["openai_url", "bedrock_url"])))]
+pub(crate) struct AddModelArgs {
+    /// The name Basalt knows it by (letters, digits, '-', '_', '.')
+    name: String,
+    /// Base URL of an OpenAI-compatible API, up to the version: http://host:8000/v1
+    #[arg(long, value_name = "URL")]
+    openai_url: Option<String>,
+    /// Endpoint of a Bedrock Runtime API (Bedrock itself, or another Basalt):
+    /// https://bedrock-runtime.us-east-1.amazonaws.com. Requests use ConverseStream, signed
+    /// with SigV4
+    #[arg(long, value_name = "URL")]
+    bedrock_url: Option<String>,
+    /// With --bedrock-url: the region requests are signed for
+    #[arg(long, default_value = "us-east-1", requires = "bedrock_url")]
+    region: String,
+    /// With --bedrock-url: the variable holding the AWS access key id
+    #[arg(long, value_name = "VAR", requires = "bedrock_url")]
+    aws_access_key_env: Option<String>,
+    /// With --bedrock-url: the variable holding the AWS secret access key
+    #[arg(long, value_name = "VAR", requires = "bedrock_url")]
+    aws_secret_key_env: Option<String>,
+    /// The model id the server expects
+    #[arg(long, value_name = "ID")]
+    remote_model: String,
+    /// Environment variable holding the API key
+    #[arg(long, value_name = "VAR", conflicts_with = "api_key_file")]
+    api_key_env: Option<String>,
+    /// File whose first line is the API key
+    #[arg(long, value_name = "FILE")]
+    api_key_file: Option<std::path::PathBuf>,
+    /// The model's context window in tokens
+    #[arg(long, default_value_t = 8192, value_name = "N")]
+    context_window: usize,
+    /// PEM certificates to trust for an https:// URL instead of the public roots (a
+    /// company's own certificate authority)
+    #[arg(long, value_name = "FILE")]
+    ca_file: Option<std::path::PathBuf>,
 }
 
 pub(crate) fn run(command: ModelsCommand, settings: &Settings) -> anyhow::Result<ExitCode> {
     match command {
         ModelsCommand::Fetch { python } => fetch(&python, settings),
         ModelsCommand::List { verify, json } => list(verify, json, settings),
-        ModelsCommand::Add {
-            name,
-            openai_url,
-            remote_model,
-            api_key_env,
-            api_key_file,
-            context_window,
-            ca_file,
-        } => {
+        ModelsCommand::Add(add) => {
+            let AddModelArgs {
+                name,
+                openai_url,
+                bedrock_url,
+                region,
+                aws_access_key_env,
+                aws_secret_key_env,
+                remote_model,
+                api_key_env,
+                api_key_file,
+                context_window,
+                ca_file,
+            } = *add;
+            let bedrock = bedrock_url.is_some();
+            let url = openai_url.or(bedrock_url).unwrap_or_default();
             let model = RemoteModel {
                 name,
-                provider: "openai".to_string(),
-                base_url: openai_url.trim_end_matches('/').to_string(),
+                provider: if bedrock { "bedrock" } else { "openai" }.to_string(),
+                base_url: url.trim_end_matches('/').to_string(),
                 model: remote_model,
                 api_key_env,
                 api_key_file,
                 context_window,
                 ca_file,
+                region: bedrock.then_some(region),
+                aws_access_key_env,
+                aws_secret_key_env,
             };
             let registry = RemoteModels::new(settings.data_dir.root());
             registry.add(model.clone())?;

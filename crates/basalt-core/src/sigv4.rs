@@ -1,7 +1,7 @@
-//! AWS Signature Version 4, verified: what lets boto3, the AWS CLI and the AWS SDKs call Basalt
-//! with an access key id and secret access key (`basalt keys create --aws`). The server
-//! rebuilds the canonical request from what arrived, signs it with the key's secret and compares
-//! in constant time; the secret never travels.
+//! AWS Signature Version 4: what lets boto3, the AWS CLI and the AWS SDKs call Basalt with an
+//! access key id and secret access key (`basalt keys create --aws`), and Basalt call Bedrock.
+//! The server rebuilds the canonical request from what arrived, signs it with the key's secret
+//! and compares in constant time; the secret never travels. A client signs with [`sign`].
 //!
 //! Only the `Authorization` header form is accepted (not presigned URLs), with
 //! `AWS4-HMAC-SHA256`. The canonical URI is the request path encoded once more, as the SDKs do
@@ -163,6 +163,56 @@ pub fn verify(
     }
 }
 
+/// Who signs a request, and for what.
+#[derive(Debug, Clone, Copy)]
+pub struct Signer<'a> {
+    pub access_key_id: &'a str,
+    pub secret: &'a str,
+    pub region: &'a str,
+    pub service: &'a str,
+}
+
+impl Signer<'_> {
+    /// The `Authorization` header for `request` at `amz_date` (`YYYYMMDDTHHMMSSZ`, also sent as
+    /// `X-Amz-Date`). Every header of `request` is signed; it must hold `host` and
+    /// `x-amz-date`.
+    pub fn authorization(&self, request: &Received<'_>, amz_date: &str) -> String {
+        let mut signed_headers: Vec<String> = request
+            .headers
+            .iter()
+            .map(|(name, _)| name.to_ascii_lowercase())
+            .collect();
+        signed_headers.sort();
+        signed_headers.dedup();
+        let authorization = Authorization {
+            access_key_id: self.access_key_id.to_owned(),
+            date: amz_date.get(..8).unwrap_or_default().to_owned(),
+            region: self.region.to_owned(),
+            service: self.service.to_owned(),
+            signature: String::new(),
+            signed_headers,
+        };
+        let signature = signature(&authorization, request, amz_date, self.secret);
+        format!(
+            "{ALGORITHM} Credential={}/{}/{}/{}/aws4_request, SignedHeaders={}, Signature={signature}",
+            authorization.access_key_id,
+            authorization.date,
+            authorization.region,
+            authorization.service,
+            authorization.signed_headers.join(";"),
+        )
+    }
+}
+
+/// Now as `X-Amz-Date` writes it: `20261207T084100Z`.
+pub fn now_amz_date() -> String {
+    let now = time::OffsetDateTime::now_utc();
+    now.format(time::macros::format_description!(
+        "[year][month][day]T[hour][minute][second]Z"
+    ))
+    .unwrap_or_default()
+}
+
 /// The signature `secret` gives the request.
 pub fn signature(
     authorization: &Authorization,
@@ -177,7 +227,7 @@ pub fn signature(
     let canonical = canonical_request(authorization, received);
     let string_to_sign = format!(
         "{ALGORITHM}\n{amz_date}\n{scope}\n{}",
-        basalt_core::hex::sha256(canonical.as_bytes())
+        crate::hex::sha256(canonical.as_bytes())
     );
     let mut key = hmac(
         format!("AWS4{secret}").as_bytes(),
@@ -190,7 +240,7 @@ pub fn signature(
     ] {
         key = hmac(&key, part.as_bytes());
     }
-    basalt_core::hex::encode(&hmac(&key, string_to_sign.as_bytes()))
+    crate::hex::encode(&hmac(&key, string_to_sign.as_bytes()))
 }
 
 fn canonical_request(authorization: &Authorization, received: &Received<'_>) -> String {
@@ -291,7 +341,7 @@ fn hmac(key: &[u8], data: &[u8]) -> Vec<u8> {
 }
 
 /// Equal-length comparison whose time does not depend on where the bytes differ.
-pub(crate) fn constant_time_eq(left: &[u8], right: &[u8]) -> bool {
+pub fn constant_time_eq(left: &[u8], right: &[u8]) -> bool {
     if left.len() != right.len() {
         return false;
     }
@@ -371,7 +421,7 @@ mod tests {
             path: "/",
             query: "",
             headers: &headers,
-            payload_sha256: &basalt_core::hex::sha256(b""),
+            payload_sha256: &crate::hex::sha256(b""),
         };
         let now = unix_from_amz_date("20150830T123600Z").expect("a date");
         assert_eq!(verify(&authorization, &received, SECRET, now), Ok(()));
@@ -410,6 +460,48 @@ mod tests {
             verify(&authorization, &unsigned, SECRET, now),
             Err(Refusal::Malformed(_))
         ));
+    }
+
+    #[test]
+    fn a_signed_request_verifies_and_a_changed_one_does_not() {
+        let amz_date = now_amz_date();
+        let payload = crate::hex::sha256(b"{}");
+        let headers = [
+            ("host", "127.0.0.1:8080"),
+            ("x-amz-date", amz_date.as_str()),
+            ("content-type", "application/json"),
+        ];
+        let request = Received {
+            method: "POST",
+            path: "/model/kb%3Ahandbook/converse-stream",
+            query: "",
+            headers: &headers,
+            payload_sha256: &payload,
+        };
+        let signer = Signer {
+            access_key_id: "BSKA0000000000000001",
+            secret: SECRET,
+            region: "eu-central-1",
+            service: "bedrock",
+        };
+        let header = signer.authorization(&request, &amz_date);
+        let parsed = Authorization::parse(&header)
+            .expect("SigV4")
+            .expect("parses");
+        assert_eq!(
+            parsed.signed_headers,
+            ["content-type", "host", "x-amz-date"]
+        );
+        assert_eq!(verify(&parsed, &request, SECRET, now_unix()), Ok(()));
+        let other = crate::hex::sha256(b"{\"x\": 1}");
+        let changed = Received {
+            payload_sha256: &other,
+            ..request
+        };
+        assert_eq!(
+            verify(&parsed, &changed, SECRET, now_unix()),
+            Err(Refusal::WrongSignature)
+        );
     }
 
     #[test]
