@@ -44,10 +44,19 @@ if [ ! -s "$key_file" ]; then
     (umask 077 && "$basalt" keys create --principal admin --policy AdministratorAccess > "$key_file")
 fi
 echo "key in $key_file"
+# The same principal's AWS access key, for boto3 and the AWS CLI (docs/bedrock.md).
+aws_file="$data_dir/quickstart-admin.aws"
+if [ ! -s "$aws_file" ]; then
+    (umask 077 && "$basalt" keys create --aws --principal admin > "$aws_file")
+fi
+echo "AWS access key in $aws_file (source it: boto3 and the AWS CLI read AWS_ACCESS_KEY_ID and"
+echo "AWS_SECRET_ACCESS_KEY); the knowledge base's Bedrock id is $("$basalt" kb list --json | python3 -c 'import json,sys; print(next(kb["bedrock_id"] for kb in json.load(sys.stdin) if kb["name"] == "quickstart"))' 2>/dev/null || echo quickstart)"
 echo "web UI: open http://127.0.0.1:8080/ and sign in with that key"
 echo "in another terminal:"
 echo "  export BASALT_API_KEY=\$(cat $key_file)"
 echo "  curl -s localhost:8080/v1/models -H \"Authorization: Bearer \$BASALT_API_KEY\""
+echo "  set -a; . $aws_file; set +a; aws bedrock-runtime converse --endpoint-url http://127.0.0.1:8080 --region us-east-1 \\"
+echo "    --model-id kb:quickstart --messages '[{\"role\":\"user\",\"content\":[{\"text\":\"How is an API key stored?\"}]}]'"
 
 echo
 echo "== the HTTP API (OpenAI-compatible and native, OpenAPI at /openapi.json) and the web UI at /"

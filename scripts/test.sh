@@ -70,3 +70,8 @@ cargo test --locked --workspace -- --test-threads 2
 
 echo "== the built-in prompt-attack classifier is what its recipe trains" >&2
 scripts/train-builtin-attacks.sh --check target/debug/basalt
+
+# A model served by a server Basalt did not write: llama-cpp-python's OpenAI-compatible server
+# (installing it compiles llama.cpp, ~6 minutes on 2 cores the first time).
+echo "== the remote-model provider against llama-cpp-python's server" >&2
+scripts/test-llama-server.sh target/debug/basalt

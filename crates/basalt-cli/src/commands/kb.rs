@@ -224,6 +224,8 @@ struct KbJson {
     documents: Option<u64>,
     chunks: Option<u64>,
     encrypted: bool,
+    /// The id Bedrock clients address it by (docs/bedrock.md).
+    bedrock_id: String,
 }
 
 fn list(data: &DataDir, json: bool) -> anyhow::Result<ExitCode> {
@@ -242,6 +244,7 @@ fn list(data: &DataDir, json: bool) -> anyhow::Result<ExitCode> {
             Err(error) => return Err(error.into()),
         };
         rows.push(KbJson {
+            bedrock_id: basalt_kb::bedrock_id(&settings.name),
             settings,
             documents: stats.map(|stats| stats.documents),
             chunks: stats.map(|stats| stats.chunks),
@@ -260,8 +263,8 @@ fn list(data: &DataDir, json: bool) -> anyhow::Result<ExitCode> {
         return Ok(ExitCode::SUCCESS);
     }
     print_line(&format!(
-        "{:<24} {:>9} {:>9}  {:<8} {:<20} {:<9} created",
-        "name", "documents", "chunks", "mode", "model", "encrypted"
+        "{:<24} {:<10} {:>9} {:>9}  {:<8} {:<20} {:<9} created",
+        "name", "bedrock id", "documents", "chunks", "mode", "model", "encrypted"
     ))?;
     let count = |value: Option<u64>| value.map_or("?".to_owned(), |value| value.to_string());
     for row in rows {
@@ -271,8 +274,9 @@ fn list(data: &DataDir, json: bool) -> anyhow::Result<ExitCode> {
                 name.to_string_lossy().into_owned()
             });
         print_line(&format!(
-            "{:<24} {:>9} {:>9}  {:<8} {:<20} {:<9} {}",
+            "{:<24} {:<10} {:>9} {:>9}  {:<8} {:<20} {:<9} {}",
             row.settings.name,
+            row.bedrock_id,
             count(row.documents),
             count(row.chunks),
             row.settings.mode.as_str(),
