@@ -35,9 +35,14 @@ use crate::{ApiJson, AppState, blocking};
 
 /// Whether `path` is one of Bedrock's routes (answered in Bedrock's error shape).
 fn is_bedrock_path(path: &str) -> bool {
-    ["/model/", "/guardrail/", "/knowledgebases/"]
-        .iter()
-        .any(|prefix| path.starts_with(prefix))
+    [
+        "/model/",
+        "/guardrail/",
+        "/knowledgebases/",
+        "/foundation-models",
+    ]
+    .iter()
+    .any(|prefix| path.starts_with(prefix))
         || path == "/retrieveAndGenerate"
         || path == "/retrieveAndGenerateStream"
 }
@@ -451,7 +456,8 @@ pub(crate) async fn invoke_model(
     body: Bytes,
 ) -> Result<Response, ApiError> {
     let name = model_name(&model_id);
-    if name != state.embedding_model {
+    // Code written for Bedrock names Amazon Titan's embedding models: Basalt's own answers.
+    if name != state.embedding_model && !name.starts_with("amazon.titan-embed-text") {
         return Err(ApiError::invalid(format!(
             "InvokeModel takes the embedding model {:?} with a Titan-style body \
              ({{\"inputText\": …}}); for chat, use Converse or ConverseStream with model {:?}, a \
@@ -544,6 +550,74 @@ pub(crate) async fn count_tokens(
         .unwrap_or_else(|| state.generator.clone());
     let tokens = blocking(move || generator.tokenize_prompt(&Prompt::Chat(messages))).await?;
     Ok(Json(json!({ "inputTokens": tokens.len() })))
+}
+
+// ---------------------------------------------------------------------------------------------
+// Discovery: ListFoundationModels (bedrock) and ListKnowledgeBases (bedrock-agent)
+
+/// A model as ListFoundationModels describes it.
+fn model_summary(id: &str, provider: &str, output: &str, streaming: bool) -> Value {
+    json!({
+        "modelArn": format!("arn:basalt:bedrock:::foundation-model/{id}"),
+        "modelId": id,
+        "modelName": id,
+        "providerName": provider,
+        "inputModalities": ["TEXT"],
+        "outputModalities": [output],
+        "responseStreamingSupported": streaming,
+        "customizationsSupported": [],
+        "inferenceTypesSupported": ["ON_DEMAND"],
+        "modelLifecycle": {"status": "ACTIVE"},
+    })
+}
+
+/// The models a Bedrock client may name: the embedded chat and embedding models, the
+/// registered ones, and each knowledge base as `kb:NAME` (`byOutputModality` filters).
+pub(crate) async fn list_foundation_models(
+    State(state): State<AppState>,
+    Extension(caller): Extension<Caller>,
+    axum::extract::RawQuery(query): axum::extract::RawQuery,
+) -> Result<Json<Value>, ApiError> {
+    let mut models = vec![
+        model_summary(&state.chat_model, "Basalt", "TEXT", true),
+        model_summary(&state.embedding_model, "Basalt", "EMBEDDING", false),
+    ];
+    for (name, provider, _) in state.chat_models.listed()? {
+        models.push(model_summary(&name, &provider, "TEXT", true));
+    }
+    for kb in state.with_catalog(&caller, |data| data.list()).await? {
+        let id = format!("{}{}", crate::KB_MODEL_PREFIX, kb.name);
+        models.push(model_summary(&id, "Basalt", "TEXT", true));
+    }
+    let wanted = query
+        .as_deref()
+        .unwrap_or_default()
+        .split('&')
+        .find_map(|pair| pair.strip_prefix("byOutputModality=").map(str::to_owned));
+    if let Some(wanted) = wanted {
+        models.retain(|model| model["outputModalities"][0] == wanted.as_str());
+    }
+    Ok(Json(json!({ "modelSummaries": models })))
+}
+
+/// The caller's knowledge bases with the ids Bedrock clients address them by.
+pub(crate) async fn list_knowledge_bases(
+    State(state): State<AppState>,
+    Extension(caller): Extension<Caller>,
+) -> Result<Json<Value>, ApiError> {
+    let kbs = state.with_catalog(&caller, |data| data.list()).await?;
+    let summaries: Vec<Value> = kbs
+        .iter()
+        .map(|kb| {
+            json!({
+                "knowledgeBaseId": basalt_kb::bedrock_id(&kb.name),
+                "name": kb.name,
+                "status": "ACTIVE",
+                "updatedAt": kb.created_at,
+            })
+        })
+        .collect();
+    Ok(Json(json!({ "knowledgeBaseSummaries": summaries })))
 }
 
 // ---------------------------------------------------------------------------------------------

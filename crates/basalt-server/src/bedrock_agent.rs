@@ -391,6 +391,9 @@ pub(crate) struct GenerationConfiguration {
     guardrail_configuration: Option<GuardrailConfiguration>,
     #[serde(default)]
     inference_config: Option<GenerationInference>,
+    /// Refused: a knowledge base's prompt template is its own setting.
+    #[serde(default)]
+    prompt_template: Option<Value>,
 }
 
 #[derive(Debug, Default, Deserialize, JsonSchema)]
@@ -447,6 +450,13 @@ async fn start_rag(
         .map(|config| config.vector_search_configuration)
         .unwrap_or_default();
     let generation = config.generation_configuration.unwrap_or_default();
+    if generation.prompt_template.is_some() {
+        return Err(ApiError::invalid(
+            "generationConfiguration.promptTemplate is not supported: a knowledge base's prompt \
+             template is one of its settings (answer.template, docs/answers.md), so every \
+             client gets the same grounding instructions",
+        ));
+    }
     let inference = generation
         .inference_config
         .and_then(|config| config.text_inference_config)

@@ -521,6 +521,14 @@ fn routes(options: &ServerOptions) -> Api {
             bedrock::apply_guardrail,
         )
         .add(
+            Operation::new(M::GET, "/foundation-models", "bedrockListFoundationModels", "bedrock", "Bedrock ListFoundationModels: the chat and embedding models, registered models and kb:NAME models (byOutputModality filters)", Access::Action { action: "model:List", resource: "model/*" }, json(schema::<Value>)),
+            bedrock::list_foundation_models,
+        )
+        .add(
+            Operation::new(M::POST, "/knowledgebases/", "bedrockListKnowledgeBases", "bedrock", "Bedrock Agent ListKnowledgeBases: the caller's knowledge bases with their Bedrock ids", Access::Action { action: "kb:List", resource: "kb/*" }, json(schema::<Value>)),
+            bedrock::list_knowledge_bases,
+        )
+        .add(
             Operation::new(M::POST, "/knowledgebases/{knowledgeBaseId}/retrieve", "bedrockRetrieve", "bedrock", "Bedrock Agent Runtime Retrieve: search a knowledge base (by its bedrock_id or name; kb:Search on it) with Bedrock's filters and paging", Access::Caller { action: "kb:Search" }, json(schema::<Value>))
                 .body(Body::Json(schema::<bedrock_agent::RetrieveRequest>)),
             bedrock_agent::retrieve,

@@ -197,6 +197,7 @@ fn bedrock_body(operation: &str) -> &'static str {
         }
         "bedrockApplyGuardrail" => r#"{"source": "INPUT", "content": [{"text": {"text": "Hi"}}]}"#,
         "bedrockRetrieve" => r#"{"retrievalQuery": {"text": "Hi"}}"#,
+        "bedrockListFoundationModels" | "bedrockListKnowledgeBases" => "{}",
         _ => {
             r#"{"input": {"text": "Hi"}, "retrieveAndGenerateConfiguration": {"type": "KNOWLEDGE_BASE",
                 "knowledgeBaseConfiguration": {"knowledgeBaseId": "payroll", "modelArn": "m"}}}"#

@@ -33,15 +33,31 @@ VACATION = "How many days of paid vacation does every employee receive per year?
 SALARY = "What is the salary band for senior engineers?"
 
 
-def clients(base_url, key):
-    options = dict(
+def client(service, base_url, key):
+    return boto3.client(
+        service,
         endpoint_url=base_url,
         region_name="eu-central-1",
         aws_access_key_id=key[0],
         aws_secret_access_key=key[1],
         config=Config(retries={"max_attempts": 1}, read_timeout=300),
     )
-    return boto3.client("bedrock-runtime", **options), boto3.client("bedrock-agent-runtime", **options)
+
+
+def clients(base_url, key):
+    return client("bedrock-runtime", base_url, key), client("bedrock-agent-runtime", base_url, key)
+
+
+def check_discovery(base_url, key, kb_id):
+    """What a script finds its model and knowledge-base ids with: bedrock and bedrock-agent."""
+    bedrock = client("bedrock", base_url, key)
+    ids = {model["modelId"] for model in bedrock.list_foundation_models()["modelSummaries"]}
+    assert {CHAT_MODEL, EMBEDDING_MODEL, "kb:handbook"} <= ids, ids
+    embedding = bedrock.list_foundation_models(byOutputModality="EMBEDDING")["modelSummaries"]
+    assert [model["modelId"] for model in embedding] == [EMBEDDING_MODEL], embedding
+    summaries = client("bedrock-agent", base_url, key).list_knowledge_bases()["knowledgeBaseSummaries"]
+    assert any(kb["knowledgeBaseId"] == kb_id and kb["name"] == "handbook" and kb["status"] == "ACTIVE"
+               for kb in summaries), summaries
 
 
 def error_code(call):
@@ -101,6 +117,10 @@ def check_runtime(runtime):
     assert len(body["embedding"]) == 384 and body["inputTextTokenCount"] > 0, body
     norm = sum(value * value for value in body["embedding"]) ** 0.5
     assert abs(norm - 1.0) < 1e-3, norm
+
+    # Code written for Bedrock names Amazon Titan's embedding model: Basalt's answers for it.
+    titan = runtime.invoke_model(modelId="amazon.titan-embed-text-v2:0", body=json.dumps({"inputText": "paid vacation"}))
+    assert json.loads(titan["body"].read())["embedding"] == body["embedding"]
 
     counted = runtime.count_tokens(modelId=CHAT_MODEL, input={"converse": {"messages": user("Name one primary colour.")}})
     assert counted["inputTokens"] == usage["inputTokens"], (counted, usage)
@@ -275,6 +295,7 @@ def main():
         keys = json.load(file)
     kb_id = bedrock_id(base_url, keys["admin_api_key"])
     check_bearer(base_url, keys["admin_api_key"])
+    check_discovery(base_url, keys["admin"], kb_id)
     runtime, agent = clients(base_url, keys["admin"])
     check_signatures(base_url, keys)
     check_runtime(runtime)
