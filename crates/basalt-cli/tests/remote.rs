@@ -217,6 +217,25 @@ fn a_registered_remote_model_writes_answers_the_same_checks_apply_to() {
         .as_str()
         .expect("key")
         .to_owned();
+    // A key whose answers the embedded model writes unless a request names another.
+    let embedded = ws.json(&[
+        "keys",
+        "create",
+        "--json",
+        "--principal",
+        "frugal",
+        "--policy",
+        "AdministratorAccess",
+        "--model",
+        "smollm2-135m-instruct",
+    ])["key"]
+        .as_str()
+        .expect("key")
+        .to_owned();
+    assert_clean_failure(
+        &ws.run(&["keys", "create", "--principal", "x", "--model", "nowhere"]),
+        "no model of that name",
+    );
     let front = start_server_when(&ws, &[], |port| get(port, "/healthz", "").0 == 200);
     let chat = |key: &str, body: &str| http(front.port, "POST", "/v1/chat/completions", key, body);
     let (status, body) = get(front.port, "/v1/models", &admin);
@@ -263,6 +282,16 @@ fn a_registered_remote_model_writes_answers_the_same_checks_apply_to() {
     );
     assert_eq!(status, 200, "{body}");
     check(&json_in(&body));
+    // The key's model comes before the knowledge base's; the request's before both.
+    let question = r#""question": "How long is parental leave?", "style": "generative", "min_relevance": 0.2, "max_tokens": 48"#;
+    for (body, model) in [
+        (format!("{{{question}}}"), "smollm2-135m-instruct"),
+        (format!(r#"{{{question}, "model": "big"}}"#), "big"),
+    ] {
+        let (status, answer) = http(front.port, "POST", "/v1/kbs/leave/answer", &embedded, &body);
+        assert_eq!(status, 200, "{answer}");
+        assert_eq!(json_in(&answer)["model"], model, "{answer}");
+    }
     let (status, body) = chat(
         &admin,
         r#"{"model": "nobody", "messages": [{"role": "user", "content": "Hi"}]}"#,

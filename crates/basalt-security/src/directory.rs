@@ -79,6 +79,10 @@ pub struct KeyRecord {
     /// made with this key passes; requests cannot choose another.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub guardrail: Option<String>,
+    /// The chat model (a registered name, or the embedded one's) that writes answers for
+    /// requests made with this key that name none; a request may still name another.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub model: Option<String>,
     /// For an AWS access key (`keys create --aws`): the secret access key, sealed by the master
     /// key (hex), because SigV4 needs the secret itself to check a signature. Such a key has no
     /// `bsk_` form.
@@ -126,6 +130,8 @@ pub struct Identity {
     pub key_id: String,
     /// The guardrail the key is bound to.
     pub guardrail: Option<String>,
+    /// The chat model the key writes answers with by default.
+    pub model: Option<String>,
 }
 
 /// Why a key was refused (for the audit log; the client only hears "invalid key").
@@ -373,6 +379,7 @@ impl Directory {
             expires_at,
             revoked_at: None,
             guardrail: None,
+            model: None,
             sealed_secret: None,
         };
         self.keys.push(record.clone());
@@ -408,6 +415,7 @@ impl Directory {
             expires_at,
             revoked_at: None,
             guardrail: None,
+            model: None,
             sealed_secret: Some(SealedSecret {
                 master_key_id: master.key_id().to_owned(),
                 sealed: basalt_core::hex::encode(&master.wrap(&bytes)?),
@@ -474,27 +482,32 @@ impl Directory {
         Ok(resealed)
     }
 
+    /// Makes `model` the chat model of key `id`'s answers when a request names none; false
+    /// when there is no such key.
+    pub fn set_model(&mut self, id: &str, model: &str) -> bool {
+        self.change_key(id, |key| key.model = Some(model.to_owned()))
+    }
+
     /// Binds key `id` to a guardrail; false when there is no such key.
     pub fn bind_guardrail(&mut self, id: &str, guardrail: &str) -> bool {
-        match self.keys.iter_mut().find(|key| key.id == id) {
-            Some(key) => {
-                key.guardrail = Some(guardrail.to_owned());
-                true
-            }
-            None => false,
-        }
+        self.change_key(id, |key| key.guardrail = Some(guardrail.to_owned()))
+    }
+
+    /// Changes key `id`; false when there is no such key.
+    fn change_key(&mut self, id: &str, change: impl FnOnce(&mut KeyRecord)) -> bool {
+        self.keys
+            .iter_mut()
+            .find(|key| key.id == id)
+            .map(change)
+            .is_some()
     }
 
     /// Revokes a key by id; false when there is no such key.
     pub fn revoke_key(&mut self, id: &str) -> bool {
-        match self.keys.iter_mut().find(|key| key.id == id) {
-            Some(key) => {
-                key.revoked_at
-                    .get_or_insert_with(basalt_core::clock::now_rfc3339);
-                true
-            }
-            None => false,
-        }
+        self.change_key(id, |key| {
+            key.revoked_at
+                .get_or_insert_with(basalt_core::clock::now_rfc3339);
+        })
     }
 
     /// Checks a presented key. The secret is compared in constant time.
@@ -547,6 +560,7 @@ impl Directory {
             groups: principal.groups.clone(),
             key_id: record.id.clone(),
             guardrail: record.guardrail.clone(),
+            model: record.model.clone(),
         })
     }
 

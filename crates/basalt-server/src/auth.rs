@@ -66,6 +66,8 @@ pub(crate) struct Caller {
     pub(crate) request_id: String,
     /// The guardrail the caller's key is bound to.
     pub(crate) guardrail: Option<String>,
+    /// The chat model the caller's key answers with when a request names none.
+    pub(crate) model: Option<String>,
 }
 
 impl Caller {
@@ -301,6 +303,7 @@ pub(crate) async fn guard(
             key_id: None,
             request_id: request_id.clone(),
             guardrail: None,
+            model: None,
         },
         AuthMode::Keys => {
             let directory = match security.directory() {
@@ -333,6 +336,7 @@ pub(crate) async fn guard(
                     groups,
                     key_id,
                     guardrail,
+                    model,
                 }) => Caller {
                     principal,
                     tenant,
@@ -340,6 +344,7 @@ pub(crate) async fn guard(
                     key_id: Some(key_id),
                     request_id: request_id.clone(),
                     guardrail,
+                    model,
                 },
                 Err((key_id, reason, error)) => {
                     let resource = basalt_security::resource_name("-", &resource_path);

@@ -482,18 +482,7 @@ async fn start_rag(
     };
     let model = model_name(&config.model_arn);
     let known = model == state.chat_model || state.chat_models.remote(model)?.is_some();
-    let primary = if known {
-        state.chat_model_named(caller, model)?
-    } else {
-        state.chat_models.for_knowledge_base(&kb)?
-    };
-    let generator = primary
-        .map(|primary| {
-            state
-                .chat_models
-                .with_fallback(&kb, primary, &state.generator)
-        })
-        .transpose()?;
+    let generator = state.answer_model(caller, &kb, known.then_some(model))?;
     let requested = generation
         .guardrail_configuration
         .as_ref()

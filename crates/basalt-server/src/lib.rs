@@ -221,6 +221,23 @@ impl AppState {
         })
     }
 
+    /// The chat model that writes a knowledge base's answer: the one the request names, else
+    /// the caller's key's, else the knowledge base's `answer.model`, else the embedded model
+    /// (`None`); with the knowledge base's fallback around a remote one.
+    fn answer_model(
+        &self,
+        caller: &Caller,
+        kb: &KnowledgeBase,
+        requested: Option<&str>,
+    ) -> Result<Option<Arc<dyn Generator>>, ApiError> {
+        match requested.or(caller.model.as_deref()) {
+            Some(model) => self.chat_model_named(caller, model)?,
+            None => self.chat_models.for_knowledge_base(kb)?,
+        }
+        .map(|primary| self.chat_models.with_fallback(kb, primary, &self.generator))
+        .transpose()
+    }
+
     /// Refuses a `max_tokens` above the server's per-request budget (`--max-completion-tokens`).
     fn check_max_tokens(&self, requested: Option<usize>) -> Result<(), ApiError> {
         match requested {

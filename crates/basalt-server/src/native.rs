@@ -201,16 +201,7 @@ pub(crate) async fn answer(
         ..AnswerOptions::default()
     };
     let kb = state.knowledge_base(&caller, &name).await?;
-    let generator = match request.model.as_deref() {
-        Some(model) => state.chat_model_named(&caller, model)?,
-        None => state.chat_models.for_knowledge_base(&kb)?,
-    }
-    .map(|primary| {
-        state
-            .chat_models
-            .with_fallback(&kb, primary, &state.generator)
-    })
-    .transpose()?;
+    let generator = state.answer_model(&caller, &kb, request.model.as_deref())?;
     let active = crate::guard::choose(
         &state,
         &caller,

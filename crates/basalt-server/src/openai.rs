@@ -533,15 +533,7 @@ pub(crate) async fn start_chat(
             .security
             .require(caller, "kb:Answer", &format!("kb/{name}"))?;
         let kb = state.knowledge_base(caller, name).await?;
-        let generator = state
-            .chat_models
-            .for_knowledge_base(&kb)?
-            .map(|primary| {
-                state
-                    .chat_models
-                    .with_fallback(&kb, primary, &state.generator)
-            })
-            .transpose()?;
+        let generator = state.answer_model(caller, &kb, None)?;
         (Some(kb), generator)
     } else {
         (None, state.chat_model_named(caller, &chat.model)?)

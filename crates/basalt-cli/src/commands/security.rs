@@ -86,6 +86,11 @@ pub(crate) struct CreateKeyArgs {
     /// chat completion and answer made with it passes that guardrail, and cannot choose another
     #[arg(long, value_name = "NAME[:VERSION]")]
     guardrail: Option<String>,
+    /// The chat model answers made with this key are written by when a request names none (a
+    /// model registered with `basalt models add`, or the embedded one's name); a request may
+    /// still name another
+    #[arg(long, value_name = "NAME")]
+    model: Option<String>,
     /// Make an AWS access key (an access key id and a secret access key) for boto3, the AWS
     /// CLI and the AWS SDKs, which sign requests with SigV4 (service `bedrock`, any region).
     /// The secret is stored sealed with the master key, because checking a signature needs it
@@ -227,6 +232,17 @@ pub(crate) fn run_keys(command: KeysCommand, settings: &Settings) -> anyhow::Res
             } else {
                 PrincipalKind::User
             };
+            if let Some(model) = &args.model
+                && basalt_model::RemoteModels::new(root)
+                    .resolve(model)?
+                    .is_none()
+            {
+                anyhow::bail!(
+                    "--model {model}: no model of that name; register it with `basalt models add \
+                     {model} …` or use {}",
+                    basalt_model::DEFAULT_GENERATION_MODEL
+                );
+            }
             // An AWS key's secret is sealed by the master key (made now if there is none).
             let keyed = args.aws.then(|| settings.data_dir_with_key()).transpose()?;
             let master = keyed.as_ref().and_then(DataDir::master_key);
@@ -249,6 +265,9 @@ pub(crate) fn run_keys(command: KeysCommand, settings: &Settings) -> anyhow::Res
                 if let Some(guardrail) = &args.guardrail {
                     directory.bind_guardrail(&record.id, guardrail);
                 }
+                if let Some(model) = &args.model {
+                    directory.set_model(&record.id, model);
+                }
                 Ok((record, secret))
             })?;
             audit(
@@ -263,6 +282,7 @@ pub(crate) fn run_keys(command: KeysCommand, settings: &Settings) -> anyhow::Res
                     "principal": record.principal,
                     "expires_at": record.expires_at,
                     "guardrail": args.guardrail,
+                    "model": args.model,
                     "aws_access_key_id": record.id,
                     "aws_secret_access_key": secret.expose(),
                 });
@@ -283,6 +303,7 @@ pub(crate) fn run_keys(command: KeysCommand, settings: &Settings) -> anyhow::Res
                     "principal": record.principal,
                     "expires_at": record.expires_at,
                     "guardrail": args.guardrail,
+                    "model": args.model,
                     "key": secret.expose(),
                 }))?)?;
             } else {
@@ -311,6 +332,7 @@ pub(crate) fn run_keys(command: KeysCommand, settings: &Settings) -> anyhow::Res
                             "created_at": key.created_at, "expires_at": key.expires_at,
                             "revoked_at": key.revoked_at, "guardrail": key.guardrail,
                             "kind": if key.is_aws() { "aws" } else { "api" },
+                            "model": key.model,
                         })
                     })
                     .collect();
