@@ -197,6 +197,9 @@ pub(crate) struct GuardrailConfig {
     guardrail_identifier: String,
     #[serde(default)]
     guardrail_version: Option<String>,
+    /// `enabled`: the response's `trace.guardrail` says what the guardrail found.
+    #[serde(default)]
+    trace: Option<String>,
 }
 
 /// The text of content blocks: `text` blocks, and `guardContent` ones (text a guardrail checks,
@@ -319,15 +322,34 @@ pub(crate) async fn converse(
     ApiJson(request): ApiJson<ConverseRequest>,
 ) -> Result<Json<Value>, ApiError> {
     let started = Instant::now();
+    let traced = request
+        .guardrail_config
+        .as_ref()
+        .is_some_and(|config| config.trace.as_deref() == Some("enabled"));
     let turn = converse_turn(&model_id, request)?;
-    let StartedChat { running, .. } = start_chat(&state, &caller, turn).await?;
+    let question = turn
+        .messages
+        .iter()
+        .rev()
+        .find(|message| message.role == ChatRole::User)
+        .map(|message| message.content.clone())
+        .unwrap_or_default();
+    let StartedChat {
+        running, active, ..
+    } = start_chat(&state, &caller, turn).await?;
     let reply = running.reply(state.request_timeout).await?;
-    Ok(Json(json!({
+    let mut body = json!({
         "output": {"message": {"role": "assistant", "content": [{"text": reply.answer.answer}]}},
         "stopReason": stop_reason(&reply),
         "usage": usage(&reply),
         "metrics": {"latencyMs": latency_ms(started)},
-    })))
+    });
+    if let (true, Some(active)) = (traced, &active)
+        && let Some(trace) = guardrail_trace(active, &question, &reply)
+    {
+        body["trace"] = trace;
+    }
+    Ok(Json(body))
 }
 
 pub(crate) async fn converse_stream(
@@ -653,10 +675,14 @@ fn policy_action(action: Action) -> &'static str {
 }
 
 /// Bedrock's assessment of one checked text.
-fn assessment(text: &str, checked: &basalt_guard::Checked, pii_names: &[String]) -> Value {
+fn assessment(
+    text: &str,
+    findings: &[basalt_guard::config::Assessment],
+    pii_names: &[String],
+) -> Value {
     let (mut topics, mut filters, mut custom_words, mut managed) = (vec![], vec![], vec![], vec![]);
     let (mut entities, mut regexes) = (vec![], vec![]);
-    for found in &checked.assessments {
+    for found in findings {
         let matched = text.get(found.start..found.end).unwrap_or_default();
         let action = policy_action(found.action);
         let topic_action = if found.action == Action::Block {
@@ -708,6 +734,43 @@ fn assessment(text: &str, checked: &basalt_guard::Checked, pii_names: &[String])
     Value::Object(out)
 }
 
+/// The names of a guardrail's own patterns (Bedrock reports them as `regexes`).
+fn custom_patterns(active: &crate::guard::ActiveGuardrail) -> Vec<String> {
+    active
+        .guardrail
+        .config()
+        .sensitive_information
+        .regexes
+        .iter()
+        .map(|regex| regex.name.clone())
+        .collect()
+}
+
+/// Converse's `trace.guardrail`: what the guardrail found in the question and the answer.
+fn guardrail_trace(
+    active: &crate::guard::ActiveGuardrail,
+    question: &str,
+    reply: &Reply,
+) -> Option<Value> {
+    let report = reply.guard.as_ref()?;
+    let names = custom_patterns(active);
+    let mut trace = json!({
+        "inputAssessment": {active.name.clone(): assessment(question, &report.input, &names)},
+        "outputAssessments": {
+            active.name.clone(): [assessment(&reply.answer.answer, &report.output, &names)],
+        },
+    });
+    if let Some(source) = reply.blocked {
+        trace["actionReason"] = json!(format!(
+            "Guardrail {} version {} blocked the {}.",
+            active.name,
+            active.version,
+            source.as_str()
+        ));
+    }
+    Some(json!({ "guardrail": trace }))
+}
+
 pub(crate) async fn apply_guardrail(
     State(state): State<AppState>,
     Extension(caller): Extension<Caller>,
@@ -746,14 +809,7 @@ pub(crate) async fn apply_guardrail(
     }
     let reference = guardrail_reference(&identifier, Some(&version));
     let active = crate::guard::resolve(&state, &caller, &reference).await?;
-    let pii_names: Vec<String> = active
-        .guardrail
-        .config()
-        .sensitive_information
-        .regexes
-        .iter()
-        .map(|regex| regex.name.clone())
-        .collect();
+    let pii_names = custom_patterns(&active);
     let mut outputs = Vec::new();
     let mut assessments = Vec::new();
     let mut intervened = false;
@@ -767,7 +823,7 @@ pub(crate) async fn apply_guardrail(
             blocked.get_or_insert_with(|| checked.text.clone());
         }
         intervened |= checked.outcome != Outcome::Passed;
-        assessments.push(assessment(text, &checked, &pii_names));
+        assessments.push(assessment(text, &checked.assessments, &pii_names));
         outputs.push(json!({ "text": checked.text }));
     }
     if let Some(message) = blocked {

@@ -17,6 +17,7 @@ import json
 import os
 import ssl
 import sys
+import time
 import urllib.request
 from unittest import mock
 
@@ -100,15 +101,33 @@ def check_runtime(runtime):
     assert streamed == text, (streamed, text)
     assert events[-1]["metadata"]["usage"]["outputTokens"] == usage["outputTokens"], events[-1]
 
+    # A stream the client abandons stops the generation: the next request is served at once,
+    # not after the 2,000 tokens the abandoned one asked for (one generation runs at a time).
+    abandoned = runtime.converse_stream(modelId=CHAT_MODEL, messages=user("Write a long story about a lighthouse keeper."),
+                                        inferenceConfig={"maxTokens": 2000, "temperature": 0})["stream"]
+    for index, _ in enumerate(abandoned):
+        if index == 3:
+            break
+    abandoned.close()
+    started = time.monotonic()
+    runtime.converse(modelId=CHAT_MODEL, messages=user("Hi"), inferenceConfig={"maxTokens": 2})
+    waited = time.monotonic() - started
+    assert waited < 5, f"the abandoned stream held the model for {waited:.1f} s"
+
     # A knowledge base is a model, as on the OpenAI side.
     answer = runtime.converse(modelId="kb:handbook", messages=user(VACATION))
     assert "27 days" in answer["output"]["message"]["content"][0]["text"], answer
 
     # A guardrail on Converse: the blocked words never reach the model.
     blocked = runtime.converse(modelId=CHAT_MODEL, messages=user("Tell me about Project Falcon."),
-                               guardrailConfig={"guardrailIdentifier": "pii", "guardrailVersion": "DRAFT"})
+                               guardrailConfig={"guardrailIdentifier": "pii", "guardrailVersion": "DRAFT",
+                                                "trace": "enabled"})
     assert blocked["stopReason"] == "guardrail_intervened", blocked
     assert blocked["usage"]["outputTokens"] == 0, blocked
+    trace = blocked["trace"]["guardrail"]
+    words = trace["inputAssessment"]["pii"]["wordPolicy"]["customWords"]
+    assert words == [{"match": "Project Falcon", "action": "BLOCKED", "detected": True}], trace
+    assert trace["actionReason"] == "Guardrail pii version 1 blocked the input.", trace
 
     # InvokeModel with Amazon Titan's embedding request and response.
     embedded = runtime.invoke_model(modelId=EMBEDDING_MODEL, body=json.dumps({"inputText": "paid vacation"}),
