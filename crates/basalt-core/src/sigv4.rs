@@ -135,11 +135,18 @@ pub fn verify(
     let signed_at = unix_from_amz_date(amz_date).ok_or_else(|| {
         Refusal::Malformed(format!("X-Amz-Date {amz_date:?} is not YYYYMMDDTHHMMSSZ"))
     })?;
-    if !amz_date.starts_with(&authorization.date) {
+    if authorization.date.len() != 8 || !amz_date.starts_with(&authorization.date) {
         return Err(Refusal::Malformed(format!(
             "the credential's date {} is not the date of X-Amz-Date {amz_date}",
             authorization.date
         )));
+    }
+    // SDKs encode a space in a query as %20; a `+`, which servers read as a space, would let
+    // two different queries carry one signature.
+    if received.query.contains('+') {
+        return Err(Refusal::Malformed(
+            "a signed query must encode spaces as %20, not +".into(),
+        ));
     }
     // A declared payload hash is what the signature covers: it must be the body's.
     if let Some(declared) = received.header_values("x-amz-content-sha256").first()
@@ -164,12 +171,23 @@ pub fn verify(
 }
 
 /// Who signs a request, and for what.
-#[derive(Debug, Clone, Copy)]
+#[derive(Clone, Copy)]
 pub struct Signer<'a> {
     pub access_key_id: &'a str,
     pub secret: &'a str,
     pub region: &'a str,
     pub service: &'a str,
+}
+
+impl std::fmt::Debug for Signer<'_> {
+    fn fmt(&self, formatter: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        formatter
+            .debug_struct("Signer")
+            .field("access_key_id", &self.access_key_id)
+            .field("region", &self.region)
+            .field("service", &self.service)
+            .finish_non_exhaustive()
+    }
 }
 
 impl Signer<'_> {

@@ -37,21 +37,30 @@ pub trait KbCatalog: Send + Sync + std::fmt::Debug {
         self.open_settings(self.settings(name)?)
     }
 
-    /// The name of the knowledge base `id` names: its own name, else the one whose
-    /// [`bedrock_id`] it is.
+    /// The name of the knowledge base `id` names: the one whose [`bedrock_id`] it is, else
+    /// the one of that name. Ids come first, so no knowledge base can take another's id by
+    /// being named after it.
     fn name_of(&self, id: &str) -> Result<String> {
-        match self.settings(id) {
-            Ok(settings) => Ok(settings.name),
-            Err(KbError::NotFound { .. }) | Err(KbError::BadName { .. }) => self
+        let looks_like_id = id.len() == 10
+            && id
+                .bytes()
+                .all(|b| b.is_ascii_digit() || (b'A'..=b'F').contains(&b));
+        if looks_like_id
+            && let Some(settings) = self
                 .list()?
                 .into_iter()
                 .find(|settings| bedrock_id(&settings.name) == id)
-                .map(|settings| settings.name)
-                .ok_or_else(|| KbError::NotFound {
-                    name: id.to_owned(),
-                }),
-            Err(error) => Err(error),
+        {
+            return Ok(settings.name);
         }
+        self.settings(id)
+            .map(|settings| settings.name)
+            .map_err(|error| match error {
+                KbError::BadName { .. } => KbError::NotFound {
+                    name: id.to_owned(),
+                },
+                other => other,
+            })
     }
 }
 

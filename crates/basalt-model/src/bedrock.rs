@@ -32,8 +32,9 @@ impl BedrockAccess {
         }
     }
 
-    /// The access key id and the secret, from the environment.
-    pub(crate) fn credentials(&self) -> Result<(String, String)> {
+    /// The access key id and the secret (and a session token when `AWS_SESSION_TOKEN` is set
+    /// beside the default variables: temporary credentials), from the environment.
+    pub(crate) fn credentials(&self) -> Result<Credentials> {
         let read = |name: &str| {
             std::env::var(name).map_err(|_| {
                 ModelError::InvalidRequest(format!(
@@ -43,8 +44,24 @@ impl BedrockAccess {
                 ))
             })
         };
-        Ok((read(&self.access_key_env)?, read(&self.secret_key_env)?))
+        let session_token = (self.access_key_env == "AWS_ACCESS_KEY_ID")
+            .then(|| std::env::var("AWS_SESSION_TOKEN").ok())
+            .flatten()
+            .filter(|token| !token.is_empty());
+        Ok(Credentials {
+            access_key_id: read(&self.access_key_env)?,
+            secret: read(&self.secret_key_env)?,
+            session_token,
+        })
     }
+}
+
+/// AWS credentials as read for one request.
+#[derive(Clone)]
+pub(crate) struct Credentials {
+    pub(crate) access_key_id: String,
+    pub(crate) secret: String,
+    pub(crate) session_token: Option<String>,
 }
 
 /// The URL path of an operation on `model` (the id encoded once, as the AWS SDKs do).
@@ -98,18 +115,28 @@ pub(crate) fn signed_headers(
     url: &str,
     body: &str,
     region: &str,
-    credentials: Option<&(String, String)>,
+    credentials: Option<&Credentials>,
 ) -> Vec<(String, String)> {
     let amz_date = sigv4::now_amz_date();
     let rest = url.split_once("://").map_or(url, |(_, rest)| rest);
     let (host, path) = rest.split_at(rest.find('/').unwrap_or(rest.len()));
+    // The HTTP client leaves a scheme's default port out of Host: so must the signature.
+    let default_port = if url.starts_with("https://") {
+        ":443"
+    } else {
+        ":80"
+    };
+    let host = host.strip_suffix(default_port).unwrap_or(host);
     let (path, query) = path.split_once('?').unwrap_or((path, ""));
     let mut headers = vec![
         ("content-type".to_string(), "application/json".to_string()),
         ("host".to_string(), host.to_string()),
         ("x-amz-date".to_string(), amz_date.clone()),
     ];
-    if let Some((access_key_id, secret)) = credentials {
+    if let Some(credentials) = credentials {
+        if let Some(token) = &credentials.session_token {
+            headers.push(("x-amz-security-token".to_string(), token.clone()));
+        }
         let pairs: Vec<(&str, &str)> = headers
             .iter()
             .map(|(name, value)| (name.as_str(), value.as_str()))
@@ -123,8 +150,8 @@ pub(crate) fn signed_headers(
             payload_sha256: &payload,
         };
         let signer = sigv4::Signer {
-            access_key_id,
-            secret,
+            access_key_id: &credentials.access_key_id,
+            secret: &credentials.secret,
             region,
             service: "bedrock",
         };
@@ -347,7 +374,11 @@ mod tests {
             "http://127.0.0.1:9/model/m/converse-stream",
             "{}",
             "eu-west-1",
-            Some(&("BSKA0000000000000001".to_string(), "secret".to_string())),
+            Some(&Credentials {
+                access_key_id: "BSKA0000000000000001".to_string(),
+                secret: "secret".to_string(),
+                session_token: None,
+            }),
         );
         let authorization = &headers
             .iter()
@@ -359,6 +390,42 @@ mod tests {
                 "/eu-west-1/bedrock/aws4_request, SignedHeaders=content-type;host;x-amz-date,"
             ),
             "{authorization}"
+        );
+        // A default port is signed as the HTTP client sends Host: without it.
+        let credentials = Credentials {
+            access_key_id: "BSKA0000000000000001".to_string(),
+            secret: "secret".to_string(),
+            session_token: Some("token".to_string()),
+        };
+        let url = "https://bedrock.example:443/model/m/converse-stream";
+        let headers = signed_headers(url, "{}", "eu-west-1", Some(&credentials));
+        let value = |name: &str| {
+            headers
+                .iter()
+                .find(|(header, _)| header == name)
+                .map(|(_, value)| value.as_str())
+                .expect("sent")
+        };
+        let sent = [
+            ("host", "bedrock.example"),
+            ("content-type", "application/json"),
+            ("x-amz-date", value("x-amz-date")),
+            ("x-amz-security-token", value("x-amz-security-token")),
+        ];
+        let payload = basalt_core::hex::sha256(b"{}");
+        let received = sigv4::Received {
+            method: "POST",
+            path: "/model/m/converse-stream",
+            query: "",
+            headers: &sent,
+            payload_sha256: &payload,
+        };
+        let parsed = sigv4::Authorization::parse(value("authorization"))
+            .expect("SigV4")
+            .expect("parses");
+        assert_eq!(
+            sigv4::verify(&parsed, &received, "secret", sigv4::now_unix()),
+            Ok(())
         );
     }
 }

@@ -239,7 +239,7 @@ impl RemoteGenerator {
             if let Some(key) = &key {
                 request = request.header("Authorization", format!("Bearer {key}"));
             }
-            let secret = credentials.as_ref().map(|(_, secret)| secret.as_str());
+            let secret = credentials.as_ref().map(|found| found.secret.as_str());
             return match request.send(body) {
                 // A model that cannot count tokens still answers, with a ValidationException.
                 Ok(response) if response.status().is_success() || response.status() == 400 => {
@@ -442,7 +442,7 @@ struct Call {
 /// A Bedrock call's signing: the region, and the credentials unless a bearer key is used.
 struct BedrockCall {
     region: String,
-    credentials: Option<(String, String)>,
+    credentials: Option<crate::bedrock::Credentials>,
 }
 
 /// What one attempt came to.
@@ -512,7 +512,7 @@ impl Call {
             .bedrock
             .as_ref()
             .and_then(|bedrock| bedrock.credentials.as_ref())
-            .map(|(_, secret)| secret.as_str());
+            .map(|found| found.secret.as_str());
         ModelError::Remote {
             model: self.name.clone(),
             reason: redact(&redact(reason, self.key.as_deref()), secret),

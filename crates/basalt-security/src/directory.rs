@@ -454,13 +454,14 @@ impl Directory {
     }
 
     /// Re-seals with `new` every AWS secret access key `old` sealed (a master-key rotation);
-    /// returns how many. Keys sealed by another master key are left as they are.
+    /// returns how many, and the ids of keys whose sealed secret `old` could not open (damaged:
+    /// left as they are, to be revoked). Keys sealed by another master key are left alone.
     pub fn reseal_aws_keys(
         &mut self,
         old: &dyn crate::crypto::KeyProvider,
         new: &dyn crate::crypto::KeyProvider,
-    ) -> Result<usize> {
-        let mut resealed = 0;
+    ) -> Result<(usize, Vec<String>)> {
+        let (mut resealed, mut damaged) = (0, Vec::new());
         for key in &mut self.keys {
             let Some(sealed) = key.sealed_secret.as_mut() else {
                 continue;
@@ -468,18 +469,19 @@ impl Directory {
             if sealed.master_key_id != old.key_id() {
                 continue;
             }
-            let bytes =
-                basalt_core::hex::decode(&sealed.sealed).ok_or_else(|| SecurityError::Invalid {
-                    message: format!("AWS key {}: its sealed secret is not hex", key.id),
-                })?;
-            let secret = old.unwrap(&bytes)?;
+            let opened =
+                basalt_core::hex::decode(&sealed.sealed).and_then(|bytes| old.unwrap(&bytes).ok());
+            let Some(secret) = opened else {
+                damaged.push(key.id.clone());
+                continue;
+            };
             *sealed = SealedSecret {
                 master_key_id: new.key_id().to_owned(),
                 sealed: basalt_core::hex::encode(&new.wrap(&secret)?),
             };
             resealed += 1;
         }
-        Ok(resealed)
+        Ok((resealed, damaged))
     }
 
     /// Makes `model` the chat model of key `id`'s answers when a request names none; false
@@ -682,13 +684,13 @@ mod tests {
             directory
                 .reseal_aws_keys(&first, &second)
                 .expect("resealed"),
-            1
+            (1, Vec::new())
         );
         assert_eq!(
             directory
                 .reseal_aws_keys(&first, &second)
                 .expect("none left"),
-            0
+            (0, Vec::new())
         );
         let (_, unsealed) = directory
             .authenticate_aws(&record.id, now, Some(&second))

@@ -430,15 +430,20 @@ pub(crate) async fn guard(
 /// record, and the error to answer with (`None`: the generic 401).
 type Refusal = (Option<String>, &'static str, Option<ApiError>);
 
-/// Checks a SigV4-signed request: reads its body (at most the JSON body limit) to hash it,
-/// unseals the access key's secret with the master key and compares signatures. Returns the
-/// request with its body restored.
+/// Checks a SigV4-signed request: finds the access key and unseals its secret (before any of
+/// the body is read, so a request without a valid key costs nothing), reads the body (at most
+/// the JSON body limit) to hash it, and compares signatures. Returns the request with its body
+/// restored.
 async fn check_signature(
     state: &AppState,
     directory: &Directory,
     authorization: Result<sigv4::Authorization, sigv4::Refusal>,
     request: Request,
 ) -> (Result<Identity, Refusal>, Request) {
+    let (authorization, identity, secret) = match identify(state, directory, authorization) {
+        Ok(found) => found,
+        Err(refusal) => return (Err(refusal), request),
+    };
     let (parts, body) = request.into_parts();
     let bytes = match axum::body::to_bytes(body, state.security.signed_body_limit).await {
         Ok(bytes) => bytes,
@@ -451,7 +456,7 @@ async fn check_signature(
                     state.security.signed_body_limit
                 ),
             );
-            let refusal = (None, "body_too_large", Some(error));
+            let refusal = (Some(identity.key_id), "body_too_large", Some(error));
             return (
                 Err(refusal),
                 Request::from_parts(parts, axum::body::Body::empty()),
@@ -471,7 +476,7 @@ async fn check_signature(
         headers: &headers,
         payload_sha256: &payload,
     };
-    let checked = verify_signature(state, directory, authorization, &received);
+    let checked = verified(&authorization, &received, secret.expose()).map(|()| identity);
     drop(headers);
     (
         checked,
@@ -479,15 +484,21 @@ async fn check_signature(
     )
 }
 
-fn verify_signature(
+fn invalid_signature<T>(
+    key_id: Option<String>,
+    reason: &'static str,
+    code: Code,
+    message: String,
+) -> Result<T, Refusal> {
+    Err((key_id, reason, Some(ApiError::new(code, message))))
+}
+
+/// The signing key's identity and secret, from the `Authorization` header alone.
+fn identify(
     state: &AppState,
     directory: &Directory,
     authorization: Result<sigv4::Authorization, sigv4::Refusal>,
-    received: &sigv4::Received<'_>,
-) -> Result<Identity, Refusal> {
-    let invalid = |key_id: Option<String>, reason, code, message: String| {
-        Err((key_id, reason, Some(ApiError::new(code, message))))
-    };
+) -> Result<(sigv4::Authorization, Identity, basalt_security::Secret), Refusal> {
     let authorization = match authorization {
         Ok(authorization) => authorization,
         Err(refusal) => {
@@ -495,13 +506,12 @@ fn verify_signature(
                 sigv4::Refusal::Malformed(message) => message,
                 _ => "the Authorization header cannot be read as AWS4-HMAC-SHA256".into(),
             };
-            return invalid(None, "malformed_signature", Code::InvalidSignature, message);
+            return invalid_signature(None, "malformed_signature", Code::InvalidSignature, message);
         }
     };
-    let key_id = Some(authorization.access_key_id.clone());
     if authorization.service != "bedrock" {
-        return invalid(
-            key_id,
+        return invalid_signature(
+            Some(authorization.access_key_id.clone()),
             "wrong_service",
             Code::InvalidSignature,
             format!(
@@ -531,9 +541,19 @@ fn verify_signature(
                 Some(ApiError::new(Code::Unauthenticated, message)),
             )
         })?;
-    match sigv4::verify(&authorization, received, secret.expose(), sigv4::now_unix()) {
-        Ok(()) => Ok(identity),
-        Err(sigv4::Refusal::Expired { request }) => invalid(
+    Ok((authorization, identity, secret))
+}
+
+/// Whether `received` carries the signature `secret` gives it, within the clock window.
+fn verified(
+    authorization: &sigv4::Authorization,
+    received: &sigv4::Received<'_>,
+    secret: &str,
+) -> Result<(), Refusal> {
+    let key_id = Some(authorization.access_key_id.clone());
+    match sigv4::verify(authorization, received, secret, sigv4::now_unix()) {
+        Ok(()) => Ok(()),
+        Err(sigv4::Refusal::Expired { request }) => invalid_signature(
             key_id,
             "signature_expired",
             Code::SignatureExpired,
@@ -544,13 +564,13 @@ fn verify_signature(
                 basalt_core::clock::now_rfc3339()
             ),
         ),
-        Err(sigv4::Refusal::Malformed(message)) => invalid(
+        Err(sigv4::Refusal::Malformed(message)) => invalid_signature(
             key_id,
             "malformed_signature",
             Code::InvalidSignature,
             message,
         ),
-        Err(sigv4::Refusal::WrongSignature) => invalid(
+        Err(sigv4::Refusal::WrongSignature) => invalid_signature(
             key_id,
             "wrong_signature",
             Code::InvalidSignature,

@@ -101,7 +101,9 @@ pub(crate) fn event(kind: &'static str, payload: &Value) -> Bytes {
     )
 }
 
-/// An error inside a Bedrock stream (botocore raises it as `EventStreamError` with the code).
+/// An error inside a Bedrock stream (botocore raises it as `EventStreamError`): the
+/// exception's member name when the operation's stream models it, and `:error-code` and
+/// `:error-message`, which botocore reads when it does not (a timeout, say).
 pub(crate) fn exception(error: &ApiError) -> Bytes {
     let (name, _) = error.code.bedrock();
     let mut member = name.to_owned();
@@ -111,6 +113,8 @@ pub(crate) fn exception(error: &ApiError) -> Bytes {
     frame(
         vec![
             string_header(":exception-type", member),
+            string_header(":error-code", name),
+            string_header(":error-message", error.message.clone()),
             string_header(":content-type", "application/json"),
             string_header(":message-type", "exception"),
         ],
@@ -139,6 +143,29 @@ pub(crate) fn model_name(model_id: &str) -> &str {
     } else {
         model_id
     }
+}
+
+/// The route checked `action` on the id as sent (`model/{modelId}`); when that id names
+/// something else (an ARN's last part, a Titan id for the embedding model), the caller needs
+/// the action on what it names too, so a policy about a name cannot be stepped around.
+fn require_named(
+    state: &AppState,
+    caller: &Caller,
+    action: &str,
+    sent: &str,
+    named: &str,
+) -> Result<(), ApiError> {
+    if sent == named {
+        return Ok(());
+    }
+    let kind = if action.starts_with("guardrail:") {
+        "guardrail"
+    } else {
+        "model"
+    };
+    state
+        .security
+        .require(caller, action, &format!("{kind}/{named}"))
 }
 
 /// A guardrail reference from Bedrock's identifier and version (`DRAFT` or none: the latest).
@@ -263,8 +290,15 @@ fn converse_messages(request: &ConverseRequest) -> Result<Vec<ChatMessage>, ApiE
     Ok(messages)
 }
 
-/// The chat turn a Converse request asks for.
-fn converse_turn(model_id: &str, request: ConverseRequest) -> Result<ChatTurn, ApiError> {
+/// The chat turn a Converse request asks for, once the caller may chat with the model its
+/// id names.
+fn converse_turn(
+    state: &AppState,
+    caller: &Caller,
+    model_id: &str,
+    request: ConverseRequest,
+) -> Result<ChatTurn, ApiError> {
+    require_named(state, caller, "model:Chat", model_id, model_name(model_id))?;
     if request.tool_config.is_some() {
         return Err(ApiError::invalid(
             "toolConfig is not supported: Basalt's models answer in text",
@@ -326,7 +360,7 @@ pub(crate) async fn converse(
         .guardrail_config
         .as_ref()
         .is_some_and(|config| config.trace.as_deref() == Some("enabled"));
-    let turn = converse_turn(&model_id, request)?;
+    let turn = converse_turn(&state, &caller, &model_id, request)?;
     let question = turn
         .messages
         .iter()
@@ -359,7 +393,7 @@ pub(crate) async fn converse_stream(
     ApiJson(request): ApiJson<ConverseRequest>,
 ) -> Result<Response, ApiError> {
     let started = Instant::now();
-    let turn = converse_turn(&model_id, request)?;
+    let turn = converse_turn(&state, &caller, &model_id, request)?;
     let StartedChat { running, .. } = start_chat(&state, &caller, turn).await?;
     let frames = relay(
         running,
@@ -474,12 +508,23 @@ pub(crate) struct TitanEmbeddingRequest {
 
 pub(crate) async fn invoke_model(
     State(state): State<AppState>,
+    Extension(caller): Extension<Caller>,
     Path(model_id): Path<String>,
     body: Bytes,
 ) -> Result<Response, ApiError> {
     let name = model_name(&model_id);
     // Code written for Bedrock names Amazon Titan's embedding models: Basalt's own answers.
-    if name != state.embedding_model && !name.starts_with("amazon.titan-embed-text") {
+    let titan = name.starts_with("amazon.titan-embed-text");
+    if titan {
+        require_named(
+            &state,
+            &caller,
+            "model:Embed",
+            &model_id,
+            &state.embedding_model,
+        )?;
+    }
+    if name != state.embedding_model && !titan {
         return Err(ApiError::invalid(format!(
             "InvokeModel takes the embedding model {:?} with a Titan-style body \
              ({{\"inputText\": …}}); for chat, use Converse or ConverseStream with model {:?}, a \
@@ -567,6 +612,7 @@ pub(crate) async fn count_tokens(
     };
     let messages = converse_messages(&converse)?;
     let name = model_name(&model_id);
+    require_named(&state, &caller, "model:CountTokens", &model_id, name)?;
     let generator = state
         .chat_model_named(&caller, name)?
         .unwrap_or_else(|| state.generator.clone());
@@ -807,6 +853,8 @@ pub(crate) async fn apply_guardrail(
             "content must hold at least one text block",
         ));
     }
+    let name = model_name(&identifier);
+    require_named(&state, &caller, "guardrail:Apply", &identifier, name)?;
     let reference = guardrail_reference(&identifier, Some(&version));
     let active = crate::guard::resolve(&state, &caller, &reference).await?;
     let pii_names = custom_patterns(&active);

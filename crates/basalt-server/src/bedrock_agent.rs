@@ -44,9 +44,32 @@ async fn knowledge_base(
             return Err(error);
         }
     };
-    state
+    if state
         .security
-        .require(caller, action, &format!("kb/{name}"))?;
+        .require(caller, action, &format!("kb/{name}"))
+        .is_err()
+    {
+        // Denied (and audited): answered as for an id no knowledge base has, so the answer
+        // does not say whether one does.
+        state
+            .security
+            .require(caller, action, &format!("kb/{id}"))?;
+        return Err(basalt_kb::KbError::NotFound {
+            name: id.to_owned(),
+        }
+        .into());
+    }
+    // The route is audited under the caller; this names the knowledge base read.
+    state.security.record(basalt_security::audit::Event {
+        request_id: caller.request_id.clone(),
+        principal: Some(caller.principal.clone()),
+        key_id: caller.key_id.clone(),
+        action: action.to_owned(),
+        resource: basalt_security::resource_name(&caller.tenant, &format!("kb/{name}")),
+        outcome: Some(basalt_security::audit::Outcome::Allowed),
+        status: None,
+        detail: None,
+    });
     state.knowledge_base(caller, &name).await
 }
 

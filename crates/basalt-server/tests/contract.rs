@@ -876,4 +876,14 @@ async fn bedrock_routes_never_show_a_document_its_caller_may_not_read() {
             "{path}: a document the reader may not read leaked: {seen}"
         );
     }
+
+    // A knowledge base named after another's Bedrock id does not take its place.
+    let squat = json!({"name": kb_id, "encrypted": false}).to_string();
+    let (status, _, body) = api.call("POST", "/v1/kbs", admin, Some(&squat)).await;
+    assert_eq!(status, StatusCode::CREATED, "{body}");
+    let (status, _, found) = api
+        .call("POST", &calls[0].0, admin, Some(&calls[0].1))
+        .await;
+    assert_eq!(status, StatusCode::OK, "{found}");
+    assert!(found.to_string().contains("granite"), "{found}");
 }

@@ -404,10 +404,18 @@ pub(crate) fn run_keys(command: KeysCommand, settings: &Settings) -> anyhow::Res
                 )
             })?;
             let new = basalt_security::crypto::MasterKey::from_file(&new_key_file)?;
-            let rotation = basalt_kb::rotate_master(root, old, &new)?;
-            // AWS access keys' secrets are sealed by the master key too.
-            let resealed =
+            // AWS access keys' secrets are sealed by the master key too: re-sealed first, so a
+            // failure leaves everything under the old key.
+            let (resealed, damaged) =
                 Directory::update(root, |directory| directory.reseal_aws_keys(old, &new))?;
+            if !damaged.is_empty() {
+                eprintln!(
+                    "warning: the sealed secret of AWS key(s) {} cannot be opened with the current \
+                     master key; they stay as they are (revoke them with `basalt keys revoke ID`)",
+                    damaged.join(", ")
+                );
+            }
+            let rotation = basalt_kb::rotate_master(root, old, &new)?;
             use basalt_security::crypto::KeyProvider;
             audit(
                 settings,
