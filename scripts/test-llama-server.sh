@@ -17,7 +17,7 @@ cd "$(dirname "$0")/.."
 basalt="$(realpath "${1:-target/release/basalt}")"
 version="0.3.36"
 if ! python3 -c "import llama_cpp.server" 2>/dev/null; then
-  echo "== installing llama-cpp-python[server]==$version (compiles llama.cpp, ~10 minutes)" >&2
+  echo "== installing llama-cpp-python[server]==$version (compiles llama.cpp, about 6 minutes on 2 cores)" >&2
   CMAKE_ARGS="-DGGML_NATIVE=OFF" python3 -m pip install --quiet --disable-pip-version-check \
     "llama-cpp-python[server]==$version" 2>/dev/null ||
     CMAKE_ARGS="-DGGML_NATIVE=OFF" python3 -m pip install --quiet --disable-pip-version-check \
