@@ -5,7 +5,9 @@
 //!
 //! The models are test doubles, on purpose: the embedder hashes words (so a run of thousands of
 //! worlds takes seconds), and the generator is the worst possible model — it repeats every
-//! word of its prompt — so anything that reaches the prompt reaches the streamed answer.
+//! word of its prompt — so anything that reaches the prompt reaches the streamed answer. Every
+//! other question is answered through the remote-model path instead: the same echo served over
+//! HTTP as an OpenAI-compatible streaming server, called by the real `RemoteGenerator`.
 //!
 //! `BASALT_ACL_CASES` sets the number of worlds (default 2,000), e.g. `BASALT_ACL_CASES=20000`.
 
@@ -92,13 +94,90 @@ fn echo_generator() -> Scripted {
             Prompt::Raw(text) => text.clone(),
             Prompt::Tokens(_) => String::new(),
         };
-        let words: Vec<&str> = said
-            .split_whitespace()
-            .filter(|word| !word.ends_with(':'))
-            .collect();
-        format!("{} [1].", words.join(" "))
+        echo(&said)
     })
     .with_context_window(1 << 16)
+}
+
+/// What the echoing model says to the user messages `said`.
+fn echo(said: &str) -> String {
+    let words: Vec<&str> = said
+        .split_whitespace()
+        .filter(|word| !word.ends_with(':'))
+        .collect();
+    format!("{} [1].", words.join(" "))
+}
+
+/// The echo served over HTTP: an OpenAI-compatible `POST /v1/chat/completions` that streams
+/// [`echo`] of the request's user messages word by word. Started once; returns its port.
+fn echo_server() -> u16 {
+    static PORT: std::sync::OnceLock<u16> = std::sync::OnceLock::new();
+    *PORT.get_or_init(|| {
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("binds");
+        let port = listener.local_addr().expect("address").port();
+        std::thread::spawn(move || {
+            for stream in listener.incoming().flatten() {
+                let _ = serve_echo(stream);
+            }
+        });
+        port
+    })
+}
+
+fn serve_echo(stream: std::net::TcpStream) -> std::io::Result<()> {
+    use std::io::{BufRead, Read, Write};
+    let mut reader = std::io::BufReader::new(stream.try_clone()?);
+    let mut length = 0;
+    loop {
+        let mut line = String::new();
+        reader.read_line(&mut line)?;
+        let line = line.trim_end();
+        if line.is_empty() {
+            break;
+        }
+        if let Some((name, value)) = line.split_once(':')
+            && name.eq_ignore_ascii_case("content-length")
+        {
+            length = value.trim().parse().unwrap_or(0);
+        }
+    }
+    let mut body = vec![0; length];
+    reader.read_exact(&mut body)?;
+    let request: serde_json::Value = serde_json::from_slice(&body).unwrap_or_default();
+    let said: Vec<&str> = request["messages"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter(|message| message["role"] == "user")
+        .filter_map(|message| message["content"].as_str())
+        .collect();
+    let mut out = String::from(
+        "HTTP/1.1 200 OK\r\nContent-Type: text/event-stream\r\nConnection: close\r\n\r\n",
+    );
+    for (index, word) in echo(&said.join(" ")).split(' ').enumerate() {
+        let text = if index == 0 {
+            word.to_string()
+        } else {
+            format!(" {word}")
+        };
+        let chunk = serde_json::json!({"choices": [{"index": 0, "delta": {"content": text}}]});
+        out.push_str(&format!("data: {chunk}\n\n"));
+    }
+    out.push_str(
+        "data: {\"choices\": [{\"index\": 0, \"delta\": {}, \"finish_reason\": \"stop\"}]}\n\n",
+    );
+    out.push_str("data: [DONE]\n\n");
+    let mut stream = stream;
+    stream.write_all(out.as_bytes())
+}
+
+/// The remote-model path to the echo: the real client of an OpenAI-compatible server.
+fn remote_echo() -> basalt_model::RemoteGenerator {
+    let url = format!("http://127.0.0.1:{}/v1", echo_server());
+    let mut options = basalt_model::RemoteChatOptions::new("remote-echo", &url, "echo");
+    options.context_window = 1 << 16;
+    options.retries = 0;
+    basalt_model::RemoteGenerator::new(options).expect("a client")
 }
 
 #[derive(Debug, Clone)]
@@ -316,8 +395,9 @@ fn check_world(world: &World) -> Result<(), TestCaseError> {
     .expect("temp dir");
     let kbs = world.build(&DataDir::new(dir.path()));
     let embedder = HashEmbedder::new();
-    let generator = echo_generator();
-    for (principal, words, k) in &world.queries {
+    let (local, remote) = (echo_generator(), remote_echo());
+    for (index, (principal, words, k)) in world.queries.iter().enumerate() {
+        let generator: &dyn basalt_model::Generator = if index % 2 == 0 { &local } else { &remote };
         let (principal, k) = (*principal, *k);
         let kb = &kbs[world.principals[principal].tenant];
         let query: Vec<&str> = words.iter().map(|word| WORDS[*word]).collect();
@@ -373,7 +453,7 @@ fn check_world(world: &World) -> Result<(), TestCaseError> {
         let mut shown_sources = Vec::new();
         let engines = Engines {
             embedder: &embedder,
-            generator: &generator,
+            generator,
         };
         let answer =
             basalt_answer::answer(
@@ -428,8 +508,8 @@ proptest! {
     }
 }
 
-/// The property above can fail: without a reader the same echoing model repeats a private
-/// document's secret, and a reader outside its list gets nothing of it.
+/// The property above can fail: without a reader the same echoing model — local, or served over
+/// HTTP — repeats a private document's secret, and a reader outside its list gets nothing of it.
 #[test]
 fn the_echo_model_would_leak_without_the_reader() {
     let world = World {
@@ -453,43 +533,46 @@ fn the_echo_model_would_leak_without_the_reader() {
     };
     let dir = tempfile::tempdir().expect("temp dir");
     let kbs = world.build(&DataDir::new(dir.path()));
-    let (embedder, generator) = (HashEmbedder::new(), echo_generator());
-    let engines = Engines {
-        embedder: &embedder,
-        generator: &generator,
-    };
-    let ask = |reader: Option<Reader>| {
-        let options = AnswerOptions {
-            reader,
-            min_relevance: Some(-1.0),
-            ..AnswerOptions::default()
+    let embedder = HashEmbedder::new();
+    let (local, remote) = (echo_generator(), remote_echo());
+    for generator in [&local as &dyn basalt_model::Generator, &remote] {
+        let engines = Engines {
+            embedder: &embedder,
+            generator,
         };
-        let mut streamed = String::new();
-        let answer = basalt_answer::answer(
-            &kbs[0],
-            engines,
-            "granite basalt",
-            &[],
-            &options,
-            &mut |event| {
-                if let AnswerEvent::Delta(text) = event {
-                    streamed.push_str(text);
-                }
-            },
-        )
-        .expect("answers");
-        (streamed, answer)
-    };
-    let (streamed, _) = ask(None);
-    assert!(streamed.contains(&secret(0, 0)), "{streamed}");
-    let (streamed, _) = ask(Some(world.reader(0)));
-    assert!(
-        streamed.contains(&secret(0, 0)),
-        "a group member reads it: {streamed}"
-    );
-    let (streamed, answer) = ask(Some(world.reader(1)));
-    assert!(!streamed.contains(&secret(0, 0)), "{streamed}");
-    assert!(answer.abstained && answer.sources.is_empty());
+        let ask = |reader: Option<Reader>| {
+            let options = AnswerOptions {
+                reader,
+                min_relevance: Some(-1.0),
+                ..AnswerOptions::default()
+            };
+            let mut streamed = String::new();
+            let answer = basalt_answer::answer(
+                &kbs[0],
+                engines,
+                "granite basalt",
+                &[],
+                &options,
+                &mut |event| {
+                    if let AnswerEvent::Delta(text) = event {
+                        streamed.push_str(text);
+                    }
+                },
+            )
+            .expect("answers");
+            (streamed, answer)
+        };
+        let (streamed, _) = ask(None);
+        assert!(streamed.contains(&secret(0, 0)), "{streamed}");
+        let (streamed, _) = ask(Some(world.reader(0)));
+        assert!(
+            streamed.contains(&secret(0, 0)),
+            "a group member reads it: {streamed}"
+        );
+        let (streamed, answer) = ask(Some(world.reader(1)));
+        assert!(!streamed.contains(&secret(0, 0)), "{streamed}");
+        assert!(answer.abstained && answer.sources.is_empty());
+    }
     let seen: BTreeSet<usize> = (0..world.documents.len())
         .filter(|&document| world.may_read(1, document))
         .collect();
