@@ -221,7 +221,7 @@ pub struct Span {
 
 impl Span {
     /// The characters of `text` this span covers.
-    pub(crate) fn of(&self, text: &str) -> String {
+    pub fn of(&self, text: &str) -> String {
         text.chars()
             .skip(self.start)
             .take(self.end - self.start)

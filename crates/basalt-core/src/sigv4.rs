@@ -311,9 +311,9 @@ fn canonical_query(query: &str) -> String {
         .join("&")
 }
 
-/// RFC 3986 encoding: unreserved characters stay, every other byte is `%XX` (upper case);
-/// `/` stays too in a path.
-fn encode(text: &str, path: bool) -> String {
+/// RFC 3986 encoding, as SigV4 and the AWS SDKs write URIs: unreserved characters stay,
+/// every other byte is `%XX` (upper case); `/` stays too in a path.
+pub fn encode(text: &str, path: bool) -> String {
     let mut out = String::with_capacity(text.len());
     for byte in text.bytes() {
         if byte.is_ascii_alphanumeric()
@@ -383,37 +383,23 @@ pub fn unix_from_amz_date(text: &str) -> Option<i64> {
     {
         return None;
     }
-    let number = |range: std::ops::Range<usize>| text[range].parse::<i64>().ok();
-    let (year, month, day) = (number(0..4)?, number(4..6)?, number(6..8)?);
-    let (hour, minute, second) = (number(9..11)?, number(11..13)?, number(13..15)?);
-    if !(1..=12).contains(&month)
-        || !(1..=31).contains(&day)
-        || hour > 23
-        || minute > 59
-        || second > 60
-    {
-        return None;
-    }
-    Some(days_from_civil(year, month, day) * 86_400 + hour * 3600 + minute * 60 + second)
-}
-
-/// Days since 1970-01-01 of a proleptic Gregorian date (Howard Hinnant's algorithm).
-fn days_from_civil(year: i64, month: i64, day: i64) -> i64 {
-    let year = if month <= 2 { year - 1 } else { year };
-    let era = year.div_euclid(400);
-    let year_of_era = year - era * 400;
-    let month_index = (month + 9) % 12;
-    let day_of_year = (153 * month_index + 2) / 5 + day - 1;
-    let day_of_era = year_of_era * 365 + year_of_era / 4 - year_of_era / 100 + day_of_year;
-    era * 146_097 + day_of_era - 719_468
+    let number = |range: std::ops::Range<usize>| text[range].parse::<u16>().ok();
+    let month = time::Month::try_from(u8::try_from(number(4..6)?).ok()?).ok()?;
+    let date = time::Date::from_calendar_date(i32::from(number(0..4)?), month, number(6..8)? as u8)
+        .ok()?;
+    let at = date
+        .with_hms(
+            number(9..11)? as u8,
+            number(11..13)? as u8,
+            number(13..15)? as u8,
+        )
+        .ok()?;
+    Some(at.assume_utc().unix_timestamp())
 }
 
 /// Seconds since 1970 now.
 pub fn now_unix() -> i64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|elapsed| i64::try_from(elapsed.as_secs()).unwrap_or(i64::MAX))
-        .unwrap_or_default()
+    time::OffsetDateTime::now_utc().unix_timestamp()
 }
 
 #[cfg(test)]

@@ -56,6 +56,33 @@ impl BedrockAccess {
     }
 }
 
+impl BedrockAccess {
+    /// The credentials to sign with, unless a bearer key (a Bedrock API key) is used instead.
+    pub(crate) fn credentials_unless(&self, bearer: Option<&str>) -> Result<Option<Credentials>> {
+        bearer.is_none().then(|| self.credentials()).transpose()
+    }
+}
+
+/// A POST of `body` to `url` with Bedrock's headers: signed with `credentials`, or carrying
+/// `bearer` as a Bedrock API key.
+pub(crate) fn post(
+    agent: &ureq::Agent,
+    url: &str,
+    body: &str,
+    region: &str,
+    credentials: Option<&Credentials>,
+    bearer: Option<&str>,
+) -> ureq::RequestBuilder<ureq::typestate::WithBody> {
+    let mut request = agent.post(url);
+    for (name, value) in signed_headers(url, body, region, credentials) {
+        request = request.header(name, value);
+    }
+    if let Some(key) = bearer {
+        request = request.header("Authorization", format!("Bearer {key}"));
+    }
+    request
+}
+
 /// AWS credentials as read for one request.
 #[derive(Clone)]
 pub(crate) struct Credentials {
@@ -66,15 +93,7 @@ pub(crate) struct Credentials {
 
 /// The URL path of an operation on `model` (the id encoded once, as the AWS SDKs do).
 pub(crate) fn operation_path(model: &str, operation: &str) -> String {
-    let mut encoded = String::new();
-    for byte in model.bytes() {
-        if byte.is_ascii_alphanumeric() || matches!(byte, b'-' | b'_' | b'.' | b'~') {
-            encoded.push(char::from(byte));
-        } else {
-            encoded.push_str(&format!("%{byte:02X}"));
-        }
-    }
-    format!("/model/{encoded}/{operation}")
+    format!("/model/{}/{operation}", sigv4::encode(model, false))
 }
 
 /// A Converse request's body: system messages as `system` blocks, the rest as turns.

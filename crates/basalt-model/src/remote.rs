@@ -226,19 +226,17 @@ impl RemoteGenerator {
                 crate::bedrock::operation_path(&self.options.model, "count-tokens")
             );
             let body = r#"{"input": {"converse": {"messages": [{"role": "user", "content": [{"text": "Hi"}]}]}}}"#;
-            let credentials = match &key {
-                Some(_) => None,
-                None => Some(access.credentials().map_err(|error| error.to_string())?),
-            };
-            let mut request = self.agent.post(&url);
-            for (name, value) in
-                crate::bedrock::signed_headers(&url, body, &access.region, credentials.as_ref())
-            {
-                request = request.header(name, value);
-            }
-            if let Some(key) = &key {
-                request = request.header("Authorization", format!("Bearer {key}"));
-            }
+            let credentials = access
+                .credentials_unless(key.as_deref())
+                .map_err(|error| error.to_string())?;
+            let request = crate::bedrock::post(
+                &self.agent,
+                &url,
+                body,
+                &access.region,
+                credentials.as_ref(),
+                key.as_deref(),
+            );
             let secret = credentials.as_ref().map(|found| found.secret.as_str());
             return match request.send(body) {
                 // A model that cannot count tokens still answers, with a ValidationException.
@@ -371,10 +369,7 @@ impl Generator for RemoteGenerator {
                 crate::bedrock::converse_body(&messages, &request),
                 Some(BedrockCall {
                     region: access.region.clone(),
-                    credentials: match key {
-                        Some(_) => None,
-                        None => Some(access.credentials()?),
-                    },
+                    credentials: access.credentials_unless(key.as_deref())?,
                 }),
             ),
         };
@@ -521,29 +516,29 @@ impl Call {
 
     fn attempt(&self, events: &Sender<Result<GenerationEvent>>) -> Result<Attempt> {
         let started = Instant::now();
-        let mut request = self.agent.post(&self.url);
-        match &self.bedrock {
+        let request = match &self.bedrock {
             None => {
-                request = request
+                let mut request = self
+                    .agent
+                    .post(&self.url)
                     .header("Content-Type", "application/json")
                     .header("Accept", "text/event-stream");
-            }
-            Some(bedrock) => {
-                // Signed at each attempt: a signature is good for five minutes.
-                for (name, value) in crate::bedrock::signed_headers(
-                    &self.url,
-                    &self.body,
-                    &bedrock.region,
-                    bedrock.credentials.as_ref(),
-                ) {
-                    request = request.header(name, value);
+                if let Some(key) = &self.key {
+                    request = request.header("Authorization", format!("Bearer {key}"));
                 }
-                request = request.header("Accept", "application/vnd.amazon.eventstream");
+                request
             }
-        }
-        if let Some(key) = &self.key {
-            request = request.header("Authorization", format!("Bearer {key}"));
-        }
+            // Signed at each attempt: a signature is good for five minutes.
+            Some(bedrock) => crate::bedrock::post(
+                &self.agent,
+                &self.url,
+                &self.body,
+                &bedrock.region,
+                bedrock.credentials.as_ref(),
+                self.key.as_deref(),
+            )
+            .header("Accept", "application/vnd.amazon.eventstream"),
+        };
         let response = match request.send(self.body.as_str()) {
             Ok(response) => response,
             Err(error) => return Ok(Attempt::Retry(error.to_string(), None)),

@@ -9,7 +9,7 @@ use axum::extract::{Path, State};
 use axum::http::{HeaderMap, HeaderValue};
 use axum::response::Response;
 use axum::{Extension, Json};
-use basalt_answer::{Answer, AnswerOptions, Ask, GuardedTurn, Reference, Reply, Turn};
+use basalt_answer::{Answer, AnswerOptions, Ask, GuardedTurn, Reference, Reply};
 use basalt_index::{Filter, Hit, SearchMode};
 use basalt_kb::{KnowledgeBase, SearchOptions};
 use schemars::JsonSchema;
@@ -20,6 +20,7 @@ use crate::auth::Caller;
 use crate::bedrock::{Events, event_stream, guardrail_reference, model_name, relay};
 use crate::error::ApiError;
 use crate::guard::ActiveGuardrail;
+use crate::native::record_turn;
 use crate::turn::Running;
 use crate::{ApiJson, AppState, blocking};
 
@@ -362,18 +363,15 @@ pub(crate) async fn retrieve(
         }
         out.push(retrieval_result(&hit));
     }
+    let full_page = out.len() == page;
     let mut body = json!({ "retrievalResults": out });
-    if out_len(&body) == page && k < MAX_PAGED {
+    if full_page && k < MAX_PAGED {
         body["nextToken"] = json!(k.to_string());
     }
     if active.is_some() {
         body["guardrailAction"] = json!(if intervened { "INTERVENED" } else { "NONE" });
     }
     Ok(Json(body))
-}
-
-fn out_len(body: &Value) -> usize {
-    body["retrievalResults"].as_array().map_or(0, Vec::len)
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -489,13 +487,7 @@ async fn start_rag(
     let name = kb.settings.name.clone();
     let (session_id, history) = match request.session_id {
         Some(id) => {
-            let session = crate::native::own_session(state, caller, &id)?;
-            if session.kb != name {
-                return Err(ApiError::invalid(format!(
-                    "session {id:?} belongs to another knowledge base"
-                )));
-            }
-            let history = session.history();
+            let history = crate::native::session_history(state, caller, &id, &name)?;
             (id, history)
         }
         None => (
@@ -549,12 +541,7 @@ fn citations(answer: &Answer) -> Vec<Value> {
         .citations
         .iter()
         .map(|citation| {
-            let text: String = answer
-                .answer
-                .chars()
-                .skip(citation.span.start)
-                .take(citation.span.end.saturating_sub(citation.span.start))
-                .collect();
+            let text = citation.span.of(&answer.answer);
             json!({
                 "generatedResponsePart": {"textResponsePart": {
                     "text": text,
@@ -574,16 +561,6 @@ fn guardrail_action(reply: &Reply) -> &'static str {
     }
 }
 
-/// Records the turn in its session: a store that fails loses the turn, not the answer.
-fn record(state: &AppState, session_id: &str, question: &str, answer: &Answer) {
-    if let Err(error) = state
-        .sessions
-        .record(session_id, Turn::new(question, answer))
-    {
-        tracing::warn!(%error, session = %session_id, "the turn was not recorded");
-    }
-}
-
 pub(crate) async fn retrieve_and_generate(
     State(state): State<AppState>,
     Extension(caller): Extension<Caller>,
@@ -591,7 +568,7 @@ pub(crate) async fn retrieve_and_generate(
 ) -> Result<Json<Value>, ApiError> {
     let started = start_rag(&state, &caller, request).await?;
     let reply = started.running.reply(state.request_timeout).await?;
-    record(
+    record_turn(
         &state,
         &started.session_id,
         &started.question,
@@ -630,7 +607,7 @@ pub(crate) async fn retrieve_and_generate_stream(
         Vec::new(),
         |text| ("output", json!({ "text": text })),
         move |reply| {
-            record(&state, &session_id, &question, &reply.answer);
+            record_turn(&state, &session_id, &question, &reply.answer);
             let mut last: Events = citations(&reply.answer)
                 .into_iter()
                 .map(|citation| {

@@ -178,16 +178,7 @@ pub(crate) async fn answer(
         return Err(ApiError::invalid("passages must be between 1 and 50"));
     }
     let history = match &request.session_id {
-        Some(id) => {
-            let session = own_session(&state, &caller, id)?;
-            if session.kb != name {
-                return Err(ApiError::invalid(format!(
-                    "session {id:?} belongs to knowledge base {:?}, not {name:?}",
-                    session.kb
-                )));
-            }
-            session.history()
-        }
+        Some(id) => session_history(&state, &caller, id, &name)?,
         None => Vec::new(),
     };
     state.check_max_tokens(request.max_tokens)?;
@@ -222,11 +213,7 @@ pub(crate) async fn answer(
     let trace_wanted = request.guardrail_trace;
     let respond = move |state: &AppState, reply: Reply| {
         if let Some(id) = &session_id {
-            // As the model saw it: what the guardrail anonymized stays out of the history later
-            // turns send to the model. A store that fails loses the turn, not the answer.
-            if let Err(error) = state.sessions.record(id, Turn::new(&asked, &reply.answer)) {
-                tracing::warn!(%error, session = %id, "the turn was not recorded");
-            }
+            record_turn(state, id, &asked, &reply.answer);
         }
         AnswerResponse {
             guardrail: GuardrailTrace::of(trace_wanted, active.as_ref(), &reply),
@@ -311,6 +298,32 @@ fn session_view(state: &AppState, session: Session) -> SessionView {
 }
 
 /// A live session the caller started; anyone else's is as unknown as a missing one.
+/// The earlier turns of the caller's session `id`, which must be about knowledge base `kb`.
+pub(crate) fn session_history(
+    state: &AppState,
+    caller: &Caller,
+    id: &str,
+    kb: &str,
+) -> Result<Vec<basalt_answer::HistoryTurn>, ApiError> {
+    let session = own_session(state, caller, id)?;
+    if session.kb != kb {
+        return Err(ApiError::invalid(format!(
+            "session {id:?} belongs to knowledge base {:?}, not {kb:?}",
+            session.kb
+        )));
+    }
+    Ok(session.history())
+}
+
+/// Records a turn in its session, as the model saw it: what the guardrail anonymized stays out
+/// of the history later turns send to the model. A store that fails loses the turn, not the
+/// answer.
+pub(crate) fn record_turn(state: &AppState, id: &str, question: &str, answer: &Answer) {
+    if let Err(error) = state.sessions.record(id, Turn::new(question, answer)) {
+        tracing::warn!(%error, session = %id, "the turn was not recorded");
+    }
+}
+
 pub(crate) fn own_session(
     state: &AppState,
     caller: &Caller,

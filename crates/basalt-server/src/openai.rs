@@ -310,17 +310,10 @@ pub(crate) struct ChatRequest {
 
 /// A validated chat request.
 struct Chat {
-    model: String,
-    messages: Vec<ChatMessage>,
-    /// As asked; absent, a plain chat gets what the context window leaves, up to
-    /// [`DEFAULT_MAX_TOKENS`], and a knowledge-base answer its pipeline's default.
-    max_tokens: Option<usize>,
+    turn: ChatTurn,
     stream: bool,
     include_usage: bool,
-    sampling: SamplingOptions,
-    guardrail: Option<String>,
     guardrail_trace: bool,
-    style: Option<basalt_kb::AnswerStyle>,
 }
 
 fn text_of(content: Option<Content>, index: usize) -> Result<String, ApiError> {
@@ -374,23 +367,25 @@ fn validate(request: ChatRequest) -> Result<Chat, ApiError> {
         .seed
         .map(|seed| u32::try_from(seed.rem_euclid(1 << 32)).unwrap_or_default());
     Ok(Chat {
-        model: request.model,
-        messages,
-        max_tokens,
+        turn: ChatTurn {
+            model: request.model,
+            messages,
+            max_tokens,
+            sampling: SamplingOptions {
+                max_tokens: max_tokens.unwrap_or(DEFAULT_MAX_TOKENS),
+                temperature: request.temperature.unwrap_or(0.0),
+                top_p: request.top_p.unwrap_or(1.0),
+                seed,
+                stop,
+            },
+            guardrail: request.guardrail,
+            style: request.style,
+        },
         stream: request.stream,
         include_usage: request
             .stream_options
             .is_some_and(|options| options.include_usage),
-        sampling: SamplingOptions {
-            max_tokens: max_tokens.unwrap_or(DEFAULT_MAX_TOKENS),
-            temperature: request.temperature.unwrap_or(0.0),
-            top_p: request.top_p.unwrap_or(1.0),
-            seed,
-            stop,
-        },
-        guardrail: request.guardrail,
         guardrail_trace: request.guardrail_trace,
-        style: request.style,
     })
 }
 
@@ -504,6 +499,8 @@ pub(crate) struct ChatTurn {
     /// The embedded model's name, a registered model, or `kb:NAME`.
     pub(crate) model: String,
     pub(crate) messages: Vec<ChatMessage>,
+    /// As asked; absent, a plain chat gets what the context window leaves, up to
+    /// [`DEFAULT_MAX_TOKENS`], and a knowledge-base answer its pipeline's default.
     pub(crate) max_tokens: Option<usize>,
     pub(crate) sampling: SamplingOptions,
     pub(crate) guardrail: Option<String>,
@@ -598,24 +595,12 @@ pub(crate) async fn chat_completions(
 ) -> Result<Response, ApiError> {
     let chat = validate(request)?;
     let trace_wanted = chat.guardrail_trace;
-    let (model, stream, include_usage) = (chat.model.clone(), chat.stream, chat.include_usage);
+    let (model, stream, include_usage) = (chat.turn.model.clone(), chat.stream, chat.include_usage);
     let StartedChat {
         running,
         active,
         knowledge,
-    } = start_chat(
-        &state,
-        &caller,
-        ChatTurn {
-            model: chat.model,
-            messages: chat.messages,
-            max_tokens: chat.max_tokens,
-            sampling: chat.sampling,
-            guardrail: chat.guardrail,
-            style: chat.style,
-        },
-    )
-    .await?;
+    } = start_chat(&state, &caller, chat.turn).await?;
     // The assistant message's content, its extra fields, the finish reason and the usage.
     let finished = move |reply: Reply| {
         let trace = GuardrailTrace::of(trace_wanted, active.as_ref(), &reply);
@@ -780,11 +765,14 @@ mod tests {
             "stream": true, "stream_options": {"include_usage": true},
         }))
         .expect("valid");
-        assert_eq!(chat.messages[0].role, ChatRole::System);
-        assert_eq!(chat.messages[1].content, "Hi there");
-        assert_eq!(chat.sampling.max_tokens, 7, "max_completion_tokens wins");
-        assert_eq!(chat.sampling.stop, ["END"]);
-        assert_eq!(chat.sampling.seed, Some(u32::MAX));
+        assert_eq!(chat.turn.messages[0].role, ChatRole::System);
+        assert_eq!(chat.turn.messages[1].content, "Hi there");
+        assert_eq!(
+            chat.turn.sampling.max_tokens, 7,
+            "max_completion_tokens wins"
+        );
+        assert_eq!(chat.turn.sampling.stop, ["END"]);
+        assert_eq!(chat.turn.sampling.seed, Some(u32::MAX));
         assert!(chat.stream && chat.include_usage);
 
         for (body, expected) in [
