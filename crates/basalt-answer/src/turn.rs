@@ -214,6 +214,14 @@ impl GuardedTurn {
         }
     }
 
+    /// The knowledge base the turn answers from, if it is a knowledge-base question.
+    pub fn knowledge_base(&self) -> Option<&KnowledgeBase> {
+        match &self.ask {
+            Ask::Kb { kb, .. } => Some(kb),
+            Ask::Chat { .. } => None,
+        }
+    }
+
     /// The guardrail's message when it blocked the input: the turn will run no model.
     pub fn blocked_input(&self) -> Option<&str> {
         self.blocked.as_deref()

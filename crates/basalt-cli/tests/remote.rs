@@ -65,22 +65,6 @@ fn leave_question(model: Option<&'static str>) -> Vec<&'static str> {
     args
 }
 
-/// An API key with every permission, created with the CLI.
-fn admin_key(ws: &Workspace) -> String {
-    ws.json(&[
-        "keys",
-        "create",
-        "--json",
-        "--principal",
-        "admin",
-        "--policy",
-        "AdministratorAccess",
-    ])["key"]
-        .as_str()
-        .expect("the new key")
-        .to_owned()
-}
-
 /// The model server: a second Basalt on 127.0.0.1 that asks for its own API key.
 struct ModelServer {
     server: common::Server,
@@ -92,7 +76,7 @@ struct ModelServer {
 
 fn start_model_server() -> ModelServer {
     let data = Workspace::new();
-    let key = admin_key(&data);
+    let key = data.admin_key();
     let server = start_server_when(&data, &[], |port| get(port, "/healthz", "").0 == 200);
     let (status, body) = get(server.port, "/v1/models", &key);
     assert_eq!(status, 200, "{body}");
@@ -195,7 +179,7 @@ fn a_registered_remote_model_writes_answers_the_same_checks_apply_to() {
     assert_eq!(local["model"], "smollm2-135m-instruct", "{local}");
 
     // Over HTTP: the model by name, and a knowledge base whose answer.model it is.
-    let admin = admin_key(&ws);
+    let admin = ws.admin_key();
     let policy = ws.dir.path().join("small-only.json");
     std::fs::write(
         &policy,
@@ -382,7 +366,7 @@ fn a_client_that_goes_away_stops_the_remote_model() {
     } = start_model_server();
     let ws = Workspace::new();
     register(&ws, server.port, &id, &key);
-    let admin = admin_key(&ws);
+    let admin = ws.admin_key();
     let front = start_server_when(&ws, &[], |port| get(port, "/healthz", "").0 == 200);
 
     // A long answer, streamed through Basalt; the client reads its first piece and hangs up.
@@ -433,7 +417,7 @@ fn a_client_that_goes_away_stops_the_remote_model() {
 fn a_remote_model_over_https_is_trusted_through_its_ca_file() {
     let data = Workspace::new();
     let [cert, tls_key, authority] = common::tls_files(data.dir.path());
-    let key = admin_key(&data);
+    let key = data.admin_key();
     let tls = ["--tls-cert", cert.as_str(), "--tls-key", tls_key.as_str()];
     let server = start_server_when(&data, &tls, |port| {
         std::process::Command::new("curl")
@@ -524,22 +508,7 @@ fn a_remote_model_over_https_is_trusted_through_its_ca_file() {
 #[test]
 fn a_second_basalt_serves_as_bedrock_and_writes_the_embedded_models_answer() {
     let remote = Workspace::new();
-    let master = remote.dir.path().join("master.key").display().to_string();
-    remote.ok(&["keys", "generate-master", "--out", &master]);
-    let created = remote.json(&[
-        "--master-key-file",
-        &master,
-        "keys",
-        "create",
-        "--aws",
-        "--json",
-        "--principal",
-        "front",
-        "--policy",
-        "AdministratorAccess",
-    ]);
-    let field = |name: &str| created[name].as_str().expect("the key").to_owned();
-    let (access_key, secret) = (field("aws_access_key_id"), field("aws_secret_access_key"));
+    let (master, access_key, secret) = remote.aws_admin_key();
     let server = start_server_when(&remote, &["--master-key-file", &master], |port| {
         get(port, "/healthz", "").0 == 200
     });

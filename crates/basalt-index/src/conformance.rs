@@ -127,6 +127,17 @@ pub fn search_modes_rank_and_carry_provenance(open: Opener<'_>) {
     store.write(corpus()).unwrap();
     let stats = store.stats().unwrap();
     assert_eq!((stats.documents, stats.chunks), (3, 4));
+    let chunks = store.chunks("granite").unwrap();
+    let texts: Vec<&str> = chunks.iter().map(|chunk| chunk.text.as_str()).collect();
+    assert_eq!(
+        texts,
+        [
+            "Granite is an intrusive igneous rock with quartz and feldspar.",
+            "Granite countertops are polished slabs."
+        ]
+    );
+    assert_eq!(chunks[1].ordinal, 1);
+    assert!(store.chunks("nothing").unwrap().is_empty());
 
     let hits = store
         .search(&request("igneous rocks", None, SearchMode::Bm25, 10))

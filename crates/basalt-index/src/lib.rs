@@ -47,6 +47,10 @@ pub trait KnowledgeStore: Send + Sync + std::fmt::Debug {
     /// Every document, ordered by id.
     fn documents(&self) -> Result<Vec<DocumentRecord>>;
 
+    /// A document's chunks in order, without their vectors (empty for an unknown document):
+    /// what re-embedding a knowledge base reads.
+    fn chunks(&self, doc_id: &str) -> Result<Vec<ChunkRecord>>;
+
     /// The best `k` chunks for a request, best first.
     fn search(&self, request: &SearchRequest<'_>) -> Result<Vec<Hit>>;
 

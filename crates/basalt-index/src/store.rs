@@ -1163,6 +1163,34 @@ impl KnowledgeStore for TantivyStore {
             .collect())
     }
 
+    fn chunks(&self, doc_id: &str) -> Result<Vec<ChunkRecord>> {
+        let searcher = self.searcher()?;
+        let query = tantivy::query::TermQuery::new(self.doc_term(doc_id), IndexRecordOption::Basic);
+        let found = searcher
+            .search(&query, &tantivy::collector::DocSetCollector)
+            .map_err(|error| self.engine_error(&error))?;
+        let mut chunks = Vec::new();
+        for address in found {
+            let stored: TantivyDocument = searcher
+                .doc(address)
+                .map_err(|error| self.engine_error(&error))?;
+            let text = |field: Field| stored.get_first(field).and_then(|value| value.as_str());
+            if text(self.fields.kind) != Some(KIND_CHUNK) {
+                continue;
+            }
+            let chunk: ChunkRecord = serde_json::from_str(
+                text(self.fields.payload).unwrap_or_default(),
+            )
+            .map_err(|error| IndexError::Corrupt {
+                path: self.path.clone(),
+                message: format!("chunk of {doc_id}: {error}"),
+            })?;
+            chunks.push(chunk);
+        }
+        chunks.sort_by_key(|chunk| chunk.ordinal);
+        Ok(chunks)
+    }
+
     fn search(&self, request: &SearchRequest<'_>) -> Result<Vec<Hit>> {
         let query_vector = match (request.mode.uses_vector(), request.query_vector) {
             (false, _) => None,

@@ -243,7 +243,9 @@ impl DataDir {
             analyzer: settings.analyzer.clone(),
             vector_index: settings.vector_index,
         };
-        let index_dir = dir.join("index");
+        let index_dir = dir.join(crate::reembed::index_dir_name(
+            settings.embedding.generation,
+        ));
         let store = match &sealer {
             Some(sealer) => TantivyStore::open_sealed(&index_dir, &options, sealer.clone())?,
             None => TantivyStore::open(&index_dir, &options)?,
@@ -268,7 +270,7 @@ impl DataDir {
     }
 }
 
-const SETTINGS_FILE: &str = "kb.json";
+pub(crate) const SETTINGS_FILE: &str = "kb.json";
 
 pub(crate) use basalt_core::fs::write_atomically;
 
@@ -388,6 +390,14 @@ pub struct EmbeddingSettings {
     pub dimension: usize,
     /// The model's input limit in tokens; no chunk is longer.
     pub max_tokens: usize,
+    /// How many times the knowledge base was re-embedded (`basalt kb reembed`): its index is
+    /// `index` at 0, `index-N` after.
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub generation: u32,
+}
+
+fn is_zero(value: &u32) -> bool {
+    *value == 0
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
@@ -407,6 +417,7 @@ impl KbSettings {
                 model: DEFAULT_EMBEDDING_MODEL.into(),
                 dimension: 384,
                 max_tokens: 256,
+                generation: 0,
             },
             chunking: ChunkingSettings {
                 max_tokens: 256,
@@ -491,6 +502,11 @@ impl KnowledgeBase {
     /// Every document's record.
     pub fn documents(&self) -> Result<Vec<DocumentRecord>> {
         Ok(self.store.documents()?)
+    }
+
+    /// A document's chunks in order (text, headings, offsets; no vectors).
+    pub fn chunks(&self, doc_id: &str) -> Result<Vec<basalt_index::ChunkRecord>> {
+        Ok(self.store.chunks(doc_id)?)
     }
 
     /// Document and chunk counts and the index's size.

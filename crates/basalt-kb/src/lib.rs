@@ -10,6 +10,7 @@ pub mod eval;
 pub mod jobs;
 mod knowledge_base;
 mod pipeline;
+mod reembed;
 mod search;
 
 pub use catalog::conformance as catalog_conformance;
@@ -26,4 +27,5 @@ pub use pipeline::{
     AccessMap, DEFAULT_MAX_FILE_BYTES, Failure, IngestOptions, IngestProgress, IngestReport,
     SIDECAR_SUFFIX, StageTimings, ingest,
 };
+pub use reembed::{ReembedProgress, ReembedReport};
 pub use search::{SearchOptions, SearchResults, SearchTimings};

@@ -523,6 +523,26 @@ impl Run<'_> {
 /// Chunks a record; returns the chunks (vectors still empty) and the texts to embed. The
 /// embedded text is the title, a line break, and the chunk, so the title's tokens come out of
 /// the chunk budget (unless the title would take more than a quarter of it).
+/// The title that starts every chunk's embedded text (the chunk's own text follows on the next
+/// line), and its tokens: a document's title when it takes at most a quarter of `max_tokens`.
+pub(crate) fn title_prefix<'t>(
+    embedder: &dyn Embedder,
+    title: Option<&'t str>,
+    max_tokens: usize,
+) -> (Option<&'t str>, usize) {
+    let counter = ModelTokens(embedder);
+    let specials = counter.count_tokens("");
+    let title_tokens = title.map_or(0, |title| {
+        counter.count_tokens(title).saturating_sub(specials)
+    });
+    match title {
+        Some(title) if title_tokens > 0 && title_tokens * 4 <= max_tokens => {
+            (Some(title), title_tokens)
+        }
+        _ => (None, 0),
+    }
+}
+
 fn chunk_record(
     kb: &KnowledgeBase,
     embedder: &dyn Embedder,
@@ -531,12 +551,8 @@ fn chunk_record(
 ) -> (Vec<ChunkRecord>, Vec<String>) {
     let counter = ModelTokens(embedder);
     let settings = kb.settings.chunking;
-    let specials = counter.count_tokens("");
-    let title_tokens = title.map_or(0, |title| {
-        counter.count_tokens(title).saturating_sub(specials)
-    });
-    let prefix = title.filter(|_| title_tokens > 0 && title_tokens * 4 <= settings.max_tokens);
-    let budget = settings.max_tokens - if prefix.is_some() { title_tokens } else { 0 };
+    let (prefix, title_tokens) = title_prefix(embedder, title, settings.max_tokens);
+    let budget = settings.max_tokens - title_tokens;
     let options = ChunkerOptions {
         max_tokens: budget,
         overlap_tokens: settings.overlap_tokens.min(budget / 2),

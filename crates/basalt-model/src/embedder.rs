@@ -42,6 +42,36 @@ pub trait Embedder: Send + Sync + std::fmt::Debug {
     fn count_tokens(&self, text: &str) -> Result<usize>;
 }
 
+/// An embedder behind a pointer is an embedder: callers that choose a model at run time (a
+/// local one or one served elsewhere) hold `Box<dyn Embedder>` or `Arc<dyn Embedder>`.
+macro_rules! forward_embedder {
+    ($($pointer:ident),*) => {$(
+        impl<E: Embedder + ?Sized> Embedder for $pointer<E> {
+            fn info(&self) -> &EmbedderInfo {
+                (**self).info()
+            }
+
+            fn embed_batch(&self, texts: &[String]) -> Result<Vec<Vec<f32>>> {
+                (**self).embed_batch(texts)
+            }
+
+            fn embed_query(&self, text: &str) -> Result<Vec<f32>> {
+                (**self).embed_query(text)
+            }
+
+            fn embed_queries(&self, texts: &[String]) -> Result<Vec<Vec<f32>>> {
+                (**self).embed_queries(texts)
+            }
+
+            fn count_tokens(&self, text: &str) -> Result<usize> {
+                (**self).count_tokens(text)
+            }
+        }
+    )*};
+}
+
+forward_embedder!(Box, Arc);
+
 /// What callers need to know about an embedding model.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct EmbedderInfo {

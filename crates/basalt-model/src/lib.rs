@@ -21,6 +21,7 @@ mod llama;
 mod matmul;
 mod provision;
 mod remote;
+mod remote_embed;
 mod safetensors;
 mod simd;
 mod stop;
@@ -48,5 +49,6 @@ pub use llama::llama_system_info;
 pub use provision::{FetchReport, FileStatus, InstalledModel, fetch_models, inspect_models};
 pub use remote::{
     ApiKeySource, ChatModel, FallbackGenerator, Protocol, RemoteChatOptions, RemoteGenerator,
-    RemoteModel, RemoteModels,
+    RemoteKind, RemoteModel, RemoteModels,
 };
+pub use remote_embed::{REMOTE_CHUNK_TOKENS, RemoteEmbedder};

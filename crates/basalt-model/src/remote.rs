@@ -35,7 +35,7 @@ pub enum ApiKeySource {
 }
 
 impl ApiKeySource {
-    fn read(&self) -> Result<Option<String>> {
+    pub(crate) fn read(&self) -> Result<Option<String>> {
         match self {
             ApiKeySource::None => Ok(None),
             ApiKeySource::Env(name) => std::env::var(name).map(Some).map_err(|_| {
@@ -135,14 +135,14 @@ const BREAKER_PAUSE: Duration = Duration::from_secs(30);
 /// A circuit breaker: closed while calls succeed, open for a while after
 /// [`BREAKER_FAILURES`] failures in a row, then half open (one call decides).
 #[derive(Debug, Default)]
-struct Breaker {
+pub(crate) struct Breaker {
     failures: u32,
     open_until: Option<Instant>,
 }
 
 impl Breaker {
     /// Why no call may be made at `now`, if none may.
-    fn refuses(&self, now: Instant) -> Option<String> {
+    pub(crate) fn refuses(&self, now: Instant) -> Option<String> {
         let until = self.open_until?;
         (now < until).then(|| {
             format!(
@@ -154,7 +154,7 @@ impl Breaker {
         })
     }
 
-    fn record(&mut self, succeeded: bool, now: Instant) {
+    pub(crate) fn record(&mut self, succeeded: bool, now: Instant) {
         if succeeded {
             *self = Breaker::default();
         } else {
@@ -168,26 +168,7 @@ impl Breaker {
 
 impl RemoteGenerator {
     pub fn new(options: RemoteChatOptions) -> Result<Self> {
-        if !(options.base_url.starts_with("http://") || options.base_url.starts_with("https://")) {
-            return Err(ModelError::InvalidRequest(format!(
-                "the base URL of model {} must start with http:// or https://, got {}",
-                options.name, options.base_url
-            )));
-        }
-        let mut config = ureq::Agent::config_builder()
-            .timeout_connect(Some(options.timeout))
-            .timeout_recv_response(Some(options.timeout))
-            .timeout_per_read(Some(options.read_timeout))
-            .http_status_as_error(false);
-        if let Some(path) = &options.ca_file {
-            let roots = trusted_certificates(path)?;
-            config = config.tls_config(
-                ureq::tls::TlsConfig::builder()
-                    .root_certs(ureq::tls::RootCerts::new_with_certs(&roots))
-                    .build(),
-            );
-        }
-        let agent = config.build().into();
+        let agent = http_agent(&options)?;
         Ok(RemoteGenerator {
             info: GeneratorInfo {
                 model_name: options.name.clone(),
@@ -284,6 +265,41 @@ impl RemoteGenerator {
     }
 }
 
+/// The HTTP client for a remote model: its URL checked, its timeouts, and the certificates it
+/// trusts.
+pub(crate) fn http_agent(options: &RemoteChatOptions) -> Result<ureq::Agent> {
+    if !(options.base_url.starts_with("http://") || options.base_url.starts_with("https://")) {
+        return Err(ModelError::InvalidRequest(format!(
+            "the base URL of model {} must start with http:// or https://, got {}",
+            options.name, options.base_url
+        )));
+    }
+    let mut config = ureq::Agent::config_builder()
+        .timeout_connect(Some(options.timeout))
+        .timeout_recv_response(Some(options.timeout))
+        .timeout_per_read(Some(options.read_timeout))
+        .http_status_as_error(false);
+    if let Some(path) = &options.ca_file {
+        let roots = trusted_certificates(path)?;
+        config = config.tls_config(
+            ureq::tls::TlsConfig::builder()
+                .root_certs(ureq::tls::RootCerts::new_with_certs(&roots))
+                .build(),
+        );
+    }
+    Ok(config.build().into())
+}
+
+/// The wait a server asks for in `Retry-After` (seconds).
+pub(crate) fn retry_after<B>(response: &ureq::http::Response<B>) -> Option<Duration> {
+    response
+        .headers()
+        .get("retry-after")
+        .and_then(|value| value.to_str().ok())
+        .and_then(|value| value.trim().parse::<u64>().ok())
+        .map(Duration::from_secs)
+}
+
 /// The certificates of the PEM file at `path`.
 fn trusted_certificates(path: &std::path::Path) -> Result<Vec<ureq::tls::Certificate<'static>>> {
     let pem = std::fs::read(path).map_err(|error| ModelError::io(path, error))?;
@@ -306,7 +322,7 @@ fn trusted_certificates(path: &std::path::Path) -> Result<Vec<ureq::tls::Certifi
 /// A rough count of the tokens `text` makes for a model whose tokenizer Basalt does not have:
 /// one per three bytes, which overestimates English for the BPE vocabularies of current models
 /// (about four bytes a token), so passages chosen to fit the window do fit.
-fn estimated_tokens(text: &str) -> usize {
+pub(crate) fn estimated_tokens(text: &str) -> usize {
     text.len().div_ceil(3)
 }
 
@@ -410,7 +426,7 @@ fn tokens_refused(name: &str) -> ModelError {
 }
 
 /// `text` with the API key, if it occurs, replaced by `***`.
-fn redact(text: &str, key: Option<&str>) -> String {
+pub(crate) fn redact(text: &str, key: Option<&str>) -> String {
     match key {
         Some(key) if !key.is_empty() => text.replace(key, "***"),
         _ => text.to_string(),
@@ -545,12 +561,7 @@ impl Call {
         };
         let status = response.status().as_u16();
         if status != 200 {
-            let retry_after = response
-                .headers()
-                .get("retry-after")
-                .and_then(|value| value.to_str().ok())
-                .and_then(|value| value.trim().parse::<u64>().ok())
-                .map(Duration::from_secs);
+            let retry_after = retry_after(&response);
             let text = response
                 .into_body()
                 .read_to_string()
@@ -818,6 +829,10 @@ fn relay(
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct RemoteModel {
     pub name: String,
+    /// What it does: writes answers (`chat`, the default) or embeds text (`embedding`: a
+    /// knowledge base's `--embedding-model`).
+    #[serde(default, skip_serializing_if = "RemoteKind::is_chat")]
+    pub kind: RemoteKind,
     /// The API it speaks: `openai` (an OpenAI-compatible chat completions API) or `bedrock`
     /// (Bedrock's ConverseStream).
     pub provider: String,
@@ -843,9 +858,77 @@ pub struct RemoteModel {
     pub aws_secret_key_env: Option<String>,
 }
 
+/// What a registered model does.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum RemoteKind {
+    /// A chat model: OpenAI's chat completions, Bedrock's ConverseStream.
+    #[default]
+    Chat,
+    /// An embedding model: OpenAI's embeddings, Bedrock's InvokeModel with Amazon Titan Text
+    /// Embeddings' body.
+    Embedding,
+}
+
+impl RemoteKind {
+    pub fn is_chat(&self) -> bool {
+        *self == RemoteKind::Chat
+    }
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            RemoteKind::Chat => "chat",
+            RemoteKind::Embedding => "embedding",
+        }
+    }
+}
+
 impl RemoteModel {
-    /// The generator that calls it.
+    /// The generator that calls it; an error for an embedding model.
     pub fn generator(&self) -> Result<RemoteGenerator> {
+        self.expect(RemoteKind::Chat)?;
+        RemoteGenerator::new(self.options())
+    }
+
+    /// The embedder that calls it, for vectors of `dimension` numbers (a knowledge base's),
+    /// or of the dimension one call finds when `None`; an error for a chat model.
+    pub fn embedder(&self, dimension: Option<usize>) -> Result<crate::RemoteEmbedder> {
+        self.expect(RemoteKind::Embedding)?;
+        crate::RemoteEmbedder::new(self.options(), dimension)
+    }
+
+    /// Whether its server answers, and how fast: `GET {base_url}/models` or a signed
+    /// CountTokens for a chat model, one embedding for an embedding model.
+    pub fn health(&self) -> std::result::Result<Duration, String> {
+        match self.kind {
+            RemoteKind::Chat => self
+                .generator()
+                .map_err(|error| error.to_string())?
+                .health(),
+            RemoteKind::Embedding => {
+                let started = Instant::now();
+                self.embedder(None).map_err(|error| error.to_string())?;
+                Ok(started.elapsed())
+            }
+        }
+    }
+
+    fn expect(&self, kind: RemoteKind) -> Result<()> {
+        if self.kind == kind {
+            return Ok(());
+        }
+        Err(ModelError::InvalidRequest(format!(
+            "model {} is registered as a remote {} model, not a {} model; register the {} \
+             model under another name",
+            self.name,
+            self.kind.as_str(),
+            kind.as_str(),
+            kind.as_str()
+        )))
+    }
+
+    /// How to reach it.
+    fn options(&self) -> RemoteChatOptions {
         let mut options = RemoteChatOptions::new(&self.name, &self.base_url, &self.model);
         if self.provider == "bedrock" {
             let mut access =
@@ -865,7 +948,7 @@ impl RemoteModel {
             (None, Some(path)) => ApiKeySource::File(path.clone()),
             (None, None) => ApiKeySource::None,
         };
-        RemoteGenerator::new(options)
+        options
     }
 }
 
@@ -938,7 +1021,14 @@ impl RemoteModels {
                 model.provider
             )));
         }
-        model.generator()?;
+        if crate::catalog().iter().any(|spec| spec.name == model.name) {
+            return Err(ModelError::InvalidRequest(format!(
+                "{} is the name of a model Basalt runs itself; register the remote one under \
+                 another name",
+                model.name
+            )));
+        }
+        http_agent(&model.options())?;
         let mut file = self.read()?;
         file.models.retain(|other| other.name != model.name);
         file.models.push(model);
@@ -1036,6 +1126,62 @@ mod tests {
              Connection: close\r\n\r\n{body}",
             body.len()
         )
+    }
+
+    #[test]
+    fn remote_embeddings_are_retried_ordered_normalized_and_checked() {
+        use crate::Embedder;
+        let busy = response("503 Service Unavailable", "application/json", "{}");
+        // Out of order, and not unit length: put in order and scaled.
+        let two = r#"{"data": [{"index": 1, "embedding": [0.0, 2.0]}, {"index": 0, "embedding": [3.0, 4.0]}], "usage": {"prompt_tokens": 7}}"#;
+        let three = r#"{"data": [{"index": 0, "embedding": [1.0, 0.0, 0.0]}]}"#;
+        let refused = response(
+            "401 Unauthorized",
+            "application/json",
+            r#"{"error": {"message": "bad key sk-secret"}}"#,
+        );
+        let (port, handle) = peer(vec![
+            busy,
+            response("200 OK", "application/json", two),
+            response("200 OK", "application/json", three),
+            refused,
+        ]);
+        let url = format!("http://127.0.0.1:{port}/v1");
+        let mut options = RemoteChatOptions::new("embed", &url, "e");
+        options.backoff = Duration::from_millis(10);
+        let dir = tempfile::tempdir().expect("temp dir");
+        let key_file = dir.path().join("key");
+        std::fs::write(&key_file, "sk-secret\n").expect("key file");
+        options.api_key = ApiKeySource::File(key_file);
+        let embedder = crate::RemoteEmbedder::new(options, Some(2)).expect("client");
+        let vectors = embedder
+            .embed_batch(&["a".to_string(), "b".to_string()])
+            .expect("embeds after one retry");
+        assert_eq!(vectors, [vec![0.6, 0.8], vec![0.0, 1.0]]);
+        assert_eq!(embedder.tokens_used(), 7);
+        let wrong = embedder.embed_query("c").expect_err("three dimensions");
+        assert!(
+            wrong.to_string().contains("3 dimensions where 2"),
+            "{wrong}"
+        );
+        let refused = embedder.embed_query("d").expect_err("refused");
+        let message = refused.to_string();
+        assert!(
+            message.contains("401") && !message.contains("sk-secret"),
+            "{message}"
+        );
+        let requests = handle.join().expect("peer");
+        assert!(
+            requests[1].contains("POST /v1/embeddings"),
+            "{}",
+            requests[1]
+        );
+        assert!(requests[1].contains("Bearer sk-secret"), "{}", requests[1]);
+        assert!(
+            requests[1].contains(r#""input":["a","b"]"#),
+            "{}",
+            requests[1]
+        );
     }
 
     /// A client of the peer at `port` whose key (if any) is in a file of `dir`.
@@ -1219,6 +1365,7 @@ mod tests {
         let models = RemoteModels::new(dir.path());
         assert!(models.list().expect("empty").is_empty());
         let mut model = RemoteModel {
+            kind: RemoteKind::Chat,
             name: "big".to_string(),
             provider: "openai".to_string(),
             base_url: "http://127.0.0.1:8000/v1".to_string(),

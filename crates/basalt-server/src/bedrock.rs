@@ -650,8 +650,17 @@ pub(crate) async fn list_foundation_models(
         model_summary(&state.chat_model, "Basalt", "TEXT", true),
         model_summary(&state.embedding_model, "Basalt", "EMBEDDING", false),
     ];
-    for (name, provider, _) in state.chat_models.listed()? {
-        models.push(model_summary(&name, &provider, "TEXT", true));
+    for listed in state.chat_models.listed()? {
+        let (output, streams) = match listed.kind {
+            basalt_model::RemoteKind::Chat => ("TEXT", true),
+            basalt_model::RemoteKind::Embedding => ("EMBEDDING", false),
+        };
+        models.push(model_summary(
+            &listed.name,
+            &listed.provider,
+            output,
+            streams,
+        ));
     }
     for kb in state.with_catalog(&caller, |data| data.list()).await? {
         let id = format!("{}{}", crate::KB_MODEL_PREFIX, kb.name);

@@ -350,7 +350,7 @@ pub(crate) async fn retrieve(
         .as_ref()
         .map(GuardrailConfiguration::reference);
     let active = crate::guard::choose(&state, &caller, requested.as_deref(), None).await?;
-    let embedder = state.embedder.clone();
+    let embedder = state.embedder_for(&kb)?;
     let query = request.retrieval_query.text;
     let results = blocking(move || kb.search(Some(embedder.as_ref()), &query, &options)).await?;
     let mut intervened = false;

@@ -150,8 +150,9 @@ fn ingest(state: &AppState, job: &Job) -> Result<IngestReport, String> {
     let runtime = tokio::runtime::Builder::new_current_thread()
         .build()
         .map_err(|error| format!("cannot start the job's runtime: {error}"))?;
+    let inner = state.embedder_for(&kb).map_err(|error| error.message)?;
     let embedder = TurnTaking {
-        inner: state.embedder.as_ref(),
+        inner: inner.as_ref(),
         scheduler: &state.scheduler,
         runtime: &runtime,
     };

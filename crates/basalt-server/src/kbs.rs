@@ -107,12 +107,15 @@ pub(crate) async fn list_kbs(
     Ok(Json(KbList { knowledge_bases }))
 }
 
-/// A new knowledge base; unset fields take the defaults of `basalt kb create`. The embedding
-/// model is the server's.
+/// A new knowledge base; unset fields take the defaults of `basalt kb create`.
 #[derive(Debug, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub(crate) struct CreateKb {
     name: String,
+    /// The embedding model: the server's own (default), or a remote embedding model
+    /// registered with `basalt models add --embedding`, called once to learn its dimension.
+    #[serde(default)]
+    embedding_model: Option<String>,
     /// Most model tokens per chunk (at most the embedding model's limit, 256 for MiniLM).
     #[serde(default)]
     chunk_tokens: Option<usize>,
@@ -143,11 +146,22 @@ pub(crate) async fn create_kb(
     ApiJson(request): ApiJson<CreateKb>,
 ) -> Result<(StatusCode, HeaderMap, Json<KbView>), ApiError> {
     let mut settings = KbSettings::new(&request.name);
-    let info = basalt_model::Embedder::info(state.embedder.as_ref());
-    settings.embedding.model.clone_from(&state.embedding_model);
+    let (model, info, default_chunk) = match request.embedding_model {
+        Some(name) if name != state.embedding_model => {
+            let models = state.chat_models.clone();
+            let info = crate::blocking(move || models.probe_embedding(&name)).await?;
+            let chunk = basalt_model::REMOTE_CHUNK_TOKENS.min(info.max_tokens);
+            (info.model_name.clone(), info, chunk)
+        }
+        _ => {
+            let info = basalt_model::Embedder::info(state.embedder.as_ref()).clone();
+            (state.embedding_model.clone(), info.clone(), info.max_tokens)
+        }
+    };
+    settings.embedding.model = model;
     settings.embedding.dimension = info.dimension;
     settings.embedding.max_tokens = info.max_tokens;
-    settings.chunking.max_tokens = request.chunk_tokens.unwrap_or(info.max_tokens);
+    settings.chunking.max_tokens = request.chunk_tokens.unwrap_or(default_chunk);
     if let Some(overlap) = request.overlap_tokens {
         settings.chunking.overlap_tokens = overlap;
     }

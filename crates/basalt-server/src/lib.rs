@@ -253,6 +253,13 @@ impl AppState {
         }
     }
 
+    /// The embedding model the knowledge base `kb` was built with (see
+    /// [`models::ChatModels::embedder_for`]).
+    fn embedder_for(&self, kb: &KnowledgeBase) -> Result<Arc<dyn Embedder>, ApiError> {
+        self.chat_models
+            .embedder_for(&kb.settings, &self.embedding_model, &self.embedder)
+    }
+
     /// The data directory as `tenant` sees it: only its knowledge bases exist.
     fn tenant_data(&self, tenant: &str) -> basalt_kb::Result<DataDir> {
         self.data_dir.for_tenant(tenant)

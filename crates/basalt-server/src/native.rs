@@ -88,7 +88,7 @@ pub(crate) async fn search(
         Some(reference) => Some(crate::guard::resolve(&state, &caller, reference).await?),
         None => None,
     };
-    let embedder = state.embedder.clone();
+    let embedder = state.embedder_for(&kb)?;
     let mut results =
         blocking(move || kb.search(Some(embedder.as_ref()), &request.query, &options)).await?;
     if let Some(active) = &bound {

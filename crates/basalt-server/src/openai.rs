@@ -43,9 +43,13 @@ pub(crate) struct ModelCard {
     object: &'static str,
     created: u64,
     owned_by: &'static str,
-    /// For a chat model served elsewhere (`basalt models add`): the API it speaks (`openai`).
+    /// For a model served elsewhere (`basalt models add`): the API it speaks (`openai`,
+    /// `bedrock`).
     #[serde(skip_serializing_if = "Option::is_none")]
     provider: Option<String>,
+    /// For a model served elsewhere: `chat` or `embedding`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    kind: Option<&'static str>,
     /// For a chat model served elsewhere: false while its circuit breaker is open (its
     /// requests failed three times in a row lately and fail at once for 30 s).
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -60,6 +64,7 @@ impl ModelCard {
             created: 0,
             owned_by: "basalt",
             provider: None,
+            kind: None,
             available: None,
         }
     }
@@ -80,10 +85,11 @@ pub(crate) async fn models(
         ModelCard::new(state.chat_model.clone()),
         ModelCard::new(state.embedding_model.clone()),
     ];
-    for (name, provider, available) in state.chat_models.listed()? {
-        let mut card = ModelCard::new(name);
-        card.provider = Some(provider);
-        card.available = Some(available);
+    for listed in state.chat_models.listed()? {
+        let mut card = ModelCard::new(listed.name);
+        card.provider = Some(listed.provider);
+        card.kind = Some(listed.kind.as_str());
+        card.available = Some(listed.available);
         data.push(card);
     }
     let kbs = state.with_catalog(&caller, |data| data.list()).await?;

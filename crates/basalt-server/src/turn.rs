@@ -105,10 +105,14 @@ pub(crate) async fn start(
     let caller = caller.clone();
     let flag = cancel.clone();
     let generator = generator.unwrap_or_else(|| state.generator.clone());
+    let embedder = match turn.knowledge_base() {
+        Some(kb) => state.embedder_for(kb)?,
+        None => state.embedder.clone(),
+    };
     drop(tokio::task::spawn_blocking(move || {
         let _slot = slot;
         let engines = Engines {
-            embedder: state.embedder.as_ref(),
+            embedder: embedder.as_ref(),
             generator: generator.as_ref(),
         };
         let result = turn.run(engines, &flag, &mut |event| {

@@ -12,7 +12,7 @@ use basalt_answer::{
 use basalt_guard::{Guardrail, GuardrailStore};
 use basalt_index::SearchMode;
 use basalt_kb::KnowledgeBase;
-use basalt_model::{Generator, LocalEmbedder};
+use basalt_model::{Embedder, Generator};
 
 use super::print_line;
 use crate::settings::Settings;
@@ -96,7 +96,7 @@ pub(crate) struct ChatArgs {
 /// A knowledge base and the engines that answer from it, sharing one inference gate.
 struct Loaded {
     kb: Arc<KnowledgeBase>,
-    embedder: Arc<LocalEmbedder>,
+    embedder: Arc<dyn Embedder>,
     generator: Box<dyn Generator>,
     options: AnswerOptions,
     guardrail: Option<Arc<Guardrail>>,
@@ -109,15 +109,15 @@ impl Loaded {
         let kb = Arc::new(data.open(&args.kb)?);
         let (embedder, generator) =
             super::load_chosen_engines(&kb, settings, args.model.as_deref(), args.context_size)?;
-        let embedder = Arc::new(embedder);
+        let embedder: Arc<dyn Embedder> = Arc::from(embedder);
         let guardrail = args
             .guardrail
             .as_deref()
             .or(kb.settings.answer.guardrail.as_deref())
             .map(|reference| {
                 let store = GuardrailStore::new(&data.tenant_dir());
-                let shared: Arc<dyn basalt_model::Embedder> = embedder.clone();
-                super::guard::load(&store, reference, settings, Some(shared)).map(Arc::new)
+                super::guard::load(&store, reference, settings, Some(embedder.clone()))
+                    .map(Arc::new)
             })
             .transpose()?;
         Ok(Loaded {

@@ -7,7 +7,7 @@ use std::process::ExitCode;
 use anyhow::Context;
 use basalt_index::{Fusion, SearchMode, VectorIndex};
 use basalt_kb::{DataDir, KbSettings};
-use basalt_model::{Embedder, LocalEmbedder, LocalEmbedderOptions};
+use basalt_model::Embedder;
 use serde::Serialize;
 
 use super::print_line;
@@ -38,6 +38,31 @@ pub(crate) enum KbCommand {
                             basalt kb calibrate handbook --dry-run --json"
     )]
     Calibrate(CalibrateArgs),
+    /// Move a knowledge base to another embedding model: every chunk embedded again from the
+    /// index (no file is read again), into a new index that replaces the old one at the end
+    #[command(
+        after_help = "Searches keep working on the old index until the new one is complete; a \
+                      crash or a failed model leaves the knowledge base on its old model. Run it \
+                      while nothing ingests into the knowledge base.\n\n\
+                      Examples:\n  basalt models add embed3 --embedding --openai-url \
+                      https://api.openai.com/v1 \\\n    --remote-model text-embedding-3-small \
+                      --api-key-env OPENAI_API_KEY\n  basalt kb reembed handbook \
+                      --embedding-model embed3\n  basalt kb reembed handbook --embedding-model \
+                      all-MiniLM-L6-v2"
+    )]
+    Reembed(ReembedArgs),
+}
+
+#[derive(Debug, clap::Args)]
+pub(crate) struct ReembedArgs {
+    name: String,
+    /// The embedding model to move to: a registered remote embedding model (`basalt models
+    /// add --embedding`), all-MiniLM-L6-v2, or a model directory
+    #[arg(long, value_name = "MODEL")]
+    embedding_model: String,
+    /// Print the report as JSON
+    #[arg(long)]
+    json: bool,
 }
 
 #[derive(Debug, clap::Args)]
@@ -58,7 +83,8 @@ pub(crate) struct CalibrateArgs {
 pub(crate) struct CreateArgs {
     /// Name: letters, digits, '-', '_' or '.'
     name: String,
-    /// Most model tokens per chunk [default: the model's limit, 256 for MiniLM]
+    /// Most model tokens per chunk [default: the model's limit, 256 for MiniLM; 256 for a model
+    /// served elsewhere, whose tokens Basalt estimates]
     #[arg(long, value_name = "N")]
     chunk_tokens: Option<usize>,
     /// Tokens a chunk repeats from the previous one
@@ -83,9 +109,10 @@ pub(crate) struct CreateArgs {
     /// BM25 length normalisation
     #[arg(long, default_value_t = 0.4)]
     bm25_b: f32,
-    /// Embedding model: a model directory or GGUF [default: the installed all-MiniLM-L6-v2]
-    #[arg(long, value_name = "PATH")]
-    embedding_model: Option<PathBuf>,
+    /// Embedding model: a remote embedding model registered with `basalt models add
+    /// --embedding`, or a model directory or GGUF [default: the installed all-MiniLM-L6-v2]
+    #[arg(long, value_name = "MODEL")]
+    embedding_model: Option<String>,
     /// Store this knowledge base unencrypted (by default it is encrypted at rest with the
     /// master key; see `basalt keys generate-master --help`)
     #[arg(long)]
@@ -103,7 +130,82 @@ pub(crate) fn run(command: KbCommand, settings: &Settings) -> anyhow::Result<Exi
             Ok(ExitCode::SUCCESS)
         }
         KbCommand::Calibrate(args) => calibrate(&args, settings),
+        KbCommand::Reembed(args) => reembed(&args, settings),
     }
+}
+
+/// The embedding model `model` names, loaded (a remote one called once to learn its
+/// dimension), and the name a knowledge base's settings record for it.
+fn choose_embedder(
+    settings: &Settings,
+    model: &str,
+) -> anyhow::Result<(String, Box<dyn Embedder>, bool)> {
+    let registered = basalt_model::RemoteModels::new(settings.data_dir.root()).get(model)?;
+    let catalogued = basalt_model::catalog()
+        .iter()
+        .any(|spec| spec.name == model);
+    let stored = if registered.is_some() || catalogued {
+        model.to_owned()
+    } else {
+        // A path: stored absolute, so the knowledge base works from any directory.
+        let path = std::path::Path::new(model);
+        std::fs::canonicalize(path)
+            .with_context(|| {
+                format!(
+                    "no embedding model {model}: not a registered remote model (`basalt models \
+                     list`), not {}, and not a model directory",
+                    basalt_model::DEFAULT_EMBEDDING_MODEL
+                )
+            })?
+            .display()
+            .to_string()
+    };
+    let embedder =
+        super::open_embedder(settings, &stored, None, basalt_model::InferenceGate::new())?;
+    Ok((stored, embedder, registered.is_some() && !catalogued))
+}
+
+fn reembed(args: &ReembedArgs, settings: &Settings) -> anyhow::Result<ExitCode> {
+    let data = &settings.data_dir;
+    let before = data.settings(&args.name)?;
+    let (model, embedder, _) = choose_embedder(settings, &args.embedding_model)?;
+    let progress = indicatif::ProgressBar::new(0).with_style(
+        indicatif::ProgressStyle::with_template(
+            "re-embedding {bar:30} {pos}/{len} chunks, {elapsed} ({eta} left)",
+        )
+        .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar()),
+    );
+    if args.json {
+        progress.set_draw_target(indicatif::ProgressDrawTarget::hidden());
+    }
+    let report = data.reembed(&args.name, &model, embedder.as_ref(), &mut |step| {
+        progress.set_length(step.chunks_total as u64);
+        progress.set_position(step.chunks_done as u64);
+    });
+    progress.finish_and_clear();
+    let report = report?;
+    super::security::audit(
+        settings,
+        "kb:Reembed",
+        &format!("kb/{}", args.name),
+        format!("{} → {}", before.embedding.model, report.to_model),
+    )?;
+    if args.json {
+        print_line(&serde_json::to_string_pretty(&report)?)?;
+    } else {
+        print_line(&format!(
+            "re-embedded {}: {} documents, {} chunks, {} ({} dimensions) → {} ({} dimensions) in {:.1} s",
+            report.knowledge_base,
+            report.documents,
+            report.chunks,
+            report.from_model,
+            report.from_dimension,
+            report.to_model,
+            report.to_dimension,
+            report.elapsed_seconds
+        ))?;
+    }
+    Ok(ExitCode::SUCCESS)
 }
 
 fn calibrate(args: &CalibrateArgs, settings: &Settings) -> anyhow::Result<ExitCode> {
@@ -175,19 +277,21 @@ fn calibrate(args: &CalibrateArgs, settings: &Settings) -> anyhow::Result<ExitCo
 
 fn create(args: &CreateArgs, settings: &Settings) -> anyhow::Result<ExitCode> {
     let mut kb = KbSettings::new(&args.name);
-    if let Some(path) = &args.embedding_model {
-        // Another model: load it once to learn its dimension and input limit.
-        let embedder = LocalEmbedder::load(path, &LocalEmbedderOptions::default())
-            .with_context(|| format!("while loading the embedding model {}", path.display()))?;
+    let mut default_chunk = kb.embedding.max_tokens;
+    if let Some(model) = &args.embedding_model {
+        // Another model: loaded (or called) once to learn its dimension and input limit.
+        let (stored, embedder, remote) = choose_embedder(settings, model)?;
         let info = embedder.info();
-        kb.embedding.model = std::fs::canonicalize(path)
-            .unwrap_or_else(|_| path.clone())
-            .display()
-            .to_string();
+        kb.embedding.model = stored;
         kb.embedding.dimension = info.dimension;
         kb.embedding.max_tokens = info.max_tokens;
+        default_chunk = if remote {
+            basalt_model::REMOTE_CHUNK_TOKENS.min(info.max_tokens)
+        } else {
+            info.max_tokens
+        };
     }
-    kb.chunking.max_tokens = args.chunk_tokens.unwrap_or(kb.embedding.max_tokens);
+    kb.chunking.max_tokens = args.chunk_tokens.unwrap_or(default_chunk);
     kb.chunking.overlap_tokens = args.overlap;
     kb.analyzer = args.analyzer.clone();
     kb.mode = args.mode;

@@ -96,15 +96,61 @@ pub(crate) fn run(command: Command, settings: &Settings) -> anyhow::Result<ExitC
 pub(crate) fn load_kb_embedder(
     kb: &basalt_kb::KnowledgeBase,
     settings: &Settings,
-) -> anyhow::Result<basalt_model::LocalEmbedder> {
+) -> anyhow::Result<Box<dyn basalt_model::Embedder>> {
+    kb_embedder(kb, settings, basalt_model::InferenceGate::new())
+}
+
+/// The embedding model a knowledge base was built with, taking turns at `gate` when local;
+/// an error when it no longer makes vectors of the knowledge base's dimension.
+fn kb_embedder(
+    kb: &basalt_kb::KnowledgeBase,
+    settings: &Settings,
+    gate: basalt_model::InferenceGate,
+) -> anyhow::Result<Box<dyn basalt_model::Embedder>> {
+    let embedding = &kb.settings.embedding;
+    let embedder = open_embedder(settings, &embedding.model, Some(embedding.dimension), gate)?;
+    let found = embedder.info().dimension;
+    if found != embedding.dimension {
+        anyhow::bail!(
+            "knowledge base {} holds vectors of {} dimensions, but its embedding model {} makes \
+             {found}; re-embed it with `basalt kb reembed {} --embedding-model …`",
+            kb.settings.name,
+            embedding.dimension,
+            embedding.model,
+            kb.settings.name
+        );
+    }
+    Ok(embedder)
+}
+
+/// The embedding model `model` names: a catalogued local model, a remote embedding model
+/// registered with `basalt models add --embedding` (for vectors of `dimension` numbers, or of
+/// the dimension one call finds), else a local model directory.
+pub(crate) fn open_embedder(
+    settings: &Settings,
+    model: &str,
+    dimension: Option<usize>,
+    gate: basalt_model::InferenceGate,
+) -> anyhow::Result<Box<dyn basalt_model::Embedder>> {
     use anyhow::Context;
-    let path = kb.settings.model_path(&settings.models_dir);
-    let options = basalt_model::LocalEmbedderOptions {
-        threads: settings.threads,
-        ..basalt_model::LocalEmbedderOptions::default()
+    let catalogued = basalt_model::catalog()
+        .iter()
+        .any(|spec| spec.name == model);
+    if !catalogued
+        && let Some(remote) =
+            basalt_model::RemoteModels::new(settings.data_dir.root()).get(model)?
+    {
+        let embedder = remote
+            .embedder(dimension)
+            .with_context(|| format!("while reaching the embedding model {model}"))?;
+        return Ok(Box::new(embedder));
+    }
+    let path = if catalogued {
+        settings.models_dir.model_dir(model)
+    } else {
+        std::path::PathBuf::from(model)
     };
-    basalt_model::LocalEmbedder::load(&path, &options)
-        .with_context(|| format!("while loading the embedding model {}", path.display()))
+    Ok(Box::new(load_embedder(settings, &path, gate)?))
 }
 
 /// Parses `--filter`, naming the flag in the error.
@@ -159,9 +205,14 @@ pub(crate) fn load_answer_engines(
     settings: &Settings,
     model: Option<&std::path::Path>,
     context_size: Option<usize>,
-) -> anyhow::Result<(basalt_model::LocalEmbedder, basalt_model::LocalGenerator)> {
-    let embedding = kb.settings.model_path(&settings.models_dir);
-    load_engines(settings, &embedding, model, context_size)
+) -> anyhow::Result<(
+    Box<dyn basalt_model::Embedder>,
+    basalt_model::LocalGenerator,
+)> {
+    let gate = basalt_model::InferenceGate::new();
+    let embedder = kb_embedder(kb, settings, gate.clone())?;
+    let generator = load_generator(settings, model, context_size, gate)?;
+    Ok((embedder, generator))
 }
 
 /// The engines an answer needs, with the chat model `model` names: a model registered with
@@ -173,7 +224,7 @@ pub(crate) fn load_chosen_engines(
     model: Option<&str>,
     context_size: Option<usize>,
 ) -> anyhow::Result<(
-    basalt_model::LocalEmbedder,
+    Box<dyn basalt_model::Embedder>,
     Box<dyn basalt_model::Generator>,
 )> {
     use basalt_model::ChatModel;
@@ -198,10 +249,7 @@ pub(crate) fn load_chosen_engines(
         return Ok((embedder, Box::new(generator)));
     };
     let primary = remote.generator()?;
-    let embedder_alone = || {
-        let embedding = kb.settings.model_path(&settings.models_dir);
-        load_embedder(settings, &embedding, basalt_model::InferenceGate::new())
-    };
+    let embedder_alone = || load_kb_embedder(kb, settings);
     let Some(name) = kb.settings.answer.fallback_model.as_deref() else {
         return Ok((embedder_alone()?, Box::new(primary)));
     };
@@ -252,9 +300,20 @@ pub(crate) fn load_engines(
     model: Option<&std::path::Path>,
     context_size: Option<usize>,
 ) -> anyhow::Result<(basalt_model::LocalEmbedder, basalt_model::LocalGenerator)> {
-    use anyhow::Context;
     let gate = basalt_model::InferenceGate::new();
     let embedder = load_embedder(settings, embedding, gate.clone())?;
+    let generator = load_generator(settings, model, context_size, gate)?;
+    Ok((embedder, generator))
+}
+
+/// The chat model at `model` (else the installed default), taking turns at `gate`.
+fn load_generator(
+    settings: &Settings,
+    model: Option<&std::path::Path>,
+    context_size: Option<usize>,
+    gate: basalt_model::InferenceGate,
+) -> anyhow::Result<basalt_model::LocalGenerator> {
+    use anyhow::Context;
     let path = model.map_or_else(
         || settings.models_dir.default_generation_model(),
         std::path::Path::to_path_buf,
@@ -262,7 +321,7 @@ pub(crate) fn load_engines(
     // The default model goes by the name the API lists it under.
     let name = (path == settings.models_dir.default_generation_model())
         .then(|| basalt_model::DEFAULT_GENERATION_MODEL.to_owned());
-    let generator = basalt_model::LocalGenerator::load(
+    basalt_model::LocalGenerator::load(
         &path,
         &basalt_model::LocalGeneratorOptions {
             threads: settings.threads,
@@ -273,8 +332,7 @@ pub(crate) fn load_engines(
             ..basalt_model::LocalGeneratorOptions::default()
         },
     )
-    .with_context(|| format!("while loading the chat model {}", path.display()))?;
-    Ok((embedder, generator))
+    .with_context(|| format!("while loading the chat model {}", path.display()))
 }
 
 /// Prints a line to stdout, where answers and JSON go. A closed pipe (`basalt … | head`) ends the

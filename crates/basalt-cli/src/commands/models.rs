@@ -4,7 +4,9 @@
 use std::process::ExitCode;
 
 use anyhow::Context;
-use basalt_model::{FileStatus, RemoteModel, RemoteModels, fetch_models, inspect_models};
+use basalt_model::{
+    FileStatus, RemoteKind, RemoteModel, RemoteModels, fetch_models, inspect_models,
+};
 use serde::Serialize;
 
 use super::print_line;
@@ -29,12 +31,16 @@ pub(crate) enum ModelsCommand {
         json: bool,
     },
     /// Register a chat model served elsewhere, by a name `ask --model`, a knowledge base's
-    /// `answer.model` and API requests can choose (replaces one of the same name)
+    /// `answer.model` and API requests can choose; or, with --embedding, an embedding model
+    /// a knowledge base can be built with (`kb create --embedding-model NAME`). Replaces one of
+    /// the same name
     #[command(
         after_help = "Example:\n  export GPU_BOX_KEY=…\n  basalt models add big --openai-url http://gpu-box:8000/v1 \\\n    \
         --remote-model meta-llama/Llama-3.1-70B-Instruct --api-key-env GPU_BOX_KEY\n  \
         basalt models add claude --bedrock-url https://bedrock-runtime.us-east-1.amazonaws.com \\\n    \
-        --region us-east-1 --remote-model anthropic.claude-3-5-haiku-20241022-v1:0\n\n\
+        --region us-east-1 --remote-model anthropic.claude-3-5-haiku-20241022-v1:0\n  \
+        basalt models add titan --embedding --bedrock-url https://bedrock-runtime.us-east-1.amazonaws.com \\\n    \
+        --remote-model amazon.titan-embed-text-v2:0 --context-window 8192\n\n\
         The key is never stored: it is read from the variable or file at each request (Bedrock: \
         AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY, or a Bedrock API key with --api-key-env)."
     )]
@@ -75,9 +81,14 @@ pub(crate) struct AddModelArgs {
     /// File whose first line is the API key
     #[arg(long, value_name = "FILE")]
     api_key_file: Option<std::path::PathBuf>,
-    /// The model's context window in tokens
-    #[arg(long, default_value_t = 8192, value_name = "N")]
-    context_window: usize,
+    /// An embedding model (OpenAI's /embeddings; Bedrock's InvokeModel with Amazon Titan's
+    /// body) instead of a chat model
+    #[arg(long)]
+    embedding: bool,
+    /// The model's context window in tokens (an embedding model's input limit) [default: 8192
+    /// for a chat model, 512 for an embedding model]
+    #[arg(long, value_name = "N")]
+    context_window: Option<usize>,
     /// PEM certificates to trust for an https:// URL instead of the public roots (a
     /// company's own certificate authority)
     #[arg(long, value_name = "FILE")]
@@ -99,13 +110,21 @@ pub(crate) fn run(command: ModelsCommand, settings: &Settings) -> anyhow::Result
                 remote_model,
                 api_key_env,
                 api_key_file,
+                embedding,
                 context_window,
                 ca_file,
             } = *add;
             let bedrock = bedrock_url.is_some();
             let url = openai_url.or(bedrock_url).unwrap_or_default();
+            let kind = if embedding {
+                RemoteKind::Embedding
+            } else {
+                RemoteKind::Chat
+            };
+            let context_window = context_window.unwrap_or(if embedding { 512 } else { 8192 });
             let model = RemoteModel {
                 name,
+                kind,
                 provider: if bedrock { "bedrock" } else { "openai" }.to_string(),
                 base_url: url.trim_end_matches('/').to_string(),
                 model: remote_model,
@@ -127,13 +146,16 @@ pub(crate) fn run(command: ModelsCommand, settings: &Settings) -> anyhow::Result
                 &format!("model/{}", model.name),
                 format!("{} {} at {}", model.provider, model.model, model.base_url),
             )?;
-            let health = match model.generator()?.health() {
+            let health = match model.health() {
                 Ok(took) => format!("answers ({} ms)", took.as_millis()),
                 Err(reason) => format!("not reachable now: {reason}"),
             };
             print_line(&format!(
-                "registered {} → {} at {}; {health}",
-                model.name, model.model, model.base_url
+                "registered {} ({} model) → {} at {}; {health}",
+                model.name,
+                model.kind.as_str(),
+                model.model,
+                model.base_url
             ))?;
             Ok(ExitCode::SUCCESS)
         }
@@ -194,7 +216,8 @@ struct RemoteJson<'a> {
     model: &'a str,
     context_window: usize,
     ready: bool,
-    /// Milliseconds `GET {base_url}/models` took, or why it failed.
+    /// Milliseconds its check took (`GET {base_url}/models` or CountTokens for a chat model,
+    /// one embedding for an embedding model), or why it failed.
     health: Result<u128, String>,
 }
 
@@ -212,20 +235,17 @@ fn list(verify: bool, json: bool, settings: &Settings) -> anyhow::Result<ExitCod
     let remote = RemoteModels::new(settings.data_dir.root()).list()?;
     let health: Vec<Result<u128, String>> = remote
         .iter()
-        .map(|model| {
-            model
-                .generator()
-                .map_err(|error| error.to_string())
-                .and_then(|generator| generator.health())
-                .map(|took| took.as_millis())
-        })
+        .map(|model| model.health().map(|took| took.as_millis()))
         .collect();
     let remote_json: Vec<RemoteJson<'_>> = remote
         .iter()
         .zip(&health)
         .map(|(model, health)| RemoteJson {
             name: &model.name,
-            kind: "remote chat",
+            kind: match model.kind {
+                RemoteKind::Chat => "remote chat",
+                RemoteKind::Embedding => "remote embedding",
+            },
             provider: &model.provider,
             base_url: &model.base_url,
             model: &model.model,
@@ -300,8 +320,13 @@ fn list(verify: bool, json: bool, settings: &Settings) -> anyhow::Result<ExitCod
                 Err(reason) => format!("NOT REACHABLE: {reason}"),
             };
             print_line(&format!(
-                "\n{} (remote chat, {}: {} at {}, {} tokens; {state})",
-                model.name, model.provider, model.model, model.base_url, model.context_window
+                "\n{} ({}, {}: {} at {}, {} tokens; {state})",
+                model.name,
+                model.kind,
+                model.provider,
+                model.model,
+                model.base_url,
+                model.context_window
             ))?;
         }
         if !all_ready {

@@ -91,6 +91,47 @@ impl Workspace {
         basalt(&all)
     }
 
+    /// A master key for this workspace (in its directory, for `--master-key-file`) and an AWS
+    /// access key id and secret with every permission (principal `front`), sealed with it.
+    pub fn aws_admin_key(&self) -> (String, String, String) {
+        let master = self.dir.path().join("master.key").display().to_string();
+        self.ok(&["keys", "generate-master", "--out", &master]);
+        let created = self.json(&[
+            "--master-key-file",
+            &master,
+            "keys",
+            "create",
+            "--aws",
+            "--json",
+            "--principal",
+            "front",
+            "--policy",
+            "AdministratorAccess",
+        ]);
+        let field = |name: &str| created[name].as_str().expect("the key").to_owned();
+        (
+            master,
+            field("aws_access_key_id"),
+            field("aws_secret_access_key"),
+        )
+    }
+
+    /// An API key with every permission (principal `admin`), created with the CLI.
+    pub fn admin_key(&self) -> String {
+        self.json(&[
+            "keys",
+            "create",
+            "--json",
+            "--principal",
+            "admin",
+            "--policy",
+            "AdministratorAccess",
+        ])["key"]
+            .as_str()
+            .expect("the new key")
+            .to_owned()
+    }
+
     pub fn ok(&self, args: &[&str]) -> String {
         let output = self.run(args);
         assert!(
@@ -276,6 +317,17 @@ pub fn free_port() -> u16 {
 
 /// Starts `basalt serve` on a free port and waits until `ready(port)`.
 pub fn start_server_when(ws: &Workspace, extra: &[&str], ready: impl Fn(u16) -> bool) -> Server {
+    start_server_with(ws, extra, |_| {}, ready)
+}
+
+/// Starts `basalt serve` on a free port, its command changed by `configure` (its environment),
+/// and waits until `ready(port)`.
+pub fn start_server_with(
+    ws: &Workspace,
+    extra: &[&str],
+    configure: impl FnOnce(&mut Command),
+    ready: impl Fn(u16) -> bool,
+) -> Server {
     let port = free_port();
     let address = format!("127.0.0.1:{port}");
     let data = ws.data();
@@ -287,12 +339,13 @@ pub fn start_server_when(ws: &Workspace, extra: &[&str], ready: impl Fn(u16) -> 
         address.as_str(),
     ];
     args.extend_from_slice(extra);
-    let child = Command::new(env!("CARGO_BIN_EXE_basalt"))
+    let mut command = Command::new(env!("CARGO_BIN_EXE_basalt"));
+    command
         .args(&args)
         .stdout(std::process::Stdio::null())
-        .stderr(std::process::Stdio::null())
-        .spawn()
-        .expect("starts the server");
+        .stderr(std::process::Stdio::null());
+    configure(&mut command);
+    let child = command.spawn().expect("starts the server");
     let server = Server { child, port };
     let started = std::time::Instant::now();
     while !ready(port) {
