@@ -131,40 +131,46 @@ fn boto3_and_the_aws_cli_call_every_bedrock_operation_unchanged() {
         String::from_utf8_lossy(&output.stderr)
     );
 
-    // The AWS CLI, one Converse, with the key in the environment as the CLI reads it.
+    // The AWS CLI, every operation it offers (it has no event-stream commands, so neither
+    // ConverseStream nor RetrieveAndGenerateStream), with the key in the environment as the
+    // CLI reads it.
     let admin = &keys["admin"];
-    let output = Command::new("python3")
-        .args([
-            "-m",
-            "awscli",
-            "bedrock-runtime",
-            "converse",
-            "--endpoint-url",
-            &base_url,
-            "--region",
-            "us-west-2",
-            "--model-id",
-            "smollm2-135m-instruct",
-            "--messages",
-            r#"[{"role": "user", "content": [{"text": "Name one primary colour."}]}]"#,
-            "--inference-config",
-            "maxTokens=8,temperature=0",
-            "--output",
-            "json",
-        ])
-        .env("AWS_ACCESS_KEY_ID", admin[0].as_str().expect("id"))
-        .env("AWS_SECRET_ACCESS_KEY", admin[1].as_str().expect("secret"))
-        .env("AWS_CA_BUNDLE", &authority)
-        .env("AWS_CONFIG_FILE", "/dev/null")
-        .env("AWS_SHARED_CREDENTIALS_FILE", "/dev/null")
-        .output()
-        .expect("the aws CLI runs (scripts/test.sh installs awscli)");
-    assert!(
-        output.status.success(),
-        "aws bedrock-runtime converse failed:\n{}",
-        String::from_utf8_lossy(&output.stderr)
-    );
-    let reply: Value = serde_json::from_slice(&output.stdout).expect("JSON");
+    let aws = |args: &[&str]| -> Value {
+        let output = Command::new("python3")
+            .args(["-m", "awscli"])
+            .args(args)
+            .args([
+                "--endpoint-url",
+                &base_url,
+                "--region",
+                "us-west-2",
+                "--output",
+                "json",
+            ])
+            .env("AWS_ACCESS_KEY_ID", admin[0].as_str().expect("id"))
+            .env("AWS_SECRET_ACCESS_KEY", admin[1].as_str().expect("secret"))
+            .env("AWS_CA_BUNDLE", &authority)
+            .env("AWS_CONFIG_FILE", "/dev/null")
+            .env("AWS_SHARED_CREDENTIALS_FILE", "/dev/null")
+            .output()
+            .expect("the aws CLI runs (scripts/test.sh installs awscli)");
+        assert!(
+            output.status.success(),
+            "aws {args:?} failed:\n{}",
+            String::from_utf8_lossy(&output.stderr)
+        );
+        serde_json::from_slice(&output.stdout).unwrap_or(Value::Null)
+    };
+    let reply = aws(&[
+        "bedrock-runtime",
+        "converse",
+        "--model-id",
+        "smollm2-135m-instruct",
+        "--messages",
+        r#"[{"role": "user", "content": [{"text": "Name one primary colour."}]}]"#,
+        "--inference-config",
+        "maxTokens=8,temperature=0",
+    ]);
     assert!(
         reply["output"]["message"]["content"][0]["text"]
             .as_str()
@@ -172,5 +178,86 @@ fn boto3_and_the_aws_cli_call_every_bedrock_operation_unchanged() {
         "{reply}"
     );
     assert_eq!(reply["usage"]["outputTokens"], 8, "{reply}");
+    let vector_file = ws.dir.path().join("titan.json");
+    let vector_arg = vector_file.display().to_string();
+    aws(&[
+        "bedrock-runtime",
+        "invoke-model",
+        "--model-id",
+        "amazon.titan-embed-text-v2:0",
+        "--body",
+        r#"{"inputText": "vacation days"}"#,
+        &vector_arg,
+    ]);
+    let embedded: Value =
+        serde_json::from_str(&std::fs::read_to_string(&vector_file).expect("the body file"))
+            .expect("JSON");
+    assert_eq!(embedded["embedding"].as_array().map(Vec::len), Some(384));
+    let counted = aws(&[
+        "bedrock-runtime",
+        "count-tokens",
+        "--model-id",
+        "smollm2-135m-instruct",
+        "--input",
+        r#"{"converse": {"messages": [{"role": "user", "content": [{"text": "Hello there"}]}]}}"#,
+    ]);
+    assert!(
+        counted["inputTokens"].as_u64().unwrap_or(0) > 0,
+        "{counted}"
+    );
+    let checked = aws(&[
+        "bedrock-runtime",
+        "apply-guardrail",
+        "--guardrail-identifier",
+        "pii",
+        "--guardrail-version",
+        "DRAFT",
+        "--source",
+        "INPUT",
+        "--content",
+        r#"[{"text": {"text": "Write to ana@example.com"}}]"#,
+    ]);
+    assert_eq!(checked["action"], "GUARDRAIL_INTERVENED", "{checked}");
+    let listed = aws(&["bedrock", "list-foundation-models"]);
+    assert!(listed.to_string().contains("kb:handbook"), "{listed}");
+    let kbs = aws(&["bedrock-agent", "list-knowledge-bases"]);
+    let kb_id = kbs["knowledgeBaseSummaries"][0]["knowledgeBaseId"]
+        .as_str()
+        .expect("the knowledge base's id")
+        .to_owned();
+    let retrieved = aws(&[
+        "bedrock-agent-runtime",
+        "retrieve",
+        "--knowledge-base-id",
+        &kb_id,
+        "--retrieval-query",
+        "text=How many vacation days?",
+    ]);
+    assert!(
+        retrieved["retrievalResults"][0]["content"]["text"]
+            .as_str()
+            .is_some_and(|text| text.contains("27 days")),
+        "{retrieved}"
+    );
+    let configuration = json!({
+        "type": "KNOWLEDGE_BASE",
+        "knowledgeBaseConfiguration": {"knowledgeBaseId": kb_id, "modelArn": "smollm2-135m-instruct"}
+    })
+    .to_string();
+    let answered = aws(&[
+        "bedrock-agent-runtime",
+        "retrieve-and-generate",
+        "--input",
+        "text=How many vacation days does an employee get?",
+        "--retrieve-and-generate-configuration",
+        &configuration,
+    ]);
+    assert!(
+        answered["output"]["text"]
+            .as_str()
+            .is_some_and(|text| text.contains("27")),
+        "{answered}"
+    );
+    assert!(answered["sessionId"].is_string(), "{answered}");
     drop(server);
 }

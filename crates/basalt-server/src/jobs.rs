@@ -83,6 +83,11 @@ impl Jobs {
         }
     }
 
+    /// Lets the worker thread end when it is next idle (see [`AppState::stop_jobs`]).
+    pub(crate) fn stop(&self) {
+        *lock(&self.wake) = None;
+    }
+
     /// Records a new job (durably; sealed with `sealer` when its knowledge base is encrypted)
     /// and wakes the worker.
     pub fn submit(&self, job: Job, sealer: Option<Arc<dyn Sealer>>) -> basalt_kb::Result<()> {

@@ -192,6 +192,14 @@ impl AppState {
         Ok(state)
     }
 
+    /// Stops the ingestion worker when it is next idle (a job it runs finishes first): its
+    /// thread ends and lets go of the state, so the engines and open knowledge bases are freed
+    /// once the last router holding the state is dropped. For a process that makes many
+    /// states (tests); a server's state lives as long as its process.
+    pub fn stop_jobs(&self) {
+        self.jobs.stop();
+    }
+
     /// The chat model `name` names for a turn: `None` for the embedded model (its own name),
     /// else the registered remote model, which `caller` needs `model:Chat` on `model/NAME` for
     /// (a policy can keep an expensive model to some principals); an unknown name is

@@ -3,6 +3,8 @@
 //! milliseconds each. What needs the real models — answers, streaming from llama.cpp, the
 //! clients — is tested end to end in `crates/basalt-cli/tests/server.rs`.
 
+mod common;
+
 use std::sync::Arc;
 
 use axum::body::Body;
@@ -824,48 +826,15 @@ async fn bedrock_routes_never_show_a_document_its_caller_may_not_read() {
         }
     }
     let question = "holiday salary zanzibarsecret quartz budget";
-    let converse =
-        json!({"messages": [{"role": "user", "content": [{"text": question}]}]}).to_string();
-    let retrieve = json!({"retrievalQuery": {"text": question},
-        "retrievalConfiguration": {"vectorSearchConfiguration": {"numberOfResults": 100}}})
-    .to_string();
-    let rag = json!({"input": {"text": question}, "retrieveAndGenerateConfiguration": {
-        "type": "KNOWLEDGE_BASE",
-        "knowledgeBaseConfiguration": {"knowledgeBaseId": kb_id, "modelArn": "any"}}})
-    .to_string();
-    let calls = [
-        (format!("/knowledgebases/{kb_id}/retrieve"), retrieve),
-        ("/retrieveAndGenerate".to_owned(), rag.clone()),
-        ("/retrieveAndGenerateStream".to_owned(), rag),
-        ("/model/kb:payroll/converse".to_owned(), converse.clone()),
-        ("/model/kb:payroll/converse-stream".to_owned(), converse),
-    ];
+    let calls = common::bedrock_kb_calls("payroll", &kb_id, question);
     for (path, body) in &calls {
-        let shown = |key: &str| {
-            let request = Request::builder()
-                .method("POST")
-                .uri(path.as_str())
-                .header(header::AUTHORIZATION, format!("Bearer {key}"))
-                .header(header::CONTENT_TYPE, "application/json")
-                .body(Body::from(body.clone()))
-                .expect("request");
-            let router = api.router.clone();
-            async move {
-                let response = router.oneshot(request).await.expect("response");
-                let status = response.status();
-                let bytes = axum::body::to_bytes(response.into_body(), 1 << 22)
-                    .await
-                    .expect("body");
-                (status, String::from_utf8_lossy(&bytes).into_owned())
-            }
-        };
-        let (status, seen) = shown(&api.admin).await;
+        let (status, seen) = common::post_text(&api.router, path, &api.admin, body).await;
         assert_eq!(status, StatusCode::OK, "{path}: {seen}");
         assert!(
             seen.contains("zanzibarsecret"),
             "{path}: its reader sees it: {seen}"
         );
-        let (status, seen) = shown(&api.reader).await;
+        let (status, seen) = common::post_text(&api.router, path, &api.reader, body).await;
         assert_eq!(status, StatusCode::OK, "{path}: {seen}");
         assert!(
             seen.contains("granite"),
