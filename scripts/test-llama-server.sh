@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Checks the remote-model provider against a server Basalt did not write: llama-cpp-python's
-# OpenAI-compatible server (pinned), serving the same SmolLM2 GGUF file as the embedded model.
+# OpenAI-compatible server (pinned), serving the same SmolLM2 and MiniLM GGUF files as the
+# embedded models.
 # scripts/test.sh runs it last, with the test build; installing llama-cpp-python compiles
 # llama.cpp (~6 minutes on 2 cores, once). On its own, after `scripts/setup.sh`:
 #
@@ -9,7 +10,9 @@
 # It registers the server with `basalt models add`, and checks that a generative answer is
 # written by it (the answer names the model, the server's token counts come back, citations
 # hold), that a question the documents cannot answer is still
-# declined, and that stopping a long stream early frees the server at once. Exits non-zero on
+# declined, and that stopping a long stream early frees the server at once. Then a second
+# server embeds with the MiniLM GGUF (`models add --embedding`), and a knowledge base built
+# through it ranks as the local model ranks. Exits non-zero on
 # the first failure.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -115,4 +118,41 @@ waited = time.monotonic() - started
 print(f"the server answered the next request {waited:.2f} s after the client went away")
 assert waited < 5, "the abandoned 2,000-token stream was still holding the server"
 EOF
+echo "== a knowledge base embedded by llama-cpp-python's server" >&2
+embedding_gguf="$("$basalt" models list --json | python3 -c '
+import json, sys
+for model in json.load(sys.stdin):
+    if model["kind"] == "embedding":
+        print(next(model["directory"] + "/" + f["name"] for f in model["files"] if f["name"].endswith(".gguf")))
+')"
+embed_port="$(python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')"
+python3 -m llama_cpp.server --model "$embedding_gguf" --model_alias minilm --embedding true \
+  --host 127.0.0.1 --port "$embed_port" --n_ctx 512 --n_threads 2 > "$work/embed.log" 2>&1 &
+embed_pid=$!
+trap 'kill $front_pid $embed_pid 2>/dev/null || true; cleanup' EXIT
+for _ in $(seq 1 120); do
+  curl -sf "http://127.0.0.1:$embed_port/v1/models" > /dev/null && break
+  sleep 0.5
+done
+curl -sf "http://127.0.0.1:$embed_port/v1/models" > /dev/null || { cat "$work/embed.log" >&2; exit 1; }
+printf '# Travel policy\n\nTrain tickets are booked in second class; flights need approval.\n' > "$work/docs/travel.md"
+printf '# Security\n\nLaptops lock after five minutes; report a lost badge at once.\n' > "$work/docs/security.md"
+b kb create local --unencrypted > /dev/null
+b ingest --kb local "$work/docs" > /dev/null
+b models add minilm-llama --embedding --openai-url "http://127.0.0.1:$embed_port/v1" --remote-model minilm
+b kb create remote --unencrypted --embedding-model minilm-llama > /dev/null
+b ingest --kb remote "$work/docs" > /dev/null
+for kb in local remote; do
+  b search --kb "$kb" --mode vector --json "How long is parental leave?" > "$work/search-$kb.json"
+done
+python3 - "$work/search-local.json" "$work/search-remote.json" <<'EOF'
+import json, sys
+local, remote = (json.load(open(path))["hits"] for path in sys.argv[1:3])
+assert local[0]["source"].endswith("leave.md"), local
+assert [hit["source"] for hit in local] == [hit["source"] for hit in remote], (local, remote)
+gap = max(abs(a["score"] - b["score"]) for a, b in zip(local, remote))
+print(f"the same ranking through llama-cpp-python's embeddings; scores differ by at most {gap:.4f}")
+assert gap < 0.01, gap
+EOF
+
 echo "llama-cpp-python server: every check passed" >&2
