@@ -51,6 +51,10 @@ if ((${#tools[@]})); then
   DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq "${tools[@]}" >/dev/null
 fi
 
+# The PostgreSQL backend's tests start a throwaway cluster of Debian's PostgreSQL 15 with
+# pgvector built from source (about a minute the first time).
+scripts/install-postgres.sh
+
 # The web UI test's browser driver (playwright-core, which uses Debian's Chromium and downloads
 # no browser), at the version e2e/package-lock.json pins.
 if [ ! -f e2e/node_modules/playwright-core/package.json ] ||

@@ -18,6 +18,12 @@ pub(crate) struct GlobalArgs {
     #[arg(long, global = true, env = "BASALT_DATA_DIR", value_name = "DIR")]
     pub(crate) data_dir: Option<PathBuf>,
 
+    /// PostgreSQL with pgvector (`postgres://user:password@host/database`): knowledge bases
+    /// created from now on keep their index there instead of the data directory, and those
+    /// already there open (docs/deployment.md)
+    #[arg(long, global = true, env = "BASALT_DATABASE_URL", value_name = "URL")]
+    pub(crate) database: Option<String>,
+
     /// Tenant whose knowledge bases the command works on [default: default]
     #[arg(long, global = true, env = "BASALT_TENANT", value_name = "NAME")]
     pub(crate) tenant: Option<String>,
@@ -128,6 +134,10 @@ impl Settings {
         };
         let data_dir = match master_key {
             Some(key) => data_dir.with_master_key(std::sync::Arc::new(key)),
+            None => data_dir,
+        };
+        let data_dir = match args.database.as_deref().filter(|url| !url.is_empty()) {
+            Some(url) => data_dir.with_database(url),
             None => data_dir,
         };
         let data_dir = match &args.tenant {

@@ -64,7 +64,7 @@ pub(crate) fn register_all(manager: &TokenizerManager) {
 }
 
 /// The index terms of `text` under `analyzer`, in order, repeats kept.
-pub(crate) fn terms(analyzer: &mut TextAnalyzer, text: &str) -> Vec<String> {
+pub fn terms(analyzer: &mut TextAnalyzer, text: &str) -> Vec<String> {
     let mut stream = analyzer.token_stream(text);
     let mut out = Vec::new();
     while stream.advance() {

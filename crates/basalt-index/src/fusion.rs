@@ -16,7 +16,7 @@ fn by_score<K: Ord>(left: &(K, f32), right: &(K, f32)) -> Ordering {
 }
 
 /// The `k` best entries, best first.
-pub(crate) fn top_k<K: Ord>(mut scored: Vec<(K, f32)>, k: usize) -> Vec<(K, f32)> {
+pub fn top_k<K: Ord>(mut scored: Vec<(K, f32)>, k: usize) -> Vec<(K, f32)> {
     if k == 0 {
         return Vec::new();
     }
@@ -30,7 +30,7 @@ pub(crate) fn top_k<K: Ord>(mut scored: Vec<(K, f32)>, k: usize) -> Vec<(K, f32)
 
 /// Merges BM25 and vector scores of the same candidates (index `i` is one chunk in both; a
 /// BM25 score of 0 means no query term matched) into the `k` best candidates by `fusion`.
-pub(crate) fn fuse(bm25: &[f32], vector: &[f32], fusion: Fusion, k: usize) -> Vec<(usize, f32)> {
+pub fn fuse(bm25: &[f32], vector: &[f32], fusion: Fusion, k: usize) -> Vec<(usize, f32)> {
     debug_assert_eq!(bm25.len(), vector.len());
     let mut fused = vec![0.0_f32; vector.len()];
     match fusion {

@@ -21,11 +21,12 @@ mod sealed;
 mod store;
 mod types;
 
-pub use analyzer::{ANALYZERS, DEFAULT_ANALYZER, analyzer};
+pub use analyzer::{ANALYZERS, DEFAULT_ANALYZER, analyzer, terms};
 pub use error::{IndexError, Result};
 pub use filter::{Filter, FilterError};
+pub use fusion::{fuse, top_k};
 pub use sealed::Sealer;
-pub use store::{StoreOptions, TantivyStore};
+pub use store::{StoreOptions, TantivyStore, VECTOR_DEPTH};
 pub use types::{
     Bm25Params, ChunkRecord, DocumentRecord, DocumentWrite, Fusion, Hit, IndexStats, Reader,
     SearchMode, SearchRequest, VectorIndex, validate_reader,

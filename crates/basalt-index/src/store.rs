@@ -53,7 +53,7 @@ const WRITER_MEMORY: usize = 64 << 20;
 const ANN_DIR: &str = "ann";
 /// How deep the vector ranking goes when graphs answer: the candidates that hybrid fusion
 /// rescores exactly, together with as many from BM25.
-const VECTOR_DEPTH: usize = 100;
+pub const VECTOR_DEPTH: usize = 100;
 /// The least breadth of a graph walk on the bottom layer (hnswlib's `ef`): vector-only
 /// searches walk `max(k, SEARCH_EF)` candidates per segment, hybrid ones [`VECTOR_DEPTH`].
 const SEARCH_EF: usize = 64;
@@ -394,16 +394,7 @@ impl TantivyStore {
                 found: chunk.vector.len(),
             });
         }
-        let mut search = String::new();
-        if let Some(title) = &record.title {
-            search.push_str(title);
-            search.push('\n');
-        }
-        for heading in &chunk.heading_path {
-            search.push_str(heading);
-            search.push('\n');
-        }
-        search.push_str(&chunk.text);
+        let search = chunk.search_text(record.title.as_deref());
         let mut vector = Vec::with_capacity(chunk.vector.len() * 4);
         for value in &chunk.vector {
             vector.extend_from_slice(&value.to_le_bytes());
@@ -1008,22 +999,7 @@ impl TantivyStore {
         let chunk: ChunkRecord =
             serde_json::from_str(text(self.fields.payload).unwrap_or_default())
                 .map_err(|error| corrupt(format!("chunk of {doc_id}: {error}")))?;
-        Ok(Some(Hit {
-            chunk_id: ChunkRecord::chunk_id(doc_id, chunk.ordinal),
-            doc_id: doc_id.to_owned(),
-            score,
-            text: chunk.text,
-            source: record.source.clone(),
-            title: record.title.clone(),
-            heading_path: chunk.heading_path,
-            page: chunk.page,
-            char_start: chunk.char_start,
-            char_end: chunk.char_end,
-            content_hash: record.content_hash.clone(),
-            ingested_at: record.ingested_at.clone(),
-            tags: record.tags.clone(),
-            metadata: record.metadata.clone(),
-        }))
+        Ok(Some(Hit::new(record, chunk, score)))
     }
 }
 
@@ -1192,21 +1168,7 @@ impl KnowledgeStore for TantivyStore {
     }
 
     fn search(&self, request: &SearchRequest<'_>) -> Result<Vec<Hit>> {
-        let query_vector = match (request.mode.uses_vector(), request.query_vector) {
-            (false, _) => None,
-            (true, Some(vector)) if vector.len() == self.dimension => Some(vector),
-            (true, Some(vector)) => {
-                return Err(IndexError::Dimension {
-                    expected: self.dimension,
-                    found: vector.len(),
-                });
-            }
-            (true, None) => {
-                return Err(IndexError::MissingQueryVector {
-                    mode: request.mode.as_str(),
-                });
-            }
-        };
+        let query_vector = request.query_vector_for(self.dimension)?;
         if request.k == 0 {
             return Ok(Vec::new());
         }

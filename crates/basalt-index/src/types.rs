@@ -40,6 +40,46 @@ pub struct DocumentRecord {
 
 pub use basalt_core::access::{Reader, validate_reader};
 
+impl Hit {
+    /// The hit of `chunk` of `record`, scored `score`.
+    pub fn new(record: &DocumentRecord, chunk: ChunkRecord, score: f32) -> Self {
+        Hit {
+            chunk_id: ChunkRecord::chunk_id(&record.doc_id, chunk.ordinal),
+            doc_id: record.doc_id.clone(),
+            score,
+            text: chunk.text,
+            source: record.source.clone(),
+            title: record.title.clone(),
+            heading_path: chunk.heading_path,
+            page: chunk.page,
+            char_start: chunk.char_start,
+            char_end: chunk.char_end,
+            content_hash: record.content_hash.clone(),
+            ingested_at: record.ingested_at.clone(),
+            tags: record.tags.clone(),
+            metadata: record.metadata.clone(),
+        }
+    }
+}
+
+impl SearchRequest<'_> {
+    /// The query vector the mode needs, checked against the store's `dimension`: `None` for
+    /// BM25; an error when a vector mode has none or one of another dimension.
+    pub fn query_vector_for(&self, dimension: usize) -> crate::Result<Option<&[f32]>> {
+        match (self.mode.uses_vector(), self.query_vector) {
+            (false, _) => Ok(None),
+            (true, Some(vector)) if vector.len() == dimension => Ok(Some(vector)),
+            (true, Some(vector)) => Err(crate::IndexError::Dimension {
+                expected: dimension,
+                found: vector.len(),
+            }),
+            (true, None) => Err(crate::IndexError::MissingQueryVector {
+                mode: self.mode.as_str(),
+            }),
+        }
+    }
+}
+
 impl DocumentRecord {
     /// Whether `reader` may read this document: one with no readers is shared with everyone
     /// who may read its knowledge base; otherwise one of its readers must be the principal or
@@ -72,6 +112,21 @@ impl ChunkRecord {
     pub fn chunk_id(doc_id: &str, ordinal: u32) -> String {
         format!("{doc_id}#{ordinal}")
     }
+
+    /// What BM25 indexes for this chunk of a document titled `title`: the title, the headings
+    /// and the text, a line each (every backend the same, so they score alike).
+    pub fn search_text(&self, title: Option<&str>) -> String {
+        let mut search = String::new();
+        for line in title
+            .into_iter()
+            .chain(self.heading_path.iter().map(String::as_str))
+        {
+            search.push_str(line);
+            search.push('\n');
+        }
+        search.push_str(&self.text);
+        search
+    }
 }
 
 /// A document with all its chunks: the unit of an atomic write.
@@ -79,6 +134,38 @@ impl ChunkRecord {
 pub struct DocumentWrite {
     pub document: DocumentRecord,
     pub chunks: Vec<ChunkRecord>,
+}
+
+impl DocumentWrite {
+    /// A document `doc_id` (source `<doc_id>.md`, no title, shared with everyone) of one chunk,
+    /// `text` with `vector`: what tests of stores and their callers write.
+    pub fn one_chunk(doc_id: &str, text: &str, vector: Vec<f32>) -> Self {
+        DocumentWrite {
+            document: DocumentRecord {
+                doc_id: doc_id.into(),
+                source: format!("{doc_id}.md"),
+                title: None,
+                format: "markdown".into(),
+                content_hash: format!("sha256:{}", basalt_core::hex::sha256(text.as_bytes())),
+                ingested_at: "2026-12-07T00:00:00Z".into(),
+                text_chars: text.chars().count() as u64,
+                pages: None,
+                chunk_count: 1,
+                tags: Vec::new(),
+                metadata: BTreeMap::new(),
+                readers: Vec::new(),
+            },
+            chunks: vec![ChunkRecord {
+                ordinal: 0,
+                text: text.into(),
+                heading_path: Vec::new(),
+                page: None,
+                char_start: 0,
+                char_end: text.chars().count() as u64,
+                vector,
+            }],
+        }
+    }
 }
 
 /// Which retrievers a search runs.

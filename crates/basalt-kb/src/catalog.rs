@@ -3,7 +3,7 @@
 //! implementation (a directory per knowledge base), and [`conformance`] is what any other (a
 //! shared database's) must pass too.
 
-use basalt_index::{ChunkRecord, DocumentRecord, DocumentWrite};
+use basalt_index::DocumentWrite;
 
 use crate::error::{KbError, Result};
 use crate::knowledge_base::{DataDir, KbSettings, KnowledgeBase};
@@ -212,32 +212,11 @@ fn settings(name: &str) -> KbSettings {
 }
 
 fn document(settings: &KbSettings) -> DocumentWrite {
-    let text = "Granite is an igneous rock.";
-    DocumentWrite {
-        document: DocumentRecord {
-            doc_id: "granite".into(),
-            source: "granite.txt".into(),
-            title: None,
-            format: "text".into(),
-            content_hash: "sha256:0".into(),
-            ingested_at: "2026-12-06T00:00:00Z".into(),
-            text_chars: text.len() as u64,
-            pages: None,
-            chunk_count: 1,
-            tags: Vec::new(),
-            metadata: Default::default(),
-            readers: Vec::new(),
-        },
-        chunks: vec![ChunkRecord {
-            ordinal: 0,
-            text: text.into(),
-            heading_path: Vec::new(),
-            page: None,
-            char_start: 0,
-            char_end: text.len() as u64,
-            vector: vec![0.5; settings.embedding.dimension],
-        }],
-    }
+    DocumentWrite::one_chunk(
+        "granite",
+        "Granite is an igneous rock.",
+        vec![0.5; settings.embedding.dimension],
+    )
 }
 
 #[cfg(test)]

@@ -33,6 +33,8 @@ pub struct DataDir {
     kb_root: PathBuf,
     /// The master key: knowledge bases created with one are encrypted, and need it to open.
     master_key: Option<Arc<dyn KeyProvider>>,
+    /// PostgreSQL (`--database`): knowledge bases created from now on keep their index there.
+    database: Option<Arc<str>>,
 }
 
 pub use basalt_security::DEFAULT_TENANT;
@@ -45,6 +47,61 @@ impl DataDir {
             kb_root: root.join("kb"),
             root,
             master_key: None,
+            database: None,
+        }
+    }
+
+    /// The same data directory with PostgreSQL (a `postgres://` URL or `host=… dbname=…`):
+    /// knowledge bases created from now on keep their documents, chunks, postings and vectors
+    /// there (their settings stay in the data directory), and those already there can be
+    /// opened.
+    pub fn with_database(mut self, url: &str) -> Self {
+        self.database = Some(Arc::from(url));
+        self
+    }
+
+    /// The schema of a PostgreSQL knowledge base's index: derived from its tenant, name and
+    /// embedding generation, so a re-embedding builds beside the index it replaces.
+    fn pg_schema(&self, settings: &KbSettings) -> String {
+        let key = format!(
+            "{}/{}/{}",
+            self.tenant, settings.name, settings.embedding.generation
+        );
+        format!("kb_{}", &basalt_core::hex::sha256(key.as_bytes())[..24])
+    }
+
+    /// The database URL a PostgreSQL knowledge base needs.
+    fn database_for(&self, name: &str) -> Result<&str> {
+        self.database
+            .as_deref()
+            .ok_or_else(|| KbError::BadSettingsValue {
+                message: format!(
+                    "knowledge base {name:?} keeps its index in PostgreSQL: give the database with \
+                 --database URL or BASALT_DATABASE_URL"
+                ),
+            })
+    }
+
+    /// Removes the index `settings` name (a directory, or a PostgreSQL schema).
+    pub(crate) fn remove_index(&self, settings: &KbSettings) -> Result<()> {
+        match settings.backend {
+            Backend::Embedded => {
+                let dir = self
+                    .kb_path(&settings.name)
+                    .join(crate::reembed::index_dir_name(
+                        settings.embedding.generation,
+                    ));
+                match std::fs::remove_dir_all(&dir) {
+                    Err(error) if error.kind() != std::io::ErrorKind::NotFound => {
+                        Err(KbError::io(&dir, error))
+                    }
+                    _ => Ok(()),
+                }
+            }
+            Backend::Postgres => Ok(basalt_pg::PgStore::drop_schema(
+                self.database_for(&settings.name)?,
+                &self.pg_schema(settings),
+            )?),
         }
     }
 
@@ -86,6 +143,7 @@ impl DataDir {
             tenant: tenant.to_owned(),
             kb_root,
             master_key: self.master_key.clone(),
+            database: self.database.clone(),
         })
     }
 
@@ -138,6 +196,20 @@ impl DataDir {
             }
             (_, false) => None,
         };
+        let mut settings = settings.clone();
+        if self.database.is_some() {
+            if provider.is_some() {
+                return Err(KbError::BadSettingsValue {
+                    message: "an encrypted knowledge base cannot keep its index in PostgreSQL yet \
+                              (its text would reach the database unsealed): create it unencrypted \
+                              (`kb create --unencrypted`, `\"encrypted\": false`) or without \
+                              --database"
+                        .into(),
+                });
+            }
+            settings.backend = Backend::Postgres;
+        }
+        let settings = &settings;
         validate_name(&settings.name)?;
         settings.validate()?;
         let dir = self.kb_path(&settings.name);
@@ -182,6 +254,9 @@ impl DataDir {
         }
         if settings.created_at != current.created_at {
             return fixed("created_at");
+        }
+        if settings.backend != current.backend {
+            return fixed("the backend");
         }
         let dir = self.kb_path(&settings.name);
         let json =
@@ -246,20 +321,41 @@ impl DataDir {
         let index_dir = dir.join(crate::reembed::index_dir_name(
             settings.embedding.generation,
         ));
-        let store = match &sealer {
-            Some(sealer) => TantivyStore::open_sealed(&index_dir, &options, sealer.clone())?,
-            None => TantivyStore::open(&index_dir, &options)?,
+        let store: Box<dyn KnowledgeStore> = match (settings.backend, &sealer) {
+            (Backend::Embedded, Some(sealer)) => Box::new(TantivyStore::open_sealed(
+                &index_dir,
+                &options,
+                sealer.clone(),
+            )?),
+            (Backend::Embedded, None) => Box::new(TantivyStore::open(&index_dir, &options)?),
+            (Backend::Postgres, None) => Box::new(basalt_pg::PgStore::open(
+                self.database_for(&settings.name)?,
+                &self.pg_schema(&settings),
+                &options,
+            )?),
+            (Backend::Postgres, Some(_)) => {
+                return Err(KbError::BadSettingsValue {
+                    message: format!(
+                        "knowledge base {:?} is encrypted and in PostgreSQL, which Basalt does \
+                         not support yet",
+                        settings.name
+                    ),
+                });
+            }
         };
         Ok(KnowledgeBase {
             settings,
-            store: Box::new(store),
+            store,
             sealer,
         })
     }
 
     /// Deletes a knowledge base and everything in it.
     pub fn delete(&self, name: &str) -> Result<()> {
-        self.settings(name)?;
+        let settings = self.settings(name)?;
+        if settings.backend == Backend::Postgres {
+            self.remove_index(&settings)?;
+        }
         let dir = self.kb_path(name);
         // Rename first so a crash mid-delete never leaves a half-deleted KB that still lists.
         let doomed = self
@@ -308,6 +404,29 @@ pub struct KbSettings {
     /// How questions over this KB are answered; unset fields take Basalt's defaults.
     #[serde(default)]
     pub answer: AnswerSettings,
+    /// Where its index is: `embedded` (a tantivy index in the data directory, the default) or
+    /// `postgres` (tables in the database of `--database`). Chosen when it is created.
+    #[serde(default, skip_serializing_if = "Backend::is_embedded")]
+    pub backend: Backend,
+}
+
+/// Where a knowledge base's index is.
+#[derive(
+    Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema,
+)]
+#[serde(rename_all = "lowercase")]
+pub enum Backend {
+    /// A tantivy index in the data directory.
+    #[default]
+    Embedded,
+    /// Tables in PostgreSQL with pgvector (`--database`).
+    Postgres,
+}
+
+impl Backend {
+    pub fn is_embedded(&self) -> bool {
+        *self == Backend::Embedded
+    }
 }
 
 /// Per-KB answering settings (see `basalt-answer`); `None` means Basalt's default.
@@ -429,6 +548,7 @@ impl KbSettings {
             fusion: Fusion::default(),
             vector_index: VectorIndex::Auto,
             answer: AnswerSettings::default(),
+            backend: Backend::Embedded,
         }
     }
 

@@ -20,8 +20,8 @@ pub use error::{KbError, Result};
 pub use jobs::conformance as job_queue_conformance;
 pub use jobs::{FileJobQueue, Job, JobProgress, JobQueue, JobStatus, Lease, UploadedFile};
 pub use knowledge_base::{
-    AnswerSettings, AnswerStyle, ChunkingSettings, DEFAULT_TENANT, DataDir, EmbeddingSettings,
-    KbSettings, KnowledgeBase, PromptTemplate, validate_name,
+    AnswerSettings, AnswerStyle, Backend, ChunkingSettings, DEFAULT_TENANT, DataDir,
+    EmbeddingSettings, KbSettings, KnowledgeBase, PromptTemplate, validate_name,
 };
 pub use pipeline::{
     AccessMap, DEFAULT_MAX_FILE_BYTES, Failure, IngestOptions, IngestProgress, IngestReport,

@@ -86,17 +86,13 @@ impl DataDir {
             max_tokens: info.max_tokens,
             generation: current.embedding.generation + 1,
         };
-        let kb_dir = self.kb_path(name);
-        let new_dir = kb_dir.join(index_dir_name(next.embedding.generation));
         // What a run that crashed before its switch left behind.
-        if new_dir.exists() {
-            std::fs::remove_dir_all(&new_dir).map_err(|error| KbError::io(&new_dir, error))?;
-        }
+        self.remove_index(&next)?;
         let built = self.fill(&old, &next, embedder, observe);
         let report = match built {
             Ok(report) => report,
             Err(error) => {
-                let _ = std::fs::remove_dir_all(&new_dir);
+                let _ = self.remove_index(&next);
                 return Err(error);
             }
         };
@@ -109,7 +105,7 @@ impl DataDir {
             .collect();
         drop(old);
         if before != now {
-            let _ = std::fs::remove_dir_all(&new_dir);
+            let _ = self.remove_index(&next);
             return Err(KbError::BadSettingsValue {
                 message: format!(
                     "documents of {name} changed while it was re-embedded; it stays on {}; run \
@@ -119,9 +115,8 @@ impl DataDir {
             });
         }
         self.switch(&next)?;
-        let old_dir = kb_dir.join(index_dir_name(current.embedding.generation));
-        if let Err(error) = std::fs::remove_dir_all(&old_dir) {
-            tracing::warn!(path = %old_dir.display(), %error, "cannot remove the old index");
+        if let Err(error) = self.remove_index(&current) {
+            tracing::warn!(kb = name, %error, "cannot remove the old index");
         }
         Ok(ReembedReport {
             knowledge_base: name.to_string(),
@@ -242,58 +237,8 @@ fn write(
 mod tests {
     use super::*;
     use basalt_index::{ChunkRecord, DocumentRecord, SearchMode};
-    use basalt_model::EmbedderInfo;
 
-    /// Letter counts folded into `dimension` numbers: texts with the same letters embed alike.
-    #[derive(Debug)]
-    struct Letters {
-        info: EmbedderInfo,
-        /// Answers vectors one number short (a server that changed its model).
-        short: bool,
-    }
-
-    impl Letters {
-        fn new(dimension: usize) -> Self {
-            Letters {
-                info: EmbedderInfo {
-                    model_name: format!("letters-{dimension}"),
-                    dimension,
-                    max_tokens: 512,
-                },
-                short: false,
-            }
-        }
-    }
-
-    impl Embedder for Letters {
-        fn info(&self) -> &EmbedderInfo {
-            &self.info
-        }
-
-        fn embed_batch(&self, texts: &[String]) -> Result<Vec<Vec<f32>>, basalt_model::ModelError> {
-            Ok(texts.iter().map(|text| self.vector(text)).collect())
-        }
-
-        fn embed_query(&self, text: &str) -> Result<Vec<f32>, basalt_model::ModelError> {
-            Ok(self.vector(text))
-        }
-
-        fn count_tokens(&self, text: &str) -> Result<usize, basalt_model::ModelError> {
-            Ok(text.split_whitespace().count() + 2)
-        }
-    }
-
-    impl Letters {
-        fn vector(&self, text: &str) -> Vec<f32> {
-            let mut vector = vec![0.0; self.info.dimension - usize::from(self.short)];
-            for byte in text.to_lowercase().bytes().filter(u8::is_ascii_lowercase) {
-                let slot = usize::from(byte - b'a') % vector.len();
-                vector[slot] += 1.0;
-            }
-            let norm = vector.iter().map(|x| x * x).sum::<f32>().sqrt().max(1e-6);
-            vector.iter().map(|x| x / norm).collect()
-        }
-    }
+    use basalt_model::testing::Letters;
 
     fn document(id: &str, texts: &[&str], embedder: &Letters) -> DocumentWrite {
         DocumentWrite {
@@ -348,7 +293,7 @@ mod tests {
         let data = DataDir::new(dir.path());
         let small = Letters::new(4);
         let mut settings = KbSettings::new("handbook");
-        settings.embedding.model = small.info.model_name.clone();
+        settings.embedding.model = small.info().model_name.clone();
         settings.embedding.dimension = 4;
         data.create(&settings).expect("works");
         let kb = data.open("handbook").expect("works");
@@ -367,8 +312,7 @@ mod tests {
         drop(kb);
 
         // A model whose vectors do not have the dimension it claims: nothing changes.
-        let mut wrong = Letters::new(16);
-        wrong.short = true;
+        let wrong = Letters::misreporting(16, 15);
         let error = data
             .reembed("handbook", "wrong", &wrong, &mut |_| {})
             .expect_err("fails");

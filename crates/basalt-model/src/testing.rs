@@ -116,3 +116,62 @@ impl Generator for Scripted {
         Ok(GenerationStream::new(receiver))
     }
 }
+
+/// An embedder for tests of logic that needs vectors (re-embedding, stores): each text's
+/// letter counts folded into `dimension` numbers and scaled to unit length, so texts with the
+/// same letters embed alike. Never a stand-in for a real model where a user would run one.
+#[derive(Debug)]
+pub struct Letters {
+    info: crate::EmbedderInfo,
+    /// The dimension of the vectors it makes, which may differ from the one it claims.
+    makes: usize,
+}
+
+impl Letters {
+    /// Vectors of `dimension` numbers, a 512-token limit.
+    pub fn new(dimension: usize) -> Self {
+        Letters::misreporting(dimension, dimension)
+    }
+
+    /// Claims `claimed` dimensions and makes vectors of `makes` (a server whose model changed
+    /// behind its name).
+    pub fn misreporting(claimed: usize, makes: usize) -> Self {
+        Letters {
+            info: crate::EmbedderInfo {
+                model_name: format!("letters-{claimed}"),
+                dimension: claimed,
+                max_tokens: 512,
+            },
+            makes,
+        }
+    }
+
+    /// The vector of `text`.
+    pub fn vector(&self, text: &str) -> Vec<f32> {
+        let mut vector = vec![0.0; self.makes.max(1)];
+        for byte in text.to_lowercase().bytes().filter(u8::is_ascii_lowercase) {
+            let slot = usize::from(byte - b'a') % vector.len();
+            vector[slot] += 1.0;
+        }
+        let norm = vector.iter().map(|x| x * x).sum::<f32>().sqrt().max(1e-6);
+        vector.iter().map(|x| x / norm).collect()
+    }
+}
+
+impl crate::Embedder for Letters {
+    fn info(&self) -> &crate::EmbedderInfo {
+        &self.info
+    }
+
+    fn embed_batch(&self, texts: &[String]) -> crate::error::Result<Vec<Vec<f32>>> {
+        Ok(texts.iter().map(|text| self.vector(text)).collect())
+    }
+
+    fn embed_query(&self, text: &str) -> crate::error::Result<Vec<f32>> {
+        Ok(self.vector(text))
+    }
+
+    fn count_tokens(&self, text: &str) -> crate::error::Result<usize> {
+        Ok(text.split_whitespace().count() + 2)
+    }
+}

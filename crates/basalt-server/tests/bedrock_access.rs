@@ -13,7 +13,7 @@ use std::sync::Arc;
 
 use axum::http::StatusCode;
 use basalt_guard::testing::BagOfWords;
-use basalt_index::{ChunkRecord, DocumentRecord, DocumentWrite};
+use basalt_index::DocumentWrite;
 use basalt_kb::{AnswerStyle, DataDir, KbSettings};
 use basalt_model::Embedder;
 use basalt_model::testing::Scripted;
@@ -129,31 +129,9 @@ fn build(world: &World) -> (tempfile::TempDir, Vec<String>) {
         .map(|(doc, readers)| {
             let text = format!("Holiday policy budget rules: {}.", token(doc));
             let vector = embedder.embed_query(&text).expect("embeds");
-            DocumentWrite {
-                document: DocumentRecord {
-                    doc_id: format!("doc{doc}"),
-                    source: format!("doc{doc}.md"),
-                    title: None,
-                    format: "markdown".into(),
-                    content_hash: format!("sha256:{doc}"),
-                    ingested_at: "2026-12-07T00:00:00Z".into(),
-                    text_chars: text.len() as u64,
-                    pages: None,
-                    chunk_count: 1,
-                    tags: Vec::new(),
-                    metadata: Default::default(),
-                    readers: readers.clone(),
-                },
-                chunks: vec![ChunkRecord {
-                    ordinal: 0,
-                    char_end: text.len() as u64,
-                    text,
-                    heading_path: Vec::new(),
-                    page: None,
-                    char_start: 0,
-                    vector,
-                }],
-            }
+            let mut write = DocumentWrite::one_chunk(&format!("doc{doc}"), &text, vector);
+            write.document.readers = readers.clone();
+            write
         })
         .collect();
     kb.write(writes).expect("writes");

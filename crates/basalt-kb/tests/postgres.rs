@@ -1,0 +1,127 @@
+//! Knowledge bases whose index is in PostgreSQL (`DataDir::with_database`), on a throwaway
+//! cluster with pgvector (scripts/test.sh installs both): created, written, searched,
+//! re-embedded and deleted through the same verbs as embedded ones; encrypted ones refused.
+
+use basalt_index::{DocumentWrite, SearchMode};
+use basalt_kb::{Backend, DataDir, KbSettings, SearchOptions};
+use basalt_model::testing::Letters;
+use basalt_pg::testing::TempCluster;
+
+fn document(id: &str, text: &str, readers: &[&str], embedder: &Letters) -> DocumentWrite {
+    let mut write = DocumentWrite::one_chunk(id, text, embedder.vector(text));
+    write.document.readers = readers.iter().map(|reader| (*reader).to_owned()).collect();
+    write
+}
+
+fn top(
+    kb: &basalt_kb::KnowledgeBase,
+    embedder: &Letters,
+    mode: SearchMode,
+    query: &str,
+) -> Vec<String> {
+    let options = SearchOptions {
+        mode: Some(mode),
+        k: 3,
+        ..SearchOptions::default()
+    };
+    kb.search(Some(embedder), query, &options)
+        .expect("searches")
+        .hits
+        .into_iter()
+        .map(|hit| hit.doc_id)
+        .collect()
+}
+
+#[test]
+fn a_knowledge_base_lives_in_postgres_through_the_same_verbs() {
+    let cluster = TempCluster::start().expect("a PostgreSQL cluster");
+    let dir = tempfile::tempdir().expect("data dir");
+    let data = DataDir::new(dir.path()).with_database(cluster.url());
+    let small = Letters::new(8);
+    let mut settings = KbSettings::new("handbook");
+    settings.embedding.model = "letters-8".into();
+    settings.embedding.dimension = 8;
+    data.create_with(&settings, false).expect("creates");
+    assert_eq!(
+        data.settings("handbook").expect("settings").backend,
+        Backend::Postgres
+    );
+    // Nothing of the index is in the data directory.
+    assert!(!data.kb_path("handbook").join("index").exists());
+
+    let kb = data.open("handbook").expect("opens");
+    kb.write(vec![
+        document("leave", "Parental leave is sixteen weeks.", &[], &small),
+        document(
+            "pay",
+            "Salaries are paid monthly by transfer.",
+            &["group:hr"],
+            &small,
+        ),
+    ])
+    .expect("writes");
+    assert_eq!(
+        top(&kb, &small, SearchMode::Bm25, "parental leave"),
+        ["leave"]
+    );
+    assert_eq!(
+        top(&kb, &small, SearchMode::Hybrid, "salaries paid monthly")[0],
+        "pay"
+    );
+    // Another process (a replica) sees what this one wrote.
+    let other = DataDir::new(dir.path()).with_database(cluster.url());
+    assert_eq!(
+        other
+            .open("handbook")
+            .expect("opens")
+            .stats()
+            .expect("stats")
+            .documents,
+        2
+    );
+    drop(kb);
+
+    // Without the database, the knowledge base says what it needs.
+    let error = DataDir::new(dir.path())
+        .open("handbook")
+        .expect_err("no database");
+    assert!(error.to_string().contains("--database"), "{error}");
+
+    let large = Letters::new(26);
+    let report = data
+        .reembed("handbook", "letters-26", &large, &mut |_| {})
+        .expect("re-embeds");
+    assert_eq!(
+        (report.documents, report.chunks, report.to_dimension),
+        (2, 2, 26)
+    );
+    let kb = data.open("handbook").expect("opens");
+    assert_eq!(
+        top(
+            &kb,
+            &large,
+            SearchMode::Vector,
+            "salaries paid monthly by transfer"
+        )[0],
+        "pay"
+    );
+    assert_eq!(
+        kb.document("pay").expect("reads").expect("there").readers,
+        ["group:hr"]
+    );
+    drop(kb);
+
+    // An encrypted knowledge base is refused: its text would reach the database unsealed.
+    let master = basalt_security::crypto::MasterKey::from_hex(&"5e".repeat(32)).expect("key");
+    let keyed = DataDir::new(dir.path())
+        .with_database(cluster.url())
+        .with_master_key(std::sync::Arc::new(master));
+    let error = keyed
+        .create_with(&KbSettings::new("secret"), true)
+        .expect_err("encrypted");
+    assert!(error.to_string().contains("unsealed"), "{error}");
+
+    data.delete("handbook").expect("deletes");
+    let error = data.open("handbook").expect_err("gone");
+    assert!(error.to_string().contains("no knowledge base"), "{error}");
+}
