@@ -60,12 +60,15 @@ impl DataDir {
         self
     }
 
-    /// The schema of a PostgreSQL knowledge base's index: derived from its tenant, name and
-    /// embedding generation, so a re-embedding builds beside the index it replaces.
+    /// The schema of a PostgreSQL knowledge base's index: derived from its tenant, name, store
+    /// id and embedding generation, so a re-embedding builds beside the index it replaces.
     fn pg_schema(&self, settings: &KbSettings) -> String {
         let key = format!(
-            "{}/{}/{}",
-            self.tenant, settings.name, settings.embedding.generation
+            "{}/{}/{}/{}",
+            self.tenant,
+            settings.name,
+            settings.store_id.as_deref().unwrap_or_default(),
+            settings.embedding.generation
         );
         format!("kb_{}", &basalt_core::hex::sha256(key.as_bytes())[..24])
     }
@@ -208,6 +211,7 @@ impl DataDir {
                 });
             }
             settings.backend = Backend::Postgres;
+            settings.store_id = Some(basalt_core::id::new_id("", 8));
         }
         let settings = &settings;
         validate_name(&settings.name)?;
@@ -255,7 +259,7 @@ impl DataDir {
         if settings.created_at != current.created_at {
             return fixed("created_at");
         }
-        if settings.backend != current.backend {
+        if settings.backend != current.backend || settings.store_id != current.store_id {
             return fixed("the backend");
         }
         let dir = self.kb_path(&settings.name);
@@ -408,6 +412,11 @@ pub struct KbSettings {
     /// `postgres` (tables in the database of `--database`). Chosen when it is created.
     #[serde(default, skip_serializing_if = "Backend::is_embedded")]
     pub backend: Backend,
+    /// For `postgres`: drawn at random when it was created, so two knowledge bases of the same
+    /// name (two installations sharing a database, one deleted and made again) never share
+    /// tables.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub store_id: Option<String>,
 }
 
 /// Where a knowledge base's index is.
@@ -549,6 +558,7 @@ impl KbSettings {
             vector_index: VectorIndex::Auto,
             answer: AnswerSettings::default(),
             backend: Backend::Embedded,
+            store_id: None,
         }
     }
 
