@@ -28,29 +28,45 @@ if ! python3 -c "import llama_cpp.server" 2>/dev/null; then
 fi
 
 work="$(mktemp -d)"
-server_pid=""
+pids=()
 cleanup() {
-  if [ -n "$server_pid" ]; then kill "$server_pid" 2>/dev/null || true; fi
+  if ((${#pids[@]})); then kill "${pids[@]}" 2>/dev/null || true; fi
   rm -rf "$work"
 }
 trap cleanup EXIT
 
-gguf="$("$basalt" models list --json | python3 -c '
+# A free port on 127.0.0.1.
+free_port() {
+  python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])'
+}
+
+# Waits up to a minute for URL to answer; shows LOG and fails when it never does.
+wait_for() {
+  for _ in $(seq 1 120); do
+    curl -sf "$1" > /dev/null && return 0
+    sleep 0.5
+  done
+  cat "$2" >&2
+  exit 1
+}
+
+# The GGUF file of the installed model of KIND (generation or embedding).
+model_gguf() {
+  "$basalt" models list --json | python3 -c '
 import json, sys
 for model in json.load(sys.stdin):
-    if model["kind"] == "generation":
-        print(model["directory"] + "/" + model["files"][0]["name"])
-')"
-port="$(python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')"
+    if model["kind"] == sys.argv[1]:
+        print(next(model["directory"] + "/" + f["name"] for f in model["files"] if f["name"].endswith(".gguf")))
+' "$1"
+}
+
+gguf="$(model_gguf generation)"
+port="$(free_port)"
 echo "== llama-cpp-python's server on 127.0.0.1:$port with $gguf" >&2
 python3 -m llama_cpp.server --model "$gguf" --model_alias smollm2 --host 127.0.0.1 \
   --port "$port" --n_ctx 8192 --n_threads 2 > "$work/server.log" 2>&1 &
-server_pid=$!
-for _ in $(seq 1 120); do
-  curl -sf "http://127.0.0.1:$port/v1/models" > /dev/null && break
-  sleep 0.5
-done
-curl -sf "http://127.0.0.1:$port/v1/models" > /dev/null || { cat "$work/server.log" >&2; exit 1; }
+pids+=($!)
+wait_for "http://127.0.0.1:$port/v1/models" "$work/server.log"
 
 data="$work/data"
 b() { "$basalt" --data-dir "$data" "$@"; }
@@ -84,14 +100,10 @@ b ask --kb leave --model llamacpp --style generative --json "What is the company
   | python3 -c 'import json, sys; a = json.load(sys.stdin); assert a["abstained"], a'
 
 echo "== a long stream stopped early frees the server" >&2
-front_port="$(python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')"
+front_port="$(free_port)"
 b serve --local-demo --addr "127.0.0.1:$front_port" > "$work/front.log" 2>&1 &
-front_pid=$!
-trap 'kill $front_pid 2>/dev/null || true; cleanup' EXIT
-for _ in $(seq 1 120); do
-  curl -sf "http://127.0.0.1:$front_port/healthz" > /dev/null && break
-  sleep 0.5
-done
+pids+=($!)
+wait_for "http://127.0.0.1:$front_port/healthz" "$work/front.log"
 python3 - "$front_port" "$port" <<'EOF'
 import http.client, json, sys, time
 front, remote = int(sys.argv[1]), int(sys.argv[2])
@@ -119,22 +131,12 @@ print(f"the server answered the next request {waited:.2f} s after the client wen
 assert waited < 5, "the abandoned 2,000-token stream was still holding the server"
 EOF
 echo "== a knowledge base embedded by llama-cpp-python's server" >&2
-embedding_gguf="$("$basalt" models list --json | python3 -c '
-import json, sys
-for model in json.load(sys.stdin):
-    if model["kind"] == "embedding":
-        print(next(model["directory"] + "/" + f["name"] for f in model["files"] if f["name"].endswith(".gguf")))
-')"
-embed_port="$(python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')"
+embedding_gguf="$(model_gguf embedding)"
+embed_port="$(free_port)"
 python3 -m llama_cpp.server --model "$embedding_gguf" --model_alias minilm --embedding true \
   --host 127.0.0.1 --port "$embed_port" --n_ctx 512 --n_threads 2 > "$work/embed.log" 2>&1 &
-embed_pid=$!
-trap 'kill $front_pid $embed_pid 2>/dev/null || true; cleanup' EXIT
-for _ in $(seq 1 120); do
-  curl -sf "http://127.0.0.1:$embed_port/v1/models" > /dev/null && break
-  sleep 0.5
-done
-curl -sf "http://127.0.0.1:$embed_port/v1/models" > /dev/null || { cat "$work/embed.log" >&2; exit 1; }
+pids+=($!)
+wait_for "http://127.0.0.1:$embed_port/v1/models" "$work/embed.log"
 printf '# Travel policy\n\nTrain tickets are booked in second class; flights need approval.\n' > "$work/docs/travel.md"
 printf '# Security\n\nLaptops lock after five minutes; report a lost badge at once.\n' > "$work/docs/security.md"
 b kb create local --unencrypted > /dev/null
