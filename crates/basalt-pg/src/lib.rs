@@ -30,6 +30,14 @@ const BM25_DEPTH: i64 = 1000;
 /// The least breadth of an HNSW walk, as the embedded store's (hnswlib's `ef`).
 const SEARCH_EF: usize = 64;
 
+/// A BM25 query: its terms found in the knowledge base, each with its weight (count in the
+/// query × IDF), and the average chunk length in terms.
+struct Bm25Query {
+    terms: Vec<String>,
+    weights: Vec<f32>,
+    average: f32,
+}
+
 /// Every document of a knowledge base, by id.
 type Documents = Arc<BTreeMap<String, DocumentRecord>>;
 
@@ -282,18 +290,12 @@ impl PgStore {
         Ok(Some(ids))
     }
 
-    /// BM25 scores of the chunks matching `text`: the best [`BM25_DEPTH`] (restricted to
-    /// `allowed`), or exactly those of `only`.
-    fn bm25(
-        &self,
-        client: &mut Client,
-        request: &SearchRequest<'_>,
-        allowed: Option<&[i64]>,
-        only: Option<&[i64]>,
-    ) -> Result<HashMap<i64, f32>> {
-        let counts = self.term_counts(request.text);
+    /// The query's terms with their BM25 weights (count × IDF) and the average chunk length;
+    /// `None` when no term of it is in the knowledge base.
+    fn bm25_query(&self, client: &mut Client, text: &str) -> Result<Option<Bm25Query>> {
+        let counts = self.term_counts(text);
         if counts.is_empty() {
-            return Ok(HashMap::new());
+            return Ok(None);
         }
         let totals = client
             .query_one(
@@ -303,7 +305,7 @@ impl PgStore {
             .map_err(|error| self.error(&error))?;
         let (chunks, terms): (i64, i64) = (totals.get(0), totals.get(1));
         if chunks == 0 {
-            return Ok(HashMap::new());
+            return Ok(None);
         }
         let average = (terms as f64 / chunks as f64).max(1.0) as f32;
         let query_terms: Vec<String> = counts.keys().cloned().collect();
@@ -330,11 +332,32 @@ impl PgStore {
             weighted_terms.push(term.clone());
             weights.push(*count as f32 * idf);
         }
-        if weighted_terms.is_empty() {
+        Ok((!weighted_terms.is_empty()).then_some(Bm25Query {
+            terms: weighted_terms,
+            weights,
+            average,
+        }))
+    }
+
+    /// BM25 scores of the chunks matching `text`: the best [`BM25_DEPTH`] (restricted to
+    /// `allowed`), or exactly those of `only`.
+    fn bm25(
+        &self,
+        client: &mut Client,
+        query: Option<&Bm25Query>,
+        params: basalt_index::Bm25Params,
+        allowed: Option<&[i64]>,
+        only: Option<&[i64]>,
+    ) -> Result<HashMap<i64, f32>> {
+        let Some(Bm25Query {
+            terms,
+            weights,
+            average,
+        }) = query
+        else {
             return Ok(HashMap::new());
-        }
-        let k1 = request.bm25.k1;
-        let b = request.bm25.b;
+        };
+        let (k1, b) = (params.k1, params.b);
         let mut sql = format!(
             "SELECT p.chunk, sum(q.weight * p.frequency * ($3::real + 1) / \
                  (p.frequency + $3::real * (1 - $4::real + $4::real * c.length / $5::real)))::real AS score \
@@ -344,7 +367,7 @@ impl PgStore {
             postings = self.table("postings"),
             chunks = self.table("chunks"),
         );
-        let restriction: Option<Vec<i64>> = only.or(allowed).map(<[i64]>::to_vec);
+        let restriction = only.or(allowed);
         if restriction.is_some() {
             sql.push_str(" WHERE p.chunk = ANY($6)");
         }
@@ -353,8 +376,8 @@ impl PgStore {
             sql.push_str(&format!(" LIMIT {BM25_DEPTH}"));
         }
         let rows = match &restriction {
-            Some(ids) => client.query(&sql, &[&weighted_terms, &weights, &k1, &b, &average, ids]),
-            None => client.query(&sql, &[&weighted_terms, &weights, &k1, &b, &average]),
+            Some(ids) => client.query(&sql, &[terms, weights, &k1, &b, average, ids]),
+            None => client.query(&sql, &[terms, weights, &k1, &b, average]),
         }
         .map_err(|error| self.error(&error))?;
         Ok(rows
@@ -628,9 +651,15 @@ impl KnowledgeStore for PgStore {
         if allowed.is_some_and(<[i64]>::is_empty) {
             return Ok(Vec::new());
         }
+        // The query's terms and weights, worked out once for every BM25 scoring below.
+        let lexical_query = match request.mode {
+            SearchMode::Vector => None,
+            _ => self.bm25_query(&mut client, request.text)?,
+        };
+        let lexical_query = lexical_query.as_ref();
         let ranked: Vec<(i64, f32)> = match (request.mode, query_vector) {
             (SearchMode::Bm25, _) | (_, None) => {
-                let scores = self.bm25(&mut client, request, allowed, None)?;
+                let scores = self.bm25(&mut client, lexical_query, request.bm25, allowed, None)?;
                 basalt_index::top_k(
                     scores
                         .into_iter()
@@ -646,7 +675,8 @@ impl KnowledgeStore for PgStore {
                 let depth = request.k.max(VECTOR_DEPTH);
                 let semantic =
                     self.vector(&mut client, query, depth, request.exact, allowed, None)?;
-                let mut lexical = self.bm25(&mut client, request, allowed, None)?;
+                let mut lexical =
+                    self.bm25(&mut client, lexical_query, request.bm25, allowed, None)?;
                 // Both sides scored exactly for every candidate, in one order (insertion).
                 let mut candidates: Vec<i64> = semantic
                     .iter()
@@ -661,7 +691,13 @@ impl KnowledgeStore for PgStore {
                     .filter(|id| !lexical.contains_key(id))
                     .collect();
                 if !missing.is_empty() {
-                    lexical.extend(self.bm25(&mut client, request, allowed, Some(&missing))?);
+                    lexical.extend(self.bm25(
+                        &mut client,
+                        lexical_query,
+                        request.bm25,
+                        allowed,
+                        Some(&missing),
+                    )?);
                 }
                 let mut cosines: HashMap<i64, f32> = semantic.into_iter().collect();
                 let unscored: Vec<i64> = candidates
