@@ -1,5 +1,6 @@
-//! Lower-case hex, and SHA-256 digests written in it.
+//! Lower-case hex, SHA-256 digests written in it, and HMAC-SHA-256.
 
+use hmac::{Hmac, Mac};
 use sha2::Digest;
 
 /// Lower-case hex of `bytes`.
@@ -41,6 +42,14 @@ pub fn sha256_parts(parts: &[&[u8]]) -> String {
     encode(&hasher.finalize())
 }
 
+/// HMAC-SHA-256 of `data` under `key` (a key of any length).
+pub fn hmac_sha256(key: &[u8], data: &[u8]) -> [u8; 32] {
+    let mut mac = <Hmac<sha2::Sha256> as Mac>::new_from_slice(key)
+        .unwrap_or_else(|_| unreachable!("HMAC takes a key of any length"));
+    mac.update(data);
+    mac.finalize().into_bytes().into()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -63,5 +72,14 @@ mod tests {
             "ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad"
         );
         assert_eq!(sha256_parts(&[b"a", b"bc"]), sha256(b"abc"));
+    }
+
+    #[test]
+    fn hmac_sha256_matches_rfc_4231() {
+        // Test case 2.
+        assert_eq!(
+            encode(&hmac_sha256(b"Jefe", b"what do ya want for nothing?")),
+            "5bdcc146bf60754e6a042426089575c75a003f089d2739839dec58b964ec3843"
+        );
     }
 }

@@ -7,9 +7,6 @@
 //! `AWS4-HMAC-SHA256`. The canonical URI is the request path encoded once more, as the SDKs do
 //! for every service but S3.
 
-use hmac::{Hmac, Mac};
-use sha2::Sha256;
-
 /// The algorithm this module verifies.
 pub const ALGORITHM: &str = "AWS4-HMAC-SHA256";
 
@@ -350,12 +347,7 @@ fn decode(text: &str) -> String {
 }
 
 fn hmac(key: &[u8], data: &[u8]) -> Vec<u8> {
-    // HMAC takes a key of any length.
-    let Ok(mut mac) = Hmac::<Sha256>::new_from_slice(key) else {
-        return Vec::new();
-    };
-    mac.update(data);
-    mac.finalize().into_bytes().to_vec()
+    crate::hex::hmac_sha256(key, data).to_vec()
 }
 
 /// Equal-length comparison whose time does not depend on where the bytes differ.

@@ -16,16 +16,7 @@ use tantivy::directory::{
     TerminatingWrite, WatchCallback, WatchHandle, WritePtr,
 };
 
-/// Authenticated encryption of whole files, with the key it holds. Implemented by
-/// `basalt-security`'s data keys; the index only calls it.
-pub trait Sealer: Send + Sync + std::fmt::Debug {
-    /// Ciphertext of `plaintext`, authenticated (a changed byte makes [`Sealer::open`] fail).
-    fn seal(&self, plaintext: &[u8]) -> Vec<u8>;
-
-    /// The plaintext of what [`Sealer::seal`] produced with the same key; an error for
-    /// anything else (another key, a changed or truncated file, plaintext).
-    fn open(&self, sealed: &[u8]) -> Result<Vec<u8>, String>;
-}
+pub use basalt_core::sealer::Sealer;
 
 /// A tantivy directory whose files are sealed.
 #[derive(Debug, Clone)]

@@ -20,24 +20,10 @@ fn run(check: fn(conformance::Opener<'_>)) {
     run_sealed(check);
 }
 
-/// A data key as the store's sealer, as an encrypted knowledge base has.
-#[derive(Debug)]
-struct Sealed(basalt_security::crypto::DataKey);
-
-impl Sealer for Sealed {
-    fn seal(&self, plaintext: &[u8]) -> Vec<u8> {
-        self.0.seal(plaintext)
-    }
-
-    fn open(&self, sealed: &[u8]) -> Result<Vec<u8>, String> {
-        self.0.open(sealed)
-    }
-}
-
 fn data_key() -> Arc<dyn Sealer> {
     let master = basalt_security::crypto::MasterKey::from_hex(&"5e".repeat(32)).expect("key");
     let (_, key) = basalt_security::crypto::Envelope::create(&master).expect("data key");
-    Arc::new(Sealed(key))
+    Arc::new(key)
 }
 
 /// The same check on an encrypted store: every behaviour holds, and the files are ciphertext.

@@ -8,27 +8,13 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use basalt_index::Sealer;
-use basalt_security::crypto::{DataKey, Envelope, KeyProvider};
+use basalt_security::crypto::{Envelope, KeyProvider};
 
 use crate::error::{KbError, Result};
 use crate::knowledge_base::write_atomically;
 
 /// The wrapped data key of an encrypted knowledge base.
 pub(crate) const KEY_FILE: &str = "key.json";
-
-/// A data key as the index's [`Sealer`].
-#[derive(Debug)]
-struct KbSealer(DataKey);
-
-impl Sealer for KbSealer {
-    fn seal(&self, plaintext: &[u8]) -> Vec<u8> {
-        self.0.seal(plaintext)
-    }
-
-    fn open(&self, sealed: &[u8]) -> std::result::Result<Vec<u8>, String> {
-        self.0.open(sealed)
-    }
-}
 
 /// Makes a new data key for the knowledge base in `dir` and stores it wrapped.
 pub(crate) fn create_key(dir: &Path, provider: &dyn KeyProvider) -> Result<()> {
@@ -50,7 +36,7 @@ pub(crate) fn open_key(
         key_id: envelope.master_key_id.clone(),
     })?;
     let key = envelope.open(provider)?;
-    Ok(Some(Arc::new(KbSealer(key))))
+    Ok(Some(Arc::new(key)))
 }
 
 fn read_envelope(path: &Path) -> Result<Option<Envelope>> {

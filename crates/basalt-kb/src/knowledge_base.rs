@@ -201,15 +201,6 @@ impl DataDir {
         };
         let mut settings = settings.clone();
         if self.database.is_some() {
-            if provider.is_some() {
-                return Err(KbError::BadSettingsValue {
-                    message: "an encrypted knowledge base cannot keep its index in PostgreSQL yet \
-                              (its text would reach the database unsealed): create it unencrypted \
-                              (`kb create --unencrypted`, `\"encrypted\": false`) or without \
-                              --database"
-                        .into(),
-                });
-            }
             settings.backend = Backend::Postgres;
             settings.store_id = Some(basalt_core::id::new_id("", 8));
         }
@@ -337,15 +328,12 @@ impl DataDir {
                 &self.pg_schema(&settings),
                 &options,
             )?),
-            (Backend::Postgres, Some(_)) => {
-                return Err(KbError::BadSettingsValue {
-                    message: format!(
-                        "knowledge base {:?} is encrypted and in PostgreSQL, which Basalt does \
-                         not support yet",
-                        settings.name
-                    ),
-                });
-            }
+            (Backend::Postgres, Some(sealer)) => Box::new(basalt_pg::PgStore::open_sealed(
+                self.database_for(&settings.name)?,
+                &self.pg_schema(&settings),
+                &options,
+                sealer.clone(),
+            )?),
         };
         Ok(KnowledgeBase {
             settings,

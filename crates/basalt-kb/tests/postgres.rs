@@ -1,6 +1,6 @@
 //! Knowledge bases whose index is in PostgreSQL (`DataDir::with_database`), on a throwaway
 //! cluster with pgvector (scripts/test.sh installs both): created, written, searched,
-//! re-embedded and deleted through the same verbs as embedded ones; encrypted ones refused.
+//! re-embedded and deleted through the same verbs as embedded ones, encrypted or not.
 
 use basalt_index::{DocumentWrite, SearchMode};
 use basalt_kb::{Backend, DataDir, KbSettings, SearchOptions};
@@ -111,15 +111,33 @@ fn a_knowledge_base_lives_in_postgres_through_the_same_verbs() {
     );
     drop(kb);
 
-    // An encrypted knowledge base is refused: its text would reach the database unsealed.
+    // An encrypted knowledge base in PostgreSQL is sealed with its own data key (basalt-pg's
+    // tests grep the database's files), and needs the master key to open.
     let master = basalt_security::crypto::MasterKey::from_hex(&"5e".repeat(32)).expect("key");
     let keyed = DataDir::new(dir.path())
         .with_database(cluster.url())
         .with_master_key(std::sync::Arc::new(master));
-    let error = keyed
-        .create_with(&KbSettings::new("secret"), true)
-        .expect_err("encrypted");
-    assert!(error.to_string().contains("unsealed"), "{error}");
+    let mut secret = KbSettings::new("secret");
+    secret.embedding.model = "letters-8".into();
+    secret.embedding.dimension = 8;
+    keyed.create_with(&secret, true).expect("creates encrypted");
+    assert!(keyed.is_encrypted("secret"));
+    let kb = keyed.open("secret").expect("opens");
+    kb.write(vec![document(
+        "memo",
+        "The vault code changes every Tuesday.",
+        &[],
+        &small,
+    )])
+    .expect("writes");
+    assert_eq!(
+        top(&kb, &small, SearchMode::Hybrid, "vault code")[0],
+        "memo"
+    );
+    drop(kb);
+    let error = data.open("secret").expect_err("no master key");
+    assert!(error.to_string().contains("master key"), "{error}");
+    keyed.delete("secret").expect("deletes");
 
     data.delete("handbook").expect("deletes");
     let error = data.open("handbook").expect_err("gone");

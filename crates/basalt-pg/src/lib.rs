@@ -11,6 +11,12 @@
 //! k: the documents are read once per change of the knowledge base (a generation counter) and
 //! the filter decides which may be returned; pgvector's iterative index scan keeps a selective
 //! filter from starving the vector ranking.
+//!
+//! An encrypted knowledge base ([`PgStore::open_sealed`]) keeps its promise in the database:
+//! document records and chunks (text, headings, metadata) are sealed with its data key before
+//! they are sent, and document ids and BM25 terms are stored as keyed hashes (tags), so the
+//! database never holds a word of a document. Vectors, chunk lengths in terms, page numbers and
+//! term frequencies are stored as they are: the database computes with them.
 
 pub mod testing;
 
@@ -20,7 +26,7 @@ use std::sync::{Arc, Mutex, PoisonError};
 
 use basalt_index::{
     ChunkRecord, DocumentRecord, DocumentWrite, Filter, Hit, IndexError, IndexStats,
-    KnowledgeStore, Result, SearchMode, SearchRequest, StoreOptions, VECTOR_DEPTH,
+    KnowledgeStore, Result, Sealer, SearchMode, SearchRequest, StoreOptions, VECTOR_DEPTH,
 };
 use postgres::{Client, NoTls, Transaction};
 
@@ -33,13 +39,16 @@ const SEARCH_EF: usize = 64;
 /// A BM25 query: its terms found in the knowledge base, each with its weight (count in the
 /// query × IDF), and the average chunk length in terms.
 struct Bm25Query {
-    terms: Vec<String>,
+    terms: Vec<Vec<u8>>,
     weights: Vec<f32>,
     average: f32,
 }
 
-/// Every document of a knowledge base, by id.
+/// Every document of a knowledge base, by the key its rows are stored under.
 type Documents = Arc<BTreeMap<String, DocumentRecord>>;
+
+/// How many bytes of a tag are stored: 128 bits, far from colliding.
+const TAG_BYTES: usize = 16;
 
 /// A knowledge base in a PostgreSQL schema.
 pub struct PgStore {
@@ -47,6 +56,8 @@ pub struct PgStore {
     schema: String,
     dimension: usize,
     analyzer: String,
+    /// The knowledge base's data key when it is encrypted.
+    sealer: Option<Arc<dyn Sealer>>,
     /// The documents as of a generation, for filters and readers.
     documents: Mutex<Option<(i64, Documents)>>,
 }
@@ -57,6 +68,7 @@ impl std::fmt::Debug for PgStore {
             .debug_struct("PgStore")
             .field("schema", &self.schema)
             .field("dimension", &self.dimension)
+            .field("sealed", &self.sealer.is_some())
             .finish_non_exhaustive()
     }
 }
@@ -66,6 +78,27 @@ impl PgStore {
     /// in `schema` (lower-case letters, digits and `_`), creating its tables when they do not
     /// exist. The pgvector extension must be installable in the database.
     pub fn open(url: &str, schema: &str, options: &StoreOptions) -> Result<Self> {
+        Self::open_with(url, schema, options, None)
+    }
+
+    /// As [`PgStore::open`], for an encrypted knowledge base: what reaches the database is
+    /// sealed or tagged with `sealer`. A schema written sealed opens only sealed, and one
+    /// written in the clear only in the clear.
+    pub fn open_sealed(
+        url: &str,
+        schema: &str,
+        options: &StoreOptions,
+        sealer: Arc<dyn Sealer>,
+    ) -> Result<Self> {
+        Self::open_with(url, schema, options, Some(sealer))
+    }
+
+    fn open_with(
+        url: &str,
+        schema: &str,
+        options: &StoreOptions,
+        sealer: Option<Arc<dyn Sealer>>,
+    ) -> Result<Self> {
         let valid = !schema.is_empty()
             && schema.len() <= 63
             && schema
@@ -101,25 +134,25 @@ impl PgStore {
                 one boolean PRIMARY KEY DEFAULT true CHECK (one),
                 chunks bigint NOT NULL DEFAULT 0,
                 terms bigint NOT NULL DEFAULT 0,
-                generation bigint NOT NULL DEFAULT 0
+                generation bigint NOT NULL DEFAULT 0,
+                sealed boolean NOT NULL
             );
-            INSERT INTO "{schema}".totals DEFAULT VALUES ON CONFLICT DO NOTHING;
             CREATE TABLE IF NOT EXISTS "{schema}".documents (
-                doc_id text PRIMARY KEY,
-                record jsonb NOT NULL
+                doc_key text PRIMARY KEY,
+                record bytea NOT NULL
             );
             CREATE TABLE IF NOT EXISTS "{schema}".chunks (
                 id bigserial PRIMARY KEY,
-                doc_id text NOT NULL REFERENCES "{schema}".documents ON DELETE CASCADE,
+                doc_key text NOT NULL REFERENCES "{schema}".documents ON DELETE CASCADE,
                 ordinal integer NOT NULL,
                 page integer,
                 length integer NOT NULL,
-                payload jsonb NOT NULL,
+                payload bytea NOT NULL,
                 embedding vector({dimension}) NOT NULL,
-                UNIQUE (doc_id, ordinal)
+                UNIQUE (doc_key, ordinal)
             );
             CREATE TABLE IF NOT EXISTS "{schema}".postings (
-                term text NOT NULL,
+                term bytea NOT NULL,
                 chunk bigint NOT NULL REFERENCES "{schema}".chunks ON DELETE CASCADE,
                 frequency integer NOT NULL,
                 PRIMARY KEY (term, chunk)
@@ -151,6 +184,36 @@ impl PgStore {
                 found: dimension,
             });
         }
+        let sealed = sealer.is_some();
+        let written_sealed: Option<bool> = client
+            .query_one(
+                &format!(
+                    "WITH made AS (INSERT INTO \"{schema}\".totals (sealed) VALUES ($1) \
+                     ON CONFLICT DO NOTHING RETURNING sealed) \
+                     SELECT sealed FROM made UNION ALL SELECT sealed FROM \"{schema}\".totals"
+                ),
+                &[&sealed],
+            )
+            .map_err(|error| {
+                engine(
+                    schema,
+                    &format!(
+                        "{error}; tables from an earlier layout (Basalt 0.19 and before): \
+                         re-create the knowledge base"
+                    ),
+                )
+            })?
+            .get(0);
+        if written_sealed != Some(sealed) {
+            return Err(engine(
+                schema,
+                if sealed {
+                    "this knowledge base was written unencrypted and cannot be opened with a key"
+                } else {
+                    "this knowledge base is encrypted: open it with its data key"
+                },
+            ));
+        }
         // pgvector 0.8: a filtered vector search keeps walking the graph until it has k rows.
         if let Err(error) = client.batch_execute("SET hnsw.iterative_scan = strict_order") {
             tracing::warn!(%error, "pgvector without iterative index scans (0.8 or later has them)");
@@ -160,6 +223,7 @@ impl PgStore {
             schema: schema.to_owned(),
             dimension,
             analyzer: options.analyzer.clone(),
+            sealer,
             documents: Mutex::new(None),
         })
     }
@@ -186,15 +250,58 @@ impl PgStore {
         format!("\"{}\".{name}", self.schema)
     }
 
-    /// The index terms of `text`, with their frequencies.
-    fn term_counts(&self, text: &str) -> BTreeMap<String, i32> {
+    /// The index terms of `text` as stored (tags when sealed), with their frequencies.
+    fn term_counts(&self, text: &str) -> BTreeMap<Vec<u8>, i32> {
         let mut analyzer = basalt_index::analyzer(&self.analyzer)
             .unwrap_or_else(|| unreachable!("checked when the store was opened"));
         let mut counts = BTreeMap::new();
         for term in basalt_index::terms(&mut analyzer, text) {
-            *counts.entry(term).or_insert(0) += 1;
+            *counts.entry(self.stored_term(term)).or_insert(0) += 1;
         }
         counts
+    }
+
+    fn stored_term(&self, term: String) -> Vec<u8> {
+        match &self.sealer {
+            None => term.into_bytes(),
+            Some(sealer) => {
+                sealer.tag(&[b"term\0", term.as_bytes()].concat())[..TAG_BYTES].to_vec()
+            }
+        }
+    }
+
+    /// The key a document's rows are stored under: its id, or the id's tag when sealed.
+    fn doc_key(&self, doc_id: &str) -> String {
+        match &self.sealer {
+            None => doc_id.to_owned(),
+            Some(sealer) => basalt_core::hex::encode(
+                &sealer.tag(&[b"document\0", doc_id.as_bytes()].concat())[..TAG_BYTES],
+            ),
+        }
+    }
+
+    /// A record as stored: JSON, sealed when the knowledge base is encrypted.
+    fn encode(&self, value: &impl serde::Serialize) -> Result<Vec<u8>> {
+        let json = serde_json::to_vec(value).map_err(|error| self.error(&error))?;
+        Ok(match &self.sealer {
+            None => json,
+            Some(sealer) => sealer.seal(&json),
+        })
+    }
+
+    /// A stored record read back (`what` names it in an error).
+    fn decode<T: serde::de::DeserializeOwned>(&self, bytes: &[u8], what: &str) -> Result<T> {
+        let opened;
+        let json = match &self.sealer {
+            None => bytes,
+            Some(sealer) => {
+                opened = sealer.open(bytes).map_err(|error| {
+                    self.error(&format!("{what} cannot be opened with this key: {error}"))
+                })?;
+                &opened
+            }
+        };
+        serde_json::from_slice(json).map_err(|error| self.error(&format!("{what}: {error}")))
     }
 
     /// Every document, as of the current generation (read again when it changed).
@@ -218,14 +325,13 @@ impl PgStore {
         let mut documents = BTreeMap::new();
         for row in client
             .query(
-                &format!("SELECT record FROM {}", self.table("documents")),
+                &format!("SELECT doc_key, record FROM {}", self.table("documents")),
                 &[],
             )
             .map_err(|error| self.error(&error))?
         {
-            let record: DocumentRecord = serde_json::from_value(row.get(0))
-                .map_err(|error| self.error(&format!("a document record: {error}")))?;
-            documents.insert(record.doc_id.clone(), record);
+            let record: DocumentRecord = self.decode(row.get(1), "a document record")?;
+            documents.insert(row.get(0), record);
         }
         let documents = Arc::new(documents);
         *cached = Some((generation, documents.clone()));
@@ -255,20 +361,20 @@ impl PgStore {
         let mut allowed_documents: Vec<String> = Vec::new();
         if !by_page {
             allowed_documents = documents
-                .values()
-                .filter(|record| passes(record, None))
-                .map(|record| record.doc_id.clone())
+                .iter()
+                .filter(|(_, record)| passes(record, None))
+                .map(|(key, _)| key.clone())
                 .collect();
         }
         let rows = if by_page {
             client.query(
-                &format!("SELECT id, doc_id, page FROM {}", self.table("chunks")),
+                &format!("SELECT id, doc_key, page FROM {}", self.table("chunks")),
                 &[],
             )
         } else {
             client.query(
                 &format!(
-                    "SELECT id, doc_id, page FROM {} WHERE doc_id = ANY($1)",
+                    "SELECT id, doc_key, page FROM {} WHERE doc_key = ANY($1)",
                     self.table("chunks")
                 ),
                 &[&allowed_documents],
@@ -277,11 +383,11 @@ impl PgStore {
         .map_err(|error| self.error(&error))?;
         let mut ids = Vec::new();
         for row in rows {
-            let doc_id: String = row.get(1);
+            let doc_key: String = row.get(1);
             let page: Option<i32> = row.get(2);
             let keep = !by_page
                 || documents
-                    .get(&doc_id)
+                    .get(&doc_key)
                     .is_some_and(|record| passes(record, page.map(|page| page as u32)));
             if keep {
                 ids.push(row.get::<_, i64>(0));
@@ -308,8 +414,8 @@ impl PgStore {
             return Ok(None);
         }
         let average = (terms as f64 / chunks as f64).max(1.0) as f32;
-        let query_terms: Vec<String> = counts.keys().cloned().collect();
-        let frequencies: HashMap<String, i64> = client
+        let query_terms: Vec<Vec<u8>> = counts.keys().cloned().collect();
+        let frequencies: HashMap<Vec<u8>, i64> = client
             .query(
                 &format!(
                     "SELECT term, count(*) FROM {} WHERE term = ANY($1) GROUP BY term",
@@ -362,7 +468,7 @@ impl PgStore {
             "SELECT p.chunk, sum(q.weight * p.frequency * ($3::real + 1) / \
                  (p.frequency + $3::real * (1 - $4::real + $4::real * c.length / $5::real)))::real AS score \
              FROM {postings} p \
-             JOIN unnest($1::text[], $2::real[]) AS q(term, weight) ON q.term = p.term \
+             JOIN unnest($1::bytea[], $2::real[]) AS q(term, weight) ON q.term = p.term \
              JOIN {chunks} c ON c.id = p.chunk",
             postings = self.table("postings"),
             chunks = self.table("chunks"),
@@ -447,7 +553,7 @@ impl PgStore {
         let rows = client
             .query(
                 &format!(
-                    "SELECT c.id, c.payload, d.record FROM {} c JOIN {} d ON d.doc_id = c.doc_id \
+                    "SELECT c.id, c.payload, d.record FROM {} c JOIN {} d ON d.doc_key = c.doc_key \
                      WHERE c.id = ANY($1)",
                     self.table("chunks"),
                     self.table("documents")
@@ -457,10 +563,8 @@ impl PgStore {
             .map_err(|error| self.error(&error))?;
         let mut found: HashMap<i64, (ChunkRecord, DocumentRecord)> = HashMap::new();
         for row in rows {
-            let chunk: ChunkRecord = serde_json::from_value(row.get(1))
-                .map_err(|error| self.error(&format!("a chunk: {error}")))?;
-            let record: DocumentRecord = serde_json::from_value(row.get(2))
-                .map_err(|error| self.error(&format!("a document record: {error}")))?;
+            let chunk: ChunkRecord = self.decode(row.get(1), "a chunk")?;
+            let record: DocumentRecord = self.decode(row.get(2), "a document record")?;
             found.insert(row.get(0), (chunk, record));
         }
         Ok(ranked
@@ -475,13 +579,14 @@ impl PgStore {
     /// Removes `doc_id` and its chunks inside `transaction`, keeping the totals; whether it
     /// existed.
     fn remove(&self, transaction: &mut Transaction<'_>, doc_id: &str) -> Result<bool> {
+        let doc_key = self.doc_key(doc_id);
         let gone = transaction
             .query_one(
                 &format!(
-                    "SELECT count(*), coalesce(sum(length), 0)::bigint FROM {} WHERE doc_id = $1",
+                    "SELECT count(*), coalesce(sum(length), 0)::bigint FROM {} WHERE doc_key = $1",
                     self.table("chunks")
                 ),
-                &[&doc_id],
+                &[&doc_key],
             )
             .map_err(|error| self.error(&error))?;
         let (chunks, terms): (i64, i64) = (gone.get(0), gone.get(1));
@@ -496,8 +601,8 @@ impl PgStore {
             .map_err(|error| self.error(&error))?;
         let deleted = transaction
             .execute(
-                &format!("DELETE FROM {} WHERE doc_id = $1", self.table("documents")),
-                &[&doc_id],
+                &format!("DELETE FROM {} WHERE doc_key = $1", self.table("documents")),
+                &[&doc_key],
             )
             .map_err(|error| self.error(&error))?;
         Ok(deleted > 0)
@@ -537,14 +642,15 @@ impl KnowledgeStore for PgStore {
         for write in documents {
             let record = &write.document;
             self.remove(&mut transaction, &record.doc_id)?;
-            let json = serde_json::to_value(record).map_err(|error| self.error(&error))?;
+            let doc_key = self.doc_key(&record.doc_id);
+            let stored = self.encode(record)?;
             transaction
                 .execute(
                     &format!(
-                        "INSERT INTO {} (doc_id, record) VALUES ($1, $2)",
+                        "INSERT INTO {} (doc_key, record) VALUES ($1, $2)",
                         self.table("documents")
                     ),
-                    &[&record.doc_id, &json],
+                    &[&doc_key, &stored],
                 )
                 .map_err(|error| self.error(&error))?;
             let (mut chunks, mut terms) = (0_i64, 0_i64);
@@ -552,25 +658,25 @@ impl KnowledgeStore for PgStore {
                 let search = chunk.search_text(record.title.as_deref());
                 let counts = self.term_counts(&search);
                 let length: i32 = counts.values().sum();
-                let payload = serde_json::to_value(chunk).map_err(|error| self.error(&error))?;
+                let payload = self.encode(chunk)?;
                 let page = chunk.page.map(|page| page as i32);
                 let ordinal = chunk.ordinal as i32;
                 let id: i64 = transaction
                     .query_one(
                         &format!(
-                            "INSERT INTO {chunks_table} (doc_id, ordinal, page, length, payload, embedding) \
+                            "INSERT INTO {chunks_table} (doc_key, ordinal, page, length, payload, embedding) \
                              VALUES ($1, $2, $3, $4, $5, $6::text::vector) RETURNING id"
                         ),
-                        &[&record.doc_id, &ordinal, &page, &length, &payload, &vector_literal(&chunk.vector)],
+                        &[&doc_key, &ordinal, &page, &length, &payload, &vector_literal(&chunk.vector)],
                     )
                     .map_err(|error| self.error(&error))?
                     .get(0);
-                let (words, frequencies): (Vec<String>, Vec<i32>) = counts.into_iter().unzip();
+                let (words, frequencies): (Vec<Vec<u8>>, Vec<i32>) = counts.into_iter().unzip();
                 transaction
                     .execute(
                         &format!(
                             "INSERT INTO {postings_table} (term, chunk, frequency) \
-                             SELECT term, $3, frequency FROM unnest($1::text[], $2::int[]) AS t(term, frequency)"
+                             SELECT term, $3, frequency FROM unnest($1::bytea[], $2::int[]) AS t(term, frequency)"
                         ),
                         &[&words, &frequencies, &id],
                     )
@@ -609,19 +715,22 @@ impl KnowledgeStore for PgStore {
         let row = client
             .query_opt(
                 &format!(
-                    "SELECT record FROM {} WHERE doc_id = $1",
+                    "SELECT record FROM {} WHERE doc_key = $1",
                     self.table("documents")
                 ),
-                &[&doc_id],
+                &[&self.doc_key(doc_id)],
             )
             .map_err(|error| self.error(&error))?;
-        row.map(|row| serde_json::from_value(row.get(0)).map_err(|error| self.error(&error)))
+        row.map(|row| self.decode(row.get(0), "a document record"))
             .transpose()
     }
 
     fn documents(&self) -> Result<Vec<DocumentRecord>> {
         let mut client = self.client();
-        Ok(self.document_map(&mut client)?.values().cloned().collect())
+        let mut documents: Vec<DocumentRecord> =
+            self.document_map(&mut client)?.values().cloned().collect();
+        documents.sort_by(|a, b| a.doc_id.cmp(&b.doc_id));
+        Ok(documents)
     }
 
     fn chunks(&self, doc_id: &str) -> Result<Vec<ChunkRecord>> {
@@ -629,14 +738,14 @@ impl KnowledgeStore for PgStore {
         client
             .query(
                 &format!(
-                    "SELECT payload FROM {} WHERE doc_id = $1 ORDER BY ordinal",
+                    "SELECT payload FROM {} WHERE doc_key = $1 ORDER BY ordinal",
                     self.table("chunks")
                 ),
-                &[&doc_id],
+                &[&self.doc_key(doc_id)],
             )
             .map_err(|error| self.error(&error))?
             .into_iter()
-            .map(|row| serde_json::from_value(row.get(0)).map_err(|error| self.error(&error)))
+            .map(|row| self.decode(row.get(0), "a chunk"))
             .collect()
     }
 
@@ -737,8 +846,9 @@ impl KnowledgeStore for PgStore {
         let row = client
             .query_one(
                 &format!(
-                    "SELECT count(*), coalesce(sum((record->>'chunk_count')::bigint), 0)::bigint FROM {}",
-                    self.table("documents")
+                    "SELECT (SELECT count(*) FROM {}), chunks FROM {}",
+                    self.table("documents"),
+                    self.table("totals")
                 ),
                 &[],
             )

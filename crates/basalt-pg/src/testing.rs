@@ -82,6 +82,18 @@ impl TempCluster {
         &self.url
     }
 
+    /// The cluster's data directory: every file the server writes (tables, WAL) is under it.
+    pub fn data_dir(&self) -> &Path {
+        &self.data
+    }
+
+    /// Runs `sql` as the superuser (a test's `CHECKPOINT`, say).
+    pub fn execute(&self, sql: &str) -> Result<(), String> {
+        let mut client = postgres::Client::connect(&self.url, postgres::NoTls)
+            .map_err(|error| error.to_string())?;
+        client.batch_execute(sql).map_err(|error| error.to_string())
+    }
+
     fn data_arg(&self) -> String {
         self.data.display().to_string()
     }

@@ -22,11 +22,15 @@ const TAG_BYTES: usize = 16;
 pub const SEAL_OVERHEAD: usize = MAGIC.len() + NONCE_BYTES + TAG_BYTES;
 /// Additional data of a wrapped data key: a data key is never mistaken for a file.
 const WRAP_CONTEXT: &[u8] = b"basalt data key v1";
+/// What a data key's tag key is derived with.
+const TAG_KEY_CONTEXT: &[u8] = b"basalt keyed hash v1";
 
 /// A 256-bit AES-GCM key that seals and opens data. Its bytes never print.
 #[derive(Clone)]
 pub struct DataKey {
     cipher: Aes256Gcm,
+    /// The key of [`DataKey::tag`], derived from the data key (never the key that seals).
+    tag_key: [u8; 32],
 }
 
 impl std::fmt::Debug for DataKey {
@@ -39,6 +43,7 @@ impl DataKey {
     fn from_bytes(bytes: &[u8; 32]) -> Self {
         DataKey {
             cipher: Aes256Gcm::new(bytes.into()),
+            tag_key: basalt_core::hex::hmac_sha256(bytes, TAG_KEY_CONTEXT),
         }
     }
 
@@ -57,6 +62,12 @@ impl DataKey {
     /// changed or truncated one, or bytes that were never sealed.
     pub fn open(&self, sealed: &[u8]) -> std::result::Result<Vec<u8>, String> {
         self.open_with(sealed, b"")
+    }
+
+    /// A keyed hash of `data` (HMAC-SHA-256 under a key derived from this one): the same for
+    /// the same data, so it can be looked up, and says nothing of the data without the key.
+    pub fn tag(&self, data: &[u8]) -> [u8; 32] {
+        basalt_core::hex::hmac_sha256(&self.tag_key, data)
     }
 
     fn seal_with(&self, plaintext: &[u8], context: &[u8]) -> Vec<u8> {
@@ -95,6 +106,21 @@ impl DataKey {
                 },
             )
             .map_err(|_| "authentication failed: another key, or changed bytes".into())
+    }
+}
+
+/// What a store seals and tags with: the inherent methods above.
+impl basalt_core::sealer::Sealer for DataKey {
+    fn seal(&self, plaintext: &[u8]) -> Vec<u8> {
+        DataKey::seal(self, plaintext)
+    }
+
+    fn open(&self, sealed: &[u8]) -> std::result::Result<Vec<u8>, String> {
+        DataKey::open(self, sealed)
+    }
+
+    fn tag(&self, data: &[u8]) -> [u8; 32] {
+        DataKey::tag(self, data)
     }
 }
 
@@ -304,6 +330,23 @@ mod tests {
 
     fn master(digit: char) -> MasterKey {
         MasterKey::from_hex(&digit.to_string().repeat(64)).expect("a key")
+    }
+
+    #[test]
+    fn tags_are_stable_per_key_and_differ_between_keys() {
+        let master = master('a');
+        let (envelope, key) = Envelope::create(&master).expect("creates");
+        let (_, other) = Envelope::create(&master).expect("creates");
+        let reopened = envelope.open(&master).expect("opens");
+        assert_eq!(key.tag(b"term\0zebra"), key.tag(b"term\0zebra"));
+        assert_eq!(key.tag(b"term\0zebra"), reopened.tag(b"term\0zebra"));
+        assert_ne!(key.tag(b"term\0zebra"), key.tag(b"term\0zebras"));
+        assert_ne!(key.tag(b"term\0zebra"), other.tag(b"term\0zebra"));
+        // Not a plain hash of the data.
+        assert_ne!(
+            basalt_core::hex::encode(&key.tag(b"zebra")),
+            basalt_core::hex::sha256(b"zebra")
+        );
     }
 
     #[test]
