@@ -532,7 +532,7 @@ proptest! {
 /// inside SQL. `BASALT_ACL_PG_CASES` sets the number of worlds (default 60).
 #[test]
 fn no_caller_ever_sees_what_it_may_not_read_on_postgres() {
-    let cluster = basalt_pg::testing::TempCluster::start().expect("a PostgreSQL cluster");
+    let cluster = basalt_pg::testing::TempCluster::start_migrated().expect("a PostgreSQL cluster");
     let cases = std::env::var("BASALT_ACL_PG_CASES")
         .ok()
         .and_then(|value| value.parse().ok())

@@ -8,8 +8,8 @@ use std::process::Command;
 use std::time::{Duration, Instant};
 
 use common::{
-    Server, Workspace, basalt_now, cpu_turn, models_without_attack_classifier, raw_request,
-    start_server_when, write_hr_docs_with_an_injection,
+    Server, Workspace, basalt_now, cpu_turn, json_of, models_without_attack_classifier, multipart,
+    raw_request, start_server_when, write_hr_docs_with_an_injection,
 };
 use serde_json::Value;
 
@@ -51,13 +51,6 @@ fn post_json(port: u16, path: &str, body: &str) -> (u16, String) {
         &["Content-Type: application/json"],
         body.as_bytes(),
     )
-}
-
-/// The JSON of a (possibly chunked) body: from the first `{` to the last `}`.
-fn json_of(body: &str) -> Value {
-    let start = body.find('{').unwrap_or(0);
-    let end = body.rfind('}').map_or(body.len(), |end| end + 1);
-    serde_json::from_str(&body[start..end]).unwrap_or_else(|error| panic!("{error}: {body}"))
 }
 
 fn assert_error((actual, text): (u16, String), status: u16, code: &str) {
@@ -228,35 +221,6 @@ fn serve_speaks_openai_to_raw_http_and_the_python_sdk() {
         String::from_utf8_lossy(&output.stdout),
         String::from_utf8_lossy(&output.stderr)
     );
-}
-
-/// A `multipart/form-data` body: (field, file name, bytes) parts. Returns the Content-Type
-/// header and the body.
-fn multipart(parts: &[(&str, Option<&str>, &[u8])]) -> (String, Vec<u8>) {
-    let boundary = "basalt-test-boundary-7f3a";
-    let mut body = Vec::new();
-    for (field, file_name, bytes) in parts {
-        body.extend_from_slice(format!("--{boundary}\r\n").as_bytes());
-        match file_name {
-            Some(name) => body.extend_from_slice(
-                format!(
-                    "Content-Disposition: form-data; name=\"{field}\"; filename=\"{name}\"\r\n\
-                     Content-Type: application/octet-stream\r\n\r\n"
-                )
-                .as_bytes(),
-            ),
-            None => body.extend_from_slice(
-                format!("Content-Disposition: form-data; name=\"{field}\"\r\n\r\n").as_bytes(),
-            ),
-        }
-        body.extend_from_slice(bytes);
-        body.extend_from_slice(b"\r\n");
-    }
-    body.extend_from_slice(format!("--{boundary}--\r\n").as_bytes());
-    (
-        format!("Content-Type: multipart/form-data; boundary={boundary}"),
-        body,
-    )
 }
 
 fn upload(port: u16, kb: &str, parts: &[(&str, Option<&str>, &[u8])]) -> (u16, String) {

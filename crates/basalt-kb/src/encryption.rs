@@ -22,13 +22,19 @@ pub(crate) fn create_key(dir: &Path, provider: &dyn KeyProvider) -> Result<()> {
     write_envelope(&dir.join(KEY_FILE), &envelope)
 }
 
-/// The sealer of the knowledge base `name` in `dir`: `None` when it is not encrypted.
-pub(crate) fn open_key(
-    dir: &Path,
+/// The wrapped data key of the knowledge base in `dir`: `None` when it is not encrypted.
+pub(crate) fn read_key(dir: &Path) -> Result<Option<Envelope>> {
+    read_envelope(&dir.join(KEY_FILE))
+}
+
+/// The sealer of the knowledge base `name` from its wrapped data key: `None` when it is not
+/// encrypted, an error when the master key is missing or another.
+pub(crate) fn open_envelope(
+    envelope: Option<Envelope>,
     name: &str,
     provider: Option<&dyn KeyProvider>,
 ) -> Result<Option<Arc<dyn Sealer>>> {
-    let Some(envelope) = read_envelope(&dir.join(KEY_FILE))? else {
+    let Some(envelope) = envelope else {
         return Ok(None);
     };
     let provider = provider.ok_or_else(|| KbError::MasterKeyRequired {
@@ -100,6 +106,31 @@ pub fn rotate_master(
         }
     }
     Ok(rotation)
+}
+
+impl crate::DataDir {
+    /// [`rotate_master`] for this data directory, and for the knowledge bases of its database
+    /// (`postgres:<tenant>/<name>` in the report), whose wrapped keys are replaced one row at
+    /// a time.
+    pub fn rotate_master(&self, old: &dyn KeyProvider, new: &dyn KeyProvider) -> Result<Rotation> {
+        let mut rotation = rotate_master(self.root(), old, new)?;
+        let Some(database) = self.database() else {
+            return Ok(rotation);
+        };
+        for (tenant, name, envelope) in database.data_keys()? {
+            let place = PathBuf::from(format!("postgres:{tenant}/{name}"));
+            if envelope.master_key_id == new.key_id() {
+                envelope.open(new)?;
+                rotation.already.push(place);
+            } else if envelope.master_key_id == old.key_id() {
+                database.set_data_key(&tenant, &name, &envelope.rewrap(old, new)?)?;
+                rotation.rotated.push(place);
+            } else {
+                rotation.other_key.push(place);
+            }
+        }
+        Ok(rotation)
+    }
 }
 
 /// Every knowledge-base directory of every tenant.

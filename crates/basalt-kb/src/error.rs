@@ -55,6 +55,10 @@ pub enum KbError {
 
     #[error(transparent)]
     Security(#[from] basalt_security::SecurityError),
+
+    /// PostgreSQL (`--database`) is unreachable, not migrated, or refused a query.
+    #[error("the database: {message}")]
+    Database { message: String },
 }
 
 impl KbError {

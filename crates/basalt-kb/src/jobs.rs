@@ -197,7 +197,23 @@ impl Job {
         }
     }
 
-    fn leased_to(&self, worker: &str) -> bool {
+    /// Records how the job ended, now: its report, or why it failed; the lease is gone.
+    pub(crate) fn end(&mut self, outcome: std::result::Result<IngestReport, String>) {
+        self.lease = None;
+        self.finished_at = Some(basalt_core::clock::now_rfc3339());
+        match outcome {
+            Ok(report) => {
+                self.status = JobStatus::Completed;
+                self.report = Some(report);
+            }
+            Err(error) => {
+                self.status = JobStatus::Failed;
+                self.error = Some(error);
+            }
+        }
+    }
+
+    pub(crate) fn leased_to(&self, worker: &str) -> bool {
         self.status == JobStatus::Running
             && self
                 .lease
@@ -240,6 +256,24 @@ pub trait JobQueue: Send + Sync + std::fmt::Debug {
         outcome: std::result::Result<IngestReport, String>,
     ) -> Result<bool>;
 
+    /// Keeps the files of job `id`'s upload, spooled in `dir`, where any worker of this
+    /// queue can get them (before the job is submitted). The files in `dir` are that place
+    /// for a queue one process works.
+    fn keep_upload(&self, _id: &str, _dir: &Path) -> Result<()> {
+        Ok(())
+    }
+
+    /// Puts the files of job `id`'s upload in `dir` (a worker that did not spool them fetches
+    /// them); false when they are gone.
+    fn fetch_upload(&self, _id: &str, dir: &Path) -> Result<bool> {
+        Ok(dir.is_dir())
+    }
+
+    /// Forgets the files of job `id`'s upload (it ended), and the copy in `dir`.
+    fn drop_upload(&self, _id: &str, dir: &Path) -> Result<()> {
+        remove_spool(dir)
+    }
+
     /// Whether a job of `tenant`'s `kb` is queued or running.
     fn busy(&self, tenant: &str, kb: &str) -> Result<bool> {
         Ok(self
@@ -249,8 +283,16 @@ pub trait JobQueue: Send + Sync + std::fmt::Debug {
     }
 }
 
+/// Removes an upload's spooled copy in `dir`, if it is there.
+pub(crate) fn remove_spool(dir: &Path) -> Result<()> {
+    match std::fs::remove_dir_all(dir) {
+        Err(error) if error.kind() != std::io::ErrorKind::NotFound => Err(KbError::io(dir, error)),
+        _ => Ok(()),
+    }
+}
+
 /// Milliseconds since the Unix epoch.
-fn now_ms() -> u64 {
+pub(crate) fn now_ms() -> u64 {
     SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .map_or(0, |elapsed| elapsed.as_millis() as u64)
@@ -290,7 +332,7 @@ pub struct FileJobQueue {
     sealers: Mutex<HashMap<String, Arc<dyn Sealer>>>,
 }
 
-fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
+pub(crate) fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
     mutex
         .lock()
         .unwrap_or_else(std::sync::PoisonError::into_inner)
@@ -510,18 +552,7 @@ impl JobQueue for FileJobQueue {
             if !job.leased_to(worker) {
                 return false;
             }
-            job.lease = None;
-            job.finished_at = Some(basalt_core::clock::now_rfc3339());
-            match outcome {
-                Ok(report) => {
-                    job.status = JobStatus::Completed;
-                    job.report = Some(report);
-                }
-                Err(error) => {
-                    job.status = JobStatus::Failed;
-                    job.error = Some(error);
-                }
-            }
+            job.end(outcome);
             true
         })?;
         Ok(finished.unwrap_or(false))
@@ -757,6 +788,21 @@ pub fn conformance(open: &dyn Fn() -> Box<dyn JobQueue>) {
     claimed.dedup();
     assert_eq!(claimed.len(), total, "no job went to two workers");
     assert!(claimed.len() >= 12, "every bulk job was claimed: {total}");
+
+    // An upload's files: kept before the job is submitted, there for the worker, gone after.
+    let spool = tempfile::tempdir().expect("temp dir");
+    let dir = spool.path().join("job-spooled");
+    std::fs::create_dir(&dir).expect("spool");
+    std::fs::write(dir.join("0000.md"), b"# Spooled").expect("writes");
+    reopened.keep_upload("job-spooled", &dir).expect("keeps");
+    assert!(reopened.fetch_upload("job-spooled", &dir).expect("fetches"));
+    assert_eq!(
+        std::fs::read(dir.join("0000.md")).expect("reads"),
+        b"# Spooled"
+    );
+    reopened.drop_upload("job-spooled", &dir).expect("drops");
+    assert!(!dir.exists());
+    assert!(!reopened.fetch_upload("job-spooled", &dir).expect("fetches"));
 }
 
 #[cfg(test)]

@@ -8,6 +8,10 @@
 //!
 //! Knowledge-base names are per tenant: two tenants may each have a `handbook`, and a
 //! [`DataDir`] scoped to one tenant ([`DataDir::for_tenant`]) cannot name the other's.
+//!
+//! With a database ([`DataDir::with_database`]) the catalog is PostgreSQL's instead
+//! (`basalt.knowledge_bases`: settings and wrapped data keys), and so are the indexes of the
+//! knowledge bases in it: nothing of them is in the data directory.
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -33,8 +37,8 @@ pub struct DataDir {
     kb_root: PathBuf,
     /// The master key: knowledge bases created with one are encrypted, and need it to open.
     master_key: Option<Arc<dyn KeyProvider>>,
-    /// PostgreSQL (`--database`): knowledge bases created from now on keep their index there.
-    database: Option<Arc<str>>,
+    /// PostgreSQL (`--database`): the catalog, and the indexes of its knowledge bases.
+    database: Option<crate::database::Database>,
 }
 
 pub use basalt_security::DEFAULT_TENANT;
@@ -51,13 +55,28 @@ impl DataDir {
         }
     }
 
-    /// The same data directory with PostgreSQL (a `postgres://` URL or `host=… dbname=…`):
-    /// knowledge bases created from now on keep their documents, chunks, postings and vectors
-    /// there (their settings stay in the data directory), and those already there can be
-    /// opened.
+    /// The same data directory with PostgreSQL (a `postgres://` URL or `host=… dbname=…`) as
+    /// its catalog: the knowledge bases are those in the database (settings and wrapped data
+    /// keys), and keep their documents, chunks, postings and vectors there; the ones in the
+    /// data directory are not seen. The database must have been migrated (`basalt db
+    /// migrate`).
     pub fn with_database(mut self, url: &str) -> Self {
-        self.database = Some(Arc::from(url));
+        self.database = Some(crate::database::Database::new(url));
         self
+    }
+
+    pub(crate) fn database(&self) -> Option<&crate::database::Database> {
+        self.database.as_ref()
+    }
+
+    /// Whether the catalog is in PostgreSQL.
+    pub fn has_database(&self) -> bool {
+        self.database.is_some()
+    }
+
+    /// The database's URL (`--database`), if any.
+    pub fn database_url(&self) -> Option<&str> {
+        self.database.as_ref().map(crate::database::Database::url)
     }
 
     /// The schema of a PostgreSQL knowledge base's index: derived from its tenant, name, store
@@ -76,7 +95,8 @@ impl DataDir {
     /// The database URL a PostgreSQL knowledge base needs.
     fn database_for(&self, name: &str) -> Result<&str> {
         self.database
-            .as_deref()
+            .as_ref()
+            .map(crate::database::Database::url)
             .ok_or_else(|| KbError::BadSettingsValue {
                 message: format!(
                     "knowledge base {name:?} keeps its index in PostgreSQL: give the database with \
@@ -123,14 +143,33 @@ impl DataDir {
     /// an error when it is and the master key is missing or wrong.
     pub fn sealer(&self, name: &str) -> Result<Option<Arc<dyn Sealer>>> {
         validate_name(name)?;
-        crate::encryption::open_key(&self.kb_path(name), name, self.master_key.as_deref())
+        let envelope = match &self.database {
+            Some(database) => self.row(database, name)?.1,
+            None => crate::encryption::read_key(&self.kb_path(name))?,
+        };
+        crate::encryption::open_envelope(envelope, name, self.master_key.as_deref())
     }
 
     /// Whether the knowledge base `name` is encrypted at rest.
     pub fn is_encrypted(&self, name: &str) -> bool {
-        self.kb_path(name)
-            .join(crate::encryption::KEY_FILE)
-            .is_file()
+        match &self.database {
+            Some(database) => self.row(database, name).is_ok_and(|(_, key)| key.is_some()),
+            None => self
+                .kb_path(name)
+                .join(crate::encryption::KEY_FILE)
+                .is_file(),
+        }
+    }
+
+    /// The catalog row of `name` in the database.
+    fn row(
+        &self,
+        database: &crate::database::Database,
+        name: &str,
+    ) -> Result<crate::database::CatalogRow> {
+        database
+            .kb(&self.tenant, name)?
+            .ok_or_else(|| KbError::NotFound { name: name.into() })
     }
 
     /// The same data directory seen by `tenant`: only its knowledge bases exist.
@@ -200,9 +239,16 @@ impl DataDir {
             (_, false) => None,
         };
         let mut settings = settings.clone();
-        if self.database.is_some() {
+        if let Some(database) = &self.database {
             settings.backend = Backend::Postgres;
             settings.store_id = Some(basalt_core::id::new_id("", 8));
+            validate_name(&settings.name)?;
+            settings.validate()?;
+            let key = provider
+                .map(|provider| basalt_security::crypto::Envelope::create(provider.as_ref()))
+                .transpose()?
+                .map(|(envelope, _)| envelope);
+            return database.insert_kb(&self.tenant, &settings, key.as_ref());
         }
         let settings = &settings;
         validate_name(&settings.name)?;
@@ -253,6 +299,19 @@ impl DataDir {
         if settings.backend != current.backend || settings.store_id != current.store_id {
             return fixed("the backend");
         }
+        self.store_settings(settings)
+    }
+
+    /// Writes the settings of an existing knowledge base (atomically), unchecked.
+    pub(crate) fn store_settings(&self, settings: &KbSettings) -> Result<()> {
+        if let Some(database) = &self.database {
+            return match database.update_kb(&self.tenant, settings)? {
+                true => Ok(()),
+                false => Err(KbError::NotFound {
+                    name: settings.name.clone(),
+                }),
+            };
+        }
         let dir = self.kb_path(&settings.name);
         let json =
             serde_json::to_vec_pretty(settings).map_err(|error| KbError::io(&dir, error.into()))?;
@@ -261,6 +320,9 @@ impl DataDir {
 
     /// The settings of every knowledge base, by name.
     pub fn list(&self) -> Result<Vec<KbSettings>> {
+        if let Some(database) = &self.database {
+            return database.list_kbs(&self.tenant);
+        }
         let root = &self.kb_root;
         let entries = match std::fs::read_dir(root) {
             Ok(entries) => entries,
@@ -283,6 +345,9 @@ impl DataDir {
 
     pub fn settings(&self, name: &str) -> Result<KbSettings> {
         validate_name(name)?;
+        if let Some(database) = &self.database {
+            return Ok(self.row(database, name)?.0);
+        }
         let path = self.kb_path(name).join(SETTINGS_FILE);
         let bytes = match std::fs::read(&path) {
             Ok(bytes) => bytes,
@@ -345,6 +410,13 @@ impl DataDir {
     /// Deletes a knowledge base and everything in it.
     pub fn delete(&self, name: &str) -> Result<()> {
         let settings = self.settings(name)?;
+        if let Some(database) = &self.database {
+            let schema = (settings.backend == Backend::Postgres).then(|| self.pg_schema(&settings));
+            return match database.delete_kb(&self.tenant, name, schema.as_deref())? {
+                true => Ok(()),
+                false => Err(KbError::NotFound { name: name.into() }),
+            };
+        }
         if settings.backend == Backend::Postgres {
             self.remove_index(&settings)?;
         }

@@ -4,11 +4,13 @@
 //! created under a master key ([`DataDir::with_master_key`], [`rotate_master`]).
 
 mod catalog;
+mod database;
 mod encryption;
 mod error;
 pub mod eval;
 pub mod jobs;
 mod knowledge_base;
+mod pg_jobs;
 mod pipeline;
 mod reembed;
 mod search;
@@ -23,6 +25,7 @@ pub use knowledge_base::{
     AnswerSettings, AnswerStyle, Backend, ChunkingSettings, DEFAULT_TENANT, DataDir,
     EmbeddingSettings, KbSettings, KnowledgeBase, PromptTemplate, validate_name,
 };
+pub use pg_jobs::PgJobQueue;
 pub use pipeline::{
     AccessMap, DEFAULT_MAX_FILE_BYTES, Failure, IngestOptions, IngestProgress, IngestReport,
     SIDECAR_SUFFIX, StageTimings, ingest,

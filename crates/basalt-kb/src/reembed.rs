@@ -179,14 +179,7 @@ impl DataDir {
 
     /// Makes `settings` (naming the new index) the knowledge base's, atomically.
     fn switch(&self, settings: &KbSettings) -> Result<()> {
-        let dir = self.kb_path(&settings.name);
-        let json =
-            serde_json::to_vec_pretty(settings).map_err(|error| KbError::io(&dir, error.into()))?;
-        crate::knowledge_base::write_atomically(
-            &dir.join(crate::knowledge_base::SETTINGS_FILE),
-            &json,
-        )
-        .map_err(|error| KbError::io(&dir, error))
+        self.store_settings(settings)
     }
 }
 

@@ -1,9 +1,11 @@
-//! Knowledge bases whose index is in PostgreSQL (`DataDir::with_database`), on a throwaway
-//! cluster with pgvector (scripts/test.sh installs both): created, written, searched,
-//! re-embedded and deleted through the same verbs as embedded ones, encrypted or not.
+//! Knowledge bases whose catalog and index are in PostgreSQL (`DataDir::with_database`), on a
+//! throwaway cluster with pgvector (scripts/test.sh installs both): created, written,
+//! searched, re-embedded and deleted through the same verbs as embedded ones, encrypted or
+//! not; the catalog and the job queue pass the suites the embedded ones pass, seen from two
+//! processes.
 
 use basalt_index::{DocumentWrite, SearchMode};
-use basalt_kb::{Backend, DataDir, KbSettings, SearchOptions};
+use basalt_kb::{Backend, DataDir, JobQueue, KbCatalog, KbSettings, PgJobQueue, SearchOptions};
 use basalt_model::testing::Letters;
 use basalt_pg::testing::TempCluster;
 
@@ -34,7 +36,7 @@ fn top(
 
 #[test]
 fn a_knowledge_base_lives_in_postgres_through_the_same_verbs() {
-    let cluster = TempCluster::start().expect("a PostgreSQL cluster");
+    let cluster = TempCluster::start_migrated().expect("a PostgreSQL cluster");
     let dir = tempfile::tempdir().expect("data dir");
     let data = DataDir::new(dir.path()).with_database(cluster.url());
     let small = Letters::new(8);
@@ -46,8 +48,8 @@ fn a_knowledge_base_lives_in_postgres_through_the_same_verbs() {
         data.settings("handbook").expect("settings").backend,
         Backend::Postgres
     );
-    // Nothing of the index is in the data directory.
-    assert!(!data.kb_path("handbook").join("index").exists());
+    // Nothing of it is in the data directory: the catalog is the database's.
+    assert!(!data.kb_path("handbook").exists());
 
     let kb = data.open("handbook").expect("opens");
     kb.write(vec![
@@ -68,8 +70,9 @@ fn a_knowledge_base_lives_in_postgres_through_the_same_verbs() {
         top(&kb, &small, SearchMode::Hybrid, "salaries paid monthly")[0],
         "pay"
     );
-    // Another process (a replica) sees what this one wrote.
-    let other = DataDir::new(dir.path()).with_database(cluster.url());
+    // Another process (a replica, with a data directory of its own) sees what this one wrote.
+    let elsewhere = tempfile::tempdir().expect("data dir");
+    let other = DataDir::new(elsewhere.path()).with_database(cluster.url());
     assert_eq!(
         other
             .open("handbook")
@@ -81,11 +84,11 @@ fn a_knowledge_base_lives_in_postgres_through_the_same_verbs() {
     );
     drop(kb);
 
-    // Without the database, the knowledge base says what it needs.
+    // Without the database, the data directory's own catalog is another one.
     let error = DataDir::new(dir.path())
         .open("handbook")
         .expect_err("no database");
-    assert!(error.to_string().contains("--database"), "{error}");
+    assert!(error.to_string().contains("no knowledge base"), "{error}");
 
     let large = Letters::new(26);
     let report = data
@@ -142,4 +145,59 @@ fn a_knowledge_base_lives_in_postgres_through_the_same_verbs() {
     data.delete("handbook").expect("deletes");
     let error = data.open("handbook").expect_err("gone");
     assert!(error.to_string().contains("no knowledge base"), "{error}");
+}
+
+#[test]
+fn the_database_catalog_and_job_queue_pass_the_embedded_suites() {
+    let cluster = TempCluster::start_migrated().expect("a PostgreSQL cluster");
+    // Each handle has a data directory of its own: what they share is the database.
+    let dirs: Vec<tempfile::TempDir> = (0..8)
+        .map(|_| tempfile::tempdir().expect("data dir"))
+        .collect();
+    let next = std::sync::atomic::AtomicUsize::new(0);
+    let handle = || {
+        let index = next.fetch_add(1, std::sync::atomic::Ordering::Relaxed) % dirs.len();
+        DataDir::new(dirs[index].path()).with_database(cluster.url())
+    };
+    basalt_kb::catalog_conformance(&|| Box::new(handle()));
+    let acme: Box<dyn KbCatalog> = Box::new(handle().for_tenant("acme").expect("tenant"));
+    assert!(
+        acme.list().expect("lists").is_empty(),
+        "a tenant's catalog is its own"
+    );
+    basalt_kb::job_queue_conformance(&|| Box::new(PgJobQueue::open(&handle()).expect("opens")));
+
+    // An upload kept by one replica is fetched by another into its own spool.
+    let (one, two) = (
+        PgJobQueue::open(&handle()).expect("opens"),
+        PgJobQueue::open(&handle()).expect("opens"),
+    );
+    let spool = tempfile::tempdir().expect("spool");
+    let (here, there) = (spool.path().join("a"), spool.path().join("b"));
+    std::fs::create_dir(&here).expect("spools");
+    std::fs::write(here.join("0000.md"), b"# First").expect("writes");
+    std::fs::write(here.join("0001.pdf"), vec![0_u8, 159, 255]).expect("writes");
+    one.keep_upload("job-shared", &here).expect("keeps");
+    assert!(two.fetch_upload("job-shared", &there).expect("fetches"));
+    assert_eq!(
+        std::fs::read(there.join("0000.md")).expect("reads"),
+        b"# First"
+    );
+    assert_eq!(
+        std::fs::read(there.join("0001.pdf")).expect("reads"),
+        [0_u8, 159, 255]
+    );
+    two.drop_upload("job-shared", &there).expect("drops");
+    assert!(
+        !one.fetch_upload("job-shared", &spool.path().join("c"))
+            .expect("fetches")
+    );
+
+    // A database nobody migrated says what to run.
+    let bare = TempCluster::start().expect("a PostgreSQL cluster");
+    let error = DataDir::new(dirs[0].path())
+        .with_database(bare.url())
+        .list()
+        .expect_err("not migrated");
+    assert!(error.to_string().contains("basalt db migrate"), "{error}");
 }

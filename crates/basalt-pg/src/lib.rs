@@ -18,7 +18,11 @@
 //! database never holds a word of a document. Vectors, chunk lengths in terms, page numbers and
 //! term frequencies are stored as they are: the database computes with them.
 
+mod connection;
+pub mod migrations;
 pub mod testing;
+
+pub use connection::{Connection, Setup, off_runtime};
 
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::path::PathBuf;
@@ -28,7 +32,7 @@ use basalt_index::{
     ChunkRecord, DocumentRecord, DocumentWrite, Filter, Hit, IndexError, IndexStats,
     KnowledgeStore, Result, Sealer, SearchMode, SearchRequest, StoreOptions, VECTOR_DEPTH,
 };
-use postgres::{Client, NoTls, Transaction};
+use postgres::{Client, Transaction};
 
 /// How deep BM25 ranks before fusion (reciprocal-rank fusion's depth).
 const BM25_DEPTH: i64 = 1000;
@@ -52,7 +56,7 @@ const TAG_BYTES: usize = 16;
 
 /// A knowledge base in a PostgreSQL schema.
 pub struct PgStore {
-    client: Mutex<Client>,
+    connection: Connection,
     schema: String,
     dimension: usize,
     analyzer: String,
@@ -117,14 +121,7 @@ impl PgStore {
                 choices: basalt_index::ANALYZERS.join(", "),
             });
         }
-        let mut client = Client::connect(url, NoTls).map_err(|error| {
-            engine(
-                schema,
-                &format!(
-                    "cannot connect to PostgreSQL: {error}; check the URL and that the server is up"
-                ),
-            )
-        })?;
+        let connection = Connection::new(url, session_settings);
         let dimension = options.dimension;
         let setup = format!(
             r#"
@@ -162,16 +159,43 @@ impl PgStore {
                 USING hnsw (embedding vector_ip_ops);
             "#
         );
-        client
-            .batch_execute(&setup)
-            .map_err(|error| engine(schema, &format!("cannot create the tables: {error}")))?;
+        let sealed = sealer.is_some();
+        let unavailable = |error: String| engine(schema, &error);
+        connection.run(unavailable, |client| {
+            Self::create_tables(client, schema, dimension, sealed, &setup)
+        })?;
+        Ok(PgStore {
+            connection,
+            schema: schema.to_owned(),
+            dimension,
+            analyzer: options.analyzer.clone(),
+            sealer,
+            documents: Mutex::new(None),
+        })
+    }
+
+    /// Creates the tables of `schema` if they are not there, and checks they are for vectors
+    /// of `dimension` numbers and sealed (or not) as asked.
+    fn create_tables(
+        client: &mut Client,
+        schema: &str,
+        dimension: usize,
+        sealed: bool,
+        setup: &str,
+    ) -> Result<()> {
+        client.batch_execute(setup).map_err(|error| {
+            engine(
+                schema,
+                &format!("cannot create the tables: {}", migrations::describe(&error)),
+            )
+        })?;
         let declared: String = client
             .query_one(
                 "SELECT format_type(atttypid, atttypmod) FROM pg_attribute \
                  WHERE attrelid = ($1 || '.chunks')::regclass AND attname = 'embedding'",
                 &[&format!("\"{schema}\"")],
             )
-            .map_err(|error| engine(schema, &error.to_string()))?
+            .map_err(|error| engine(schema, &migrations::describe(&error)))?
             .get(0);
         if declared != format!("vector({dimension})") {
             let found = declared
@@ -184,7 +208,6 @@ impl PgStore {
                 found: dimension,
             });
         }
-        let sealed = sealer.is_some();
         let written_sealed: Option<bool> = client
             .query_one(
                 &format!(
@@ -198,8 +221,9 @@ impl PgStore {
                 engine(
                     schema,
                     &format!(
-                        "{error}; tables from an earlier layout (Basalt 0.19 and before): \
-                         re-create the knowledge base"
+                        "{}; if these tables were made before PostgreSQL stores could be \
+                         sealed (December 2026), re-create the knowledge base",
+                        migrations::describe(&error)
                     ),
                 )
             })?
@@ -214,35 +238,33 @@ impl PgStore {
                 },
             ));
         }
-        // pgvector 0.8: a filtered vector search keeps walking the graph until it has k rows.
-        if let Err(error) = client.batch_execute("SET hnsw.iterative_scan = strict_order") {
-            tracing::warn!(%error, "pgvector without iterative index scans (0.8 or later has them)");
-        }
-        Ok(PgStore {
-            client: Mutex::new(client),
-            schema: schema.to_owned(),
-            dimension,
-            analyzer: options.analyzer.clone(),
-            sealer,
-            documents: Mutex::new(None),
-        })
+        Ok(())
     }
 
     /// Removes the knowledge base in `schema` (its tables and everything in them), if any.
     pub fn drop_schema(url: &str, schema: &str) -> Result<()> {
-        let mut client = Client::connect(url, NoTls)
-            .map_err(|error| engine(schema, &format!("cannot connect to PostgreSQL: {error}")))?;
-        client
-            .batch_execute(&format!("DROP SCHEMA IF EXISTS \"{schema}\" CASCADE"))
-            .map_err(|error| engine(schema, &error.to_string()))
+        Connection::new(url, |_| Ok(())).run(
+            |error| engine(schema, &error),
+            |client| {
+                client
+                    .batch_execute(&format!("DROP SCHEMA IF EXISTS \"{schema}\" CASCADE"))
+                    .map_err(|error| engine(schema, &migrations::describe(&error)))
+            },
+        )
     }
 
-    fn client(&self) -> std::sync::MutexGuard<'_, Client> {
-        self.client.lock().unwrap_or_else(PoisonError::into_inner)
+    /// Runs `work` on this store's connection (see [`Connection::run`]).
+    fn run<T: Send>(&self, work: impl FnOnce(&mut Client) -> Result<T> + Send) -> Result<T> {
+        self.connection
+            .run(|error| engine(&self.schema, &error), work)
     }
 
     fn error(&self, error: &dyn std::fmt::Display) -> IndexError {
         engine(&self.schema, &error.to_string())
+    }
+
+    fn db_error(&self, error: &postgres::Error) -> IndexError {
+        engine(&self.schema, &migrations::describe(error))
     }
 
     /// `name` qualified with this knowledge base's schema.
@@ -311,7 +333,7 @@ impl PgStore {
                 &format!("SELECT generation FROM {}", self.table("totals")),
                 &[],
             )
-            .map_err(|error| self.error(&error))?
+            .map_err(|error| self.db_error(&error))?
             .get(0);
         let mut cached = self
             .documents
@@ -328,7 +350,7 @@ impl PgStore {
                 &format!("SELECT doc_key, record FROM {}", self.table("documents")),
                 &[],
             )
-            .map_err(|error| self.error(&error))?
+            .map_err(|error| self.db_error(&error))?
         {
             let record: DocumentRecord = self.decode(row.get(1), "a document record")?;
             documents.insert(row.get(0), record);
@@ -380,7 +402,7 @@ impl PgStore {
                 &[&allowed_documents],
             )
         }
-        .map_err(|error| self.error(&error))?;
+        .map_err(|error| self.db_error(&error))?;
         let mut ids = Vec::new();
         for row in rows {
             let doc_key: String = row.get(1);
@@ -408,7 +430,7 @@ impl PgStore {
                 &format!("SELECT chunks, terms FROM {}", self.table("totals")),
                 &[],
             )
-            .map_err(|error| self.error(&error))?;
+            .map_err(|error| self.db_error(&error))?;
         let (chunks, terms): (i64, i64) = (totals.get(0), totals.get(1));
         if chunks == 0 {
             return Ok(None);
@@ -423,7 +445,7 @@ impl PgStore {
                 ),
                 &[&query_terms],
             )
-            .map_err(|error| self.error(&error))?
+            .map_err(|error| self.db_error(&error))?
             .into_iter()
             .map(|row| (row.get(0), row.get(1)))
             .collect();
@@ -485,7 +507,7 @@ impl PgStore {
             Some(ids) => client.query(&sql, &[terms, weights, &k1, &b, average, ids]),
             None => client.query(&sql, &[terms, weights, &k1, &b, average]),
         }
-        .map_err(|error| self.error(&error))?;
+        .map_err(|error| self.db_error(&error))?;
         Ok(rows
             .into_iter()
             .map(|row| (row.get(0), row.get(1)))
@@ -505,7 +527,9 @@ impl PgStore {
     ) -> Result<Vec<(i64, f32)>> {
         let literal = vector_literal(query);
         let chunks = self.table("chunks");
-        let mut transaction = client.transaction().map_err(|error| self.error(&error))?;
+        let mut transaction = client
+            .transaction()
+            .map_err(|error| self.db_error(&error))?;
         // As the embedded graphs walk: at least `depth` candidates, and 64 (pgvector allows
         // up to 1,000).
         let setting = if exact {
@@ -518,7 +542,7 @@ impl PgStore {
         };
         transaction
             .batch_execute(&setting)
-            .map_err(|error| self.error(&error))?;
+            .map_err(|error| self.db_error(&error))?;
         let score = "(-(embedding <#> $1::text::vector))::real";
         let rows = match (only, allowed) {
             (Some(ids), _) => transaction.query(
@@ -539,8 +563,10 @@ impl PgStore {
                 &[&literal],
             ),
         }
-        .map_err(|error| self.error(&error))?;
-        transaction.commit().map_err(|error| self.error(&error))?;
+        .map_err(|error| self.db_error(&error))?;
+        transaction
+            .commit()
+            .map_err(|error| self.db_error(&error))?;
         Ok(rows
             .into_iter()
             .map(|row| (row.get(0), row.get(1)))
@@ -560,7 +586,7 @@ impl PgStore {
                 ),
                 &[&ids],
             )
-            .map_err(|error| self.error(&error))?;
+            .map_err(|error| self.db_error(&error))?;
         let mut found: HashMap<i64, (ChunkRecord, DocumentRecord)> = HashMap::new();
         for row in rows {
             let chunk: ChunkRecord = self.decode(row.get(1), "a chunk")?;
@@ -588,7 +614,7 @@ impl PgStore {
                 ),
                 &[&doc_key],
             )
-            .map_err(|error| self.error(&error))?;
+            .map_err(|error| self.db_error(&error))?;
         let (chunks, terms): (i64, i64) = (gone.get(0), gone.get(1));
         transaction
             .execute(
@@ -598,13 +624,13 @@ impl PgStore {
                 ),
                 &[&chunks, &terms],
             )
-            .map_err(|error| self.error(&error))?;
+            .map_err(|error| self.db_error(&error))?;
         let deleted = transaction
             .execute(
                 &format!("DELETE FROM {} WHERE doc_key = $1", self.table("documents")),
                 &[&doc_key],
             )
-            .map_err(|error| self.error(&error))?;
+            .map_err(|error| self.db_error(&error))?;
         Ok(deleted > 0)
     }
 
@@ -617,13 +643,14 @@ impl PgStore {
                 ),
                 &[],
             )
-            .map_err(|error| self.error(&error))?;
+            .map_err(|error| self.db_error(&error))?;
         Ok(())
     }
 }
 
-impl KnowledgeStore for PgStore {
-    fn write(&self, documents: Vec<DocumentWrite>) -> Result<()> {
+/// The store's work, on a connection.
+impl PgStore {
+    fn write_here(&self, client: &mut Client, documents: Vec<DocumentWrite>) -> Result<()> {
         for write in &documents {
             if let Some(chunk) = write
                 .chunks
@@ -636,8 +663,9 @@ impl KnowledgeStore for PgStore {
                 });
             }
         }
-        let mut client = self.client();
-        let mut transaction = client.transaction().map_err(|error| self.error(&error))?;
+        let mut transaction = client
+            .transaction()
+            .map_err(|error| self.db_error(&error))?;
         let (chunks_table, postings_table) = (self.table("chunks"), self.table("postings"));
         for write in documents {
             let record = &write.document;
@@ -652,7 +680,7 @@ impl KnowledgeStore for PgStore {
                     ),
                     &[&doc_key, &stored],
                 )
-                .map_err(|error| self.error(&error))?;
+                .map_err(|error| self.db_error(&error))?;
             let (mut chunks, mut terms) = (0_i64, 0_i64);
             for chunk in &write.chunks {
                 let search = chunk.search_text(record.title.as_deref());
@@ -669,7 +697,7 @@ impl KnowledgeStore for PgStore {
                         ),
                         &[&doc_key, &ordinal, &page, &length, &payload, &vector_literal(&chunk.vector)],
                     )
-                    .map_err(|error| self.error(&error))?
+                    .map_err(|error| self.db_error(&error))?
                     .get(0);
                 let (words, frequencies): (Vec<Vec<u8>>, Vec<i32>) = counts.into_iter().unzip();
                 transaction
@@ -680,7 +708,7 @@ impl KnowledgeStore for PgStore {
                         ),
                         &[&words, &frequencies, &id],
                     )
-                    .map_err(|error| self.error(&error))?;
+                    .map_err(|error| self.db_error(&error))?;
                 chunks += 1;
                 terms += i64::from(length);
             }
@@ -692,26 +720,28 @@ impl KnowledgeStore for PgStore {
                     ),
                     &[&chunks, &terms],
                 )
-                .map_err(|error| self.error(&error))?;
+                .map_err(|error| self.db_error(&error))?;
         }
         self.bump_generation(&mut transaction)?;
-        transaction.commit().map_err(|error| self.error(&error))
+        transaction.commit().map_err(|error| self.db_error(&error))
     }
 
-    fn delete(&self, doc_ids: &[String]) -> Result<usize> {
-        let mut client = self.client();
-        let mut transaction = client.transaction().map_err(|error| self.error(&error))?;
+    fn delete_here(&self, client: &mut Client, doc_ids: &[String]) -> Result<usize> {
+        let mut transaction = client
+            .transaction()
+            .map_err(|error| self.db_error(&error))?;
         let mut existed = 0;
         for doc_id in doc_ids.iter().collect::<HashSet<_>>() {
             existed += usize::from(self.remove(&mut transaction, doc_id)?);
         }
         self.bump_generation(&mut transaction)?;
-        transaction.commit().map_err(|error| self.error(&error))?;
+        transaction
+            .commit()
+            .map_err(|error| self.db_error(&error))?;
         Ok(existed)
     }
 
-    fn document(&self, doc_id: &str) -> Result<Option<DocumentRecord>> {
-        let mut client = self.client();
+    fn document_here(&self, client: &mut Client, doc_id: &str) -> Result<Option<DocumentRecord>> {
         let row = client
             .query_opt(
                 &format!(
@@ -720,21 +750,19 @@ impl KnowledgeStore for PgStore {
                 ),
                 &[&self.doc_key(doc_id)],
             )
-            .map_err(|error| self.error(&error))?;
+            .map_err(|error| self.db_error(&error))?;
         row.map(|row| self.decode(row.get(0), "a document record"))
             .transpose()
     }
 
-    fn documents(&self) -> Result<Vec<DocumentRecord>> {
-        let mut client = self.client();
+    fn documents_here(&self, client: &mut Client) -> Result<Vec<DocumentRecord>> {
         let mut documents: Vec<DocumentRecord> =
-            self.document_map(&mut client)?.values().cloned().collect();
+            self.document_map(client)?.values().cloned().collect();
         documents.sort_by(|a, b| a.doc_id.cmp(&b.doc_id));
         Ok(documents)
     }
 
-    fn chunks(&self, doc_id: &str) -> Result<Vec<ChunkRecord>> {
-        let mut client = self.client();
+    fn chunks_here(&self, client: &mut Client, doc_id: &str) -> Result<Vec<ChunkRecord>> {
         client
             .query(
                 &format!(
@@ -743,19 +771,18 @@ impl KnowledgeStore for PgStore {
                 ),
                 &[&self.doc_key(doc_id)],
             )
-            .map_err(|error| self.error(&error))?
+            .map_err(|error| self.db_error(&error))?
             .into_iter()
             .map(|row| self.decode(row.get(0), "a chunk"))
             .collect()
     }
 
-    fn search(&self, request: &SearchRequest<'_>) -> Result<Vec<Hit>> {
+    fn search_here(&self, client: &mut Client, request: &SearchRequest<'_>) -> Result<Vec<Hit>> {
         let query_vector = request.query_vector_for(self.dimension)?;
         if request.k == 0 {
             return Ok(Vec::new());
         }
-        let mut client = self.client();
-        let allowed = self.allowed(&mut client, request)?;
+        let allowed = self.allowed(client, request)?;
         let allowed = allowed.as_deref();
         if allowed.is_some_and(<[i64]>::is_empty) {
             return Ok(Vec::new());
@@ -763,12 +790,12 @@ impl KnowledgeStore for PgStore {
         // The query's terms and weights, worked out once for every BM25 scoring below.
         let lexical_query = match request.mode {
             SearchMode::Vector => None,
-            _ => self.bm25_query(&mut client, request.text)?,
+            _ => self.bm25_query(client, request.text)?,
         };
         let lexical_query = lexical_query.as_ref();
         let ranked: Vec<(i64, f32)> = match (request.mode, query_vector) {
             (SearchMode::Bm25, _) | (_, None) => {
-                let scores = self.bm25(&mut client, lexical_query, request.bm25, allowed, None)?;
+                let scores = self.bm25(client, lexical_query, request.bm25, allowed, None)?;
                 basalt_index::top_k(
                     scores
                         .into_iter()
@@ -778,14 +805,12 @@ impl KnowledgeStore for PgStore {
                 )
             }
             (SearchMode::Vector, Some(query)) => {
-                self.vector(&mut client, query, request.k, request.exact, allowed, None)?
+                self.vector(client, query, request.k, request.exact, allowed, None)?
             }
             (SearchMode::Hybrid, Some(query)) => {
                 let depth = request.k.max(VECTOR_DEPTH);
-                let semantic =
-                    self.vector(&mut client, query, depth, request.exact, allowed, None)?;
-                let mut lexical =
-                    self.bm25(&mut client, lexical_query, request.bm25, allowed, None)?;
+                let semantic = self.vector(client, query, depth, request.exact, allowed, None)?;
+                let mut lexical = self.bm25(client, lexical_query, request.bm25, allowed, None)?;
                 // Both sides scored exactly for every candidate, in one order (insertion).
                 let mut candidates: Vec<i64> = semantic
                     .iter()
@@ -801,7 +826,7 @@ impl KnowledgeStore for PgStore {
                     .collect();
                 if !missing.is_empty() {
                     lexical.extend(self.bm25(
-                        &mut client,
+                        client,
                         lexical_query,
                         request.bm25,
                         allowed,
@@ -816,7 +841,7 @@ impl KnowledgeStore for PgStore {
                     .collect();
                 if !unscored.is_empty() {
                     cosines.extend(self.vector(
-                        &mut client,
+                        client,
                         query,
                         0,
                         true,
@@ -838,11 +863,10 @@ impl KnowledgeStore for PgStore {
                     .collect()
             }
         };
-        self.hits(&mut client, &ranked)
+        self.hits(client, &ranked)
     }
 
-    fn stats(&self) -> Result<IndexStats> {
-        let mut client = self.client();
+    fn stats_here(&self, client: &mut Client) -> Result<IndexStats> {
         let row = client
             .query_one(
                 &format!(
@@ -852,12 +876,53 @@ impl KnowledgeStore for PgStore {
                 ),
                 &[],
             )
-            .map_err(|error| self.error(&error))?;
+            .map_err(|error| self.db_error(&error))?;
         Ok(IndexStats {
             documents: row.get::<_, i64>(0) as u64,
             chunks: row.get::<_, i64>(1) as u64,
         })
     }
+}
+
+/// Every call runs on the store's connection, where the `postgres` driver may block
+/// ([`off_runtime`]).
+impl KnowledgeStore for PgStore {
+    fn write(&self, documents: Vec<DocumentWrite>) -> Result<()> {
+        self.run(|client| self.write_here(client, documents))
+    }
+
+    fn delete(&self, doc_ids: &[String]) -> Result<usize> {
+        self.run(|client| self.delete_here(client, doc_ids))
+    }
+
+    fn document(&self, doc_id: &str) -> Result<Option<DocumentRecord>> {
+        self.run(|client| self.document_here(client, doc_id))
+    }
+
+    fn documents(&self) -> Result<Vec<DocumentRecord>> {
+        self.run(|client| self.documents_here(client))
+    }
+
+    fn chunks(&self, doc_id: &str) -> Result<Vec<ChunkRecord>> {
+        self.run(|client| self.chunks_here(client, doc_id))
+    }
+
+    fn search(&self, request: &SearchRequest<'_>) -> Result<Vec<Hit>> {
+        self.run(|client| self.search_here(client, request))
+    }
+
+    fn stats(&self) -> Result<IndexStats> {
+        self.run(|client| self.stats_here(client))
+    }
+}
+
+/// What every connection of a store sets first: pgvector 0.8's iterative index scans, so a
+/// filtered vector search keeps walking the graph until it has k rows.
+fn session_settings(client: &mut Client) -> std::result::Result<(), String> {
+    if let Err(error) = client.batch_execute("SET hnsw.iterative_scan = strict_order") {
+        tracing::warn!(%error, "pgvector without iterative index scans (0.8 or later has them)");
+    }
+    Ok(())
 }
 
 /// A vector as pgvector's text form, `[0.1,0.2,…]` (Rust prints each number so it reads back

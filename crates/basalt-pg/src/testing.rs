@@ -87,6 +87,13 @@ impl TempCluster {
         &self.data
     }
 
+    /// A cluster whose database `basalt db migrate` has migrated.
+    pub fn start_migrated() -> Result<Self, String> {
+        let cluster = Self::start()?;
+        crate::migrations::migrate(&mut crate::migrations::connect(&cluster.url)?)?;
+        Ok(cluster)
+    }
+
     /// Runs `sql` as the superuser (a test's `CHECKPOINT`, say).
     pub fn execute(&self, sql: &str) -> Result<(), String> {
         let mut client = postgres::Client::connect(&self.url, postgres::NoTls)

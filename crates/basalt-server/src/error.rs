@@ -112,6 +112,8 @@ codes! {
         "the data directory is unreadable";
     AuditUnavailable = "audit_unavailable", SERVICE_UNAVAILABLE,
         "the audit log cannot be written, so nothing that must be audited is done";
+    DatabaseUnavailable = "database_unavailable", SERVICE_UNAVAILABLE,
+        "PostgreSQL (`--database`) cannot be reached, refused a query, or is not migrated (`Retry-After`); the message says which";
     SessionStoreUnavailable = "session_store_unavailable", SERVICE_UNAVAILABLE,
         "the store that keeps conversation sessions cannot be reached (`Retry-After`)";
     ClassifierUnavailable = "classifier_unavailable", SERVICE_UNAVAILABLE,
@@ -148,6 +150,7 @@ impl Code {
             | C::NotReady
             | C::AuditUnavailable
             | C::SessionStoreUnavailable
+            | C::DatabaseUnavailable
             | C::ClassifierUnavailable => ("ServiceUnavailableException", 503),
             C::InvalidJson
             | C::InvalidRequest
@@ -284,6 +287,11 @@ impl From<basalt_kb::KbError> for ApiError {
                 Self::invalid(error.to_string())
             }
             KbError::Exists { .. } => Self::new(Code::KnowledgeBaseExists, error.to_string()),
+            KbError::Database { .. } => {
+                let mut unavailable = Self::new(Code::DatabaseUnavailable, error.to_string());
+                unavailable.retry_after = Some(5);
+                unavailable
+            }
             KbError::Index(basalt_index::IndexError::Locked { .. }) => {
                 let mut locked = Self::new(Code::Busy, error.to_string());
                 locked.retry_after = Some(5);

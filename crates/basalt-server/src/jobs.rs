@@ -1,24 +1,26 @@
 //! Asynchronous ingestion jobs in the server: an upload is spooled to disk
-//! (`<data dir>/uploads/<id>/`), recorded in the job queue (`basalt_kb::JobQueue`) and
-//! acknowledged with `202` and a job id. A worker thread claims jobs with a lease, ingests them
-//! taking turns with answers at the scheduler (one embedding batch per turn), renews the lease
-//! as it goes, and records how each ended. An acknowledged upload survives a crash: its job is
-//! claimed again, and ingestion is idempotent (unchanged documents are skipped).
+//! (`<data dir>/uploads/<id>/`), kept where every worker of the queue can get it (with
+//! `--database`, in the database), recorded in the job queue (`basalt_kb::JobQueue`: the data
+//! directory's, or the database's that replicas share) and acknowledged with `202` and a job
+//! id. A worker thread claims jobs with a lease, ingests them taking turns with answers at the
+//! scheduler (one embedding batch per turn), renews the lease as it goes, and records how each
+//! ended. An acknowledged upload survives a crash: its job is claimed again (by another
+//! replica, once the lease runs out), and ingestion is idempotent (unchanged documents are
+//! skipped).
 
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex, mpsc};
 use std::time::Duration;
 
 use basalt_index::Sealer;
-use basalt_kb::{DataDir, FileJobQueue, IngestOptions, IngestReport, Job, JobQueue, UploadedFile};
+use basalt_kb::{
+    DataDir, FileJobQueue, IngestOptions, IngestReport, Job, JobQueue, PgJobQueue, UploadedFile,
+};
 use basalt_model::{Embedder, EmbedderInfo};
 
 use crate::auth::Caller;
 use crate::error::ApiError;
 use crate::{AppState, Scheduler, lock};
-
-/// How long a claimed job stays a worker's without a heartbeat.
-const LEASE: Duration = Duration::from_secs(60);
 
 /// How often an idle worker looks for a job nobody told it about (one whose lease ran out,
 /// or one another process queued).
@@ -29,6 +31,8 @@ const POLL: Duration = Duration::from_secs(5);
 pub struct Jobs {
     queue: Arc<dyn JobQueue>,
     uploads: PathBuf,
+    /// How long a claimed job stays this worker's without a heartbeat.
+    lease: Duration,
     /// This process's worker name in the queue's leases.
     worker: String,
     /// Wakes the worker when a job is submitted.
@@ -36,16 +40,26 @@ pub struct Jobs {
 }
 
 impl Jobs {
-    /// The job queue of `data_dir` (jobs a stop interrupted are queued again). Call
-    /// [`Jobs::start`] to run them.
-    pub fn open(data_dir: &DataDir) -> std::io::Result<Self> {
+    /// The job queue of `data_dir` — its database's when it has one — (jobs a stop
+    /// interrupted are queued again). Call [`Jobs::start`] to run them.
+    pub fn open(data_dir: &DataDir, lease: Duration) -> std::io::Result<Self> {
         let uploads = data_dir.root().join("uploads");
         std::fs::create_dir_all(&uploads)?;
-        let queue = FileJobQueue::open(data_dir)
-            .map_err(|error| std::io::Error::other(error.to_string()))?;
+        let queue: Arc<dyn JobQueue> = if data_dir.has_database() {
+            Arc::new(
+                PgJobQueue::open(data_dir)
+                    .map_err(|error| std::io::Error::other(error.to_string()))?,
+            )
+        } else {
+            Arc::new(
+                FileJobQueue::open(data_dir)
+                    .map_err(|error| std::io::Error::other(error.to_string()))?,
+            )
+        };
         Ok(Jobs {
-            queue: Arc::new(queue),
+            queue,
             uploads,
+            lease,
             worker: basalt_core::id::new_id("worker-", 6),
             wake: Mutex::new(None),
         })
@@ -65,7 +79,7 @@ impl Jobs {
             .name("basalt-ingest".into())
             .spawn(move || {
                 loop {
-                    match state.jobs.queue.claim(&state.jobs.worker, LEASE) {
+                    match state.jobs.queue.claim(&state.jobs.worker, state.jobs.lease) {
                         Ok(Some(job)) => run(&state, &job),
                         Ok(None) => match receiver.recv_timeout(POLL) {
                             Ok(()) | Err(mpsc::RecvTimeoutError::Timeout) => {}
@@ -88,9 +102,11 @@ impl Jobs {
         *lock(&self.wake) = None;
     }
 
-    /// Records a new job (durably; sealed with `sealer` when its knowledge base is encrypted)
-    /// and wakes the worker.
+    /// Keeps the job's spooled upload where every worker can get it, records the job
+    /// (durably; sealed with `sealer` when its knowledge base is encrypted) and wakes the
+    /// worker.
     pub fn submit(&self, job: Job, sealer: Option<Arc<dyn Sealer>>) -> basalt_kb::Result<()> {
+        self.queue.keep_upload(&job.id, &self.upload_dir(&job.id))?;
         self.queue.submit(job, sealer)?;
         if let Some(wake) = &*lock(&self.wake) {
             let _ = wake.send(());
@@ -98,21 +114,41 @@ impl Jobs {
         Ok(())
     }
 
-    /// Job `id`, if `caller` may see it.
-    pub(crate) fn get(&self, caller: &Caller, id: &str) -> Result<Option<Job>, ApiError> {
-        Ok(self.queue.get(id)?.filter(|job| visible_to(job, caller)))
+    /// Job `id`, if `caller` may see it (the queue is read off the async threads: it may be
+    /// a database).
+    pub(crate) async fn get(
+        self: &Arc<Self>,
+        caller: &Caller,
+        id: &str,
+    ) -> Result<Option<Job>, ApiError> {
+        let (jobs, caller, id) = (self.clone(), caller.clone(), id.to_owned());
+        crate::blocking(move || {
+            jobs.queue
+                .get(&id)
+                .map(|job| job.filter(|job| visible_to(job, &caller)))
+        })
+        .await
     }
 
     /// The jobs `caller` may see, newest first; `kb` keeps one knowledge base's.
-    pub(crate) fn list(&self, caller: &Caller, kb: Option<&str>) -> Result<Vec<Job>, ApiError> {
-        let mut jobs = self.queue.list(&caller.tenant, kb)?;
-        jobs.retain(|job| visible_to(job, caller));
-        Ok(jobs)
+    pub(crate) async fn list(
+        self: &Arc<Self>,
+        caller: &Caller,
+        kb: Option<&str>,
+    ) -> Result<Vec<Job>, ApiError> {
+        let (jobs, caller, kb) = (self.clone(), caller.clone(), kb.map(str::to_owned));
+        crate::blocking(move || {
+            let mut found = jobs.queue.list(&caller.tenant, kb.as_deref())?;
+            found.retain(|job| visible_to(job, &caller));
+            Ok::<_, basalt_kb::KbError>(found)
+        })
+        .await
     }
 
     /// Whether a job for `tenant`'s `kb` is queued or running.
-    pub(crate) fn busy(&self, tenant: &str, kb: &str) -> Result<bool, ApiError> {
-        Ok(self.queue.busy(tenant, kb)?)
+    pub(crate) async fn busy(self: &Arc<Self>, tenant: &str, kb: &str) -> Result<bool, ApiError> {
+        let (jobs, tenant, kb) = (self.clone(), tenant.to_owned(), kb.to_owned());
+        crate::blocking(move || jobs.queue.busy(&tenant, &kb)).await
     }
 }
 
@@ -129,16 +165,16 @@ fn visible_to(job: &Job, caller: &Caller) -> bool {
 fn run(state: &AppState, job: &Job) {
     let jobs = &state.jobs;
     let dir = jobs.upload_dir(&job.id);
-    let outcome = if dir.is_dir() {
-        ingest(state, job)
-    } else {
-        Err("the server stopped and the uploaded files are gone; upload them again".into())
+    let outcome = match jobs.queue.fetch_upload(&job.id, &dir) {
+        Ok(true) => ingest(state, job),
+        Ok(false) => {
+            Err("the server stopped and the uploaded files are gone; upload them again".into())
+        }
+        Err(error) => Err(format!("cannot get the uploaded files: {error}")),
     };
     match jobs.queue.finish(&job.id, &jobs.worker, outcome) {
         Ok(true) => {
-            if let Err(error) = std::fs::remove_dir_all(&dir)
-                && error.kind() != std::io::ErrorKind::NotFound
-            {
+            if let Err(error) = jobs.queue.drop_upload(&job.id, &dir) {
                 tracing::warn!(job = job.id, %error, "cannot remove the job's spooled files");
             }
         }
@@ -189,7 +225,7 @@ fn ingest(state: &AppState, job: &Job) -> Result<IngestReport, String> {
     let report = basalt_kb::ingest(&kb, &embedder, &paths, &options, &mut |progress| {
         if let Err(error) = jobs
             .queue
-            .heartbeat(&job.id, &jobs.worker, progress.into(), LEASE)
+            .heartbeat(&job.id, &jobs.worker, progress.into(), jobs.lease)
         {
             tracing::warn!(job = job.id, %error, "cannot renew the job's lease");
         }

@@ -240,8 +240,8 @@ fn apply_search_settings(settings: &mut KbSettings, change: SearchSettings) {
     }
 }
 
-fn refuse_if_busy(state: &AppState, caller: &Caller, name: &str) -> Result<(), ApiError> {
-    if state.jobs.busy(&caller.tenant, name)? {
+async fn refuse_if_busy(state: &AppState, caller: &Caller, name: &str) -> Result<(), ApiError> {
+    if state.jobs.busy(&caller.tenant, name).await? {
         let mut error = ApiError::new(
             Code::KnowledgeBaseBusy,
             format!(
@@ -260,7 +260,7 @@ pub(crate) async fn update_kb(
     Path(name): Path<String>,
     ApiJson(change): ApiJson<SearchSettings>,
 ) -> Result<Json<KbView>, ApiError> {
-    refuse_if_busy(&state, &caller, &name)?;
+    refuse_if_busy(&state, &caller, &name).await?;
     let lookup = name.clone();
     let mut settings = state
         .with_catalog(&caller, move |data| data.settings(&lookup))
@@ -285,7 +285,7 @@ pub(crate) async fn delete_kb(
     Extension(caller): Extension<Caller>,
     Path(name): Path<String>,
 ) -> Result<Json<Deleted>, ApiError> {
-    refuse_if_busy(&state, &caller, &name)?;
+    refuse_if_busy(&state, &caller, &name).await?;
     state.forget_knowledge_base(&caller.tenant, &name);
     let doomed = name.clone();
     state
@@ -654,17 +654,19 @@ pub(crate) async fn upload_documents(
     let spooled = dir.clone();
     let sealer = kb.sealer.clone();
     let result = tokio::task::spawn_blocking(move || {
-        sync_dir(&spooled).map_err(|error| error.to_string())?;
-        jobs.submit(submitted, sealer)
-            .map_err(|error| error.to_string())
+        sync_dir(&spooled).map_err(|error| {
+            ApiError::internal(format!("cannot record the ingestion job: {error}"))
+        })?;
+        jobs.submit(submitted, sealer).map_err(|error| match error {
+            basalt_kb::KbError::Database { .. } => ApiError::from(error),
+            other => ApiError::internal(format!("cannot record the ingestion job: {other}")),
+        })
     })
     .await
     .map_err(|error| ApiError::internal(error.to_string()))?;
     if let Err(error) = result {
         let _ = tokio::fs::remove_dir_all(&dir).await;
-        return Err(ApiError::internal(format!(
-            "cannot record the ingestion job: {error}"
-        )));
+        return Err(error);
     }
     let mut headers = HeaderMap::new();
     if let Ok(location) = HeaderValue::from_str(&format!("/v1/jobs/{id}")) {
@@ -701,7 +703,7 @@ pub(crate) async fn list_jobs(
     Query(query): Query<JobsQuery>,
 ) -> Result<Json<JobList>, ApiError> {
     Ok(Json(JobList {
-        jobs: state.jobs.list(&caller, query.kb.as_deref())?,
+        jobs: state.jobs.list(&caller, query.kb.as_deref()).await?,
     }))
 }
 
@@ -710,7 +712,7 @@ pub(crate) async fn get_job(
     Extension(caller): Extension<Caller>,
     Path(id): Path<String>,
 ) -> Result<Json<Job>, ApiError> {
-    let job = state.jobs.get(&caller, &id)?;
+    let job = state.jobs.get(&caller, &id).await?;
     job.map(Json).ok_or_else(|| {
         ApiError::new(
             Code::JobNotFound,

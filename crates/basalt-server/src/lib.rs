@@ -85,6 +85,9 @@ pub struct ServerOptions {
     /// The trained prompt-attack classifier guardrails with a `prompt_attacks` policy use (read
     /// when first needed; none, or no file there: the built-in one).
     pub prompt_attack_classifier: Option<std::path::PathBuf>,
+    /// How long a claimed ingestion job stays this process's without a heartbeat: after a
+    /// crash, another replica (or this one, restarted) resumes it once this runs out.
+    pub job_lease: Duration,
 }
 
 impl Default for ServerOptions {
@@ -98,6 +101,7 @@ impl Default for ServerOptions {
             max_completion_tokens: 2048,
             body_limit: 4 << 20,
             upload_limit: 256 << 20,
+            job_lease: Duration::from_secs(60),
             sessions: SessionPolicy::default(),
             auth: AuthMode::Keys,
             rate_limit: None,
@@ -152,7 +156,7 @@ impl AppState {
         data_dir: DataDir,
         options: &ServerOptions,
     ) -> std::io::Result<Self> {
-        let jobs = Arc::new(Jobs::open(&data_dir)?);
+        let jobs = Arc::new(Jobs::open(&data_dir, options.job_lease)?);
         let (_, operations) = routes(options).finish();
         let security = Security::open(
             data_dir.root().to_owned(),

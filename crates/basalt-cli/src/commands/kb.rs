@@ -307,10 +307,13 @@ fn create(args: &CreateArgs, settings: &Settings) -> anyhow::Result<ExitCode> {
         settings.data_dir_with_key()?
     };
     data.create_with(&kb, !args.unencrypted)?;
+    let place = match data.has_database() {
+        true => "the database (--database)".to_owned(),
+        false => data.kb_path(&kb.name).display().to_string(),
+    };
     print_line(&format!(
-        "created knowledge base {} in {} ({})",
+        "created knowledge base {} in {place} ({})",
         kb.name,
-        data.kb_path(&kb.name).display(),
         if args.unencrypted {
             "unencrypted"
         } else {

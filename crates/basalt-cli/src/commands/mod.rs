@@ -8,6 +8,7 @@ mod bench_kb;
 mod bench_remote;
 mod bench_share;
 mod bench_vectors;
+mod db;
 mod embed;
 mod eval;
 mod eval_answers;
@@ -69,6 +70,9 @@ pub(crate) enum Command {
     /// Store guardrail configurations and check text against them (PII, secrets, words)
     #[command(subcommand)]
     Guard(guard::GuardCommand),
+    /// Migrate the PostgreSQL schema that replicas share (--database)
+    #[command(subcommand)]
+    Db(db::DbCommand),
 }
 
 pub(crate) fn run(command: Command, settings: &Settings) -> anyhow::Result<ExitCode> {
@@ -89,6 +93,7 @@ pub(crate) fn run(command: Command, settings: &Settings) -> anyhow::Result<ExitC
         Command::Policy(command) => security::run_policy(command, settings),
         Command::Audit(command) => security::run_audit(command, settings),
         Command::Guard(command) => guard::run(command, settings),
+        Command::Db(command) => db::run(command, settings),
     }
 }
 

@@ -415,7 +415,7 @@ pub(crate) fn run_keys(command: KeysCommand, settings: &Settings) -> anyhow::Res
                     damaged.join(", ")
                 );
             }
-            let rotation = basalt_kb::rotate_master(root, old, &new)?;
+            let rotation = settings.data_dir.rotate_master(old, &new)?;
             use basalt_security::crypto::KeyProvider;
             audit(
                 settings,

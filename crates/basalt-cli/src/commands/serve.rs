@@ -74,6 +74,10 @@ pub(crate) struct ServeArgs {
     /// least 1]
     #[arg(long, value_name = "N", requires = "rate_limit")]
     rate_burst: Option<f64>,
+    /// Seconds a claimed ingestion job stays this process's without a heartbeat; after a
+    /// crash, another replica on the same --database resumes it once they run out
+    #[arg(long, default_value_t = 60, value_name = "SECONDS")]
+    job_lease: u64,
 }
 
 pub(crate) fn run(args: &ServeArgs, settings: &Settings) -> anyhow::Result<ExitCode> {
@@ -125,6 +129,7 @@ pub(crate) fn run(args: &ServeArgs, settings: &Settings) -> anyhow::Result<ExitC
             burst: args.rate_burst.unwrap_or((per_second * 2.0).max(1.0)),
         }),
         prompt_attack_classifier: Some(settings.models_dir.prompt_attack_classifier()),
+        job_lease: Duration::from_secs(args.job_lease.max(2)),
         ..ServerOptions::default()
     };
     // Knowledge bases created over the API are encrypted: make sure there is a key.

@@ -452,3 +452,39 @@ pub fn tls_files(dir: &std::path::Path) -> [String; 3] {
     let path = |name: &str| dir.join(name).display().to_string();
     [path("server.pem"), path("server.key"), path("ca.pem")]
 }
+
+/// The JSON of a (possibly chunked) body: from the first `{` to the last `}`.
+pub fn json_of(body: &str) -> Value {
+    let start = body.find('{').unwrap_or(0);
+    let end = body.rfind('}').map_or(body.len(), |end| end + 1);
+    serde_json::from_str(&body[start..end]).unwrap_or_else(|error| panic!("{error}: {body}"))
+}
+
+/// A `multipart/form-data` body: (field, file name, bytes) parts. Returns the Content-Type
+/// header and the body.
+pub fn multipart(parts: &[(&str, Option<&str>, &[u8])]) -> (String, Vec<u8>) {
+    let boundary = "basalt-test-boundary-7f3a";
+    let mut body = Vec::new();
+    for (field, file_name, bytes) in parts {
+        body.extend_from_slice(format!("--{boundary}\r\n").as_bytes());
+        match file_name {
+            Some(name) => body.extend_from_slice(
+                format!(
+                    "Content-Disposition: form-data; name=\"{field}\"; filename=\"{name}\"\r\n\
+                     Content-Type: application/octet-stream\r\n\r\n"
+                )
+                .as_bytes(),
+            ),
+            None => body.extend_from_slice(
+                format!("Content-Disposition: form-data; name=\"{field}\"\r\n\r\n").as_bytes(),
+            ),
+        }
+        body.extend_from_slice(bytes);
+        body.extend_from_slice(b"\r\n");
+    }
+    body.extend_from_slice(format!("--{boundary}--\r\n").as_bytes());
+    (
+        format!("Content-Type: multipart/form-data; boundary={boundary}"),
+        body,
+    )
+}

@@ -1,0 +1,221 @@
+//! Two `basalt serve` replicas over one PostgreSQL (a throwaway cluster with pgvector), each
+//! with a data directory of its own and the same master key: `basalt db migrate` makes the
+//! schema; a knowledge base created through one is served by the other; an upload through A is
+//! searchable through B; and when A is killed with `kill -9` in the middle of an ingestion job,
+//! B resumes the job once A's lease runs out and finishes it, with every acknowledged file
+//! present exactly once.
+
+mod common;
+
+use std::collections::BTreeMap;
+use std::time::{Duration, Instant};
+
+use common::{Server, Workspace, cpu_turn, json_of, multipart, raw_request, start_server_when};
+use serde_json::Value;
+
+fn get(port: u16, path: &str) -> (u16, Value) {
+    let (status, body) = raw_request(port, "GET", path, &[], b"");
+    (status, json_of(&body))
+}
+
+fn post_json(port: u16, path: &str, body: &str) -> (u16, Value) {
+    let (status, text) = raw_request(
+        port,
+        "POST",
+        path,
+        &["Content-Type: application/json"],
+        body.as_bytes(),
+    );
+    (status, json_of(&text))
+}
+
+fn upload(port: u16, files: &[(String, String)]) -> Value {
+    let parts: Vec<(&str, Option<&str>, &[u8])> = files
+        .iter()
+        .map(|(name, text)| ("file", Some(name.as_str()), text.as_bytes()))
+        .collect();
+    let (content_type, body) = multipart(&parts);
+    let (status, text) = raw_request(
+        port,
+        "POST",
+        "/v1/kbs/handbook/documents",
+        &[&content_type],
+        &body,
+    );
+    assert_eq!(status, 202, "{text}");
+    json_of(&text)
+}
+
+/// Polls job `id` through `port` until `done` says so (or ten minutes pass).
+fn job_until(port: u16, id: &str, done: impl Fn(&Value) -> bool) -> Value {
+    let started = Instant::now();
+    loop {
+        let (status, job) = get(port, &format!("/v1/jobs/{id}"));
+        assert_eq!(status, 200, "{job}");
+        if done(&job) {
+            return job;
+        }
+        assert!(
+            started.elapsed() < Duration::from_secs(600),
+            "the job never got there: {job}"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+fn finished(job: &Value) -> bool {
+    job["status"] != "queued" && job["status"] != "running"
+}
+
+/// Real abstracts as Markdown files, each with a word of its own (`zqmarkNNN`).
+fn abstracts(count: usize, offset: usize) -> Vec<(String, String)> {
+    let corpus = std::fs::read_to_string(common::shared_data().join("scifact-train/corpus.jsonl"))
+        .expect("the SciFact corpus in ../shared/data");
+    corpus
+        .lines()
+        .skip(offset)
+        .take(count)
+        .enumerate()
+        .map(|(index, line)| {
+            let record: Value = serde_json::from_str(line).expect("a corpus line");
+            let number = offset + index;
+            (
+                format!("paper-{number:04}.md"),
+                format!(
+                    "# {}\n\nFile zqmark{number:04}.\n\n{}\n",
+                    record["title"].as_str().unwrap_or_default(),
+                    record["text"].as_str().unwrap_or_default()
+                ),
+            )
+        })
+        .collect()
+}
+
+fn replica(ws: &Workspace, database: &str, master_key: &str) -> Server {
+    start_server_when(
+        ws,
+        &[
+            "--database",
+            database,
+            "--master-key-file",
+            master_key,
+            "--local-demo",
+            "--job-lease",
+            "3",
+        ],
+        |port| raw_request(port, "GET", "/healthz", &[], b"").0 == 200,
+    )
+}
+
+#[test]
+fn two_replicas_share_knowledge_bases_and_finish_each_others_jobs() {
+    let cluster = basalt_pg::testing::TempCluster::start().expect("a PostgreSQL cluster");
+    let url = cluster.url();
+    let (a_ws, b_ws) = (Workspace::new(), Workspace::new());
+
+    // Not migrated: the replica says what to run; then `db migrate` makes the schema once.
+    let status = a_ws.run(&["--database", url, "db", "status"]);
+    assert_eq!(status.status.code(), Some(1), "{status:?}");
+    let migrated = a_ws.json(&["--database", url, "db", "migrate", "--json"]);
+    assert_eq!(migrated["from"], 0, "{migrated}");
+    let again = b_ws.json(&["--database", url, "db", "migrate", "--json"]);
+    assert_eq!(again["applied"], serde_json::json!([]), "{again}");
+    a_ws.ok(&["--database", url, "db", "status"]);
+
+    // One master key for both (as from a secrets mount).
+    let key = a_ws.dir.path().join("master.key").display().to_string();
+    a_ws.ok(&["keys", "generate-master", "--out", &key]);
+    let turn = cpu_turn(); // after the CLI commands above, which take their own turns
+    let a = replica(&a_ws, url, &key);
+    let b = replica(&b_ws, url, &key);
+
+    let (status, created) = post_json(a.port, "/v1/kbs", r#"{"name": "handbook"}"#);
+    assert_eq!(status, 201, "{created}");
+    let (status, seen) = get(b.port, "/v1/kbs/handbook");
+    assert_eq!(status, 200, "{seen}");
+    assert_eq!(seen["encrypted"], true, "{seen}");
+
+    // An upload through A, followed and searched through B.
+    let memo = vec![(
+        "leave.md".to_owned(),
+        "# Parental leave\n\nParental leave at Basalt is sixteen weeks, fully paid.\n".to_owned(),
+    )];
+    let job = upload(a.port, &memo);
+    let id = job["id"].as_str().expect("a job id").to_owned();
+    let done = job_until(b.port, &id, finished);
+    assert_eq!(done["status"], "completed", "{done}");
+    let (status, found) = post_json(
+        b.port,
+        "/v1/kbs/handbook/search",
+        r#"{"query": "how long is parental leave", "k": 1}"#,
+    );
+    assert_eq!(status, 200, "{found}");
+    assert_eq!(
+        found["results"]["hits"][0]["source"], "upload:leave.md",
+        "{found}"
+    );
+
+    // A long job through A; A is killed with SIGKILL while it runs; B finishes it.
+    let papers = abstracts(400, 0);
+    let job = upload(a.port, &papers);
+    let id = job["id"].as_str().expect("a job id").to_owned();
+    let running = job_until(b.port, &id, |job| {
+        finished(job) || job["progress"]["files_done"].as_u64().unwrap_or(0) >= 5
+    });
+    assert_eq!(
+        running["status"], "running",
+        "the job must still run when A is killed (a test that kills after the end proves \
+         nothing): {running}"
+    );
+    let first_worker = running["lease"]["worker"].clone();
+    let mut a = a;
+    a.child.kill().expect("kill -9"); // SIGKILL: no shutdown, no last write
+    a.child.wait().expect("reaped");
+    let killed_at = Instant::now();
+    let done = job_until(b.port, &id, finished);
+    assert_eq!(done["status"], "completed", "{done}");
+    assert_eq!(done["attempts"], 2, "claimed again after A died: {done}");
+    assert!(
+        done["report"]["failed"]
+            .as_array()
+            .is_none_or(Vec::is_empty),
+        "{done}"
+    );
+    eprintln!(
+        "B finished the job {:.1} s after A was killed (A had done {} of {} files)",
+        killed_at.elapsed().as_secs_f64(),
+        running["progress"]["files_done"],
+        papers.len()
+    );
+    assert_ne!(first_worker, Value::Null);
+
+    // Every acknowledged file is there exactly once, and searchable through B.
+    let (status, listed) = get(b.port, "/v1/kbs/handbook/documents?limit=1000");
+    assert_eq!(status, 200, "{listed}");
+    let mut sources: BTreeMap<String, usize> = BTreeMap::new();
+    for document in listed["documents"].as_array().expect("documents") {
+        *sources
+            .entry(document["source"].as_str().unwrap_or_default().to_owned())
+            .or_default() += 1;
+    }
+    assert_eq!(sources.len(), papers.len() + 1, "{sources:?}");
+    for (name, _) in papers.iter().chain(&memo) {
+        assert_eq!(
+            sources.get(&format!("upload:{name}")),
+            Some(&1),
+            "{name} once"
+        );
+    }
+    let (status, found) = post_json(
+        b.port,
+        "/v1/kbs/handbook/search",
+        r#"{"query": "zqmark0399", "k": 1, "mode": "bm25"}"#,
+    );
+    assert_eq!(status, 200, "{found}");
+    assert_eq!(
+        found["results"]["hits"][0]["source"], "upload:paper-0399.md",
+        "{found}"
+    );
+    drop(b);
+    drop(turn);
+}
