@@ -3,7 +3,8 @@
 //! schema; a knowledge base created through one is served by the other; an upload through A is
 //! searchable through B; and when A is killed with `kill -9` in the middle of an ingestion job,
 //! B resumes the job once A's lease runs out and finishes it, with every acknowledged file
-//! present exactly once.
+//! present exactly once. Keys and guardrails made through one machine's CLI apply on a replica
+//! that checks keys, and a key revoked there stops at once.
 
 mod common;
 
@@ -217,5 +218,38 @@ fn two_replicas_share_knowledge_bases_and_finish_each_others_jobs() {
         "{found}"
     );
     drop(b);
+
+    // Keys and guardrails made on another machine's CLI (A's data directory) apply on a
+    // replica that checks keys (C), and a revoked key stops there at its next request.
+    let c_ws = Workspace::new();
+    let c = start_server_when(
+        &c_ws,
+        &["--database", url, "--master-key-file", &key],
+        |port| raw_request(port, "GET", "/healthz", &[], b"").0 == 200,
+    );
     drop(turn);
+    let created = a_ws.admin_key_with(&["--database", url]);
+    let secret = created["key"].as_str().expect("a key").to_owned();
+    let bearer = format!("Authorization: Bearer {secret}");
+    let config = a_ws.dir.path().join("shared.json");
+    std::fs::write(&config, r#"{"description": "made on A"}"#).expect("writes");
+    a_ws.ok(&[
+        "--database",
+        url,
+        "guard",
+        "create",
+        "shared",
+        "--file",
+        &config.display().to_string(),
+    ]);
+    let (status, body) = raw_request(c.port, "GET", "/v1/guardrails/shared", &[&bearer], b"");
+    assert_eq!(status, 200, "{body}");
+    assert!(body.contains("made on A"), "{body}");
+    let (status, body) = raw_request(c.port, "GET", "/v1/kbs/handbook", &[&bearer], b"");
+    assert_eq!(status, 200, "{body}");
+    let id = created["id"].as_str().expect("a key id");
+    a_ws.ok(&["--database", url, "keys", "revoke", id]);
+    let (status, body) = raw_request(c.port, "GET", "/v1/kbs/handbook", &[&bearer], b"");
+    assert_eq!(status, 401, "revoked through another process: {body}");
+    drop(c);
 }

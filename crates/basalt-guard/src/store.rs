@@ -26,6 +26,9 @@ pub enum StoreError {
     InvalidReference(String),
     #[error("invalid guardrail configuration: {0}")]
     Invalid(#[from] ConfigError),
+    /// The shared store (PostgreSQL, `--database`) cannot be reached or refused a query.
+    #[error("the database: {0}")]
+    Unavailable(String),
     #[error("{path}: {source}")]
     Io {
         path: PathBuf,
@@ -37,6 +40,14 @@ fn io(path: &Path) -> impl FnOnce(std::io::Error) -> StoreError + '_ {
     move |source| StoreError::Io {
         path: path.to_path_buf(),
         source,
+    }
+}
+
+/// `InvalidName` unless `name` is a guardrail name (as every store checks before it stores).
+pub fn check_name(name: &str) -> Result<(), StoreError> {
+    match valid_name(name) {
+        true => Ok(()),
+        false => Err(StoreError::InvalidName(name.to_owned())),
     }
 }
 

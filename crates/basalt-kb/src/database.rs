@@ -32,6 +32,10 @@ impl Database {
         self.connection.url()
     }
 
+    pub(crate) fn connection(&self) -> Arc<Connection> {
+        self.connection.clone()
+    }
+
     /// Runs `work` on the connection.
     pub(crate) fn run<T: Send>(
         &self,

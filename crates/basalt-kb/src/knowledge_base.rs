@@ -74,6 +74,14 @@ impl DataDir {
         self.database.is_some()
     }
 
+    /// The connection to the database (`--database`) this process shares, if any: what else
+    /// lives there (the identity directory, guardrails) uses it too.
+    pub fn database_connection(&self) -> Option<Arc<basalt_pg::Connection>> {
+        self.database
+            .as_ref()
+            .map(crate::database::Database::connection)
+    }
+
     /// The database's URL (`--database`), if any.
     pub fn database_url(&self) -> Option<&str> {
         self.database.as_ref().map(crate::database::Database::url)

@@ -7,11 +7,18 @@
 use postgres::Client;
 
 /// Every migration, in order: its version, its name and its SQL.
-pub const MIGRATIONS: &[(i32, &str, &str)] = &[(
-    1,
-    "catalog_and_jobs",
-    include_str!("../migrations/0001_catalog_and_jobs.sql"),
-)];
+pub const MIGRATIONS: &[(i32, &str, &str)] = &[
+    (
+        1,
+        "catalog_and_jobs",
+        include_str!("../migrations/0001_catalog_and_jobs.sql"),
+    ),
+    (
+        2,
+        "identity_and_guardrails",
+        include_str!("../migrations/0002_identity_and_guardrails.sql"),
+    ),
+];
 
 /// The version this build of Basalt needs.
 pub fn latest() -> i32 {

@@ -16,7 +16,13 @@ fn migrations_apply_once_and_a_newer_schema_is_refused() {
     assert_eq!((first.from, first.to), (0, latest()));
     assert_eq!(first.applied.len(), migrations::MIGRATIONS.len());
     check(&mut client).expect("current");
-    for table in ["knowledge_bases", "jobs", "uploads"] {
+    for table in [
+        "knowledge_bases",
+        "jobs",
+        "uploads",
+        "identity",
+        "guardrails",
+    ] {
         let exists: bool = client
             .query_one(
                 "SELECT to_regclass($1) IS NOT NULL",

@@ -192,14 +192,20 @@ impl Directory {
             }
             Err(error) => return Err(SecurityError::io(&path, error)),
         };
+        Self::from_json(&bytes, &path)
+    }
+
+    /// The directory from its JSON, as a file or a database row holds it (`place` says which
+    /// in an error); refused when a newer Basalt wrote it.
+    pub fn from_json(json: &[u8], place: &Path) -> Result<Self> {
         let directory: Directory =
-            serde_json::from_slice(&bytes).map_err(|error| SecurityError::Corrupt {
-                path: path.clone(),
+            serde_json::from_slice(json).map_err(|error| SecurityError::Corrupt {
+                path: place.to_owned(),
                 message: error.to_string(),
             })?;
         if directory.version > DIRECTORY_VERSION {
             return Err(SecurityError::Corrupt {
-                path,
+                path: place.to_owned(),
                 message: format!(
                     "format version {} is newer than this basalt understands ({DIRECTORY_VERSION}); upgrade basalt",
                     directory.version
@@ -207,6 +213,14 @@ impl Directory {
             });
         }
         Ok(directory)
+    }
+
+    /// The directory's JSON, stamped with this Basalt's format version.
+    pub fn to_json(&mut self) -> Result<Vec<u8>> {
+        self.version = DIRECTORY_VERSION;
+        serde_json::to_vec_pretty(self).map_err(|error| SecurityError::Invalid {
+            message: error.to_string(),
+        })
     }
 
     /// Changes the directory under an exclusive lock (read, change, write), so two commands
@@ -234,15 +248,11 @@ impl Directory {
     }
 
     pub fn save(&mut self, data_dir: &Path) -> Result<()> {
-        self.version = DIRECTORY_VERSION;
         let path = Self::path(data_dir);
         if let Some(parent) = path.parent() {
             std::fs::create_dir_all(parent).map_err(|error| SecurityError::io(parent, error))?;
         }
-        let bytes = serde_json::to_vec_pretty(self).map_err(|error| SecurityError::Corrupt {
-            path: path.clone(),
-            message: error.to_string(),
-        })?;
+        let bytes = self.to_json()?;
         basalt_core::fs::write_private(&path, &bytes)
             .map_err(|error| SecurityError::io(&path, error))
     }

@@ -22,6 +22,10 @@ pub enum SecurityError {
     )]
     WrongMasterKey { needed: String, given: String },
 
+    /// The shared store (PostgreSQL, `--database`) cannot be reached or refused a query.
+    #[error("the database: {message}")]
+    Unavailable { message: String },
+
     #[error("the operating system's random source failed: {0}")]
     Random(String),
 

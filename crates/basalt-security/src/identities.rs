@@ -17,13 +17,13 @@ pub trait Identities: Send + Sync + std::fmt::Debug {
 
     /// Runs `change` on the directory as stored and stores what it leaves, atomically: two
     /// changes at once never lose each other's, and a change that fails stores nothing.
-    fn change(&self, change: &mut dyn FnMut(&mut Directory) -> Result<()>) -> Result<()>;
+    fn change(&self, change: &mut (dyn FnMut(&mut Directory) -> Result<()> + Send)) -> Result<()>;
 }
 
 /// [`Identities::change`] with a result: what `change` returned.
-pub fn update<T>(
+pub fn update<T: Send>(
     identities: &dyn Identities,
-    change: impl FnOnce(&mut Directory) -> Result<T>,
+    change: impl FnOnce(&mut Directory) -> Result<T> + Send,
 ) -> Result<T> {
     let mut change = Some(change);
     let mut value = None;
@@ -86,7 +86,7 @@ impl Identities for DirectoryFile {
         Ok(directory)
     }
 
-    fn change(&self, change: &mut dyn FnMut(&mut Directory) -> Result<()>) -> Result<()> {
+    fn change(&self, change: &mut (dyn FnMut(&mut Directory) -> Result<()> + Send)) -> Result<()> {
         Directory::update(&self.data_dir, change)?;
         // Read again next time, even if the file's stamp did not move.
         *self

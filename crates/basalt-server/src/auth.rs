@@ -10,7 +10,6 @@
 //! audited, as is every allowed request with its final status.
 
 use std::collections::HashMap;
-use std::path::PathBuf;
 use std::sync::Arc;
 
 use axum::extract::{MatchedPath, RawPathParams, Request, State};
@@ -100,15 +99,20 @@ pub(crate) struct Security {
 }
 
 impl Security {
+    /// Security over `data_dir`: its audit trail, and its identity directory — the
+    /// database's when it has one (replicas share it).
     pub(crate) fn open(
-        data_dir: PathBuf,
+        data_dir: &basalt_kb::DataDir,
         mode: AuthMode,
         routes: HashMap<(Method, String), Access>,
         rate_limit: Option<RateLimit>,
         signed_body_limit: usize,
     ) -> basalt_security::Result<Self> {
-        let audit = Box::new(AuditLog::open(&data_dir));
-        let identities = Box::new(DirectoryFile::new(data_dir));
+        let audit = Box::new(AuditLog::open(data_dir.root()));
+        let identities: Box<dyn Identities> = match data_dir.database_connection() {
+            Some(connection) => Box::new(basalt_shared::PgIdentities::new(connection)),
+            None => Box::new(DirectoryFile::new(data_dir.root())),
+        };
         // A damaged directory is said at start, not at the first request.
         identities.current()?;
         Ok(Security {

@@ -231,6 +231,13 @@ impl ApiError {
         Self::new(Code::InternalError, message)
     }
 
+    /// PostgreSQL (`--database`) cannot be reached or refused a query: 503, retry in 5 s.
+    pub fn database_unavailable(message: impl Into<String>) -> Self {
+        let mut unavailable = Self::new(Code::DatabaseUnavailable, message);
+        unavailable.retry_after = Some(5);
+        unavailable
+    }
+
     pub fn status(&self) -> StatusCode {
         self.code.status()
     }
@@ -287,11 +294,7 @@ impl From<basalt_kb::KbError> for ApiError {
                 Self::invalid(error.to_string())
             }
             KbError::Exists { .. } => Self::new(Code::KnowledgeBaseExists, error.to_string()),
-            KbError::Database { .. } => {
-                let mut unavailable = Self::new(Code::DatabaseUnavailable, error.to_string());
-                unavailable.retry_after = Some(5);
-                unavailable
-            }
+            KbError::Database { .. } => Self::database_unavailable(error.to_string()),
             KbError::Index(basalt_index::IndexError::Locked { .. }) => {
                 let mut locked = Self::new(Code::Busy, error.to_string());
                 locked.retry_after = Some(5);
@@ -342,7 +345,12 @@ impl From<basalt_answer::SessionError> for ApiError {
 
 impl From<basalt_security::SecurityError> for ApiError {
     fn from(error: basalt_security::SecurityError) -> Self {
-        Self::internal(error.to_string())
+        match error {
+            basalt_security::SecurityError::Unavailable { .. } => {
+                Self::database_unavailable(error.to_string())
+            }
+            other => Self::internal(other.to_string()),
+        }
     }
 }
 

@@ -34,6 +34,7 @@ impl From<StoreError> for ApiError {
             }
             StoreError::InvalidReference(_) => ApiError::invalid(error.to_string()),
             StoreError::Io { .. } => ApiError::internal(error.to_string()),
+            StoreError::Unavailable(_) => ApiError::database_unavailable(error.to_string()),
         }
     }
 }
@@ -93,9 +94,13 @@ impl AppState {
     /// The guardrail configurations of the caller's tenant (the one place the server picks
     /// their store).
     fn guardrails(&self, caller: &Caller) -> Result<Box<dyn GuardrailConfigs>, ApiError> {
-        Ok(Box::new(GuardrailStore::new(
-            &self.tenant_data(&caller.tenant)?.tenant_dir(),
-        )))
+        let data = self.tenant_data(&caller.tenant)?;
+        Ok(match data.database_connection() {
+            Some(connection) => {
+                Box::new(basalt_shared::PgGuardrails::new(connection, &caller.tenant))
+            }
+            None => Box::new(GuardrailStore::new(&data.tenant_dir())),
+        })
     }
 }
 

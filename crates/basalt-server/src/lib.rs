@@ -159,7 +159,7 @@ impl AppState {
         let jobs = Arc::new(Jobs::open(&data_dir, options.job_lease)?);
         let (_, operations) = routes(options).finish();
         let security = Security::open(
-            data_dir.root().to_owned(),
+            &data_dir,
             options.auth,
             Api::access_table(&operations),
             options.rate_limit,

@@ -9,7 +9,7 @@ use basalt_answer::{
     Answer, AnswerOptions, Ask, Engines, GuardedTurn, SessionPolicy, SessionStore, Sessions,
     TurnEvent,
 };
-use basalt_guard::{Guardrail, GuardrailStore};
+use basalt_guard::Guardrail;
 use basalt_index::SearchMode;
 use basalt_kb::KnowledgeBase;
 use basalt_model::{Embedder, Generator};
@@ -115,8 +115,8 @@ impl Loaded {
             .as_deref()
             .or(kb.settings.answer.guardrail.as_deref())
             .map(|reference| {
-                let store = GuardrailStore::new(&data.tenant_dir());
-                super::guard::load(&store, reference, settings, Some(embedder.clone()))
+                let store = super::guardrails(&data);
+                super::guard::load(store.as_ref(), reference, settings, Some(embedder.clone()))
                     .map(Arc::new)
             })
             .transpose()?;

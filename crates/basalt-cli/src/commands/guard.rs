@@ -10,9 +10,7 @@ use std::sync::Arc;
 use anyhow::Context;
 use basalt_guard::attacks::{AttackClassifier, TrainOptions};
 use basalt_guard::eval::{Dataset, PromptRecord, evaluate_prompts, evaluate_spans, read_dataset};
-use basalt_guard::{
-    GuardModels, Guardrail, GuardrailConfig, GuardrailConfigs, GuardrailStore, Source,
-};
+use basalt_guard::{GuardModels, Guardrail, GuardrailConfig, GuardrailConfigs, Source};
 use basalt_model::{Embedder, LocalEmbedder, LocalEmbedderOptions};
 
 use super::print_line;
@@ -130,10 +128,6 @@ fn parse_source(value: &str) -> Result<Source, String> {
     }
 }
 
-fn store(settings: &Settings) -> GuardrailStore {
-    GuardrailStore::new(&settings.data_dir.tenant_dir())
-}
-
 fn read_config(path: &Path) -> anyhow::Result<GuardrailConfig> {
     let text = std::fs::read_to_string(path).with_context(|| {
         format!(
@@ -146,7 +140,7 @@ fn read_config(path: &Path) -> anyhow::Result<GuardrailConfig> {
 }
 
 pub(crate) fn run(command: GuardCommand, settings: &Settings) -> anyhow::Result<ExitCode> {
-    let store = store(settings);
+    let store = super::guardrails(&settings.data_dir);
     match command {
         GuardCommand::Create { name, file } => {
             let stored = store.save(&name, &read_config(&file)?)?;
@@ -181,7 +175,7 @@ pub(crate) fn run(command: GuardCommand, settings: &Settings) -> anyhow::Result<
             store.delete(&name)?;
             print_line(&format!("deleted guardrail {name}"))?;
         }
-        GuardCommand::Check(args) => return check(&args, &store, settings),
+        GuardCommand::Check(args) => return check(&args, store.as_ref(), settings),
         GuardCommand::TrainAttacks(args) => return train_attacks(&args, settings),
     }
     Ok(ExitCode::SUCCESS)
@@ -190,7 +184,7 @@ pub(crate) fn run(command: GuardCommand, settings: &Settings) -> anyhow::Result<
 /// The stored guardrail `NAME` or `NAME:VERSION`; `embedder` recognises its denied topics
 /// (loaded from `settings` when it has some and none is given).
 pub(crate) fn load(
-    store: &GuardrailStore,
+    store: &dyn GuardrailConfigs,
     reference: &str,
     settings: &Settings,
     embedder: Option<Arc<dyn Embedder>>,
@@ -235,7 +229,7 @@ fn build(
 
 fn check(
     args: &CheckArgs,
-    store: &GuardrailStore,
+    store: &dyn GuardrailConfigs,
     settings: &Settings,
 ) -> anyhow::Result<ExitCode> {
     let guardrail = match (&args.guardrail, &args.config) {

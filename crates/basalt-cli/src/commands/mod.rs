@@ -158,6 +158,26 @@ pub(crate) fn open_embedder(
     Ok(Box::new(load_embedder(settings, &path, gate)?))
 }
 
+/// The identity directory a command works on: the database's with `--database` (what every
+/// replica reads), else the data directory's.
+pub(crate) fn identities(settings: &Settings) -> Box<dyn basalt_security::Identities> {
+    match settings.data_dir.database_connection() {
+        Some(connection) => Box::new(basalt_shared::PgIdentities::new(connection)),
+        None => Box::new(basalt_security::DirectoryFile::new(
+            settings.data_dir.root(),
+        )),
+    }
+}
+
+/// The guardrail configurations of `data`'s tenant: the database's with `--database`, else the
+/// data directory's.
+pub(crate) fn guardrails(data: &basalt_kb::DataDir) -> Box<dyn basalt_guard::GuardrailConfigs> {
+    match data.database_connection() {
+        Some(connection) => Box::new(basalt_shared::PgGuardrails::new(connection, data.tenant())),
+        None => Box::new(basalt_guard::GuardrailStore::new(&data.tenant_dir())),
+    }
+}
+
 /// Parses `--filter`, naming the flag in the error.
 pub(crate) fn parse_filter(filter: Option<&str>) -> anyhow::Result<Option<basalt_index::Filter>> {
     filter
@@ -187,7 +207,7 @@ pub(crate) fn tenant_data_as(
     let Some(principal) = principal else {
         return Ok((settings.data_dir.clone(), None));
     };
-    let directory = basalt_security::Directory::load(settings.data_dir.root())?;
+    let directory = identities(settings).current()?;
     let found = directory.principals.get(principal).ok_or_else(|| {
         anyhow::anyhow!("--as: no principal {principal:?}; `basalt keys list` shows them")
     })?;

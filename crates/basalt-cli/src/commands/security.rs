@@ -7,7 +7,7 @@ use std::process::ExitCode;
 use anyhow::Context;
 use basalt_kb::DataDir;
 use basalt_security::audit::{AuditLog, AuditTrail, Event, Outcome};
-use basalt_security::{Directory, PolicyDocument, PrincipalKind};
+use basalt_security::{PolicyDocument, PrincipalKind};
 
 use super::print_line;
 use crate::settings::Settings;
@@ -204,19 +204,18 @@ pub(crate) fn run_keys(command: KeysCommand, settings: &Settings) -> anyhow::Res
         KeysCommand::Create(args) => {
             if let Some(reference) = &args.guardrail {
                 // The guardrail must exist in the tenant the key's principal is (or will be) in.
-                let existing = Directory::load(root)?
+                let existing = super::identities(settings)
+                    .current()?
                     .principals
                     .get(&args.principal)
                     .map(|principal| principal.tenant.clone());
                 let tenant = existing
                     .or_else(|| args.tenant.clone())
                     .unwrap_or_else(|| basalt_kb::DEFAULT_TENANT.to_owned());
-                let store = basalt_guard::GuardrailStore::new(
-                    &settings.data_dir.for_tenant(&tenant)?.tenant_dir(),
-                );
-                super::guard::load(&store, reference, settings, None).with_context(|| {
-                    format!("--guardrail {reference}: not a guardrail of tenant {tenant:?}")
-                })?;
+                let store = super::guardrails(&settings.data_dir.for_tenant(&tenant)?);
+                super::guard::load(store.as_ref(), reference, settings, None).with_context(
+                    || format!("--guardrail {reference}: not a guardrail of tenant {tenant:?}"),
+                )?;
             }
             let expires_at = args
                 .expires_in_days
@@ -246,30 +245,35 @@ pub(crate) fn run_keys(command: KeysCommand, settings: &Settings) -> anyhow::Res
             // An AWS key's secret is sealed by the master key (made now if there is none).
             let keyed = args.aws.then(|| settings.data_dir_with_key()).transpose()?;
             let master = keyed.as_ref().and_then(DataDir::master_key);
-            let (record, secret) = Directory::update(root, |directory| {
-                directory.upsert_principal(
-                    &args.principal,
-                    kind,
-                    args.tenant.as_deref(),
-                    &args.groups,
-                )?;
-                for policy in &args.policies {
-                    directory.attach(policy, &args.principal, false)?;
-                }
-                let (record, secret) = match &master {
-                    Some(master) => {
-                        directory.create_aws_key(&args.principal, expires_at.clone(), *master)?
+            let (record, secret) = basalt_security::update_identities(
+                super::identities(settings).as_ref(),
+                |directory| {
+                    directory.upsert_principal(
+                        &args.principal,
+                        kind,
+                        args.tenant.as_deref(),
+                        &args.groups,
+                    )?;
+                    for policy in &args.policies {
+                        directory.attach(policy, &args.principal, false)?;
                     }
-                    None => directory.create_key(&args.principal, expires_at.clone())?,
-                };
-                if let Some(guardrail) = &args.guardrail {
-                    directory.bind_guardrail(&record.id, guardrail);
-                }
-                if let Some(model) = &args.model {
-                    directory.set_model(&record.id, model);
-                }
-                Ok((record, secret))
-            })?;
+                    let (record, secret) = match &master {
+                        Some(master) => directory.create_aws_key(
+                            &args.principal,
+                            expires_at.clone(),
+                            *master,
+                        )?,
+                        None => directory.create_key(&args.principal, expires_at.clone())?,
+                    };
+                    if let Some(guardrail) = &args.guardrail {
+                        directory.bind_guardrail(&record.id, guardrail);
+                    }
+                    if let Some(model) = &args.model {
+                        directory.set_model(&record.id, model);
+                    }
+                    Ok((record, secret))
+                },
+            )?;
             audit(
                 settings,
                 "admin:CreateKey",
@@ -321,7 +325,7 @@ pub(crate) fn run_keys(command: KeysCommand, settings: &Settings) -> anyhow::Res
             Ok(ExitCode::SUCCESS)
         }
         KeysCommand::List { json } => {
-            let directory = Directory::load(root)?;
+            let directory = super::identities(settings).current()?;
             if json {
                 let keys: Vec<serde_json::Value> = directory
                     .keys
@@ -368,7 +372,10 @@ pub(crate) fn run_keys(command: KeysCommand, settings: &Settings) -> anyhow::Res
             Ok(ExitCode::SUCCESS)
         }
         KeysCommand::Revoke { id } => {
-            let revoked = Directory::update(root, |directory| Ok(directory.revoke_key(&id)))?;
+            let revoked = basalt_security::update_identities(
+                super::identities(settings).as_ref(),
+                |directory| Ok(directory.revoke_key(&id)),
+            )?;
             if !revoked {
                 anyhow::bail!("no key with id {id:?}; see `basalt keys list`");
             }
@@ -406,8 +413,10 @@ pub(crate) fn run_keys(command: KeysCommand, settings: &Settings) -> anyhow::Res
             let new = basalt_security::crypto::MasterKey::from_file(&new_key_file)?;
             // AWS access keys' secrets are sealed by the master key too: re-sealed first, so a
             // failure leaves everything under the old key.
-            let (resealed, damaged) =
-                Directory::update(root, |directory| directory.reseal_aws_keys(old, &new))?;
+            let (resealed, damaged) = basalt_security::update_identities(
+                super::identities(settings).as_ref(),
+                |directory| directory.reseal_aws_keys(old, &new),
+            )?;
             if !damaged.is_empty() {
                 eprintln!(
                     "warning: the sealed secret of AWS key(s) {} cannot be opened with the current \
@@ -459,7 +468,6 @@ pub(crate) fn run_keys(command: KeysCommand, settings: &Settings) -> anyhow::Res
 }
 
 pub(crate) fn run_policy(command: PolicyCommand, settings: &Settings) -> anyhow::Result<ExitCode> {
-    let root = settings.data_dir.root();
     match command {
         PolicyCommand::Put { name, file } => {
             let text = if file.as_os_str() == "-" {
@@ -469,7 +477,10 @@ pub(crate) fn run_policy(command: PolicyCommand, settings: &Settings) -> anyhow:
                     .with_context(|| format!("cannot read {}", file.display()))?
             };
             let document = PolicyDocument::parse(&text)?;
-            Directory::update(root, |directory| directory.put_policy(&name, document))?;
+            basalt_security::update_identities(
+                super::identities(settings).as_ref(),
+                |directory| directory.put_policy(&name, document),
+            )?;
             audit(
                 settings,
                 "admin:PutPolicy",
@@ -479,7 +490,7 @@ pub(crate) fn run_policy(command: PolicyCommand, settings: &Settings) -> anyhow:
             print_line(&format!("stored policy {name}"))?;
         }
         PolicyCommand::List { json } => {
-            let directory = Directory::load(root)?;
+            let directory = super::identities(settings).current()?;
             let mut names: Vec<String> = vec![
                 basalt_security::ADMINISTRATOR_ACCESS.into(),
                 basalt_security::READ_ONLY_ACCESS.into(),
@@ -517,7 +528,7 @@ pub(crate) fn run_policy(command: PolicyCommand, settings: &Settings) -> anyhow:
             }
         }
         PolicyCommand::Show { name } => {
-            let directory = Directory::load(root)?;
+            let directory = super::identities(settings).current()?;
             let policy = directory
                 .policy(&name)
                 .with_context(|| format!("no policy named {name:?}; see `basalt policy list`"))?;
@@ -525,9 +536,10 @@ pub(crate) fn run_policy(command: PolicyCommand, settings: &Settings) -> anyhow:
         }
         PolicyCommand::Attach(args) => {
             let (target, group) = target(&args);
-            Directory::update(root, |directory| {
-                directory.attach(&args.name, target, group)
-            })?;
+            basalt_security::update_identities(
+                super::identities(settings).as_ref(),
+                |directory| directory.attach(&args.name, target, group),
+            )?;
             audit(
                 settings,
                 "admin:AttachPolicy",
@@ -538,9 +550,10 @@ pub(crate) fn run_policy(command: PolicyCommand, settings: &Settings) -> anyhow:
         }
         PolicyCommand::Detach(args) => {
             let (target, group) = target(&args);
-            let detached = Directory::update(root, |directory| {
-                directory.detach(&args.name, target, group)
-            })?;
+            let detached = basalt_security::update_identities(
+                super::identities(settings).as_ref(),
+                |directory| directory.detach(&args.name, target, group),
+            )?;
             if !detached {
                 anyhow::bail!("{} is not attached to {target}", args.name);
             }
@@ -558,7 +571,7 @@ pub(crate) fn run_policy(command: PolicyCommand, settings: &Settings) -> anyhow:
             resource,
             json,
         } => {
-            let directory = Directory::load(root)?;
+            let directory = super::identities(settings).current()?;
             if !directory.principals.contains_key(&principal) {
                 anyhow::bail!("no principal named {principal:?}; see `basalt keys list`");
             }

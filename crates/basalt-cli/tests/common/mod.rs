@@ -118,7 +118,17 @@ impl Workspace {
 
     /// An API key with every permission (principal `admin`), created with the CLI.
     pub fn admin_key(&self) -> String {
-        self.json(&[
+        self.admin_key_with(&[])["key"]
+            .as_str()
+            .expect("the new key")
+            .to_owned()
+    }
+
+    /// `keys create --json` for an admin key, with global options `before` it (a
+    /// `--database`): its id and key.
+    pub fn admin_key_with(&self, before: &[&str]) -> Value {
+        let mut args = before.to_vec();
+        args.extend([
             "keys",
             "create",
             "--json",
@@ -126,10 +136,8 @@ impl Workspace {
             "admin",
             "--policy",
             "AdministratorAccess",
-        ])["key"]
-            .as_str()
-            .expect("the new key")
-            .to_owned()
+        ]);
+        self.json(&args)
     }
 
     pub fn ok(&self, args: &[&str]) -> String {

@@ -1,0 +1,261 @@
+//! What replicas on one database share besides knowledge bases and jobs (`basalt-kb` has
+//! those): the identity directory ([`PgIdentities`]) and each tenant's guardrail
+//! configurations ([`PgGuardrails`]), in the tables `basalt db migrate` makes, behind the seams
+//! the data directory's files fill for one process (`Identities`, `GuardrailConfigs`). Both
+//! pass the same conformance suites as the files.
+
+use std::path::Path;
+use std::sync::{Arc, Mutex, PoisonError};
+
+use basalt_guard::config::GuardrailConfig;
+use basalt_guard::store::{GuardrailSummary, StoredGuardrail, check_name};
+use basalt_guard::{GuardrailConfigs, StoreError};
+use basalt_pg::Connection;
+use basalt_security::{Directory, Identities, SecurityError};
+use postgres::Client;
+use postgres::error::SqlState;
+
+/// The identity directory in `basalt.identity`: one row, re-read only when its version moved.
+#[derive(Debug)]
+pub struct PgIdentities {
+    connection: Arc<Connection>,
+    /// The directory as last read, with its version.
+    cached: Mutex<Option<(i64, Arc<Directory>)>>,
+}
+
+impl PgIdentities {
+    pub fn new(connection: Arc<Connection>) -> Self {
+        PgIdentities {
+            connection,
+            cached: Mutex::new(None),
+        }
+    }
+
+    fn run<T: Send>(
+        &self,
+        work: impl FnOnce(&mut Client) -> Result<T, SecurityError> + Send,
+    ) -> Result<T, SecurityError> {
+        self.connection
+            .run(|message| SecurityError::Unavailable { message }, work)
+    }
+}
+
+fn unavailable(error: &postgres::Error) -> SecurityError {
+    SecurityError::Unavailable {
+        message: basalt_pg::migrations::describe(error),
+    }
+}
+
+/// Where an error says the directory is.
+const IDENTITY_ROW: &str = "basalt.identity";
+
+impl Identities for PgIdentities {
+    fn current(&self) -> basalt_security::Result<Arc<Directory>> {
+        let known = self
+            .cached
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .as_ref()
+            .map(|(version, directory)| (*version, directory.clone()));
+        // One round trip: the version, and the directory only when it moved.
+        let row = self.run(|client| {
+            client
+                .query_opt(
+                    "SELECT version, CASE WHEN version IS DISTINCT FROM $1 THEN directory END \
+                     FROM basalt.identity",
+                    &[&known.as_ref().map(|(version, _)| *version)],
+                )
+                .map_err(|error| unavailable(&error))
+        })?;
+        let Some(row) = row else {
+            return Ok(Arc::new(Directory::default()));
+        };
+        let version: i64 = row.get(0);
+        let json: Option<serde_json::Value> = row.get(1);
+        let directory = match (json, known) {
+            (None, Some((_, directory))) => directory,
+            (Some(json), _) => Arc::new(Directory::from_json(
+                json.to_string().as_bytes(),
+                Path::new(IDENTITY_ROW),
+            )?),
+            (None, None) => unreachable!("an unknown version always brings the directory"),
+        };
+        *self.cached.lock().unwrap_or_else(PoisonError::into_inner) =
+            Some((version, directory.clone()));
+        Ok(directory)
+    }
+
+    fn change(
+        &self,
+        change: &mut (dyn FnMut(&mut Directory) -> basalt_security::Result<()> + Send),
+    ) -> basalt_security::Result<()> {
+        self.run(|client| {
+            let mut transaction = client.transaction().map_err(|error| unavailable(&error))?;
+            // The row locked for the whole change: changes through any replica take turns.
+            transaction
+                .execute(
+                    "INSERT INTO basalt.identity (version, directory) VALUES (0, '{}') \
+                     ON CONFLICT DO NOTHING",
+                    &[],
+                )
+                .map_err(|error| unavailable(&error))?;
+            let row = transaction
+                .query_one("SELECT directory FROM basalt.identity FOR UPDATE", &[])
+                .map_err(|error| unavailable(&error))?;
+            let json: serde_json::Value = row.get(0);
+            let mut directory =
+                Directory::from_json(json.to_string().as_bytes(), Path::new(IDENTITY_ROW))?;
+            change(&mut directory)?;
+            let json: serde_json::Value =
+                serde_json::from_slice(&directory.to_json()?).map_err(|error| {
+                    SecurityError::Invalid {
+                        message: error.to_string(),
+                    }
+                })?;
+            transaction
+                .execute(
+                    "UPDATE basalt.identity SET directory = $1, version = version + 1",
+                    &[&json],
+                )
+                .map_err(|error| unavailable(&error))?;
+            transaction.commit().map_err(|error| unavailable(&error))
+        })
+    }
+}
+
+/// One tenant's guardrail configurations in `basalt.guardrails`, a row per version.
+#[derive(Debug, Clone)]
+pub struct PgGuardrails {
+    connection: Arc<Connection>,
+    tenant: String,
+}
+
+impl PgGuardrails {
+    pub fn new(connection: Arc<Connection>, tenant: &str) -> Self {
+        PgGuardrails {
+            connection,
+            tenant: tenant.to_owned(),
+        }
+    }
+
+    fn run<T: Send>(
+        &self,
+        work: impl FnOnce(&mut Client) -> Result<T, postgres::Error> + Send,
+    ) -> Result<T, StoreError> {
+        self.connection.run(StoreError::Unavailable, |client| {
+            work(client)
+                .map_err(|error| StoreError::Unavailable(basalt_pg::migrations::describe(&error)))
+        })
+    }
+}
+
+fn config_of(name: &str, value: serde_json::Value) -> Result<GuardrailConfig, StoreError> {
+    serde_json::from_value(value).map_err(|error| {
+        StoreError::Unavailable(format!(
+            "guardrail {name:?} in the database is damaged: {error}"
+        ))
+    })
+}
+
+impl GuardrailConfigs for PgGuardrails {
+    fn save(&self, name: &str, config: &GuardrailConfig) -> Result<StoredGuardrail, StoreError> {
+        check_name(name)?;
+        config.validate()?;
+        let value = serde_json::to_value(config)
+            .map_err(|error| StoreError::Unavailable(error.to_string()))?;
+        // The next version in one statement; two saves at once: one fails on the key and is
+        // tried again.
+        let version = loop {
+            let saved = self.run(|client| {
+                match client.query_one(
+                    "INSERT INTO basalt.guardrails (tenant, name, version, config) \
+                     SELECT $1, $2, coalesce(max(version), 0) + 1, $3 FROM basalt.guardrails \
+                     WHERE tenant = $1 AND name = $2 RETURNING version",
+                    &[&self.tenant, &name, &value],
+                ) {
+                    Ok(row) => Ok(Some(row.get::<_, i32>(0))),
+                    Err(error) if error.code() == Some(&SqlState::UNIQUE_VIOLATION) => Ok(None),
+                    Err(error) => Err(error),
+                }
+            })?;
+            if let Some(version) = saved {
+                break version;
+            }
+        };
+        Ok(StoredGuardrail {
+            name: name.to_owned(),
+            version: version as u32,
+            config: config.clone(),
+        })
+    }
+
+    fn load(&self, name: &str, version: Option<u32>) -> Result<StoredGuardrail, StoreError> {
+        check_name(name)?;
+        let wanted = version.map(|version| version as i32);
+        let (row, latest) = self.run(|client| {
+            let latest: Option<i32> = client
+                .query_one(
+                    "SELECT max(version) FROM basalt.guardrails WHERE tenant = $1 AND name = $2",
+                    &[&self.tenant, &name],
+                )?
+                .get(0);
+            let row = client.query_opt(
+                "SELECT version, config FROM basalt.guardrails WHERE tenant = $1 AND name = $2 \
+                 AND version = coalesce($3, (SELECT max(version) FROM basalt.guardrails \
+                     WHERE tenant = $1 AND name = $2))",
+                &[&self.tenant, &name, &wanted],
+            )?;
+            Ok((row, latest))
+        })?;
+        let Some(latest) = latest else {
+            return Err(StoreError::NotFound(name.to_owned()));
+        };
+        let Some(row) = row else {
+            return Err(StoreError::NoVersion {
+                name: name.to_owned(),
+                version: version.unwrap_or_default(),
+                latest: latest as u32,
+            });
+        };
+        Ok(StoredGuardrail {
+            name: name.to_owned(),
+            version: row.get::<_, i32>(0) as u32,
+            config: config_of(name, row.get(1))?,
+        })
+    }
+
+    fn list(&self) -> Result<Vec<GuardrailSummary>, StoreError> {
+        let rows = self.run(|client| {
+            client.query(
+                "SELECT DISTINCT ON (name) name, version, config FROM basalt.guardrails \
+                 WHERE tenant = $1 ORDER BY name, version DESC",
+                &[&self.tenant],
+            )
+        })?;
+        rows.into_iter()
+            .map(|row| {
+                let name: String = row.get(0);
+                let config = config_of(&name, row.get(2))?;
+                Ok(GuardrailSummary {
+                    latest_version: row.get::<_, i32>(1) as u32,
+                    description: config.description,
+                    name,
+                })
+            })
+            .collect()
+    }
+
+    fn delete(&self, name: &str) -> Result<(), StoreError> {
+        check_name(name)?;
+        let deleted = self.run(|client| {
+            client.execute(
+                "DELETE FROM basalt.guardrails WHERE tenant = $1 AND name = $2",
+                &[&self.tenant, &name],
+            )
+        })?;
+        match deleted {
+            0 => Err(StoreError::NotFound(name.to_owned())),
+            _ => Ok(()),
+        }
+    }
+}
