@@ -252,4 +252,25 @@ fn two_replicas_share_knowledge_bases_and_finish_each_others_jobs() {
     let (status, body) = raw_request(c.port, "GET", "/v1/kbs/handbook", &[&bearer], b"");
     assert_eq!(status, 401, "revoked through another process: {body}");
     drop(c);
+
+    // Every replica and the CLI appended to one audit chain, intact.
+    let verified = a_ws.json(&["--database", url, "audit", "verify", "--json"]);
+    assert_eq!(verified["first_bad"], Value::Null, "{verified}");
+    let tail = a_ws.ok(&["--database", url, "audit", "tail", "--lines", "1000"]);
+    let records: Vec<Value> = tail
+        .lines()
+        .map(|line| serde_json::from_str(line).expect("a record"))
+        .collect();
+    assert_eq!(Some(records.len() as u64), verified["records"].as_u64());
+    let seen = |action: &str, outcome: &str| {
+        records
+            .iter()
+            .any(|record| record["action"] == action && record["outcome"] == outcome)
+    };
+    assert!(seen("kb:Create", "allowed"), "A's create");
+    assert!(seen("kb:Search", "allowed"), "B's searches");
+    assert!(
+        seen("kb:Get", "unauthenticated"),
+        "C's refusal of the revoked key"
+    );
 }

@@ -18,6 +18,7 @@ pub const MIGRATIONS: &[(i32, &str, &str)] = &[
         "identity_and_guardrails",
         include_str!("../migrations/0002_identity_and_guardrails.sql"),
     ),
+    (3, "audit", include_str!("../migrations/0003_audit.sql")),
 ];
 
 /// The version this build of Basalt needs.

@@ -81,6 +81,31 @@ pub struct Record {
 }
 
 impl Record {
+    /// The record of `event`, now, chained after the last record (its sequence number and
+    /// hash; `None` for the first).
+    pub fn after(last: Option<(u64, String)>, event: Event) -> Record {
+        let (seq, prev) = match last {
+            Some((seq, hash)) => (seq + 1, hash),
+            None => (1, GENESIS.to_owned()),
+        };
+        let mut record = Record {
+            seq,
+            time: basalt_core::clock::now_rfc3339_millis(),
+            request_id: event.request_id,
+            principal: event.principal,
+            key_id: event.key_id,
+            action: event.action,
+            resource: event.resource,
+            outcome: event.outcome.unwrap_or(Outcome::Allowed),
+            status: event.status,
+            detail: event.detail,
+            prev,
+            hash: String::new(),
+        };
+        record.hash = record.expected_hash();
+        record
+    }
+
     /// The hash this record should carry.
     fn expected_hash(&self) -> String {
         let mut unhashed = self.clone();
@@ -155,25 +180,8 @@ impl AuditTrail for AuditLog {
             .open(&self.path)
             .map_err(io)?;
         file.lock().map_err(io)?;
-        let (seq, prev) = match last_record(&mut file).map_err(io)? {
-            Some(last) => (last.seq + 1, last.hash),
-            None => (1, GENESIS.to_owned()),
-        };
-        let mut record = Record {
-            seq,
-            time: basalt_core::clock::now_rfc3339_millis(),
-            request_id: event.request_id,
-            principal: event.principal,
-            key_id: event.key_id,
-            action: event.action,
-            resource: event.resource,
-            outcome: event.outcome.unwrap_or(Outcome::Allowed),
-            status: event.status,
-            detail: event.detail,
-            prev,
-            hash: String::new(),
-        };
-        record.hash = record.expected_hash();
+        let last = last_record(&mut file).map_err(io)?;
+        let record = Record::after(last.map(|last| (last.seq, last.hash)), event);
         let mut line = serde_json::to_string(&record).map_err(|error| {
             SecurityError::io(&self.path, std::io::Error::other(error.to_string()))
         })?;
@@ -258,11 +266,21 @@ fn verify_file(path: &Path) -> Result<Verification> {
         }
         Err(error) => return Err(SecurityError::io(path, error)),
     };
+    verify_lines(
+        BufReader::new(file)
+            .split(b'\n')
+            .map(|line| line.map_err(|error| SecurityError::io(path, error))),
+    )
+}
+
+/// Checks every link of a chain given as its stored records, oldest first (a file's lines, a
+/// table's rows); a [`BadRecord`]'s `line` counts them from 1.
+pub fn verify_lines(lines: impl Iterator<Item = Result<Vec<u8>>>) -> Result<Verification> {
     let mut previous_hash = GENESIS.to_owned();
     let mut count = 0;
-    for (index, line) in BufReader::new(file).split(b'\n').enumerate() {
+    for (index, line) in lines.enumerate() {
         let line_number = index as u64 + 1;
-        let line = line.map_err(|error| SecurityError::io(path, error))?;
+        let line = line?;
         let bad = |problem: String| {
             Ok(Verification {
                 records: count,

@@ -99,8 +99,8 @@ pub(crate) struct Security {
 }
 
 impl Security {
-    /// Security over `data_dir`: its audit trail, and its identity directory — the
-    /// database's when it has one (replicas share it).
+    /// Security over `data_dir`: its identity directory and audit trail — the database's
+    /// when it has one (replicas share them).
     pub(crate) fn open(
         data_dir: &basalt_kb::DataDir,
         mode: AuthMode,
@@ -108,11 +108,17 @@ impl Security {
         rate_limit: Option<RateLimit>,
         signed_body_limit: usize,
     ) -> basalt_security::Result<Self> {
-        let audit = Box::new(AuditLog::open(data_dir.root()));
-        let identities: Box<dyn Identities> = match data_dir.database_connection() {
-            Some(connection) => Box::new(basalt_shared::PgIdentities::new(connection)),
-            None => Box::new(DirectoryFile::new(data_dir.root())),
-        };
+        let (identities, audit): (Box<dyn Identities>, Box<dyn AuditTrail>) =
+            match data_dir.database_connection() {
+                Some(connection) => (
+                    Box::new(basalt_shared::PgIdentities::new(connection.clone())),
+                    Box::new(basalt_shared::PgAudit::new(connection)),
+                ),
+                None => (
+                    Box::new(DirectoryFile::new(data_dir.root())),
+                    Box::new(AuditLog::open(data_dir.root())),
+                ),
+            };
         // A damaged directory is said at start, not at the first request.
         identities.current()?;
         Ok(Security {

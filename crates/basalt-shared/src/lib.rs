@@ -1,8 +1,8 @@
 //! What replicas on one database share besides knowledge bases and jobs (`basalt-kb` has
-//! those): the identity directory ([`PgIdentities`]) and each tenant's guardrail
-//! configurations ([`PgGuardrails`]), in the tables `basalt db migrate` makes, behind the seams
-//! the data directory's files fill for one process (`Identities`, `GuardrailConfigs`). Both
-//! pass the same conformance suites as the files.
+//! those): the identity directory ([`PgIdentities`]), each tenant's guardrail configurations
+//! ([`PgGuardrails`]) and the audit trail ([`PgAudit`]), in the tables `basalt db migrate`
+//! makes, behind the seams the data directory's files fill for one process (`Identities`,
+//! `GuardrailConfigs`, `AuditTrail`). Each passes the same conformance suite as its file.
 
 use std::path::Path;
 use std::sync::{Arc, Mutex, PoisonError};
@@ -11,6 +11,7 @@ use basalt_guard::config::GuardrailConfig;
 use basalt_guard::store::{GuardrailSummary, StoredGuardrail, check_name};
 use basalt_guard::{GuardrailConfigs, StoreError};
 use basalt_pg::Connection;
+use basalt_security::audit::{AuditTrail, Event, Record, Verification};
 use basalt_security::{Directory, Identities, SecurityError};
 use postgres::Client;
 use postgres::error::SqlState;
@@ -257,5 +258,79 @@ impl GuardrailConfigs for PgGuardrails {
             0 => Err(StoreError::NotFound(name.to_owned())),
             _ => Ok(()),
         }
+    }
+}
+
+/// The audit trail in `basalt.audit`: one linear hash chain whichever replica appends. An
+/// append takes a transaction-scoped lock, reads the last record and inserts the next: two
+/// replicas appending at once take turns, and a record is durable once its commit returns.
+#[derive(Debug)]
+pub struct PgAudit {
+    connection: Arc<Connection>,
+}
+
+/// The lock appends take turns on (`pg_advisory_xact_lock`).
+const AUDIT_LOCK: i64 = 0x0061_7564_6974; // "audit"
+
+impl PgAudit {
+    pub fn new(connection: Arc<Connection>) -> Self {
+        PgAudit { connection }
+    }
+
+    fn run<T: Send>(
+        &self,
+        work: impl FnOnce(&mut Client) -> Result<T, postgres::Error> + Send,
+    ) -> Result<T, SecurityError> {
+        self.connection.run(
+            |message| SecurityError::Unavailable { message },
+            |client| work(client).map_err(|error| unavailable(&error)),
+        )
+    }
+
+    /// Every stored record's JSON, oldest first.
+    fn stored(&self) -> Result<Vec<Vec<u8>>, SecurityError> {
+        let rows = self.run(|client| {
+            client.query("SELECT record::text FROM basalt.audit ORDER BY seq", &[])
+        })?;
+        Ok(rows
+            .into_iter()
+            .map(|row| row.get::<_, String>(0).into_bytes())
+            .collect())
+    }
+}
+
+impl AuditTrail for PgAudit {
+    fn append(&self, event: Event) -> basalt_security::Result<Record> {
+        let record = self.run(|client| {
+            let mut transaction = client.transaction()?;
+            transaction.execute("SELECT pg_advisory_xact_lock($1)", &[&AUDIT_LOCK])?;
+            let last = transaction
+                .query_opt(
+                    "SELECT seq, record->>'hash' FROM basalt.audit ORDER BY seq DESC LIMIT 1",
+                    &[],
+                )?
+                .map(|row| (row.get::<_, i64>(0) as u64, row.get::<_, String>(1)));
+            let record = Record::after(last, event);
+            let json = serde_json::to_value(&record).unwrap_or_default();
+            transaction.execute(
+                "INSERT INTO basalt.audit (seq, record) VALUES ($1, $2)",
+                &[&(record.seq as i64), &json],
+            )?;
+            transaction.commit()?;
+            Ok(record)
+        })?;
+        Ok(record)
+    }
+
+    fn records(&self) -> basalt_security::Result<Vec<Record>> {
+        Ok(self
+            .stored()?
+            .iter()
+            .filter_map(|json| serde_json::from_slice(json).ok())
+            .collect())
+    }
+
+    fn verify(&self) -> basalt_security::Result<Verification> {
+        basalt_security::audit::verify_lines(self.stored()?.into_iter().map(Ok))
     }
 }

@@ -6,7 +6,7 @@ use std::sync::Arc;
 
 use basalt_pg::Connection;
 use basalt_pg::testing::TempCluster;
-use basalt_shared::{PgGuardrails, PgIdentities};
+use basalt_shared::{PgAudit, PgGuardrails, PgIdentities};
 
 fn connection(cluster: &TempCluster) -> Arc<Connection> {
     Arc::new(Connection::new(cluster.url(), basalt_pg::migrations::check))
@@ -43,4 +43,25 @@ fn guardrails_in_postgres_pass_the_file_suite_and_tenants_keep_their_own() {
         }
     });
     assert_eq!(acme.load("support", None).expect("loads").version, 21);
+}
+
+#[test]
+fn the_audit_trail_in_postgres_is_one_chain_and_shows_tampering() {
+    let cluster = TempCluster::start_migrated().expect("a PostgreSQL cluster");
+    basalt_security::audit::conformance(&|| Box::new(PgAudit::new(connection(&cluster))));
+    use basalt_security::audit::AuditTrail;
+    let trail = PgAudit::new(connection(&cluster));
+    let before = trail.verify().expect("verifies");
+    assert_eq!(before.first_bad, None);
+    // Someone with the database's password rewrites a record: the chain says where.
+    cluster
+        .execute(
+            "UPDATE basalt.audit SET record = jsonb_set(record, '{principal}', '\"mallory\"') \
+             WHERE seq = 5",
+        )
+        .expect("tampers");
+    let after = trail.verify().expect("verifies");
+    let bad = after.first_bad.expect("found");
+    assert_eq!((bad.line, after.records), (5, 4), "{bad:?}");
+    assert!(bad.problem.contains("modified"), "{bad:?}");
 }

@@ -169,6 +169,17 @@ pub(crate) fn identities(settings: &Settings) -> Box<dyn basalt_security::Identi
     }
 }
 
+/// The audit trail commands append to and read: the database's with `--database` (one chain
+/// for every replica), else the data directory's.
+pub(crate) fn audit_trail(settings: &Settings) -> Box<dyn basalt_security::audit::AuditTrail> {
+    match settings.data_dir.database_connection() {
+        Some(connection) => Box::new(basalt_shared::PgAudit::new(connection)),
+        None => Box::new(basalt_security::audit::AuditLog::open(
+            settings.data_dir.root(),
+        )),
+    }
+}
+
 /// The guardrail configurations of `data`'s tenant: the database's with `--database`, else the
 /// data directory's.
 pub(crate) fn guardrails(data: &basalt_kb::DataDir) -> Box<dyn basalt_guard::GuardrailConfigs> {

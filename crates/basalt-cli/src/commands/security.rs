@@ -6,7 +6,7 @@ use std::process::ExitCode;
 
 use anyhow::Context;
 use basalt_kb::DataDir;
-use basalt_security::audit::{AuditLog, AuditTrail, Event, Outcome};
+use basalt_security::audit::{AuditLog, Event, Outcome};
 use basalt_security::{PolicyDocument, PrincipalKind};
 
 use super::print_line;
@@ -182,7 +182,7 @@ pub(crate) fn audit(
     resource: &str,
     detail: String,
 ) -> anyhow::Result<()> {
-    let log = AuditLog::open(settings.data_dir.root());
+    let log = super::audit_trail(settings);
     let user = std::env::var("USER").unwrap_or_else(|_| "unknown".into());
     log.append(Event {
         request_id: basalt_core::id::new_id("cli-", 8),
@@ -604,8 +604,17 @@ fn target(args: &AttachArgs) -> (&str, bool) {
 }
 
 pub(crate) fn run_audit(command: AuditCommand, settings: &Settings) -> anyhow::Result<ExitCode> {
-    let root = settings.data_dir.root();
-    let trail = AuditLog::open(root);
+    let trail = super::audit_trail(settings);
+    // Where a bad record is: a line of the file, or a row of the database's table.
+    let (unit, place) = match settings.data_dir.has_database() {
+        true => ("record", "basalt.audit (--database)".to_owned()),
+        false => (
+            "line",
+            AuditLog::path(settings.data_dir.root())
+                .display()
+                .to_string(),
+        ),
+    };
     match command {
         AuditCommand::Verify { json } => {
             let verification = trail.verify()?;
@@ -613,11 +622,8 @@ pub(crate) fn run_audit(command: AuditCommand, settings: &Settings) -> anyhow::R
                 print_line(&serde_json::to_string_pretty(&verification)?)?;
             } else if let Some(bad) = &verification.first_bad {
                 print_line(&format!(
-                    "TAMPERED: line {} of {}: {}\n{} records before it verify.",
-                    bad.line,
-                    AuditLog::path(root).display(),
-                    bad.problem,
-                    verification.records
+                    "TAMPERED: {unit} {} of {place}: {}\n{} records before it verify.",
+                    bad.line, bad.problem, verification.records
                 ))?;
             } else {
                 print_line(&format!(
