@@ -136,7 +136,11 @@ pub fn connect(url: &str) -> Result<Client, String> {
 /// A PostgreSQL error with what the server said (the driver's own text is only "db error").
 pub fn describe(error: &postgres::Error) -> String {
     let Some(db) = error.as_db_error() else {
-        return error.to_string();
+        // The driver's text leaves out the cause ("error connecting to server"): add it.
+        return match std::error::Error::source(error) {
+            Some(cause) => format!("{error}: {cause}"),
+            None => error.to_string(),
+        };
     };
     let mut text = format!("{} ({})", db.message(), db.code().code());
     if let Some(detail) = db.detail() {

@@ -135,11 +135,12 @@ pub(crate) fn run(args: &ServeArgs, settings: &Settings) -> anyhow::Result<ExitC
     // Knowledge bases created over the API are encrypted: make sure there is a key.
     let data_dir = settings.data_dir_with_key()?;
     let state = AppState::new(Arc::new(embedder), Arc::new(generator), data_dir, &options)
-        .with_context(|| {
-            format!(
+        .with_context(|| match settings.data_dir.has_database() {
+            true => "cannot keep ingestion jobs in the database (--database)".to_owned(),
+            false => format!(
                 "cannot keep ingestion jobs in {}",
                 settings.data_dir.root().display()
-            )
+            ),
         })?;
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
