@@ -18,9 +18,10 @@ pub(crate) struct GlobalArgs {
     #[arg(long, global = true, env = "BASALT_DATA_DIR", value_name = "DIR")]
     pub(crate) data_dir: Option<PathBuf>,
 
-    /// PostgreSQL with pgvector (`postgres://user:password@host/database`): knowledge bases
-    /// created from now on keep their index there instead of the data directory, and those
-    /// already there open (docs/deployment.md)
+    /// PostgreSQL with pgvector (`postgres://user:password@host/database`): the knowledge
+    /// bases and their indexes, ingestion jobs, keys and policies, guardrails and the audit
+    /// trail are the database's, shared by every replica (`basalt db migrate` first;
+    /// docs/deployment.md)
     #[arg(long, global = true, env = "BASALT_DATABASE_URL", value_name = "URL")]
     pub(crate) database: Option<String>,
 
