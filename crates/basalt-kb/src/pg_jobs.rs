@@ -35,10 +35,19 @@ const PROGRESS_EVERY: Duration = Duration::from_secs(1);
 pub struct PgJobQueue {
     data: DataDir,
     database: Database,
-    /// The data keys of encrypted knowledge bases' jobs, by job id.
-    sealers: Mutex<HashMap<String, Option<Arc<dyn Sealer>>>>,
-    /// The jobs this process runs: the record it writes, and when it last did.
-    running: Mutex<HashMap<String, (Job, Instant)>>,
+    /// The data keys of encrypted knowledge bases, by tenant and name, to open sealed jobs.
+    sealers: Mutex<HashMap<(String, String), Arc<dyn Sealer>>>,
+    /// The jobs this process runs, by id.
+    running: Mutex<HashMap<String, Running>>,
+}
+
+/// A job this process runs: the record it writes, the key it is sealed with (as it was
+/// stored), and when its progress was last written.
+#[derive(Debug)]
+struct Running {
+    job: Job,
+    sealer: Option<Arc<dyn Sealer>>,
+    written: Instant,
 }
 
 fn status_name(status: JobStatus) -> &'static str {
@@ -66,76 +75,79 @@ impl PgJobQueue {
         })
     }
 
-    /// The data key job `id` of `tenant`'s `kb` is sealed with (looked up once per job).
-    fn sealer(&self, id: &str, tenant: &str, kb: &str) -> Result<Option<Arc<dyn Sealer>>> {
-        if let Some(sealer) = lock(&self.sealers).get(id) {
+    /// The data key of `tenant`'s `kb` (read from the catalog once, or again when `fresh`);
+    /// an error when it is not encrypted (any more) or its key cannot be opened here.
+    fn sealer(&self, tenant: &str, kb: &str, fresh: bool) -> Result<Arc<dyn Sealer>> {
+        let key = (tenant.to_owned(), kb.to_owned());
+        if !fresh && let Some(sealer) = lock(&self.sealers).get(&key) {
             return Ok(sealer.clone());
         }
-        let sealer = self.data.for_tenant(tenant)?.sealer(kb)?;
-        lock(&self.sealers).insert(id.to_owned(), sealer.clone());
+        let sealer =
+            self.data
+                .for_tenant(tenant)?
+                .sealer(kb)?
+                .ok_or_else(|| KbError::Database {
+                    message: format!("knowledge base {kb:?} is no longer encrypted"),
+                })?;
+        lock(&self.sealers).insert(key, sealer.clone());
         Ok(sealer)
     }
 
-    /// A job as stored: JSON, sealed when its knowledge base is encrypted.
-    fn encode(&self, job: &Job) -> Result<(Vec<u8>, bool)> {
-        let json = serde_json::to_vec(job).map_err(|error| KbError::Database {
-            message: error.to_string(),
-        })?;
-        Ok(match lock(&self.sealers).get(&job.id).cloned().flatten() {
+    /// A job as stored: JSON, sealed with `sealer` when its knowledge base is encrypted.
+    fn encode(job: &Job, sealer: Option<&Arc<dyn Sealer>>) -> (Vec<u8>, bool) {
+        let json = serde_json::to_vec(job).unwrap_or_else(|_| unreachable!("a job serializes"));
+        match sealer {
             Some(sealer) => (sealer.seal(&json), true),
             None => (json, false),
-        })
+        }
     }
 
-    /// A stored job read back.
-    fn decode(&self, row: &postgres::Row) -> Result<Job> {
+    /// A stored job read back, with the key it was sealed with (a knowledge base made again
+    /// under its name has a new key: the cached one is read again once).
+    fn decode(&self, row: &postgres::Row) -> Result<(Job, Option<Arc<dyn Sealer>>)> {
         let (id, tenant, kb): (String, String, String) = (row.get(0), row.get(1), row.get(2));
         let (bytes, sealed): (Vec<u8>, bool) = (row.get(3), row.get(4));
-        let opened;
-        let json = if sealed {
-            let sealer = self
-                .sealer(&id, &tenant, &kb)?
-                .ok_or_else(|| KbError::Database {
-                    message: format!(
-                        "job {id} is sealed and knowledge base {kb:?} is no longer encrypted"
-                    ),
-                })?;
-            opened = sealer.open(&bytes).map_err(|error| KbError::Database {
-                message: format!("job {id} cannot be opened: {error}"),
-            })?;
-            &opened
-        } else {
-            &bytes
+        let unreadable = |error: String| KbError::Database {
+            message: format!("job {id} cannot be read here: {error}"),
         };
-        serde_json::from_slice(json).map_err(|error| KbError::Database {
-            message: format!("job {id} is not a valid record: {error}"),
-        })
+        let (json, sealer) = if sealed {
+            let mut sealer = self.sealer(&tenant, &kb, false)?;
+            let json = match sealer.open(&bytes) {
+                Ok(json) => json,
+                Err(_) => {
+                    sealer = self.sealer(&tenant, &kb, true)?;
+                    sealer.open(&bytes).map_err(unreadable)?
+                }
+            };
+            (json, Some(sealer))
+        } else {
+            (bytes, None)
+        };
+        let job = serde_json::from_slice(&json).map_err(|error| unreadable(error.to_string()))?;
+        Ok((job, sealer))
     }
 
-    /// Writes `job`'s record, status and lease, if it is still `worker`'s (any job's when
-    /// `worker` is `None`); whether it was.
+    /// Writes `job`'s record (`record`, sealed or not), status and lease, if it is still
+    /// `worker`'s; whether it was.
     fn store(
-        &self,
         client: &mut impl GenericClient,
         job: &Job,
-        worker: Option<&str>,
+        (record, sealed): &(Vec<u8>, bool),
+        worker: &str,
     ) -> std::result::Result<bool, postgres::Error> {
-        let (record, sealed) = self
-            .encode(job)
-            .unwrap_or_else(|_| unreachable!("a job always serializes"));
         let lease_worker = job.lease.as_ref().map(|lease| lease.worker.as_str());
         let expires = job.lease.as_ref().map(|lease| lease.expires_ms as i64);
         let updated = client.execute(
             "UPDATE basalt.jobs SET status = $2, lease_worker = $3, lease_expires_ms = $4, \
              record = $5, sealed = $6 \
-             WHERE id = $1 AND ($7::text IS NULL OR (status = 'running' AND lease_worker = $7))",
+             WHERE id = $1 AND status = 'running' AND lease_worker = $7",
             &[
                 &job.id,
                 &status_name(job.status),
                 &lease_worker,
                 &expires,
-                &record,
-                &sealed,
+                record,
+                sealed,
                 &worker,
             ],
         )?;
@@ -149,12 +161,12 @@ impl PgJobQueue {
         let running = lock(&self.running);
         rows.iter()
             .filter_map(|row| match self.decode(row) {
-                Ok(mut job) => {
-                    if let Some((ours, _)) = running.get(&job.id)
+                Ok((mut job, _)) => {
+                    if let Some(ours) = running.get(&job.id)
                         && job.status == JobStatus::Running
-                        && job.lease == ours.lease
+                        && job.lease == ours.job.lease
                     {
-                        job.progress = ours.progress;
+                        job.progress = ours.job.progress;
                     }
                     Some(job)
                 }
@@ -173,8 +185,7 @@ impl JobQueue for PgJobQueue {
     fn submit(&self, mut job: Job, sealer: Option<Arc<dyn Sealer>>) -> Result<()> {
         job.status = JobStatus::Queued;
         job.lease = None;
-        lock(&self.sealers).insert(job.id.clone(), sealer);
-        let (record, sealed) = self.encode(&job)?;
+        let (record, sealed) = Self::encode(&job, sealer.as_ref());
         self.database.run(|client| {
             client.execute(
                 "INSERT INTO basalt.jobs (id, tenant, kb, status, created_at, record, sealed) \
@@ -239,22 +250,10 @@ impl JobQueue for PgJobQueue {
             let Some(row) = row else {
                 return Ok(None);
             };
-            let id: String = row.get(0);
-            let mut job = match self.decode(&row) {
-                Ok(job) => job,
-                Err(error) => {
-                    // Unreadable here (its key is gone): failed, so it stops coming back.
-                    tracing::error!(job = id, %error, "cannot read a job; marking it failed");
-                    self.database.run(|client| {
-                        client.execute(
-                            "UPDATE basalt.jobs SET status = 'failed', lease_worker = NULL \
-                             WHERE id = $1",
-                            &[&id],
-                        )
-                    })?;
-                    continue;
-                }
-            };
+            // Unreadable here (no master key, a database error): the lease just taken runs
+            // out and another worker — or this one, later — tries again; the next claim
+            // passes over it meanwhile.
+            let (mut job, sealer) = self.decode(&row)?;
             let expires: i64 = row.get(5);
             job.status = JobStatus::Running;
             job.started_at = Some(basalt_core::clock::now_rfc3339());
@@ -263,13 +262,21 @@ impl JobQueue for PgJobQueue {
                 expires_ms: expires.max(0) as u64,
             });
             job.attempts += 1;
+            let stored = Self::encode(&job, sealer.as_ref());
             if !self
                 .database
-                .run(|client| self.store(client, &job, Some(worker)))?
+                .run(|client| Self::store(client, &job, &stored, worker))?
             {
                 continue; // its lease ran out meanwhile and another replica has it
             }
-            lock(&self.running).insert(job.id.clone(), (job.clone(), Instant::now()));
+            lock(&self.running).insert(
+                job.id.clone(),
+                Running {
+                    job: job.clone(),
+                    sealer,
+                    written: Instant::now(),
+                },
+            );
             return Ok(Some(job));
         }
     }
@@ -282,33 +289,37 @@ impl JobQueue for PgJobQueue {
         lease: Duration,
     ) -> Result<bool> {
         let mut running = lock(&self.running);
-        let Some((job, written)) = running.get_mut(id).filter(|(job, _)| job.leased_to(worker))
+        let Some(ours) = running
+            .get_mut(id)
+            .filter(|ours| ours.job.leased_to(worker))
         else {
             return Ok(false);
         };
-        job.progress = progress;
-        let due = job.lease.as_ref().map_or(0, |lease| lease.expires_ms);
+        ours.job.progress = progress;
+        let due = ours.job.lease.as_ref().map_or(0, |lease| lease.expires_ms);
         let renew = crate::jobs::now_ms().saturating_add(lease.as_millis() as u64 / 2) >= due;
-        if !renew && written.elapsed() < PROGRESS_EVERY {
+        if !renew && ours.written.elapsed() < PROGRESS_EVERY {
             return Ok(true);
         }
-        let mut job_now = job.clone();
+        let mut renewed = ours.job.clone();
         let lease_ms = lease.as_millis() as i64;
+        let sealer = ours.sealer.clone();
         let still_ours = self.database.run(|client| {
             let mut transaction = client.transaction()?;
             let now: i64 = transaction
                 .query_one(&format!("SELECT {NOW_MS}"), &[])?
                 .get(0);
-            if let Some(held) = &mut job_now.lease {
+            if let Some(held) = &mut renewed.lease {
                 held.expires_ms = (now + lease_ms).max(0) as u64;
             }
-            let ours = self.store(&mut transaction, &job_now, Some(worker))?;
+            let stored = Self::encode(&renewed, sealer.as_ref());
+            let ours = Self::store(&mut transaction, &renewed, &stored, worker)?;
             transaction.commit()?;
             Ok(ours)
         })?;
         if still_ours {
-            *job = job_now;
-            *written = Instant::now();
+            ours.job = renewed;
+            ours.written = Instant::now();
         } else {
             running.remove(id);
         }
@@ -321,10 +332,12 @@ impl JobQueue for PgJobQueue {
         worker: &str,
         outcome: std::result::Result<IngestReport, String>,
     ) -> Result<bool> {
-        let mut job = {
+        let Running {
+            mut job, sealer, ..
+        } = {
             let mut running = lock(&self.running);
             match running.remove(id) {
-                Some((job, _)) if job.leased_to(worker) => job,
+                Some(ours) if ours.job.leased_to(worker) => ours,
                 Some(another) => {
                     running.insert(id.to_owned(), another);
                     return Ok(false);
@@ -333,9 +346,10 @@ impl JobQueue for PgJobQueue {
             }
         };
         job.end(outcome);
+        let stored = Self::encode(&job, sealer.as_ref());
         let finished = self.database.run(|client| {
             let mut transaction = client.transaction()?;
-            let ours = self.store(&mut transaction, &job, Some(worker))?;
+            let ours = Self::store(&mut transaction, &job, &stored, worker)?;
             if ours {
                 // The oldest finished jobs beyond what is kept, with any files left of them.
                 transaction.execute(
@@ -349,9 +363,6 @@ impl JobQueue for PgJobQueue {
             transaction.commit()?;
             Ok(ours)
         })?;
-        if finished {
-            lock(&self.sealers).remove(id);
-        }
         Ok(finished)
     }
 
