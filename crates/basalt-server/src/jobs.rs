@@ -165,12 +165,21 @@ fn visible_to(job: &Job, caller: &Caller) -> bool {
 fn run(state: &AppState, job: &Job) {
     let jobs = &state.jobs;
     let dir = jobs.upload_dir(&job.id);
+    // The database out of reach is not the job's fault: it is left to its lease, which runs
+    // out, and the job is claimed again (here or by another replica) rather than failed.
+    let retry_later = |error: &basalt_kb::KbError| {
+        tracing::error!(job = job.id, %error, "cannot run the job now; it is retried when its lease runs out");
+    };
     let outcome = match jobs.queue.fetch_upload(&job.id, &dir) {
-        Ok(true) => ingest(state, job),
+        Ok(true) => match state.open_knowledge_base(&job.tenant, &job.kb) {
+            Ok(kb) => ingest(state, job, &kb),
+            Err(error @ basalt_kb::KbError::Database { .. }) => return retry_later(&error),
+            Err(error) => Err(error.to_string()),
+        },
         Ok(false) => {
             Err("the server stopped and the uploaded files are gone; upload them again".into())
         }
-        Err(error) => Err(format!("cannot get the uploaded files: {error}")),
+        Err(error) => return retry_later(&error),
     };
     match jobs.queue.finish(&job.id, &jobs.worker, outcome) {
         Ok(true) => {
@@ -184,14 +193,15 @@ fn run(state: &AppState, job: &Job) {
     }
 }
 
-fn ingest(state: &AppState, job: &Job) -> Result<IngestReport, String> {
-    let kb = state
-        .open_knowledge_base(&job.tenant, &job.kb)
-        .map_err(|error| error.to_string())?;
+fn ingest(
+    state: &AppState,
+    job: &Job,
+    kb: &basalt_kb::KnowledgeBase,
+) -> Result<IngestReport, String> {
     let runtime = tokio::runtime::Builder::new_current_thread()
         .build()
         .map_err(|error| format!("cannot start the job's runtime: {error}"))?;
-    let inner = state.embedder_for(&kb).map_err(|error| error.message)?;
+    let inner = state.embedder_for(kb).map_err(|error| error.message)?;
     let embedder = TurnTaking {
         inner: inner.as_ref(),
         scheduler: &state.scheduler,
@@ -222,7 +232,7 @@ fn ingest(state: &AppState, job: &Job) -> Result<IngestReport, String> {
         ..IngestOptions::default()
     };
     let jobs = &state.jobs;
-    let report = basalt_kb::ingest(&kb, &embedder, &paths, &options, &mut |progress| {
+    let report = basalt_kb::ingest(kb, &embedder, &paths, &options, &mut |progress| {
         if let Err(error) = jobs
             .queue
             .heartbeat(&job.id, &jobs.worker, progress.into(), jobs.lease)
