@@ -100,15 +100,19 @@ impl DataDir {
         format!("kb_{}", &basalt_core::hex::sha256(key.as_bytes())[..24])
     }
 
-    /// The database URL a PostgreSQL knowledge base needs.
+    /// The database URL a PostgreSQL knowledge base needs. Without one, the knowledge base is
+    /// one an earlier Basalt made with its settings here and its index in the database, which
+    /// the database's catalog does not list.
     fn database_for(&self, name: &str) -> Result<&str> {
         self.database
             .as_ref()
             .map(crate::database::Database::url)
             .ok_or_else(|| KbError::BadSettingsValue {
                 message: format!(
-                    "knowledge base {name:?} keeps its index in PostgreSQL: give the database with \
-                 --database URL or BASALT_DATABASE_URL"
+                    "knowledge base {name:?} was made by an earlier Basalt with its settings in \
+                     the data directory and its index in PostgreSQL, which this Basalt does not \
+                     open: delete it (`basalt kb delete {name}`, without --database) and create \
+                     it again with --database"
                 ),
             })
     }
@@ -425,9 +429,8 @@ impl DataDir {
                 false => Err(KbError::NotFound { name: name.into() }),
             };
         }
-        if settings.backend == Backend::Postgres {
-            self.remove_index(&settings)?;
-        }
+        // Here without a database, a `postgres` knowledge base is an earlier Basalt's (see
+        // `database_for`): its settings go; its tables, of a layout no longer read, stay.
         let dir = self.kb_path(name);
         // Rename first so a crash mid-delete never leaves a half-deleted KB that still lists.
         let doomed = self

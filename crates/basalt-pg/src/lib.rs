@@ -616,15 +616,7 @@ impl PgStore {
             )
             .map_err(|error| self.db_error(&error))?;
         let (chunks, terms): (i64, i64) = (gone.get(0), gone.get(1));
-        transaction
-            .execute(
-                &format!(
-                    "UPDATE {} SET chunks = chunks - $1, terms = terms - $2",
-                    self.table("totals")
-                ),
-                &[&chunks, &terms],
-            )
-            .map_err(|error| self.db_error(&error))?;
+        self.add_to_totals(transaction, -chunks, -terms)?;
         let deleted = transaction
             .execute(
                 &format!("DELETE FROM {} WHERE doc_key = $1", self.table("documents")),
@@ -632,6 +624,25 @@ impl PgStore {
             )
             .map_err(|error| self.db_error(&error))?;
         Ok(deleted > 0)
+    }
+
+    /// Adds `chunks` chunks and `terms` terms (negative: removed) to the running totals.
+    fn add_to_totals(
+        &self,
+        transaction: &mut Transaction<'_>,
+        chunks: i64,
+        terms: i64,
+    ) -> Result<()> {
+        transaction
+            .execute(
+                &format!(
+                    "UPDATE {} SET chunks = chunks + $1, terms = terms + $2",
+                    self.table("totals")
+                ),
+                &[&chunks, &terms],
+            )
+            .map_err(|error| self.db_error(&error))?;
+        Ok(())
     }
 
     fn bump_generation(&self, transaction: &mut Transaction<'_>) -> Result<()> {
@@ -712,15 +723,7 @@ impl PgStore {
                 chunks += 1;
                 terms += i64::from(length);
             }
-            transaction
-                .execute(
-                    &format!(
-                        "UPDATE {} SET chunks = chunks + $1, terms = terms + $2",
-                        self.table("totals")
-                    ),
-                    &[&chunks, &terms],
-                )
-                .map_err(|error| self.db_error(&error))?;
+            self.add_to_totals(&mut transaction, chunks, terms)?;
         }
         self.bump_generation(&mut transaction)?;
         transaction.commit().map_err(|error| self.db_error(&error))
