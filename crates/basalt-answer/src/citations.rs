@@ -193,7 +193,7 @@ fn is_source_word_prefix(word: &str, complete: bool) -> bool {
 }
 
 /// A passage given to the model, as a citation refers to it.
-#[derive(Debug, Clone, PartialEq, Serialize, schemars::JsonSchema)]
+#[derive(Debug, Clone, PartialEq, Serialize, serde::Deserialize, schemars::JsonSchema)]
 pub struct Reference {
     /// The number the passage had in the prompt (`[n]`).
     pub number: usize,
@@ -204,7 +204,7 @@ pub struct Reference {
     pub source: String,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub page: Option<u32>,
-    #[serde(skip_serializing_if = "Vec::is_empty")]
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub heading_path: Vec<String>,
     /// The passage text.
     pub text: String,
@@ -213,7 +213,9 @@ pub struct Reference {
 }
 
 /// Character offsets into the answer text, end exclusive.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, schemars::JsonSchema)]
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, Serialize, serde::Deserialize, schemars::JsonSchema,
+)]
 pub struct Span {
     pub start: usize,
     pub end: usize,
@@ -261,7 +263,9 @@ pub(crate) fn matched_source(
 }
 
 /// How a span came to cite its references.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, schemars::JsonSchema)]
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, Serialize, serde::Deserialize, schemars::JsonSchema,
+)]
 #[serde(rename_all = "lowercase")]
 pub enum CitationKind {
     /// The model wrote the marker.
@@ -271,7 +275,7 @@ pub enum CitationKind {
 }
 
 /// A part of the answer and the passages that support it (Bedrock's RetrieveAndGenerate shape).
-#[derive(Debug, Clone, PartialEq, Serialize, schemars::JsonSchema)]
+#[derive(Debug, Clone, PartialEq, Serialize, serde::Deserialize, schemars::JsonSchema)]
 pub struct Citation {
     pub span: Span,
     pub kind: CitationKind,
@@ -283,7 +287,9 @@ pub struct Citation {
 
 /// The sentence of passage `number` that supports a citation: character offsets into that
 /// reference's `text`, end exclusive.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, schemars::JsonSchema)]
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, Serialize, serde::Deserialize, schemars::JsonSchema,
+)]
 pub struct Support {
     pub number: usize,
     pub start: usize,

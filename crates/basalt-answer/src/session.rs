@@ -54,7 +54,7 @@ pub fn standalone_query(question: &str, history: &[HistoryTurn]) -> String {
 }
 
 /// One question and answer of a session.
-#[derive(Debug, Clone, PartialEq, Serialize, schemars::JsonSchema)]
+#[derive(Debug, Clone, PartialEq, Serialize, serde::Deserialize, schemars::JsonSchema)]
 pub struct Turn {
     pub question: String,
     pub answer: String,
@@ -62,10 +62,10 @@ pub struct Turn {
     pub abstained: bool,
     /// The answer's citations, with the passages they cite, so a resumed conversation shows
     /// them again.
-    #[serde(skip_serializing_if = "Vec::is_empty")]
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub citations: Vec<crate::Citation>,
     /// The full prompt, kept only when the store retains prompts.
-    #[serde(skip_serializing_if = "Option::is_none")]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub prompt: Option<String>,
 }
 
@@ -98,6 +98,18 @@ pub struct Session {
 }
 
 impl Session {
+    /// A session as a shared store read it back (used just now).
+    pub fn restored(id: String, kb: &str, owner: &str, started: u64, turns: Vec<Turn>) -> Self {
+        Session {
+            id,
+            kb: kb.to_owned(),
+            owner: owner.to_owned(),
+            started,
+            turns,
+            last_used: Some(Instant::now()),
+        }
+    }
+
     /// The turns the model sees again: the last few, as question/answer pairs.
     pub fn history(&self) -> Vec<HistoryTurn> {
         self.turns

@@ -25,6 +25,13 @@ pub(crate) struct GlobalArgs {
     #[arg(long, global = true, env = "BASALT_DATABASE_URL", value_name = "URL")]
     pub(crate) database: Option<String>,
 
+    /// S3-compatible storage for uploads (`s3://bucket/prefix`), reached with the AWS
+    /// variables (AWS_ACCESS_KEY_ID, AWS_SECRET_ACCESS_KEY, AWS_REGION, AWS_ENDPOINT_URL): an
+    /// upload waits there for its job, sealed when its knowledge base is encrypted, so any
+    /// replica can run it (docs/deployment.md)
+    #[arg(long, global = true, env = "BASALT_OBJECTS_URL", value_name = "S3_URL")]
+    pub(crate) objects: Option<String>,
+
     /// Tenant whose knowledge bases the command works on [default: default]
     #[arg(long, global = true, env = "BASALT_TENANT", value_name = "NAME")]
     pub(crate) tenant: Option<String>,
@@ -139,6 +146,12 @@ impl Settings {
         };
         let data_dir = match args.database.as_deref().filter(|url| !url.is_empty()) {
             Some(url) => data_dir.with_database(url),
+            None => data_dir,
+        };
+        let data_dir = match args.objects.as_deref().filter(|url| !url.is_empty()) {
+            Some(url) => data_dir.with_objects(std::sync::Arc::new(
+                basalt_objects::Objects::open(url).context("--objects")?,
+            )),
             None => data_dir,
         };
         let data_dir = match &args.tenant {

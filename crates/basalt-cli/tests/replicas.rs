@@ -1,17 +1,22 @@
 //! Two `basalt serve` replicas over one PostgreSQL (a throwaway cluster with pgvector), each
-//! with a data directory of its own and the same master key: `basalt db migrate` makes the
-//! schema; a knowledge base created through one is served by the other; an upload through A is
-//! searchable through B; and when A is killed with `kill -9` in the middle of an ingestion job,
-//! B resumes the job once A's lease runs out and finishes it, with every acknowledged file
-//! present exactly once. Keys and guardrails made through one machine's CLI apply on a replica
-//! that checks keys, and a key revoked there stops at once.
+//! with a data directory of its own and the same master key, keeping uploads in one S3 store
+//! (a throwaway SeaweedFS): `basalt db migrate` makes the schema; a knowledge base created
+//! through one is served by the other; an upload through A is searchable through B; a
+//! conversation begun through A continues through B; and when A is killed with `kill -9` in
+//! the middle of an ingestion job, B resumes the job once A's lease runs out and finishes it,
+//! with every acknowledged file present exactly once. Keys and guardrails made through one
+//! machine's CLI apply on a replica that checks keys, and a key revoked there stops at once.
 
 mod common;
 
 use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 
-use common::{Server, Workspace, cpu_turn, json_of, multipart, raw_request, start_server_when};
+use basalt_objects::testing::{TempS3, files_containing};
+use common::{
+    Server, Workspace, cpu_turn, json_of, multipart, raw_request, start_server_when,
+    start_server_with,
+};
 use serde_json::Value;
 
 fn get(port: u16, path: &str) -> (u16, Value) {
@@ -92,18 +97,26 @@ fn abstracts(count: usize, offset: usize) -> Vec<(String, String)> {
         .collect()
 }
 
-fn replica(ws: &Workspace, database: &str, master_key: &str) -> Server {
-    start_server_when(
+/// Where the replicas keep uploads in the S3 store.
+const OBJECTS: &str = "s3://basalt-store/replicas";
+
+fn replica(ws: &Workspace, database: &str, master_key: &str, s3: &TempS3) -> Server {
+    start_server_with(
         ws,
         &[
             "--database",
             database,
+            "--objects",
+            OBJECTS,
             "--master-key-file",
             master_key,
             "--local-demo",
             "--job-lease",
             "3",
         ],
+        |command| {
+            command.envs(s3.env());
+        },
         |port| raw_request(port, "GET", "/healthz", &[], b"").0 == 200,
     )
 }
@@ -111,6 +124,8 @@ fn replica(ws: &Workspace, database: &str, master_key: &str) -> Server {
 #[test]
 fn two_replicas_share_knowledge_bases_and_finish_each_others_jobs() {
     let cluster = basalt_pg::testing::TempCluster::start().expect("a PostgreSQL cluster");
+    let s3 = TempS3::start().expect("SeaweedFS starts");
+    let store = s3.objects(OBJECTS).expect("the replicas' store");
     let url = cluster.url();
     let (a_ws, b_ws) = (Workspace::new(), Workspace::new());
 
@@ -127,8 +142,8 @@ fn two_replicas_share_knowledge_bases_and_finish_each_others_jobs() {
     let key = a_ws.dir.path().join("master.key").display().to_string();
     a_ws.ok(&["keys", "generate-master", "--out", &key]);
     let turn = cpu_turn(); // after the CLI commands above, which take their own turns
-    let a = replica(&a_ws, url, &key);
-    let b = replica(&b_ws, url, &key);
+    let a = replica(&a_ws, url, &key, &s3);
+    let b = replica(&b_ws, url, &key, &s3);
 
     let (status, created) = post_json(a.port, "/v1/kbs", r#"{"name": "handbook"}"#);
     assert_eq!(status, 201, "{created}");
@@ -156,6 +171,33 @@ fn two_replicas_share_knowledge_bases_and_finish_each_others_jobs() {
         "{found}"
     );
 
+    // A conversation started and asked through A continues through B: the follow-up is
+    // retrieved with A's question, and both turns are the session's on either replica.
+    let (status, session) = post_json(a.port, "/v1/sessions", r#"{"kb": "handbook"}"#);
+    assert_eq!(status, 201, "{session}");
+    let session_id = session["id"].as_str().expect("a session id").to_owned();
+    let ask = |port: u16, question: &str| {
+        post_json(
+            port,
+            "/v1/kbs/handbook/answer",
+            &serde_json::json!({"question": question, "session_id": session_id, "max_tokens": 16})
+                .to_string(),
+        )
+    };
+    let (status, answer) = ask(a.port, "How long is parental leave?");
+    assert_eq!(status, 200, "{answer}");
+    let (status, follow_up) = ask(b.port, "and is it paid?");
+    assert_eq!(status, 200, "{follow_up}");
+    assert!(
+        follow_up["query"]
+            .as_str()
+            .is_some_and(|query| query.contains("parental leave")),
+        "B retrieves the follow-up with A's question: {follow_up}"
+    );
+    let (status, kept) = get(a.port, &format!("/v1/sessions/{session_id}"));
+    assert_eq!(status, 200, "{kept}");
+    assert_eq!(kept["turns"].as_array().map(Vec::len), Some(2), "{kept}");
+
     // A long job through A; A is killed with SIGKILL while it runs; B finishes it.
     let papers = abstracts(400, 0);
     let job = upload(a.port, &papers);
@@ -169,6 +211,14 @@ fn two_replicas_share_knowledge_bases_and_finish_each_others_jobs() {
          nothing): {running}"
     );
     let first_worker = running["lease"]["worker"].clone();
+    // The upload waits in the object store (where B fetches it), sealed: none of its words are
+    // in the store's files (volumes, the filer's metadata).
+    let waiting = store.list(&format!("uploads/{id}")).expect("lists").len();
+    assert_eq!(waiting, papers.len(), "the upload's files in the store");
+    for word in ["zqmark0399", "zqmark0000"] {
+        let found = files_containing(&s3.data_dir(), word.as_bytes());
+        assert!(found.is_empty(), "{word} in {found:?}");
+    }
     let mut a = a;
     a.child.kill().expect("kill -9"); // SIGKILL: no shutdown, no last write
     a.child.wait().expect("reaped");
@@ -189,6 +239,17 @@ fn two_replicas_share_knowledge_bases_and_finish_each_others_jobs() {
         papers.len()
     );
     assert_ne!(first_worker, Value::Null);
+    // B removes the job's upload from the store once it has recorded the end.
+    let ended = Instant::now();
+    let mut left = usize::MAX;
+    while left > 0 && ended.elapsed() < Duration::from_secs(30) {
+        left = store.list("uploads").expect("lists").len();
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    assert_eq!(
+        left, 0,
+        "objects of a finished job's upload left in the store"
+    );
 
     // Every acknowledged file is there exactly once, and searchable through B.
     let (status, listed) = get(b.port, "/v1/kbs/handbook/documents?limit=1000");
@@ -247,6 +308,25 @@ fn two_replicas_share_knowledge_bases_and_finish_each_others_jobs() {
     assert!(body.contains("made on A"), "{body}");
     let (status, body) = raw_request(c.port, "GET", "/v1/kbs/handbook", &[&bearer], b"");
     assert_eq!(status, 200, "{body}");
+    // A remote model registered from A's machine is listed by C (the registry is the
+    // database's, not a data directory's models.json).
+    a_ws.ok(&[
+        "--database",
+        url,
+        "models",
+        "add",
+        "gpu-box",
+        "--openai-url",
+        "http://127.0.0.1:9/v1",
+        "--remote-model",
+        "llama-70b",
+        "--api-key-env",
+        "GPU_BOX_KEY",
+    ]);
+    assert!(!a_ws.dir.path().join("data/models.json").exists());
+    let (status, body) = raw_request(c.port, "GET", "/v1/models", &[&bearer], b"");
+    assert_eq!(status, 200, "{body}");
+    assert!(body.contains("gpu-box"), "{body}");
     let id = created["id"].as_str().expect("a key id");
     a_ws.ok(&["--database", url, "keys", "revoke", id]);
     let (status, body) = raw_request(c.port, "GET", "/v1/kbs/handbook", &[&bearer], b"");

@@ -178,6 +178,25 @@ impl Database {
             .collect()
     }
 
+    /// The conversation sessions' wrapped data key (`basalt.session_key`), if one was made.
+    pub(crate) fn session_key(&self) -> Result<Option<Envelope>> {
+        let row =
+            self.run(|client| client.query_opt("SELECT envelope FROM basalt.session_key", &[]))?;
+        row.map(|row| {
+            serde_json::from_value(row.get(0)).map_err(|error| KbError::Database {
+                message: format!("the sessions' wrapped data key is not valid: {error}"),
+            })
+        })
+        .transpose()
+    }
+
+    /// Replaces the sessions' wrapped data key (a rotation re-wrapped it).
+    pub(crate) fn set_session_key(&self, key: &Envelope) -> Result<()> {
+        let key = json(key)?;
+        self.run(|client| client.execute("UPDATE basalt.session_key SET envelope = $1", &[&key]))?;
+        Ok(())
+    }
+
     /// Replaces a knowledge base's wrapped data key (a rotation re-wrapped it).
     pub(crate) fn set_data_key(&self, tenant: &str, name: &str, key: &Envelope) -> Result<()> {
         let key = json(key)?;

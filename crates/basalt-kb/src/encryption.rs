@@ -117,17 +117,32 @@ impl crate::DataDir {
         let Some(database) = self.database() else {
             return Ok(rotation);
         };
-        for (tenant, name, envelope) in database.data_keys()? {
-            let place = PathBuf::from(format!("postgres:{tenant}/{name}"));
+        let mut rotate = |place: String,
+                          envelope: &Envelope,
+                          set: &dyn Fn(&Envelope) -> Result<()>|
+         -> Result<()> {
+            let place = PathBuf::from(place);
             if envelope.master_key_id == new.key_id() {
                 envelope.open(new)?;
                 rotation.already.push(place);
             } else if envelope.master_key_id == old.key_id() {
-                database.set_data_key(&tenant, &name, &envelope.rewrap(old, new)?)?;
+                set(&envelope.rewrap(old, new)?)?;
                 rotation.rotated.push(place);
             } else {
                 rotation.other_key.push(place);
             }
+            Ok(())
+        };
+        for (tenant, name, envelope) in database.data_keys()? {
+            rotate(format!("postgres:{tenant}/{name}"), &envelope, &|key| {
+                database.set_data_key(&tenant, &name, key)
+            })?;
+        }
+        // The conversation sessions' key (`basalt-shared`'s PgSessions), when one was made.
+        if let Some(envelope) = database.session_key()? {
+            rotate("postgres:sessions".into(), &envelope, &|key| {
+                database.set_session_key(key)
+            })?;
         }
         Ok(rotation)
     }

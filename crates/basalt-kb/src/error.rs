@@ -59,6 +59,11 @@ pub enum KbError {
     /// PostgreSQL (`--database`) is unreachable, not migrated, or refused a query.
     #[error("the database: {message}")]
     Database { message: String },
+
+    /// The S3-compatible object store (`--objects`, an `s3://` source) is unreachable or
+    /// refused a request.
+    #[error(transparent)]
+    Objects(#[from] basalt_objects::ObjectsError),
 }
 
 impl KbError {

@@ -283,6 +283,45 @@ pub trait JobQueue: Send + Sync + std::fmt::Debug {
     }
 }
 
+/// The files of an upload spooled in `dir`: name and bytes.
+pub(crate) fn spooled_files(dir: &Path) -> Result<Vec<(String, Vec<u8>)>> {
+    let mut files = Vec::new();
+    let entries = std::fs::read_dir(dir).map_err(|error| KbError::io(dir, error))?;
+    for entry in entries {
+        let path = entry.map_err(|error| KbError::io(dir, error))?.path();
+        let name = path
+            .file_name()
+            .map(|name| name.to_string_lossy().into_owned())
+            .unwrap_or_default();
+        let bytes = std::fs::read(&path).map_err(|error| KbError::io(&path, error))?;
+        files.push((name, bytes));
+    }
+    Ok(files)
+}
+
+/// Spools an upload's `files` (fetched from where the queue kept them) into `dir`: written
+/// beside it and renamed into place, so a half-fetched upload is never taken whole.
+pub(crate) fn write_spool(
+    dir: &Path,
+    files: impl IntoIterator<Item = Result<(String, Vec<u8>)>>,
+) -> Result<()> {
+    let partial = dir.with_extension("partial");
+    let io = |error: std::io::Error| KbError::io(&partial, error);
+    let _ = std::fs::remove_dir_all(&partial);
+    std::fs::create_dir_all(&partial).map_err(io)?;
+    for file in files {
+        let (name, bytes) = file?;
+        if name.is_empty() || name.contains(['/', '\\']) || name.starts_with('.') {
+            return Err(io(std::io::Error::new(
+                std::io::ErrorKind::InvalidData,
+                format!("the upload has a spooled file named {name:?}"),
+            )));
+        }
+        std::fs::write(partial.join(&name), bytes).map_err(io)?;
+    }
+    std::fs::rename(&partial, dir).map_err(io)
+}
+
 /// Removes an upload's spooled copy in `dir`, if it is there.
 pub(crate) fn remove_spool(dir: &Path) -> Result<()> {
     match std::fs::remove_dir_all(dir) {

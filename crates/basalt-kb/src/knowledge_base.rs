@@ -39,6 +39,8 @@ pub struct DataDir {
     master_key: Option<Arc<dyn KeyProvider>>,
     /// PostgreSQL (`--database`): the catalog, and the indexes of its knowledge bases.
     database: Option<crate::database::Database>,
+    /// S3-compatible storage (`--objects`): uploads wait there for their job.
+    objects: Option<Arc<basalt_objects::Objects>>,
 }
 
 pub use basalt_security::DEFAULT_TENANT;
@@ -52,6 +54,7 @@ impl DataDir {
             root,
             master_key: None,
             database: None,
+            objects: None,
         }
     }
 
@@ -63,6 +66,17 @@ impl DataDir {
     pub fn with_database(mut self, url: &str) -> Self {
         self.database = Some(crate::database::Database::new(url));
         self
+    }
+
+    /// Keeps uploads in S3-compatible storage (`--objects s3://bucket/prefix`).
+    pub fn with_objects(mut self, objects: Arc<basalt_objects::Objects>) -> Self {
+        self.objects = Some(objects);
+        self
+    }
+
+    /// The object store (`--objects`), if any.
+    pub fn objects(&self) -> Option<&Arc<basalt_objects::Objects>> {
+        self.objects.as_ref()
     }
 
     pub(crate) fn database(&self) -> Option<&crate::database::Database> {
@@ -198,6 +212,7 @@ impl DataDir {
             kb_root,
             master_key: self.master_key.clone(),
             database: self.database.clone(),
+            objects: self.objects.clone(),
         })
     }
 

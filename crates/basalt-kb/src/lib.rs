@@ -10,6 +10,7 @@ mod error;
 pub mod eval;
 pub mod jobs;
 mod knowledge_base;
+mod objects;
 mod pg_jobs;
 mod pipeline;
 mod reembed;
@@ -25,6 +26,7 @@ pub use knowledge_base::{
     AnswerSettings, AnswerStyle, Backend, ChunkingSettings, DEFAULT_TENANT, DataDir,
     EmbeddingSettings, KbSettings, KnowledgeBase, PromptTemplate, validate_name,
 };
+pub use objects::{ObjectUploads, ingest_objects};
 pub use pg_jobs::PgJobQueue;
 pub use pipeline::{
     AccessMap, DEFAULT_MAX_FILE_BYTES, Failure, IngestOptions, IngestProgress, IngestReport,

@@ -367,17 +367,7 @@ impl JobQueue for PgJobQueue {
     }
 
     fn keep_upload(&self, id: &str, dir: &Path) -> Result<()> {
-        let mut files = Vec::new();
-        let entries = std::fs::read_dir(dir).map_err(|error| KbError::io(dir, error))?;
-        for entry in entries {
-            let path = entry.map_err(|error| KbError::io(dir, error))?.path();
-            let name = path
-                .file_name()
-                .map(|name| name.to_string_lossy().into_owned())
-                .unwrap_or_default();
-            let bytes = std::fs::read(&path).map_err(|error| KbError::io(&path, error))?;
-            files.push((name, bytes));
-        }
+        let files = crate::jobs::spooled_files(dir)?;
         self.database.run(|client| {
             let mut transaction = client.transaction()?;
             for (position, (name, bytes)) in files.iter().enumerate() {
@@ -404,21 +394,10 @@ impl JobQueue for PgJobQueue {
         if rows.is_empty() {
             return Ok(false);
         }
-        // Written beside and renamed into place: a half-fetched upload is never taken whole.
-        let partial = dir.with_extension("partial");
-        let io = |error: std::io::Error| KbError::io(&partial, error);
-        let _ = std::fs::remove_dir_all(&partial);
-        std::fs::create_dir_all(&partial).map_err(io)?;
-        for row in rows {
-            let (name, bytes): (String, Vec<u8>) = (row.get(0), row.get(1));
-            if name.contains(['/', '\\']) || name.starts_with('.') {
-                return Err(KbError::Database {
-                    message: format!("job {id} has a spooled file named {name:?}"),
-                });
-            }
-            std::fs::write(partial.join(&name), bytes).map_err(io)?;
-        }
-        std::fs::rename(&partial, dir).map_err(io)?;
+        crate::jobs::write_spool(
+            dir,
+            rows.into_iter().map(|row| Ok((row.get(0), row.get(1)))),
+        )?;
         Ok(true)
     }
 

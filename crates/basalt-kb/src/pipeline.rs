@@ -10,7 +10,7 @@ use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::time::Instant;
 
-use basalt_index::{ChunkRecord, DocumentRecord, DocumentWrite};
+use basalt_index::{ChunkRecord, DocumentRecord, DocumentWrite, Sealer};
 use basalt_ingest::{
     ChunkerOptions, ExtractedRecord, Format, TokenCounter, chunk_sections, extract,
 };
@@ -55,6 +55,10 @@ pub struct IngestOptions {
     pub sealed_files: bool,
 }
 
+fn is_zero(count: &u64) -> bool {
+    *count == 0
+}
+
 /// Readers by directory (`basalt ingest --access-map FILE`): a JSON object from directory paths
 /// (relative to the file's own directory, or absolute) to reader lists, such as
 /// `{"hr": ["group:hr"], "hr/public": []}`.
@@ -67,6 +71,11 @@ pub struct AccessMap {
 impl AccessMap {
     /// Reads a map file; every directory must exist and every reader be valid.
     pub fn load(path: &Path) -> Result<AccessMap> {
+        Self::load_under(path, path.parent().unwrap_or(Path::new(".")))
+    }
+
+    /// Reads a map file whose relative directories are below `base` (an S3 prefix's copy).
+    pub fn load_under(path: &Path, base: &Path) -> Result<AccessMap> {
         let bad = |message: String| KbError::BadAccessMap {
             path: path.to_owned(),
             message,
@@ -77,7 +86,6 @@ impl AccessMap {
                 "{error} (expected an object of directory → [\"principal:NAME\" | \"group:NAME\", …])"
             ))
         })?;
-        let base = path.parent().unwrap_or(Path::new("."));
         let mut rules = Vec::new();
         for (directory, readers) in entries {
             let full = base.join(&directory);
@@ -186,6 +194,9 @@ pub struct IngestReport {
     pub added: u64,
     pub replaced: u64,
     pub unchanged: u64,
+    /// Documents removed because their source is gone (a sync from an S3 prefix).
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub removed: u64,
     pub failed: Vec<Failure>,
     /// Files of a type Basalt does not read (not an error).
     pub skipped: Vec<Failure>,
@@ -388,7 +399,13 @@ impl Run<'_> {
                 .map_err(|error| format!("cannot decrypt the spooled file: {error}"))?;
         }
         self.report.source_bytes += bytes.len() as u64;
-        let sidecar = read_sidecar(path)?;
+        let sidecar = read_sidecar(
+            path,
+            self.kb
+                .sealer
+                .as_deref()
+                .filter(|_| self.options.sealed_files),
+        )?;
         let file_hash = sha256_hex(&bytes);
         let records = extract(format, &bytes).map_err(|error| error.to_string())?;
         drop(bytes);
@@ -610,11 +627,15 @@ impl CharCursor {
     }
 }
 
-fn read_sidecar(path: &Path) -> std::result::Result<Sidecar, String> {
+fn read_sidecar(path: &Path, sealer: Option<&dyn Sealer>) -> std::result::Result<Sidecar, String> {
     let mut name = path.as_os_str().to_owned();
     name.push(SIDECAR_SUFFIX);
     let sidecar = PathBuf::from(name);
-    match std::fs::read(&sidecar) {
+    let bytes = std::fs::read(&sidecar).and_then(|bytes| match sealer {
+        Some(sealer) => sealer.open(&bytes).map_err(std::io::Error::other),
+        None => Ok(bytes),
+    });
+    match bytes {
         Ok(bytes) => serde_json::from_slice(&bytes).map_err(|error| {
             format!(
                 "bad sidecar {}: {error} (expected {{\"title\", \"tags\", \"metadata\", \"readers\"}})",

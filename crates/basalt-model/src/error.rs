@@ -55,6 +55,10 @@ pub enum ModelError {
     #[error("model server of {model}: {reason}")]
     Remote { model: String, reason: String },
 
+    /// The shared registry of remote models (PostgreSQL, `--database`) cannot be reached.
+    #[error("the registry of remote models: {0}")]
+    RegistryUnavailable(String),
+
     #[error("the inference worker stopped unexpectedly; restart the process")]
     WorkerGone,
 

@@ -47,8 +47,9 @@ pub use generator::{
 };
 pub use llama::llama_system_info;
 pub use provision::{FetchReport, FileStatus, InstalledModel, fetch_models, inspect_models};
+pub use remote::conformance as registry_conformance;
 pub use remote::{
-    ApiKeySource, ChatModel, FallbackGenerator, Protocol, RemoteChatOptions, RemoteGenerator,
-    RemoteKind, RemoteModel, RemoteModels,
+    ApiKeySource, ChatModel, FallbackGenerator, Protocol, RegistryStore, RemoteChatOptions,
+    RemoteGenerator, RemoteKind, RemoteModel, RemoteModels,
 };
 pub use remote_embed::{REMOTE_CHUNK_TOKENS, RemoteEmbedder};

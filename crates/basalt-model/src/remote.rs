@@ -961,11 +961,31 @@ pub enum ChatModel {
     Remote(Box<RemoteModel>),
 }
 
-/// The models registered in a data directory (`models.json`): names a request, a knowledge
-/// base (`answer.model`) or `basalt ask --model` can choose.
+/// Where a registry of remote models is kept when it is not a data directory's file: a store
+/// every replica shares (PostgreSQL). It holds the same JSON as `models.json`.
+pub trait RegistryStore: Send + Sync + std::fmt::Debug {
+    /// The registry's JSON; `None` when nothing was ever registered.
+    fn load(&self) -> Result<Option<String>>;
+
+    /// Replaces the registry's JSON with what `change` makes of it, atomically: changes from
+    /// several processes take turns.
+    fn change(
+        &self,
+        change: &mut (dyn FnMut(Option<String>) -> Result<String> + Send),
+    ) -> Result<()>;
+}
+
+/// The models registered in a data directory (`models.json`), or in a shared store: names a
+/// request, a knowledge base (`answer.model`) or `basalt ask --model` can choose.
 #[derive(Debug, Clone)]
 pub struct RemoteModels {
-    path: std::path::PathBuf,
+    storage: Storage,
+}
+
+#[derive(Debug, Clone)]
+enum Storage {
+    File(std::path::PathBuf),
+    Shared(std::sync::Arc<dyn RegistryStore>),
 }
 
 #[derive(Debug, Default, serde::Serialize, serde::Deserialize)]
@@ -977,7 +997,14 @@ impl RemoteModels {
     /// The registry of the data directory `data_dir`.
     pub fn new(data_dir: &std::path::Path) -> Self {
         RemoteModels {
-            path: data_dir.join("models.json"),
+            storage: Storage::File(data_dir.join("models.json")),
+        }
+    }
+
+    /// The registry kept in `store` (replicas share it).
+    pub fn shared(store: std::sync::Arc<dyn RegistryStore>) -> Self {
+        RemoteModels {
+            storage: Storage::Shared(store),
         }
     }
 
@@ -1002,7 +1029,7 @@ impl RemoteModels {
     }
 
     /// Adds `model`, or replaces the one of the same name.
-    pub fn add(&self, model: RemoteModel) -> Result<()> {
+    pub fn add(&self, model: &RemoteModel) -> Result<()> {
         if model.name.is_empty()
             || !model
                 .name
@@ -1029,51 +1056,145 @@ impl RemoteModels {
             )));
         }
         http_agent(&model.options())?;
-        let mut file = self.read()?;
-        file.models.retain(|other| other.name != model.name);
-        file.models.push(model);
-        file.models.sort_by(|a, b| a.name.cmp(&b.name));
-        self.write(&file)
+        self.update(&mut |file| {
+            file.models.retain(|other| other.name != model.name);
+            file.models.push(model.clone());
+            file.models.sort_by(|a, b| a.name.cmp(&b.name));
+            true
+        })
+        .map(drop)
     }
 
     /// Removes the model `name`; false when there was none.
     pub fn remove(&self, name: &str) -> Result<bool> {
-        let mut file = self.read()?;
-        let before = file.models.len();
-        file.models.retain(|model| model.name != name);
-        if file.models.len() == before {
-            return Ok(false);
-        }
-        self.write(&file)?;
-        Ok(true)
+        self.update(&mut |file| {
+            let before = file.models.len();
+            file.models.retain(|model| model.name != name);
+            file.models.len() != before
+        })
     }
 
     fn read(&self) -> Result<RemoteModelsFile> {
-        match std::fs::read_to_string(&self.path) {
-            Ok(text) => serde_json::from_str(&text).map_err(|error| {
-                ModelError::InvalidRequest(format!(
-                    "{} is not a valid models file: {error}; fix or delete it",
-                    self.path.display()
-                ))
-            }),
-            Err(error) if error.kind() == std::io::ErrorKind::NotFound => {
-                Ok(RemoteModelsFile::default())
-            }
-            Err(error) => Err(ModelError::io(&self.path, error)),
+        let (text, place) = match &self.storage {
+            Storage::File(path) => match std::fs::read_to_string(path) {
+                Ok(text) => (Some(text), path.display().to_string()),
+                Err(error) if error.kind() == std::io::ErrorKind::NotFound => (None, String::new()),
+                Err(error) => return Err(ModelError::io(path, error)),
+            },
+            Storage::Shared(store) => (store.load()?, "the shared registry".to_owned()),
+        };
+        match text {
+            Some(text) => parse_registry(&text, &place),
+            None => Ok(RemoteModelsFile::default()),
         }
     }
 
-    /// Writes the file whole and renames it into place, so a crash leaves the old or the new.
-    fn write(&self, file: &RemoteModelsFile) -> Result<()> {
-        if let Some(parent) = self.path.parent() {
-            std::fs::create_dir_all(parent).map_err(|error| ModelError::io(parent, error))?;
+    /// Applies `change` to the registry and keeps the result when it says it changed
+    /// anything; returns what it said. A file is written whole and renamed into place, so a
+    /// crash leaves the old or the new; a shared store changes in one transaction.
+    fn update(
+        &self,
+        change: &mut (dyn FnMut(&mut RemoteModelsFile) -> bool + Send),
+    ) -> Result<bool> {
+        let render = |file: &RemoteModelsFile| {
+            serde_json::to_string_pretty(file)
+                .map_err(|error| ModelError::Inference(error.to_string()))
+        };
+        match &self.storage {
+            Storage::File(path) => {
+                if let Some(parent) = path.parent() {
+                    std::fs::create_dir_all(parent)
+                        .map_err(|error| ModelError::io(parent, error))?;
+                }
+                // Changes take turns on a lock file (two `basalt models add` at once keep both).
+                let lock_path = path.with_extension("json.lock");
+                let lock = std::fs::File::create(&lock_path)
+                    .and_then(|lock| lock.lock().map(|()| lock))
+                    .map_err(|error| ModelError::io(&lock_path, error))?;
+                let mut file = self.read()?;
+                if !change(&mut file) {
+                    return Ok(false);
+                }
+                let temporary = path.with_extension("json.tmp");
+                std::fs::write(&temporary, render(&file)?)
+                    .map_err(|error| ModelError::io(&temporary, error))?;
+                std::fs::rename(&temporary, path).map_err(|error| ModelError::io(path, error))?;
+                drop(lock);
+                Ok(true)
+            }
+            Storage::Shared(store) => {
+                let mut changed = false;
+                store.change(&mut |text| {
+                    let mut file = match text {
+                        Some(text) => parse_registry(&text, "the shared registry")?,
+                        None => RemoteModelsFile::default(),
+                    };
+                    changed = change(&mut file);
+                    render(&file)
+                })?;
+                Ok(changed)
+            }
         }
-        let temporary = self.path.with_extension("json.tmp");
-        let text = serde_json::to_string_pretty(file)
-            .map_err(|error| ModelError::Inference(error.to_string()))?;
-        std::fs::write(&temporary, text).map_err(|error| ModelError::io(&temporary, error))?;
-        std::fs::rename(&temporary, &self.path).map_err(|error| ModelError::io(&self.path, error))
     }
+}
+
+/// What every registry must do, run on the data directory's file here and on a shared store
+/// in its own tests: `make` opens a handle on one empty registry (each call another handle).
+pub fn conformance(make: &(dyn Fn() -> RemoteModels + Sync)) {
+    let (models, other) = (make(), make());
+    assert!(models.list().expect("empty").is_empty());
+    let mut model = RemoteModel {
+        kind: RemoteKind::Chat,
+        name: "big".to_string(),
+        provider: "openai".to_string(),
+        base_url: "http://127.0.0.1:8000/v1".to_string(),
+        model: "llama-70b".to_string(),
+        api_key_env: Some("BIG_KEY".to_string()),
+        api_key_file: None,
+        context_window: 8192,
+        ca_file: None,
+        region: None,
+        aws_access_key_env: None,
+        aws_secret_key_env: None,
+    };
+    models.add(&model).expect("added");
+    model.context_window = 4096;
+    models.add(&model).expect("replaced");
+    assert_eq!(models.list().expect("one"), [model.clone()]);
+    assert_eq!(
+        other.get("big").expect("read"),
+        Some(model.clone()),
+        "seen by another handle"
+    );
+    let mut bad = model.clone();
+    bad.name = "no spaces allowed".to_string();
+    assert!(models.add(&bad).is_err());
+    // Registrations at once through several handles are all kept.
+    std::thread::scope(|scope| {
+        for worker in 0..4 {
+            let model = model.clone();
+            scope.spawn(move || {
+                let handle = make();
+                for index in 0..3 {
+                    let mut added = model.clone();
+                    added.name = format!("model-{worker}-{index}");
+                    handle.add(&added).expect("added");
+                }
+            });
+        }
+    });
+    assert_eq!(other.list().expect("lists").len(), 13);
+    assert!(other.remove("big").expect("removed"));
+    assert!(!models.remove("big").expect("gone"));
+    assert_eq!(models.get("big").expect("read"), None);
+}
+
+fn parse_registry(text: &str, place: &str) -> Result<RemoteModelsFile> {
+    serde_json::from_str(text).map_err(|error| {
+        ModelError::InvalidRequest(format!(
+            "{place} is not a valid models file: {error}; fix or delete it"
+        ))
+    })
 }
 
 #[cfg(test)]
@@ -1362,31 +1483,7 @@ mod tests {
     #[test]
     fn the_registry_adds_replaces_and_removes() {
         let dir = tempfile::tempdir().expect("temp dir");
-        let models = RemoteModels::new(dir.path());
-        assert!(models.list().expect("empty").is_empty());
-        let mut model = RemoteModel {
-            kind: RemoteKind::Chat,
-            name: "big".to_string(),
-            provider: "openai".to_string(),
-            base_url: "http://127.0.0.1:8000/v1".to_string(),
-            model: "llama-70b".to_string(),
-            api_key_env: Some("BIG_KEY".to_string()),
-            api_key_file: None,
-            context_window: 8192,
-            ca_file: None,
-            region: None,
-            aws_access_key_env: None,
-            aws_secret_key_env: None,
-        };
-        models.add(model.clone()).expect("added");
-        model.context_window = 4096;
-        models.add(model.clone()).expect("replaced");
-        assert_eq!(models.list().expect("one"), [model.clone()]);
-        assert_eq!(models.get("big").expect("read"), Some(model.clone()));
-        model.name = "no spaces allowed".to_string();
-        assert!(models.add(model).is_err());
-        assert!(models.remove("big").expect("removed"));
-        assert!(!models.remove("big").expect("gone"));
+        super::conformance(&|| RemoteModels::new(dir.path()));
     }
 
     #[test]

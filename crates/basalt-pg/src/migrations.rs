@@ -19,6 +19,12 @@ pub const MIGRATIONS: &[(i32, &str, &str)] = &[
         include_str!("../migrations/0002_identity_and_guardrails.sql"),
     ),
     (3, "audit", include_str!("../migrations/0003_audit.sql")),
+    (
+        4,
+        "sessions",
+        include_str!("../migrations/0004_sessions.sql"),
+    ),
+    (5, "models", include_str!("../migrations/0005_models.sql")),
 ];
 
 /// The version this build of Basalt needs.

@@ -178,3 +178,32 @@ fn binaries() -> Option<PathBuf> {
     versions.sort();
     versions.pop()
 }
+
+/// Files under `dir` (a cluster's data directory) holding any of `words`, with the word: a
+/// test's grep of everything the server wrote.
+pub fn plaintext_hits(dir: &Path, words: &[&str]) -> Vec<String> {
+    let mut hits = Vec::new();
+    let mut pending = vec![dir.to_owned()];
+    while let Some(path) = pending.pop() {
+        if path.is_dir() {
+            pending.extend(
+                std::fs::read_dir(&path)
+                    .expect("lists")
+                    .map(|entry| entry.expect("entry").path()),
+            );
+            continue;
+        }
+        let Ok(bytes) = std::fs::read(&path) else {
+            continue; // a file the server removed meanwhile
+        };
+        for word in words {
+            if bytes
+                .windows(word.len())
+                .any(|window| window == word.as_bytes())
+            {
+                hits.push(format!("{} holds {word:?}", path.display()));
+            }
+        }
+    }
+    hits
+}

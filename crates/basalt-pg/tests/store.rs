@@ -2,7 +2,6 @@
 //! pgvector (scripts/test.sh installs both): the same behaviour as the embedded store, sealed
 //! or not; and a sealed store leaves no word of a document in the database's files.
 
-use std::path::Path;
 use std::sync::Arc;
 
 use basalt_index::conformance::{self, DIMENSION};
@@ -63,34 +62,6 @@ fn the_postgres_store_passes_the_conformance_suite_sealed_or_not() {
     }
 }
 
-/// Files under `dir` holding any of `words`, with the word.
-fn plaintext_hits(dir: &Path, words: &[&str]) -> Vec<String> {
-    let mut hits = Vec::new();
-    let mut pending = vec![dir.to_owned()];
-    while let Some(path) = pending.pop() {
-        if path.is_dir() {
-            pending.extend(
-                std::fs::read_dir(&path)
-                    .expect("lists")
-                    .map(|entry| entry.expect("entry").path()),
-            );
-            continue;
-        }
-        let Ok(bytes) = std::fs::read(&path) else {
-            continue; // a file the server removed meanwhile
-        };
-        for word in words {
-            if bytes
-                .windows(word.len())
-                .any(|window| window == word.as_bytes())
-            {
-                hits.push(format!("{} holds {word:?}", path.display()));
-            }
-        }
-    }
-    hits
-}
-
 /// A document whose id, title, metadata, text and headings are all words found nowhere else.
 fn secret_document(id: &str, words: [&str; 5]) -> DocumentWrite {
     let text = format!("The {} ledger lists {} shipments.", words[2], words[3]);
@@ -145,11 +116,11 @@ fn a_sealed_store_leaves_no_word_of_a_document_in_the_database() {
     );
     secrets.extend(["Bartholomew".to_owned(), "bartholo".to_owned()]);
     let secrets: Vec<&str> = secrets.iter().map(String::as_str).collect();
-    let hits = plaintext_hits(cluster.data_dir(), &secrets);
+    let hits = basalt_pg::testing::plaintext_hits(cluster.data_dir(), &secrets);
     assert!(hits.is_empty(), "plaintext in the database: {hits:#?}");
     let mut clear = plain_words.to_vec();
     clear.push("Herringbone");
-    let found = plaintext_hits(cluster.data_dir(), &clear);
+    let found = basalt_pg::testing::plaintext_hits(cluster.data_dir(), &clear);
     for word in clear {
         assert!(
             found.iter().any(|hit| hit.contains(word)),

@@ -114,6 +114,8 @@ codes! {
         "the audit log cannot be written, so nothing that must be audited is done";
     DatabaseUnavailable = "database_unavailable", SERVICE_UNAVAILABLE,
         "PostgreSQL (`--database`) cannot be reached, refused a query, or is not migrated (`Retry-After`); the message says which";
+    ObjectStoreUnavailable = "object_store_unavailable", SERVICE_UNAVAILABLE,
+        "the S3-compatible store (`--objects`) cannot be reached or refused the request (`Retry-After`); the message says which";
     SessionStoreUnavailable = "session_store_unavailable", SERVICE_UNAVAILABLE,
         "the store that keeps conversation sessions cannot be reached (`Retry-After`)";
     ClassifierUnavailable = "classifier_unavailable", SERVICE_UNAVAILABLE,
@@ -151,6 +153,7 @@ impl Code {
             | C::AuditUnavailable
             | C::SessionStoreUnavailable
             | C::DatabaseUnavailable
+            | C::ObjectStoreUnavailable
             | C::ClassifierUnavailable => ("ServiceUnavailableException", 503),
             C::InvalidJson
             | C::InvalidRequest
@@ -295,6 +298,11 @@ impl From<basalt_kb::KbError> for ApiError {
             }
             KbError::Exists { .. } => Self::new(Code::KnowledgeBaseExists, error.to_string()),
             KbError::Database { .. } => Self::database_unavailable(error.to_string()),
+            KbError::Objects(_) => {
+                let mut unavailable = Self::new(Code::ObjectStoreUnavailable, error.to_string());
+                unavailable.retry_after = Some(5);
+                unavailable
+            }
             KbError::Index(basalt_index::IndexError::Locked { .. }) => {
                 let mut locked = Self::new(Code::Busy, error.to_string());
                 locked.retry_after = Some(5);
@@ -312,6 +320,9 @@ impl From<basalt_model::ModelError> for ApiError {
             basalt_model::ModelError::PromptTooLong { .. }
             | basalt_model::ModelError::CompletionTooLong { .. } => {
                 Self::new(Code::ContextLengthExceeded, error.to_string())
+            }
+            basalt_model::ModelError::RegistryUnavailable(_) => {
+                Self::database_unavailable(error.to_string())
             }
             basalt_model::ModelError::Remote { .. } => {
                 Self::new(Code::ModelServerUnavailable, error.to_string())

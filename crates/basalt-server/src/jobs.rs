@@ -14,7 +14,8 @@ use std::time::Duration;
 
 use basalt_index::Sealer;
 use basalt_kb::{
-    DataDir, FileJobQueue, IngestOptions, IngestReport, Job, JobQueue, PgJobQueue, UploadedFile,
+    DataDir, FileJobQueue, IngestOptions, IngestReport, Job, JobQueue, ObjectUploads, PgJobQueue,
+    UploadedFile,
 };
 use basalt_model::{Embedder, EmbedderInfo};
 
@@ -35,6 +36,8 @@ pub struct Jobs {
     lease: Duration,
     /// This process's worker name in the queue's leases.
     worker: String,
+    /// With `--objects`, the uploads wait in the object store instead of the queue's place.
+    objects: Option<ObjectUploads>,
     /// Wakes the worker when a job is submitted.
     wake: Mutex<Option<mpsc::Sender<()>>>,
 }
@@ -58,6 +61,7 @@ impl Jobs {
         };
         Ok(Jobs {
             queue,
+            objects: data_dir.objects().cloned().map(ObjectUploads::new),
             uploads,
             lease,
             worker: basalt_core::id::new_id("worker-", 6),
@@ -106,7 +110,11 @@ impl Jobs {
     /// (durably; sealed with `sealer` when its knowledge base is encrypted) and wakes the
     /// worker.
     pub fn submit(&self, job: Job, sealer: Option<Arc<dyn Sealer>>) -> basalt_kb::Result<()> {
-        self.queue.keep_upload(&job.id, &self.upload_dir(&job.id))?;
+        let dir = self.upload_dir(&job.id);
+        match &self.objects {
+            Some(objects) => objects.keep(&job.id, &dir)?,
+            None => self.queue.keep_upload(&job.id, &dir)?,
+        }
         self.queue.submit(job, sealer)?;
         if let Some(wake) = &*lock(&self.wake) {
             let _ = wake.send(());
@@ -170,7 +178,11 @@ fn run(state: &AppState, job: &Job) {
     let retry_later = |error: &basalt_kb::KbError| {
         tracing::error!(job = job.id, %error, "cannot run the job now; it is retried when its lease runs out");
     };
-    let outcome = match jobs.queue.fetch_upload(&job.id, &dir) {
+    let fetched = match &jobs.objects {
+        Some(objects) => objects.fetch(&job.id, &dir),
+        None => jobs.queue.fetch_upload(&job.id, &dir),
+    };
+    let outcome = match fetched {
         Ok(true) => match state.open_knowledge_base(&job.tenant, &job.kb) {
             Ok(kb) => ingest(state, job, &kb),
             Err(error @ basalt_kb::KbError::Database { .. }) => return retry_later(&error),
@@ -183,7 +195,11 @@ fn run(state: &AppState, job: &Job) {
     };
     match jobs.queue.finish(&job.id, &jobs.worker, outcome) {
         Ok(true) => {
-            if let Err(error) = jobs.queue.drop_upload(&job.id, &dir) {
+            let dropped = match &jobs.objects {
+                Some(objects) => objects.drop(&job.id, &dir),
+                None => jobs.queue.drop_upload(&job.id, &dir),
+            };
+            if let Err(error) = dropped {
                 tracing::warn!(job = job.id, %error, "cannot remove the job's spooled files");
             }
         }

@@ -166,7 +166,19 @@ impl AppState {
             options.body_limit,
         )
         .map_err(|error| std::io::Error::other(error.to_string()))?;
-        let chat_models = Arc::new(models::ChatModels::new(data_dir.root()));
+        let chat_models = Arc::new(models::ChatModels::new(&data_dir));
+        // With a database, conversations are its, so a follow-up may reach any replica.
+        let sessions: Arc<dyn Sessions> = match data_dir.database_connection() {
+            Some(connection) => Arc::new(
+                basalt_shared::PgSessions::open(
+                    connection,
+                    options.sessions,
+                    data_dir.master_key(),
+                )
+                .map_err(|error| std::io::Error::other(error.to_string()))?,
+            ),
+            None => Arc::new(SessionStore::new(options.sessions)),
+        };
         let state = AppState {
             embedder,
             generator,
@@ -183,7 +195,7 @@ impl AppState {
             request_timeout: options.request_timeout,
             max_completion_tokens: options.max_completion_tokens,
             jobs,
-            sessions: Arc::new(SessionStore::new(options.sessions)),
+            sessions,
             openapi: Arc::new(openapi::document(&operations)),
             security: Arc::new(security),
             loaded_guardrails: Arc::new(Mutex::new(HashMap::new())),

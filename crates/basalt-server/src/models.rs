@@ -38,9 +38,9 @@ pub(crate) struct ChatModels {
 }
 
 impl ChatModels {
-    pub(crate) fn new(data_dir: &std::path::Path) -> Self {
+    pub(crate) fn new(data_dir: &basalt_kb::DataDir) -> Self {
         ChatModels {
-            registry: RemoteModels::new(data_dir),
+            registry: basalt_shared::remote_models(data_dir),
             clients: Mutex::new(HashMap::new()),
             embedders: Mutex::new(HashMap::new()),
         }

@@ -2,7 +2,27 @@
 //! those): the identity directory ([`PgIdentities`]), each tenant's guardrail configurations
 //! ([`PgGuardrails`]) and the audit trail ([`PgAudit`]), in the tables `basalt db migrate`
 //! makes, behind the seams the data directory's files fill for one process (`Identities`,
-//! `GuardrailConfigs`, `AuditTrail`). Each passes the same conformance suite as its file.
+//! `GuardrailConfigs`, `AuditTrail`), and conversation sessions ([`PgSessions`], behind the
+//! in-memory store's `Sessions` seam), and the registry of remote models ([`PgModelRegistry`]).
+//! Each passes the same conformance suite as its embedded
+//! counterpart.
+
+mod models;
+mod sessions;
+
+pub use models::PgModelRegistry;
+pub use sessions::PgSessions;
+
+/// The registry of remote models `data_dir` uses: its database's when it has one (shared by
+/// every replica), else its `models.json`.
+pub fn remote_models(data_dir: &basalt_kb::DataDir) -> basalt_model::RemoteModels {
+    match data_dir.database_connection() {
+        Some(connection) => {
+            basalt_model::RemoteModels::shared(Arc::new(PgModelRegistry::new(connection)))
+        }
+        None => basalt_model::RemoteModels::new(data_dir.root()),
+    }
+}
 
 use std::path::Path;
 use std::sync::{Arc, Mutex, PoisonError};
@@ -90,37 +110,56 @@ impl Identities for PgIdentities {
         &self,
         change: &mut (dyn FnMut(&mut Directory) -> basalt_security::Result<()> + Send),
     ) -> basalt_security::Result<()> {
-        self.run(|client| {
-            let mut transaction = client.transaction().map_err(|error| unavailable(&error))?;
-            // The row locked for the whole change: changes through any replica take turns.
-            transaction
-                .execute(
-                    "INSERT INTO basalt.identity (version, directory) VALUES (0, '{}') \
+        const ROW: JsonRow = JsonRow {
+            insert: "INSERT INTO basalt.identity (version, directory) VALUES (0, '{}') \
                      ON CONFLICT DO NOTHING",
-                    &[],
-                )
-                .map_err(|error| unavailable(&error))?;
-            let row = transaction
-                .query_one("SELECT directory FROM basalt.identity FOR UPDATE", &[])
-                .map_err(|error| unavailable(&error))?;
-            let json: serde_json::Value = row.get(0);
-            let mut directory =
-                Directory::from_json(json.to_string().as_bytes(), Path::new(IDENTITY_ROW))?;
-            change(&mut directory)?;
-            let json: serde_json::Value =
+            select: "SELECT directory FROM basalt.identity FOR UPDATE",
+            update: "UPDATE basalt.identity SET directory = $1, version = version + 1",
+        };
+        self.run(|client| {
+            ROW.change(client, unavailable, |json| {
+                let mut directory =
+                    Directory::from_json(json.to_string().as_bytes(), Path::new(IDENTITY_ROW))?;
+                change(&mut directory)?;
                 serde_json::from_slice(&directory.to_json()?).map_err(|error| {
                     SecurityError::Invalid {
                         message: error.to_string(),
                     }
-                })?;
-            transaction
-                .execute(
-                    "UPDATE basalt.identity SET directory = $1, version = version + 1",
-                    &[&json],
-                )
-                .map_err(|error| unavailable(&error))?;
-            transaction.commit().map_err(|error| unavailable(&error))
+                })
+            })
         })
+    }
+}
+
+/// A JSON document that is the one row of a table, changed under the row's lock so changes
+/// through any replica take turns: `insert` makes the row when there is none, `select` reads
+/// the document `FOR UPDATE`, `update` writes the new one (`$1`).
+pub(crate) struct JsonRow {
+    pub(crate) insert: &'static str,
+    pub(crate) select: &'static str,
+    pub(crate) update: &'static str,
+}
+
+impl JsonRow {
+    /// Replaces the document with what `change` makes of it, in one transaction.
+    pub(crate) fn change<E>(
+        &self,
+        client: &mut Client,
+        failed: impl Fn(&postgres::Error) -> E,
+        change: impl FnOnce(serde_json::Value) -> Result<serde_json::Value, E>,
+    ) -> Result<(), E> {
+        let mut transaction = client.transaction().map_err(|error| failed(&error))?;
+        transaction
+            .execute(self.insert, &[])
+            .map_err(|error| failed(&error))?;
+        let row = transaction
+            .query_one(self.select, &[])
+            .map_err(|error| failed(&error))?;
+        let changed = change(row.get(0))?;
+        transaction
+            .execute(self.update, &[&changed])
+            .map_err(|error| failed(&error))?;
+        transaction.commit().map_err(|error| failed(&error))
     }
 }
 

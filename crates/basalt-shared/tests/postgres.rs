@@ -1,12 +1,15 @@
-//! The identity directory and guardrail configurations in PostgreSQL against the conformance
+//! The identity directory, guardrail configurations, audit trail and conversation sessions in
+//! PostgreSQL against the conformance
 //! suites the data directory's files pass, on a throwaway cluster (scripts/test.sh installs
 //! PostgreSQL): each handle on a connection of its own, as replicas are.
 
 use std::sync::Arc;
 
+use basalt_answer::{SessionPolicy, Sessions, Turn};
 use basalt_pg::Connection;
 use basalt_pg::testing::TempCluster;
-use basalt_shared::{PgAudit, PgGuardrails, PgIdentities};
+use basalt_security::crypto::MasterKey;
+use basalt_shared::{PgAudit, PgGuardrails, PgIdentities, PgModelRegistry, PgSessions};
 
 fn connection(cluster: &TempCluster) -> Arc<Connection> {
     Arc::new(Connection::new(cluster.url(), basalt_pg::migrations::check))
@@ -64,4 +67,124 @@ fn the_audit_trail_in_postgres_is_one_chain_and_shows_tampering() {
     let bad = after.first_bad.expect("found");
     assert_eq!((bad.line, after.records), (5, 4), "{bad:?}");
     assert!(bad.problem.contains("modified"), "{bad:?}");
+}
+
+fn master(digit: &str) -> MasterKey {
+    MasterKey::from_hex(&digit.repeat(64)).expect("a master key")
+}
+
+fn question(text: &str) -> Turn {
+    Turn {
+        question: text.into(),
+        answer: "Twelve days a year.".into(),
+        query: text.into(),
+        abstained: false,
+        citations: Vec::new(),
+        prompt: None,
+    }
+}
+
+/// Sessions pass the in-memory store's suite in the clear and sealed; two handles (replicas)
+/// see each other's sessions at once; a sealed session's words are in none of the cluster's
+/// files (while a clear one's are); a replica without the master key, or with another, is
+/// refused.
+#[test]
+fn sessions_in_postgres_pass_the_suite_sealed_or_not_and_replicas_share_them() {
+    let cluster = TempCluster::start_migrated().expect("a PostgreSQL cluster");
+    let fresh = |policy: SessionPolicy, key: Option<&MasterKey>| -> Box<dyn Sessions> {
+        cluster
+            .execute("TRUNCATE basalt.sessions")
+            .expect("empties");
+        let key = key.map(|key| key as &dyn basalt_security::crypto::KeyProvider);
+        Box::new(PgSessions::open(connection(&cluster), policy, key).expect("opens"))
+    };
+    basalt_answer::session_conformance::sessions(&|policy| fresh(policy, None));
+    let key = master("1");
+    basalt_answer::session_conformance::sessions(&|policy| fresh(policy, Some(&key)));
+
+    // Two replicas with the same master key: a session made through one continues through
+    // the other.
+    let policy = SessionPolicy::default();
+    let a = PgSessions::open(connection(&cluster), policy, Some(&key)).expect("opens");
+    let b = PgSessions::open(connection(&cluster), policy, Some(&key)).expect("opens");
+    let session = a.create("handbook", "alice").expect("creates");
+    assert!(
+        a.record(
+            &session.id,
+            question("How many Zanzibarican leave days are there?")
+        )
+        .expect("records")
+    );
+    let seen = b
+        .get(&session.id)
+        .expect("reads")
+        .expect("live on the other replica");
+    assert_eq!(seen.turns.len(), 1);
+    assert!(
+        b.record(&session.id, question("and Quetzalcoatlian ones?"))
+            .expect("records")
+    );
+    assert_eq!(
+        a.get(&session.id)
+            .expect("reads")
+            .expect("live")
+            .turns
+            .len(),
+        2
+    );
+    let listed = b.list("alice").expect("lists");
+    assert_eq!(
+        listed[0].title, "How many Zanzibarican leave days are there?",
+        "{listed:?}"
+    );
+
+    // The same words written in the clear into another database of the cluster.
+    cluster.execute("CREATE DATABASE clear").expect("creates");
+    let clear_url = cluster.url().replace("dbname=postgres", "dbname=clear");
+    basalt_pg::migrations::migrate(
+        &mut basalt_pg::migrations::connect(&clear_url).expect("connects"),
+    )
+    .expect("migrates");
+    let clear = PgSessions::open(
+        Arc::new(Connection::new(&clear_url, basalt_pg::migrations::check)),
+        policy,
+        None,
+    )
+    .expect("opens");
+    let plain = clear.create("handbook", "bob").expect("creates");
+    assert!(
+        clear
+            .record(&plain.id, question("Where is the Herringbonian office?"))
+            .expect("records")
+    );
+    cluster.execute("CHECKPOINT").expect("checkpoint");
+    let hits = basalt_pg::testing::plaintext_hits(
+        cluster.data_dir(),
+        &["Zanzibarican", "Quetzalcoatlian", "Twelve days"],
+    );
+    assert!(
+        hits.iter()
+            .all(|hit| !hit.contains("Zanzibarican") && !hit.contains("Quetzalcoatlian")),
+        "{hits:#?}"
+    );
+    assert!(
+        hits.iter().any(|hit| hit.contains("Twelve days")),
+        "the clear database's answer is found, so the check can fail: {hits:#?}"
+    );
+    assert!(!basalt_pg::testing::plaintext_hits(cluster.data_dir(), &["Herringbonian"]).is_empty());
+
+    // Without the master key, or with another, the sealed sessions are refused.
+    let error = PgSessions::open(connection(&cluster), policy, None).expect_err("refused");
+    assert!(error.to_string().contains("master key"), "{error}");
+    let other = master("2");
+    let error = PgSessions::open(connection(&cluster), policy, Some(&other)).expect_err("refused");
+    assert!(error.to_string().contains("master key"), "{error}");
+}
+
+#[test]
+fn the_model_registry_in_postgres_passes_the_file_suite() {
+    let cluster = TempCluster::start_migrated().expect("a PostgreSQL cluster");
+    basalt_model::registry_conformance(&|| {
+        basalt_model::RemoteModels::shared(Arc::new(PgModelRegistry::new(connection(&cluster))))
+    });
 }

@@ -17,7 +17,11 @@ use crate::settings::Settings;
 #[command(after_help = "Examples:\n  basalt ingest --kb handbook ./handbook\n  \
                         basalt ingest --kb papers --tag 2024 --meta team=research corpus.jsonl\n\n\
                         basalt ingest --kb handbook --readers group:hr,principal:alice ./hr\n  \
-                        basalt ingest --kb handbook --access-map access.json ./handbook\n\n\
+                        basalt ingest --kb handbook --access-map access.json ./handbook\n  \
+                        basalt ingest --kb handbook s3://company-docs/handbook/\n\n\
+                        An s3:// prefix is synced: new and changed objects are ingested, and the documents of \
+                        deleted ones removed. The store is reached the AWS way: AWS_ACCESS_KEY_ID, \
+                        AWS_SECRET_ACCESS_KEY, AWS_REGION and, for a store other than Amazon S3, AWS_ENDPOINT_URL.\n\n\
                         A file `NAME.meta.json` next to a file sets its title, tags, metadata and readers:\n  \
                         {\"title\": \"Travel policy\", \"tags\": [\"hr\"], \"metadata\": {\"year\": 2024}, \"readers\": [\"group:hr\"]}\n\n\
                         Documents without readers are readable by everyone who may read the knowledge base.")]
@@ -25,7 +29,7 @@ pub(crate) struct IngestArgs {
     /// Knowledge base to add to
     #[arg(long)]
     kb: String,
-    /// Files and directories (searched recursively)
+    /// Files and directories (searched recursively), or one s3://BUCKET/PREFIX to sync with
     #[arg(required = true)]
     paths: Vec<PathBuf>,
     /// Tag every document (repeatable)
@@ -40,7 +44,7 @@ pub(crate) struct IngestArgs {
     readers: Vec<String>,
     /// JSON file mapping directories to readers, e.g. {"hr": ["group:hr"], "hr/public": []};
     /// a file takes the readers of its deepest mapped directory (over --readers; a sidecar's
-    /// `readers` wins over both)
+    /// `readers` wins over both). With an s3:// prefix the directories are below the prefix
     #[arg(long, value_name = "FILE")]
     access_map: Option<PathBuf>,
     /// Largest file to read, in MB
@@ -76,19 +80,47 @@ fn parse_meta(text: &str) -> Result<(String, Value), String> {
 pub(crate) fn run(args: &IngestArgs, settings: &Settings) -> anyhow::Result<ExitCode> {
     let kb = settings.data_dir.open(&args.kb)?;
     let embedder = load_kb_embedder(&kb, settings)?;
-    let options = IngestOptions {
+    let s3: Vec<&str> = args
+        .paths
+        .iter()
+        .filter_map(|path| path.to_str())
+        .filter(|path| path.starts_with("s3://"))
+        .collect();
+    if !s3.is_empty() && args.paths.len() > 1 {
+        anyhow::bail!(
+            "an s3:// prefix is synced on its own: give it alone (run `basalt ingest` once per \
+             prefix or directory)"
+        );
+    }
+    let mut options = IngestOptions {
         tags: args.tags.clone(),
         metadata: args.metadata.iter().cloned().collect::<BTreeMap<_, _>>(),
         max_file_bytes: args.max_file_size.saturating_mul(1 << 20),
         batch_chunks: args.batch_chunks as usize,
         readers: args.readers.clone(),
-        access_map: match &args.access_map {
-            Some(path) => AccessMap::load(path)?,
-            None => AccessMap::default(),
-        },
         ..IngestOptions::default()
     };
-    let report = run_with_progress(&kb, &embedder, &args.paths, &options)?;
+    let report = match s3.first() {
+        Some(url) => {
+            let objects = basalt_objects::Objects::open(url)?;
+            with_progress(|observe| {
+                basalt_kb::ingest_objects(
+                    &kb,
+                    &embedder,
+                    &objects,
+                    &options,
+                    args.access_map.as_deref(),
+                    observe,
+                )
+            })?
+        }
+        None => {
+            if let Some(path) = &args.access_map {
+                options.access_map = AccessMap::load(path)?;
+            }
+            run_with_progress(&kb, &embedder, &args.paths, &options)?
+        }
+    };
     if args.json {
         print_line(&serde_json::to_string_pretty(&report)?)?;
     } else {
@@ -107,6 +139,13 @@ pub(crate) fn run_with_progress(
     embedder: &dyn basalt_model::Embedder,
     paths: &[PathBuf],
     options: &IngestOptions,
+) -> anyhow::Result<IngestReport> {
+    with_progress(|observe| basalt_kb::ingest(kb, embedder, paths, options, observe))
+}
+
+/// Runs an ingestion with a progress bar its observer moves.
+fn with_progress(
+    work: impl FnOnce(&mut dyn FnMut(&IngestProgress)) -> basalt_kb::Result<IngestReport>,
 ) -> anyhow::Result<IngestReport> {
     let bar = ProgressBar::with_draw_target(Some(0), ProgressDrawTarget::stderr_with_hz(4));
     bar.set_style(
@@ -135,7 +174,7 @@ pub(crate) fn run_with_progress(
             progress.chunks_done as f64 / seconds,
         ));
     };
-    let report = basalt_kb::ingest(kb, embedder, paths, options, &mut observe);
+    let report = work(&mut observe);
     bar.finish_and_clear();
     Ok(report?)
 }
@@ -153,10 +192,14 @@ fn print_summary(report: &IngestReport) -> anyhow::Result<()> {
     }
     let seconds = report.elapsed_seconds.max(1e-3);
     print_line(&format!(
-        "documents: {} added, {} replaced, {} unchanged, {} failed; {} chunks in {:.1} s ({:.1} docs/s)",
+        "documents: {} added, {} replaced, {} unchanged, {}{} failed; {} chunks in {:.1} s ({:.1} docs/s)",
         report.added,
         report.replaced,
         report.unchanged,
+        match report.removed {
+            0 => String::new(),
+            removed => format!("{removed} removed, "),
+        },
         report.failed.len(),
         report.chunks,
         report.elapsed_seconds,

@@ -140,7 +140,7 @@ fn choose_embedder(
     settings: &Settings,
     model: &str,
 ) -> anyhow::Result<(String, Box<dyn Embedder>, bool)> {
-    let registered = basalt_model::RemoteModels::new(settings.data_dir.root()).get(model)?;
+    let registered = basalt_shared::remote_models(&settings.data_dir).get(model)?;
     let catalogued = basalt_model::catalog()
         .iter()
         .any(|spec| spec.name == model);

@@ -142,8 +142,7 @@ pub(crate) fn open_embedder(
         .iter()
         .any(|spec| spec.name == model);
     if !catalogued
-        && let Some(remote) =
-            basalt_model::RemoteModels::new(settings.data_dir.root()).get(model)?
+        && let Some(remote) = basalt_shared::remote_models(&settings.data_dir).get(model)?
     {
         let embedder = remote
             .embedder(dimension)
@@ -264,7 +263,7 @@ pub(crate) fn load_chosen_engines(
     Box<dyn basalt_model::Generator>,
 )> {
     use basalt_model::ChatModel;
-    let registry = basalt_model::RemoteModels::new(settings.data_dir.root());
+    let registry = basalt_shared::remote_models(&settings.data_dir);
     let remote = match (model, kb.settings.answer.model.as_deref()) {
         (Some(name), _) => registry.get(name)?,
         (None, Some(name)) => Some(registry.get(name)?.ok_or_else(|| {

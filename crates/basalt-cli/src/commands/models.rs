@@ -4,9 +4,7 @@
 use std::process::ExitCode;
 
 use anyhow::Context;
-use basalt_model::{
-    FileStatus, RemoteKind, RemoteModel, RemoteModels, fetch_models, inspect_models,
-};
+use basalt_model::{FileStatus, RemoteKind, RemoteModel, fetch_models, inspect_models};
 use serde::Serialize;
 
 use super::print_line;
@@ -136,8 +134,8 @@ pub(crate) fn run(command: ModelsCommand, settings: &Settings) -> anyhow::Result
                 aws_access_key_env,
                 aws_secret_key_env,
             };
-            let registry = RemoteModels::new(settings.data_dir.root());
-            registry.add(model.clone())?;
+            let registry = basalt_shared::remote_models(&settings.data_dir);
+            registry.add(&model)?;
             // Questions and passages will go to this address: who pointed Basalt at it is
             // recorded.
             super::security::audit(
@@ -160,7 +158,7 @@ pub(crate) fn run(command: ModelsCommand, settings: &Settings) -> anyhow::Result
             Ok(ExitCode::SUCCESS)
         }
         ModelsCommand::Remove { name } => {
-            if RemoteModels::new(settings.data_dir.root()).remove(&name)? {
+            if basalt_shared::remote_models(&settings.data_dir).remove(&name)? {
                 super::security::audit(
                     settings,
                     "admin:RemoveModel",
@@ -232,7 +230,7 @@ struct FileJson<'a> {
 fn list(verify: bool, json: bool, settings: &Settings) -> anyhow::Result<ExitCode> {
     let models = inspect_models(&settings.models_dir, verify);
     let all_ready = models.iter().all(|model| model.is_ready());
-    let remote = RemoteModels::new(settings.data_dir.root()).list()?;
+    let remote = basalt_shared::remote_models(&settings.data_dir).list()?;
     let health: Vec<Result<u128, String>> = remote
         .iter()
         .map(|model| model.health().map(|took| took.as_millis()))

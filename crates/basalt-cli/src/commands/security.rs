@@ -199,7 +199,6 @@ pub(crate) fn audit(
 }
 
 pub(crate) fn run_keys(command: KeysCommand, settings: &Settings) -> anyhow::Result<ExitCode> {
-    let root = settings.data_dir.root();
     match command {
         KeysCommand::Create(args) => {
             if let Some(reference) = &args.guardrail {
@@ -232,7 +231,7 @@ pub(crate) fn run_keys(command: KeysCommand, settings: &Settings) -> anyhow::Res
                 PrincipalKind::User
             };
             if let Some(model) = &args.model
-                && basalt_model::RemoteModels::new(root)
+                && basalt_shared::remote_models(&settings.data_dir)
                     .resolve(model)?
                     .is_none()
             {
