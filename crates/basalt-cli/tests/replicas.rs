@@ -282,12 +282,21 @@ fn two_replicas_share_knowledge_bases_and_finish_each_others_jobs() {
 
     // Keys and guardrails made on another machine's CLI (A's data directory) apply on a
     // replica that checks keys (C), and a revoked key stops there at its next request.
-    let c_ws = Workspace::new();
-    let c = start_server_when(
-        &c_ws,
-        &["--database", url, "--master-key-file", &key],
-        |port| raw_request(port, "GET", "/healthz", &[], b"").0 == 200,
-    );
+    // C and D check keys and allow each key 5 requests, then one every 5 seconds.
+    let limited = [
+        "--database",
+        url,
+        "--master-key-file",
+        &key,
+        "--rate-limit",
+        "0.2",
+        "--rate-burst",
+        "5",
+    ];
+    let (c_ws, d_ws) = (Workspace::new(), Workspace::new());
+    let healthy = |port| raw_request(port, "GET", "/healthz", &[], b"").0 == 200;
+    let c = start_server_when(&c_ws, &limited, healthy);
+    let d = start_server_when(&d_ws, &limited, healthy);
     drop(turn);
     let created = a_ws.admin_key_with(&["--database", url]);
     let secret = created["key"].as_str().expect("a key").to_owned();
@@ -331,7 +340,24 @@ fn two_replicas_share_knowledge_bases_and_finish_each_others_jobs() {
     a_ws.ok(&["--database", url, "keys", "revoke", id]);
     let (status, body) = raw_request(c.port, "GET", "/v1/kbs/handbook", &[&bearer], b"");
     assert_eq!(status, 401, "revoked through another process: {body}");
-    drop(c);
+
+    // The rate holds across replicas: a key's 5 requests are spent through C and D together.
+    let other = a_ws.admin_key_with(&["--database", url]);
+    let other = format!(
+        "Authorization: Bearer {}",
+        other["key"].as_str().expect("a key")
+    );
+    for (index, port) in [c.port, d.port, c.port, d.port, c.port]
+        .into_iter()
+        .enumerate()
+    {
+        let (status, body) = raw_request(port, "GET", "/v1/kbs/handbook", &[&other], b"");
+        assert_eq!(status, 200, "request {index}: {body}");
+    }
+    let (status, body) = raw_request(d.port, "GET", "/v1/kbs/handbook", &[&other], b"");
+    assert_eq!(status, 429, "the sixth, through D: {body}");
+    assert!(body.contains("rate_limited"), "{body}");
+    drop((c, d));
 
     // Every replica and the CLI appended to one audit chain, intact.
     let verified = a_ws.json(&["--database", url, "audit", "verify", "--json"]);

@@ -25,6 +25,11 @@ pub const MIGRATIONS: &[(i32, &str, &str)] = &[
         include_str!("../migrations/0004_sessions.sql"),
     ),
     (5, "models", include_str!("../migrations/0005_models.sql")),
+    (
+        6,
+        "rate_limits",
+        include_str!("../migrations/0006_rate_limits.sql"),
+    ),
 ];
 
 /// The version this build of Basalt needs.

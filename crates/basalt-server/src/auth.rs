@@ -126,7 +126,15 @@ impl Security {
             identities,
             audit,
             routes,
-            rate_limiter: rate_limit.map(RateLimiter::new),
+            // With a database the buckets are its, so replicas enforce one rate together.
+            rate_limiter: rate_limit.map(|limit| {
+                RateLimiter::new(
+                    limit,
+                    data_dir
+                        .database_connection()
+                        .map(basalt_shared::PgRateLimits::new),
+                )
+            }),
             signed_body_limit,
         })
     }
@@ -385,7 +393,11 @@ pub(crate) async fn guard(
     };
     if let Some(limiter) = &security.rate_limiter {
         let bucket = caller.key_id.as_deref().unwrap_or(&caller.principal);
-        if let Err(wait) = limiter.take(bucket, std::time::Instant::now()) {
+        let taken = match limiter.check(bucket, std::time::Instant::now()) {
+            Ok(taken) => taken,
+            Err(error) => return with_request_id(error.into_response(), &request_id),
+        };
+        if let Err(wait) = taken {
             security.record(Event {
                 request_id: request_id.clone(),
                 principal: Some(caller.principal.clone()),

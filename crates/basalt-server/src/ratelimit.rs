@@ -1,10 +1,13 @@
 //! Per-caller rate limits: a token bucket for each API key (or principal), refilled at a steady
 //! rate up to a burst. A request that finds the bucket empty is refused with `429` and the
-//! seconds until a token is back.
+//! seconds until a token is back. With `--database` the buckets are the database's
+//! (`basalt-shared`'s `PgRateLimits`), so replicas enforce one rate together.
 
 use std::collections::HashMap;
 use std::sync::Mutex;
 use std::time::Instant;
+
+use crate::error::ApiError;
 
 /// Requests per second and the burst a caller may send.
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -19,18 +22,31 @@ struct Bucket {
     refilled: Instant,
 }
 
-/// The buckets of every caller seen.
+/// The buckets of every caller seen: this process's, or the database's (`shared`).
 #[derive(Debug)]
 pub(crate) struct RateLimiter {
     limit: RateLimit,
     buckets: Mutex<HashMap<String, Bucket>>,
+    shared: Option<basalt_shared::PgRateLimits>,
 }
 
 impl RateLimiter {
-    pub(crate) fn new(limit: RateLimit) -> Self {
+    pub(crate) fn new(limit: RateLimit, shared: Option<basalt_shared::PgRateLimits>) -> Self {
         RateLimiter {
             limit,
             buckets: Mutex::new(HashMap::new()),
+            shared,
+        }
+    }
+
+    /// [`RateLimiter::take`], from the database's buckets when they are shared (an error:
+    /// the database cannot be reached).
+    pub(crate) fn check(&self, caller: &str, now: Instant) -> Result<Result<(), u64>, ApiError> {
+        match &self.shared {
+            Some(shared) => shared
+                .take(caller, self.limit.per_second, self.limit.burst)
+                .map_err(ApiError::database_unavailable),
+            None => Ok(self.take(caller, now)),
         }
     }
 
@@ -71,10 +87,13 @@ mod tests {
 
     #[test]
     fn a_burst_then_the_steady_rate_per_caller() {
-        let limiter = RateLimiter::new(RateLimit {
-            per_second: 2.0,
-            burst: 3.0,
-        });
+        let limiter = RateLimiter::new(
+            RateLimit {
+                per_second: 2.0,
+                burst: 3.0,
+            },
+            None,
+        );
         let start = Instant::now();
         for _ in 0..3 {
             limiter.take("alice", start).expect("within the burst");

@@ -8,9 +8,11 @@
 //! counterpart.
 
 mod models;
+mod rate_limits;
 mod sessions;
 
 pub use models::PgModelRegistry;
+pub use rate_limits::PgRateLimits;
 pub use sessions::PgSessions;
 
 /// The registry of remote models `data_dir` uses: its database's when it has one (shared by

@@ -9,7 +9,9 @@ use basalt_answer::{SessionPolicy, Sessions, Turn};
 use basalt_pg::Connection;
 use basalt_pg::testing::TempCluster;
 use basalt_security::crypto::MasterKey;
-use basalt_shared::{PgAudit, PgGuardrails, PgIdentities, PgModelRegistry, PgSessions};
+use basalt_shared::{
+    PgAudit, PgGuardrails, PgIdentities, PgModelRegistry, PgRateLimits, PgSessions,
+};
 
 fn connection(cluster: &TempCluster) -> Arc<Connection> {
     Arc::new(Connection::new(cluster.url(), basalt_pg::migrations::check))
@@ -187,4 +189,31 @@ fn the_model_registry_in_postgres_passes_the_file_suite() {
     basalt_model::registry_conformance(&|| {
         basalt_model::RemoteModels::shared(Arc::new(PgModelRegistry::new(connection(&cluster))))
     });
+}
+
+/// One bucket per caller across replicas: a burst of 3 at 2 a second is 3 requests through
+/// any mix of replicas, then a refusal with the wait, then one more after half a second.
+#[test]
+fn rate_limits_in_postgres_hold_across_replicas() {
+    let cluster = TempCluster::start_migrated().expect("a PostgreSQL cluster");
+    let (a, b) = (
+        PgRateLimits::new(connection(&cluster)),
+        PgRateLimits::new(connection(&cluster)),
+    );
+    let take = |limits: &PgRateLimits, caller: &str| {
+        limits.take(caller, 2.0, 3.0).expect("the database answers")
+    };
+    assert_eq!(take(&a, "key-1"), Ok(()));
+    assert_eq!(take(&b, "key-1"), Ok(()));
+    assert_eq!(take(&a, "key-1"), Ok(()));
+    assert_eq!(
+        take(&b, "key-1"),
+        Err(1),
+        "the burst is spent on both replicas together"
+    );
+    assert_eq!(take(&a, "key-1"), Err(1));
+    assert_eq!(take(&b, "key-2"), Ok(()), "another key has its own bucket");
+    std::thread::sleep(std::time::Duration::from_millis(600));
+    assert_eq!(take(&b, "key-1"), Ok(()), "refilled at 2 a second");
+    assert_eq!(take(&a, "key-1"), Err(1), "and only one");
 }
