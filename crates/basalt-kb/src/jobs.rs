@@ -620,6 +620,31 @@ fn read_record(
     Ok((job, Some(sealer)))
 }
 
+/// For a queue whose workers may be other processes (replicas): an upload kept through `one`
+/// is fetched through `two` into a spool of its own, byte for byte, and is gone once dropped.
+pub fn shared_upload_conformance(one: &dyn JobQueue, two: &dyn JobQueue) {
+    let spool = tempfile::tempdir().expect("spool");
+    let (here, there) = (spool.path().join("a"), spool.path().join("b"));
+    std::fs::create_dir(&here).expect("spools");
+    std::fs::write(here.join("0000.md"), b"# First").expect("writes");
+    std::fs::write(here.join("0001.pdf"), vec![0_u8, 159, 255]).expect("writes");
+    one.keep_upload("job-shared", &here).expect("keeps");
+    assert!(two.fetch_upload("job-shared", &there).expect("fetches"));
+    assert_eq!(
+        std::fs::read(there.join("0000.md")).expect("reads"),
+        b"# First"
+    );
+    assert_eq!(
+        std::fs::read(there.join("0001.pdf")).expect("reads"),
+        [0_u8, 159, 255]
+    );
+    two.drop_upload("job-shared", &there).expect("drops");
+    assert!(
+        !one.fetch_upload("job-shared", &spool.path().join("c"))
+            .expect("fetches")
+    );
+}
+
 /// The behaviour every [`JobQueue`] must have. `open` opens the queue over one store, empty
 /// at the first call; a second call is the queue after a restart.
 ///

@@ -7,14 +7,18 @@
 //!
 //! With `--objects`, the files of an upload wait for their job in the object store
 //! (`uploads/JOB/NAME`, sealed by the server when the knowledge base is encrypted), where any
-//! replica's worker fetches them: [`ObjectUploads`].
+//! replica's worker fetches them: [`ObjectUploads`], a queue around the queue.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use basalt_index::Sealer;
 
 use basalt_model::Embedder;
 use basalt_objects::Objects;
 
+use crate::jobs::{Job, JobProgress, JobQueue};
 use crate::pipeline::{AccessMap, Failure, IngestOptions, IngestProgress, IngestReport, ingest};
 use crate::{KbError, KnowledgeBase, Result};
 
@@ -151,21 +155,59 @@ impl Mirror {
     }
 }
 
-/// The spooled files of upload jobs, kept in the object store under `uploads/JOB/` so a
-/// worker on any replica can run the job (the [`crate::JobQueue`] upload methods' work when
-/// `--objects` is given).
-#[derive(Debug, Clone)]
+/// A job queue whose uploads wait in the object store (`uploads/JOB/` below its prefix)
+/// instead of the queue's own place, so a worker on any replica can run the job: every other
+/// verb is the wrapped queue's (`--objects`).
+#[derive(Debug)]
 pub struct ObjectUploads {
+    queue: std::sync::Arc<dyn JobQueue>,
     objects: std::sync::Arc<Objects>,
 }
 
 impl ObjectUploads {
-    pub fn new(objects: std::sync::Arc<Objects>) -> Self {
-        ObjectUploads { objects }
+    pub fn new(queue: std::sync::Arc<dyn JobQueue>, objects: std::sync::Arc<Objects>) -> Self {
+        ObjectUploads { queue, objects }
+    }
+}
+
+impl JobQueue for ObjectUploads {
+    fn submit(&self, job: Job, sealer: Option<std::sync::Arc<dyn Sealer>>) -> Result<()> {
+        self.queue.submit(job, sealer)
+    }
+
+    fn get(&self, id: &str) -> Result<Option<Job>> {
+        self.queue.get(id)
+    }
+
+    fn list(&self, tenant: &str, kb: Option<&str>) -> Result<Vec<Job>> {
+        self.queue.list(tenant, kb)
+    }
+
+    fn claim(&self, worker: &str, lease: Duration) -> Result<Option<Job>> {
+        self.queue.claim(worker, lease)
+    }
+
+    fn heartbeat(
+        &self,
+        id: &str,
+        worker: &str,
+        progress: JobProgress,
+        lease: Duration,
+    ) -> Result<bool> {
+        self.queue.heartbeat(id, worker, progress, lease)
+    }
+
+    fn finish(
+        &self,
+        id: &str,
+        worker: &str,
+        outcome: std::result::Result<IngestReport, String>,
+    ) -> Result<bool> {
+        self.queue.finish(id, worker, outcome)
     }
 
     /// Stores the files spooled in `dir` (as they are: sealed when they were spooled sealed).
-    pub fn keep(&self, id: &str, dir: &Path) -> Result<()> {
+    fn keep_upload(&self, id: &str, dir: &Path) -> Result<()> {
         for (name, bytes) in crate::jobs::spooled_files(dir)? {
             self.objects.put(&format!("uploads/{id}/{name}"), bytes)?;
         }
@@ -174,7 +216,7 @@ impl ObjectUploads {
 
     /// Puts job `id`'s files in `dir` unless they are there already; false when the store has
     /// none (the job's upload is gone).
-    pub fn fetch(&self, id: &str, dir: &Path) -> Result<bool> {
+    fn fetch_upload(&self, id: &str, dir: &Path) -> Result<bool> {
         if dir.is_dir() {
             return Ok(true);
         }
@@ -195,8 +237,12 @@ impl ObjectUploads {
     }
 
     /// Removes job `id`'s files from the store and the local copy in `dir`.
-    pub fn drop(&self, id: &str, dir: &Path) -> Result<()> {
+    fn drop_upload(&self, id: &str, dir: &Path) -> Result<()> {
         self.objects.delete_under(&format!("uploads/{id}"))?;
         crate::jobs::remove_spool(dir)
+    }
+
+    fn busy(&self, tenant: &str, kb: &str) -> Result<bool> {
+        self.queue.busy(tenant, kb)
     }
 }

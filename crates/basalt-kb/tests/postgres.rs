@@ -5,7 +5,7 @@
 //! processes.
 
 use basalt_index::{DocumentWrite, SearchMode};
-use basalt_kb::{Backend, DataDir, JobQueue, KbCatalog, KbSettings, PgJobQueue, SearchOptions};
+use basalt_kb::{Backend, DataDir, KbCatalog, KbSettings, PgJobQueue, SearchOptions};
 use basalt_model::testing::Letters;
 use basalt_pg::testing::TempCluster;
 
@@ -168,29 +168,9 @@ fn the_database_catalog_and_job_queue_pass_the_embedded_suites() {
     basalt_kb::job_queue_conformance(&|| Box::new(PgJobQueue::open(&handle()).expect("opens")));
 
     // An upload kept by one replica is fetched by another into its own spool.
-    let (one, two) = (
-        PgJobQueue::open(&handle()).expect("opens"),
-        PgJobQueue::open(&handle()).expect("opens"),
-    );
-    let spool = tempfile::tempdir().expect("spool");
-    let (here, there) = (spool.path().join("a"), spool.path().join("b"));
-    std::fs::create_dir(&here).expect("spools");
-    std::fs::write(here.join("0000.md"), b"# First").expect("writes");
-    std::fs::write(here.join("0001.pdf"), vec![0_u8, 159, 255]).expect("writes");
-    one.keep_upload("job-shared", &here).expect("keeps");
-    assert!(two.fetch_upload("job-shared", &there).expect("fetches"));
-    assert_eq!(
-        std::fs::read(there.join("0000.md")).expect("reads"),
-        b"# First"
-    );
-    assert_eq!(
-        std::fs::read(there.join("0001.pdf")).expect("reads"),
-        [0_u8, 159, 255]
-    );
-    two.drop_upload("job-shared", &there).expect("drops");
-    assert!(
-        !one.fetch_upload("job-shared", &spool.path().join("c"))
-            .expect("fetches")
+    basalt_kb::jobs::shared_upload_conformance(
+        &PgJobQueue::open(&handle()).expect("opens"),
+        &PgJobQueue::open(&handle()).expect("opens"),
     );
 
     // A database nobody migrated says what to run.

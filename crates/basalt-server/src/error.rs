@@ -236,9 +236,14 @@ impl ApiError {
 
     /// PostgreSQL (`--database`) cannot be reached or refused a query: 503, retry in 5 s.
     pub fn database_unavailable(message: impl Into<String>) -> Self {
-        let mut unavailable = Self::new(Code::DatabaseUnavailable, message);
-        unavailable.retry_after = Some(5);
-        unavailable
+        Self::retry_later(Code::DatabaseUnavailable, message)
+    }
+
+    /// An error worth retrying soon: `Retry-After: 5`.
+    pub(crate) fn retry_later(code: Code, message: impl Into<String>) -> Self {
+        let mut error = Self::new(code, message);
+        error.retry_after = Some(5);
+        error
     }
 
     pub fn status(&self) -> StatusCode {
@@ -299,14 +304,10 @@ impl From<basalt_kb::KbError> for ApiError {
             KbError::Exists { .. } => Self::new(Code::KnowledgeBaseExists, error.to_string()),
             KbError::Database { .. } => Self::database_unavailable(error.to_string()),
             KbError::Objects(_) => {
-                let mut unavailable = Self::new(Code::ObjectStoreUnavailable, error.to_string());
-                unavailable.retry_after = Some(5);
-                unavailable
+                Self::retry_later(Code::ObjectStoreUnavailable, error.to_string())
             }
             KbError::Index(basalt_index::IndexError::Locked { .. }) => {
-                let mut locked = Self::new(Code::Busy, error.to_string());
-                locked.retry_after = Some(5);
-                locked
+                Self::retry_later(Code::Busy, error.to_string())
             }
             _ => Self::internal(error.to_string()),
         }
@@ -348,9 +349,7 @@ impl From<basalt_answer::AnswerError> for ApiError {
 
 impl From<basalt_answer::SessionError> for ApiError {
     fn from(error: basalt_answer::SessionError) -> Self {
-        let mut unavailable = Self::new(Code::SessionStoreUnavailable, error.to_string());
-        unavailable.retry_after = Some(5);
-        unavailable
+        Self::retry_later(Code::SessionStoreUnavailable, error.to_string())
     }
 }
 

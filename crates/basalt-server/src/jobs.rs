@@ -36,8 +36,6 @@ pub struct Jobs {
     lease: Duration,
     /// This process's worker name in the queue's leases.
     worker: String,
-    /// With `--objects`, the uploads wait in the object store instead of the queue's place.
-    objects: Option<ObjectUploads>,
     /// Wakes the worker when a job is submitted.
     wake: Mutex<Option<mpsc::Sender<()>>>,
 }
@@ -59,9 +57,13 @@ impl Jobs {
                     .map_err(|error| std::io::Error::other(error.to_string()))?,
             )
         };
+        // With `--objects`, the uploads wait in the object store instead of the queue's place.
+        let queue: Arc<dyn JobQueue> = match data_dir.objects() {
+            Some(objects) => Arc::new(ObjectUploads::new(queue, objects.clone())),
+            None => queue,
+        };
         Ok(Jobs {
             queue,
-            objects: data_dir.objects().cloned().map(ObjectUploads::new),
             uploads,
             lease,
             worker: basalt_core::id::new_id("worker-", 6),
@@ -110,11 +112,7 @@ impl Jobs {
     /// (durably; sealed with `sealer` when its knowledge base is encrypted) and wakes the
     /// worker.
     pub fn submit(&self, job: Job, sealer: Option<Arc<dyn Sealer>>) -> basalt_kb::Result<()> {
-        let dir = self.upload_dir(&job.id);
-        match &self.objects {
-            Some(objects) => objects.keep(&job.id, &dir)?,
-            None => self.queue.keep_upload(&job.id, &dir)?,
-        }
+        self.queue.keep_upload(&job.id, &self.upload_dir(&job.id))?;
         self.queue.submit(job, sealer)?;
         if let Some(wake) = &*lock(&self.wake) {
             let _ = wake.send(());
@@ -178,11 +176,7 @@ fn run(state: &AppState, job: &Job) {
     let retry_later = |error: &basalt_kb::KbError| {
         tracing::error!(job = job.id, %error, "cannot run the job now; it is retried when its lease runs out");
     };
-    let fetched = match &jobs.objects {
-        Some(objects) => objects.fetch(&job.id, &dir),
-        None => jobs.queue.fetch_upload(&job.id, &dir),
-    };
-    let outcome = match fetched {
+    let outcome = match jobs.queue.fetch_upload(&job.id, &dir) {
         Ok(true) => match state.open_knowledge_base(&job.tenant, &job.kb) {
             Ok(kb) => ingest(state, job, &kb),
             Err(error @ basalt_kb::KbError::Database { .. }) => return retry_later(&error),
@@ -195,11 +189,7 @@ fn run(state: &AppState, job: &Job) {
     };
     match jobs.queue.finish(&job.id, &jobs.worker, outcome) {
         Ok(true) => {
-            let dropped = match &jobs.objects {
-                Some(objects) => objects.drop(&job.id, &dir),
-                None => jobs.queue.drop_upload(&job.id, &dir),
-            };
-            if let Err(error) = dropped {
+            if let Err(error) = jobs.queue.drop_upload(&job.id, &dir) {
                 tracing::warn!(job = job.id, %error, "cannot remove the job's spooled files");
             }
         }

@@ -242,14 +242,12 @@ fn apply_search_settings(settings: &mut KbSettings, change: SearchSettings) {
 
 async fn refuse_if_busy(state: &AppState, caller: &Caller, name: &str) -> Result<(), ApiError> {
     if state.jobs.busy(&caller.tenant, name).await? {
-        let mut error = ApiError::new(
+        return Err(ApiError::retry_later(
             Code::KnowledgeBaseBusy,
             format!(
                 "an ingestion job for {name:?} is queued or running; retry when it ends (GET /v1/jobs?kb={name})"
             ),
-        );
-        error.retry_after = Some(5);
-        return Err(error);
+        ));
     }
     Ok(())
 }

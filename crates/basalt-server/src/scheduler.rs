@@ -121,17 +121,13 @@ impl Scheduler {
         match tokio::time::timeout(self.limits.max_wait, receiver).await {
             Ok(Ok(slot)) => Ok(slot),
             Ok(Err(_)) => Err(ApiError::internal("the scheduler was shut down")),
-            Err(_) => {
-                let mut error = ApiError::new(
-                    Code::QueueTimeout,
-                    format!(
-                        "waited {} s for the model without getting a turn; retry later",
-                        self.limits.max_wait.as_secs()
-                    ),
-                );
-                error.retry_after = Some(5);
-                Err(error)
-            }
+            Err(_) => Err(ApiError::retry_later(
+                Code::QueueTimeout,
+                format!(
+                    "waited {} s for the model without getting a turn; retry later",
+                    self.limits.max_wait.as_secs()
+                ),
+            )),
         }
     }
 
