@@ -127,6 +127,10 @@ pub fn search_modes_rank_and_carry_provenance(open: Opener<'_>) {
     store.write(corpus()).unwrap();
     let stats = store.stats().unwrap();
     assert_eq!((stats.documents, stats.chunks), (3, 4));
+    assert!(
+        store.size_bytes().unwrap() > 0,
+        "an index with chunks takes room"
+    );
     let chunks = store.chunks("granite").unwrap();
     let texts: Vec<&str> = chunks.iter().map(|chunk| chunk.text.as_str()).collect();
     assert_eq!(
@@ -137,6 +141,14 @@ pub fn search_modes_rank_and_carry_provenance(open: Opener<'_>) {
         ]
     );
     assert_eq!(chunks[1].ordinal, 1);
+    let written = corpus()
+        .into_iter()
+        .find(|write| write.document.doc_id == "granite")
+        .unwrap();
+    assert_eq!(
+        chunks[1].vector, written.chunks[1].vector,
+        "a chunk comes back with its vector, exactly"
+    );
     assert!(store.chunks("nothing").unwrap().is_empty());
 
     let hits = store

@@ -48,14 +48,18 @@ pub trait KnowledgeStore: Send + Sync + std::fmt::Debug {
     /// Every document, ordered by id.
     fn documents(&self) -> Result<Vec<DocumentRecord>>;
 
-    /// A document's chunks in order, without their vectors (empty for an unknown document):
-    /// what re-embedding a knowledge base reads.
+    /// A document's chunks in order, with their vectors (empty for an unknown document):
+    /// what re-embedding a knowledge base reads, and what moving it to another backend
+    /// copies.
     fn chunks(&self, doc_id: &str) -> Result<Vec<ChunkRecord>>;
 
     /// The best `k` chunks for a request, best first.
     fn search(&self, request: &SearchRequest<'_>) -> Result<Vec<Hit>>;
 
     fn stats(&self) -> Result<IndexStats>;
+
+    /// Bytes the index takes where it is stored (files, or the database's tables and indexes).
+    fn size_bytes(&self) -> Result<u64>;
 
     /// Finishes the background work of earlier writes (segment merges) and builds the derived
     /// search structures they need (approximate vector graphs), so the next search is fast.

@@ -555,10 +555,10 @@ impl TantivyStore {
                     self.dimension
                 ));
             }
-            let target = &mut columns.vectors[doc * self.dimension..(doc + 1) * self.dimension];
-            for (value, bytes) in target.iter_mut().zip(bytes.chunks_exact(4)) {
-                *value = f32::from_le_bytes([bytes[0], bytes[1], bytes[2], bytes[3]]);
-            }
+            decode_vector(
+                bytes,
+                &mut columns.vectors[doc * self.dimension..(doc + 1) * self.dimension],
+            );
         }
         Ok(columns)
     }
@@ -1054,6 +1054,13 @@ fn build_graph(
     Arc::new(graph)
 }
 
+/// A stored vector's little-endian bytes into `target` (as many numbers as it holds).
+fn decode_vector(bytes: &[u8], target: &mut [f32]) {
+    for (value, bytes) in target.iter_mut().zip(bytes.chunks_exact(4)) {
+        *value = f32::from_le_bytes([bytes[0], bytes[1], bytes[2], bytes[3]]);
+    }
+}
+
 fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
     // The guarded state stays consistent between statements, so a panic elsewhere is no reason
     // to stop serving.
@@ -1154,13 +1161,26 @@ impl KnowledgeStore for TantivyStore {
             if text(self.fields.kind) != Some(KIND_CHUNK) {
                 continue;
             }
-            let chunk: ChunkRecord = serde_json::from_str(
-                text(self.fields.payload).unwrap_or_default(),
-            )
-            .map_err(|error| IndexError::Corrupt {
+            let corrupt = |message: String| IndexError::Corrupt {
                 path: self.path.clone(),
-                message: format!("chunk of {doc_id}: {error}"),
-            })?;
+                message: format!("chunk of {doc_id}: {message}"),
+            };
+            let mut chunk: ChunkRecord =
+                serde_json::from_str(text(self.fields.payload).unwrap_or_default())
+                    .map_err(|error| corrupt(error.to_string()))?;
+            let bytes = stored
+                .get_first(self.fields.vector)
+                .and_then(|value| value.as_bytes())
+                .unwrap_or_default();
+            if bytes.len() != self.dimension * 4 {
+                return Err(corrupt(format!(
+                    "a {}-byte vector; expected {} dimensions",
+                    bytes.len(),
+                    self.dimension
+                )));
+            }
+            chunk.vector = vec![0.0; self.dimension];
+            decode_vector(bytes, &mut chunk.vector);
             chunks.push(chunk);
         }
         chunks.sort_by_key(|chunk| chunk.ordinal);
@@ -1257,6 +1277,23 @@ impl KnowledgeStore for TantivyStore {
         }
         self.prune_graphs(&searcher);
         Ok(())
+    }
+
+    fn size_bytes(&self) -> Result<u64> {
+        fn walk(dir: &Path) -> std::io::Result<u64> {
+            let mut total = 0;
+            for entry in std::fs::read_dir(dir)? {
+                let entry = entry?;
+                let meta = entry.metadata()?;
+                total += if meta.is_dir() {
+                    walk(&entry.path())?
+                } else {
+                    meta.len()
+                };
+            }
+            Ok(total)
+        }
+        walk(&self.path).map_err(|error| self.engine_error(&error))
     }
 
     fn stats(&self) -> Result<IndexStats> {

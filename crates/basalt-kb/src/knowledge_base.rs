@@ -720,7 +720,7 @@ impl KnowledgeBase {
         Ok(self.store.documents()?)
     }
 
-    /// A document's chunks in order (text, headings, offsets; no vectors).
+    /// A document's chunks in order (text, headings, offsets, vectors).
     pub fn chunks(&self, doc_id: &str) -> Result<Vec<basalt_index::ChunkRecord>> {
         Ok(self.store.chunks(doc_id)?)
     }
@@ -728,6 +728,11 @@ impl KnowledgeBase {
     /// Document and chunk counts and the index's size.
     pub fn stats(&self) -> Result<IndexStats> {
         Ok(self.store.stats()?)
+    }
+
+    /// Bytes the index takes where it is stored (its files, or its tables in the database).
+    pub fn index_bytes(&self) -> Result<u64> {
+        Ok(self.store.size_bytes()?)
     }
 
     /// Settles merges and builds the vector graphs of merged segments now, not during a later

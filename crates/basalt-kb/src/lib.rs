@@ -10,6 +10,7 @@ mod error;
 pub mod eval;
 pub mod jobs;
 mod knowledge_base;
+pub mod migrate;
 mod objects;
 mod pg_jobs;
 mod pipeline;

@@ -769,14 +769,20 @@ impl PgStore {
         client
             .query(
                 &format!(
-                    "SELECT payload FROM {} WHERE doc_key = $1 ORDER BY ordinal",
+                    "SELECT payload, embedding::text FROM {} WHERE doc_key = $1 ORDER BY ordinal",
                     self.table("chunks")
                 ),
                 &[&self.doc_key(doc_id)],
             )
             .map_err(|error| self.db_error(&error))?
             .into_iter()
-            .map(|row| self.decode(row.get(0), "a chunk"))
+            .map(|row| {
+                let mut chunk: ChunkRecord = self.decode(row.get(0), "a chunk")?;
+                chunk.vector = parse_vector(row.get(1)).ok_or_else(|| {
+                    self.error(&"a chunk's vector is not in pgvector's text form")
+                })?;
+                Ok(chunk)
+            })
             .collect()
     }
 
@@ -917,6 +923,20 @@ impl KnowledgeStore for PgStore {
     fn stats(&self) -> Result<IndexStats> {
         self.run(|client| self.stats_here(client))
     }
+
+    fn size_bytes(&self) -> Result<u64> {
+        self.run(|client| {
+            let row = client
+                .query_one(
+                    "SELECT coalesce(sum(pg_total_relation_size(c.oid)), 0)::bigint \
+                     FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace \
+                     WHERE n.nspname = $1 AND c.relkind = 'r'",
+                    &[&self.schema],
+                )
+                .map_err(|error| self.db_error(&error))?;
+            Ok(row.get::<_, i64>(0) as u64)
+        })
+    }
 }
 
 /// What every connection of a store sets first: pgvector 0.8's iterative index scans, so a
@@ -933,6 +953,18 @@ fn session_settings(client: &mut Client) -> std::result::Result<(), String> {
 fn vector_literal(vector: &[f32]) -> String {
     let numbers: Vec<String> = vector.iter().map(f32::to_string).collect();
     format!("[{}]", numbers.join(","))
+}
+
+/// pgvector's text form back into numbers (`None` when it is not that).
+fn parse_vector(text: &str) -> Option<Vec<f32>> {
+    let inner = text.strip_prefix('[')?.strip_suffix(']')?;
+    if inner.is_empty() {
+        return Some(Vec::new());
+    }
+    inner
+        .split(',')
+        .map(|number| number.trim().parse().ok())
+        .collect()
 }
 
 /// Whether `filter` looks at the page, which differs between a document's chunks.

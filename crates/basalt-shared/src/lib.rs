@@ -7,6 +7,7 @@
 //! Each passes the same conformance suite as its embedded
 //! counterpart.
 
+pub mod migrate;
 mod models;
 mod rate_limits;
 mod sessions;
@@ -189,6 +190,43 @@ impl PgGuardrails {
                 .map_err(|error| StoreError::Unavailable(basalt_pg::migrations::describe(&error)))
         })
     }
+
+    /// Adds version `version` of `name` as it is (another store's, copied), or finds it there
+    /// already with the same configuration: true when it was added, an error when that
+    /// version holds another configuration.
+    pub fn import(
+        &self,
+        name: &str,
+        version: u32,
+        config: &GuardrailConfig,
+    ) -> Result<bool, StoreError> {
+        check_name(name)?;
+        let value = serde_json::to_value(config)
+            .map_err(|error| StoreError::Unavailable(error.to_string()))?;
+        let (added, stored) = self.run(|client| {
+            let added = client.execute(
+                "INSERT INTO basalt.guardrails (tenant, name, version, config) \
+                 VALUES ($1, $2, $3, $4) ON CONFLICT DO NOTHING",
+                &[&self.tenant, &name, &(version as i32), &value],
+            )?;
+            let stored: serde_json::Value = client
+                .query_one(
+                    "SELECT config FROM basalt.guardrails \
+                     WHERE tenant = $1 AND name = $2 AND version = $3",
+                    &[&self.tenant, &name, &(version as i32)],
+                )?
+                .get(0);
+            Ok((added > 0, stored))
+        })?;
+        if config_of(name, stored)? != *config {
+            return Err(StoreError::Unavailable(format!(
+                "the database holds another version {version} of guardrail {name:?} in tenant \
+                 {:?}: delete it there, or migrate into a database without it",
+                self.tenant
+            )));
+        }
+        Ok(added)
+    }
 }
 
 fn config_of(name: &str, value: serde_json::Value) -> Result<GuardrailConfig, StoreError> {
@@ -328,6 +366,44 @@ impl PgAudit {
         )
     }
 
+    /// Adds `records` (another trail's, verified, oldest first) to this one as they are, so
+    /// their hashes still chain: into an empty trail, or after an earlier import of some or
+    /// all of them (this trail's record of the same number carries the same hash). Returns how
+    /// many were added; an error, adding none, when this trail holds other records.
+    pub fn import(&self, records: &[Record]) -> Result<usize, SecurityError> {
+        let added = self.run(|client| {
+            let mut transaction = client.transaction()?;
+            transaction.execute("SELECT pg_advisory_xact_lock($1)", &[&AUDIT_LOCK])?;
+            let Some((_, start)) = common_records(&mut transaction, records)? else {
+                return Ok(None);
+            };
+            for batch in records[start..].chunks(1000) {
+                let seqs: Vec<i64> = batch.iter().map(|record| record.seq as i64).collect();
+                let json: Vec<serde_json::Value> = batch
+                    .iter()
+                    .map(|record| serde_json::to_value(record).unwrap_or_default())
+                    .collect();
+                transaction.execute(
+                    "INSERT INTO basalt.audit (seq, record) \
+                     SELECT * FROM unnest($1::bigint[], $2::jsonb[])",
+                    &[&seqs, &json],
+                )?;
+            }
+            transaction.commit()?;
+            Ok(Some(records.len() - start))
+        })?;
+        added.ok_or_else(parted)
+    }
+
+    /// Whether this trail holds nothing but the first records of `records` (none, some or
+    /// all): whether `records` with more appended could be imported.
+    pub fn precedes(&self, records: &[Record]) -> Result<bool, SecurityError> {
+        self.run(|client| {
+            Ok(common_records(client, records)?
+                .is_some_and(|(last, common)| last as usize == common))
+        })
+    }
+
     /// Every stored record's JSON, oldest first.
     fn stored(&self) -> Result<Vec<Vec<u8>>, SecurityError> {
         let rows = self.run(|client| {
@@ -338,6 +414,39 @@ impl PgAudit {
             .map(|row| row.get::<_, String>(0).into_bytes())
             .collect())
     }
+}
+
+/// The error of a trail whose history is not the one being imported.
+fn parted() -> SecurityError {
+    SecurityError::Invalid {
+        message: "the database's audit trail holds records the data directory's does not \
+                  (another installation's, or ones replicas appended after an earlier \
+                  migration): migrate into a database without them"
+            .into(),
+    }
+}
+
+/// The trail's last sequence number and how many of `records` it holds (by the hash of the
+/// last record both should hold); `None` when they differ there.
+fn common_records(
+    client: &mut impl postgres::GenericClient,
+    records: &[Record],
+) -> Result<Option<(i64, usize)>, postgres::Error> {
+    let last: i64 = client
+        .query_one("SELECT coalesce(max(seq), 0) FROM basalt.audit", &[])?
+        .get(0);
+    let common = last.min(records.len() as i64);
+    if common == 0 {
+        return Ok(Some((last, 0)));
+    }
+    let hash: Option<String> = client
+        .query_opt(
+            "SELECT record->>'hash' FROM basalt.audit WHERE seq = $1",
+            &[&common],
+        )?
+        .map(|row| row.get(0));
+    let same = hash.as_deref() == Some(records[common as usize - 1].hash.as_str());
+    Ok(same.then_some((last, common as usize)))
 }
 
 impl AuditTrail for PgAudit {

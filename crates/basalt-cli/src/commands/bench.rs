@@ -46,6 +46,13 @@ pub(crate) enum BenchCommand {
         after_help = "Example:\n  basalt bench sharing --json --out target/bench-sharing.json"
     )]
     Sharing(super::bench_share::SharingBenchArgs),
+    /// Knowledge bases of 10 k to 1 M chunks on each backend: write rate, index size, memory,
+    /// and search latency (index part) at 1 and 16 clients, against the issue's floors
+    #[command(
+        after_help = "Examples:\n  basalt bench scale --chunks 100000,1000000 --json --out target/bench-scale.json\n  \
+                      basalt --database postgres://… bench scale --backends embedded,postgres"
+    )]
+    Scale(super::bench_scale::ScaleBenchArgs),
     /// Time to first token through a chat model served elsewhere against the remote's own
     #[command(after_help = "Example:\n  basalt bench remote --json --out target/bench-remote.json")]
     Remote(super::bench_remote::RemoteBenchArgs),
@@ -91,6 +98,44 @@ pub(crate) struct SharedDataArgs {
 }
 
 /// The value at fraction `p` of `sorted` (nearest rank); 0 when there is none.
+/// Runs `work` on every item, `clients` threads each taking the next item in turn (as that
+/// many concurrent clients would); returns what each call returned, and the wall time in
+/// seconds.
+pub(crate) fn with_clients<T: Sync, R: Send>(
+    clients: usize,
+    items: &[T],
+    work: impl Fn(&T) -> anyhow::Result<R> + Sync,
+) -> anyhow::Result<(Vec<R>, f64)> {
+    let next = std::sync::atomic::AtomicUsize::new(0);
+    let started = std::time::Instant::now();
+    let results = std::thread::scope(|scope| {
+        let workers: Vec<_> = (0..clients)
+            .map(|_| {
+                scope.spawn(|| -> anyhow::Result<Vec<R>> {
+                    let mut mine = Vec::new();
+                    loop {
+                        let index = next.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                        let Some(item) = items.get(index) else {
+                            return Ok(mine);
+                        };
+                        mine.push(work(item)?);
+                    }
+                })
+            })
+            .collect();
+        let mut all = Vec::new();
+        for worker in workers {
+            match worker.join() {
+                Ok(Ok(mine)) => all.extend(mine),
+                Ok(Err(error)) => return Err(error),
+                Err(_) => anyhow::bail!("a benchmark thread panicked"),
+            }
+        }
+        Ok(all)
+    })?;
+    Ok((results, started.elapsed().as_secs_f64()))
+}
+
 pub(crate) fn percentile(sorted: &[f64], p: f64) -> f64 {
     if sorted.is_empty() {
         return 0.0;
@@ -356,6 +401,7 @@ pub(crate) fn run(command: BenchCommand, settings: &Settings) -> anyhow::Result<
         BenchCommand::Guardrails(args) => super::bench_guard::run(&args, settings),
         BenchCommand::Sharing(args) => super::bench_share::run(&args, settings),
         BenchCommand::Remote(args) => super::bench_remote::run(&args, settings),
+        BenchCommand::Scale(args) => super::bench_scale::run(&args, settings),
     }
 }
 

@@ -3,7 +3,6 @@
 
 use std::path::PathBuf;
 use std::process::ExitCode;
-use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Instant;
 
 use anyhow::Context;
@@ -176,47 +175,19 @@ pub(crate) fn search(args: &SearchBenchArgs, settings: &Settings) -> anyhow::Res
     ];
     for (mode, exact) in variants {
         for clients in [1, 16] {
-            let next = AtomicUsize::new(0);
-            let started = Instant::now();
-            let latencies: Vec<(f64, f64, f64)> = std::thread::scope(|scope| {
-                let workers: Vec<_> = (0..clients)
-                    .map(|_| {
-                        scope.spawn(|| -> anyhow::Result<Vec<(f64, f64, f64)>> {
-                            let mut mine = Vec::new();
-                            loop {
-                                let index = next.fetch_add(1, Ordering::Relaxed);
-                                let Some(query) = queries.get(index) else {
-                                    return Ok(mine);
-                                };
-                                let options = SearchOptions {
-                                    mode: Some(mode),
-                                    k: args.k,
-                                    exact,
-                                    ..SearchOptions::default()
-                                };
-                                let begun = Instant::now();
-                                let results = kb.search(Some(&embedder), query, &options)?;
-                                let total = begun.elapsed().as_secs_f64() * 1e3;
-                                mine.push((
-                                    total,
-                                    results.timings.embed_ms,
-                                    results.timings.search_ms,
-                                ));
-                            }
-                        })
-                    })
-                    .collect();
-                let mut all = Vec::new();
-                for worker in workers {
-                    match worker.join() {
-                        Ok(Ok(mine)) => all.extend(mine),
-                        Ok(Err(error)) => return Err(error),
-                        Err(_) => anyhow::bail!("a search thread panicked"),
-                    }
-                }
-                Ok(all)
-            })?;
-            let wall = started.elapsed().as_secs_f64();
+            let options = SearchOptions {
+                mode: Some(mode),
+                k: args.k,
+                exact,
+                ..SearchOptions::default()
+            };
+            let (latencies, wall) =
+                super::bench::with_clients(clients, &queries, |query| -> anyhow::Result<_> {
+                    let begun = Instant::now();
+                    let results = kb.search(Some(&embedder), query, &options)?;
+                    let total = begun.elapsed().as_secs_f64() * 1e3;
+                    Ok((total, results.timings.embed_ms, results.timings.search_ms))
+                })?;
             let sorted_part = |part: fn(&(f64, f64, f64)) -> f64| {
                 let mut values: Vec<f64> = latencies.iter().map(part).collect();
                 values.sort_by(f64::total_cmp);

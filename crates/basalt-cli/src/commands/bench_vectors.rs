@@ -8,7 +8,7 @@ use std::time::Instant;
 
 use anyhow::Context;
 use basalt_index::{ChunkRecord, DocumentRecord, DocumentWrite, SearchMode, VectorIndex};
-use basalt_kb::{DataDir, KbSettings, SearchOptions};
+use basalt_kb::{DataDir, KbSettings, KnowledgeBase, SearchOptions};
 use serde::Serialize;
 
 use super::bench::ReportArgs;
@@ -73,7 +73,7 @@ impl Seeded {
 /// space, projected into the full dimension, plus a little isotropic noise, then normalised.
 /// (Uniform noise in all 384 dimensions would make every neighbour equally far, a worst case
 /// no text collection shows.)
-struct Generator {
+pub(crate) struct Generator {
     random: Seeded,
     centres: Vec<Vec<f32>>,
     projection: Vec<Vec<f32>>,
@@ -83,7 +83,7 @@ struct Generator {
 const LATENT: usize = 24;
 
 impl Generator {
-    fn new(dimension: usize, topics: usize) -> Self {
+    pub(crate) fn new(dimension: usize, topics: usize) -> Self {
         let mut random = Seeded(42);
         let centres = (0..topics)
             .map(|_| (0..LATENT).map(|_| random.next()).collect())
@@ -99,7 +99,7 @@ impl Generator {
         }
     }
 
-    fn vector(&mut self) -> Vec<f32> {
+    pub(crate) fn vector(&mut self) -> Vec<f32> {
         let topic =
             ((self.random.next() + 0.5) * self.centres.len() as f32) as usize % self.centres.len();
         let latent: Vec<f32> = (0..LATENT)
@@ -119,6 +119,60 @@ impl Generator {
         vector.iter_mut().for_each(|value| *value /= norm);
         vector
     }
+}
+
+/// Writes `chunks` synthetic chunks into `kb`, in documents of ten and writes of `per_commit`
+/// chunks, each chunk's text `text(its number)` and its vector the generator's next; returns
+/// the seconds the writes took.
+pub(crate) fn write_synthetic(
+    kb: &KnowledgeBase,
+    chunks: usize,
+    per_commit: usize,
+    generator: &mut Generator,
+    text: impl Fn(usize) -> String,
+) -> anyhow::Result<f64> {
+    const CHUNKS_PER_DOCUMENT: usize = 10;
+    let started = Instant::now();
+    let mut batch = Vec::new();
+    let mut batch_chunks = 0;
+    for first in (0..chunks).step_by(CHUNKS_PER_DOCUMENT) {
+        let count = CHUNKS_PER_DOCUMENT.min(chunks - first);
+        let records: Vec<ChunkRecord> = (first..first + count)
+            .map(|number| ChunkRecord {
+                ordinal: (number - first) as u32,
+                text: text(number),
+                heading_path: Vec::new(),
+                page: None,
+                char_start: 0,
+                char_end: 0,
+                vector: generator.vector(),
+            })
+            .collect();
+        batch.push(DocumentWrite {
+            document: DocumentRecord {
+                doc_id: format!("doc{first}"),
+                source: format!("synthetic/{first}"),
+                title: None,
+                format: "text".into(),
+                content_hash: format!("synthetic:{first}"),
+                ingested_at: String::new(),
+                text_chars: 0,
+                pages: None,
+                chunk_count: count as u32,
+                tags: Vec::new(),
+                metadata: BTreeMap::new(),
+                readers: Vec::new(),
+            },
+            chunks: records,
+        });
+        batch_chunks += count;
+        if batch_chunks >= per_commit {
+            kb.write(std::mem::take(&mut batch))?;
+            batch_chunks = 0;
+        }
+    }
+    kb.write(batch)?;
+    Ok(started.elapsed().as_secs_f64())
 }
 
 pub(crate) fn run(args: &VectorBenchArgs, _settings: &Settings) -> anyhow::Result<ExitCode> {
@@ -171,49 +225,9 @@ fn measure(args: &VectorBenchArgs, dir: &std::path::Path) -> anyhow::Result<Vect
     let store = data.open("vectors").with_context(context)?;
     let index_dir = data.kb_path("vectors").join("index");
     let mut generator = Generator::new(args.dimension, (args.chunks / 100).max(1));
-    const CHUNKS_PER_DOCUMENT: usize = 10;
-    const CHUNKS_PER_COMMIT: usize = 10_000;
-    let started = Instant::now();
-    let mut batch = Vec::new();
-    let mut batch_chunks = 0;
-    for first in (0..args.chunks).step_by(CHUNKS_PER_DOCUMENT) {
-        let count = CHUNKS_PER_DOCUMENT.min(args.chunks - first);
-        let chunks: Vec<ChunkRecord> = (0..count)
-            .map(|ordinal| ChunkRecord {
-                ordinal: ordinal as u32,
-                text: format!("synthetic chunk {}", first + ordinal),
-                heading_path: Vec::new(),
-                page: None,
-                char_start: 0,
-                char_end: 0,
-                vector: generator.vector(),
-            })
-            .collect();
-        batch.push(DocumentWrite {
-            document: DocumentRecord {
-                doc_id: format!("doc{first}"),
-                source: "synthetic".into(),
-                title: None,
-                format: "text".into(),
-                content_hash: format!("synthetic:{first}"),
-                ingested_at: String::new(),
-                text_chars: 0,
-                pages: None,
-                chunk_count: count as u32,
-                tags: Vec::new(),
-                metadata: BTreeMap::new(),
-                readers: Vec::new(),
-            },
-            chunks,
-        });
-        batch_chunks += count;
-        if batch_chunks >= CHUNKS_PER_COMMIT {
-            store.write(std::mem::take(&mut batch))?;
-            batch_chunks = 0;
-        }
-    }
-    store.write(batch)?;
-    let write_seconds = started.elapsed().as_secs_f64();
+    let write_seconds = write_synthetic(&store, args.chunks, 10_000, &mut generator, |number| {
+        format!("synthetic chunk {number}")
+    })?;
     let started = Instant::now();
     store.finish_writes()?;
     let graph_build_seconds = started.elapsed().as_secs_f64();

@@ -6,6 +6,7 @@ mod bench_answer;
 mod bench_guard;
 mod bench_kb;
 mod bench_remote;
+mod bench_scale;
 mod bench_share;
 mod bench_vectors;
 mod db;
@@ -17,6 +18,7 @@ mod generate;
 mod guard;
 mod ingest;
 mod kb;
+mod migrate;
 mod models;
 mod search;
 pub(crate) mod security;
@@ -73,6 +75,9 @@ pub(crate) enum Command {
     /// Migrate the PostgreSQL schema that replicas share (--database)
     #[command(subcommand)]
     Db(db::DbCommand),
+    /// Copy this data directory (every tenant, knowledge base, vector, key, guardrail and the
+    /// audit trail) into PostgreSQL for replicas, and compare searches before and after
+    Migrate(migrate::MigrateArgs),
 }
 
 pub(crate) fn run(command: Command, settings: &Settings) -> anyhow::Result<ExitCode> {
@@ -94,6 +99,7 @@ pub(crate) fn run(command: Command, settings: &Settings) -> anyhow::Result<ExitC
         Command::Audit(command) => security::run_audit(command, settings),
         Command::Guard(command) => guard::run(command, settings),
         Command::Db(command) => db::run(command, settings),
+        Command::Migrate(args) => migrate::run(&args, settings),
     }
 }
 
