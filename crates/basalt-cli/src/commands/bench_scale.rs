@@ -138,11 +138,7 @@ pub(crate) fn run(args: &ScaleBenchArgs, settings: &Settings) -> anyhow::Result<
             kb_settings.embedding.model = "synthetic".into();
             kb_settings.vector_index = VectorIndex::Auto;
             data.create_with(&kb_settings, false)?;
-            let measured =
-                measure(&data, &name, chunks, &windows, &claims, args.k).map(|mut run| {
-                    run.backend = backend;
-                    run
-                });
+            let measured = measure(&data, &name, backend, chunks, &windows, &claims, args.k);
             let removed = data.delete(&name);
             runs.push(measured?);
             removed?;
@@ -188,6 +184,7 @@ fn text_windows(corpus: &std::path::Path) -> anyhow::Result<Vec<String>> {
 fn measure(
     data: &DataDir,
     name: &str,
+    backend: Backend,
     chunks: usize,
     windows: &[String],
     claims: &[String],
@@ -195,7 +192,10 @@ fn measure(
 ) -> anyhow::Result<Run> {
     let kb = data.open(name)?;
     let mut generator = Generator::new(kb.settings.embedding.dimension, 1000);
-    let per_commit = if data.has_database() { 1_000 } else { 10_000 };
+    let per_commit = match backend {
+        Backend::Embedded => 10_000,
+        Backend::Postgres => 1_000,
+    };
     let write_seconds = write_synthetic(&kb, chunks, per_commit, &mut generator, |number| {
         format!(
             "{} rep{}",
@@ -213,7 +213,7 @@ fn measure(
     let latencies = latencies(&kb, &queries, k)?;
     let (rss_bytes, peak_rss_bytes) = memory();
     Ok(Run {
-        backend: Backend::Embedded,
+        backend,
         chunks,
         write_seconds,
         finish_seconds,

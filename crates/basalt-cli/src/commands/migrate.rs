@@ -57,8 +57,7 @@ pub(crate) fn run(args: &MigrateArgs, settings: &Settings) -> anyhow::Result<Exi
         indicatif::ProgressStyle::with_template("{msg} [{wide_bar}] {pos}/{len} documents")
             .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar()),
     );
-    let user = std::env::var("USER").unwrap_or_else(|_| "unknown".into());
-    let principal = format!("cli:{user}");
+    let principal = super::security::cli_principal();
     let migration =
         basalt_shared::migrate::migrate(&from, &to, &principal, &mut |progress| match progress {
             Progress::Documents {

@@ -175,6 +175,12 @@ pub(crate) enum AuditCommand {
     },
 }
 
+/// Who the audit trail says acted from the command line: `cli:` and the user's login name.
+pub(crate) fn cli_principal() -> String {
+    let user = std::env::var("USER").unwrap_or_else(|_| "unknown".into());
+    format!("cli:{user}")
+}
+
 /// Records an administrative action taken from the command line.
 pub(crate) fn audit(
     settings: &Settings,
@@ -183,10 +189,9 @@ pub(crate) fn audit(
     detail: String,
 ) -> anyhow::Result<()> {
     let log = super::audit_trail(settings);
-    let user = std::env::var("USER").unwrap_or_else(|_| "unknown".into());
     log.append(Event {
         request_id: basalt_core::id::new_id("cli-", 8),
-        principal: Some(format!("cli:{user}")),
+        principal: Some(cli_principal()),
         key_id: None,
         action: action.into(),
         resource: resource.into(),
