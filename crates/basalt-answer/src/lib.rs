@@ -16,6 +16,7 @@ mod grounding;
 mod guarded;
 mod pipeline;
 mod prompt;
+mod quantity;
 pub mod select;
 mod session;
 mod text;

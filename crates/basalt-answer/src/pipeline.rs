@@ -208,7 +208,7 @@ pub fn answer(
     let focus = Some(question.trim()).filter(|focus| *focus != query);
     let retrieved = retrieve(kb, engines.embedder, &query, focus, options)?;
     let relevance = retrieved.relevance();
-    let (chunks, ranked) = (retrieved.chunks, retrieved.ranked);
+    let (chunks, mut ranked) = (retrieved.chunks, retrieved.ranked);
     let retrieval_ms = elapsed_ms(started);
 
     let mut result = Answer::plain(String::new(), query.clone());
@@ -218,6 +218,14 @@ pub fn answer(
     result.timings.retrieval_ms = retrieval_ms;
     if relevance.is_none_or(|score| score < min_relevance) {
         let reason = AbstainReason::NoRelevantPassages;
+        return Ok(abstain(result, reason, started, observe));
+    }
+    // A question that asks for a quantity is answered by a sentence that states one, or not.
+    let quantity = crate::quantity::asked(&query);
+    if let Some(kind) = quantity
+        && !prefer_quantity(&mut ranked, &query, kind, quantity_bonus())
+    {
+        let reason = AbstainReason::NoNumberStated;
         return Ok(abstain(result, reason, started, observe));
     }
 
@@ -230,12 +238,17 @@ pub fn answer(
         merit: ranked.first().map_or(f32::MIN, |best| best.merit - margin),
     };
     let mut sources = compose_passages(engines.embedder, &chunks, &ranked, budget, floor)?;
-    let quoted = extractive_choice(&ranked, &sources, margin);
-    if crate::select::asks_for_quantity(&query) && !states_number_near_best(&ranked, margin, &query)
-    {
-        let reason = AbstainReason::NoNumberStated;
-        return Ok(abstain(result, reason, started, observe));
-    }
+    let quoted = match quantity {
+        Some(kind) => {
+            let stating: Vec<Sentence> = ranked
+                .iter()
+                .filter(|sentence| crate::quantity::states(&sentence.text, &query, kind))
+                .cloned()
+                .collect();
+            extractive_choice(&stating, &sources, margin)
+        }
+        None => extractive_choice(&ranked, &sources, margin),
+    };
     if options.style.or(settings.style).unwrap_or_default() == AnswerStyle::Extractive {
         observe(AnswerEvent::Sources(&sources));
         result.sources = sources;
@@ -540,6 +553,9 @@ pub fn relevance(
 pub struct SelectorInput {
     /// The relevance the answer would be judged by ([`relevance`]).
     pub relevance: Option<f32>,
+    /// Its parts: the question's cosine with the best sentence and with the nearest passage,
+    /// and the share of its content words no passage holds.
+    pub relevance_parts: (Option<f32>, Option<f32>, f32),
     /// Each sentence's text and features, best first by the built-in selector.
     pub candidates: Vec<(String, [f32; select::DIMENSIONS])>,
 }
@@ -555,6 +571,11 @@ pub fn selector_candidates(
     let retrieved = retrieve(kb, embedder, question, None, options)?;
     Ok(SelectorInput {
         relevance: retrieved.relevance(),
+        relevance_parts: (
+            retrieved.best_sentence,
+            retrieved.best_passage,
+            retrieved.unknown_words,
+        ),
         candidates: retrieved
             .ranked
             .into_iter()
@@ -801,24 +822,52 @@ fn compose_passages(
 const EXTRACTIVE_MARGIN: f32 = 1.0;
 
 fn extractive_margin() -> f32 {
-    std::env::var("BASALT_EXTRACTIVE_MARGIN")
-        .ok()
-        .and_then(|value| value.parse().ok())
-        .unwrap_or(EXTRACTIVE_MARGIN)
+    fitting_override("BASALT_EXTRACTIVE_MARGIN", EXTRACTIVE_MARGIN)
 }
 
-/// Whether a sentence the selector scores within `margin` of the best states a number, an
-/// amount or a date that `question` does not already hold. "What's the annual deductible?"
-/// over a handbook that only names the insurer is not answered by "Medical insurance is
-/// provided via Blue Cross Blue Shield PPO."
-fn states_number_near_best(ranked: &[Sentence], margin: f32, question: &str) -> bool {
-    let Some(best) = ranked.first() else {
-        return false;
-    };
-    ranked
+/// A constant read from the environment variable `name` when it holds a number: for fitting
+/// it again on labelled questions.
+fn fitting_override(name: &str, default: f32) -> f32 {
+    std::env::var(name)
+        .ok()
+        .and_then(|value| value.parse().ok())
+        .unwrap_or(default)
+}
+
+/// How far the selector's score of a sentence that states the quantity a question asks for is
+/// raised over those that do not (`BASALT_QUANTITY_BONUS` overrides, for fitting it): the
+/// sentence that states it may rank below one that only names the question's subject
+/// ("Each pay period, you'll see a payroll deduction for medical insurance:" over
+/// "Employee-family medical coverage: $254.61").
+const QUANTITY_BONUS: f32 = 1.5;
+
+fn quantity_bonus() -> f32 {
+    fitting_override("BASALT_QUANTITY_BONUS", QUANTITY_BONUS)
+}
+
+/// Raises the score of the sentences that state the `kind` of quantity `question` asks for by
+/// `bonus` and ranks them again; false when none ranks first even so (none within `bonus` of
+/// the best states it): "What's the annual deductible?" over a handbook that only names the
+/// insurer is not answered by "Medical insurance is provided via Blue Cross Blue Shield PPO."
+fn prefer_quantity(
+    ranked: &mut [Sentence],
+    question: &str,
+    kind: crate::quantity::Quantity,
+    bonus: f32,
+) -> bool {
+    let stating: Vec<bool> = ranked
         .iter()
-        .take_while(|sentence| sentence.merit >= best.merit - margin)
-        .any(|sentence| crate::select::states_number(&sentence.text, question))
+        .map(|sentence| crate::quantity::states(&sentence.text, question, kind))
+        .collect();
+    for (sentence, stated) in ranked.iter_mut().zip(&stating) {
+        if *stated {
+            sentence.merit += bonus;
+        }
+    }
+    ranked.sort_by(|left, right| right.merit.total_cmp(&left.merit));
+    ranked
+        .first()
+        .is_some_and(|best| crate::quantity::states(&best.text, question, kind))
 }
 
 /// The sentences an extractive answer quotes: the selector's best among the sentences the
@@ -1113,7 +1162,8 @@ mod tests {
     }
 
     #[test]
-    fn a_number_is_looked_for_among_the_sentences_near_the_best() {
+    fn a_sentence_stating_the_quantity_asked_for_is_preferred_within_the_bonus() {
+        use crate::quantity::Quantity;
         let sentence = |text: &str, merit: f32| Sentence {
             chunk: 0,
             position: 0,
@@ -1121,14 +1171,21 @@ mod tests {
             score: merit,
             merit,
         };
-        let question = "What is the annual deductible on how many plans?";
-        let ranked = [
-            sentence("Medical insurance is provided via Blue Cross.", 3.0),
-            sentence("Employee-only medical coverage costs $50.43.", 2.5),
-        ];
-        assert!(states_number_near_best(&ranked, 1.0, question));
-        assert!(!states_number_near_best(&ranked, 0.2, question));
-        assert!(!states_number_near_best(&[], 1.0, question));
+        let question = "What is the annual deductible on the medical plan?";
+        let ranked = || {
+            vec![
+                sentence("Medical insurance is provided via Blue Cross.", 3.0),
+                sentence("Limit yourself to 1 meet-up per year.", 2.9),
+                sentence("Employee-only medical coverage costs $50.43.", 2.0),
+            ]
+        };
+        let mut near = ranked();
+        assert!(prefer_quantity(&mut near, question, Quantity::Amount, 1.5));
+        assert_eq!(near[0].text, "Employee-only medical coverage costs $50.43.");
+        assert!((near[0].merit - 3.5).abs() < 1e-6);
+        let mut far = ranked();
+        assert!(!prefer_quantity(&mut far, question, Quantity::Amount, 0.5));
+        assert!(!prefer_quantity(&mut [], question, Quantity::Amount, 1.5));
     }
 
     #[test]

@@ -16,6 +16,7 @@
 use std::collections::HashSet;
 
 use crate::citations::Reference;
+pub(crate) use crate::quantity::states_number;
 use crate::text::{content_words, prose_words};
 
 /// The features of a candidate sentence, in [`Selector`] weight order.
@@ -209,35 +210,9 @@ pub(crate) fn asks_for_number(question: &str) -> bool {
 }
 
 /// Whether a question asks for a quantity, a frequency or a date in words that admit nothing
-/// else: "How many …", "How long …", "What year …". A "when" question is not one: "When do
-/// you need to blind bake pastry?" is answered by a condition.
+/// else: "How many …", "How long …", "What year …" ([`crate::quantity::asked`]).
 pub(crate) fn asks_for_quantity(question: &str) -> bool {
-    const PHRASES: [&str; 20] = [
-        "how many",
-        "how much",
-        "how long",
-        "how old",
-        "how often",
-        "how far",
-        "how big",
-        "how large",
-        "how soon",
-        "how frequently",
-        "what year",
-        "which year",
-        "what date",
-        "what day",
-        "which day",
-        "what time",
-        "what percentage",
-        "what percent",
-        "what age",
-        "number of",
-    ];
-    let padded = format!(" {} ", question_words(question).join(" "));
-    PHRASES
-        .iter()
-        .any(|phrase| padded.contains(&format!(" {phrase} ")))
+    crate::quantity::asked(question).is_some()
 }
 
 /// A question's words, lower-cased, apostrophes kept ("what's").
@@ -247,64 +222,6 @@ fn question_words(question: &str) -> Vec<String> {
         .filter(|word| !word.is_empty())
         .map(str::to_lowercase)
         .collect()
-}
-
-/// Whether `text` states a number, an amount or a date that `question` does not already
-/// hold: a number ("8", "1:1", "$200"), a number word ("four weeks", "twice a week", "a few
-/// hours", "half"), or a month or weekday name. Words the question holds are left out: in
-/// "How often must I answer the daily question?", "the daily question …" echoes the question
-/// and "… at least twice a week" answers it.
-pub(crate) fn states_number(text: &str, question: &str) -> bool {
-    // Besides the number words up to ninety the verifier reads as numbers.
-    const WORDS: [&str; 34] = [
-        "hundred",
-        "thousand",
-        "million",
-        "billion",
-        "dozen",
-        "half",
-        "once",
-        "twice",
-        "few",
-        "several",
-        "daily",
-        "weekly",
-        "monthly",
-        "yearly",
-        "annually",
-        "quarterly",
-        "january",
-        "february",
-        "march",
-        "april",
-        "june",
-        "july",
-        "august",
-        "september",
-        "october",
-        "november",
-        "december",
-        "monday",
-        "tuesday",
-        "wednesday",
-        "thursday",
-        "friday",
-        "saturday",
-        "sunday",
-    ];
-    let tokens = |text: &str| -> Vec<String> {
-        text.split(|c: char| !c.is_alphanumeric())
-            .filter(|token| !token.is_empty())
-            .map(str::to_lowercase)
-            .collect()
-    };
-    let asked: HashSet<String> = tokens(question).into_iter().collect();
-    tokens(text).iter().any(|token| {
-        !asked.contains(token)
-            && (token.chars().any(|c| c.is_ascii_digit())
-                || WORDS.contains(&token.as_str())
-                || crate::verify::is_number_word(token))
-    })
 }
 
 /// A linear scorer over [`FEATURES`]: higher is more likely the sentence that answers.

@@ -50,6 +50,16 @@ One month, or three months for directors.
 ## Equipment
 
 Everyone gets a laptop of their choice, which IT sets up and ships before your start date.
+
+## Health insurance
+
+Medical insurance is provided through Blue Cross Blue Shield PPO. Each pay period, you'll see \
+a payroll deduction for medical insurance:
+
+* Employee-only medical coverage: $76.93
+* Employee-family medical coverage: $254.61
+
+The company pays 75% of the premium and the employee pays the other 25%.
 ";
 
 /// A document that tries to break out of its place in the prompt.
@@ -413,6 +423,16 @@ fn quotes_read_table_rows_with_their_header_and_terms_with_their_definition() {
             "Who approves: The VP of People",
         ),
         ("How long is parental leave?", "16 weeks, fully paid"),
+        // The sentence that names the deduction ranks first but states no amount; the list
+        // item that states it is quoted.
+        (
+            "How much is deducted each pay period for family medical coverage?",
+            "$254.61",
+        ),
+        (
+            "What share of the insurance premium do I pay myself?",
+            "the employee pays the other 25%",
+        ),
         (
             "What is the notice period during probation?",
             "Probation: Two weeks on either side.",
@@ -430,6 +450,36 @@ fn quotes_read_table_rows_with_their_header_and_terms_with_their_definition() {
     // number is no answer to "how often" (whatever the relevance threshold).
     let answer = ask("How often does IT set up a new laptop?", "0");
     assert_eq!(answer["abstain_reason"], "no_number_stated", "{answer}");
+    // Nor is a number of another kind an answer: the years of service and the days of leave
+    // are not an amount of money.
+    let answer = ask("What is the dollar budget for my laptop?", "0");
+    assert_eq!(answer["abstain_reason"], "no_number_stated", "{answer}");
+
+    // `eval answers` says whether each answer holds its listed fact: one right, one listed
+    // wrong on purpose.
+    let dataset = ws.dir.path().join("facts.jsonl");
+    std::fs::write(
+        &dataset,
+        "{\"id\": 1, \"question\": \"How long is parental leave?\", \"answers\": [\"16 weeks\"], \
+         \"facts\": [\"sixteen weeks\", \"16 weeks\"]}\n\
+         {\"id\": 2, \"question\": \"How long is parental leave?\", \"answers\": [\"16 weeks\"], \
+         \"accept\": [\"99 days\"]}\n",
+    )
+    .expect("write dataset");
+    let report = ws.json(&[
+        "eval",
+        "answers",
+        "--kb",
+        "leave",
+        "--min-relevance",
+        "0.3",
+        "--dataset",
+        &dataset.display().to_string(),
+        "--json",
+    ]);
+    assert_eq!(report["metrics"]["fact_rate"]["value"], 0.5, "{report}");
+    assert_eq!(report["records"][0]["fact_right"], true, "{report}");
+    assert_eq!(report["records"][1]["fact_right"], false, "{report}");
 }
 
 /// Questions Basalt's own documentation answers (the quickstart's knowledge base).

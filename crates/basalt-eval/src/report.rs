@@ -71,6 +71,9 @@ pub struct QuestionRecord {
     pub token_f1: Option<f64>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub exact_match: Option<bool>,
+    /// The answer holds one of the question's `facts` (answerable questions that list them).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub fact_right: Option<bool>,
     /// Share of the answer's sentences supported by the passages they cite (answers only).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub faithfulness: Option<f64>,
@@ -160,6 +163,10 @@ pub const METRICS: &[(&str, &str)] = &[
     ("bleu", "corpus BLEU, sacreBLEU's defaults (0–100)"),
     ("token_f1", "SQuAD token F1"),
     ("exact_match", "SQuAD exact match"),
+    (
+        "fact_rate",
+        "answerable questions answered with one of their listed facts",
+    ),
     (
         "faithfulness",
         "share of answer sentences supported by the passages they cite",
@@ -298,6 +305,14 @@ impl AnswerReport {
             answerable
                 .iter()
                 .filter_map(|r| r.exact_match.map(flag))
+                .collect(),
+            Higher,
+        );
+        put(
+            "fact_rate",
+            answerable
+                .iter()
+                .filter_map(|r| r.fact_right.map(flag))
                 .collect(),
             Higher,
         );
@@ -818,6 +833,7 @@ pub(crate) mod tests {
             }),
             token_f1: answerable.then_some(0.5),
             exact_match: answerable.then_some(false),
+            fact_right: answerable.then_some(id != "b"),
             faithfulness: (!abstained).then_some(if id == "b" { 0.5 } else { 1.0 }),
             citations: if abstained {
                 Vec::new()

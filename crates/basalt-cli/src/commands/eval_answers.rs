@@ -81,6 +81,9 @@ pub(crate) struct Question {
     pub(crate) text: String,
     pub(crate) answers: Vec<String>,
     pub(crate) answerable: bool,
+    /// Short strings, one of which an answer must hold to state the gold fact ("two weeks",
+    /// "14 days"); empty when the dataset gives none.
+    facts: Vec<String>,
     gold_passages: Vec<String>,
     passages: Vec<Passage>,
 }
@@ -107,6 +110,8 @@ struct RawQuestion {
     output: Option<Vec<RawOutput>>,
     #[serde(default)]
     answerable: Option<bool>,
+    #[serde(default, alias = "accept")]
+    facts: Vec<String>,
     #[serde(default)]
     gold_passages: Option<Vec<String>>,
     #[serde(default)]
@@ -170,6 +175,7 @@ pub(crate) fn load(path: &Path, limit: Option<usize>) -> anyhow::Result<Vec<Ques
             text,
             answers,
             answerable,
+            facts: raw.facts,
             gold_passages,
             passages: raw.passages,
         });
@@ -463,6 +469,14 @@ pub(crate) fn run(args: &AnswersArgs, settings: &Settings) -> anyhow::Result<Exi
             rouge: lexical.then(|| rouge(&plain, &question.answers)),
             token_f1: lexical.then(|| token_f1(&plain, &question.answers)),
             exact_match: lexical.then(|| exact_match(&plain, &question.answers)),
+            fact_right: (lexical && !question.facts.is_empty()).then(|| {
+                let said = plain.to_lowercase();
+                !answer.abstained
+                    && question
+                        .facts
+                        .iter()
+                        .any(|fact| said.contains(&fact.to_lowercase()))
+            }),
             faithfulness,
             citations,
             sentences,

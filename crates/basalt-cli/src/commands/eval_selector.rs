@@ -73,6 +73,8 @@ struct Example {
     held_out: bool,
     answerable: bool,
     relevance: Option<f32>,
+    /// The relevance's parts: best sentence cosine, nearest passage cosine, unknown words.
+    relevance_parts: (Option<f32>, Option<f32>, f32),
     question: String,
     texts: Vec<String>,
     /// Each candidate's ROUGE-L F against the gold answer (for SciFact, its gain).
@@ -167,6 +169,7 @@ pub(crate) fn run(args: &SelectorArgs, settings: &Settings) -> anyhow::Result<Ex
                 held_out: held(*index),
                 answerable: question.answerable,
                 relevance: candidates.relevance,
+                relevance_parts: candidates.relevance_parts,
                 question: question.text.clone(),
                 texts,
                 rouge_l,
@@ -219,6 +222,7 @@ pub(crate) fn run(args: &SelectorArgs, settings: &Settings) -> anyhow::Result<Ex
                 held_out: held(index),
                 answerable: true,
                 relevance: candidates.relevance,
+                relevance_parts: candidates.relevance_parts,
                 question: claim.clone(),
                 rouge_l: gains.clone(),
                 texts,
