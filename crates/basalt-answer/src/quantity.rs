@@ -71,8 +71,9 @@ const MONEY_VERBS: [&str; 22] = [
 ];
 
 /// Nouns that name an amount of money: "What's the deductible?", "What is the travel
-/// allowance?". A "what" question about one asks for the amount.
-const MONEY_NOUNS: [&str; 20] = [
+/// allowance?". A "what" question about one asks for the amount. (Not "rate", "premium" or
+/// "bonus": "What is the literacy rate …", "What is premium economy?")
+const MONEY_NOUNS: [&str; 16] = [
     "deductible",
     "copay",
     "co-pay",
@@ -84,15 +85,11 @@ const MONEY_NOUNS: [&str; 20] = [
     "fee",
     "fees",
     "cost",
-    "premium",
     "reimbursement",
-    "rate",
-    "bonus",
     "dollar",
     "dollars",
     "per-diem",
     "diem",
-    "wage",
 ];
 
 /// Phrases that ask for one kind of quantity and admit nothing else, checked in order.
@@ -245,6 +242,27 @@ pub(crate) fn states_number(text: &str, question: &str) -> bool {
     })
 }
 
+/// Units of length and size: "How long may the synopsis be?" asks for a length, not a time
+/// ("80 characters").
+const LENGTH_UNITS: [&str; 16] = [
+    "characters",
+    "words",
+    "lines",
+    "pages",
+    "bytes",
+    "kb",
+    "mb",
+    "gb",
+    "meters",
+    "metres",
+    "km",
+    "miles",
+    "feet",
+    "inches",
+    "cm",
+    "mm",
+];
+
 /// Words that make a number an amount of money or a share.
 const CURRENCY_WORDS: [&str; 9] = [
     "percent", "dollar", "dollars", "usd", "eur", "euro", "euros", "gbp", "cents",
@@ -267,7 +285,10 @@ pub(crate) fn states(text: &str, question: &str, kind: Quantity) -> bool {
         Quantity::Amount => {
             number() && (text.contains(['$', '€', '£', '¥', '%']) || has(&CURRENCY_WORDS))
         }
-        Quantity::Duration => (number() && has(&TIME_UNITS)) || unit_after(&["a", "an", "one"]),
+        Quantity::Duration => {
+            (number() && (has(&TIME_UNITS) || has(&LENGTH_UNITS)))
+                || unit_after(&["a", "an", "one"])
+        }
         Quantity::Frequency => {
             // The question's first word is a question word or a conjunction ("Once I've been
             // here a year, how often …"): a sentence may use it in its answer.
@@ -281,6 +302,10 @@ pub(crate) fn states(text: &str, question: &str, kind: Quantity) -> bool {
         Quantity::Date => {
             has(&MONTHS_AND_DAYS)
                 || has(&["noon", "am", "pm"])
+                // A time of day: "9:30".
+                || text.as_bytes().windows(3).any(|w| {
+                    w[0].is_ascii_digit() && w[1] == b':' && w[2].is_ascii_digit()
+                })
                 || tokens.iter().any(|token| {
                     // A year, or a day of the month ("1st", "15th").
                     let digits = token.trim_end_matches(|c: char| c.is_ascii_alphabetic());
@@ -288,7 +313,7 @@ pub(crate) fn states(text: &str, question: &str, kind: Quantity) -> bool {
                     !digits.is_empty()
                         && digits.chars().all(|c| c.is_ascii_digit())
                         && ((digits.len() == 4 && suffix.is_empty())
-                            || matches!(suffix, "st" | "nd" | "rd" | "th"))
+                            || matches!(suffix, "st" | "nd" | "rd" | "th" | "am" | "pm"))
                 })
         }
         Quantity::Count => number(),
@@ -341,6 +366,7 @@ mod tests {
             ("When do you need to blind bake pastry?", None),
             ("Who approves the budget?", None),
             ("What is the role of the prime minister?", None),
+            ("What is the literacy rate in India?", None),
         ] {
             assert_eq!(asked(question), kind, "{question}");
         }
