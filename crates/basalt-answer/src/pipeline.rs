@@ -221,9 +221,12 @@ pub fn answer(
         return Ok(abstain(result, reason, started, observe));
     }
     // A question that asks for a quantity is answered by a sentence that states one, or not.
-    let quantity = crate::quantity::asked(&query);
+    // A follow-up asks what its own words ask: "Who approves them?" after "How many vacation
+    // days do I get?" does not ask for a number.
+    let asking = focus.unwrap_or(&query);
+    let quantity = crate::quantity::asked(asking);
     if let Some(kind) = quantity
-        && !prefer_quantity(&mut ranked, &query, kind, quantity_bonus())
+        && !prefer_quantity(&mut ranked, asking, kind, quantity_bonus())
     {
         let reason = AbstainReason::NoNumberStated;
         return Ok(abstain(result, reason, started, observe));
@@ -242,7 +245,7 @@ pub fn answer(
         Some(kind) => {
             let stating: Vec<Sentence> = ranked
                 .iter()
-                .filter(|sentence| crate::quantity::states(&sentence.text, &query, kind))
+                .filter(|sentence| crate::quantity::states(&sentence.text, asking, kind))
                 .cloned()
                 .collect();
             extractive_choice(&stating, &sources, margin)

@@ -7,7 +7,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 
 use basalt_answer::{
-    AnswerOptions, Ask, Engines, Finish, GuardAction, GuardedTurn, Reply, TurnEvent,
+    AnswerOptions, Ask, Engines, Finish, GuardAction, GuardedTurn, HistoryTurn, Reply, TurnEvent,
 };
 use basalt_guard::testing::BagOfWords;
 use basalt_guard::{Guardrail, GuardrailConfig, Source};
@@ -75,6 +75,17 @@ fn ask_in_style(
     guard: Option<Arc<Guardrail>>,
     style: AnswerStyle,
 ) -> (Vec<TurnEvent>, Reply, usize) {
+    ask_after(fixture, &[], question, reply, guard, style)
+}
+
+fn ask_after(
+    fixture: &Fixture,
+    history: &[HistoryTurn],
+    question: &str,
+    reply: &str,
+    guard: Option<Arc<Guardrail>>,
+    style: AnswerStyle,
+) -> (Vec<TurnEvent>, Reply, usize) {
     let started = Arc::new(AtomicUsize::new(0));
     let counter = started.clone();
     let said = reply.to_owned();
@@ -86,7 +97,7 @@ fn ask_in_style(
     let ask = Ask::Kb {
         kb: fixture.kb.clone(),
         question: question.into(),
-        history: Vec::new(),
+        history: history.to_vec(),
         options: Box::new(AnswerOptions {
             min_relevance: Some(-1.0),
             style: Some(style),
@@ -352,4 +363,29 @@ fn a_generated_sentence_the_passages_do_not_support_is_never_shown() {
         reply.answer.answer
     );
     assert!(reply.answer.timings.first_shown_ms >= reply.answer.timings.first_token_ms);
+}
+
+/// A follow-up asks what its own words ask: after "How many days until a refund is paid?",
+/// "And who handles them for Project Falcon?" is retrieved with the earlier question but asks
+/// for no number, so the sentence that names the team answers it.
+#[test]
+fn a_follow_up_is_not_held_to_the_quantity_the_earlier_question_asked_for() {
+    let fixture = fixture();
+    let earlier = "How many days until a refund is paid?";
+    let (_, first, _) = ask_in_style(&fixture, earlier, "", None, AnswerStyle::Extractive);
+    assert!(first.answer.answer.contains("five days"), "{first:?}");
+    let history = [HistoryTurn {
+        question: earlier.into(),
+        answer: first.answer.answer.clone(),
+    }];
+    let question = "And who handles them for Project Falcon?";
+    let (_, reply, _) = ask_after(
+        &fixture,
+        &history,
+        question,
+        "",
+        None,
+        AnswerStyle::Extractive,
+    );
+    assert!(reply.answer.answer.contains("finance team"), "{reply:?}");
 }
